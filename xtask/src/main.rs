@@ -1,0 +1,74 @@
+//! `cargo xtask`: plough's developer tasks.
+//!
+//! * `cargo xtask test` — the workspace suites (nextest when installed, `cargo test`
+//!   otherwise), then a one-screen summary. This is the command the README and `.ci/run` give.
+//! * `cargo xtask codegen [--check]` — regenerate the committed Cap'n Proto code, or fail
+//!   when it is stale.
+//! * `cargo xtask bench [NAME]` — the benchmark targets (figures are ratios against a
+//!   baseline measured in the same run).
+
+mod codegen;
+mod test;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Debug, Parser)]
+#[command(name = "cargo xtask", about = "plough's developer tasks")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Run the test suites and print a summary; fails if any suite fails.
+    Test(test::TestArgs),
+    /// Regenerate `ipc-wire/src/generated/` from `ipc-wire/schema/*.capnp`.
+    Codegen {
+        /// Do not write; fail when the committed code differs from what capnp generates.
+        #[arg(long)]
+        check: bool,
+    },
+    /// Run the benchmark targets (criterion) of the workspace.
+    Bench {
+        /// Only benchmarks whose name contains this filter.
+        filter: Option<String>,
+        /// Shorter measurement (for a smoke run).
+        #[arg(long)]
+        quick: bool,
+    },
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    match cli.cmd {
+        Cmd::Test(args) => test::run(&args),
+        Cmd::Codegen { check } => codegen::run(check),
+        Cmd::Bench { filter, quick } => bench(filter.as_deref(), quick),
+    }
+}
+
+/// The workspace root (the parent of this crate's directory).
+pub(crate) fn workspace_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives one level below the workspace root")
+        .to_path_buf()
+}
+
+fn bench(filter: Option<&str>, quick: bool) -> Result<()> {
+    let mut cmd = std::process::Command::new(env!("CARGO"));
+    cmd.current_dir(workspace_root())
+        .args(["bench", "--workspace", "--benches", "--"]);
+    if let Some(f) = filter {
+        cmd.arg(f);
+    }
+    if quick {
+        cmd.args(["--warm-up-time", "0.5", "--measurement-time", "2"]);
+    }
+    let status = cmd.status()?;
+    anyhow::ensure!(status.success(), "cargo bench failed: {status}");
+    Ok(())
+}
