@@ -1,1 +1,78 @@
-//! placeholder
+//! Fork from a dedicated thread, scrub inherited fds, and own child processes through
+//! pidfds — the lowest layer of plough.
+//!
+//! ```
+//! use plough_fork_prims::{ForkOptions, fork_blocking};
+//!
+//! // The closure runs in the child, after the prelude (signals reset, own process
+//! // group, parent-death signal, every inherited fd but stdio closed).
+//! let child = fork_blocking(&ForkOptions::default(), || {
+//!     eprintln!("hello from the child");
+//!     7
+//! })?;
+//! let status = child.wait_blocking()?;
+//! assert_eq!(status.code(), Some(7));
+//! assert_eq!(status.to_string(), "exited with code 7");
+//! # Ok::<(), std::io::Error>(())
+//! ```
+//!
+//! # What is here
+//!
+//! * [`fork`] / [`fork_blocking`]: every fork of the process goes through one
+//!   process-lifetime *forkserver* thread that never runs an async runtime and blocks all
+//!   signals; [`register_fork_hooks`] is our `pthread_atfork`.
+//! * The child prelude ([`ForkOptions`], [`exit_code`]): in order, reset signals, own
+//!   process group, parent-death signal with a `getppid()` re-check, fd scrub, child
+//!   hooks; the child's closure runs under `catch_unwind` and the child ends with `_exit`.
+//! * [`close_inherited_fds`]: `close_range` over the gaps of a keep-set, `/proc/self/fd`,
+//!   then an `RLIMIT_NOFILE` loop.
+//! * [`ChildHandle`]: pid + pidfd, `try_wait`, cancel-safe async `wait`, `signal` via
+//!   `pidfd_send_signal`, `kill_group`, cached [`ExitStatus`]; dropping it never leaves a
+//!   zombie.
+//!
+//! # Caveats: what a forked child must not touch
+//!
+//! A forked child is a copy of the parent with one thread. The forkserver designs out the
+//! hazards it can (see `forkserver` and `prelude`); these remain the caller's:
+//!
+//! * **The parent's async runtime is dead in the child.** Never use a tokio `Runtime`,
+//!   `Handle`, or any I/O object of the parent there: their reactor fds are closed by the
+//!   scrub and their worker threads do not exist. Build a new *current-thread* runtime in
+//!   the child (a multi-thread one can park forever in state inherited from the parent's
+//!   parking queues; plough's workspace never enables tokio's `parking_lot` feature).
+//! * **tokio's signal driver keeps process-global state** (a self-pipe registered once per
+//!   process). The child inherits it initialised but with its fds closed, so
+//!   `tokio::signal` does not work in a forked child; handle signals with a `signalfd` or
+//!   a self-pipe created in the child.
+//! * Locks held by other parent threads at the instant of the fork stay locked in the
+//!   child, except those the forkserver takes on purpose (stdout, stderr, the hook list)
+//!   and those your own [`ForkHooks`] take. `std::env::set_var` racing a fork can leave
+//!   std's environment lock held (which is why `set_var` is `unsafe` in edition 2024).
+//! * Globals that name threads (a logging worker, a connection pool) must be reset in a
+//!   child hook; this crate's own (forkserver, reaper) are keyed by pid and re-created.
+//!
+//! # Unsafe
+//!
+//! The crate denies `unsafe_code` except in the modules that fork, close fds, touch signal
+//! masks, or publish per-process globals; each block there carries a `// SAFETY:` comment.
+
+mod child;
+mod forkserver;
+mod hooks;
+mod per_process;
+mod prelude;
+mod reap_queue;
+mod scrub;
+mod signals;
+mod status;
+
+pub use child::{ChildHandle, KillTarget};
+#[cfg(feature = "async")]
+pub use forkserver::fork;
+pub use forkserver::{FORKSERVER_THREAD_NAME, fork_blocking, forkserver_started};
+pub use hooks::{ForkHooks, register_fork_hooks};
+pub use prelude::{ForkOptions, exit_code};
+pub use reap_queue::pending_reaps;
+pub use rustix::process::Signal;
+pub use scrub::{ScrubMethod, ScrubReport, close_inherited_fds, list_open_fds, validate_keep_set};
+pub use status::{ExitStatus, SignalName};

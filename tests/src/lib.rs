@@ -1,2 +1,89 @@
 //! Shared helpers for plough's integration suites (`tests/tests/*.rs`) and the helper child
 //! programs they drive (`tests/src/bin/*.rs`).
+//!
+//! Tests wait for conditions with [`wait_until`] (a deadline and a message), never with a
+//! bare sleep, and bound async bodies with `tokio::time::timeout`.
+
+use std::io::{BufRead, BufReader, Read};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::time::{Duration, Instant};
+
+/// Polls `cond` until it holds or `limit` passes; panics naming `what` on timeout.
+/// The poll interval starts at 1 ms and backs off to 20 ms.
+#[track_caller]
+pub fn wait_until(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    let mut pause = Duration::from_millis(1);
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out after {limit:?} waiting for {what}");
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(20));
+    }
+}
+
+/// The scheduler state letter of a process (`R`, `S`, `Z`, ...), `None` once it is gone.
+pub fn proc_state(pid: u32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name is in parentheses and may contain spaces: the state follows the last ')'.
+    stat.rsplit_once(')')?.1.trim_start().chars().next()
+}
+
+/// The parent pid of a process, `None` once it is gone.
+pub fn proc_ppid(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(')')?.1.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Makes this process the reaper of its orphaned descendants (`PR_SET_CHILD_SUBREAPER`),
+/// so a test can observe and reap grandchildren whose parent it killed.
+pub fn become_subreaper() {
+    #[allow(unsafe_code)]
+    // SAFETY: PR_SET_CHILD_SUBREAPER takes an integer flag; no memory is passed.
+    let rc = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+    assert_eq!(rc, 0, "prctl(PR_SET_CHILD_SUBREAPER): {}", std::io::Error::last_os_error());
+}
+
+/// A pipe as two owned fds (read end, write end), both close-on-exec.
+pub fn pipe() -> (OwnedFd, OwnedFd) {
+    rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).expect("pipe")
+}
+
+/// Reads everything from `fd` until EOF (the writer side closed), as text.
+pub fn read_to_end(fd: OwnedFd) -> String {
+    let mut f = std::fs::File::from(fd);
+    let mut s = String::new();
+    f.read_to_string(&mut s).expect("read pipe");
+    s
+}
+
+/// Reads one line from `fd` (blocking).
+pub fn read_line(fd: &OwnedFd) -> String {
+    // Borrow the fd as a File without taking ownership.
+    let dup = fd.try_clone().expect("dup");
+    let mut line = String::new();
+    BufReader::new(std::fs::File::from(dup)).read_line(&mut line).expect("read line");
+    line.trim_end().to_owned()
+}
+
+/// Writes `s` to a raw fd (for use in forked children, which hold raw kept fds).
+pub fn write_fd(fd: RawFd, s: &str) {
+    #[allow(unsafe_code)]
+    // SAFETY: the caller passes an fd that is open for the duration of the call; the
+    // `File` is never dropped (ManuallyDrop), so it does not close it.
+    let f = std::mem::ManuallyDrop::new(unsafe { std::fs::File::from_raw_fd(fd) });
+    std::io::Write::write_all(&mut &*f, s.as_bytes()).expect("write fd");
+}
+
+/// The raw number of an owned fd.
+pub fn raw(fd: &OwnedFd) -> RawFd {
+    fd.as_raw_fd()
+}
+
+/// Runs a helper program (built from `tests/src/bin`) and returns it with piped stdout.
+pub fn spawn_helper(path: &str, args: &[&str]) -> std::process::Child {
+    std::process::Command::new(path)
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn helper {path}: {e}"))
+}

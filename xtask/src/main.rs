@@ -60,8 +60,7 @@ pub(crate) fn workspace_root() -> PathBuf {
 
 fn bench(filter: Option<&str>, quick: bool) -> Result<()> {
     let mut cmd = std::process::Command::new(env!("CARGO"));
-    cmd.current_dir(workspace_root())
-        .args(["bench", "--workspace", "--benches", "--"]);
+    cmd.current_dir(workspace_root()).args(["bench", "--workspace", "--benches", "--"]);
     if let Some(f) = filter {
         cmd.arg(f);
     }

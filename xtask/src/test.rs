@@ -46,11 +46,7 @@ pub(crate) fn run(args: &TestArgs) -> Result<()> {
     let runner = if nextest { "nextest" } else { "cargo test" };
     eprintln!("xtask: running the workspace suites with {runner}");
     let (ok, lines) = run_echoing(cmd).with_context(|| format!("could not run {runner}"))?;
-    let counts = if nextest {
-        parse_nextest(&lines)
-    } else {
-        parse_cargo_test(&lines)
-    };
+    let counts = if nextest { parse_nextest(&lines) } else { parse_cargo_test(&lines) };
     print_summary(runner, ok, &counts, start.elapsed());
     anyhow::ensure!(ok && counts.failed == 0, "test run failed");
     Ok(())
@@ -112,7 +108,9 @@ fn parse_nextest(lines: &[String]) -> Counts {
                     _ => {}
                 }
             }
-        } else if (t.starts_with("FAIL [") || t.starts_with("TIMEOUT [") || t.starts_with("SIGSEGV ["))
+        } else if (t.starts_with("FAIL [")
+            || t.starts_with("TIMEOUT [")
+            || t.starts_with("SIGSEGV ["))
             && !c.failures.contains(&t.to_string())
         {
             c.failures.push(t.to_string());

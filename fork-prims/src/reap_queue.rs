@@ -1,0 +1,93 @@
+//! The background reaper for dropped, still-running children.
+//!
+//! `Drop` cannot wait, so a handle dropped while its child runs hands the child here: one
+//! per-process thread (`plough-reaper`, created on first use, all signals blocked) polls
+//! the pidfds of the pending children and reaps each as it exits. Children without a pidfd
+//! are polled with `waitid(P_PID, WNOHANG)` every 50 ms. Each entry is reaped by its own
+//! pid: never `waitpid(-1)`.
+
+use crate::per_process::PerProcess;
+use rustix::event::{EventfdFlags, PollFd, PollFlags};
+use rustix::process::{Pid, WaitId, WaitIdOptions};
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+#[derive(Debug)]
+struct Entry {
+    pid: Pid,
+    pidfd: Option<OwnedFd>,
+}
+
+#[derive(Debug)]
+struct Reaper {
+    incoming: Mutex<Vec<Entry>>,
+    pending: AtomicUsize,
+    wake: OwnedFd,
+    started: AtomicBool,
+}
+
+static REAPER: PerProcess<Reaper> = PerProcess::new();
+
+/// Hands an unreaped child to the reaper thread.
+pub(crate) fn hand_off(pid: Pid, pidfd: Option<OwnedFd>) {
+    let reaper = REAPER.get_or_init(new_reaper, drop);
+    reaper.pending.fetch_add(1, Ordering::SeqCst);
+    reaper.incoming.lock().unwrap_or_else(|p| p.into_inner()).push(Entry { pid, pidfd });
+    if !reaper.started.swap(true, Ordering::SeqCst) {
+        let spawned =
+            crate::signals::spawn_with_signals_blocked("plough-reaper", move || run(reaper));
+        if spawned.is_err() {
+            // No thread: reap what we can now; the rest stays a zombie until we exit.
+            reaper.started.store(false, Ordering::SeqCst);
+        }
+    }
+    let _ = rustix::io::write(&reaper.wake, &1u64.to_ne_bytes());
+}
+
+/// How many dropped children of this process the reaper still waits for.
+pub fn pending_reaps() -> usize {
+    REAPER.get().map_or(0, |r| r.pending.load(Ordering::SeqCst))
+}
+
+fn new_reaper() -> Reaper {
+    let wake = rustix::event::eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)
+        .expect("eventfd for the reaper thread");
+    Reaper {
+        incoming: Mutex::new(Vec::new()),
+        pending: AtomicUsize::new(0),
+        wake,
+        started: AtomicBool::new(false),
+    }
+}
+
+fn run(reaper: &'static Reaper) {
+    let mut mine: Vec<Entry> = Vec::new();
+    loop {
+        mine.append(&mut reaper.incoming.lock().unwrap_or_else(|p| p.into_inner()));
+        let before = mine.len();
+        mine.retain(|e| !reap(e));
+        reaper.pending.fetch_sub(before - mine.len(), Ordering::SeqCst);
+
+        let tick = mine.iter().any(|e| e.pidfd.is_none());
+        let mut fds: Vec<PollFd<'_>> = Vec::with_capacity(mine.len() + 1);
+        fds.push(PollFd::new(&reaper.wake, PollFlags::IN));
+        fds.extend(
+            mine.iter().filter_map(|e| e.pidfd.as_ref()).map(|fd| PollFd::new(fd, PollFlags::IN)),
+        );
+        let timeout = tick.then_some(rustix::time::Timespec { tv_sec: 0, tv_nsec: 50_000_000 });
+        let _ = rustix::event::poll(&mut fds, timeout.as_ref());
+        let mut buf = [0u8; 8];
+        let _ = rustix::io::read(&reaper.wake, &mut buf);
+    }
+}
+
+/// `true` once the entry is reaped (or is not ours to reap any more).
+fn reap(e: &Entry) -> bool {
+    let opts = WaitIdOptions::EXITED | WaitIdOptions::NOHANG;
+    let res = match &e.pidfd {
+        Some(fd) => rustix::process::waitid(WaitId::PidFd(fd.as_fd()), opts),
+        None => rustix::process::waitid(WaitId::Pid(e.pid), opts),
+    };
+    !matches!(res, Ok(None) | Err(rustix::io::Errno::INTR))
+}

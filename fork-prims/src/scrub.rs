@@ -1,0 +1,198 @@
+//! Closing every inherited file descriptor except an explicit keep-set.
+//!
+//! A forked child inherits every fd of its parent: listening sockets, the parent's
+//! connections to other actors, epoll and signal fds of the parent's runtime, files. Left
+//! open they keep peers from seeing EOF, keep ports bound after the parent exits, and let
+//! the child write into the parent's conversations. So the child prelude closes all of
+//! them except the few it is given on purpose (stdio and its handshake socket).
+//!
+//! Three ways, best first:
+//! 1. `/proc/self/fd` names the open fds (so we can count them), then `close_range(2)`
+//!    closes each gap between kept fds in one syscall (one per gap);
+//! 2. without `close_range` (ENOSYS, kernels before 5.9), each listed fd is `close`d;
+//! 3. without `/proc`, every fd below `RLIMIT_NOFILE` is `close`d, then one `close_range`
+//!    sweeps above it where the kernel has it.
+//!
+//! Every way tolerates fds that close underneath it (`EBADF` is not an error).
+//!
+//! # Safety
+//!
+//! Closing an fd that other code owns is what this module is for: it is meant to run in a
+//! freshly forked, single-threaded child before any code that could own an fd runs there,
+//! or in a process that has arranged for no other code to hold fds outside `keep`.
+//! `close_inherited_fds` is therefore an `unsafe fn`.
+#![allow(unsafe_code)]
+
+use std::io;
+use std::os::fd::RawFd;
+use std::sync::atomic::{AtomicU8, Ordering};
+
+/// How [`close_inherited_fds`] closed the fds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScrubMethod {
+    /// `/proc/self/fd` listed them, `close_range(2)` closed the gaps.
+    CloseRange,
+    /// `/proc/self/fd` listed them, one `close(2)` each.
+    ProcSelfFd,
+    /// No `/proc`: one `close(2)` for every fd number below `RLIMIT_NOFILE`.
+    RlimitLoop,
+}
+
+/// What [`close_inherited_fds`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ScrubReport {
+    /// How many open fds were closed.
+    pub closed: usize,
+    /// Which way.
+    pub method: ScrubMethod,
+}
+
+/// Checks a keep-set: every fd non-negative and open. Returns it sorted and deduplicated.
+///
+/// # Errors
+///
+/// `InvalidInput` for a negative fd, `EBADF` (with the fd named) for one that is not open.
+pub fn validate_keep_set(keep: &[RawFd]) -> io::Result<Vec<RawFd>> {
+    let mut sorted = keep.to_vec();
+    sorted.sort_unstable();
+    sorted.dedup();
+    for &fd in &sorted {
+        if fd < 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("keep-set holds a negative fd ({fd})"),
+            ));
+        }
+        // SAFETY: F_GETFD only reads the descriptor flags; an fd that is not open yields
+        // EBADF and no other effect.
+        if unsafe { libc::fcntl(fd, libc::F_GETFD) } == -1 {
+            let err = io::Error::last_os_error();
+            return Err(io::Error::new(
+                err.kind(),
+                format!("keep-set fd {fd} is not an open file descriptor: {err}"),
+            ));
+        }
+    }
+    Ok(sorted)
+}
+
+/// Closes every open fd of this process except those in `keep`; returns how many it
+/// closed and how.
+///
+/// C form: `close_range(lo, hi, 0)` over each gap between kept fds, after listing
+/// `/proc/self/fd`; see the module docs for the fallbacks.
+///
+/// # Errors
+///
+/// The keep-set is checked first ([`validate_keep_set`]): a negative fd or one that is
+/// not open is an error and nothing is closed. Failures to close are not errors (an fd
+/// that vanished underneath is fine); failing to list `/proc/self/fd` falls back.
+///
+/// # Safety
+///
+/// Every fd outside `keep` is closed, whoever owns it: the caller must ensure that no
+/// live object (an `OwnedFd`, a `File`, a runtime's reactor) will use or close one of them
+/// afterwards — true in a freshly forked child before any other code runs.
+///
+/// # References
+///
+/// close_range(2), proc(5) (`/proc/pid/fd`), getrlimit(2).
+pub unsafe fn close_inherited_fds(keep: &[RawFd]) -> io::Result<ScrubReport> {
+    let keep = validate_keep_set(keep)?;
+    match list_open_fds() {
+        Ok(open) => {
+            let victims: Vec<RawFd> =
+                open.into_iter().filter(|fd| keep.binary_search(fd).is_err()).collect();
+            if close_range_gaps(&keep, 0) {
+                return Ok(ScrubReport { closed: victims.len(), method: ScrubMethod::CloseRange });
+            }
+            let closed = victims.iter().filter(|&&fd| close_one(fd)).count();
+            Ok(ScrubReport { closed, method: ScrubMethod::ProcSelfFd })
+        }
+        Err(_) => {
+            let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile)
+                .current
+                .unwrap_or(1 << 20)
+                .min(i32::MAX as u64) as RawFd;
+            let closed = (0..limit)
+                .filter(|fd| keep.binary_search(fd).is_err())
+                .filter(|&fd| close_one(fd))
+                .count();
+            // fds above a lowered soft limit can still be open.
+            close_range_gaps(&keep, limit);
+            Ok(ScrubReport { closed, method: ScrubMethod::RlimitLoop })
+        }
+    }
+}
+
+/// Lists the open fds of this process through `/proc/self/fd`, without the fd used to
+/// read the directory itself.
+pub fn list_open_fds() -> io::Result<Vec<RawFd>> {
+    use rustix::fs::{Dir, Mode, OFlags};
+    let dirfd = rustix::fs::open(
+        "/proc/self/fd",
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    let own = std::os::fd::AsRawFd::as_raw_fd(&dirfd);
+    let mut dir = Dir::new(dirfd)?;
+    let mut fds = Vec::new();
+    while let Some(entry) = dir.read() {
+        let entry = entry?;
+        let Ok(name) = entry.file_name().to_str() else { continue };
+        if let Ok(fd) = name.parse::<RawFd>()
+            && fd != own
+        {
+            fds.push(fd);
+        }
+    }
+    fds.sort_unstable();
+    Ok(fds)
+}
+
+/// `close(fd)`; `true` when an open fd was closed. EBADF (already closed) and EINTR
+/// (closed anyway on Linux) are not reported.
+fn close_one(fd: RawFd) -> bool {
+    // SAFETY: the caller of `close_inherited_fds` vouched that fds outside the keep-set
+    // are not used by anything alive; closing a closed fd is a harmless EBADF.
+    let rc = unsafe { libc::close(fd) };
+    rc == 0 || io::Error::last_os_error().raw_os_error() == Some(libc::EINTR)
+}
+
+/// 0 = unknown, 1 = close_range works, 2 = ENOSYS.
+static CLOSE_RANGE: AtomicU8 = AtomicU8::new(0);
+
+/// Closes every fd at or above `from` that is not in `keep` (sorted), gap by gap, with
+/// `close_range`. Returns `false` when the kernel lacks it (remembered).
+fn close_range_gaps(keep: &[RawFd], from: RawFd) -> bool {
+    if CLOSE_RANGE.load(Ordering::Relaxed) == 2 {
+        return false;
+    }
+    let mut lo = from as u32;
+    for &k in keep.iter().filter(|&&k| k >= from) {
+        let k = k as u32;
+        if k > lo && !close_range(lo, k - 1) {
+            return false;
+        }
+        lo = k + 1;
+    }
+    close_range(lo, u32::MAX)
+}
+
+fn close_range(first: u32, last: u32) -> bool {
+    // SAFETY: see `close_one`; close_range(2) with flags 0 only closes descriptors.
+    let rc = unsafe { libc::syscall(libc::SYS_close_range, first, last, 0u32) };
+    if rc == 0 {
+        CLOSE_RANGE.store(1, Ordering::Relaxed);
+        return true;
+    }
+    match io::Error::last_os_error().raw_os_error() {
+        Some(libc::ENOSYS) => {
+            CLOSE_RANGE.store(2, Ordering::Relaxed);
+            false
+        }
+        // EINVAL for first > last cannot happen here; anything else: nothing more to do
+        // for this gap.
+        _ => true,
+    }
+}
