@@ -1,4 +1,75 @@
-//! plough's wire: Cap'n Proto schema, limit-checked framing, addresses and transports.
+//! plough's wire: the Cap'n Proto protocol every actor speaks, a limit-checked framing
+//! codec, addresses, and UDS/TCP transports with a bounded handshake.
 //!
-//! This crate is part of the plough workspace; see the workspace README. It is filled in by
-//! its own issue.
+//! ```
+//! use futures::{SinkExt, StreamExt};
+//! use plough_ipc_wire::{Aid, Hello, HandshakeConfig, Listener, Msg, Payload, Uuid, handshake};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let dir = tempfile::tempdir()?;
+//! let addr = plough_ipc_wire::Address::uds_for_actor(dir.path(), "root", std::process::id())?;
+//! let hello = |name: &str| Hello {
+//!     aid: Aid { name: name.into(), uuid: Uuid([7; 16]), pid: std::process::id() },
+//!     ..Hello::default()
+//! };
+//! let config = HandshakeConfig::default();
+//! let mut acceptor = plough_ipc_wire::Acceptor::new(Listener::bind(&addr).await?, hello("root"), config);
+//!
+//! let child = hello("child");
+//! let (server, client) = tokio::join!(acceptor.accept(), handshake::connect(&addr, &child, &config));
+//! let (mut server, mut client) = (server, client?);
+//! assert_eq!(server.peer.aid.name, "child");
+//!
+//! // Payloads are MessagePack by default; the frame shares its buffer with the payload.
+//! client.framed.send(Msg::Return { cid: 1, payload: Payload::encode(&(1, "two"))? }).await?;
+//! let frame = server.framed.next().await.expect("a frame")?;
+//! let msg = frame.decode()?;
+//! assert_eq!(msg.cid(), Some(1));
+//! assert_eq!(msg.decode_payload::<(u32, String)>()?, (1, "two".to_owned()));
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Layers
+//!
+//! * [`Msg`] — the owned mirror of `schema/plough.capnp`; [`generated`] holds the raw
+//!   Cap'n Proto readers and builders.
+//! * [`Payload`], [`PayloadCodec`], [`MsgPack`], [`MsgTypeError`] — the opaque payload bytes
+//!   and the serde codec that fills them.
+//! * [`FrameCodec`], [`Limits`], [`Frame`], [`MsgView`] — framing with the limits checked
+//!   before allocation; a frame decodes to a `Msg` or, zero-copy, to a `MsgView`.
+//! * [`Address`], [`runtime_dir`], [`Listener`], [`Connection`], [`connect`] — transports.
+//! * [`handshake`], [`Acceptor`] — the `Hello` exchange under a deadline.
+//!
+//! Errors are split by blast radius: a [`FrameError`] ends a connection, a [`MsgError`]
+//! fails one message. This crate knows nothing of actors beyond the schema.
+
+#![deny(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod address;
+mod arena;
+pub mod codec;
+pub mod error;
+pub mod frame;
+pub mod generated;
+pub mod handshake;
+pub mod msg;
+pub mod payload;
+pub mod runtime_dir;
+pub mod transport;
+
+pub use address::{Address, AddressError};
+pub use codec::{FrameCodec, Limits};
+pub use error::{FrameError, MsgError, SegmentTableError};
+pub use frame::{Frame, MsgView};
+pub use handshake::{
+    AcceptEvent, Acceptor, Established, FramedConnection, HandshakeConfig, HandshakeError,
+};
+pub use msg::{
+    Aid, CallKind, CancelAck, Cid, ErrorMsg, Hello, Msg, MsgKind, RuntimeVars, SpawnSpec, Start,
+    StartAck, TypeErrorInfo, Uuid,
+};
+pub use payload::{MsgPack, MsgTypeError, Payload, PayloadCodec, PayloadEncodeError};
+pub use transport::{AcceptError, Connection, Listener, Peer, TransportError, connect};

@@ -1,0 +1,133 @@
+# plough's wire protocol: the envelope every actor speaks.
+#
+# Every frame on a plough connection is one `Msg`, framed with Cap'n Proto's standard
+# stream framing (segment table, then segments). Payloads (call arguments, results,
+# stream items) are opaque bytes produced by a payload codec (MessagePack by default),
+# so user types never need a .capnp file.
+#
+# Evolution rules (read before editing):
+#
+#  1. Never renumber, retype or reorder an existing field or union member. The ordinal
+#     (`@N`) is the wire identity; the name is only for humans and generated code.
+#  2. New fields and new union members take the next free ordinal of their struct.
+#     Old peers ignore unknown fields; an unknown `Msg` union member decodes on an old
+#     peer to a typed "unknown variant" error for that one message only (the connection
+#     survives), so a new variant must be something an old peer can afford to miss, or
+#     be negotiated first (e.g. through a field of `Hello`).
+#  3. Never delete a field or member: rename it `obsoleteFoo` and stop writing it. Its
+#     ordinal stays reserved forever.
+#  4. Defaults are part of the wire format: never change one.
+#  5. A field that is "optional" is a struct pointer (absent = null, test with `has*`)
+#     or a union with a `none` member; do not use sentinel values.
+#  6. After an edit run `cargo xtask codegen` and commit the regenerated
+#     `src/generated/`; CI runs `cargo xtask codegen --check`.
+
+@0x9ac4b605bfc446ca;
+
+# An actor's identity: the first thing both ends say on every connection.
+struct Aid {
+  name @0 :Text;     # the actor's name, e.g. "root" or "worker-3"
+  uuid @1 :Data;     # 16 bytes, unique per actor instance
+  pid @2 :UInt32;    # OS process id
+}
+
+# The opening message of a connection, sent by both ends before anything else.
+struct Hello {
+  aid @0 :Aid;
+  # Reserved for tree authentication (a proof derived from a per-tree secret). Empty
+  # today; a peer that does not check it ignores it.
+  treeProof @1 :Data;
+}
+
+struct KeyValue {
+  key @0 :Text;
+  value @1 :Text;
+}
+
+# Process-global runtime settings a parent hands to a child it spawns.
+struct RuntimeVars {
+  isRoot @0 :Bool;
+  debugMode @1 :Bool;
+  spawnMethod @2 :Text;
+  logLevel @3 :Text;
+  extra @4 :List(KeyValue);   # forward-compatible escape hatch
+}
+
+# What a parent tells a freshly spawned child.
+struct SpawnSpec {
+  runtimeVars @0 :RuntimeVars;
+  registryAddrs @1 :List(Text);   # addresses in `tcp://` / `uds://` form
+  bindAddrs @2 :List(Text);
+  enableHandlers @3 :List(Text);  # names of the handlers this child exposes
+  parent @4 :Aid;
+}
+
+# How a remote call behaves.
+enum CallKind {
+  function @0;   # args -> result
+  context @1;    # started, then an optional two-way stream, then a result
+  stream @2;     # a context that opened a stream
+}
+
+# Start a call on the receiving actor.
+struct Start {
+  cid @0 :UInt64;       # call id, chosen by the caller, unique per caller
+  function @1 :Text;    # registered handler name
+  args @2 :Data;        # payload-codec bytes
+  caller @3 :Aid;
+  kind @4 :CallKind;    # the kind the caller expects
+}
+
+struct StartAck {
+  cid @0 :UInt64;
+  kind @1 :CallKind;    # the kind the callee actually registered
+}
+
+# A call id and a payload: `Started`, `Yield` and `Return` share this shape.
+struct CidPayload {
+  cid @0 :UInt64;
+  payload @1 :Data;
+}
+
+struct CancelAck {
+  cid @0 :UInt64;
+  acked @1 :Bool;
+}
+
+# Filled when an `Error` reports a payload that did not decode as the receiver's type.
+struct TypeErrorInfo {
+  expectedType @0 :Text;   # the receiver's Rust type name
+  msgKind @1 :Text;        # the kind of the offending message, e.g. "yield"
+  rendering @2 :Text;      # a short rendering of what arrived
+}
+
+struct Error {
+  cid :union {
+    none @0 :Void;         # an actor-level error, not tied to one call
+    id @1 :UInt64;
+  }
+  source @2 :Aid;          # the actor where the error was raised
+  typeName @3 :Text;       # e.g. "ValueError", "plough::ContextCancelled"
+  message @4 :Text;
+  backtrace @5 :Text;      # remote backtrace as text
+  relayPath @6 :List(Aid); # actors the error travelled through, nearest last
+  canceller @7 :Aid;       # set when the error is a cancellation
+  overrunSender @8 :Aid;   # set when the error is a stream overrun
+  typeError @9 :TypeErrorInfo;  # set for a type error (bad message)
+}
+
+# The envelope: exactly one of these per frame.
+struct Msg {
+  union {
+    hello @0 :Hello;
+    spawnSpec @1 :SpawnSpec;
+    start @2 :Start;
+    startAck @3 :StartAck;
+    started @4 :CidPayload;
+    yield @5 :CidPayload;
+    stop @6 :UInt64;       # the call id whose stream ends
+    return @7 :CidPayload;
+    cancelAck @8 :CancelAck;
+    error @9 :Error;
+  }
+}

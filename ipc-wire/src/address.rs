@@ -1,0 +1,165 @@
+//! Where an actor listens: `tcp://127.0.0.1:1616` or `uds:///run/user/1000/plough/name@pid.sock`.
+//!
+//! Addresses travel inside messages (`SpawnSpec`) as text, so the text form is the
+//! contract: [`FromStr`] and [`Display`](fmt::Display) round-trip exactly. TCP hosts are IP
+//! literals (no name resolution hides inside a parse or a connect: an actor tree should not
+//! stall on DNS); UDS paths are absolute.
+
+use crate::runtime_dir;
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+/// The port of the root registry.
+pub const DEFAULT_REGISTRY_PORT: u16 = 1616;
+
+/// A transport address.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Address {
+    /// TCP; binds loopback unless the address says otherwise.
+    Tcp(SocketAddr),
+    /// A Unix domain socket at an absolute path.
+    Uds(PathBuf),
+}
+
+impl Address {
+    /// The root registry over TCP: `tcp://127.0.0.1:1616`.
+    pub fn default_registry_tcp() -> Self {
+        Address::Tcp(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), DEFAULT_REGISTRY_PORT))
+    }
+
+    /// The root registry over UDS: `<runtime dir>/registry@1616.sock`
+    /// (see [`runtime_dir::default_dir`](crate::runtime_dir::default_dir)).
+    pub fn default_registry_uds() -> Self {
+        Address::Uds(
+            runtime_dir::default_dir().join(format!("registry@{DEFAULT_REGISTRY_PORT}.sock")),
+        )
+    }
+
+    /// A loopback TCP address with port 0 (the kernel picks one at bind).
+    pub fn tcp_loopback_any() -> Self {
+        Address::Tcp(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0))
+    }
+
+    /// The UDS address of actor `name` in process `pid`, inside `dir`:
+    /// `<dir>/<name>@<pid>.sock`, shortened to fit `sun_path`.
+    ///
+    /// # Errors
+    /// [`AddressError::PathTooLong`] when even the shortest name does not fit under `dir`.
+    pub fn uds_for_actor(dir: &Path, name: &str, pid: u32) -> Result<Self, AddressError> {
+        runtime_dir::socket_path(dir, name, pid).map(Address::Uds)
+    }
+
+    /// The socket path, for a UDS address.
+    pub fn uds_path(&self) -> Option<&Path> {
+        match self {
+            Address::Uds(p) => Some(p),
+            Address::Tcp(_) => None,
+        }
+    }
+}
+
+impl fmt::Display for Address {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Address::Tcp(sa) => write!(f, "tcp://{sa}"),
+            Address::Uds(p) => write!(f, "uds://{}", p.display()),
+        }
+    }
+}
+
+/// Why an address is not acceptable.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum AddressError {
+    /// No `tcp://` or `uds://` prefix.
+    #[error("unknown address scheme in `{0}` (expected `tcp://ip:port` or `uds:///path`)")]
+    UnknownScheme(String),
+    /// The TCP part is not `ip:port` (IPv6 in brackets).
+    #[error("bad tcp address `{0}`: expected `ip:port`, e.g. `127.0.0.1:1616` or `[::1]:1616`")]
+    BadTcp(String),
+    /// The UDS path is not absolute.
+    #[error("uds path `{0}` is not absolute")]
+    RelativePath(String),
+    /// The UDS path contains a NUL byte.
+    #[error("uds path contains a NUL byte")]
+    NulInPath,
+    /// A socket path does not fit in `sun_path`.
+    #[error("socket path `{path}` is {len} bytes, longer than the {max} that fit in sun_path")]
+    PathTooLong {
+        /// The path.
+        path: String,
+        /// Its length in bytes.
+        len: usize,
+        /// The maximum.
+        max: usize,
+    },
+}
+
+impl FromStr for Address {
+    type Err = AddressError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if let Some(rest) = s.strip_prefix("tcp://") {
+            rest.parse::<SocketAddr>()
+                .map(Address::Tcp)
+                .map_err(|_| AddressError::BadTcp(rest.to_owned()))
+        } else if let Some(rest) = s.strip_prefix("uds://") {
+            if rest.contains('\0') {
+                return Err(AddressError::NulInPath);
+            }
+            if !rest.starts_with('/') {
+                return Err(AddressError::RelativePath(rest.to_owned()));
+            }
+            if rest.len() > runtime_dir::MAX_SOCKET_PATH {
+                return Err(AddressError::PathTooLong {
+                    path: rest.to_owned(),
+                    len: rest.len(),
+                    max: runtime_dir::MAX_SOCKET_PATH,
+                });
+            }
+            Ok(Address::Uds(PathBuf::from(rest)))
+        } else {
+            Err(AddressError::UnknownScheme(s.to_owned()))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips() {
+        for s in [
+            "tcp://127.0.0.1:1616",
+            "tcp://[::1]:80",
+            "tcp://0.0.0.0:0",
+            "uds:///run/user/1000/plough/name@12.sock",
+            "uds:///tmp/a b/c.sock",
+        ] {
+            let a: Address = s.parse().unwrap();
+            assert_eq!(a.to_string(), s);
+        }
+    }
+
+    #[test]
+    fn defaults() {
+        assert_eq!(Address::default_registry_tcp().to_string(), "tcp://127.0.0.1:1616");
+        let uds = Address::default_registry_uds().to_string();
+        assert!(uds.starts_with("uds:///") && uds.ends_with("/registry@1616.sock"), "{uds}");
+        assert!(uds.contains("/plough/") || uds.contains("/plough-"), "{uds}");
+    }
+
+    #[test]
+    fn rejects() {
+        assert!(matches!("http://x".parse::<Address>(), Err(AddressError::UnknownScheme(_))));
+        assert!(matches!("tcp://localhost:1".parse::<Address>(), Err(AddressError::BadTcp(_))));
+        assert!(matches!("tcp://1.2.3.4".parse::<Address>(), Err(AddressError::BadTcp(_))));
+        assert!(matches!("uds://rel/x".parse::<Address>(), Err(AddressError::RelativePath(_))));
+        assert!(matches!("uds:///a\0b".parse::<Address>(), Err(AddressError::NulInPath)));
+        let long = format!("uds:///{}", "x".repeat(200));
+        assert!(matches!(long.parse::<Address>(), Err(AddressError::PathTooLong { .. })));
+    }
+}

@@ -1,0 +1,414 @@
+//! Cap'n Proto standard stream framing as a `tokio_util` codec, with limits checked first.
+//!
+//! A frame is a segment table (`u32` segment count − 1, then one `u32` word count per
+//! segment, padded to 8 bytes) followed by the segments. The table is the only place a peer
+//! says how much memory it wants us to set aside, so [`FrameCodec`] checks it against
+//! [`Limits`] *before* reserving anything: a table that claims gigabytes, or thousands of
+//! segments, is a [`FrameError`] while the process has allocated nothing for it. Only a
+//! frame within the limit gets its buffer reserved, once, at its final size.
+//!
+//! Decoding is cancel-safe: all state lives in the read buffer and the codec, so dropping
+//! `FramedRead::next()` mid-frame loses nothing. Decoding yields [`Frame`]s; interpreting a
+//! frame is a separate step whose errors concern that message only (see [`crate::error`]).
+//!
+//! Encoding builds each message directly in the write buffer (see the `arena` module), so
+//! a payload is copied exactly once, the buffer's capacity is reused from message to
+//! message as scratch space, and many small frames queued with `SinkExt::feed` leave in one
+//! `write` when the sink is flushed.
+
+use crate::arena::InPlace;
+use crate::error::{FrameError, SegmentTableError};
+use crate::frame::{Frame, SegmentBounds};
+use crate::generated::plough_capnp as schema;
+use crate::msg::Msg;
+use bytes::{Buf, BytesMut};
+use tokio_util::codec::{Decoder, Encoder};
+
+/// Limits a [`FrameCodec`] enforces on every frame, both ways.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Limits {
+    /// Largest frame (segment table included), checked from the segment table before any
+    /// buffer is reserved, and on encode. At most [`Limits::MAX_FRAME_CEILING`].
+    pub max_frame_bytes: usize,
+    /// Most segments a frame may have (our encoder emits one).
+    pub max_segments: u32,
+    /// Deepest struct/list nesting a reader follows.
+    pub nesting_limit: i32,
+    /// A frame of `n` words may be traversed `n × traversal_factor` (+ a small slack) words
+    /// in total by all reads of it, which bounds the work a small, aliasing message can cause.
+    pub traversal_factor: u32,
+}
+
+impl Limits {
+    /// The defaults after a handshake: 64 MiB frames, 16 segments, nesting 16, factor 4.
+    pub const DEFAULT: Limits = Limits {
+        max_frame_bytes: 64 << 20,
+        max_segments: 16,
+        nesting_limit: 16,
+        traversal_factor: 4,
+    };
+
+    /// The limits before a handshake completes: 64 KiB frames, 4 segments.
+    pub const HANDSHAKE: Limits =
+        Limits { max_frame_bytes: 64 << 10, max_segments: 4, ..Limits::DEFAULT };
+
+    /// Frames cannot be larger than this (Cap'n Proto lists hold at most 2²⁹ − 1 bytes).
+    pub const MAX_FRAME_CEILING: usize = 256 << 20;
+
+    pub(crate) const TRAVERSAL_SLACK_WORDS: usize = 64;
+
+    /// [`Limits::DEFAULT`] with another maximum frame size (clamped to the ceiling).
+    pub const fn with_max_frame_bytes(mut self, bytes: usize) -> Self {
+        self.max_frame_bytes =
+            if bytes > Self::MAX_FRAME_CEILING { Self::MAX_FRAME_CEILING } else { bytes };
+        self
+    }
+
+    /// With another maximum segment count (at least 1).
+    pub const fn with_max_segments(mut self, n: u32) -> Self {
+        self.max_segments = if n == 0 { 1 } else { n };
+        self
+    }
+
+    /// With another nesting limit.
+    pub const fn with_nesting_limit(mut self, n: i32) -> Self {
+        self.nesting_limit = n;
+        self
+    }
+
+    /// With another traversal factor.
+    pub const fn with_traversal_factor(mut self, f: u32) -> Self {
+        self.traversal_factor = f;
+        self
+    }
+
+    fn max_frame(&self) -> usize {
+        self.max_frame_bytes.min(Self::MAX_FRAME_CEILING)
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self::DEFAULT
+    }
+}
+
+/// A validated segment table of the frame at the front of the read buffer.
+#[derive(Debug, Clone)]
+struct Head {
+    total: usize,
+    bounds: SegmentBounds,
+}
+
+/// The framing codec: [`Decoder`] of [`Frame`]s, [`Encoder`] of [`Msg`]s. See the module docs.
+#[derive(Debug, Clone, Default)]
+pub struct FrameCodec {
+    limits: Limits,
+    /// The head of a frame whose body has not fully arrived yet (saves re-parsing).
+    pending: Option<Head>,
+}
+
+impl FrameCodec {
+    /// A codec enforcing `limits`.
+    pub fn new(limits: Limits) -> Self {
+        Self { limits, pending: None }
+    }
+
+    /// The limits in force.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// Changes the limits (e.g. from [`Limits::HANDSHAKE`] to [`Limits::DEFAULT`] once the
+    /// peer is known). A partially received frame is re-checked against the new limits.
+    pub fn set_limits(&mut self, limits: Limits) {
+        self.limits = limits;
+        self.pending = None;
+    }
+
+    /// Parses and checks the segment table at the front of `src`; `None` until it is all there.
+    fn parse_head(&self, src: &mut BytesMut) -> Result<Option<Head>, FrameError> {
+        if src.len() < 4 {
+            return Ok(None);
+        }
+        let count = u64::from(u32::from_le_bytes(src[..4].try_into().expect("4 bytes"))) + 1;
+        if count > u64::from(self.limits.max_segments) {
+            return Err(FrameError::BadSegmentTable {
+                reason: SegmentTableError::TooManySegments {
+                    count,
+                    limit: self.limits.max_segments,
+                },
+            });
+        }
+        let count = count as usize; // ≤ max_segments: small
+        let table_len = (4 + 4 * count).next_multiple_of(8);
+        if src.len() < table_len {
+            src.reserve(table_len - src.len());
+            return Ok(None);
+        }
+        let lens = src[4..4 + 4 * count]
+            .chunks_exact(4)
+            .map(|c| u64::from(u32::from_le_bytes(c.try_into().expect("4 bytes"))));
+        let words: u64 = lens.clone().sum(); // ≤ 2³² segments × 2³² words: no overflow in u64
+        let total = table_len as u64 + words * 8;
+        if total > self.limits.max_frame() as u64 {
+            return Err(FrameError::TooLarge { claimed: total, limit: self.limits.max_frame() });
+        }
+        if src[4..8] == [0; 4] {
+            return Err(FrameError::BadSegmentTable {
+                reason: SegmentTableError::EmptyFirstSegment,
+            });
+        }
+        let total = total as usize; // ≤ max_frame
+        let bounds = if count == 1 {
+            SegmentBounds::One(table_len, total)
+        } else {
+            let mut at = table_len;
+            let ranges: Vec<(usize, usize)> = lens
+                .map(|w| {
+                    let range = (at, at + w as usize * 8);
+                    at = range.1;
+                    range
+                })
+                .collect();
+            SegmentBounds::Many(ranges.into_boxed_slice())
+        };
+        Ok(Some(Head { total, bounds }))
+    }
+}
+
+impl Decoder for FrameCodec {
+    type Item = Frame;
+    type Error = FrameError;
+
+    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Frame>, FrameError> {
+        let head = match self.pending.take() {
+            Some(head) => head,
+            None => match self.parse_head(src)? {
+                Some(head) => head,
+                None => return Ok(None),
+            },
+        };
+        if src.len() < head.total {
+            // Within the limit (checked above): now, and only now, reserve the whole frame.
+            src.reserve(head.total - src.len());
+            self.pending = Some(head);
+            return Ok(None);
+        }
+        let bytes = src.split_to(head.total).freeze();
+        Ok(Some(Frame::new(bytes, head.bounds, &self.limits)))
+    }
+
+    fn decode_eof(&mut self, src: &mut BytesMut) -> Result<Option<Frame>, FrameError> {
+        match self.decode(src)? {
+            Some(frame) => Ok(Some(frame)),
+            None if src.is_empty() => Ok(None),
+            None => {
+                let need = self.pending.take().map(|h| h.total as u64);
+                let have = src.len();
+                src.advance(have);
+                Err(FrameError::Truncated { have, need })
+            }
+        }
+    }
+}
+
+impl Encoder<&Msg> for FrameCodec {
+    type Error = FrameError;
+
+    fn encode(&mut self, msg: &Msg, dst: &mut BytesMut) -> Result<(), FrameError> {
+        encode_into(msg, dst, self.limits.max_frame(), msg.size_hint_words())
+    }
+}
+
+impl Encoder<Msg> for FrameCodec {
+    type Error = FrameError;
+
+    fn encode(&mut self, msg: Msg, dst: &mut BytesMut) -> Result<(), FrameError> {
+        self.encode(&msg, dst)
+    }
+}
+
+/// Appends one frame holding `msg` to `dst`, building it in place in a first segment of
+/// `hint_words` words. Exposed to tests so the multi-segment fallback is exercised.
+pub(crate) fn encode_into(
+    msg: &Msg,
+    dst: &mut BytesMut,
+    max_frame: usize,
+    hint_words: usize,
+) -> Result<(), FrameError> {
+    let too_large =
+        |claimed: usize| FrameError::TooLarge { claimed: claimed as u64, limit: max_frame };
+    if msg.size_floor_bytes() > max_frame {
+        return Err(too_large(msg.size_floor_bytes()));
+    }
+    let hint_words = hint_words.min(max_frame / 8 + 1);
+    let start = dst.len();
+    dst.resize(start + 8 + hint_words * 8, 0);
+    let (single_words, fallback) = {
+        let region = &mut dst[start + 8..];
+        let region_ptr = region.as_ptr();
+        let mut builder = capnp::message::Builder::new(InPlace::new(region));
+        msg.write(builder.init_root::<schema::msg::Builder<'_>>());
+        let segments = builder.get_segments_for_output();
+        if segments.len() == 1 && segments[0].as_ptr() == region_ptr {
+            (segments[0].len() / 8, None)
+        } else {
+            (0, Some(capnp::serialize::write_message_segments_to_words(&builder)))
+        }
+    };
+    match fallback {
+        None => {
+            let total = 8 + single_words * 8;
+            if total > max_frame {
+                dst.truncate(start);
+                return Err(too_large(total));
+            }
+            dst[start..start + 4].copy_from_slice(&0u32.to_le_bytes());
+            dst[start + 4..start + 8].copy_from_slice(&(single_words as u32).to_le_bytes());
+            dst.truncate(start + total);
+        }
+        Some(words) => {
+            dst.truncate(start);
+            if words.len() > max_frame {
+                return Err(too_large(words.len()));
+            }
+            dst.extend_from_slice(&words);
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::msg::{Aid, Uuid};
+    use crate::payload::Payload;
+
+    fn yield_msg(n: usize) -> Msg {
+        Msg::Yield { cid: 7, payload: Payload::from(vec![0xab; n]) }
+    }
+
+    fn decode_all(codec: &mut FrameCodec, buf: &mut BytesMut) -> Vec<Msg> {
+        let mut out = Vec::new();
+        while let Some(f) = codec.decode(buf).unwrap() {
+            out.push(f.decode().unwrap());
+        }
+        out
+    }
+
+    #[test]
+    fn in_place_encoding_is_standard_framing() {
+        let msg = yield_msg(64);
+        let mut buf = BytesMut::new();
+        FrameCodec::default().encode(&msg, &mut buf).unwrap();
+        // The frame must be readable by capnp's own reader.
+        let mut slice = &buf[..];
+        let reader =
+            capnp::serialize::read_message_from_flat_slice(&mut slice, Default::default()).unwrap();
+        assert!(slice.is_empty());
+        let root = reader.get_root::<schema::msg::Reader<'_>>().unwrap();
+        assert_eq!(Msg::read(root, None).unwrap(), msg);
+        // And as small as capnp's own serialization of the same message.
+        let mut b = capnp::message::Builder::new_default();
+        msg.write(b.init_root());
+        assert_eq!(buf.len(), capnp::serialize::write_message_to_words(&b).len());
+    }
+
+    #[test]
+    fn size_hint_is_an_upper_bound_for_every_kind() {
+        let aid = Aid { name: "abcdefghi".into(), uuid: Uuid([1; 16]), pid: 9 };
+        let msgs = [
+            yield_msg(0),
+            yield_msg(1),
+            yield_msg(1 << 20),
+            Msg::Stop { cid: 1 },
+            Msg::Error(crate::msg::ErrorMsg {
+                relay_path: vec![aid.clone(), aid.clone()],
+                canceller: Some(aid.clone()),
+                source: aid,
+                message: "x".repeat(33),
+                ..Default::default()
+            }),
+        ];
+        for msg in &msgs {
+            let hint = msg.size_hint_words();
+            let alloc = capnp::message::HeapAllocator::new().first_segment_words(hint as u32);
+            let mut b = capnp::message::Builder::new(alloc);
+            msg.write(b.init_root());
+            let segments = b.get_segments_for_output();
+            assert_eq!(segments.len(), 1, "{msg:?} did not fit in {hint} words");
+            assert!(segments[0].len() / 8 <= hint);
+        }
+    }
+
+    #[test]
+    fn too_small_hint_falls_back_to_multi_segment_frames() {
+        let mut codec = FrameCodec::default();
+        let mut buf = BytesMut::new();
+        let msg = yield_msg(100_000);
+        for hint in [0, 1, 3, 10] {
+            encode_into(&msg, &mut buf, Limits::DEFAULT.max_frame_bytes, hint).unwrap();
+        }
+        assert_eq!(decode_all(&mut codec, &mut buf), vec![msg; 4]);
+    }
+
+    #[test]
+    fn oversized_messages_are_refused_on_encode() {
+        let mut codec = FrameCodec::new(Limits::DEFAULT.with_max_frame_bytes(1024));
+        let mut buf = BytesMut::from(&b"keep"[..]);
+        assert!(matches!(
+            codec.encode(&yield_msg(2000), &mut buf),
+            Err(FrameError::TooLarge { .. })
+        ));
+        // Just above the limit once the header is counted.
+        assert!(matches!(
+            codec.encode(&yield_msg(1000), &mut buf),
+            Err(FrameError::TooLarge { .. })
+        ));
+        assert_eq!(&buf[..], b"keep", "a refused message leaves the buffer as it was");
+        codec.encode(&yield_msg(900), &mut buf).unwrap();
+    }
+
+    #[test]
+    fn segment_table_is_checked_before_reserving() {
+        let mut codec = FrameCodec::new(Limits::DEFAULT.with_max_frame_bytes(1 << 20));
+        // One segment claiming 2^32 - 1 words (32 GiB).
+        let mut buf = BytesMut::from(&[0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff][..]);
+        let cap = buf.capacity();
+        assert!(
+            matches!(codec.decode(&mut buf), Err(FrameError::TooLarge { claimed, .. }) if claimed > 1 << 34)
+        );
+        assert_eq!(buf.capacity(), cap);
+        // 2^32 segments.
+        let mut buf = BytesMut::from(&[0xff, 0xff, 0xff, 0xff][..]);
+        assert!(matches!(
+            codec.decode(&mut buf),
+            Err(FrameError::BadSegmentTable { reason: SegmentTableError::TooManySegments { .. } })
+        ));
+        let mut buf = BytesMut::from(&[0, 0, 0, 0, 0, 0, 0, 0][..]);
+        assert!(matches!(
+            codec.decode(&mut buf),
+            Err(FrameError::BadSegmentTable { reason: SegmentTableError::EmptyFirstSegment })
+        ));
+    }
+
+    #[test]
+    fn truncated_frame_at_eof_is_an_error() {
+        let mut buf = BytesMut::new();
+        let mut codec = FrameCodec::default();
+        codec.encode(&yield_msg(100), &mut buf).unwrap();
+        buf.truncate(buf.len() - 1);
+        assert!(codec.decode(&mut buf).unwrap().is_none());
+        assert!(matches!(
+            codec.decode_eof(&mut buf),
+            Err(FrameError::Truncated { need: Some(_), .. })
+        ));
+        let mut partial_table = BytesMut::from(&[1, 0][..]);
+        assert!(matches!(
+            FrameCodec::default().decode_eof(&mut partial_table),
+            Err(FrameError::Truncated { have: 2, need: None })
+        ));
+    }
+}

@@ -1,0 +1,806 @@
+//! The owned, ergonomic mirror of the schema's `Msg` union, converting both ways.
+//!
+//! Every generated reader getter can fail (a pointer out of bounds, invalid UTF-8, a limit
+//! hit) and every union can hold a member this build does not know. This module is where
+//! those outcomes become a typed [`MsgError`] for *that message* — it never panics and never
+//! allocates more than the frame it reads justifies (the frame's size and the traversal
+//! limit bound every string and list it copies). Payloads are not copied at all: a
+//! [`Payload`] decoded from a [`Frame`](crate::Frame) shares the frame's buffer.
+//!
+//! Writing is infallible for any value of these types; only size is checked, by the codec.
+
+use crate::address::Address;
+use crate::error::MsgError;
+use crate::generated::plough_capnp as schema;
+use crate::payload::{MsgPack, MsgTypeError, Payload, PayloadCodec};
+use bytes::Bytes;
+use capnp::traits::HasStructSize;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// A call id: chosen by the caller, unique among the caller's calls.
+pub type Cid = u64;
+
+/// A 16-byte actor instance id. Displayed in the usual 8-4-4-4-12 hex form.
+#[derive(Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Uuid(pub [u8; 16]);
+
+impl fmt::Display for Uuid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, b) in self.0.iter().enumerate() {
+            if matches!(i, 4 | 6 | 8 | 10) {
+                f.write_str("-")?;
+            }
+            write!(f, "{b:02x}")?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for Uuid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Uuid({self})")
+    }
+}
+
+/// An actor's identity: name, instance uuid, process id.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Aid {
+    /// The actor's name.
+    pub name: String,
+    /// Unique per actor instance.
+    pub uuid: Uuid,
+    /// OS process id.
+    pub pid: u32,
+}
+
+impl fmt::Display for Aid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}@{}", self.name, self.pid)
+    }
+}
+
+/// The opening message of every connection, both ways.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Hello {
+    /// Who is speaking.
+    pub aid: Aid,
+    /// Reserved for tree authentication; empty today.
+    pub tree_proof: Bytes,
+}
+
+/// Process-global runtime settings a parent hands to a child.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RuntimeVars {
+    /// Whether the child is the root of its tree.
+    pub is_root: bool,
+    /// Debug mode.
+    pub debug_mode: bool,
+    /// Spawn method key, e.g. `main_thread_forkserver`.
+    pub spawn_method: String,
+    /// Log filter, e.g. `info`.
+    pub log_level: String,
+    /// Forward-compatible extra settings.
+    pub extra: Vec<(String, String)>,
+}
+
+/// What a parent tells a freshly spawned child.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SpawnSpec {
+    /// Runtime settings.
+    pub runtime_vars: RuntimeVars,
+    /// Where the registrar(s) listen.
+    pub registry_addrs: Vec<Address>,
+    /// Where the child should listen.
+    pub bind_addrs: Vec<Address>,
+    /// Names of the handlers the child exposes.
+    pub enable_handlers: Vec<String>,
+    /// The spawning parent, if any.
+    pub parent: Option<Aid>,
+}
+
+/// How a remote call behaves.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum CallKind {
+    /// `args -> result`.
+    #[default]
+    Function,
+    /// `started`, then an optional two-way stream, then a result.
+    Context,
+    /// A context that opened a stream.
+    Stream,
+}
+
+/// Start a call on the receiving actor.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Start {
+    /// Call id.
+    pub cid: Cid,
+    /// Registered handler name.
+    pub function: String,
+    /// Arguments.
+    pub args: Payload,
+    /// Who calls.
+    pub caller: Aid,
+    /// The kind the caller expects.
+    pub kind: CallKind,
+}
+
+/// Acknowledges a [`Start`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StartAck {
+    /// Call id.
+    pub cid: Cid,
+    /// The kind the callee registered.
+    pub kind: CallKind,
+}
+
+/// Answers a cancel request.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CancelAck {
+    /// Call id.
+    pub cid: Cid,
+    /// Whether the cancel was acknowledged.
+    pub acked: bool,
+}
+
+/// Details of a type error (a payload that did not decode as the receiver's type).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TypeErrorInfo {
+    /// The receiver's Rust type name.
+    pub expected_type: String,
+    /// The offending message kind.
+    pub msg_kind: String,
+    /// A short rendering of what arrived.
+    pub rendering: String,
+}
+
+impl From<&MsgTypeError> for TypeErrorInfo {
+    fn from(e: &MsgTypeError) -> Self {
+        Self {
+            expected_type: e.expected.clone(),
+            msg_kind: e.kind.map(|k| k.to_string()).unwrap_or_default(),
+            rendering: e.arrived.clone(),
+        }
+    }
+}
+
+/// An error travelling home.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ErrorMsg {
+    /// The call it belongs to; `None` for an actor-level error.
+    pub cid: Option<Cid>,
+    /// The actor where it was raised.
+    pub source: Aid,
+    /// Error type name.
+    pub type_name: String,
+    /// Message text.
+    pub message: String,
+    /// Remote backtrace, as text.
+    pub backtrace: String,
+    /// Actors it travelled through, nearest last.
+    pub relay_path: Vec<Aid>,
+    /// Set when the error is a cancellation.
+    pub canceller: Option<Aid>,
+    /// Set when the error is a stream overrun.
+    pub overrun_sender: Option<Aid>,
+    /// Set for a type error.
+    pub type_error: Option<TypeErrorInfo>,
+}
+
+/// The kinds of [`Msg`], for routing and error messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[allow(missing_docs)]
+pub enum MsgKind {
+    Hello,
+    SpawnSpec,
+    Start,
+    StartAck,
+    Started,
+    Yield,
+    Stop,
+    Return,
+    CancelAck,
+    Error,
+}
+
+impl MsgKind {
+    /// The schema-style name, e.g. `start_ack`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            MsgKind::Hello => "hello",
+            MsgKind::SpawnSpec => "spawn_spec",
+            MsgKind::Start => "start",
+            MsgKind::StartAck => "start_ack",
+            MsgKind::Started => "started",
+            MsgKind::Yield => "yield",
+            MsgKind::Stop => "stop",
+            MsgKind::Return => "return",
+            MsgKind::CancelAck => "cancel_ack",
+            MsgKind::Error => "error",
+        }
+    }
+}
+
+impl fmt::Display for MsgKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One message of the protocol: the owned mirror of the schema's `Msg` union.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[allow(missing_docs)]
+pub enum Msg {
+    /// The first message both ways on every connection.
+    Hello(Hello),
+    SpawnSpec(SpawnSpec),
+    Start(Start),
+    StartAck(StartAck),
+    Started {
+        cid: Cid,
+        payload: Payload,
+    },
+    Yield {
+        cid: Cid,
+        payload: Payload,
+    },
+    Stop {
+        cid: Cid,
+    },
+    Return {
+        cid: Cid,
+        payload: Payload,
+    },
+    CancelAck(CancelAck),
+    Error(ErrorMsg),
+}
+
+impl Msg {
+    /// This message's kind.
+    pub fn kind(&self) -> MsgKind {
+        match self {
+            Msg::Hello(_) => MsgKind::Hello,
+            Msg::SpawnSpec(_) => MsgKind::SpawnSpec,
+            Msg::Start(_) => MsgKind::Start,
+            Msg::StartAck(_) => MsgKind::StartAck,
+            Msg::Started { .. } => MsgKind::Started,
+            Msg::Yield { .. } => MsgKind::Yield,
+            Msg::Stop { .. } => MsgKind::Stop,
+            Msg::Return { .. } => MsgKind::Return,
+            Msg::CancelAck(_) => MsgKind::CancelAck,
+            Msg::Error(_) => MsgKind::Error,
+        }
+    }
+
+    /// The call id, for the kinds that belong to a call.
+    pub fn cid(&self) -> Option<Cid> {
+        match self {
+            Msg::Hello(_) | Msg::SpawnSpec(_) => None,
+            Msg::Start(s) => Some(s.cid),
+            Msg::StartAck(a) => Some(a.cid),
+            Msg::Started { cid, .. }
+            | Msg::Yield { cid, .. }
+            | Msg::Stop { cid }
+            | Msg::Return { cid, .. } => Some(*cid),
+            Msg::CancelAck(a) => Some(a.cid),
+            Msg::Error(e) => e.cid,
+        }
+    }
+
+    /// The payload (`Start.args`, `Started`, `Yield`, `Return`), if this kind has one.
+    pub fn payload(&self) -> Option<&Payload> {
+        match self {
+            Msg::Start(s) => Some(&s.args),
+            Msg::Started { payload, .. }
+            | Msg::Yield { payload, .. }
+            | Msg::Return { payload, .. } => Some(payload),
+            _ => None,
+        }
+    }
+
+    /// Decodes the payload as a `T` with the default codec.
+    ///
+    /// # Errors
+    /// [`MsgTypeError`] naming `T`, this message's kind and what arrived; a kind without a
+    /// payload is a type error too.
+    pub fn decode_payload<T: DeserializeOwned>(&self) -> Result<T, MsgTypeError> {
+        match self.payload() {
+            Some(p) => MsgPack.decode(p, Some(self.kind())),
+            None => Err(MsgTypeError {
+                expected: std::any::type_name::<T>().to_owned(),
+                kind: Some(self.kind()),
+                arrived: "no payload".to_owned(),
+                reason: format!("a {} message carries no payload", self.kind()),
+            }),
+        }
+    }
+
+    /// Writes this message into a generated builder.
+    pub fn write(&self, mut b: schema::msg::Builder<'_>) {
+        match self {
+            Msg::Hello(h) => {
+                let mut hb = b.init_hello();
+                write_aid(&h.aid, hb.reborrow().init_aid());
+                if !h.tree_proof.is_empty() {
+                    hb.set_tree_proof(&h.tree_proof);
+                }
+            }
+            Msg::SpawnSpec(s) => write_spawn_spec(s, b.init_spawn_spec()),
+            Msg::Start(s) => {
+                let mut sb = b.init_start();
+                sb.set_cid(s.cid);
+                sb.set_function(s.function.as_str());
+                sb.set_args(&s.args);
+                sb.set_kind(s.kind.into());
+                write_aid(&s.caller, sb.init_caller());
+            }
+            Msg::StartAck(a) => {
+                let mut ab = b.init_start_ack();
+                ab.set_cid(a.cid);
+                ab.set_kind(a.kind.into());
+            }
+            Msg::Started { cid, payload } => write_cid_payload(*cid, payload, b.init_started()),
+            Msg::Yield { cid, payload } => write_cid_payload(*cid, payload, b.init_yield()),
+            Msg::Stop { cid } => b.set_stop(*cid),
+            Msg::Return { cid, payload } => write_cid_payload(*cid, payload, b.init_return()),
+            Msg::CancelAck(a) => {
+                let mut ab = b.init_cancel_ack();
+                ab.set_cid(a.cid);
+                ab.set_acked(a.acked);
+            }
+            Msg::Error(e) => write_error(e, b.init_error()),
+        }
+    }
+
+    /// Reads a message from a generated reader. Payloads and the tree proof share `frame`
+    /// when the reader's bytes lie inside it, and are copied otherwise.
+    ///
+    /// # Errors
+    /// [`MsgError`] for an unknown variant or enum value, a malformed field, or a limit hit.
+    pub fn read(r: schema::msg::Reader<'_>, frame: Option<&Bytes>) -> Result<Msg, MsgError> {
+        use schema::msg::Which as W;
+        let which = r.which().map_err(|e| MsgError::UnknownVariant { discriminant: e.0 })?;
+        let kind = kind_of(&which);
+        let cx = Cx { kind, frame };
+        let msg = match which {
+            W::Hello(h) => {
+                let h = cx.ok(h)?;
+                Msg::Hello(Hello {
+                    aid: cx.aid(cx.ok(h.get_aid())?)?,
+                    tree_proof: cx.share(cx.ok(h.get_tree_proof())?),
+                })
+            }
+            W::SpawnSpec(s) => Msg::SpawnSpec(cx.spawn_spec(cx.ok(s)?)?),
+            W::Start(s) => {
+                let s = cx.ok(s)?;
+                Msg::Start(Start {
+                    cid: s.get_cid(),
+                    function: cx.text(s.get_function())?,
+                    args: cx.share(cx.ok(s.get_args())?).into(),
+                    caller: cx.aid(cx.ok(s.get_caller())?)?,
+                    kind: cx.call_kind(s.get_kind())?,
+                })
+            }
+            W::StartAck(a) => {
+                let a = cx.ok(a)?;
+                Msg::StartAck(StartAck { cid: a.get_cid(), kind: cx.call_kind(a.get_kind())? })
+            }
+            W::Started(p) => {
+                let (cid, payload) = cx.cid_payload(p)?;
+                Msg::Started { cid, payload }
+            }
+            W::Yield(p) => {
+                let (cid, payload) = cx.cid_payload(p)?;
+                Msg::Yield { cid, payload }
+            }
+            W::Stop(cid) => Msg::Stop { cid },
+            W::Return(p) => {
+                let (cid, payload) = cx.cid_payload(p)?;
+                Msg::Return { cid, payload }
+            }
+            W::CancelAck(a) => {
+                let a = cx.ok(a)?;
+                Msg::CancelAck(CancelAck { cid: a.get_cid(), acked: a.get_acked() })
+            }
+            W::Error(e) => Msg::Error(cx.error(cx.ok(e)?)?),
+        };
+        Ok(msg)
+    }
+
+    /// An upper bound (in 8-byte words, segment table excluded) of this message's encoded
+    /// size, so that the encoder can build it in one segment in place.
+    pub(crate) fn size_hint_words(&self) -> usize {
+        let body = match self {
+            Msg::Hello(h) => {
+                words::<schema::hello::Builder<'_>>()
+                    + aid_words(&h.aid)
+                    + data_words(&h.tree_proof)
+            }
+            Msg::SpawnSpec(s) => spawn_spec_words(s),
+            Msg::Start(s) => {
+                words::<schema::start::Builder<'_>>()
+                    + text_words(&s.function)
+                    + data_words(&s.args)
+                    + aid_words(&s.caller)
+            }
+            Msg::StartAck(_) => words::<schema::start_ack::Builder<'_>>(),
+            Msg::Started { payload, .. }
+            | Msg::Yield { payload, .. }
+            | Msg::Return { payload, .. } => {
+                words::<schema::cid_payload::Builder<'_>>() + data_words(payload)
+            }
+            Msg::Stop { .. } => 0,
+            Msg::CancelAck(_) => words::<schema::cancel_ack::Builder<'_>>(),
+            Msg::Error(e) => error_words(e),
+        };
+        1 + words::<schema::msg::Builder<'_>>() + body
+    }
+
+    /// A lower bound (in bytes) of this message's encoded size: the variable-length bytes
+    /// it carries. Lets the encoder refuse an oversized message before building it.
+    pub(crate) fn size_floor_bytes(&self) -> usize {
+        match self {
+            Msg::Hello(h) => h.aid.name.len() + h.tree_proof.len(),
+            Msg::Start(s) => s.function.len() + s.args.len() + s.caller.name.len(),
+            Msg::Started { payload, .. }
+            | Msg::Yield { payload, .. }
+            | Msg::Return { payload, .. } => payload.len(),
+            Msg::Error(e) => e.message.len() + e.backtrace.len() + e.type_name.len(),
+            _ => 0,
+        }
+    }
+}
+
+fn kind_of<A, B, C, D, E, F, G, H, I>(
+    w: &schema::msg::Which<A, B, C, D, E, F, G, H, I>,
+) -> MsgKind {
+    use schema::msg::Which as W;
+    match w {
+        W::Hello(_) => MsgKind::Hello,
+        W::SpawnSpec(_) => MsgKind::SpawnSpec,
+        W::Start(_) => MsgKind::Start,
+        W::StartAck(_) => MsgKind::StartAck,
+        W::Started(_) => MsgKind::Started,
+        W::Yield(_) => MsgKind::Yield,
+        W::Stop(_) => MsgKind::Stop,
+        W::Return(_) => MsgKind::Return,
+        W::CancelAck(_) => MsgKind::CancelAck,
+        W::Error(_) => MsgKind::Error,
+    }
+}
+
+pub(crate) fn kind_of_reader(r: schema::msg::Reader<'_>) -> Result<MsgKind, MsgError> {
+    r.which().map(|w| kind_of(&w)).map_err(|e| MsgError::UnknownVariant { discriminant: e.0 })
+}
+
+impl From<CallKind> for schema::CallKind {
+    fn from(k: CallKind) -> Self {
+        match k {
+            CallKind::Function => schema::CallKind::Function,
+            CallKind::Context => schema::CallKind::Context,
+            CallKind::Stream => schema::CallKind::Stream,
+        }
+    }
+}
+
+// ---- writing ----
+
+fn write_aid(aid: &Aid, mut b: schema::aid::Builder<'_>) {
+    b.set_name(aid.name.as_str());
+    b.set_uuid(&aid.uuid.0);
+    b.set_pid(aid.pid);
+}
+
+fn write_cid_payload(cid: Cid, payload: &Payload, mut b: schema::cid_payload::Builder<'_>) {
+    b.set_cid(cid);
+    b.set_payload(payload);
+}
+
+fn write_text_list<'a>(
+    items: impl ExactSizeIterator<Item = &'a str>,
+    mut b: capnp::text_list::Builder<'_>,
+) {
+    for (i, s) in items.enumerate() {
+        b.set(i as u32, s);
+    }
+}
+
+fn write_spawn_spec(s: &SpawnSpec, mut b: schema::spawn_spec::Builder<'_>) {
+    {
+        let v = &s.runtime_vars;
+        let mut vb = b.reborrow().init_runtime_vars();
+        vb.set_is_root(v.is_root);
+        vb.set_debug_mode(v.debug_mode);
+        vb.set_spawn_method(v.spawn_method.as_str());
+        vb.set_log_level(v.log_level.as_str());
+        let mut eb = vb.init_extra(v.extra.len() as u32);
+        for (i, (k, val)) in v.extra.iter().enumerate() {
+            let mut kv = eb.reborrow().get(i as u32);
+            kv.set_key(k.as_str());
+            kv.set_value(val.as_str());
+        }
+    }
+    let registry: Vec<String> = s.registry_addrs.iter().map(Address::to_string).collect();
+    let bind: Vec<String> = s.bind_addrs.iter().map(Address::to_string).collect();
+    write_text_list(
+        registry.iter().map(String::as_str),
+        b.reborrow().init_registry_addrs(registry.len() as u32),
+    );
+    write_text_list(
+        bind.iter().map(String::as_str),
+        b.reborrow().init_bind_addrs(bind.len() as u32),
+    );
+    write_text_list(
+        s.enable_handlers.iter().map(String::as_str),
+        b.reborrow().init_enable_handlers(s.enable_handlers.len() as u32),
+    );
+    if let Some(parent) = &s.parent {
+        write_aid(parent, b.init_parent());
+    }
+}
+
+fn write_error(e: &ErrorMsg, mut b: schema::error::Builder<'_>) {
+    match e.cid {
+        Some(cid) => b.reborrow().get_cid().set_id(cid),
+        None => b.reborrow().get_cid().set_none(()),
+    }
+    write_aid(&e.source, b.reborrow().init_source());
+    b.set_type_name(e.type_name.as_str());
+    b.set_message(e.message.as_str());
+    b.set_backtrace(e.backtrace.as_str());
+    let mut path = b.reborrow().init_relay_path(e.relay_path.len() as u32);
+    for (i, aid) in e.relay_path.iter().enumerate() {
+        write_aid(aid, path.reborrow().get(i as u32));
+    }
+    if let Some(c) = &e.canceller {
+        write_aid(c, b.reborrow().init_canceller());
+    }
+    if let Some(o) = &e.overrun_sender {
+        write_aid(o, b.reborrow().init_overrun_sender());
+    }
+    if let Some(t) = &e.type_error {
+        let mut tb = b.init_type_error();
+        tb.set_expected_type(t.expected_type.as_str());
+        tb.set_msg_kind(t.msg_kind.as_str());
+        tb.set_rendering(t.rendering.as_str());
+    }
+}
+
+// ---- size hints (upper bounds, in words) ----
+
+fn words<T: HasStructSize>() -> usize {
+    T::STRUCT_SIZE.total() as usize
+}
+
+fn text_words(s: &str) -> usize {
+    (s.len() + 1).div_ceil(8)
+}
+
+fn data_words(d: &[u8]) -> usize {
+    d.len().div_ceil(8)
+}
+
+fn aid_words(aid: &Aid) -> usize {
+    words::<schema::aid::Builder<'_>>() + text_words(&aid.name) + 2
+}
+
+fn aid_list_words(aids: &[Aid]) -> usize {
+    1 + aids.iter().map(aid_words).sum::<usize>()
+}
+
+fn text_list_words<'a>(items: impl Iterator<Item = &'a str>) -> usize {
+    items.map(|s| 1 + text_words(s)).sum()
+}
+
+fn spawn_spec_words(s: &SpawnSpec) -> usize {
+    let v = &s.runtime_vars;
+    let addr = |a: &Address| 1 + (a.to_string().len() + 1).div_ceil(8);
+    words::<schema::spawn_spec::Builder<'_>>()
+        + words::<schema::runtime_vars::Builder<'_>>()
+        + text_words(&v.spawn_method)
+        + text_words(&v.log_level)
+        + 1
+        + v.extra
+            .iter()
+            .map(|(k, val)| {
+                words::<schema::key_value::Builder<'_>>() + text_words(k) + text_words(val)
+            })
+            .sum::<usize>()
+        + s.registry_addrs.iter().map(addr).sum::<usize>()
+        + s.bind_addrs.iter().map(addr).sum::<usize>()
+        + text_list_words(s.enable_handlers.iter().map(String::as_str))
+        + s.parent.as_ref().map_or(0, aid_words)
+}
+
+fn error_words(e: &ErrorMsg) -> usize {
+    let opt_aid = |a: &Option<Aid>| a.as_ref().map_or(0, aid_words);
+    words::<schema::error::Builder<'_>>()
+        + aid_words(&e.source)
+        + text_words(&e.type_name)
+        + text_words(&e.message)
+        + text_words(&e.backtrace)
+        + aid_list_words(&e.relay_path)
+        + opt_aid(&e.canceller)
+        + opt_aid(&e.overrun_sender)
+        + e.type_error.as_ref().map_or(0, |t| {
+            words::<schema::type_error_info::Builder<'_>>()
+                + text_words(&t.expected_type)
+                + text_words(&t.msg_kind)
+                + text_words(&t.rendering)
+        })
+}
+
+// ---- reading ----
+
+/// Reading context: the kind being read (for errors) and the frame to share bytes with.
+struct Cx<'f> {
+    kind: MsgKind,
+    frame: Option<&'f Bytes>,
+}
+
+impl Cx<'_> {
+    fn ok<T>(&self, r: capnp::Result<T>) -> Result<T, MsgError> {
+        r.map_err(|e| MsgError::from_capnp(Some(self.kind), e))
+    }
+
+    fn malformed(&self, reason: impl Into<String>) -> MsgError {
+        MsgError::Malformed { kind: Some(self.kind), reason: reason.into() }
+    }
+
+    fn text(&self, r: capnp::Result<capnp::text::Reader<'_>>) -> Result<String, MsgError> {
+        let t = self.ok(r)?;
+        t.to_str()
+            .map(str::to_owned)
+            .map_err(|e| self.malformed(format!("invalid UTF-8 in a text field: {e}")))
+    }
+
+    fn share(&self, data: &[u8]) -> Bytes {
+        match self.frame {
+            Some(frame) => share(frame, data),
+            None => Bytes::copy_from_slice(data),
+        }
+    }
+
+    fn aid(&self, r: schema::aid::Reader<'_>) -> Result<Aid, MsgError> {
+        let uuid = self.ok(r.get_uuid())?;
+        let uuid: [u8; 16] = uuid.try_into().map_err(|_| {
+            self.malformed(format!("an aid's uuid has {} bytes, not 16", uuid.len()))
+        })?;
+        Ok(Aid { name: self.text(r.get_name())?, uuid: Uuid(uuid), pid: r.get_pid() })
+    }
+
+    fn opt_aid(
+        &self,
+        present: bool,
+        r: capnp::Result<schema::aid::Reader<'_>>,
+    ) -> Result<Option<Aid>, MsgError> {
+        if present { Ok(Some(self.aid(self.ok(r)?)?)) } else { Ok(None) }
+    }
+
+    fn call_kind(
+        &self,
+        r: Result<schema::CallKind, capnp::NotInSchema>,
+    ) -> Result<CallKind, MsgError> {
+        match r {
+            Ok(schema::CallKind::Function) => Ok(CallKind::Function),
+            Ok(schema::CallKind::Context) => Ok(CallKind::Context),
+            Ok(schema::CallKind::Stream) => Ok(CallKind::Stream),
+            Err(e) => {
+                Err(MsgError::UnknownEnumValue { kind: self.kind, field: "kind", value: e.0 })
+            }
+        }
+    }
+
+    fn cid_payload(
+        &self,
+        r: capnp::Result<schema::cid_payload::Reader<'_>>,
+    ) -> Result<(Cid, Payload), MsgError> {
+        let r = self.ok(r)?;
+        Ok((r.get_cid(), self.share(self.ok(r.get_payload())?).into()))
+    }
+
+    fn text_list(
+        &self,
+        r: capnp::Result<capnp::text_list::Reader<'_>>,
+    ) -> Result<Vec<String>, MsgError> {
+        let list = self.ok(r)?;
+        // Capacity from the list's length is safe: the list lives inside the frame, whose
+        // size was bounded before it was read, and each element occupies a pointer word.
+        let mut out = Vec::with_capacity(list.len() as usize);
+        for item in list.iter() {
+            out.push(self.text(item)?);
+        }
+        Ok(out)
+    }
+
+    fn addr_list(
+        &self,
+        r: capnp::Result<capnp::text_list::Reader<'_>>,
+    ) -> Result<Vec<Address>, MsgError> {
+        self.text_list(r)?
+            .into_iter()
+            .map(|s| s.parse().map_err(|e| self.malformed(format!("bad address `{s}`: {e}"))))
+            .collect()
+    }
+
+    fn spawn_spec(&self, s: schema::spawn_spec::Reader<'_>) -> Result<SpawnSpec, MsgError> {
+        let v = self.ok(s.get_runtime_vars())?;
+        let extra_list = self.ok(v.get_extra())?;
+        let mut extra = Vec::with_capacity(extra_list.len() as usize);
+        for kv in extra_list.iter() {
+            extra.push((self.text(kv.get_key())?, self.text(kv.get_value())?));
+        }
+        Ok(SpawnSpec {
+            runtime_vars: RuntimeVars {
+                is_root: v.get_is_root(),
+                debug_mode: v.get_debug_mode(),
+                spawn_method: self.text(v.get_spawn_method())?,
+                log_level: self.text(v.get_log_level())?,
+                extra,
+            },
+            registry_addrs: self.addr_list(s.get_registry_addrs())?,
+            bind_addrs: self.addr_list(s.get_bind_addrs())?,
+            enable_handlers: self.text_list(s.get_enable_handlers())?,
+            parent: self.opt_aid(s.has_parent(), s.get_parent())?,
+        })
+    }
+
+    fn error(&self, e: schema::error::Reader<'_>) -> Result<ErrorMsg, MsgError> {
+        use schema::error::cid::Which as C;
+        let cid = match e.get_cid().which() {
+            Ok(C::None(())) => None,
+            Ok(C::Id(id)) => Some(id),
+            Err(n) => {
+                return Err(MsgError::UnknownEnumValue {
+                    kind: self.kind,
+                    field: "cid",
+                    value: n.0,
+                });
+            }
+        };
+        let path = self.ok(e.get_relay_path())?;
+        let mut relay_path = Vec::with_capacity(path.len() as usize);
+        for aid in path.iter() {
+            relay_path.push(self.aid(aid)?);
+        }
+        let type_error = if e.has_type_error() {
+            let t = self.ok(e.get_type_error())?;
+            Some(TypeErrorInfo {
+                expected_type: self.text(t.get_expected_type())?,
+                msg_kind: self.text(t.get_msg_kind())?,
+                rendering: self.text(t.get_rendering())?,
+            })
+        } else {
+            None
+        };
+        Ok(ErrorMsg {
+            cid,
+            source: self.aid(self.ok(e.get_source())?)?,
+            type_name: self.text(e.get_type_name())?,
+            message: self.text(e.get_message())?,
+            backtrace: self.text(e.get_backtrace())?,
+            relay_path,
+            canceller: self.opt_aid(e.has_canceller(), e.get_canceller())?,
+            overrun_sender: self.opt_aid(e.has_overrun_sender(), e.get_overrun_sender())?,
+            type_error,
+        })
+    }
+}
+
+/// `sub` as a `Bytes` sharing `frame`'s buffer when it lies inside it (no copy), or a copy
+/// when it does not. Never panics, unlike `Bytes::slice_ref`.
+pub(crate) fn share(frame: &Bytes, sub: &[u8]) -> Bytes {
+    let base = frame.as_ptr() as usize;
+    let start = sub.as_ptr() as usize;
+    if sub.is_empty() {
+        return Bytes::new();
+    }
+    match start.checked_sub(base) {
+        Some(offset) if offset + sub.len() <= frame.len() => {
+            frame.slice(offset..offset + sub.len())
+        }
+        _ => Bytes::copy_from_slice(sub),
+    }
+}

@@ -1,0 +1,197 @@
+//! The per-user directory that holds plough's Unix sockets, and the names inside it.
+//!
+//! A socket file is only as private as the directory it sits in: anyone who can write the
+//! directory can replace the socket with their own (and catch our connections), and anyone
+//! who can search it can connect. So the directory is `$XDG_RUNTIME_DIR/plough/` (fallback
+//! `/tmp/plough-<uid>/`), created mode 0700, and refused outright when it is a symlink or
+//! belongs to another user — the classic `/tmp` squatting attack, where someone creates
+//! `/tmp/plough-1000` first. Socket names are `<actor>@<pid>.sock`, sanitized and shortened
+//! (with a hash of the full name, so two long names stay distinct) to fit `sun_path`.
+
+use crate::address::AddressError;
+use std::fs;
+use std::io;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+/// Longest socket path that fits in `sockaddr_un.sun_path` (108 bytes with the NUL).
+pub const MAX_SOCKET_PATH: usize = 107;
+
+/// The default runtime directory: `$XDG_RUNTIME_DIR/plough`, or `/tmp/plough-<uid>` when
+/// `XDG_RUNTIME_DIR` is unset or not absolute. Does not create it; see [`ensure_private_dir`].
+pub fn default_dir() -> PathBuf {
+    match std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from) {
+        Some(dir) if dir.is_absolute() => dir.join("plough"),
+        _ => PathBuf::from(format!("/tmp/plough-{}", rustix::process::geteuid().as_raw())),
+    }
+}
+
+/// Why a runtime directory was refused.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RuntimeDirError {
+    /// The path is a symbolic link (someone may be redirecting our sockets).
+    #[error("{0} is a symlink; refusing to use it as a socket directory")]
+    Symlink(PathBuf),
+    /// The path exists and is not a directory.
+    #[error("{0} exists and is not a directory")]
+    NotADirectory(PathBuf),
+    /// The directory belongs to another user.
+    #[error("{path} is owned by uid {owner}, not by us (uid {ours}); refusing to use it")]
+    ForeignOwner {
+        /// The directory.
+        path: PathBuf,
+        /// Its owner.
+        owner: u32,
+        /// Our effective uid.
+        ours: u32,
+    },
+    /// Creating, inspecting or tightening the directory failed.
+    #[error("failed to prepare socket directory {path}")]
+    Io {
+        /// The directory.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// Creates `dir` (and missing parents) with mode 0700 if needed, then checks it: not a
+/// symlink, a directory, owned by our effective uid. A directory of ours with looser
+/// permissions is tightened to 0700.
+///
+/// The check runs *after* creation, so a directory someone else created in the race
+/// window is caught too.
+///
+/// # Errors
+/// [`RuntimeDirError`] when the directory is refused or cannot be created.
+pub fn ensure_private_dir(dir: &Path) -> Result<(), RuntimeDirError> {
+    let io_err = |source| RuntimeDirError::Io { path: dir.to_owned(), source };
+    match fs::symlink_metadata(dir) {
+        Ok(_) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(io_err)?;
+        }
+        Err(e) => return Err(io_err(e)),
+    }
+    let meta = fs::symlink_metadata(dir).map_err(io_err)?;
+    if meta.file_type().is_symlink() {
+        return Err(RuntimeDirError::Symlink(dir.to_owned()));
+    }
+    if !meta.is_dir() {
+        return Err(RuntimeDirError::NotADirectory(dir.to_owned()));
+    }
+    let ours = rustix::process::geteuid().as_raw();
+    if meta.uid() != ours {
+        return Err(RuntimeDirError::ForeignOwner {
+            path: dir.to_owned(),
+            owner: meta.uid(),
+            ours,
+        });
+    }
+    if meta.mode() & 0o777 != 0o700 {
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(io_err)?;
+    }
+    Ok(())
+}
+
+/// `<dir>/<name>@<pid>.sock`, with `name` sanitized (only `[A-Za-z0-9._-]` kept, others
+/// become `_`) and, when the path would not fit in `sun_path`, cut short and suffixed with
+/// `~` and a hash of the full name.
+///
+/// # Errors
+/// [`AddressError::PathTooLong`] when `dir` leaves no room for a name.
+pub fn socket_path(dir: &Path, name: &str, pid: u32) -> Result<PathBuf, AddressError> {
+    let clean: String = name
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') { c } else { '_' })
+        .collect();
+    let clean =
+        if clean.is_empty() || clean.starts_with('.') { format!("_{clean}") } else { clean };
+    let tail = format!("@{pid}.sock");
+    let dir_len = dir.as_os_str().len() + 1;
+    let path = dir.join(format!("{clean}{tail}"));
+    if path.as_os_str().len() <= MAX_SOCKET_PATH {
+        return Ok(path);
+    }
+    let suffix = format!("~{:08x}", fnv1a(name.as_bytes()));
+    let budget = MAX_SOCKET_PATH
+        .checked_sub(dir_len + tail.len() + suffix.len())
+        .filter(|b| *b >= 1)
+        .ok_or_else(|| AddressError::PathTooLong {
+            path: path.display().to_string(),
+            len: path.as_os_str().len(),
+            max: MAX_SOCKET_PATH,
+        })?;
+    // `clean` is ASCII, so any byte index is a char boundary.
+    Ok(dir.join(format!("{}{suffix}{tail}", &clean[..budget.min(clean.len())])))
+}
+
+/// 32-bit FNV-1a: stable across builds and processes, unlike std's hasher.
+fn fnv1a(bytes: &[u8]) -> u32 {
+    bytes.iter().fold(0x811c_9dc5, |h: u32, b| (h ^ u32::from(*b)).wrapping_mul(0x0100_0193))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    #[test]
+    fn names_are_sanitized_and_shortened_to_fit() {
+        let dir = Path::new("/run/user/1000/plough");
+        assert_eq!(
+            socket_path(dir, "worker-3", 42).unwrap(),
+            Path::new("/run/user/1000/plough/worker-3@42.sock")
+        );
+        assert_eq!(
+            socket_path(dir, "a/b c", 1).unwrap(),
+            Path::new("/run/user/1000/plough/a_b_c@1.sock")
+        );
+        assert_eq!(
+            socket_path(dir, "..", 1).unwrap(),
+            Path::new("/run/user/1000/plough/_..@1.sock")
+        );
+        let long_a = socket_path(dir, &"a".repeat(300), 4_000_000).unwrap();
+        let long_b = socket_path(dir, &format!("{}b", "a".repeat(299)), 4_000_000).unwrap();
+        assert_eq!(long_a.as_os_str().len(), MAX_SOCKET_PATH);
+        assert_ne!(long_a, long_b, "shortened names keep a hash of the full name");
+        assert!(long_a.to_str().unwrap().ends_with("@4000000.sock"));
+        let deep = PathBuf::from(format!("/{}", "d".repeat(100)));
+        assert!(matches!(socket_path(&deep, "x", 1), Err(AddressError::PathTooLong { .. })));
+    }
+
+    #[test]
+    fn private_dir_is_created_0700_and_tightened() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("a/plough");
+        ensure_private_dir(&dir).unwrap();
+        assert_eq!(fs::metadata(&dir).unwrap().mode() & 0o777, 0o700);
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).unwrap();
+        ensure_private_dir(&dir).unwrap();
+        assert_eq!(fs::metadata(&dir).unwrap().mode() & 0o777, 0o700);
+    }
+
+    #[test]
+    fn symlinks_files_and_foreign_dirs_are_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let real = tmp.path().join("real");
+        fs::create_dir(&real).unwrap();
+        let link = tmp.path().join("link");
+        symlink(&real, &link).unwrap();
+        assert!(matches!(ensure_private_dir(&link), Err(RuntimeDirError::Symlink(_))));
+        let file = tmp.path().join("file");
+        fs::write(&file, b"").unwrap();
+        assert!(matches!(ensure_private_dir(&file), Err(RuntimeDirError::NotADirectory(_))));
+        if rustix::process::geteuid().is_root() {
+            let foreign = tmp.path().join("foreign");
+            fs::create_dir(&foreign).unwrap();
+            std::os::unix::fs::chown(&foreign, Some(65534), Some(65534)).unwrap();
+            assert!(matches!(
+                ensure_private_dir(&foreign),
+                Err(RuntimeDirError::ForeignOwner { owner: 65534, .. })
+            ));
+        }
+    }
+}
