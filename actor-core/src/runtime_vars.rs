@@ -1,0 +1,91 @@
+//! The one process-global struct of runtime settings.
+//!
+//! A forked child inherits its parent's memory, globals included; an exec'd child starts
+//! empty. Either way the child's settings must come from its `SpawnSpec`, not from what it
+//! happened to inherit. So all of them live in one struct with a pure [`get`] (optionally
+//! clearing) and an explicit [`set`]: a forked child resets what it inherited in one line,
+//! `set(spec_vars)` after `get(true)`.
+
+//!
+//! Fork safety: the lock must not be held by another thread at the instant of a fork, or
+//! the child could never read its vars. [`fork_prepare`], [`fork_parent`] and
+//! [`fork_child`] are the three fork hooks (prepare takes the lock on the forking thread,
+//! parent and child release it); the forkserver backend registers them.
+
+use plough_ipc_wire::msg::RuntimeVars;
+use std::cell::RefCell;
+use std::sync::{Mutex, MutexGuard};
+
+static VARS: Mutex<Option<RuntimeVars>> = Mutex::new(None);
+
+thread_local! {
+    /// The guard held across a fork, on the forking thread only.
+    static HELD: RefCell<Option<MutexGuard<'static, Option<RuntimeVars>>>> = const { RefCell::new(None) };
+}
+
+/// Fork hook, before `fork`: holds the vars lock on the forking thread.
+pub fn fork_prepare() {
+    let guard = VARS.lock().unwrap_or_else(|p| p.into_inner());
+    HELD.with(|h| *h.borrow_mut() = Some(guard));
+}
+
+/// Fork hook, in the parent after `fork`: releases the lock.
+pub fn fork_parent() {
+    HELD.with(|h| drop(h.borrow_mut().take()));
+}
+
+/// Fork hook, in the child: releases the lock (the child then resets the vars from its
+/// `SpawnSpec` with `get(true)` + `set`).
+pub fn fork_child() {
+    HELD.with(|h| drop(h.borrow_mut().take()));
+}
+
+/// This process's runtime vars (defaults if never set). With `clear`, they are also reset
+/// to "never set".
+pub fn get(clear: bool) -> RuntimeVars {
+    let mut guard = VARS.lock().unwrap_or_else(|p| p.into_inner());
+    if clear { guard.take().unwrap_or_default() } else { guard.clone().unwrap_or_default() }
+}
+
+/// Replaces this process's runtime vars.
+pub fn set(vars: RuntimeVars) {
+    *VARS.lock().unwrap_or_else(|p| p.into_inner()) = Some(vars);
+}
+
+/// Whether [`set`] was called since the last clearing [`get`].
+pub fn is_set() -> bool {
+    VARS.lock().unwrap_or_else(|p| p.into_inner()).is_some()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn get_clear_then_set_and_fork_hooks() {
+        let _ = get(true);
+        assert!(!is_set());
+        assert_eq!(get(false), RuntimeVars::default());
+        let vars = RuntimeVars {
+            is_root: true,
+            spawn_method: "exec".into(),
+            log_level: "debug".into(),
+            ..RuntimeVars::default()
+        };
+        set(vars.clone());
+        assert!(is_set());
+        assert_eq!(get(false), vars);
+        assert_eq!(get(true), vars);
+        assert!(!is_set());
+        assert_eq!(get(false), RuntimeVars::default());
+
+        // (Same test: the vars are one global, so their tests must not run in parallel.)
+        fork_prepare();
+        assert!(VARS.try_lock().is_err(), "prepare must hold the lock");
+        fork_parent();
+        assert!(VARS.try_lock().is_ok());
+        fork_prepare();
+        fork_child();
+        assert!(VARS.try_lock().is_ok());
+    }
+}
