@@ -1,6 +1,96 @@
 //! plough: structured-concurrency actors that are OS processes.
 //!
-//! The facade re-exports the layered crates of the workspace.
+//! ```no_run
+//! async fn add(_cx: plough::Cx, (a, b): (i64, i64)) -> Result<i64, std::convert::Infallible> {
+//!     Ok(a + b)
+//! }
+//!
+//! fn main() -> plough::Result<()> {
+//!     let sum = plough::Runtime::new(plough::Registry::new().func("add", add)).run(|root| async move {
+//!         root.nursery(|n| async move {
+//!             let portal = n.start_actor("adder").await?;
+//!             portal.run::<_, i64>("add", (1, 2)).await
+//!         })
+//!         .await
+//!     })?;
+//!     println!("1 + 2 = {sum}");
+//!     Ok(())
+//! }
+//! ```
+//!
+//! Every process of the program (the root and each child actor, exec'd or forked) builds
+//! the same [`Registry`]; [`Runtime::run`] dispatches child mode before the body runs.
+//! `PLOUGH_SPAWN_METHOD` overrides the program's spawn method and `PLOUGH_LOG` its log
+//! filter (e.g. `PLOUGH_LOG=debug`).
 
+pub use plough_actor_core as core;
+pub use plough_actor_core::{
+    Actor, ActorEntry, ActorError, Cx, LadderConfig, Nursery, Portal, Registry, RemoteActorError,
+    Result, RunHandle, RuntimeConfig, SpawnError, SpawnMethod,
+};
 pub use plough_fork_prims as fork_prims;
 pub use plough_ipc_wire as ipc_wire;
+pub use plough_ipc_wire::Address;
+pub use plough_spawn_backends as backends;
+
+mod logging;
+
+/// Environment variable with the log filter (`tracing_subscriber` `EnvFilter` syntax).
+pub const LOG_ENV: &str = "PLOUGH_LOG";
+
+/// The actor runtime with plough's default spawn backends.
+#[derive(Debug)]
+pub struct Runtime {
+    registry: Registry,
+    config: RuntimeConfig,
+    program: Option<std::path::PathBuf>,
+}
+
+impl Runtime {
+    /// A runtime serving `registry` with default settings.
+    pub fn new(registry: Registry) -> Self {
+        Runtime { registry, config: RuntimeConfig::default(), program: None }
+    }
+
+    /// Changes the settings.
+    pub fn configure(mut self, f: impl FnOnce(&mut RuntimeConfig)) -> Self {
+        f(&mut self.config);
+        self
+    }
+
+    /// For the `exec` backend: the program children execute (default: this one). It must
+    /// build the same registry and call `Runtime::run`.
+    pub fn child_program(mut self, program: impl Into<std::path::PathBuf>) -> Self {
+        self.program = Some(program.into());
+        self
+    }
+
+    /// Runs the root actor with `body` (in a child process: becomes the child actor and
+    /// exits). See [`plough_actor_core::Runtime::run`].
+    ///
+    /// # Errors
+    ///
+    /// As [`plough_actor_core::Runtime::run`]; an unknown `PLOUGH_SPAWN_METHOD`.
+    pub fn run<T, F, Fut>(mut self, body: F) -> Result<T>
+    where
+        F: FnOnce(Actor) -> Fut,
+        Fut: std::future::Future<Output = Result<T>>,
+    {
+        logging::init();
+        match SpawnMethod::from_env() {
+            Ok(Some(m)) => {
+                if m != self.config.spawn_method {
+                    tracing::info!(method = %m, program_chose = %self.config.spawn_method, "PLOUGH_SPAWN_METHOD overrides the spawn method");
+                }
+                self.config.spawn_method = m;
+            }
+            Ok(None) => {}
+            Err(e) => return Err(ActorError::Runtime(e.to_string())),
+        }
+        let backend = backends::backend_for(self.config.spawn_method, self.program);
+        plough_actor_core::Runtime::new(self.registry)
+            .with_config(self.config)
+            .with_backend(backend)
+            .run(body)
+    }
+}

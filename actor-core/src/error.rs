@@ -29,6 +29,8 @@ pub struct RemoteActorError {
     pub overrun_sender: Option<Aid>,
     /// For a payload type error: what was expected and what arrived.
     pub type_error: Option<TypeErrorInfo>,
+    /// For a `MultiError`: every failure it holds.
+    pub nested: Vec<RemoteActorError>,
 }
 
 impl RemoteActorError {
@@ -43,11 +45,15 @@ impl RemoteActorError {
             canceller: None,
             overrun_sender: None,
             type_error: None,
+            nested: Vec::new(),
         }
     }
 
     /// The same error after it passed through `hop` on its way to the root.
     pub fn relayed_by(mut self, hop: Aid) -> Self {
+        for n in &mut self.nested {
+            *n = n.clone().relayed_by(hop.clone());
+        }
         self.relay_path.push(hop);
         self
     }
@@ -79,6 +85,7 @@ impl From<ErrorMsg> for RemoteActorError {
             canceller: m.canceller,
             overrun_sender: m.overrun_sender,
             type_error: m.type_error,
+            nested: Vec::new(),
         }
     }
 }
@@ -214,6 +221,22 @@ impl From<RemoteActorError> for ActorError {
 }
 
 impl ActorError {
+    /// The variant's name, as a remote error's type name.
+    pub fn kind_name(&self) -> &'static str {
+        match self {
+            ActorError::Remote(_) => "RemoteActorError",
+            ActorError::ContextCancelled { .. } => "ContextCancelled",
+            ActorError::MsgType(_) => "MsgTypeError",
+            ActorError::StreamOverrun { .. } => "StreamOverrun",
+            ActorError::ActorTooSlow { .. } => "ActorTooSlow",
+            ActorError::TransportClosed { .. } => "TransportClosed",
+            ActorError::Spawn(_) => "SpawnError",
+            ActorError::Multi(_) => "MultiError",
+            ActorError::Interrupted => "Interrupted",
+            ActorError::Runtime(_) => "RuntimeError",
+        }
+    }
+
     /// The remote error, when this is one.
     pub fn as_remote(&self) -> Option<&RemoteActorError> {
         match self {
@@ -255,6 +278,30 @@ impl ActorError {
             1 => flat.pop(),
             _ => Some(ActorError::Multi(flat)),
         }
+    }
+}
+
+/// The wire form of `err` as it leaves actor `me` on its way home: a remote error keeps
+/// its source and gains `me` on its relay path; anything else is raised here.
+pub fn relay(err: &ActorError, me: &Aid) -> RemoteActorError {
+    match err {
+        ActorError::Remote(r) => (**r).clone().relayed_by(me.clone()),
+        ActorError::ContextCancelled { canceller } => {
+            let mut e = RemoteActorError::new(me.clone(), "ContextCancelled", err.to_string());
+            e.canceller = Some(canceller.clone());
+            e
+        }
+        ActorError::MsgType(t) => {
+            let mut e = RemoteActorError::new(me.clone(), "MsgTypeError", t.to_string());
+            e.type_error = Some(t.into());
+            e
+        }
+        ActorError::Multi(errs) => {
+            let mut e = RemoteActorError::new(me.clone(), "MultiError", err.to_string());
+            e.nested = errs.iter().map(|x| relay(x, me)).collect();
+            e
+        }
+        other => RemoteActorError::new(me.clone(), other.kind_name(), other.to_string()),
     }
 }
 

@@ -31,12 +31,40 @@ pub struct Cx {
     caller: Aid,
     cid: Cid,
     cancel: CancellationToken,
+    runtime: Option<crate::actor::Actor>,
 }
 
 impl Cx {
     /// A call context (the runtime builds these; public for tests of handlers).
     pub fn new(actor: Aid, caller: Aid, cid: Cid, cancel: CancellationToken) -> Self {
-        Cx { actor, caller, cid, cancel }
+        Cx { actor, caller, cid, cancel, runtime: None }
+    }
+
+    pub(crate) fn with_actor(mut self, actor: crate::actor::Actor) -> Self {
+        self.runtime = Some(actor);
+        self
+    }
+
+    /// The actor runtime serving this call: open nurseries, find other actors.
+    ///
+    /// # Panics
+    ///
+    /// On a `Cx` built by hand (`Cx::new`) for a unit test, which has no runtime.
+    pub fn runtime(&self) -> &crate::actor::Actor {
+        self.runtime.as_ref().expect("this Cx was built by hand and has no actor runtime")
+    }
+
+    /// Opens a nursery in the serving actor; see [`crate::actor::Actor::nursery`].
+    ///
+    /// # Errors
+    ///
+    /// As [`crate::actor::Actor::nursery`].
+    pub async fn nursery<T, F, Fut>(&self, body: F) -> crate::Result<T>
+    where
+        F: FnOnce(crate::nursery::Nursery) -> Fut,
+        Fut: Future<Output = crate::Result<T>>,
+    {
+        self.runtime().nursery(body).await
     }
     /// The actor serving the call.
     pub fn actor(&self) -> &Aid {

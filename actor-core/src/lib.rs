@@ -1,22 +1,51 @@
-//! plough's actor runtime: root, nursery, portal, context, stream, registrar,
-//! cancellation, and the `SpawnBackend` trait that the backends implement.
+//! plough's actor runtime: root, nursery, portal, registrar, cancellation, and the
+//! `SpawnBackend` trait that the backends implement.
 //!
-//! This crate is being built in layers (issue 4 onwards). What is here now:
+//! ```no_run
+//! use plough_actor_core::{Cx, Registry, Runtime};
 //!
-//! * [`error`]: the errors user code sees, and the wire shape of a failure travelling
-//!   home (source actor, type name, message, backtrace text, relay path).
-//! * [`handler`]: the [`Registry`] of functions an actor serves, typed at registration,
-//!   dispatched by name.
-//! * [`runtime_vars`]: the one process-global settings struct with `get(clear)` / `set`
-//!   and fork hooks.
-//! * [`spawn_method`]: the backend keys (`exec`, `main_thread_forkserver`, the reserved
-//!   `subint_forkserver`).
+//! async fn add(_cx: Cx, (a, b): (i64, i64)) -> Result<i64, std::convert::Infallible> {
+//!     Ok(a + b)
+//! }
+//!
+//! fn main() -> plough_actor_core::Result<()> {
+//!     // (The `plough` facade adds the default spawn backend.)
+//!     let sum = Runtime::new(Registry::new().func("add", add)).run(|root| async move {
+//!         root.nursery(|n| async move {
+//!             let portal = n.start_actor("adder").await?;
+//!             portal.run::<_, i64>("add", (1, 2)).await
+//!         })
+//!         .await
+//!     })?;
+//!     assert_eq!(sum, 3);
+//!     Ok(())
+//! }
+//! ```
+//!
+//! * [`runtime`]: [`Runtime::run`] (the root, and child-mode dispatch) and `child_main`.
+//! * [`actor`]: the per-process [`Actor`]; [`nursery`]: scoped children and the
+//!   cancellation ladder; [`portal`]: calls to another actor; [`registrar`]: discovery.
+//! * [`error`]: the errors user code sees; [`handler`]: the [`Registry`] of functions.
+//! * [`runtime_vars`], [`spawn_method`], [`spawn`]: settings, backend keys, backend trait.
 
+pub mod actor;
+mod channel;
 pub mod error;
 pub mod handler;
+pub mod nursery;
+pub mod portal;
+pub mod registrar;
+pub mod runtime;
 pub mod runtime_vars;
+pub mod spawn;
 pub mod spawn_method;
 
+pub use actor::Actor;
 pub use error::{ActorError, RemoteActorError, Result, SpawnError};
 pub use handler::{Cx, Registry};
+pub use nursery::{LadderConfig, Nursery, RunHandle};
+pub use portal::Portal;
+pub use registrar::ActorEntry;
+pub use runtime::{Runtime, RuntimeConfig};
+pub use spawn::{ChildBoot, SpawnBackend, SpawnRequest};
 pub use spawn_method::{SpawnMethod, UnknownSpawnMethod};

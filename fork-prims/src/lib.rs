@@ -63,6 +63,8 @@ mod per_process;
 mod prelude;
 mod reap_queue;
 mod scrub;
+#[cfg(feature = "async")]
+mod signalfd;
 mod signals;
 mod status;
 
@@ -75,4 +77,6 @@ pub use prelude::{ForkOptions, exit_code};
 pub use reap_queue::pending_reaps;
 pub use rustix::process::Signal;
 pub use scrub::{ScrubMethod, ScrubReport, close_inherited_fds, list_open_fds, validate_keep_set};
+#[cfg(feature = "async")]
+pub use signalfd::SignalFd;
 pub use status::{ExitStatus, SignalName};

@@ -4,6 +4,8 @@
 //! Tests wait for conditions with [`wait_until`] (a deadline and a message), never with a
 //! bare sleep, and bound async bodies with `tokio::time::timeout`.
 
+pub mod app;
+
 use std::io::{BufRead, BufReader, Read};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
@@ -86,4 +88,91 @@ pub fn spawn_helper(path: &str, args: &[&str]) -> std::process::Child {
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap_or_else(|e| panic!("spawn helper {path}: {e}"))
+}
+
+/// Serialises tests that run a root actor in this process (one root per process): a
+/// no-op under nextest (one test per process), needed under `cargo test`.
+pub fn root_lock() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A private registry address for one test: TCP port 0, or (with
+/// `PLOUGH_TEST_TRANSPORT=uds`) a socket in a fresh directory.
+pub fn private_registry() -> plough::Address {
+    match std::env::var("PLOUGH_TEST_TRANSPORT").as_deref() {
+        Ok("uds") => {
+            static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+            let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let dir = plough::ipc_wire::runtime_dir::default_dir();
+            plough::Address::Uds(dir.join(format!("t{}-{n}@reg.sock", std::process::id())))
+        }
+        _ => "tcp://127.0.0.1:0".parse().expect("tcp address"),
+    }
+}
+
+/// The runtime the runtime suites use: the test program's registry, children exec
+/// `plough_app` (or fork, per `PLOUGH_SPAWN_METHOD`), a private registry.
+pub fn runtime(app: &str) -> plough::Runtime {
+    plough::Runtime::new(app::registry())
+        .child_program(app)
+        .configure(|c| c.registry_addr = private_registry())
+}
+
+/// Pids of every live process below this one (children, grandchildren...), found by
+/// walking `/proc`. With [`become_subreaper`], orphans of the tree count too.
+pub fn descendants() -> Vec<u32> {
+    let me = std::process::id();
+    let mut parent_of = std::collections::HashMap::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        if let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>()
+            && let Some(ppid) = proc_ppid(pid)
+        {
+            parent_of.insert(pid, ppid);
+        }
+    }
+    let mut out: Vec<u32> = parent_of
+        .keys()
+        .copied()
+        .filter(|&pid| {
+            let mut p = pid;
+            for _ in 0..64 {
+                match parent_of.get(&p) {
+                    Some(&pp) if pp == me => return true,
+                    Some(&pp) if pp > 1 => p = pp,
+                    _ => return false,
+                }
+            }
+            false
+        })
+        .collect();
+    out.sort_unstable();
+    out
+}
+
+/// Asserts, within `limit`, that nothing of ours is left below this process.
+#[track_caller]
+pub fn assert_no_descendants(limit: std::time::Duration) {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        let left = descendants();
+        if left.is_empty() {
+            return;
+        }
+        if std::time::Instant::now() > deadline {
+            let names: Vec<String> = left
+                .iter()
+                .map(|p| {
+                    format!(
+                        "{p}:{}",
+                        std::fs::read_to_string(format!("/proc/{p}/cmdline"))
+                            .unwrap_or_default()
+                            .replace('\0', " ")
+                    )
+                })
+                .collect();
+            panic!("processes left behind: {names:?}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
 }

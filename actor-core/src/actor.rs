@@ -1,0 +1,368 @@
+//! One actor: the process-level state every root and child has, and how it serves.
+//!
+//! An actor owns its IPC listener, the connections to its peers, the tasks serving calls,
+//! and one cancellation token that every served call and every nursery opened in it
+//! derives from. Cancelling the actor (its parent asked, its parent vanished, SIGINT at
+//! the root) cancels all of that; [`Actor::shutdown`] then waits, within a bound, for the
+//! calls and nurseries to finish their own cancellation (which takes their children down
+//! through the ladder), unregisters, flushes and closes every connection, and removes the
+//! socket file.
+
+use crate::channel::{Channel, Serve};
+use crate::error::{ActorError, RemoteActorError};
+use crate::handler::{Cx, Registry};
+use crate::nursery::Nursery;
+use crate::portal::Portal;
+use crate::registrar::{RegistrarClient, RegistrarState};
+use crate::runtime::RuntimeConfig;
+use crate::spawn::{ChildMain, SpawnBackend};
+use plough_ipc_wire::handshake::{self, Acceptor, Established, HandshakeConfig};
+use plough_ipc_wire::msg::{Aid, CallKind, CancelAck, ErrorMsg, Hello, Msg, Start, Uuid};
+use plough_ipc_wire::payload::Payload;
+use plough_ipc_wire::{Address, Listener};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// Reserved function names served by the runtime itself.
+pub(crate) mod internal {
+    pub const CANCEL_ACTOR: &str = "plough.cancel_actor";
+    pub const CANCEL_CALL: &str = "plough.cancel_call";
+}
+
+/// A handle on the actor running in this process. Cheap to clone.
+#[derive(Clone)]
+pub struct Actor {
+    pub(crate) inner: Arc<ActorInner>,
+}
+
+impl std::fmt::Debug for Actor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Actor")
+            .field("aid", &self.inner.aid.to_string())
+            .field("addr", &self.inner.addr.to_string())
+            .finish()
+    }
+}
+
+pub(crate) struct ActorInner {
+    pub(crate) aid: Aid,
+    pub(crate) registry: Registry,
+    pub(crate) config: RuntimeConfig,
+    pub(crate) backend: Option<Arc<dyn SpawnBackend>>,
+    pub(crate) child_main: ChildMain,
+    pub(crate) cancel: CancellationToken,
+    pub(crate) canceller: Mutex<Option<Aid>>,
+    pub(crate) tasks: TaskTracker,
+    pub(crate) addr: Address,
+    pub(crate) pending_spawns: Mutex<HashMap<Uuid, oneshot::Sender<Channel>>>,
+    pub(crate) channels: Mutex<Vec<Channel>>,
+    pub(crate) registrar: Option<Arc<RegistrarState>>,
+    pub(crate) registrar_client: Mutex<Option<RegistrarClient>>,
+    /// The address every actor of the tree registers with.
+    pub(crate) registry_addr: Address,
+    pub(crate) is_root: bool,
+}
+
+/// A fresh random actor id.
+pub(crate) fn new_uuid() -> Uuid {
+    let mut b = [0u8; 16];
+    rustix::rand::getrandom(&mut b, rustix::rand::GetRandomFlags::empty()).expect("getrandom");
+    b[6] = (b[6] & 0x0f) | 0x40; // version 4
+    b[8] = (b[8] & 0x3f) | 0x80; // variant
+    Uuid(b)
+}
+
+pub(crate) struct ActorParts {
+    pub(crate) aid: Aid,
+    pub(crate) registry: Registry,
+    pub(crate) config: RuntimeConfig,
+    pub(crate) backend: Option<Arc<dyn SpawnBackend>>,
+    pub(crate) child_main: ChildMain,
+    pub(crate) listener: Listener,
+    pub(crate) registrar: Option<Arc<RegistrarState>>,
+    pub(crate) registry_addr: Address,
+    pub(crate) is_root: bool,
+}
+
+impl Actor {
+    /// Builds the actor and starts accepting connections.
+    pub(crate) fn start(parts: ActorParts) -> Actor {
+        let addr = parts.listener.local_addr().clone();
+        let actor = Actor {
+            inner: Arc::new(ActorInner {
+                aid: parts.aid,
+                registry: parts.registry,
+                config: parts.config,
+                backend: parts.backend,
+                child_main: parts.child_main,
+                cancel: CancellationToken::new(),
+                canceller: Mutex::new(None),
+                tasks: TaskTracker::new(),
+                addr,
+                pending_spawns: Mutex::new(HashMap::new()),
+                channels: Mutex::new(Vec::new()),
+                registrar: parts.registrar,
+                registrar_client: Mutex::new(None),
+                registry_addr: parts.registry_addr,
+                is_root: parts.is_root,
+            }),
+        };
+        let hello = actor.hello();
+        let mut acceptor = Acceptor::new(parts.listener, hello, actor.handshake_config());
+        let a = actor.clone();
+        // The accept loop owns the listener: it ends (and the socket file goes) when the
+        // actor is cancelled and its tasks are done.
+        let stop = actor.inner.cancel.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    est = acceptor.accept() => a.accepted(est),
+                    () = stop.cancelled() => break,
+                }
+            }
+            // Keep accepting a little longer? No: during shutdown nobody new may join.
+            drop(acceptor);
+        });
+        actor
+    }
+
+    pub(crate) fn hello(&self) -> Hello {
+        Hello { aid: self.inner.aid.clone(), tree_proof: Default::default() }
+    }
+
+    pub(crate) fn handshake_config(&self) -> HandshakeConfig {
+        HandshakeConfig::default().with_deadline(self.inner.config.handshake_timeout)
+    }
+
+    fn accepted(&self, est: Established) {
+        let uuid = est.peer.aid.uuid;
+        let waiting =
+            self.inner.pending_spawns.lock().unwrap_or_else(|p| p.into_inner()).remove(&uuid);
+        let channel = self.attach(est, false);
+        if let Some(tx) = waiting {
+            let _ = tx.send(channel);
+        }
+    }
+
+    /// Starts serving an established connection.
+    pub(crate) fn attach(&self, est: Established, dialer: bool) -> Channel {
+        let channel = Channel::start(est, dialer, Arc::new(self.clone()));
+        self.inner.channels.lock().unwrap_or_else(|p| p.into_inner()).push(channel.clone());
+        channel
+    }
+
+    /// Connects to another actor (by address) and returns a portal to it.
+    ///
+    /// # Errors
+    ///
+    /// `TransportClosed` when the address does not answer or the handshake fails.
+    pub async fn connect(&self, addr: &Address) -> Result<Portal, ActorError> {
+        let est = handshake::connect(addr, &self.hello(), &self.handshake_config()).await.map_err(
+            |e| ActorError::TransportClosed { peer: addr.to_string(), detail: e.to_string() },
+        )?;
+        Ok(Portal::new(self.attach(est, true), self.clone()))
+    }
+
+    /// This actor's identity.
+    pub fn aid(&self) -> &Aid {
+        &self.inner.aid
+    }
+
+    /// Where this actor listens.
+    pub fn addr(&self) -> &Address {
+        &self.inner.addr
+    }
+
+    /// The registry address of this tree.
+    pub fn registry_addr(&self) -> &Address {
+        &self.inner.registry_addr
+    }
+
+    /// Whether this is the root actor of its tree.
+    pub fn is_root(&self) -> bool {
+        self.inner.is_root
+    }
+
+    /// Whether this actor is its tree's registrar.
+    pub fn is_registrar(&self) -> bool {
+        self.inner.registrar.is_some()
+    }
+
+    /// Whether this actor is being cancelled.
+    pub fn is_cancelled(&self) -> bool {
+        self.inner.cancel.is_cancelled()
+    }
+
+    /// Resolves when this actor is cancelled.
+    pub async fn cancelled(&self) {
+        self.inner.cancel.cancelled().await
+    }
+
+    /// Cancels this actor (everything it serves and every nursery in it), recording who
+    /// asked.
+    pub fn cancel(&self, canceller: Aid) {
+        self.inner.canceller.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert(canceller);
+        self.inner.cancel.cancel();
+    }
+
+    /// Who cancelled this actor, once it is cancelled.
+    pub fn canceller(&self) -> Option<Aid> {
+        self.inner.canceller.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Opens a nursery: `body` may start child actors through it; `nursery` returns only
+    /// after every child has exited and been reaped. See [`Nursery`].
+    ///
+    /// # Errors
+    ///
+    /// The body's error and every child's failure, together (see [`ActorError::collect`]).
+    pub async fn nursery<T, F, Fut>(&self, body: F) -> Result<T, ActorError>
+    where
+        F: FnOnce(Nursery) -> Fut,
+        Fut: std::future::Future<Output = Result<T, ActorError>>,
+    {
+        Nursery::run(self.clone(), body).await
+    }
+
+    /// Waits for served calls and nurseries to wind down (bounded), then unregisters and
+    /// closes every connection.
+    pub(crate) async fn shutdown(&self) {
+        self.inner.cancel.cancel();
+        self.inner.tasks.close();
+        let budget = self.inner.config.ladder.total() + Duration::from_millis(500);
+        if tokio::time::timeout(budget, self.inner.tasks.wait()).await.is_err() {
+            tracing::warn!(actor = %self.inner.aid, "served calls did not finish within {budget:?}; leaving them");
+        }
+        let client = self.inner.registrar_client.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(client) = client {
+            client.unregister(&self.inner.aid).await;
+        }
+        let channels =
+            std::mem::take(&mut *self.inner.channels.lock().unwrap_or_else(|p| p.into_inner()));
+        for ch in &channels {
+            ch.shutdown();
+        }
+        // Give the writers a moment to flush; each closes as soon as it has.
+        let flush = async {
+            for ch in &channels {
+                ch.closed().await;
+            }
+        };
+        let _ = tokio::time::timeout(Duration::from_millis(500), flush).await;
+    }
+
+    fn reply_error(&self, channel: &Channel, cid: u64, err: RemoteActorError) {
+        let ch = channel.clone();
+        self.inner.tasks.spawn(async move {
+            let _ = ch.send(Msg::Error(err.to_msg(Some(cid)))).await;
+        });
+    }
+
+    fn cancelled_error(&self, cid: u64, canceller: Aid) -> ErrorMsg {
+        let mut e = RemoteActorError::new(
+            self.inner.aid.clone(),
+            "ContextCancelled",
+            format!("cancelled by {canceller}"),
+        );
+        e.canceller = Some(canceller);
+        e.to_msg(Some(cid))
+    }
+}
+
+impl Serve for Actor {
+    fn serve(&self, channel: &Channel, start: Start) {
+        let cid = start.cid;
+        match start.function.as_str() {
+            internal::CANCEL_ACTOR => {
+                let ch = channel.clone();
+                let me = self.clone();
+                let peer = channel.peer().clone();
+                tokio::spawn(async move {
+                    let _ = ch.send(Msg::CancelAck(CancelAck { cid, acked: true })).await;
+                    tracing::info!(actor = %me.inner.aid, by = %peer, "cancel requested");
+                    me.cancel(peer);
+                });
+            }
+            internal::CANCEL_CALL => {
+                let acked = start
+                    .args
+                    .decode::<u64>()
+                    .map(|target| channel.cancel_served(target))
+                    .unwrap_or(false);
+                let ch = channel.clone();
+                self.inner.tasks.spawn(async move {
+                    let _ = ch.send(Msg::CancelAck(CancelAck { cid, acked })).await;
+                });
+            }
+            f if f.starts_with(crate::registrar::PREFIX) => match &self.inner.registrar {
+                Some(reg) => reg.serve(self, channel, start),
+                None => self.reply_error(
+                    channel,
+                    cid,
+                    RemoteActorError::new(
+                        self.inner.aid.clone(),
+                        "NotRegistrar",
+                        format!("actor {} is not a registrar", self.inner.aid),
+                    ),
+                ),
+            },
+            _ => {
+                if self.inner.cancel.is_cancelled() {
+                    let canceller = self.canceller().unwrap_or_else(|| self.inner.aid.clone());
+                    let ch = channel.clone();
+                    let err = self.cancelled_error(cid, canceller);
+                    tokio::spawn(async move {
+                        let _ = ch.send(Msg::Error(err)).await;
+                    });
+                    return;
+                }
+                let token = self.inner.cancel.child_token();
+                let cx = Cx::new(self.inner.aid.clone(), start.caller.clone(), cid, token.clone())
+                    .with_actor(self.clone());
+                let fut = match self.inner.registry.call(&start.function, cx, start.args) {
+                    Ok(fut) => fut,
+                    Err(e) => return self.reply_error(channel, cid, *e),
+                };
+                channel.track_served(cid, token.clone());
+                let ch = channel.clone();
+                let me = self.clone();
+                self.inner.tasks.spawn(async move {
+                    let _ = ch
+                        .send(Msg::StartAck(plough_ipc_wire::msg::StartAck {
+                            cid,
+                            kind: CallKind::Function,
+                        }))
+                        .await;
+                    let reply = tokio::select! {
+                        out = fut => match out {
+                            Ok(payload) => Msg::Return { cid, payload },
+                            Err(e) => Msg::Error(e.to_msg(Some(cid))),
+                        },
+                        () = token.cancelled() => {
+                            let canceller = me.canceller().unwrap_or_else(|| ch.peer().clone());
+                            Msg::Error(me.cancelled_error(cid, canceller))
+                        }
+                    };
+                    ch.untrack_served(cid);
+                    let _ = ch.send(reply).await;
+                });
+            }
+        }
+    }
+
+    fn closed(&self, channel: &Channel) {
+        self.inner.channels.lock().unwrap_or_else(|p| p.into_inner()).retain(|c| !c.is_closed());
+        if let Some(reg) = &self.inner.registrar {
+            reg.connection_closed(channel);
+        }
+    }
+}
+
+/// Encodes a value as a payload, as an `ActorError` on failure.
+pub(crate) fn encode<T: serde::Serialize + ?Sized>(v: &T) -> Result<Payload, ActorError> {
+    Payload::encode(v).map_err(|e| ActorError::Runtime(format!("cannot encode arguments: {e}")))
+}

@@ -1,0 +1,264 @@
+//! A live, handshaken connection to one peer actor, and the calls multiplexed over it.
+//!
+//! One reader task routes every incoming message: a `Start` goes to the local actor to be
+//! served; anything carrying the cid of a call *we* made goes to that call's mailbox. One
+//! writer task owns the sink and coalesces: it writes every queued message, then flushes
+//! once, so a burst of small messages costs one syscall.
+//!
+//! Both sides start calls on the same connection, so call ids are split by parity: the
+//! side that dialed uses odd cids, the side that accepted even ones. A cid therefore
+//! names one conversation unambiguously, whichever side's messages carry it.
+//!
+//! A message that fails to decode (an unknown variant from a newer peer) is logged and
+//! skipped: the next frame still arrives. A framing error or EOF ends the connection:
+//! every call in flight sees its mailbox close and reports `TransportClosed`.
+
+use crate::error::ActorError;
+use futures::{SinkExt, StreamExt};
+use plough_ipc_wire::handshake::Established;
+use plough_ipc_wire::msg::{Aid, Cid, Msg, Start};
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+/// What the channel hands to its actor.
+pub(crate) trait Serve: Send + Sync + 'static {
+    /// A peer asks us to run something.
+    fn serve(&self, channel: &Channel, start: Start);
+    /// The connection ended (EOF, error, or local close).
+    fn closed(&self, channel: &Channel);
+}
+
+/// A connection to one peer actor. Cheap to clone.
+#[derive(Clone)]
+pub struct Channel {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    peer: Aid,
+    tx: mpsc::Sender<Msg>,
+    calls: Mutex<HashMap<Cid, mpsc::UnboundedSender<Msg>>>,
+    served: Mutex<HashMap<Cid, CancellationToken>>,
+    next_cid: AtomicU64,
+    /// Cancelled when the connection is gone (either direction).
+    closed: CancellationToken,
+    /// Cancelled to ask the writer to flush and close.
+    shutdown: CancellationToken,
+    reason: Mutex<Option<String>>,
+}
+
+impl fmt::Debug for Channel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Channel")
+            .field("peer", &self.inner.peer.to_string())
+            .field("closed", &self.inner.closed.is_cancelled())
+            .finish()
+    }
+}
+
+/// The replies to one call we made; dropping it forgets the call.
+#[derive(Debug)]
+pub(crate) struct CallRx {
+    cid: Cid,
+    rx: mpsc::UnboundedReceiver<Msg>,
+    channel: Channel,
+}
+
+impl CallRx {
+    pub(crate) fn cid(&self) -> Cid {
+        self.cid
+    }
+
+    /// The next reply, or `TransportClosed` once the connection is gone.
+    pub(crate) async fn recv(&mut self) -> Result<Msg, ActorError> {
+        match self.rx.recv().await {
+            Some(m) => Ok(m),
+            None => Err(self.channel.closed_error()),
+        }
+    }
+}
+
+impl Drop for CallRx {
+    fn drop(&mut self) {
+        self.channel.inner.calls.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.cid);
+    }
+}
+
+impl Channel {
+    /// Starts the reader and writer tasks of an established connection. `dialer`: whether
+    /// we opened the connection (odd cids) or accepted it (even cids).
+    pub(crate) fn start(est: Established, dialer: bool, server: Arc<dyn Serve>) -> Channel {
+        let (tx, mut rx) = mpsc::channel::<Msg>(256);
+        let inner = Arc::new(Inner {
+            peer: est.peer.aid.clone(),
+            tx,
+            calls: Mutex::new(HashMap::new()),
+            served: Mutex::new(HashMap::new()),
+            next_cid: AtomicU64::new(if dialer { 1 } else { 2 }),
+            closed: CancellationToken::new(),
+            shutdown: CancellationToken::new(),
+            reason: Mutex::new(None),
+        });
+        let channel = Channel { inner };
+        let (mut sink, mut stream) = est.framed.split();
+
+        // Writer: coalesce everything queued, flush once; on shutdown, drain and close.
+        let w = channel.clone();
+        tokio::spawn(async move {
+            let result: Result<(), String> = async {
+                loop {
+                    let first = tokio::select! {
+                        biased;
+                        m = rx.recv() => m,
+                        () = w.inner.shutdown.cancelled() => None,
+                        () = w.inner.closed.cancelled() => return Ok(()),
+                    };
+                    let Some(first) = first else { break };
+                    sink.feed(first).await.map_err(|e| e.to_string())?;
+                    while let Ok(m) = rx.try_recv() {
+                        sink.feed(m).await.map_err(|e| e.to_string())?;
+                    }
+                    sink.flush().await.map_err(|e| e.to_string())?;
+                }
+                while let Ok(m) = rx.try_recv() {
+                    sink.feed(m).await.map_err(|e| e.to_string())?;
+                }
+                sink.close().await.map_err(|e| e.to_string())
+            }
+            .await;
+            if let Err(e) = result {
+                w.mark_closed(format!("write failed: {e}"));
+            }
+        });
+
+        // Reader: route until EOF, a framing error, or shutdown.
+        let r = channel.clone();
+        tokio::spawn(async move {
+            let reason = loop {
+                let next = tokio::select! {
+                    n = stream.next() => n,
+                    () = r.inner.closed.cancelled() => break None,
+                };
+                match next {
+                    None => break Some("peer closed the connection".to_owned()),
+                    Some(Err(e)) => break Some(format!("framing error: {e}")),
+                    Some(Ok(frame)) => match frame.decode() {
+                        Ok(msg) => r.route(msg, &*server),
+                        Err(e) => {
+                            tracing::warn!(peer = %r.inner.peer, error = %e, "skipping a message that did not decode")
+                        }
+                    },
+                }
+            };
+            if let Some(reason) = reason {
+                r.mark_closed(reason);
+            }
+            server.closed(&r);
+        });
+        channel
+    }
+
+    fn route(&self, msg: Msg, server: &dyn Serve) {
+        if let Msg::Start(start) = msg {
+            server.serve(self, start);
+            return;
+        }
+        let Some(cid) = msg.cid() else {
+            tracing::warn!(peer = %self.inner.peer, kind = %msg.kind(), "unexpected message without a call id");
+            return;
+        };
+        let calls = self.inner.calls.lock().unwrap_or_else(|p| p.into_inner());
+        match calls.get(&cid) {
+            Some(tx) => {
+                let _ = tx.send(msg);
+            }
+            None => {
+                tracing::debug!(peer = %self.inner.peer, cid, kind = %msg.kind(), "reply for a call nobody waits for")
+            }
+        }
+    }
+
+    fn mark_closed(&self, reason: String) {
+        let mut r = self.inner.reason.lock().unwrap_or_else(|p| p.into_inner());
+        if r.is_none() {
+            tracing::debug!(peer = %self.inner.peer, %reason, "connection closed");
+            *r = Some(reason);
+        }
+        drop(r);
+        self.inner.closed.cancel();
+        // Close every call's mailbox: their `recv` reports TransportClosed.
+        self.inner.calls.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        for (_, t) in self.inner.served.lock().unwrap_or_else(|p| p.into_inner()).drain() {
+            t.cancel();
+        }
+    }
+
+    /// The peer's identity (from the handshake).
+    pub fn peer(&self) -> &Aid {
+        &self.inner.peer
+    }
+
+    /// Whether the connection is gone.
+    pub fn is_closed(&self) -> bool {
+        self.inner.closed.is_cancelled()
+    }
+
+    /// Resolves when the connection is gone.
+    pub async fn closed(&self) {
+        self.inner.closed.cancelled().await
+    }
+
+    pub(crate) fn closed_error(&self) -> ActorError {
+        let detail =
+            self.inner.reason.lock().unwrap_or_else(|p| p.into_inner()).clone().unwrap_or_default();
+        ActorError::TransportClosed { peer: self.inner.peer.to_string(), detail }
+    }
+
+    /// Queues a message for the peer.
+    pub(crate) async fn send(&self, msg: Msg) -> Result<(), ActorError> {
+        if self.is_closed() {
+            return Err(self.closed_error());
+        }
+        self.inner.tx.send(msg).await.map_err(|_| self.closed_error())
+    }
+
+    /// Registers a new outgoing call and returns its mailbox; the caller sends the `Start`.
+    pub(crate) fn open_call(&self) -> Result<CallRx, ActorError> {
+        if self.is_closed() {
+            return Err(self.closed_error());
+        }
+        let cid = self.inner.next_cid.fetch_add(2, Ordering::Relaxed);
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.inner.calls.lock().unwrap_or_else(|p| p.into_inner()).insert(cid, tx);
+        Ok(CallRx { cid, rx, channel: self.clone() })
+    }
+
+    /// Tracks a call we serve, so the peer can cancel it.
+    pub(crate) fn track_served(&self, cid: Cid, token: CancellationToken) {
+        self.inner.served.lock().unwrap_or_else(|p| p.into_inner()).insert(cid, token);
+    }
+
+    pub(crate) fn untrack_served(&self, cid: Cid) {
+        self.inner.served.lock().unwrap_or_else(|p| p.into_inner()).remove(&cid);
+    }
+
+    /// Cancels a call we serve (the peer asked). Returns whether it was running.
+    pub(crate) fn cancel_served(&self, cid: Cid) -> bool {
+        match self.inner.served.lock().unwrap_or_else(|p| p.into_inner()).get(&cid) {
+            Some(t) => {
+                t.cancel();
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Flushes what is queued and closes the connection (the peer sees EOF).
+    pub(crate) fn shutdown(&self) {
+        self.inner.shutdown.cancel();
+    }
+}

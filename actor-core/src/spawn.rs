@@ -1,0 +1,142 @@
+//! The `SpawnBackend` trait: how a parent starts a child actor process.
+//!
+//! actor-core decides *what* a child is and how it talks; a backend decides only how the
+//! process comes to exist (`plough-spawn-backends`: exec, main_thread_forkserver). Either
+//! way the child ends up in [`child_main`](crate::runtime::child_main) with a
+//! [`ChildBoot`], connects back to its parent, and handshakes the same way, so every
+//! backend gives the same observable behaviour.
+
+use crate::error::SpawnError;
+use crate::spawn_method::SpawnMethod;
+use futures::future::BoxFuture;
+use plough_fork_prims::ChildHandle;
+use plough_ipc_wire::Address;
+use plough_ipc_wire::msg::Uuid;
+use std::fmt;
+use std::sync::Arc;
+
+/// The hidden argument that puts a re-executed program into child mode.
+pub const CHILD_MODE_ARG: &str = "--plough-child";
+
+/// All a child needs to find its parent: no secret travels on argv or in the environment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChildBoot {
+    /// The child actor's name.
+    pub name: String,
+    /// Its instance id, chosen by the parent (how the parent recognises the connection).
+    pub uuid: Uuid,
+    /// Where the parent listens.
+    pub parent_addr: Address,
+    /// The spawn method that started it (for logs).
+    pub method: SpawnMethod,
+    /// The parent's pid: a child that finds another parent (the real one died before the
+    /// child armed its parent-death signal) leaves at once.
+    pub parent_pid: u32,
+}
+
+impl ChildBoot {
+    /// The argv tail for an exec'd child:
+    /// `--plough-child <addr> <method> <parent pid> <uuid> <name>`.
+    pub fn to_args(&self) -> Vec<String> {
+        vec![
+            CHILD_MODE_ARG.to_owned(),
+            self.parent_addr.to_string(),
+            self.method.key().to_owned(),
+            self.parent_pid.to_string(),
+            hex(&self.uuid.0),
+            self.name.clone(),
+        ]
+    }
+
+    /// Parses the argv tail written by [`ChildBoot::to_args`], if present.
+    ///
+    /// # Errors
+    ///
+    /// The child-mode flag is present but what follows is malformed.
+    pub fn from_args(args: &[String]) -> Result<Option<ChildBoot>, String> {
+        let Some(i) = args.iter().position(|a| a == CHILD_MODE_ARG) else { return Ok(None) };
+        let rest = &args[i + 1..];
+        let [addr, method, ppid, uuid, name, ..] = rest else {
+            return Err(format!(
+                "{CHILD_MODE_ARG} needs <addr> <method> <parent pid> <uuid> <name>, got {rest:?}"
+            ));
+        };
+        let parent_pid = ppid.parse().map_err(|_| format!("bad parent pid `{ppid}`"))?;
+        let parent_addr = addr.parse().map_err(|e| format!("bad parent address: {e}"))?;
+        let method = method.parse().map_err(|e| format!("{e}"))?;
+        let uuid = unhex(uuid).ok_or_else(|| format!("bad uuid `{uuid}`"))?;
+        Ok(Some(ChildBoot {
+            name: name.clone(),
+            uuid: Uuid(uuid),
+            parent_addr,
+            method,
+            parent_pid,
+        }))
+    }
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn unhex(s: &str) -> Option<[u8; 16]> {
+    if s.len() != 32 {
+        return None;
+    }
+    let mut out = [0u8; 16];
+    for (i, o) in out.iter_mut().enumerate() {
+        *o = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
+}
+
+/// The child's entry point, for backends that run it in-process (fork): it runs the
+/// child actor to completion and returns the process exit code.
+pub type ChildMain = Arc<dyn Fn(ChildBoot) -> i32 + Send + Sync>;
+
+/// What a backend is asked to start.
+#[derive(Clone)]
+pub struct SpawnRequest {
+    /// How to connect back.
+    pub boot: ChildBoot,
+    /// The in-process entry point (used by forking backends; exec re-runs `main`).
+    pub child_main: ChildMain,
+}
+
+impl fmt::Debug for SpawnRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SpawnRequest").field("boot", &self.boot).finish_non_exhaustive()
+    }
+}
+
+/// Starts child actor processes.
+pub trait SpawnBackend: Send + Sync + fmt::Debug + 'static {
+    /// The key of this backend.
+    fn method(&self) -> SpawnMethod;
+
+    /// Starts the process; it will connect back to `req.boot.parent_addr`. The returned
+    /// handle owns the process (its own process group; killed and reaped if dropped).
+    fn spawn(&self, req: SpawnRequest) -> BoxFuture<'_, Result<ChildHandle, SpawnError>>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn boot_args_round_trip() {
+        let boot = ChildBoot {
+            name: "worker 1".into(),
+            uuid: Uuid([0xab; 16]),
+            parent_addr: "tcp://127.0.0.1:4000".parse().unwrap(),
+            method: SpawnMethod::Exec,
+            parent_pid: 77,
+        };
+        let mut args = vec!["prog".to_owned()];
+        args.extend(boot.to_args());
+        assert_eq!(ChildBoot::from_args(&args).unwrap(), Some(boot));
+        assert_eq!(ChildBoot::from_args(&["prog".to_owned()]).unwrap(), None);
+        let bad = vec!["prog".to_owned(), CHILD_MODE_ARG.to_owned(), "x".to_owned()];
+        assert!(ChildBoot::from_args(&bad).unwrap_err().contains("needs"));
+    }
+}

@@ -1,0 +1,78 @@
+//! The `main_thread_forkserver` backend: fork from the dedicated forkserver thread.
+//!
+//! The parent asks `plough-fork-prims`' forkserver thread (which never ran the async
+//! runtime) for a fork. The child runs the prelude (signals reset, own process group,
+//! parent-death signal with a `getppid()` re-check, every inherited fd closed: it keeps
+//! only stdio), resets the process-global runtime vars it inherited, builds a **new
+//! current-thread** tokio runtime in `child_main`, connects back and handshakes exactly
+//! like an exec child. It never touches the parent's runtime or handles; its signals
+//! arrive through a `signalfd` it creates itself.
+
+use futures::FutureExt;
+use futures::future::BoxFuture;
+use plough_actor_core::{SpawnBackend, SpawnError, SpawnMethod, SpawnRequest};
+use plough_fork_prims::{ChildHandle, ForkHooks, ForkOptions};
+use std::sync::Once;
+
+/// Spawns children by forking from the forkserver thread.
+#[derive(Debug, Clone, Default)]
+pub struct ForkserverBackend {
+    _private: (),
+}
+
+impl ForkserverBackend {
+    /// The backend (registers the runtime's fork hooks once per process).
+    pub fn new() -> Self {
+        static HOOKS: Once = Once::new();
+        HOOKS.call_once(|| {
+            use plough_actor_core::runtime_vars as vars;
+            plough_fork_prims::register_fork_hooks(
+                ForkHooks::new().prepare(vars::fork_prepare).parent(vars::fork_parent).child(
+                    || {
+                        vars::fork_child();
+                        // The child's settings come from its SpawnSpec, not its parent.
+                        let _ = vars::get(true);
+                    },
+                ),
+            );
+        });
+        ForkserverBackend { _private: () }
+    }
+}
+
+impl SpawnBackend for ForkserverBackend {
+    fn method(&self) -> SpawnMethod {
+        SpawnMethod::MainThreadForkserver
+    }
+
+    fn spawn(&self, req: SpawnRequest) -> BoxFuture<'_, Result<ChildHandle, SpawnError>> {
+        async move {
+            let name = req.boot.name.clone();
+            let SpawnRequest { boot, child_main } = req;
+            plough_fork_prims::fork(&ForkOptions::default(), move || child_main(boot))
+                .await
+                .map_err(|e| SpawnError::Os { name, message: e.to_string() })
+        }
+        .boxed()
+    }
+}
+
+/// The reserved `subint_forkserver` key: refuses every spawn with a `NotImplemented`
+/// error naming `main_thread_forkserver`. It never falls back to another backend.
+#[derive(Debug, Clone, Default)]
+pub struct SubintForkserverBackend;
+
+impl SpawnBackend for SubintForkserverBackend {
+    fn method(&self) -> SpawnMethod {
+        SpawnMethod::SubintForkserver
+    }
+
+    fn spawn(&self, _req: SpawnRequest) -> BoxFuture<'_, Result<ChildHandle, SpawnError>> {
+        async move {
+            Err(SpawnMethod::SubintForkserver
+                .ensure_implemented()
+                .expect_err("subint_forkserver is reserved"))
+        }
+        .boxed()
+    }
+}

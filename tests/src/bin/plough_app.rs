@@ -1,0 +1,46 @@
+//! The test program: its children (exec'd) dispatch child mode in `Runtime::run`; run as a
+//! root it plays a scenario named on argv and prints progress lines for the test to read.
+//!
+//! Scenarios: `sleepers N` (start N children, print `pids <p1> <p2>...`, then wait
+//! forever: for the SIGINT and SIGKILL tests).
+
+use plough_tests::app::registry;
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let scenario = args.get(1).cloned().unwrap_or_default();
+    let runtime = plough::Runtime::new(registry()).configure(|c| {
+        if let Ok(addr) = std::env::var("PLOUGH_TEST_REGISTRY") {
+            c.registry_addr = addr.parse().expect("PLOUGH_TEST_REGISTRY");
+        }
+    });
+    let result = runtime.run(|root| async move {
+        match scenario.as_str() {
+            "sleepers" => {
+                let n: u32 = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(2);
+                root.nursery(|nursery| async move {
+                    let mut pids = Vec::new();
+                    for i in 0..n {
+                        let p = nursery.start_actor(&format!("sleeper{i}")).await?;
+                        pids.push(p.run::<_, u32>("pid", ()).await?.to_string());
+                    }
+                    println!("pids {}", pids.join(" "));
+                    std::future::pending::<()>().await;
+                    Ok(())
+                })
+                .await
+            }
+            other => Err(plough::ActorError::Runtime(format!("unknown scenario `{other}`"))),
+        }
+    });
+    match result {
+        Ok(()) => println!("result ok"),
+        Err(e) => {
+            println!("result err {e}");
+            std::process::exit(match e {
+                plough::ActorError::Interrupted => 130,
+                _ => 1,
+            });
+        }
+    }
+}

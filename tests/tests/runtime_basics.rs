@@ -1,0 +1,126 @@
+//! The runtime end to end: spawn, RPC, errors coming home, run_in_actor results.
+//! The root runs in this test process; children run `plough_app` (exec) or are forked.
+
+use plough::{ActorError, Result};
+use plough_tests::{assert_no_descendants, become_subreaper, root_lock, runtime};
+use std::time::Duration;
+use tokio::time::timeout;
+
+const APP: &str = env!("CARGO_BIN_EXE_plough_app");
+const LIMIT: Duration = Duration::from_secs(30);
+
+async fn bounded<T>(fut: impl std::future::Future<Output = Result<T>>) -> Result<T> {
+    timeout(LIMIT, fut).await.unwrap_or_else(|_| panic!("test body timed out after {LIMIT:?}"))
+}
+
+#[test]
+fn spawn_and_call_a_function() {
+    let _g = root_lock();
+    become_subreaper();
+    let (sum, child_pid) = runtime(APP)
+        .run(|root| {
+            bounded(async move {
+                root.nursery(|n| async move {
+                    let portal = n.start_actor("adder").await?;
+                    let sum: i64 = portal.run("add", (1, 2)).await?;
+                    let pid: u32 = portal.run("pid", ()).await?;
+                    Ok((sum, pid))
+                })
+                .await
+            })
+        })
+        .unwrap();
+    assert_eq!(sum, 3);
+    assert_ne!(child_pid, std::process::id());
+    assert_no_descendants(Duration::from_secs(5));
+}
+
+#[test]
+fn a_child_error_comes_home_typed_and_named() {
+    let _g = root_lock();
+    become_subreaper();
+    let err = runtime(APP)
+        .run(|root| {
+            bounded(async move {
+                root.nursery(|n| async move {
+                    let portal = n.start_actor("failer").await?;
+                    let r: Result<()> = portal.run("fail", "it broke".to_owned()).await;
+                    let e = r.expect_err("fail must fail");
+                    let remote = e.as_remote().expect("a remote error");
+                    assert_eq!(remote.type_name, "AppError");
+                    assert_eq!(remote.message, "it broke");
+                    assert_eq!(remote.source.name, "failer");
+                    // Bad arguments are a remote type error, not a crash of the child.
+                    let bad: Result<i64> = portal.run("add", "not numbers").await;
+                    let bad = bad.expect_err("bad args");
+                    assert_eq!(bad.as_remote().unwrap().type_name, "MsgTypeError");
+                    // Unknown functions name the function and the actor.
+                    let none: Result<()> = portal.run("nope", ()).await;
+                    let none = none.expect_err("unknown function");
+                    let r = none.as_remote().unwrap();
+                    assert_eq!(r.type_name, "NoSuchFunction");
+                    assert!(
+                        r.message.contains("`nope`") && r.message.contains("failer@"),
+                        "{}",
+                        r.message
+                    );
+                    // The child is still fine.
+                    assert_eq!(portal.run::<_, i64>("add", (2, 2)).await?, 4);
+                    Err::<(), _>(e)
+                })
+                .await
+            })
+        })
+        .unwrap_err();
+    let remote = err.as_remote().expect("the body's error comes back");
+    assert_eq!(remote.message, "it broke");
+    assert_no_descendants(Duration::from_secs(5));
+}
+
+#[test]
+fn run_in_actor_results_are_available_after_the_nursery() {
+    let _g = root_lock();
+    become_subreaper();
+    let (a, b) = runtime(APP)
+        .run(|root| {
+            bounded(async move {
+                let (a, b) = root
+                    .nursery(|n| async move {
+                        let a = n.run_in_actor::<_, i64>("a", "add", (40, 2)).await?;
+                        let b = n.run_in_actor::<_, i64>("b", "add", (1, 1)).await?;
+                        Ok((a, b))
+                    })
+                    .await?;
+                Ok((a.into_result()?, b.into_result()?))
+            })
+        })
+        .unwrap();
+    assert_eq!((a, b), (42, 2));
+    assert_no_descendants(Duration::from_secs(5));
+}
+
+#[test]
+fn two_failing_children_give_one_error_with_two_members() {
+    let _g = root_lock();
+    become_subreaper();
+    let err = runtime(APP)
+        .run(|root| {
+            bounded(async move {
+                root.nursery(|n| async move {
+                    n.run_in_actor::<_, ()>("f1", "fail", "one".to_owned()).await?;
+                    n.run_in_actor::<_, ()>("f2", "fail", "two".to_owned()).await?;
+                    Ok(())
+                })
+                .await
+            })
+        })
+        .unwrap_err();
+    let failures = err.failures();
+    assert!(!failures.is_empty());
+    // Both children fail on their own: one-cancels-all may stop the second before its
+    // call ran, but a failure is never masked by a cancel.
+    for f in failures {
+        assert!(matches!(f, ActorError::Remote(_)), "{f}");
+    }
+    assert_no_descendants(Duration::from_secs(5));
+}
