@@ -65,6 +65,8 @@ pub(crate) struct ActorInner {
     /// The address every actor of the tree registers with.
     pub(crate) registry_addr: Address,
     pub(crate) is_root: bool,
+    /// This process's actor marker (removed at the end of shutdown).
+    pub(crate) marker: Mutex<Option<plough_fork_prims::marker::ActorMarker>>,
 }
 
 /// A fresh random actor id.
@@ -109,6 +111,7 @@ impl Actor {
                 registrar_client: Mutex::new(None),
                 registry_addr: parts.registry_addr,
                 is_root: parts.is_root,
+                marker: Mutex::new(None),
             }),
         };
         let hello = actor.hello();
@@ -253,6 +256,36 @@ impl Actor {
             }
         };
         let _ = tokio::time::timeout(Duration::from_millis(500), flush).await;
+        drop(self.inner.marker.lock().unwrap_or_else(|p| p.into_inner()).take());
+    }
+
+    /// Writes this process's actor marker (see `plough_fork_prims::marker`): how
+    /// `plough-reap` recognises our actors, forked ones included.
+    pub(crate) fn write_marker(
+        &self,
+        tree: &plough_ipc_wire::msg::Uuid,
+        parent_pid: u32,
+        method: &str,
+    ) {
+        use plough_fork_prims::marker::{ActorMarker, MarkerInfo, default_runtime_dir};
+        let info = MarkerInfo {
+            name: self.inner.aid.name.clone(),
+            uuid: self.inner.aid.uuid.to_string(),
+            tree: tree.to_string(),
+            parent_pid,
+            addr: self.inner.addr.to_string(),
+            method: method.to_owned(),
+            ..MarkerInfo::default()
+        };
+        match ActorMarker::create(&default_runtime_dir(), info) {
+            Ok(m) => *self.inner.marker.lock().unwrap_or_else(|p| p.into_inner()) = Some(m),
+            Err(e) => tracing::warn!(error = %e, "cannot write the actor marker"),
+        }
+    }
+
+    /// The uuid of this actor's tree (its root's uuid).
+    pub fn tree_uuid(&self) -> plough_ipc_wire::msg::Uuid {
+        tree_from_vars(&crate::runtime_vars::get(false)).unwrap_or(self.inner.aid.uuid)
     }
 
     fn reply_error(&self, channel: &Channel, cid: u64, err: RemoteActorError) {
@@ -365,4 +398,16 @@ impl Serve for Actor {
 /// Encodes a value as a payload, as an `ActorError` on failure.
 pub(crate) fn encode<T: serde::Serialize + ?Sized>(v: &T) -> Result<Payload, ActorError> {
     Payload::encode(v).map_err(|e| ActorError::Runtime(format!("cannot encode arguments: {e}")))
+}
+
+/// The runtime-vars key that carries the tree's root uuid to children.
+pub(crate) const TREE_VAR: &str = "tree";
+
+pub(crate) fn tree_from_vars(vars: &plough_ipc_wire::msg::RuntimeVars) -> Option<Uuid> {
+    let hex = vars.extra.iter().find(|(k, _)| k == TREE_VAR)?.1.replace('-', "");
+    let mut out = [0u8; 16];
+    for (i, o) in out.iter_mut().enumerate() {
+        *o = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(Uuid(out))
 }

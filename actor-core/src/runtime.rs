@@ -203,8 +203,10 @@ impl Runtime {
         crate::runtime_vars::set(RuntimeVars {
             is_root: true,
             spawn_method: self.config.spawn_method.key().to_owned(),
+            extra: vec![(crate::actor::TREE_VAR.to_owned(), aid.uuid.to_string())],
             ..crate::runtime_vars::get(false)
         });
+        actor.write_marker(&aid.uuid, 0, "root");
         let entry = ActorEntry { aid: aid.clone(), addr: actor.addr().to_string() };
         if let Some(state) = &actor.inner.registrar {
             state.add(entry, None);
@@ -395,6 +397,8 @@ async fn child(
         is_root: false,
     });
     let parent = actor.attach(est, true);
+    let tree = crate::actor::tree_from_vars(&spec.runtime_vars).unwrap_or(aid.uuid);
+    actor.write_marker(&tree, boot.parent_pid, boot.method.key());
     tracing::info!(actor = %aid, parent = %parent.peer(), method = %boot.method, addr = %actor.addr(), "child actor up");
 
     // Register (best effort: a tree without a reachable registrar still works).

@@ -59,6 +59,7 @@
 mod child;
 mod forkserver;
 mod hooks;
+pub mod marker;
 mod per_process;
 mod prelude;
 mod reap_queue;

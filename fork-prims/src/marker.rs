@@ -1,0 +1,233 @@
+//! Actor markers: how a plough actor process is recognised from outside.
+//!
+//! A forked child's `/proc/<pid>/cmdline` and `environ` are its parent's, and a process
+//! *name* can be chosen by anyone, so neither proves that a process is one of our actors.
+//! Each actor therefore writes a small marker file, `<runtime dir>/actors/<pid>`, in a
+//! directory only its user can write (0700, not a symlink), naming the actor, its tree
+//! (the root's uuid), its parent, and the process's start time. A marker counts only while
+//! a process with that pid *and that start time* is alive — a recycled pid does not match.
+//! The actor removes its marker when it exits; `plough-reap` sweeps the rest.
+//!
+//! The process name (`comm`) is also set to `plough:<name>` (truncated to 15 bytes), for
+//! `ps` and `top`; it is a convenience, never evidence.
+
+use std::fmt::Write as _;
+use std::io;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+use std::path::{Path, PathBuf};
+
+/// What a marker says about one actor process.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct MarkerInfo {
+    /// The actor's name.
+    pub name: String,
+    /// Its pid.
+    pub pid: u32,
+    /// Its uuid.
+    pub uuid: String,
+    /// The uuid of its tree's root.
+    pub tree: String,
+    /// Its parent actor's pid (0 for a root).
+    pub parent_pid: u32,
+    /// Its start time (`/proc/<pid>/stat` field 22, clock ticks since boot).
+    pub start_time: u64,
+    /// Where it listens.
+    pub addr: String,
+    /// How it was spawned (`root`, `exec`, `main_thread_forkserver`).
+    pub method: String,
+}
+
+impl MarkerInfo {
+    fn render(&self) -> String {
+        let mut s = String::new();
+        for (k, v) in [
+            ("name", self.name.clone()),
+            ("pid", self.pid.to_string()),
+            ("uuid", self.uuid.clone()),
+            ("tree", self.tree.clone()),
+            ("parent_pid", self.parent_pid.to_string()),
+            ("start_time", self.start_time.to_string()),
+            ("addr", self.addr.clone()),
+            ("method", self.method.clone()),
+        ] {
+            let _ = writeln!(s, "{k}={}", v.replace('\n', " "));
+        }
+        s
+    }
+
+    /// Parses a marker file's text; `None` if it is not one.
+    pub fn parse(text: &str) -> Option<MarkerInfo> {
+        let mut m = MarkerInfo::default();
+        for line in text.lines() {
+            let (k, v) = line.split_once('=')?;
+            match k {
+                "name" => m.name = v.to_owned(),
+                "pid" => m.pid = v.parse().ok()?,
+                "uuid" => m.uuid = v.to_owned(),
+                "tree" => m.tree = v.to_owned(),
+                "parent_pid" => m.parent_pid = v.parse().ok()?,
+                "start_time" => m.start_time = v.parse().ok()?,
+                "addr" => m.addr = v.to_owned(),
+                "method" => m.method = v.to_owned(),
+                _ => {}
+            }
+        }
+        (m.pid != 0 && m.start_time != 0).then_some(m)
+    }
+
+    /// Whether the process this marker describes is alive (same pid, same start time).
+    pub fn is_live(&self) -> bool {
+        process_start_time(self.pid) == Some(self.start_time)
+    }
+}
+
+/// The directory plough uses for sockets and markers: `$XDG_RUNTIME_DIR/plough`, or
+/// `/tmp/plough-<uid>`.
+pub fn default_runtime_dir() -> PathBuf {
+    match std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from) {
+        Some(dir) if dir.is_absolute() => dir.join("plough"),
+        _ => PathBuf::from(format!("/tmp/plough-{}", rustix::process::geteuid().as_raw())),
+    }
+}
+
+/// Where markers live under a runtime directory.
+pub fn markers_dir(runtime_dir: &Path) -> PathBuf {
+    runtime_dir.join("actors")
+}
+
+/// A process's start time (field 22 of `/proc/<pid>/stat`), `None` when it is gone.
+pub fn process_start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(')')?.1.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// Sets this process's name (`comm`, 15 bytes at most) for `ps`.
+pub fn set_process_name(name: &str) {
+    let mut bytes: Vec<u8> = name.bytes().filter(|&b| b != 0).take(15).collect();
+    bytes.push(0);
+    if let Ok(c) = std::ffi::CStr::from_bytes_with_nul(&bytes) {
+        let _ = rustix::thread::set_name(c);
+    }
+}
+
+/// Creates `dir` (and parents) for our uid only: mode 0700, owned by us, not a symlink.
+///
+/// # Errors
+///
+/// The directory cannot be created, or exists but is a symlink, foreign, or group/world
+/// accessible.
+pub fn ensure_private_dir(dir: &Path) -> io::Result<()> {
+    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
+    let meta = std::fs::symlink_metadata(dir)?;
+    if meta.file_type().is_symlink() || !meta.is_dir() {
+        return Err(io::Error::other(format!("{} is not a plain directory", dir.display())));
+    }
+    if meta.uid() != rustix::process::geteuid().as_raw() {
+        return Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!("{} belongs to uid {}", dir.display(), meta.uid()),
+        ));
+    }
+    if meta.mode() & 0o077 != 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!("{} is accessible to others (mode {:o})", dir.display(), meta.mode() & 0o777),
+        ));
+    }
+    Ok(())
+}
+
+/// This process's marker; removed when dropped (by the process that created it only).
+#[derive(Debug)]
+pub struct ActorMarker {
+    path: PathBuf,
+    owner: u32,
+}
+
+impl ActorMarker {
+    /// Writes the marker of the current process under `runtime_dir` (pid and start time
+    /// are filled in here) and sets the process name to `plough:<name>`.
+    ///
+    /// # Errors
+    ///
+    /// The marker directory is unusable (see [`ensure_private_dir`]) or not writable.
+    pub fn create(runtime_dir: &Path, mut info: MarkerInfo) -> io::Result<ActorMarker> {
+        let dir = markers_dir(runtime_dir);
+        ensure_private_dir(&dir)?;
+        let pid = std::process::id();
+        info.pid = pid;
+        info.start_time = process_start_time(pid)
+            .ok_or_else(|| io::Error::other("cannot read /proc/self/stat"))?;
+        let path = dir.join(pid.to_string());
+        let tmp = dir.join(format!(".{pid}.tmp"));
+        std::fs::write(&tmp, info.render())?;
+        std::fs::rename(&tmp, &path)?;
+        set_process_name(&format!("plough:{}", info.name));
+        Ok(ActorMarker { path, owner: pid })
+    }
+
+    /// The marker file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for ActorMarker {
+    fn drop(&mut self) {
+        if std::process::id() == self.owner {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// Every marker under `runtime_dir` (live or not), with its path. Unreadable or
+/// malformed files are skipped.
+pub fn read_markers(runtime_dir: &Path) -> Vec<(PathBuf, MarkerInfo)> {
+    let Ok(entries) = std::fs::read_dir(markers_dir(runtime_dir)) else { return Vec::new() };
+    let mut out: Vec<(PathBuf, MarkerInfo)> = entries
+        .flatten()
+        .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+        .filter_map(|e| {
+            let text = std::fs::read_to_string(e.path()).ok()?;
+            Some((e.path(), MarkerInfo::parse(&text)?))
+        })
+        .collect();
+    out.sort_by_key(|(_, m)| m.pid);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn markers_round_trip_and_die_with_their_process() {
+        let dir = std::env::temp_dir().join(format!("plough-marker-test-{}", std::process::id()));
+        let info = MarkerInfo {
+            name: "w1".into(),
+            uuid: "u".into(),
+            tree: "t".into(),
+            method: "exec".into(),
+            ..Default::default()
+        };
+        let marker = ActorMarker::create(&dir, info).unwrap();
+        let all = read_markers(&dir);
+        assert_eq!(all.len(), 1);
+        let (path, m) = &all[0];
+        assert_eq!(path, marker.path());
+        assert_eq!((m.name.as_str(), m.pid, m.tree.as_str()), ("w1", std::process::id(), "t"));
+        assert!(m.is_live());
+        let mut stale = m.clone();
+        stale.start_time += 1;
+        assert!(!stale.is_live(), "a recycled pid must not match");
+        drop(marker);
+        assert!(read_markers(&dir).is_empty());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn garbage_is_not_a_marker() {
+        assert_eq!(MarkerInfo::parse("hello"), None);
+        assert_eq!(MarkerInfo::parse("pid=0\nstart_time=1\n"), None);
+    }
+}
