@@ -106,6 +106,7 @@ impl MsgError {
         use capnp::ErrorKind as K;
         match e.kind {
             K::ReadLimitExceeded
+            | K::NestingLimitExceeded
             | K::MessageIsTooDeeplyNested
             | K::MessageIsTooDeeplyNestedOrContainsCycles => {
                 MsgError::LimitExceeded { kind, reason: e.to_string() }

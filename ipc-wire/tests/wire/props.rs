@@ -1,0 +1,258 @@
+//! Property tests of the wire: round trips, arbitrary input, arbitrary splits.
+
+use bytes::BytesMut;
+use plough_ipc_wire::{
+    Address, Aid, CallKind, CancelAck, ErrorMsg, FrameCodec, Hello, Limits, Msg, Payload,
+    RuntimeVars, SpawnSpec, Start, StartAck, TypeErrorInfo, Uuid,
+};
+use proptest::collection::vec;
+use proptest::prelude::*;
+use std::net::{IpAddr, SocketAddr};
+use tokio_util::codec::{Decoder, Encoder};
+
+fn text() -> impl Strategy<Value = String> {
+    prop_oneof![any::<String>(), "[a-z0-9_.@-]{0,24}"].prop_map(|s| s.chars().take(40).collect())
+}
+
+fn bytes(max: usize) -> impl Strategy<Value = Payload> {
+    vec(any::<u8>(), 0..max).prop_map(Payload::from)
+}
+
+fn aid() -> impl Strategy<Value = Aid> {
+    (text(), any::<[u8; 16]>(), any::<u32>()).prop_map(|(name, uuid, pid)| Aid {
+        name,
+        uuid: Uuid(uuid),
+        pid,
+    })
+}
+
+fn address() -> impl Strategy<Value = Address> {
+    prop_oneof![
+        (
+            prop_oneof![
+                any::<std::net::Ipv4Addr>().prop_map(IpAddr::V4),
+                any::<std::net::Ipv6Addr>().prop_map(IpAddr::V6)
+            ],
+            any::<u16>()
+        )
+            .prop_map(|(ip, port)| Address::Tcp(SocketAddr::new(ip, port))),
+        "(/[a-zA-Z0-9_.@ -]{1,12}){1,4}".prop_map(|p| Address::Uds(p.into())),
+    ]
+}
+
+fn call_kind() -> impl Strategy<Value = CallKind> {
+    prop_oneof![Just(CallKind::Function), Just(CallKind::Context), Just(CallKind::Stream)]
+}
+
+fn spawn_spec() -> impl Strategy<Value = SpawnSpec> {
+    (
+        (any::<bool>(), any::<bool>(), text(), text(), vec((text(), text()), 0..3)),
+        vec(address(), 0..3),
+        vec(address(), 0..3),
+        vec(text(), 0..4),
+        proptest::option::of(aid()),
+    )
+        .prop_map(
+            |(
+                (is_root, debug_mode, spawn_method, log_level, extra),
+                registry_addrs,
+                bind_addrs,
+                enable_handlers,
+                parent,
+            )| {
+                SpawnSpec {
+                    runtime_vars: RuntimeVars {
+                        is_root,
+                        debug_mode,
+                        spawn_method,
+                        log_level,
+                        extra,
+                    },
+                    registry_addrs,
+                    bind_addrs,
+                    enable_handlers,
+                    parent,
+                }
+            },
+        )
+}
+
+fn error_msg() -> impl Strategy<Value = ErrorMsg> {
+    (
+        proptest::option::of(any::<u64>()),
+        aid(),
+        (text(), text(), text()),
+        vec(aid(), 0..4),
+        proptest::option::of(aid()),
+        proptest::option::of(aid()),
+        proptest::option::of((text(), text(), text())),
+    )
+        .prop_map(
+            |(
+                cid,
+                source,
+                (type_name, message, backtrace),
+                relay_path,
+                canceller,
+                overrun_sender,
+                te,
+            )| ErrorMsg {
+                cid,
+                source,
+                type_name,
+                message,
+                backtrace,
+                relay_path,
+                canceller,
+                overrun_sender,
+                type_error: te.map(|(expected_type, msg_kind, rendering)| TypeErrorInfo {
+                    expected_type,
+                    msg_kind,
+                    rendering,
+                }),
+            },
+        )
+}
+
+/// Every variant of `Msg`, with arbitrary field values.
+pub fn msg() -> impl Strategy<Value = Msg> {
+    prop_oneof![
+        (aid(), bytes(40))
+            .prop_map(|(aid, p)| Msg::Hello(Hello { aid, tree_proof: p.into_bytes() })),
+        spawn_spec().prop_map(Msg::SpawnSpec),
+        (any::<u64>(), text(), bytes(200), aid(), call_kind()).prop_map(
+            |(cid, function, args, caller, kind)| Msg::Start(Start {
+                cid,
+                function,
+                args,
+                caller,
+                kind
+            })
+        ),
+        (any::<u64>(), call_kind()).prop_map(|(cid, kind)| Msg::StartAck(StartAck { cid, kind })),
+        (any::<u64>(), bytes(200)).prop_map(|(cid, payload)| Msg::Started { cid, payload }),
+        (any::<u64>(), bytes(200)).prop_map(|(cid, payload)| Msg::Yield { cid, payload }),
+        any::<u64>().prop_map(|cid| Msg::Stop { cid }),
+        (any::<u64>(), bytes(200)).prop_map(|(cid, payload)| Msg::Return { cid, payload }),
+        (any::<u64>(), any::<bool>())
+            .prop_map(|(cid, acked)| Msg::CancelAck(CancelAck { cid, acked })),
+        error_msg().prop_map(Msg::Error),
+    ]
+}
+
+fn encode_all(msgs: &[Msg]) -> BytesMut {
+    let mut codec = FrameCodec::default();
+    let mut buf = BytesMut::new();
+    for m in msgs {
+        codec.encode(m, &mut buf).expect("encode");
+    }
+    buf
+}
+
+/// Feeds `stream` to a fresh decoder in the given chunk sizes; returns the decoded messages.
+fn decode_chunked(stream: &[u8], chunks: &[usize]) -> Vec<Msg> {
+    let mut codec = FrameCodec::default();
+    let mut buf = BytesMut::new();
+    let mut out = Vec::new();
+    let mut rest = stream;
+    let mut sizes = chunks.iter().copied().cycle();
+    while !rest.is_empty() {
+        let n = sizes.next().unwrap_or(1).clamp(1, rest.len());
+        buf.extend_from_slice(&rest[..n]);
+        rest = &rest[n..];
+        while let Some(frame) = codec.decode(&mut buf).expect("valid stream") {
+            out.push(frame.decode().expect("valid message"));
+        }
+    }
+    assert!(codec.decode_eof(&mut buf).expect("clean end").is_none());
+    out
+}
+
+/// Decodes anything: every outcome must be a value or a typed error.
+fn decode_anything(input: &[u8], chunks: &[usize], limits: Limits) {
+    let mut codec = FrameCodec::new(limits);
+    let mut buf = BytesMut::new();
+    let mut rest = input;
+    let mut sizes = chunks.iter().copied().cycle();
+    loop {
+        let n = sizes.next().unwrap_or(1).clamp(1, rest.len().max(1)).min(rest.len());
+        buf.extend_from_slice(&rest[..n]);
+        rest = &rest[n..];
+        let step =
+            if rest.is_empty() { codec.decode_eof(&mut buf) } else { codec.decode(&mut buf) };
+        match step {
+            Ok(Some(frame)) => {
+                let _ = frame.kind();
+                if let Ok(view) = frame.view() {
+                    if let Some(p) = view.payload {
+                        let _ = frame.share_payload(p).decode::<Vec<String>>();
+                    }
+                }
+                if let Ok(msg) = frame.decode() {
+                    let _ = msg.decode_payload::<(u32, String)>();
+                }
+            }
+            Ok(None) if rest.is_empty() => return,
+            Ok(None) => {}
+            Err(_) => return, // a typed, connection-fatal error: the stream ends here
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    #[test]
+    fn every_variant_round_trips_with_arbitrary_fields(m in msg()) {
+        let buf = encode_all(std::slice::from_ref(&m));
+        let mut codec = FrameCodec::default();
+        let mut b = buf.clone();
+        let frame = codec.decode(&mut b).unwrap().expect("one whole frame");
+        prop_assert!(b.is_empty());
+        prop_assert_eq!(&frame.decode().unwrap(), &m);
+        let view = frame.view().unwrap();
+        prop_assert_eq!(view.kind, m.kind());
+        prop_assert_eq!(view.cid, m.cid());
+        prop_assert_eq!(view.payload, m.payload().map(|p| &p[..]));
+    }
+
+    #[test]
+    fn a_valid_stream_split_anywhere_decodes_identically(
+        msgs in vec(msg(), 1..6),
+        chunks in vec(1usize..64, 1..8),
+    ) {
+        let stream = encode_all(&msgs);
+        prop_assert_eq!(decode_chunked(&stream, &chunks), msgs);
+    }
+
+    #[test]
+    fn concatenated_streams_decode_in_order(a in vec(msg(), 0..4), b in vec(msg(), 0..4), chunk in 1usize..200) {
+        let mut stream = encode_all(&a);
+        stream.extend_from_slice(&encode_all(&b));
+        let expected: Vec<Msg> = a.into_iter().chain(b).collect();
+        prop_assert_eq!(decode_chunked(&stream, &[chunk]), expected);
+    }
+
+    #[test]
+    fn arbitrary_bytes_decode_to_values_or_typed_errors(
+        input in vec(any::<u8>(), 0..512),
+        chunks in vec(1usize..64, 1..4),
+    ) {
+        decode_anything(&input, &chunks, Limits::DEFAULT);
+        decode_anything(&input, &chunks, Limits::HANDSHAKE.with_max_segments(64));
+    }
+
+    #[test]
+    fn mutated_valid_frames_decode_to_values_or_typed_errors(
+        msgs in vec(msg(), 1..4),
+        flips in vec((any::<prop::sample::Index>(), any::<u8>()), 1..12),
+        chunk in 1usize..128,
+    ) {
+        let mut stream = encode_all(&msgs).to_vec();
+        for (at, byte) in flips {
+            let i = at.index(stream.len());
+            stream[i] = byte;
+        }
+        decode_anything(&stream, &[chunk], Limits::DEFAULT);
+    }
+}
