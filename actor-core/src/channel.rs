@@ -49,6 +49,8 @@ struct Inner {
     /// Cancelled to ask the writer to flush and close.
     shutdown: CancellationToken,
     reason: Mutex<Option<String>>,
+    /// We asked the peer to cancel itself (its exit is then expected).
+    cancel_requested: std::sync::atomic::AtomicBool,
 }
 
 impl fmt::Debug for Channel {
@@ -102,6 +104,7 @@ impl Channel {
             closed: CancellationToken::new(),
             shutdown: CancellationToken::new(),
             reason: Mutex::new(None),
+            cancel_requested: std::sync::atomic::AtomicBool::new(false),
         });
         let channel = Channel { inner };
         let (mut sink, mut stream) = est.framed.split();
@@ -255,6 +258,16 @@ impl Channel {
             }
             None => false,
         }
+    }
+
+    /// Records that we asked the peer to cancel itself.
+    pub(crate) fn set_cancel_requested(&self) {
+        self.inner.cancel_requested.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether we asked the peer to cancel itself.
+    pub(crate) fn cancel_requested(&self) -> bool {
+        self.inner.cancel_requested.load(Ordering::SeqCst)
     }
 
     /// Flushes what is queued and closes the connection (the peer sees EOF).

@@ -164,7 +164,13 @@ impl Registry {
                         RemoteActorError::new(me, "PayloadEncodeError", e.to_string())
                     }),
                     Ok(Err(e)) => {
-                        Err(RemoteActorError::new(me, short_type_name::<E>(), e.to_string()))
+                        Err(match (&e as &dyn std::any::Any).downcast_ref::<crate::ActorError>() {
+                            // A runtime error passing through: keep its source, add this hop.
+                            Some(ae) => crate::error::relay(ae, &me),
+                            None => {
+                                RemoteActorError::new(me, short_type_name::<E>(), e.to_string())
+                            }
+                        })
                     }
                     Err(panic) => Err(RemoteActorError::new(me, "Panic", panic_message(&*panic))),
                 }

@@ -3,11 +3,14 @@
 //! `actor.nursery(|n| async { ... })` runs the body; the body starts children through `n`.
 //! The call returns only after every child has exited **and been reaped**:
 //!
-//! * body done, all well: wait for the `run_in_actor` results, then cancel the remaining
-//!   (daemon) children through the ladder;
-//! * the body fails, a child's call fails, or a daemon child dies: one-cancels-all — the
-//!   body is dropped (cancelled), every child goes down the ladder, and every failure comes
-//!   back together in one error (cancels caused by the failure do not mask it);
+//! * body done: wait for the `run_in_actor` results (as tractor does, a `run_in_actor`
+//!   failure is collected when the body is done, so a body that starts 25 failing actors
+//!   back to back gets all 25 errors), then cancel the remaining (daemon) children through
+//!   the ladder;
+//! * a failure — the body's error, a `run_in_actor` error once the body is done, or a
+//!   daemon child that dies while the body runs — is one-cancels-all: the body is dropped
+//!   (cancelled), every child goes down the ladder, and every failure comes back together
+//!   in one error (the cancels it caused never mask it);
 //! * the enclosing actor is cancelled: the same, and the result is `ContextCancelled`;
 //! * the nursery future itself is dropped (its caller was cancelled): a drop guard
 //!   SIGKILLs every child's process group and hands the processes to the reaper thread.
@@ -98,6 +101,8 @@ struct Inner {
     /// Daemon-child monitors (they end once their child is down).
     monitors: TaskTracker,
     closed: AtomicBool,
+    /// The body is done: a `run_in_actor` failure now cancels the rest at once.
+    exiting: AtomicBool,
 }
 
 /// The result of a [`Nursery::run_in_actor`] call, available once the nursery has exited.
@@ -163,6 +168,7 @@ impl Nursery {
             tasks: TaskTracker::new(),
             monitors: TaskTracker::new(),
             closed: AtomicBool::new(false),
+            exiting: AtomicBool::new(false),
         });
         let mut guard = DropGuard(Some(Arc::clone(&inner)));
         let n = Nursery { inner: Arc::clone(&inner) };
@@ -175,15 +181,25 @@ impl Nursery {
                 () = inner.scope.cancelled() => None,
             }
         };
-        // The body is done (or dropped). Collect run_in_actor results unless something
-        // already failed.
-        let body_ok = matches!(outcome, Some(Ok(_)));
-        if body_ok {
-            inner.tasks.close();
+        // The body is done (or dropped). Collect the run_in_actor results; the first
+        // failure (now or already recorded) takes every other child down.
+        inner.exiting.store(true, Ordering::SeqCst);
+        let failed_early = !inner.errors.lock().unwrap_or_else(|p| p.into_inner()).is_empty();
+        if !matches!(outcome, Some(Ok(_))) || failed_early {
+            inner.failed.cancel();
+        }
+        inner.tasks.close();
+        let mut cancelling = false;
+        loop {
             tokio::select! {
-                () = inner.tasks.wait() => {}
-                () = inner.failed.cancelled() => {}
-                () = inner.scope.cancelled() => {}
+                () = inner.tasks.wait() => break,
+                () = inner.failed.cancelled(), if !cancelling => cancelling = true,
+                () = inner.scope.cancelled(), if !cancelling => cancelling = true,
+            }
+            if cancelling {
+                // Take everyone down while the run tasks collect what their children say.
+                let n2 = n.clone();
+                inner.monitors.spawn(async move { n2.cancel_all().await });
             }
         }
         inner.closed.store(true, Ordering::SeqCst);
@@ -262,20 +278,26 @@ impl Nursery {
         let function = function.to_owned();
         let n = self.clone();
         self.inner.tasks.spawn(async move {
-            let portal = child.portal.clone();
-            let out = tokio::select! {
-                r = portal.run_raw::<R>(&function, args) => Some(r),
-                () = inner.failed.cancelled() => None,
-                () = inner.scope.cancelled() => None,
-            };
+            // No select on cancellation here: when the nursery cancels, the ladder makes the
+            // child answer (ContextCancelled, or its real error if it had one) or kills it,
+            // so the call always completes and no failure is lost.
+            let out = child.portal.run_raw::<R>(&function, args).await;
             match out {
-                Some(Ok(v)) => *slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(Ok(v)),
-                Some(Err(e)) => {
+                Ok(v) => *slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(Ok(v)),
+                Err(e) => {
+                    let taken_down = child.cancelling.load(Ordering::SeqCst)
+                        || child.portal.channel().cancel_requested();
                     let e = n.explain(&child, e).await;
                     *slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(Err(e.clone()));
-                    n.fail(e);
+                    if taken_down && (e.is_cancel() || !matches!(e, ActorError::Remote(_))) {
+                        // The consequence of our own cancel, not a failure of the child.
+                    } else {
+                        n.record(e);
+                        if inner.exiting.load(Ordering::SeqCst) {
+                            inner.failed.cancel();
+                        }
+                    }
                 }
-                None => {}
             }
             // Its job is done: take it down now rather than at nursery exit.
             n.take_down(&child).await;
@@ -295,11 +317,14 @@ impl Nursery {
         futures::future::join_all(children.iter().map(|c| self.take_down(c))).await;
     }
 
+    /// Records a failure (collected at exit).
+    fn record(&self, e: ActorError) {
+        self.inner.errors.lock().unwrap_or_else(|p| p.into_inner()).push(e);
+    }
+
     /// Records a failure and triggers one-cancels-all.
     fn fail(&self, e: ActorError) {
-        if !e.is_cancel() || !self.inner.failed.is_cancelled() {
-            self.inner.errors.lock().unwrap_or_else(|p| p.into_inner()).push(e);
-        }
+        self.record(e);
         self.inner.failed.cancel();
     }
 
@@ -396,11 +421,16 @@ impl Nursery {
                 () = n.inner.failed.cancelled() => return,
                 () = n.inner.scope.cancelled() => return,
             }
-            if child.cancelling.load(Ordering::SeqCst) || n.inner.closed.load(Ordering::SeqCst) {
+            let expected = || {
+                child.cancelling.load(Ordering::SeqCst)
+                    || child.portal.channel().cancel_requested()
+                    || n.inner.closed.load(Ordering::SeqCst)
+            };
+            if expected() {
                 return;
             }
             let e = n.explain(&child, child.portal.channel().closed_error()).await;
-            if !child.cancelling.load(Ordering::SeqCst) {
+            if !expected() {
                 n.fail(e);
             }
         });

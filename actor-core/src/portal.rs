@@ -65,6 +65,11 @@ impl Portal {
         self.channel.is_closed()
     }
 
+    /// Resolves when the connection to the actor is gone (e.g. it exited).
+    pub async fn closed(&self) {
+        self.channel.closed().await
+    }
+
     pub(crate) fn channel(&self) -> &Channel {
         &self.channel
     }
@@ -151,6 +156,7 @@ impl Portal {
     }
 
     pub(crate) async fn cancel_actor_within(&self, timeout: Duration) -> bool {
+        self.channel.set_cancel_requested();
         let ask = async {
             let mut call = self.start(internal::CANCEL_ACTOR, encode(&())?).await?;
             loop {

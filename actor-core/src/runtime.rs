@@ -130,6 +130,11 @@ impl Runtime {
         F: FnOnce(Actor) -> Fut,
         Fut: Future<Output = Result<T, ActorError>>,
     {
+        if ACTOR_RUNNING.swap(true, Ordering::SeqCst) {
+            return Err(ActorError::Runtime(
+                "an actor is already running in this process (one root per process)".to_owned(),
+            ));
+        }
         let args: Vec<String> = std::env::args().collect();
         match ChildBoot::from_args(&args) {
             Ok(Some(boot)) => {
@@ -137,12 +142,10 @@ impl Runtime {
                 std::process::exit(code);
             }
             Ok(None) => {}
-            Err(e) => return Err(ActorError::Runtime(format!("bad child-mode arguments: {e}"))),
-        }
-        if ACTOR_RUNNING.swap(true, Ordering::SeqCst) {
-            return Err(ActorError::Runtime(
-                "an actor is already running in this process (one root per process)".to_owned(),
-            ));
+            Err(e) => {
+                ACTOR_RUNNING.store(false, Ordering::SeqCst);
+                return Err(ActorError::Runtime(format!("bad child-mode arguments: {e}")));
+            }
         }
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()

@@ -176,3 +176,22 @@ pub fn assert_no_descendants(limit: std::time::Duration) {
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
 }
+
+/// Bounds a root body: panics (failing the test) after `limit`.
+pub async fn bounded<T>(
+    limit: std::time::Duration,
+    fut: impl std::future::Future<Output = plough::Result<T>>,
+) -> plough::Result<T> {
+    tokio::time::timeout(limit, fut)
+        .await
+        .unwrap_or_else(|_| panic!("test body timed out after {limit:?}"))
+}
+
+/// A ladder short enough for tests of the hard-kill path.
+pub fn quick_ladder() -> plough::LadderConfig {
+    plough::LadderConfig {
+        ack_timeout: std::time::Duration::from_millis(200),
+        exit_timeout: std::time::Duration::from_millis(300),
+        term_timeout: std::time::Duration::from_millis(300),
+    }
+}

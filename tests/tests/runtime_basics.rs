@@ -116,9 +116,11 @@ fn two_failing_children_give_one_error_with_two_members() {
         })
         .unwrap_err();
     let failures = err.failures();
-    assert!(!failures.is_empty());
-    // Both children fail on their own: one-cancels-all may stop the second before its
-    // call ran, but a failure is never masked by a cancel.
+    assert_eq!(failures.len(), 2, "{err}");
+    let mut messages: Vec<&str> =
+        failures.iter().map(|f| f.as_remote().unwrap().message.as_str()).collect();
+    messages.sort_unstable();
+    assert_eq!(messages, ["one", "two"]);
     for f in failures {
         assert!(matches!(f, ActorError::Remote(_)), "{f}");
     }

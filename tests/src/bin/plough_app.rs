@@ -2,7 +2,8 @@
 //! root it plays a scenario named on argv and prints progress lines for the test to read.
 //!
 //! Scenarios: `sleepers N` (start N children, print `pids <p1> <p2>...`, then wait
-//! forever: for the SIGINT and SIGKILL tests).
+//! forever: for the SIGINT and SIGKILL tests); `sleepers-selfint N` (the same, then a
+//! background task sends SIGINT to this process).
 
 use plough_tests::app::registry;
 
@@ -16,7 +17,8 @@ fn main() {
     });
     let result = runtime.run(|root| async move {
         match scenario.as_str() {
-            "sleepers" => {
+            "sleepers" | "sleepers-selfint" => {
+                let selfint = scenario == "sleepers-selfint";
                 let n: u32 = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(2);
                 root.nursery(|nursery| async move {
                     let mut pids = Vec::new();
@@ -25,6 +27,13 @@ fn main() {
                         pids.push(p.run::<_, u32>("pid", ()).await?.to_string());
                     }
                     println!("pids {}", pids.join(" "));
+                    if selfint {
+                        tokio::spawn(async {
+                            let me = rustix::process::getpid();
+                            rustix::process::kill_process(me, rustix::process::Signal::INT)
+                                .expect("self SIGINT");
+                        });
+                    }
                     std::future::pending::<()>().await;
                     Ok(())
                 })

@@ -1,0 +1,96 @@
+//! Signals from outside: SIGINT to the root, SIGKILL of a parent. The root here is the
+//! `plough_app` program; this test process is its subreaper, so any orphan would show.
+
+use plough_fork_prims::ChildHandle;
+use plough_tests::{assert_no_descendants, become_subreaper, private_registry, wait_until};
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const APP: &str = env!("CARGO_BIN_EXE_plough_app");
+
+struct App {
+    handle: ChildHandle,
+    stdout: BufReader<std::process::ChildStdout>,
+    pids: Vec<u32>,
+}
+
+fn start_app(args: &[&str]) -> App {
+    become_subreaper();
+    let mut child = Command::new(APP)
+        .args(args)
+        .env("PLOUGH_TEST_REGISTRY", private_registry().to_string())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn plough_app");
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let handle = ChildHandle::from_std(child).unwrap();
+    handle.set_kill_on_drop(true);
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    let pids: Vec<u32> = line
+        .strip_prefix("pids ")
+        .unwrap_or_else(|| panic!("app said {line:?}"))
+        .split_whitespace()
+        .map(|p| p.parse().unwrap())
+        .collect();
+    App { handle, stdout, pids }
+}
+
+fn wait_exit(handle: &ChildHandle, limit: Duration) -> plough_fork_prims::ExitStatus {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(st) = handle.try_wait().unwrap() {
+            return st;
+        }
+        assert!(Instant::now() < deadline, "pid {} still running after {limit:?}", handle.pid());
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn rest_of(stdout: &mut BufReader<std::process::ChildStdout>) -> String {
+    let mut s = String::new();
+    let _ = std::io::Read::read_to_string(stdout, &mut s);
+    s
+}
+
+#[test]
+fn sigint_to_the_root_cancels_the_tree() {
+    let mut app = start_app(&["sleepers", "3"]);
+    assert_eq!(app.pids.len(), 3);
+    let t = Instant::now();
+    app.handle.signal(plough_fork_prims::Signal::INT).unwrap();
+    let st = wait_exit(&app.handle, Duration::from_secs(2));
+    assert_eq!(st.code(), Some(130), "{st}");
+    assert!(rest_of(&mut app.stdout).contains("result err interrupted"));
+    assert!(t.elapsed() < Duration::from_secs(2));
+    assert_no_descendants(Duration::from_secs(2));
+}
+
+#[test]
+fn sigint_raised_by_a_background_task_cancels_the_tree() {
+    let mut app = start_app(&["sleepers-selfint", "2"]);
+    let st = wait_exit(&app.handle, Duration::from_secs(2));
+    assert_eq!(st.code(), Some(130), "{st}");
+    assert!(rest_of(&mut app.stdout).contains("result err interrupted"));
+    assert_no_descendants(Duration::from_secs(2));
+}
+
+#[test]
+fn children_of_a_sigkilled_parent_exit_by_themselves() {
+    let app = start_app(&["sleepers", "2"]);
+    app.handle.kill().unwrap();
+    assert_eq!(app.handle.wait_blocking().unwrap().signal(), Some(libc::SIGKILL));
+    let t = Instant::now();
+    for pid in &app.pids {
+        wait_until(Duration::from_secs(2), "orphan reparented or gone", || {
+            plough_tests::proc_ppid(*pid).is_none_or(|pp| pp == std::process::id())
+        });
+        if let Ok(orphan) = ChildHandle::adopt(*pid) {
+            let st = wait_exit(&orphan, Duration::from_secs(2).saturating_sub(t.elapsed()));
+            eprintln!("orphan {pid}: {st}");
+        }
+    }
+    assert!(t.elapsed() < Duration::from_secs(2), "took {:?}", t.elapsed());
+    assert_no_descendants(Duration::from_secs(2));
+}
