@@ -117,7 +117,6 @@ fn entries_of_vanished_actors_are_removed() {
                     Ok(())
                 })
                 .await
-                .map(|()| ())
                 .or_else(|e| {
                     // The nursery reports the killed daemon child: that is expected here.
                     assert!(e.to_string().contains("ghost"), "{e}");
