@@ -1,1 +1,169 @@
-fn main() {}
+//! The wire's cost, each figure next to the raw `capnp::serialize` floor measured in the
+//! same run:
+//!
+//! * `small/*`: encode + decode of one message with a 64-byte payload, in memory.
+//! * `large/*`: 1 MiB payloads through a real Unix socket pair (writer thread → reader),
+//!   reported as throughput.
+//!
+//! Run: `cargo bench -p plough-ipc-wire -- --warm-up-time 1 --measurement-time 3`.
+
+use bytes::BytesMut;
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use futures::{SinkExt, StreamExt};
+use plough_ipc_wire::generated::plough_capnp as schema;
+use plough_ipc_wire::{FrameCodec, Msg, Payload};
+use std::hint::black_box;
+use std::io::{BufReader, Write};
+use std::time::{Duration, Instant};
+use tokio_util::codec::{Decoder, Encoder, FramedRead, FramedWrite};
+
+const SMALL: usize = 64;
+const LARGE: usize = 1 << 20;
+
+fn yield_msg(len: usize) -> Msg {
+    Msg::Yield { cid: 42, payload: Payload::from(vec![0xa5; len]) }
+}
+
+/// The raw floor: build with capnp's default builder, `serialize::write_message` into a
+/// reused buffer, `read_message_from_flat_slice`, read the fields.
+fn raw_roundtrip(payload: &[u8], out: &mut Vec<u8>) -> usize {
+    let mut message = capnp::message::Builder::new_default();
+    {
+        let mut y = message.init_root::<schema::msg::Builder<'_>>().init_yield();
+        y.set_cid(42);
+        y.set_payload(payload);
+    }
+    out.clear();
+    capnp::serialize::write_message(&mut *out, &message).unwrap();
+    let mut slice = &out[..];
+    let reader =
+        capnp::serialize::read_message_from_flat_slice(&mut slice, Default::default()).unwrap();
+    let root = reader.get_root::<schema::msg::Reader<'_>>().unwrap();
+    match root.which().unwrap() {
+        schema::msg::Yield(y) => {
+            let y = y.unwrap();
+            y.get_cid() as usize + y.get_payload().unwrap().len()
+        }
+        _ => unreachable!(),
+    }
+}
+
+fn small(c: &mut Criterion) {
+    let mut g = c.benchmark_group("small");
+    let payload = vec![0xa5; SMALL];
+    let msg = yield_msg(SMALL);
+    let mut codec = FrameCodec::default();
+    let mut buf = BytesMut::with_capacity(4096);
+
+    g.bench_function("raw_capnp_serialize_roundtrip", |b| {
+        let mut out = Vec::with_capacity(4096);
+        b.iter(|| black_box(raw_roundtrip(black_box(&payload), &mut out)))
+    });
+    g.bench_function("codec_roundtrip_owned_msg", |b| {
+        b.iter(|| {
+            codec.encode(black_box(&msg), &mut buf).unwrap();
+            let frame = codec.decode(&mut buf).unwrap().unwrap();
+            black_box(frame.decode().unwrap())
+        })
+    });
+    g.bench_function("codec_roundtrip_view", |b| {
+        b.iter(|| {
+            codec.encode(black_box(&msg), &mut buf).unwrap();
+            let frame = codec.decode(&mut buf).unwrap().unwrap();
+            let view = frame.view().unwrap();
+            black_box((view.cid, view.payload.map(<[u8]>::len)))
+        })
+    });
+    // Coalescing: 64 small frames into one buffer, then all decoded.
+    g.throughput(Throughput::Elements(64));
+    g.bench_function("codec_batch_of_64_view", |b| {
+        b.iter(|| {
+            for _ in 0..64 {
+                codec.encode(black_box(&msg), &mut buf).unwrap();
+            }
+            let mut n = 0;
+            while let Some(frame) = codec.decode(&mut buf).unwrap() {
+                n += frame.view().unwrap().payload.map_or(0, <[u8]>::len);
+            }
+            black_box(n)
+        })
+    });
+    g.finish();
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
+}
+
+/// `iters` 1 MiB messages through the codec over a Unix socket pair.
+fn codec_over_uds(iters: u64) -> Duration {
+    let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
+    let writer = std::thread::spawn(move || {
+        runtime().block_on(async move {
+            a.set_nonblocking(true).unwrap();
+            let a = tokio::net::UnixStream::from_std(a).unwrap();
+            let mut sink = FramedWrite::new(a, FrameCodec::default());
+            let msg = yield_msg(LARGE);
+            for _ in 0..iters {
+                sink.send(&msg).await.unwrap();
+            }
+        })
+    });
+    let rt = runtime();
+    let elapsed = rt.block_on(async move {
+        b.set_nonblocking(true).unwrap();
+        let b = tokio::net::UnixStream::from_std(b).unwrap();
+        let mut stream = FramedRead::with_capacity(b, FrameCodec::default(), 64 << 10);
+        let start = Instant::now();
+        let mut total = 0;
+        for _ in 0..iters {
+            let frame = stream.next().await.unwrap().unwrap();
+            total += frame.view().unwrap().payload.unwrap().len();
+        }
+        assert_eq!(total as u64, iters * LARGE as u64);
+        start.elapsed()
+    });
+    writer.join().unwrap();
+    elapsed
+}
+
+/// The raw floor: `capnp::serialize::write_message` / `read_message` on blocking sockets.
+fn raw_over_uds(iters: u64) -> Duration {
+    let (mut a, b) = std::os::unix::net::UnixStream::pair().unwrap();
+    let writer = std::thread::spawn(move || {
+        let payload = vec![0xa5; LARGE];
+        for _ in 0..iters {
+            let mut message = capnp::message::Builder::new_default();
+            let mut y = message.init_root::<schema::msg::Builder<'_>>().init_yield();
+            y.set_cid(42);
+            y.set_payload(&payload);
+            capnp::serialize::write_message(&mut a, &message).unwrap();
+        }
+        a.flush().unwrap();
+    });
+    let mut reader = BufReader::with_capacity(64 << 10, b);
+    let start = Instant::now();
+    let mut total = 0;
+    for _ in 0..iters {
+        let message = capnp::serialize::read_message(&mut reader, Default::default()).unwrap();
+        let root = message.get_root::<schema::msg::Reader<'_>>().unwrap();
+        if let schema::msg::Yield(y) = root.which().unwrap() {
+            total += y.unwrap().get_payload().unwrap().len();
+        }
+    }
+    let elapsed = start.elapsed();
+    assert_eq!(total as u64, iters * LARGE as u64);
+    writer.join().unwrap();
+    elapsed
+}
+
+fn large(c: &mut Criterion) {
+    let mut g = c.benchmark_group("large");
+    g.throughput(Throughput::Bytes(LARGE as u64));
+    g.bench_function("raw_capnp_serialize_uds_1MiB", |b| b.iter_custom(raw_over_uds));
+    g.bench_function("codec_uds_1MiB", |b| b.iter_custom(codec_over_uds));
+    g.finish();
+}
+
+criterion_group!(benches, small, large);
+criterion_main!(benches);
