@@ -1,0 +1,222 @@
+//! The `/dev/shm` sweep: POSIX shared-memory segments (and semaphores) of ours that no
+//! process uses any more.
+//!
+//! A segment is in use while some process maps it (`/proc/<pid>/maps`) or holds it open
+//! (`/proc/<pid>/fd`); both are compared by device and inode, not by name, so a renamed
+//! or re-created segment is not confused with an old one. Only regular files owned by our
+//! uid are candidates.
+//!
+//! # Caveats
+//! A process whose `/proc` entries we cannot read (another user's) may use a segment we
+//! cannot see it use. Segments that others could open (any group/other permission bit)
+//! are therefore kept whenever some process could not be inspected; a 0600 segment of
+//! ours can only be in such a process's hands if we passed it the fd. And between
+//! `shm_open` and `mmap` a segment is briefly unused: [`SweepOptions::min_age`] keeps
+//! young segments for that reason.
+
+use crate::procs::{all_pids, our_uid};
+use serde::Serialize;
+use std::collections::HashSet;
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Where POSIX shared memory lives on Linux.
+pub const SHM_DIR: &str = "/dev/shm";
+
+/// A `/dev/shm` entry of ours.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub struct ShmEntry {
+    /// Its path.
+    pub path: PathBuf,
+    /// Device and inode (identity, not name).
+    pub dev: u64,
+    /// Inode.
+    pub ino: u64,
+}
+
+/// Options of a sweep.
+#[derive(Debug, Clone)]
+pub struct SweepOptions {
+    /// The directory to sweep (`/dev/shm`).
+    pub dir: PathBuf,
+    /// Only names that start with this.
+    pub prefix: Option<String>,
+    /// Keep segments whose last change is younger than this.
+    pub min_age: Duration,
+}
+
+impl Default for SweepOptions {
+    fn default() -> Self {
+        SweepOptions { dir: PathBuf::from(SHM_DIR), prefix: None, min_age: Duration::from_secs(5) }
+    }
+}
+
+/// Regular files in `dir` owned by our uid (name filter optional).
+pub fn own_entries(dir: &Path, prefix: Option<&str>) -> Vec<ShmEntry> {
+    let Ok(rd) = fs::read_dir(dir) else { return Vec::new() };
+    let uid = our_uid();
+    let mut out: Vec<ShmEntry> = rd
+        .flatten()
+        .filter(|e| prefix.is_none_or(|p| e.file_name().to_string_lossy().starts_with(p)))
+        .filter_map(|e| {
+            let m = fs::symlink_metadata(e.path()).ok()?;
+            (m.is_file() && m.uid() == uid).then(|| ShmEntry {
+                path: e.path(),
+                dev: m.dev(),
+                ino: m.ino(),
+            })
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// The (device, inode) pairs that visible processes map or hold open.
+#[derive(Debug, Default)]
+pub struct InUse {
+    files: HashSet<(u64, u64)>,
+    /// How many processes could not be inspected.
+    pub uninspected: usize,
+}
+
+impl InUse {
+    /// Scans every visible process's `maps` and `fd`.
+    pub fn scan() -> InUse {
+        let mut files = HashSet::new();
+        let mut uninspected = 0;
+        for pid in all_pids() {
+            let mut ok = true;
+            match fs::read_to_string(format!("/proc/{pid}/maps")) {
+                Ok(maps) => {
+                    for line in maps.lines() {
+                        let mut it = line.split_whitespace();
+                        let (Some(_), Some(_), Some(_), Some(dev), Some(ino)) =
+                            (it.next(), it.next(), it.next(), it.next(), it.next())
+                        else {
+                            continue;
+                        };
+                        let ino: u64 = ino.parse().unwrap_or(0);
+                        if ino == 0 {
+                            continue;
+                        }
+                        if let Some((maj, min)) = dev.split_once(':') {
+                            let (Ok(maj), Ok(min)) =
+                                (u32::from_str_radix(maj, 16), u32::from_str_radix(min, 16))
+                            else {
+                                continue;
+                            };
+                            files.insert((rustix::fs::makedev(maj, min), ino));
+                        }
+                    }
+                }
+                Err(_) => ok = false,
+            }
+            match fs::read_dir(format!("/proc/{pid}/fd")) {
+                Ok(fds) => {
+                    for fd in fds.flatten() {
+                        let is_file = fs::read_link(fd.path())
+                            .is_ok_and(|t| t.as_os_str().as_encoded_bytes().first() == Some(&b'/'));
+                        if let (true, Ok(m)) = (is_file, fs::metadata(fd.path())) {
+                            files.insert((m.dev(), m.ino()));
+                        }
+                    }
+                }
+                Err(_) => ok = false,
+            }
+            // A process that exited mid-scan uses nothing; only count real refusals.
+            if !ok && fs::symlink_metadata(format!("/proc/{pid}")).is_ok() {
+                uninspected += 1;
+            }
+        }
+        InUse { files, uninspected }
+    }
+
+    /// Whether some inspected process maps or holds this entry.
+    pub fn contains(&self, e: &ShmEntry) -> bool {
+        self.files.contains(&(e.dev, e.ino))
+    }
+}
+
+/// What the sweep decided about one segment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ShmVerdict {
+    /// The segment.
+    pub path: PathBuf,
+    /// `removed`, `would_remove`, `kept` or `failed`.
+    pub action: FileAction,
+    /// Why (for kept and failed).
+    pub why: String,
+}
+
+/// What happened to a file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FileAction {
+    /// Removed.
+    Removed,
+    /// `--dry-run`: would be removed.
+    WouldRemove,
+    /// Left in place.
+    Kept,
+    /// Removal failed.
+    Failed,
+}
+
+/// Whether `e` is unused (and old enough, and safe to judge) given a scan.
+fn unused_reason(e: &ShmEntry, in_use: &InUse, min_age: Duration) -> Result<(), String> {
+    if in_use.contains(e) {
+        return Err("in use".into());
+    }
+    let m = fs::symlink_metadata(&e.path).map_err(|err| format!("gone: {err}"))?;
+    if (m.dev(), m.ino()) != (e.dev, e.ino) || m.uid() != our_uid() {
+        return Err("replaced".into());
+    }
+    if in_use.uninspected > 0 && m.mode() & 0o066 != 0 {
+        return Err(format!(
+            "mode {:o} lets others open it and {} processes could not be inspected",
+            m.mode() & 0o777,
+            in_use.uninspected
+        ));
+    }
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs_f64();
+    let changed = (m.ctime() as f64).max(m.mtime() as f64);
+    if now - changed < min_age.as_secs_f64() {
+        return Err(format!("younger than {:.0} s", min_age.as_secs_f64()));
+    }
+    Ok(())
+}
+
+/// Removes (or, with `dry_run`, lists) the given entries that no process uses. Entries
+/// in use are reported as kept.
+pub fn sweep_entries(entries: &[ShmEntry], min_age: Duration, dry_run: bool) -> Vec<ShmVerdict> {
+    if entries.is_empty() {
+        return Vec::new();
+    }
+    let in_use = InUse::scan();
+    entries
+        .iter()
+        .map(|e| {
+            let (action, why) = match unused_reason(e, &in_use, min_age) {
+                Err(why) => (FileAction::Kept, why),
+                Ok(()) if dry_run => (FileAction::WouldRemove, "unused".into()),
+                Ok(()) => match fs::remove_file(&e.path) {
+                    Ok(()) => (FileAction::Removed, "unused".into()),
+                    Err(err) => (FileAction::Failed, err.to_string()),
+                },
+            };
+            ShmVerdict { path: e.path.clone(), action, why }
+        })
+        .collect()
+}
+
+/// The `--shm` sweep: every unused segment of ours in `opts.dir`, removed (or listed,
+/// with `dry_run`). Segments in use, or too young, are left out of the result.
+pub fn sweep(opts: &SweepOptions, dry_run: bool) -> Vec<ShmVerdict> {
+    let entries = own_entries(&opts.dir, opts.prefix.as_deref());
+    sweep_entries(&entries, opts.min_age, dry_run)
+        .into_iter()
+        .filter(|v| v.action != FileAction::Kept)
+        .collect()
+}

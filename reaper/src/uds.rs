@@ -1,0 +1,190 @@
+//! Stale files in the runtime directory: actor sockets whose owner is gone, and markers
+//! whose process is gone.
+//!
+//! Actor sockets are named `<actor>@<pid>.sock`. One is stale when no socket is bound to
+//! it any more (it is absent from `/proc/net/unix`), no live marker has that pid, and the
+//! pid is not a running process of ours. Other socket files (the registrar's
+//! `registry@<port>.sock`, whose number is no pid) are stale when nothing is bound to
+//! them. A file that is not a socket, or not ours, is never touched.
+
+use crate::actors::{check_own_dir, marker_is_ours_and_live, own_markers};
+use crate::error::ReapError;
+use crate::procs::{ProcInfo, our_uid};
+use crate::shm::FileAction;
+use serde::Serialize;
+use std::collections::HashSet;
+use std::fs;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+
+/// A file swept from the runtime directory.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FileVerdict {
+    /// The file.
+    pub path: PathBuf,
+    /// What happened.
+    pub action: FileAction,
+    /// Why.
+    pub why: String,
+}
+
+/// The pid in a socket name `<actor>@<pid>.sock`, if it has that shape.
+pub fn socket_owner_pid(path: &Path) -> Option<u32> {
+    let name = path.file_name()?.to_str()?;
+    name.strip_suffix(".sock")?.rsplit_once('@')?.1.parse().ok()
+}
+
+/// Socket files of ours directly in `runtime_dir` (`*.sock`), sorted.
+pub fn own_sockets(runtime_dir: &Path) -> Vec<PathBuf> {
+    let Ok(rd) = fs::read_dir(runtime_dir) else { return Vec::new() };
+    let uid = our_uid();
+    let mut out: Vec<PathBuf> = rd
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "sock"))
+        .filter(|p| {
+            fs::symlink_metadata(p).is_ok_and(|m| m.file_type().is_socket() && m.uid() == uid)
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// Paths that some socket in our network namespace is bound to (`/proc/net/unix`).
+/// `None` when the table cannot be read.
+pub fn bound_socket_paths() -> Option<HashSet<PathBuf>> {
+    let table = fs::read_to_string("/proc/net/unix").ok()?;
+    Some(
+        table
+            .lines()
+            .skip(1)
+            // Num RefCount Protocol Flags Type St Inode Path
+            .filter_map(|l| l.split_whitespace().nth(7))
+            .filter(|p| p.starts_with('/'))
+            .map(PathBuf::from)
+            .collect(),
+    )
+}
+
+/// Why a socket file is still in use, or `None` when it is stale.
+fn socket_in_use(
+    path: &Path,
+    bound: Option<&HashSet<PathBuf>>,
+    live_marker_pids: &HashSet<u32>,
+) -> Option<String> {
+    match bound {
+        Some(b) if b.contains(path) => return Some("bound".into()),
+        Some(_) => {}
+        None => return Some("cannot read /proc/net/unix".into()),
+    }
+    let pid = socket_owner_pid(path)?;
+    if path.file_name().is_some_and(|n| n.to_string_lossy().starts_with("registry@")) {
+        return None;
+    }
+    if live_marker_pids.contains(&pid) {
+        return Some(format!("actor {pid} is live"));
+    }
+    match ProcInfo::read(pid) {
+        Some(p) if p.is_running() && p.is_owned_by(our_uid()) => {
+            Some(format!("pid {pid} runs (ours, no marker)"))
+        }
+        _ => None,
+    }
+}
+
+/// Removes (or lists, with `dry_run`) stale socket files and stale markers in
+/// `runtime_dir`. Only files to remove are returned. With `only`, just those socket
+/// files are considered (and no markers).
+///
+/// # Errors
+/// The runtime or markers directory cannot be trusted.
+pub fn sweep(
+    runtime_dir: &Path,
+    only: Option<&[PathBuf]>,
+    dry_run: bool,
+) -> Result<Vec<FileVerdict>, ReapError> {
+    if !check_own_dir(runtime_dir)? {
+        return Ok(Vec::new());
+    }
+    let markers = own_markers(runtime_dir)?;
+    let live: HashSet<u32> = markers
+        .iter()
+        .filter(|(_, m)| marker_is_ours_and_live(m, ProcInfo::read(m.pid).as_ref()))
+        .map(|(_, m)| m.pid)
+        .collect();
+    let bound = bound_socket_paths();
+    let candidates = match only {
+        Some(paths) => {
+            let all = own_sockets(runtime_dir);
+            paths.iter().filter(|p| all.contains(p)).cloned().collect()
+        }
+        None => own_sockets(runtime_dir),
+    };
+    let mut stale: Vec<(PathBuf, String)> = candidates
+        .into_iter()
+        .filter(|p| socket_in_use(p, bound.as_ref(), &live).is_none())
+        .map(|p| (p, "socket owner gone".to_owned()))
+        .collect();
+    if only.is_none() {
+        stale.extend(
+            markers
+                .iter()
+                .filter(|(_, m)| !live.contains(&m.pid))
+                .map(|(p, m)| (p.clone(), format!("marker of {} (pid {}) gone", m.name, m.pid))),
+        );
+    }
+    Ok(stale
+        .into_iter()
+        .map(|(path, why)| {
+            let action = if dry_run {
+                FileAction::WouldRemove
+            } else {
+                match fs::remove_file(&path) {
+                    Ok(()) => FileAction::Removed,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => FileAction::Removed,
+                    Err(e) => {
+                        return FileVerdict {
+                            path,
+                            action: FileAction::Failed,
+                            why: e.to_string(),
+                        };
+                    }
+                }
+            };
+            FileVerdict { path, action, why }
+        })
+        .collect())
+}
+
+/// Removes the markers of the given pids when their process is gone (after a reap).
+pub fn remove_dead_markers(runtime_dir: &Path, pids: &[u32]) -> Vec<FileVerdict> {
+    let Ok(markers) = own_markers(runtime_dir) else { return Vec::new() };
+    markers
+        .into_iter()
+        .filter(|(_, m)| pids.contains(&m.pid))
+        .filter(|(_, m)| !marker_is_ours_and_live(m, ProcInfo::read(m.pid).as_ref()))
+        .map(|(path, m)| {
+            let (action, why) = match fs::remove_file(&path) {
+                Ok(()) => {
+                    (FileAction::Removed, format!("marker of reaped {} (pid {})", m.name, m.pid))
+                }
+                Err(e) => (FileAction::Failed, e.to_string()),
+            };
+            FileVerdict { path, action, why }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn owner_pid_is_parsed_from_the_suffix() {
+        assert_eq!(socket_owner_pid(Path::new("/r/worker@42.sock")), Some(42));
+        assert_eq!(socket_owner_pid(Path::new("/r/a@b@7.sock")), Some(7));
+        assert_eq!(socket_owner_pid(Path::new("/r/registry@1616.sock")), Some(1616));
+        assert_eq!(socket_owner_pid(Path::new("/r/x.sock")), None);
+        assert_eq!(socket_owner_pid(Path::new("/r/x@1.txt")), None);
+    }
+}
