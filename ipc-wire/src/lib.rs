@@ -42,6 +42,13 @@
 //! * [`Address`], [`runtime_dir`], [`Listener`], [`Connection`], [`connect`] — transports.
 //! * [`handshake`], [`Acceptor`] — the `Hello` exchange under a deadline.
 //!
+//! # Writing efficiently
+//!
+//! A `Framed`/`FramedWrite` sink encodes each message straight into its write buffer, so a
+//! payload is copied once. `SinkExt::send` flushes every message (one `write` each); to
+//! batch, `feed` several and `flush` once (raise `set_backpressure_boundary` above the
+//! default 8 KiB for large batches): they leave in one `write`.
+//!
 //! Errors are split by blast radius: a [`FrameError`] ends a connection, a [`MsgError`]
 //! fails one message. This crate knows nothing of actors beyond the schema.
 

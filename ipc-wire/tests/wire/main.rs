@@ -7,6 +7,7 @@ mod limits;
 mod props;
 mod support;
 mod uds;
+mod write_path;
 
 #[global_allocator]
 static ALLOC: alloc_counter::Counting = alloc_counter::Counting;
