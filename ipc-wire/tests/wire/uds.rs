@@ -129,17 +129,27 @@ fn helper_connect_as_nobody() {
 }
 
 async fn run_helper(path: &Path) -> i32 {
-    let mut child = tokio::process::Command::new(std::env::current_exe().unwrap())
+    // std's Command, not tokio's: the workspace never enables tokio's `process` (or
+    // `signal`) feature, whose process-global signal state breaks runtimes built in
+    // forked children (feature unification would impose it on every crate's tests).
+    let child = std::process::Command::new(std::env::current_exe().unwrap())
         .args(["--exact", "uds::helper_connect_as_nobody", "--nocapture", "--test-threads=1"])
         .env(HELPER_ENV, path)
-        .kill_on_drop(true)
         .spawn()
         .expect("spawn helper");
-    let status = tokio::time::timeout(Duration::from_secs(15), child.wait())
-        .await
-        .expect("helper finished in time")
-        .unwrap();
-    status.code().expect("helper exited normally")
+    let pid = child.id();
+    let waiter = tokio::task::spawn_blocking(move || {
+        let mut child = child;
+        child.wait()
+    });
+    match tokio::time::timeout(Duration::from_secs(15), waiter).await {
+        Ok(status) => status.unwrap().unwrap().code().expect("helper exited normally"),
+        Err(_) => {
+            let pid = rustix::process::Pid::from_raw(pid as i32).expect("a child pid");
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+            panic!("helper did not finish in time");
+        }
+    }
 }
 
 #[test]
