@@ -26,30 +26,88 @@ struct Counts {
     failures: Vec<String>,
 }
 
+/// One run of the test runner: a name, environment, and which tests.
+struct Cell {
+    name: String,
+    env: Vec<(&'static str, &'static str)>,
+    /// `true`: the runtime suites (`tests/tests/runtime_*.rs`); `false`: everything else.
+    runtime_suites: bool,
+}
+
+/// The backends and transports every runtime suite must pass on.
+const METHODS: [&str; 2] = ["exec", "main_thread_forkserver"];
+const TRANSPORTS: [&str; 2] = ["tcp", "uds"];
+
 pub(crate) fn run(args: &TestArgs) -> Result<()> {
     let root = crate::workspace_root();
     let nextest = !args.no_nextest && has_nextest();
-    let start = Instant::now();
-    let mut cmd = Command::new(env!("CARGO"));
-    cmd.current_dir(&root);
-    if nextest {
-        cmd.args(["nextest", "run", "--workspace", "--no-fail-fast"]);
-    } else {
-        cmd.args(["test", "--workspace", "--no-fail-fast"]);
-    }
-    if !args.extra.is_empty() {
-        if !nextest {
-            cmd.arg("--");
-        }
-        cmd.args(&args.extra);
-    }
     let runner = if nextest { "nextest" } else { "cargo test" };
-    eprintln!("xtask: running the workspace suites with {runner}");
-    let (ok, lines) = run_echoing(cmd).with_context(|| format!("could not run {runner}"))?;
-    let counts = if nextest { parse_nextest(&lines) } else { parse_cargo_test(&lines) };
-    print_summary(runner, ok, &counts, start.elapsed());
-    anyhow::ensure!(ok && counts.failed == 0, "test run failed");
+    let start = Instant::now();
+
+    let mut cells = vec![Cell { name: "workspace".to_owned(), env: vec![], runtime_suites: false }];
+    for m in METHODS {
+        for t in TRANSPORTS {
+            cells.push(Cell {
+                name: format!("{m} x {t}"),
+                env: vec![("PLOUGH_SPAWN_METHOD", m), ("PLOUGH_TEST_TRANSPORT", t)],
+                runtime_suites: true,
+            });
+        }
+    }
+    let runtime_tests = runtime_test_targets(&root)?;
+
+    let mut results = Vec::new();
+    for cell in &cells {
+        eprintln!("\nxtask: == {} ({runner})", cell.name);
+        let mut cmd = Command::new(env!("CARGO"));
+        cmd.current_dir(&root).envs(cell.env.iter().copied());
+        if nextest {
+            cmd.args(["nextest", "run", "--no-fail-fast"]);
+            if cell.runtime_suites {
+                cmd.args(["-p", "plough-tests", "-E", "binary(/^runtime_/)"]);
+            } else {
+                cmd.args(["--workspace", "-E", "not binary(/^runtime_/)"]);
+            }
+        } else {
+            cmd.args(["test", "--no-fail-fast"]);
+            if cell.runtime_suites {
+                cmd.args(["-p", "plough-tests"]);
+                for t in &runtime_tests {
+                    cmd.args(["--test", t]);
+                }
+            } else {
+                // cargo test cannot exclude targets: the runtime suites also run here once.
+                cmd.arg("--workspace");
+            }
+        }
+        if !args.extra.is_empty() {
+            if !nextest {
+                cmd.arg("--");
+            }
+            cmd.args(&args.extra);
+        }
+        let cell_start = Instant::now();
+        let (ok, lines) = run_echoing(cmd).with_context(|| format!("could not run {runner}"))?;
+        let counts = if nextest { parse_nextest(&lines) } else { parse_cargo_test(&lines) };
+        results.push((cell.name.clone(), ok, counts, cell_start.elapsed()));
+    }
+    let all_ok = print_summary(runner, &results, start.elapsed());
+    anyhow::ensure!(all_ok, "test run failed");
     Ok(())
+}
+
+/// The names of `tests/tests/runtime_*.rs`, the suites the matrix repeats.
+fn runtime_test_targets(root: &std::path::Path) -> Result<Vec<String>> {
+    let mut v: Vec<String> = std::fs::read_dir(root.join("tests/tests"))?
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let stem = name.strip_suffix(".rs")?;
+            stem.starts_with("runtime_").then(|| stem.to_owned())
+        })
+        .collect();
+    v.sort();
+    Ok(v)
 }
 
 fn has_nextest() -> bool {
@@ -146,21 +204,37 @@ fn parse_cargo_test(lines: &[String]) -> Counts {
     c
 }
 
-fn print_summary(runner: &str, ok: bool, c: &Counts, took: Duration) {
+/// Prints one line per cell and the closing `summary: N passed, M failed` line; returns
+/// whether every cell passed.
+fn print_summary(
+    runner: &str,
+    results: &[(String, bool, Counts, Duration)],
+    took: Duration,
+) -> bool {
     println!();
     println!("== plough test summary ({runner}, {:.1}s)", took.as_secs_f64());
-    println!(
-        "   workspace: {} passed, {} failed, {} skipped{}",
-        c.passed,
-        c.failed,
-        c.skipped,
-        if ok { "" } else { "  [runner reported failure]" }
-    );
-    for f in c.failures.iter().take(20) {
-        println!("   {f}");
+    let (mut passed, mut failed, mut all_ok) = (0, 0, true);
+    for (name, ok, c, d) in results {
+        let ok = *ok && c.failed == 0;
+        all_ok &= ok;
+        passed += c.passed;
+        // A runner failure with no failed test (a build error, a crash) counts as one.
+        failed += if ok { 0 } else { c.failed.max(1) };
+        println!(
+            "   {:<4} {name:<32} {:>4} passed {:>3} failed {:>3} skipped  {:>6.1}s",
+            if ok { "ok" } else { "FAIL" },
+            c.passed,
+            c.failed,
+            c.skipped,
+            d.as_secs_f64()
+        );
+        for f in c.failures.iter().take(10) {
+            println!("        {f}");
+        }
+        if c.failures.len() > 10 {
+            println!("        ... and {} more failures", c.failures.len() - 10);
+        }
     }
-    if c.failures.len() > 20 {
-        println!("   ... and {} more failures", c.failures.len() - 20);
-    }
-    println!("summary: {} passed, {} failed", c.passed, c.failed);
+    println!("summary: {passed} passed, {failed} failed");
+    all_ok
 }
