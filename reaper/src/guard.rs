@@ -51,8 +51,13 @@ impl Default for LeakGuard {
 impl LeakGuard {
     /// A guard for this process's descendants in the default runtime directory.
     pub fn new() -> LeakGuard {
+        LeakGuard::descendants_in(&plough_fork_prims::marker::default_runtime_dir())
+    }
+
+    /// A guard for this process's descendants in `runtime_dir`.
+    pub fn descendants_in(runtime_dir: &Path) -> LeakGuard {
         LeakGuard {
-            before: Snapshot::take(),
+            before: Snapshot::take_in(runtime_dir),
             scope: Scope::Descendants { watched: Vec::new() },
             reap_grace: Duration::from_secs(1),
         }

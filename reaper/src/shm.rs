@@ -7,12 +7,12 @@
 //! uid are candidates.
 //!
 //! # Caveats
-//! A process whose `/proc` entries we cannot read (another user's) may use a segment we
-//! cannot see it use. Segments that others could open (any group/other permission bit)
-//! are therefore kept whenever some process could not be inspected; a 0600 segment of
-//! ours can only be in such a process's hands if we passed it the fd. And between
-//! `shm_open` and `mmap` a segment is briefly unused: [`SweepOptions::min_age`] keeps
-//! young segments for that reason.
+//! Only processes whose `/proc/<pid>/maps` and `fd` we can read are consulted (for an
+//! unprivileged user: its own). A process of another user that maps one of our segments
+//! — possible only if the segment's mode lets it open the file, or we passed it the fd —
+//! is not seen; [`InUse::uninspected`] counts such processes. Between `shm_open` and
+//! `mmap` a segment is briefly unused: [`SweepOptions::min_age`] keeps young segments
+//! for that reason.
 
 use crate::procs::{all_pids, our_uid};
 use serde::Serialize;
@@ -172,13 +172,6 @@ fn unused_reason(e: &ShmEntry, in_use: &InUse, min_age: Duration) -> Result<(), 
     let m = fs::symlink_metadata(&e.path).map_err(|err| format!("gone: {err}"))?;
     if (m.dev(), m.ino()) != (e.dev, e.ino) || m.uid() != our_uid() {
         return Err("replaced".into());
-    }
-    if in_use.uninspected > 0 && m.mode() & 0o066 != 0 {
-        return Err(format!(
-            "mode {:o} lets others open it and {} processes could not be inspected",
-            m.mode() & 0o777,
-            in_use.uninspected
-        ));
     }
     let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs_f64();
     let changed = (m.ctime() as f64).max(m.mtime() as f64);

@@ -1,0 +1,102 @@
+//! `--shm-only`: a segment mapped by a live process is kept, an orphaned one removed, one
+//! of another uid untouched. `--uds`: stale socket files go, bound ones stay.
+//! `--dry-run` changes nothing.
+
+#[path = "support/fixture.rs"]
+mod fixture;
+
+use fixture::{Fixture, NOBODY, RuntimeDir, is_root, reap};
+use std::os::unix::net::UnixListener;
+use std::path::PathBuf;
+
+/// `/dev/shm` files with a prefix unique to this test; removed on drop.
+struct ShmFiles(Vec<PathBuf>);
+
+impl Drop for ShmFiles {
+    fn drop(&mut self) {
+        for p in &self.0 {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+#[test]
+fn shm_sweep_removes_only_unused_segments_of_ours() {
+    let prefix = format!("plough-test-{}-", std::process::id());
+    let path = |n: &str| PathBuf::from(format!("/dev/shm/{prefix}{n}"));
+    let files = ShmFiles(vec![path("mapped"), path("orphan"), path("foreign"), path("open")]);
+    for p in &files.0 {
+        std::fs::write(p, [0u8; 4096]).unwrap();
+    }
+    let mapper = Fixture::start(&["map", path("mapped").to_str().unwrap()], 1);
+    let _held_open = std::fs::File::open(path("open")).unwrap();
+    if is_root() {
+        std::os::unix::fs::chown(path("foreign"), Some(NOBODY), Some(NOBODY)).unwrap();
+    }
+    let rt = RuntimeDir::new();
+    let args = ["--shm-only", "--shm-prefix", &prefix, "--shm-min-age", "0"];
+
+    let dry = reap(&rt.path(), &[&args[..], &["--dry-run"]].concat());
+    assert_eq!(dry.code, 1, "{}", dry.stdout);
+    let mut expect = vec![(path("orphan"), "would_remove".to_owned())];
+    if !is_root() {
+        expect.insert(0, (path("foreign"), "would_remove".to_owned())); // ours after all
+    }
+    assert_eq!(dry.files("shm"), expect, "{}", dry.stdout);
+    assert!(files.0.iter().all(|p| p.exists()), "--dry-run removed something");
+
+    let run = reap(&rt.path(), &args);
+    assert_eq!(run.code, 1, "{}", run.stdout);
+    let removed: Vec<PathBuf> = run.files("shm").into_iter().map(|(p, _)| p).collect();
+    assert!(removed.contains(&path("orphan")) && !path("orphan").exists());
+    assert!(path("mapped").exists(), "a segment mapped by a live process was removed");
+    assert!(path("open").exists(), "a segment held open was removed");
+    if is_root() {
+        assert!(path("foreign").exists(), "a segment of uid {NOBODY} was removed");
+    }
+    assert_eq!(run.json["actors"].as_array().unwrap().len(), 0, "--shm-only touched actors");
+
+    // Once its mapper is gone, the mapped segment is an orphan too.
+    drop(mapper);
+    let run = reap(&rt.path(), &args);
+    assert!(run.files("shm").iter().any(|(p, _)| *p == path("mapped")), "{}", run.stdout);
+    assert_eq!(reap(&rt.path(), &args).code, 0, "nothing left to find");
+}
+
+#[test]
+fn uds_sweep_removes_stale_sockets_and_keeps_bound_ones() {
+    let rt = RuntimeDir::new();
+    let dir = rt.path();
+    plough_fork_prims::marker::ensure_private_dir(&dir).unwrap();
+    let dead = {
+        let mut c = std::process::Command::new("true").spawn().unwrap();
+        let pid = c.id();
+        c.wait().unwrap();
+        pid
+    };
+    let stale = dir.join(format!("worker@{dead}.sock"));
+    let stale_registry = dir.join("registry@1616.sock");
+    drop(UnixListener::bind(&stale).unwrap()); // the file outlives the socket
+    drop(UnixListener::bind(&stale_registry).unwrap());
+    let live = dir.join(format!("root@{}.sock", std::process::id()));
+    let _listener = UnixListener::bind(&live).unwrap();
+    let live_registry = dir.join("registry@1617.sock");
+    let _registry = UnixListener::bind(&live_registry).unwrap();
+    let other_file = dir.join(format!("notes@{dead}.sock.txt"));
+    std::fs::write(&other_file, "not a socket").unwrap();
+
+    let dry = reap(&dir, &["--uds", "--dry-run"]);
+    let mut expect = vec![
+        (stale_registry.clone(), "would_remove".to_owned()),
+        (stale.clone(), "would_remove".to_owned()),
+    ];
+    expect.sort();
+    assert_eq!(dry.files("files"), expect, "{}", dry.stdout);
+    assert!(stale.exists() && stale_registry.exists(), "--dry-run removed something");
+
+    let run = reap(&dir, &["--uds"]);
+    assert_eq!(run.code, 1, "{}", run.stdout);
+    assert!(!stale.exists() && !stale_registry.exists());
+    assert!(live.exists() && live_registry.exists() && other_file.exists());
+    assert_eq!(reap(&dir, &["--uds"]).code, 0, "nothing left to find");
+}
