@@ -456,7 +456,19 @@ impl Nursery {
         }
         // Reap (bounded: after SIGKILL this is immediate).
         match tokio::time::timeout(Duration::from_secs(5), child.process.wait()).await {
-            Ok(Ok(status)) => tracing::debug!(child = %child.aid, %status, "reaped"),
+            Ok(Ok(status)) => {
+                tracing::debug!(child = %child.aid, %status, "reaped");
+                if !status.success() {
+                    // Killed (or crashed): it could not remove its marker and socket file.
+                    let dir = plough_fork_prims::marker::default_runtime_dir();
+                    let uuid = child.aid.uuid.to_string();
+                    if let Err(e) =
+                        plough_fork_prims::marker::clear_dead_actor(&dir, child.aid.pid, &uuid)
+                    {
+                        tracing::warn!(child = %child.aid, error = %e, "cannot remove the files of a dead child");
+                    }
+                }
+            }
             other => tracing::error!(child = %child.aid, ?other, "could not reap child"),
         }
         child.portal.channel().shutdown();

@@ -350,6 +350,9 @@ async fn child(
     backend: Option<Arc<dyn SpawnBackend>>,
     boot: ChildBoot,
 ) -> Result<(), ActorError> {
+    // First thing: from here on SIGINT/SIGTERM (e.g. the parent-death signal) are a
+    // graceful self-cancel, not a sudden death that would leave files behind.
+    let mut signals = SelfCancelSignals::new();
     let aid = Aid { name: boot.name.clone(), uuid: boot.uuid, pid: std::process::id() };
     let hello = Hello { aid: aid.clone(), tree_proof: Default::default() };
     let hs = HandshakeConfig::default().with_deadline(config.handshake_timeout);
@@ -423,7 +426,6 @@ async fn child(
         Err(e) => tracing::warn!(error = %e, registry = %registry_addr, "registrar unreachable"),
     }
 
-    let mut signals = SelfCancelSignals::new();
     tokio::select! {
         () = parent.closed() => {
             tracing::warn!(actor = %aid, "parent connection lost: cancelling myself");

@@ -180,6 +180,35 @@ impl Drop for ActorMarker {
     }
 }
 
+/// Removes what a dead actor left behind: its marker and, if it listened on a Unix
+/// socket, the socket file. Only when the marker for `pid` names `uuid` (the actor the
+/// caller knows died — a recycled pid's new marker is left alone) and its process is not
+/// alive. Returns whether anything was removed.
+///
+/// # Errors
+///
+/// A removal failed for a reason other than the file being gone already.
+pub fn clear_dead_actor(runtime_dir: &Path, pid: u32, uuid: &str) -> io::Result<bool> {
+    let path = markers_dir(runtime_dir).join(pid.to_string());
+    let Ok(text) = std::fs::read_to_string(&path) else { return Ok(false) };
+    let Some(info) = MarkerInfo::parse(&text) else { return Ok(false) };
+    if info.uuid != uuid || info.is_live() {
+        return Ok(false);
+    }
+    if let Some(sock) = info.addr.strip_prefix("uds://") {
+        remove_if_present(Path::new(sock))?;
+    }
+    remove_if_present(&path)?;
+    Ok(true)
+}
+
+fn remove_if_present(p: &Path) -> io::Result<()> {
+    match std::fs::remove_file(p) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
 /// Every marker under `runtime_dir` (live or not), with its path. Unreadable or
 /// malformed files are skipped.
 pub fn read_markers(runtime_dir: &Path) -> Vec<(PathBuf, MarkerInfo)> {

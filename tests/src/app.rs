@@ -100,6 +100,17 @@ async fn spawn_sleepers(cx: Cx, n: u32) -> Result<Vec<u32>, ActorError> {
     }
 }
 
+/// Starts `n` sleeping children and then waits, with them, until cancelled.
+async fn hold_sleepers(cx: Cx, n: u32) -> Result<(), ActorError> {
+    cx.nursery(|nursery| async move {
+        for i in 0..n {
+            nursery.start_actor(&format!("sleeper{i}")).await?;
+        }
+        std::future::pending::<Result<(), ActorError>>().await
+    })
+    .await
+}
+
 /// The registry of the test program.
 pub fn registry() -> Registry {
     Registry::new()
@@ -112,4 +123,5 @@ pub fn registry() -> Registry {
         .func("second_root", second_root)
         .func("find", find)
         .func("spawn_sleepers", spawn_sleepers)
+        .func("hold_sleepers", hold_sleepers)
 }

@@ -195,3 +195,16 @@ pub fn quick_ladder() -> plough::LadderConfig {
         term_timeout: std::time::Duration::from_millis(300),
     }
 }
+
+/// Removes the marker and socket file of an actor process this test killed (SIGKILL
+/// leaves them: the process had no chance to). The process must be dead and reaped.
+pub fn clear_killed_actor(pid: u32) {
+    use plough_fork_prims::marker;
+    let dir = marker::default_runtime_dir();
+    let path = marker::markers_dir(&dir).join(pid.to_string());
+    if let Some(info) =
+        std::fs::read_to_string(&path).ok().and_then(|t| marker::MarkerInfo::parse(&t))
+    {
+        marker::clear_dead_actor(&dir, pid, &info.uuid).expect("clear the killed actor's files");
+    }
+}

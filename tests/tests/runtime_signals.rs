@@ -81,6 +81,7 @@ fn children_of_a_sigkilled_parent_exit_by_themselves() {
     let app = start_app(&["sleepers", "2"]);
     app.handle.kill().unwrap();
     assert_eq!(app.handle.wait_blocking().unwrap().signal(), Some(libc::SIGKILL));
+    plough_tests::clear_killed_actor(app.handle.pid());
     let t = Instant::now();
     for pid in &app.pids {
         wait_until(Duration::from_secs(2), "orphan reparented or gone", || {

@@ -3,7 +3,8 @@
 //!
 //! Scenarios: `sleepers N` (start N children, print `pids <p1> <p2>...`, then wait
 //! forever: for the SIGINT and SIGKILL tests); `sleepers-selfint N` (the same, then a
-//! background task sends SIGINT to this process).
+//! background task sends SIGINT to this process); `tree` (root -> 2 children -> 2
+//! sleepers each, then wait forever: for the reaper's tests).
 
 use plough_tests::app::registry;
 
@@ -36,6 +37,21 @@ fn main() {
                     }
                     std::future::pending::<()>().await;
                     Ok(())
+                })
+                .await
+            }
+            // `tree`: root -> c0, c1 -> 2 sleepers each (7 actors); prints `tree started`
+            // once the children run (their sleepers follow), then waits forever.
+            "tree" => {
+                root.nursery(|nursery| async move {
+                    let c0 = nursery.start_actor("c0").await?;
+                    let c1 = nursery.start_actor("c1").await?;
+                    println!("tree started");
+                    let (a, b) = tokio::join!(
+                        c0.run::<_, ()>("hold_sleepers", 2u32),
+                        c1.run::<_, ()>("hold_sleepers", 2u32)
+                    );
+                    a.and(b)
                 })
                 .await
             }
