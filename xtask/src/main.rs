@@ -8,6 +8,7 @@
 //!   baseline measured in the same run).
 
 mod codegen;
+mod reap;
 mod test;
 
 use anyhow::Result;
@@ -25,6 +26,8 @@ struct Cli {
 enum Cmd {
     /// Run the test suites and print a summary; fails if any suite fails.
     Test(test::TestArgs),
+    /// Find and reap leftover plough actors, shm segments and sockets (`plough-reap`).
+    Reap(reap::ReapArgs),
     /// Regenerate `ipc-wire/src/generated/` from `ipc-wire/schema/*.capnp`.
     Codegen {
         /// Do not write; fail when the committed code differs from what capnp generates.
@@ -51,6 +54,7 @@ fn main() {
 fn run(cli: Cli) -> Result<()> {
     match cli.cmd {
         Cmd::Test(args) => test::run(&args),
+        Cmd::Reap(args) => reap::run(&args),
         Cmd::Codegen { check } => codegen::run(check),
         Cmd::Bench { filter, quick } => bench(filter.as_deref(), quick),
     }

@@ -1,0 +1,23 @@
+//! `cargo xtask reap [ARGS]...`: runs this workspace's `plough-reap` with `ARGS` (see
+//! `cargo xtask reap --help`) and exits with its status: 0 nothing found, 1 found and
+//! dealt with, 3 found but not all dealt with, 2 error.
+
+use anyhow::Result;
+use std::process::Command;
+
+/// Arguments passed through to `plough-reap` unchanged.
+#[derive(Debug, clap::Args)]
+pub(crate) struct ReapArgs {
+    /// Arguments for `plough-reap` (e.g. `--dry-run --shm --uds`).
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    args: Vec<String>,
+}
+
+pub(crate) fn run(args: &ReapArgs) -> Result<()> {
+    let status = Command::new(env!("CARGO"))
+        .current_dir(crate::workspace_root())
+        .args(["run", "--quiet", "-p", "plough-reaper", "--bin", "plough-reap", "--"])
+        .args(&args.args)
+        .status()?;
+    std::process::exit(status.code().unwrap_or(2));
+}
