@@ -156,23 +156,35 @@ pub fn sweep(
         .collect())
 }
 
-/// Removes the markers of the given pids when their process is gone (after a reap).
+/// Removes the markers of the given pids when their process is gone (after a reap), and
+/// the socket file each names as its address (`uds://...`) when that is a socket of ours
+/// inside `runtime_dir` that nothing is bound to.
 pub fn remove_dead_markers(runtime_dir: &Path, pids: &[u32]) -> Vec<FileVerdict> {
     let Ok(markers) = own_markers(runtime_dir) else { return Vec::new() };
-    markers
-        .into_iter()
-        .filter(|(_, m)| pids.contains(&m.pid))
-        .filter(|(_, m)| !marker_is_ours_and_live(m, ProcInfo::read(m.pid).as_ref()))
-        .map(|(path, m)| {
-            let (action, why) = match fs::remove_file(&path) {
+    let bound = bound_socket_paths();
+    let sockets = own_sockets(runtime_dir);
+    let mut out = Vec::new();
+    for (path, m) in markers {
+        if !pids.contains(&m.pid) || marker_is_ours_and_live(&m, ProcInfo::read(m.pid).as_ref()) {
+            continue;
+        }
+        let sock = m
+            .addr
+            .strip_prefix("uds://")
+            .map(PathBuf::from)
+            .filter(|s| sockets.contains(s) && bound.as_ref().is_some_and(|b| !b.contains(s)));
+        for (file, what) in [(Some(path), "marker"), (sock, "socket")] {
+            let Some(file) = file else { continue };
+            let (action, why) = match fs::remove_file(&file) {
                 Ok(()) => {
-                    (FileAction::Removed, format!("marker of reaped {} (pid {})", m.name, m.pid))
+                    (FileAction::Removed, format!("{what} of reaped {} (pid {})", m.name, m.pid))
                 }
                 Err(e) => (FileAction::Failed, e.to_string()),
             };
-            FileVerdict { path, action, why }
-        })
-        .collect()
+            out.push(FileVerdict { path: file, action, why });
+        }
+    }
+    out
 }
 
 #[cfg(test)]

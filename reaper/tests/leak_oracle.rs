@@ -18,8 +18,14 @@ fn snapshot_diff_lists_what_appeared_and_reap_removes_it() {
     assert!(before.leaked_since().is_empty());
 
     let tree = Fixture::start(&["tree", dir.to_str().unwrap(), "1", "2"], 3);
-    let sock = dir.join(format!("c0@{}.sock", tree.pid_of("c0")));
-    drop(UnixListener::bind(&sock).unwrap());
+    // Each fixture actor listens on `<name>@<pid>.sock`, and one stray socket is left by
+    // a process that is already gone.
+    let mut socks: Vec<_> =
+        tree.ready.iter().map(|(pid, name)| dir.join(format!("{name}@{pid}.sock"))).collect();
+    let stray = dir.join("stray@999999999.sock");
+    drop(UnixListener::bind(&stray).unwrap());
+    socks.push(stray);
+    socks.sort();
     let seg = shm.path().join("plough-test-seg");
     std::fs::write(&seg, b"x").unwrap();
 
@@ -27,7 +33,7 @@ fn snapshot_diff_lists_what_appeared_and_reap_removes_it() {
     let mut pids: Vec<u32> = leaks.actors.iter().map(|(_, m)| m.pid).collect();
     pids.sort_unstable();
     assert_eq!(pids, tree.pids());
-    assert_eq!(leaks.sockets, vec![sock.clone()]);
+    assert_eq!(leaks.sockets, socks);
     assert_eq!(leaks.shm.iter().map(|e| e.path.clone()).collect::<Vec<_>>(), vec![seg.clone()]);
     let text = leaks.to_string();
     assert!(text.contains("leaked actor root@") && text.contains("leaked socket"), "{text}");
@@ -35,7 +41,8 @@ fn snapshot_diff_lists_what_appeared_and_reap_removes_it() {
 
     let report = reap_with(&leaks, Duration::from_secs(2));
     assert!(report.all_gone(), "{report}");
-    assert!(!sock.exists() && !seg.exists());
+    assert!(socks.iter().all(|s| !s.exists()), "{report}");
+    assert!(!seg.exists());
     assert!(before.leaked_since().is_empty(), "{}", before.leaked_since());
     assert!(rt.markers().is_empty(), "markers of reaped actors are removed");
 }

@@ -76,11 +76,20 @@ fn survivors_of_a_sigkilled_tree_are_reaped_sigint_first_and_nothing_else() {
         wait_until("survivor gone", || !is_running_as(p, s));
     }
 
+    // The reaped actors' markers and sockets are gone; the SIGKILLed root's remain.
+    let socks: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".sock"))
+        .collect();
+    assert_eq!(socks, vec![format!("root@{root}.sock")], "{}", run.stdout);
+
     // Nothing left to find. `--uds` removes the reaped actors' markers and the forged
     // one (a stale file of ours: it names no process of ours) — never the processes.
     let again = reap(&dir, &["--uds"]);
     assert_eq!(again.actor_pids(), Vec::<u32>::new(), "{}", again.stdout);
     assert_eq!(rt.markers(), vec![]);
+    assert!(!dir.join(format!("root@{root}.sock")).exists(), "{}", again.stdout);
 
     // The bystanders are untouched.
     let named_pid = named.pid_of("named");

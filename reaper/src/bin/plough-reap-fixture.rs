@@ -3,7 +3,8 @@
 //! `ready <pid> <name>` on stdout once it is set up, then waits for a signal.
 //!
 //! * `tree DIR DEPTH BREADTH [--stubborn NAME]...` — a root (`root`) and its tree of
-//!   exec'd children (`c0`, `c0.1`, ...), all writing markers in the runtime dir `DIR`.
+//!   exec'd children (`c0`, `c0.1`, ...), all writing markers in the runtime dir `DIR`
+//!   and listening on `DIR/<name>@<pid>.sock`.
 //!   No parent-death signal: when the root is SIGKILLed, the rest survives. A node named
 //!   by `--stubborn` ignores SIGINT.
 //! * `node DIR TREE DEPTH BREADTH NAME [--stubborn NAME]...` — one node (internal).
@@ -75,12 +76,17 @@ fn node(dir: &str, tree: &str, depth: u32, breadth: u32, name: &str, rest: &[Str
     set_sigint(stubborn_names(rest).iter().any(|n| n == name));
     let uuid = if name == "root" { tree.to_owned() } else { format!("{tree}-{name}") };
     let parent_pid = if name == "root" { 0 } else { std::os::unix::process::parent_id() };
+    let sock = PathBuf::from(dir).join(format!("{name}@{}.sock", std::process::id()));
+    plough_fork_prims::marker::ensure_private_dir(&PathBuf::from(dir)).expect("runtime dir");
+    // Listens like an actor; the file stays behind when we are killed.
+    let listener = std::os::unix::net::UnixListener::bind(&sock).expect("bind");
+    std::mem::forget(listener);
     let info = MarkerInfo {
         name: name.to_owned(),
         uuid,
         tree: tree.to_owned(),
         parent_pid,
-        addr: "fixture".into(),
+        addr: format!("uds://{}", sock.display()),
         method: "fixture".into(),
         ..Default::default()
     };
