@@ -30,7 +30,7 @@ impl Address {
     }
 
     /// The root registry over UDS: `<runtime dir>/registry@1616.sock`
-    /// (see [`runtime_dir::default_dir`](crate::runtime_dir::default_dir)).
+    /// (see [`runtime_dir::default_dir`]).
     pub fn default_registry_uds() -> Self {
         Address::Uds(
             runtime_dir::default_dir().join(format!("registry@{DEFAULT_REGISTRY_PORT}.sock")),

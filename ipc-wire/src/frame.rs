@@ -125,10 +125,10 @@ impl Frame {
     /// As [`Frame::decode`], but only the fields the view needs are checked.
     pub fn view(&self) -> Result<MsgView<'_>, MsgError> {
         use schema::msg::Which as W;
-        let root = self.root()?;
-        let kind = msg::kind_of_reader(root)?;
+        let which =
+            self.root()?.which().map_err(|e| MsgError::UnknownVariant { discriminant: e.0 })?;
+        let kind = msg::kind_of(&which);
         let fail = |e| MsgError::from_capnp(Some(kind), e);
-        let which = root.which().map_err(|e| MsgError::UnknownVariant { discriminant: e.0 })?;
         let (cid, payload) = match which {
             W::Hello(_) | W::SpawnSpec(_) => (None, None),
             W::Start(s) => {

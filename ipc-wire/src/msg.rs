@@ -453,7 +453,7 @@ impl Msg {
     }
 }
 
-fn kind_of<A, B, C, D, E, F, G, H, I>(
+pub(crate) fn kind_of<A, B, C, D, E, F, G, H, I>(
     w: &schema::msg::Which<A, B, C, D, E, F, G, H, I>,
 ) -> MsgKind {
     use schema::msg::Which as W;

@@ -29,6 +29,11 @@ pub const MAX_RENDERING_CHARS: usize = 120;
 ///
 /// Cheap to clone (reference-counted). A payload decoded from a frame borrows the frame's
 /// buffer: no copy is made.
+///
+/// # Caveats
+/// Because of that sharing, a payload kept alive keeps the whole buffer it was read into
+/// alive (a read buffer holds several frames, and a large frame has one of its own). Copy
+/// a small payload you keep for long: `Payload::from(payload.to_vec())`.
 #[derive(Clone, Default, PartialEq, Eq, Hash)]
 pub struct Payload(Bytes);
 
