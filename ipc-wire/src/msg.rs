@@ -804,3 +804,55 @@ pub(crate) fn share(frame: &Bytes, sub: &[u8]) -> Bytes {
         _ => Bytes::copy_from_slice(sub),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::FrameCodec;
+    use bytes::BytesMut;
+    use tokio_util::codec::Decoder;
+
+    /// Frames a message built by hand with the generated builder (bypassing `Msg::write`).
+    fn frame_of(build: impl FnOnce(schema::msg::Builder<'_>)) -> crate::Frame {
+        let mut b = capnp::message::Builder::new_default();
+        build(b.init_root());
+        let mut buf = BytesMut::from(&capnp::serialize::write_message_to_words(&b)[..]);
+        FrameCodec::default().decode(&mut buf).unwrap().unwrap()
+    }
+
+    fn malformed_reason(frame: &crate::Frame) -> String {
+        match frame.decode() {
+            Err(MsgError::Malformed { reason, .. }) => reason,
+            other => panic!("expected Malformed, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_uuid_that_is_not_16_bytes_is_malformed() {
+        let f = frame_of(|m| m.init_hello().init_aid().set_uuid(&[1, 2, 3]));
+        assert!(malformed_reason(&f).contains("3 bytes, not 16"));
+    }
+
+    #[test]
+    fn invalid_utf8_is_malformed() {
+        let f = frame_of(|m| {
+            let mut aid = m.init_hello().init_aid();
+            aid.set_uuid(&[0; 16]);
+            aid.init_name(2).as_bytes_mut().copy_from_slice(&[0xff, 0xfe]);
+        });
+        assert!(malformed_reason(&f).contains("UTF-8"));
+    }
+
+    #[test]
+    fn an_unparsable_address_is_malformed() {
+        let f = frame_of(|m| m.init_spawn_spec().init_bind_addrs(1).set(0, "ftp://x"));
+        assert!(malformed_reason(&f).contains("ftp://x"));
+    }
+
+    #[test]
+    fn a_kind_without_payload_is_a_type_error() {
+        let err = Msg::Stop { cid: 1 }.decode_payload::<u32>().unwrap_err();
+        assert_eq!(err.kind, Some(MsgKind::Stop));
+        assert_eq!(err.arrived, "no payload");
+    }
+}
