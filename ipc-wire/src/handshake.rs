@@ -111,6 +111,9 @@ pub enum HandshakeError {
 ///
 /// # Errors
 /// [`HandshakeError`] on timeout, EOF, garbage, an oversized frame or a wrong first message.
+///
+/// # Panics
+/// Outside a Tokio runtime with the time driver enabled (the deadline needs it).
 pub async fn handshake(
     conn: Connection,
     ours: &Hello,
@@ -136,6 +139,9 @@ pub async fn handshake(
 ///
 /// # Errors
 /// [`HandshakeError::Connect`] when connecting fails, otherwise as [`handshake`].
+///
+/// # Panics
+/// As [`handshake`].
 pub async fn connect(
     addr: &Address,
     ours: &Hello,
@@ -161,6 +167,10 @@ pub enum AcceptEvent {
 /// Accepts connections and runs their handshakes concurrently, at most
 /// [`HandshakeConfig::max_pending`] at a time. Dropping it aborts pending handshakes and,
 /// for UDS, removes the socket file.
+///
+/// # Panics
+/// Its accept methods spawn the handshakes as tasks on the current Tokio runtime, which
+/// must have the I/O and time drivers enabled.
 #[derive(Debug)]
 pub struct Acceptor {
     listener: Listener,
