@@ -38,7 +38,8 @@ pub struct RuntimeConfig {
     pub connect_timeout: Duration,
     /// Deadline of each connection handshake.
     pub handshake_timeout: Duration,
-    /// The spawn method (a `PLOUGH_SPAWN_METHOD` set in the environment wins).
+    /// The spawn method (a `PLOUGH_SPAWN_METHOD` set in the environment wins). Default:
+    /// `main_thread_forkserver`.
     pub spawn_method: SpawnMethod,
 }
 
@@ -50,7 +51,7 @@ impl Default for RuntimeConfig {
             ladder: LadderConfig::default(),
             connect_timeout: Duration::from_secs(10),
             handshake_timeout: Duration::from_secs(10),
-            spawn_method: SpawnMethod::Exec,
+            spawn_method: SpawnMethod::MainThreadForkserver,
         }
     }
 }
@@ -402,12 +403,9 @@ async fn child(
         registry_addr: registry_addr.clone(),
         is_root: false,
     });
-    let parent = actor.attach(est, true);
-    let tree = crate::actor::tree_from_vars(&spec.runtime_vars).unwrap_or(aid.uuid);
-    actor.write_marker(&tree, boot.parent_pid, boot.method.key());
-    tracing::info!(actor = %aid, parent = %parent.peer(), method = %boot.method, addr = %actor.addr(), "child actor up");
-
-    // Register (best effort: a tree without a reachable registrar still works).
+    // Register before serving the parent (best effort: a tree without a reachable
+    // registrar still works), so a function the parent calls at once can already find
+    // other actors. The parent's first calls wait in the socket meanwhile.
     match handshake::connect(&registry_addr, &actor.hello(), &hs).await {
         Ok(est) => {
             let client = RegistrarClient::new(crate::portal::Portal::new(
@@ -425,6 +423,11 @@ async fn child(
         }
         Err(e) => tracing::warn!(error = %e, registry = %registry_addr, "registrar unreachable"),
     }
+
+    let parent = actor.attach(est, true);
+    let tree = crate::actor::tree_from_vars(&spec.runtime_vars).unwrap_or(aid.uuid);
+    actor.write_marker(&tree, boot.parent_pid, boot.method.key());
+    tracing::info!(actor = %aid, parent = %parent.peer(), method = %boot.method, addr = %actor.addr(), "child actor up");
 
     tokio::select! {
         () = parent.closed() => {

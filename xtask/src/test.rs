@@ -1,5 +1,9 @@
 //! `cargo xtask test`: run the suites, echo their output live, then print a one-screen
 //! summary that ends with a plain `summary: N passed, M failed` line.
+//!
+//! Each cell runs with its own runtime directory (`XDG_RUNTIME_DIR`), and the leak oracle
+//! checks it afterwards: a live actor, a socket or marker file, or a new `/dev/shm`
+//! segment of ours that is still there fails the cell, is listed, and is then reaped.
 
 use anyhow::{Context, Result};
 use std::io::{BufRead, BufReader, Write};
@@ -63,8 +67,10 @@ pub(crate) fn run(args: &TestArgs) -> Result<()> {
         cmd.current_dir(&root).envs(cell.env.iter().copied());
         if nextest {
             cmd.args(["nextest", "run", "--no-fail-fast"]);
+            // Always `--workspace`: the same feature resolution as the first cell, so the
+            // matrix reuses its build instead of compiling a second variant.
             if cell.runtime_suites {
-                cmd.args(["-p", "plough-tests", "-E", "binary(/^runtime_/)"]);
+                cmd.args(["--workspace", "-E", "binary(/^runtime_/)"]);
             } else {
                 cmd.args(["--workspace", "-E", "not binary(/^runtime_/)"]);
             }
@@ -86,14 +92,63 @@ pub(crate) fn run(args: &TestArgs) -> Result<()> {
             }
             cmd.args(&args.extra);
         }
+        let rt_dir = std::env::temp_dir().join(format!(
+            "plough-xtask-{}-{}",
+            std::process::id(),
+            results.len()
+        ));
+        make_private_dir(&rt_dir)?;
+        cmd.env("XDG_RUNTIME_DIR", &rt_dir);
+        let plough_dir = rt_dir.join("plough");
+        let before = plough_reaper::Snapshot::take_in(&plough_dir);
         let cell_start = Instant::now();
         let (ok, lines) = run_echoing(cmd).with_context(|| format!("could not run {runner}"))?;
-        let counts = if nextest { parse_nextest(&lines) } else { parse_cargo_test(&lines) };
+        let mut counts = if nextest { parse_nextest(&lines) } else { parse_cargo_test(&lines) };
+        let leaks = check_leaks(&before, &plough_dir);
+        if !leaks.is_empty() {
+            counts.failed += 1;
+            for l in &leaks {
+                counts.failures.push(format!("LEAK {l}"));
+            }
+        }
+        let _ = std::fs::remove_dir_all(&rt_dir);
         results.push((cell.name.clone(), ok, counts, cell_start.elapsed()));
     }
     let all_ok = print_summary(runner, &results, start.elapsed());
     anyhow::ensure!(all_ok, "test run failed");
     Ok(())
+}
+
+fn make_private_dir(dir: &std::path::Path) -> Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
+    Ok(())
+}
+
+/// What a cell left behind in its runtime directory (and `/dev/shm`): live actors and
+/// sockets through the oracle (then reaped), plus any file at all left in the directory.
+fn check_leaks(before: &plough_reaper::Snapshot, dir: &std::path::Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let leaks = before.leaked_since();
+    if !leaks.is_empty() {
+        out.extend(leaks.to_string().lines().map(str::to_owned));
+        let report = plough_reaper::reap(&leaks);
+        if !report.all_gone() {
+            out.push("(some leaked processes could not be reaped)".to_owned());
+        }
+    }
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if !out.iter().any(|l| l.contains(&*p.to_string_lossy())) {
+                out.push(format!("file left behind: {}", p.display()));
+            }
+        }
+    }
+    out
 }
 
 /// The names of `tests/tests/runtime_*.rs`, the suites the matrix repeats.

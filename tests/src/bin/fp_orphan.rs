@@ -30,12 +30,22 @@ fn main() {
         "gone-before-prelude" => opts.before_parent_death_signal = Some(wait_for_reparent),
         other => panic!("unknown mode {other}"),
     }
-    let child = fork_blocking(&opts, || {
+    // The child reports once its prelude ran, so in `pdeath` mode its death signal is
+    // armed before the test kills us (in the other mode it waits for our exit first).
+    let (ready_r, ready_w) = rustix::pipe::pipe().expect("pipe");
+    let wfd = std::os::fd::AsRawFd::as_raw_fd(&ready_w);
+    let opts = opts.keep_fd(wfd);
+    let child = fork_blocking(&opts, move || {
+        plough_tests::write_fd(wfd, "ready\n");
         loop {
             rustix::event::pause();
         }
     })
     .expect("fork");
+    drop(ready_w);
+    if mode == "pdeath" {
+        assert_eq!(plough_tests::read_line(&ready_r), "ready");
+    }
     println!("{}", child.pid());
     std::io::stdout().flush().unwrap();
     if mode == "pdeath" {
