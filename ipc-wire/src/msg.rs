@@ -706,9 +706,7 @@ impl Cx<'_> {
         r: capnp::Result<capnp::text_list::Reader<'_>>,
     ) -> Result<Vec<String>, MsgError> {
         let list = self.ok(r)?;
-        // Capacity from the list's length is safe: the list lives inside the frame, whose
-        // size was bounded before it was read, and each element occupies a pointer word.
-        let mut out = Vec::with_capacity(list.len() as usize);
+        let mut out = Vec::with_capacity(initial_capacity(list.len()));
         for item in list.iter() {
             out.push(self.text(item)?);
         }
@@ -728,7 +726,7 @@ impl Cx<'_> {
     fn spawn_spec(&self, s: schema::spawn_spec::Reader<'_>) -> Result<SpawnSpec, MsgError> {
         let v = self.ok(s.get_runtime_vars())?;
         let extra_list = self.ok(v.get_extra())?;
-        let mut extra = Vec::with_capacity(extra_list.len() as usize);
+        let mut extra = Vec::with_capacity(initial_capacity(extra_list.len()));
         for kv in extra_list.iter() {
             extra.push((self.text(kv.get_key())?, self.text(kv.get_value())?));
         }
@@ -761,7 +759,7 @@ impl Cx<'_> {
             }
         };
         let path = self.ok(e.get_relay_path())?;
-        let mut relay_path = Vec::with_capacity(path.len() as usize);
+        let mut relay_path = Vec::with_capacity(initial_capacity(path.len()));
         for aid in path.iter() {
             relay_path.push(self.aid(aid)?);
         }
@@ -787,6 +785,14 @@ impl Cx<'_> {
             type_error,
         })
     }
+}
+
+/// A `Vec` capacity for a list the peer says has `len` elements. Not `len` itself: a list
+/// of zero-sized structs can claim 2²⁹ elements while occupying no bytes of the frame (the
+/// traversal limit stops the *reading* of it, but only after a `with_capacity(len)` would
+/// have reserved gigabytes). Beyond this the `Vec` grows as elements actually decode.
+fn initial_capacity(len: u32) -> usize {
+    (len as usize).min(64)
 }
 
 /// `sub` as a `Bytes` sharing `frame`'s buffer when it lies inside it (no copy), or a copy

@@ -147,3 +147,30 @@ fn a_read_cancelled_mid_frame_loses_nothing() {
         assert_eq!(frame.decode().unwrap(), yield_msg(5, &[9; 50_000]));
     });
 }
+
+#[test]
+fn a_list_of_zero_sized_structs_cannot_make_the_reader_reserve_gigabytes() {
+    // An error with an empty relay path and an 8 MiB backtrace: a big frame, hence a big
+    // traversal budget (4 × its words) for a hostile list to claim elements against.
+    let error = Msg::Error(ErrorMsg { backtrace: "x".repeat(8 << 20), ..Default::default() });
+    let mut buf = BytesMut::new();
+    FrameCodec::default().encode(&error, &mut buf).unwrap();
+    // The empty relay path is an inline-composite list whose tag word says: 0 elements of
+    // Aid's size (1 data word, 2 pointers). Make it 4 million zero-sized elements — which
+    // occupy no bytes at all, so the frame stays the same size.
+    let tag: [u8; 8] = [0, 0, 0, 0, 1, 0, 2, 0];
+    let at: Vec<usize> =
+        (0..buf.len() / 8).map(|w| w * 8).filter(|&i| buf[i..i + 8] == tag).collect();
+    assert_eq!(at.len(), 1, "exactly one empty Aid list in the frame");
+    let count: u32 = 4 << 20;
+    buf[at[0]..at[0] + 4].copy_from_slice(&(count << 2).to_le_bytes());
+    buf[at[0] + 4..at[0] + 8].copy_from_slice(&[0; 4]);
+
+    let frame =
+        tokio_util::codec::Decoder::decode(&mut FrameCodec::default(), &mut buf).unwrap().unwrap();
+    reset_largest();
+    let result = frame.decode();
+    let largest = largest();
+    assert!(matches!(result, Err(MsgError::Malformed { .. })), "{result:?}");
+    assert!(largest < 1 << 20, "largest allocation while decoding: {largest} bytes");
+}
