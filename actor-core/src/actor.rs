@@ -228,7 +228,7 @@ impl Actor {
         F: FnOnce(Nursery) -> Fut,
         Fut: std::future::Future<Output = Result<T, ActorError>>,
     {
-        Nursery::run(self.clone(), body).await
+        Nursery::run(self.clone(), &self.inner.cancel, None, body).await
     }
 
     /// Waits for served calls and nurseries to wind down (bounded), then unregisters and
@@ -356,6 +356,7 @@ impl Serve for Actor {
                 let token = self.inner.cancel.child_token();
                 let cx = Cx::new(self.inner.aid.clone(), start.caller.clone(), cid, token.clone())
                     .with_actor(self.clone());
+                let open_nurseries = cx.open_nurseries();
                 let fut = match self.inner.registry.call(&start.function, cx, start.args) {
                     Ok(fut) => fut,
                     Err(e) => return self.reply_error(channel, cid, *e),
@@ -370,14 +371,24 @@ impl Serve for Actor {
                             kind: CallKind::Function,
                         }))
                         .await;
+                    let mut fut = fut;
                     let reply = tokio::select! {
-                        out = fut => match out {
-                            Ok(payload) => Msg::Return { cid, payload },
-                            Err(e) => Msg::Error(e.to_msg(Some(cid))),
-                        },
+                        out = &mut fut => reply_for(cid, out),
                         () = token.cancelled() => {
                             let canceller = me.canceller().unwrap_or_else(|| ch.peer().clone());
-                            Msg::Error(me.cancelled_error(cid, canceller))
+                            // A call with open nurseries is given the time to take its
+                            // children down; a real failure they report is sent, not
+                            // masked by the cancel. Anything else is dropped at once.
+                            let grace = me.inner.config.ladder.total() + Duration::from_millis(500);
+                            let finished = if open_nurseries.load(std::sync::atomic::Ordering::SeqCst) > 0 {
+                                tokio::time::timeout(grace, &mut fut).await.ok()
+                            } else {
+                                None
+                            };
+                            match finished {
+                                Some(Err(e)) if e.canceller.is_none() => reply_for(cid, Err(e)),
+                                _ => Msg::Error(me.cancelled_error(cid, canceller)),
+                            }
                         }
                     };
                     ch.untrack_served(cid);
@@ -392,6 +403,13 @@ impl Serve for Actor {
         if let Some(reg) = &self.inner.registrar {
             reg.connection_closed(channel);
         }
+    }
+}
+
+fn reply_for(cid: u64, out: Result<Payload, RemoteActorError>) -> Msg {
+    match out {
+        Ok(payload) => Msg::Return { cid, payload },
+        Err(e) => Msg::Error(e.to_msg(Some(cid))),
     }
 }
 

@@ -70,6 +70,7 @@ impl RemoteActorError {
             canceller: self.canceller.clone(),
             overrun_sender: self.overrun_sender.clone(),
             type_error: self.type_error.clone(),
+            nested: self.nested.iter().map(|n| n.to_msg(None)).collect(),
         }
     }
 }
@@ -85,7 +86,7 @@ impl From<ErrorMsg> for RemoteActorError {
             canceller: m.canceller,
             overrun_sender: m.overrun_sender,
             type_error: m.type_error,
-            nested: Vec::new(),
+            nested: m.nested.into_iter().map(RemoteActorError::from).collect(),
         }
     }
 }

@@ -32,12 +32,15 @@ pub struct Cx {
     cid: Cid,
     cancel: CancellationToken,
     runtime: Option<crate::actor::Actor>,
+    /// Nurseries open in this call: while any is, a cancelled call is given time to take
+    /// its children down and report their real failures.
+    open_nurseries: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Cx {
     /// A call context (the runtime builds these; public for tests of handlers).
     pub fn new(actor: Aid, caller: Aid, cid: Cid, cancel: CancellationToken) -> Self {
-        Cx { actor, caller, cid, cancel, runtime: None }
+        Cx { actor, caller, cid, cancel, runtime: None, open_nurseries: Default::default() }
     }
 
     pub(crate) fn with_actor(mut self, actor: crate::actor::Actor) -> Self {
@@ -64,7 +67,14 @@ impl Cx {
         F: FnOnce(crate::nursery::Nursery) -> Fut,
         Fut: Future<Output = crate::Result<T>>,
     {
-        self.runtime().nursery(body).await
+        let actor = self.runtime().clone();
+        crate::nursery::Nursery::run(actor, &self.cancel, Some(self.open_nurseries.clone()), body)
+            .await
+    }
+
+    /// How many nurseries are open in this call right now.
+    pub(crate) fn open_nurseries(&self) -> std::sync::Arc<std::sync::atomic::AtomicUsize> {
+        self.open_nurseries.clone()
     }
     /// The actor serving the call.
     pub fn actor(&self) -> &Aid {

@@ -154,13 +154,32 @@ impl Drop for DropGuard {
 }
 
 impl Nursery {
-    pub(crate) async fn run<T, F, Fut>(actor: Actor, body: F) -> Result<T, ActorError>
+    /// Runs a nursery whose scope is cancelled with `parent` (the actor's token, or the
+    /// token of the call that opened it). `open` counts the nurseries open in that call.
+    pub(crate) async fn run<T, F, Fut>(
+        actor: Actor,
+        parent: &CancellationToken,
+        open: Option<Arc<std::sync::atomic::AtomicUsize>>,
+        body: F,
+    ) -> Result<T, ActorError>
     where
         F: FnOnce(Nursery) -> Fut,
         Fut: Future<Output = Result<T, ActorError>>,
     {
+        struct Open(Option<Arc<std::sync::atomic::AtomicUsize>>);
+        impl Drop for Open {
+            fn drop(&mut self) {
+                if let Some(c) = &self.0 {
+                    c.fetch_sub(1, Ordering::SeqCst);
+                }
+            }
+        }
+        if let Some(c) = &open {
+            c.fetch_add(1, Ordering::SeqCst);
+        }
+        let _open = Open(open);
         let inner = Arc::new(Inner {
-            scope: actor.inner.cancel.child_token(),
+            scope: parent.child_token(),
             actor,
             children: Mutex::new(Vec::new()),
             errors: Mutex::new(Vec::new()),

@@ -114,6 +114,7 @@ struct Error {
   canceller @7 :Aid;       # set when the error is a cancellation
   overrunSender @8 :Aid;   # set when the error is a stream overrun
   typeError @9 :TypeErrorInfo;  # set for a type error (bad message)
+  nested @10 :List(Error); # for a multi-error: every failure it holds (their `cid` is none)
 }
 
 # The envelope: exactly one of these per frame.

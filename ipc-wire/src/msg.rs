@@ -187,6 +187,9 @@ pub struct ErrorMsg {
     pub overrun_sender: Option<Aid>,
     /// Set for a type error.
     pub type_error: Option<TypeErrorInfo>,
+    /// For a multi-error: every failure it holds (nested as deep as the reader's nesting
+    /// limit allows).
+    pub nested: Vec<ErrorMsg>,
 }
 
 /// The kinds of [`Msg`], for routing and error messages.
@@ -561,10 +564,16 @@ fn write_error(e: &ErrorMsg, mut b: schema::error::Builder<'_>) {
         write_aid(o, b.reborrow().init_overrun_sender());
     }
     if let Some(t) = &e.type_error {
-        let mut tb = b.init_type_error();
+        let mut tb = b.reborrow().init_type_error();
         tb.set_expected_type(t.expected_type.as_str());
         tb.set_msg_kind(t.msg_kind.as_str());
         tb.set_rendering(t.rendering.as_str());
+    }
+    if !e.nested.is_empty() {
+        let mut list = b.init_nested(e.nested.len() as u32);
+        for (i, n) in e.nested.iter().enumerate() {
+            write_error(n, list.reborrow().get(i as u32));
+        }
     }
 }
 
@@ -630,6 +639,7 @@ fn error_words(e: &ErrorMsg) -> usize {
                 + text_words(&t.msg_kind)
                 + text_words(&t.rendering)
         })
+        + if e.nested.is_empty() { 0 } else { 1 + e.nested.iter().map(error_words).sum::<usize>() }
 }
 
 // ---- reading ----
@@ -773,6 +783,11 @@ impl Cx<'_> {
         } else {
             None
         };
+        let nested_r = self.ok(e.get_nested())?;
+        let mut nested = Vec::with_capacity(initial_capacity(nested_r.len()));
+        for n in nested_r.iter() {
+            nested.push(self.error(n)?);
+        }
         Ok(ErrorMsg {
             cid,
             source: self.aid(self.ok(e.get_source())?)?,
@@ -783,6 +798,7 @@ impl Cx<'_> {
             canceller: self.opt_aid(e.has_canceller(), e.get_canceller())?,
             overrun_sender: self.opt_aid(e.has_overrun_sender(), e.get_overrun_sender())?,
             type_error,
+            nested,
         })
     }
 }

@@ -78,6 +78,16 @@ fn spawn_spec() -> impl Strategy<Value = SpawnSpec> {
 }
 
 fn error_msg() -> impl Strategy<Value = ErrorMsg> {
+    // A multi-error nests errors: up to two levels, a few members each.
+    flat_error_msg().prop_recursive(2, 8, 3, |inner| {
+        (flat_error_msg(), vec(inner, 0..3)).prop_map(|(mut e, nested)| {
+            e.nested = nested;
+            e
+        })
+    })
+}
+
+fn flat_error_msg() -> impl Strategy<Value = ErrorMsg> {
     (
         proptest::option::of(any::<u64>()),
         aid(),
@@ -110,6 +120,7 @@ fn error_msg() -> impl Strategy<Value = ErrorMsg> {
                     msg_kind,
                     rendering,
                 }),
+                nested: Vec::new(),
             },
         )
 }

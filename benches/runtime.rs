@@ -1,0 +1,305 @@
+//! Runtime benchmarks, each next to a floor measured in the same run (the machine is
+//! shared and noisy: compare ratios, not absolute numbers across runs).
+//!
+//! `cargo xtask bench` (or `cargo bench -p plough --bench runtime`) prints a table and
+//! writes `target/plough-bench.json`:
+//! `{"results": [{"name", "unit", "median", "p99", "baseline", "baseline_median", "ratio"}]}`.
+//!
+//! * spawn → first RPC answered, per actor (exec; forkserver), vs the raw floor: the same
+//!   binary started the same way (posix_spawn / fork from the forkserver thread) that only
+//!   connects back and writes one byte;
+//! * root + 16 actors + one RPC each + teardown (every child reaped);
+//! * RPC round trip of a trivial function over UDS vs a raw UDS ping-pong between two
+//!   processes (one byte each way).
+
+use plough::{Cx, Registry, SpawnMethod};
+use std::io::{Read, Write};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::time::Instant;
+
+const FLOOR_ARG: &str = "--bench-connect-back";
+
+async fn ping(_cx: Cx, x: u64) -> Result<u64, std::convert::Infallible> {
+    Ok(x)
+}
+
+fn registry() -> Registry {
+    Registry::new().func("ping", ping)
+}
+
+#[derive(Debug, Clone)]
+struct Stat {
+    name: String,
+    unit: &'static str,
+    samples: Vec<f64>,
+}
+
+impl Stat {
+    fn new(name: &str, unit: &'static str, mut samples: Vec<f64>) -> Stat {
+        samples.sort_by(|a, b| a.total_cmp(b));
+        Stat { name: name.to_owned(), unit, samples }
+    }
+    fn pct(&self, p: f64) -> f64 {
+        let i = ((self.samples.len() as f64 - 1.0) * p).round() as usize;
+        self.samples[i.min(self.samples.len() - 1)]
+    }
+    fn median(&self) -> f64 {
+        self.pct(0.5)
+    }
+    fn p99(&self) -> f64 {
+        self.pct(0.99)
+    }
+}
+
+fn runtime(method: SpawnMethod, uds: bool) -> plough::Runtime {
+    plough::Runtime::new(registry()).configure(|c| {
+        c.spawn_method = method;
+        c.registry_addr = if uds {
+            let dir = plough::ipc_wire::runtime_dir::default_dir();
+            plough::Address::Uds(dir.join(format!("bench{}@reg.sock", std::process::id())))
+        } else {
+            "tcp://127.0.0.1:0".parse().unwrap()
+        };
+    })
+}
+
+/// Spawn → first RPC answered, `n` times (each actor torn down outside the timing).
+fn spawn_first_rpc(method: SpawnMethod, n: usize) -> Vec<f64> {
+    runtime(method, false)
+        .run(|root| async move {
+            let mut out = Vec::with_capacity(n);
+            for _ in 0..n {
+                root.nursery(|nursery| async move {
+                    let t = Instant::now();
+                    let p = nursery.start_actor("b").await?;
+                    let _: u64 = p.run("ping", 1u64).await?;
+                    Ok(t.elapsed().as_secs_f64() * 1e3)
+                })
+                .await
+                .map(|ms| out.push(ms))?;
+            }
+            Ok(out)
+        })
+        .expect("spawn bench")
+}
+
+/// The floor: start this binary (exec: posix_spawn; fork: through the forkserver thread)
+/// and wait until it has connected back and written one byte.
+fn floor_spawn(method: SpawnMethod, n: usize) -> Vec<f64> {
+    let dir = std::env::temp_dir().join(format!("plough-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("floor.sock");
+    let _ = std::fs::remove_file(&path);
+    let listener = UnixListener::bind(&path).unwrap();
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        let t = Instant::now();
+        let handle = match method {
+            SpawnMethod::Exec => {
+                let child = std::process::Command::new("/proc/self/exe")
+                    .args([FLOOR_ARG, path.to_str().unwrap()])
+                    .spawn()
+                    .unwrap();
+                plough::fork_prims::ChildHandle::from_std(child).unwrap()
+            }
+            _ => {
+                let p = path.clone();
+                plough::fork_prims::fork_blocking(&Default::default(), move || connect_back(&p))
+                    .unwrap()
+            }
+        };
+        let (mut s, _) = listener.accept().unwrap();
+        let mut b = [0u8; 1];
+        s.read_exact(&mut b).unwrap();
+        out.push(t.elapsed().as_secs_f64() * 1e3);
+        handle.wait_blocking().unwrap();
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    out
+}
+
+fn connect_back(path: &std::path::Path) -> i32 {
+    match UnixStream::connect(path).and_then(|mut s| s.write_all(b"x")) {
+        Ok(()) => 0,
+        Err(_) => 1,
+    }
+}
+
+/// Root + 16 actors (spawned concurrently) + one RPC each + teardown, `n` times.
+fn tree16(method: SpawnMethod, n: usize) -> Vec<f64> {
+    runtime(method, false)
+        .run(|root| async move {
+            let mut out = Vec::with_capacity(n);
+            for _ in 0..n {
+                let t = Instant::now();
+                root.nursery(|nursery| async move {
+                    let spawns = (0..16).map(|i| {
+                        let nursery = nursery.clone();
+                        async move {
+                            let p = nursery.start_actor(&format!("a{i}")).await?;
+                            p.run::<_, u64>("ping", i as u64).await
+                        }
+                    });
+                    for r in futures::future::join_all(spawns).await {
+                        r?;
+                    }
+                    Ok(())
+                })
+                .await?;
+                out.push(t.elapsed().as_secs_f64() * 1e3);
+            }
+            Ok(out)
+        })
+        .expect("tree bench")
+}
+
+/// Round trip of `ping` over UDS, `n` calls after a warm-up.
+fn rpc_round_trip(n: usize) -> Vec<f64> {
+    runtime(SpawnMethod::MainThreadForkserver, true)
+        .run(|root| async move {
+            root.nursery(|nursery| async move {
+                let p = nursery.start_actor("echo").await?;
+                for i in 0..200u64 {
+                    let _: u64 = p.run("ping", i).await?;
+                }
+                let mut out = Vec::with_capacity(n);
+                for i in 0..n as u64 {
+                    let t = Instant::now();
+                    let _: u64 = p.run("ping", i).await?;
+                    out.push(t.elapsed().as_secs_f64() * 1e6);
+                }
+                Ok(out)
+            })
+            .await
+        })
+        .expect("rpc bench")
+}
+
+/// The floor: one byte each way over a socketpair between this process and a forked
+/// child (blocking I/O on both sides).
+fn raw_ping_pong(n: usize) -> Vec<f64> {
+    let (mut a, b) = UnixStream::pair().unwrap();
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&b);
+    let opts = plough::fork_prims::ForkOptions::default().keep_fd(fd);
+    let child = plough::fork_prims::fork_blocking(&opts, move || {
+        let mut b = b;
+        let mut x = [0u8; 1];
+        while b.read_exact(&mut x).is_ok() {
+            if b.write_all(&x).is_err() {
+                break;
+            }
+        }
+        0
+    })
+    .unwrap();
+    let mut x = [7u8; 1];
+    for _ in 0..200 {
+        a.write_all(&x).unwrap();
+        a.read_exact(&mut x).unwrap();
+    }
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        let t = Instant::now();
+        a.write_all(&x).unwrap();
+        a.read_exact(&mut x).unwrap();
+        out.push(t.elapsed().as_secs_f64() * 1e6);
+    }
+    drop(a);
+    child.wait_blocking().unwrap();
+    out
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(i) = args.iter().position(|a| a == FLOOR_ARG) {
+        std::process::exit(connect_back(std::path::Path::new(&args[i + 1])));
+    }
+    // Child-mode dispatch for exec'd bench actors (never returns in a child).
+    if plough::core::ChildBoot::from_args(&args).ok().flatten().is_some() {
+        let _ = plough::Runtime::new(registry()).run(|_| async { Ok(()) });
+        return;
+    }
+    let quick = args.iter().any(|a| a == "--quick");
+    let k = if quick { 1 } else { 3 };
+    let mut rows: Vec<(Stat, Option<Stat>)> = Vec::new();
+    let started = Instant::now();
+
+    let floor_exec =
+        Stat::new("floor: exec + connect back", "ms", floor_spawn(SpawnMethod::Exec, 10 * k));
+    let exec =
+        Stat::new("exec spawn -> first RPC", "ms", spawn_first_rpc(SpawnMethod::Exec, 10 * k));
+    rows.push((exec, Some(floor_exec)));
+    let floor_fork = Stat::new(
+        "floor: forkserver fork + connect back",
+        "ms",
+        floor_spawn(SpawnMethod::MainThreadForkserver, 10 * k),
+    );
+    let fork = Stat::new(
+        "forkserver spawn -> first RPC",
+        "ms",
+        spawn_first_rpc(SpawnMethod::MainThreadForkserver, 10 * k),
+    );
+    rows.push((fork, Some(floor_fork)));
+    rows.push((
+        Stat::new(
+            "exec: root + 16 actors + 1 RPC each + teardown",
+            "ms",
+            tree16(SpawnMethod::Exec, 3 * k),
+        ),
+        None,
+    ));
+    rows.push((
+        Stat::new(
+            "forkserver: root + 16 actors + 1 RPC each + teardown",
+            "ms",
+            tree16(SpawnMethod::MainThreadForkserver, 3 * k),
+        ),
+        None,
+    ));
+    let raw = Stat::new("floor: raw UDS ping-pong", "us", raw_ping_pong(2000 * k));
+    let rpc = Stat::new("RPC round trip (UDS)", "us", rpc_round_trip(2000 * k));
+    rows.push((rpc, Some(raw)));
+
+    println!(
+        "\n{:<54} {:>10} {:>10} {:>12} {:>7}",
+        "benchmark", "median", "p99", "floor median", "ratio"
+    );
+    let mut json = String::from("{\"results\": [\n");
+    for (i, (s, base)) in rows.iter().enumerate() {
+        let ratio = base.as_ref().map(|b| s.median() / b.median());
+        println!(
+            "{:<54} {:>8.3}{:<2} {:>8.3}{:<2} {:>10} {:>7}",
+            s.name,
+            s.median(),
+            s.unit,
+            s.p99(),
+            s.unit,
+            base.as_ref().map(|b| format!("{:.3}{}", b.median(), b.unit)).unwrap_or_default(),
+            ratio.map(|r| format!("{r:.2}x")).unwrap_or_default()
+        );
+        let base_fields = match base {
+            Some(b) => format!(
+                ", \"baseline\": {:?}, \"baseline_median\": {:.6}, \"ratio\": {:.4}",
+                b.name,
+                b.median(),
+                ratio.unwrap()
+            ),
+            None => String::new(),
+        };
+        json.push_str(&format!(
+            "  {{\"name\": {:?}, \"unit\": {:?}, \"median\": {:.6}, \"p99\": {:.6}{base_fields}}}{}\n",
+            s.name,
+            s.unit,
+            s.median(),
+            s.p99(),
+            if i + 1 < rows.len() { "," } else { "" }
+        ));
+    }
+    json.push_str("]}\n");
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target"));
+    let out = target.join("plough-bench.json");
+    std::fs::write(&out, json).expect("write the JSON results");
+    println!("\nwrote {} ({:.1} s)", out.display(), started.elapsed().as_secs_f64());
+}
