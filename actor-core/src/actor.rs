@@ -17,7 +17,7 @@ use crate::registrar::{RegistrarClient, RegistrarState};
 use crate::runtime::RuntimeConfig;
 use crate::spawn::{ChildMain, SpawnBackend};
 use plough_ipc_wire::handshake::{self, Acceptor, Established, HandshakeConfig};
-use plough_ipc_wire::msg::{Aid, CallKind, CancelAck, ErrorMsg, Hello, Msg, Start, Uuid};
+use plough_ipc_wire::msg::{Aid, CancelAck, ErrorMsg, Hello, Msg, Start, Uuid};
 use plough_ipc_wire::payload::Payload;
 use plough_ipc_wire::{Address, Listener};
 use std::collections::HashMap;
@@ -364,13 +364,9 @@ impl Serve for Actor {
                 channel.track_served(cid, token.clone());
                 let ch = channel.clone();
                 let me = self.clone();
+                // A plain function answers with its `Return` (or `Error`) alone: the
+                // result implies the start, and one message less per call is measurable.
                 self.inner.tasks.spawn(async move {
-                    let _ = ch
-                        .send(Msg::StartAck(plough_ipc_wire::msg::StartAck {
-                            cid,
-                            kind: CallKind::Function,
-                        }))
-                        .await;
                     let mut fut = fut;
                     let reply = tokio::select! {
                         out = &mut fut => reply_for(cid, out),

@@ -170,12 +170,6 @@ impl RegistrarState {
                         format!("the registrar has no function `{other}`"),
                     )),
                 };
-            let _ = channel
-                .send(Msg::StartAck(plough_ipc_wire::msg::StartAck {
-                    cid,
-                    kind: Default::default(),
-                }))
-                .await;
             let msg = match result {
                 Ok(payload) => Msg::Return { cid, payload },
                 Err(e) => Msg::Error(e.to_msg(Some(cid))),
