@@ -111,12 +111,27 @@ async fn hold_sleepers(cx: Cx, n: u32) -> Result<(), ActorError> {
     .await
 }
 
+/// This actor's open fds, each with what it refers to (`readlink /proc/self/fd/N`).
+async fn fds(_cx: Cx, _: ()) -> Result<Vec<(i32, String)>, AppError> {
+    let list = plough_fork_prims::list_open_fds().map_err(|e| AppError(e.to_string()))?;
+    Ok(list
+        .into_iter()
+        .map(|fd| {
+            let target = std::fs::read_link(format!("/proc/self/fd/{fd}"))
+                .map(|p| p.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            (fd, target)
+        })
+        .collect())
+}
+
 /// The registry of the test program.
 pub fn registry() -> Registry {
     Registry::new()
         .func("add", add)
         .func("fail", fail)
         .func("pid", pid)
+        .func("fds", fds)
         .func("sleep", sleep)
         .func("block", block)
         .func("tree", tree)
