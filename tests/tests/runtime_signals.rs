@@ -95,3 +95,36 @@ fn children_of_a_sigkilled_parent_exit_by_themselves() {
     assert!(t.elapsed() < Duration::from_secs(2), "took {:?}", t.elapsed());
     assert_no_descendants(Duration::from_secs(2));
 }
+
+#[test]
+fn sigint_to_an_orphan_unwinds_through_its_cancel_path() {
+    let app = start_app(&["sleepers", "2"]);
+    app.handle.kill().unwrap();
+    assert_eq!(app.handle.wait_blocking().unwrap().signal(), Some(libc::SIGKILL));
+    plough_tests::clear_killed_actor(app.handle.pid());
+    let t = Instant::now();
+    for pid in &app.pids {
+        // SIGINT the orphan (it may already be unwinding because its parent's connection
+        // dropped: either way it must take the graceful path, not die by the signal).
+        if let Some(p) = rustix::process::Pid::from_raw(*pid as i32) {
+            let _ = rustix::process::kill_process(p, rustix::process::Signal::INT);
+        }
+    }
+    for pid in &app.pids {
+        wait_until(Duration::from_secs(1), "orphan reparented or gone", || {
+            plough_tests::proc_ppid(*pid).is_none_or(|pp| pp == std::process::id())
+        });
+        if let Ok(orphan) = ChildHandle::adopt(*pid) {
+            let st = wait_exit(&orphan, Duration::from_secs(1).saturating_sub(t.elapsed()));
+            assert_eq!(st.code(), Some(0), "orphan {pid} did not unwind gracefully: {st}");
+        }
+    }
+    assert!(t.elapsed() < Duration::from_secs(1), "took {:?}", t.elapsed());
+    // Graceful: it removed its own marker and socket.
+    let markers =
+        plough_fork_prims::marker::read_markers(&plough_fork_prims::marker::default_runtime_dir());
+    for pid in &app.pids {
+        assert!(!markers.iter().any(|(_, m)| m.pid == *pid), "orphan {pid} left its marker");
+    }
+    assert_no_descendants(Duration::from_secs(1));
+}

@@ -1,0 +1,183 @@
+//! Tests specific to the `main_thread_forkserver` backend (and the reserved key), run on
+//! that backend whatever the matrix cell: they build the runtime with an explicit backend,
+//! bypassing the `PLOUGH_SPAWN_METHOD` override.
+
+use plough::{ActorError, SpawnError, SpawnMethod};
+use plough_actor_core::{ChildBoot, SpawnBackend, SpawnRequest};
+use plough_fork_prims::ChildHandle;
+use plough_tests::{
+    app, assert_no_descendants, become_subreaper, bounded, private_registry, root_lock,
+};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+fn core_runtime(backend: Arc<dyn SpawnBackend>) -> plough_actor_core::Runtime {
+    plough_actor_core::Runtime::new(app::registry())
+        .with_backend(backend)
+        .configure(|c| c.registry_addr = private_registry())
+}
+
+fn forkserver() -> Arc<dyn SpawnBackend> {
+    plough::backends::backend_for(SpawnMethod::MainThreadForkserver, None)
+}
+
+#[test]
+fn a_thousand_forked_actors_under_a_busy_multi_thread_parent() {
+    let _g = root_lock();
+    become_subreaper();
+    // The parent also runs a multi-thread runtime with busy tasks (as a real program
+    // might), plus the plough root on this thread.
+    let busy_rt =
+        tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    for i in 0..4 {
+        let stop = Arc::clone(&stop);
+        busy_rt.spawn(async move {
+            let mut v = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                v.push(vec![i as u8; 512]);
+                if v.len() > 64 {
+                    v.clear();
+                }
+                tokio::task::yield_now().await;
+            }
+        });
+    }
+    let started = Instant::now();
+    let n = core_runtime(forkserver())
+        .run(|root| {
+            bounded(Duration::from_secs(240), async move {
+                root.nursery(|nursery| async move {
+                    for i in 0..1000u32 {
+                        let p = nursery.start_actor(&format!("f{i}")).await?;
+                        let sum: i64 = p.run("add", (i as i64, 1)).await?;
+                        assert_eq!(sum, i as i64 + 1);
+                        nursery.cancel().await;
+                    }
+                    Ok(1000)
+                })
+                .await
+            })
+        })
+        .unwrap();
+    stop.store(true, Ordering::Relaxed);
+    busy_rt.shutdown_timeout(Duration::from_secs(5));
+    assert_eq!(n, 1000);
+    eprintln!("1000 forked actors: spawn + RPC + teardown in {:?}", started.elapsed());
+    assert_no_descendants(Duration::from_secs(5));
+}
+
+#[test]
+fn a_forked_childs_fd_table_holds_only_its_own_fds() {
+    let _g = root_lock();
+    become_subreaper();
+    // Things the parent holds that the child must not inherit.
+    let secret = std::env::temp_dir().join(format!("plough-parent-secret-{}", std::process::id()));
+    let file = std::fs::File::create(&secret).unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let table = core_runtime(forkserver())
+        .run(|root| {
+            bounded(Duration::from_secs(30), async move {
+                root.nursery(|n| async move {
+                    let p = n.start_actor("fds").await?;
+                    p.run::<_, Vec<(i32, String)>>("fds", ()).await
+                })
+                .await
+            })
+        })
+        .unwrap();
+    drop((file, listener));
+    let _ = std::fs::remove_file(&secret);
+    for (fd, target) in &table {
+        assert!(
+            !target.contains("plough-parent-secret"),
+            "inherited the parent's file: fd {fd} -> {target}"
+        );
+        let own = *fd <= 2
+            || target.starts_with("socket:")
+            || target.starts_with("anon_inode:")
+            || target.starts_with("/proc/")
+            || target.starts_with("pipe:");
+        assert!(own, "unexpected fd {fd} -> {target} in {table:?}");
+    }
+    // Its own: a listener, the parent and registrar connections, the reactor (epoll,
+    // eventfd), the signalfd, the fd listing itself — a small table.
+    assert!(table.len() <= 16, "{table:?}");
+    assert_no_descendants(Duration::from_secs(5));
+}
+
+/// A backend that really forks (or execs) but whose child dies at once.
+#[derive(Debug)]
+struct DiesInBoot(Arc<dyn SpawnBackend>, bool);
+
+impl SpawnBackend for DiesInBoot {
+    fn method(&self) -> SpawnMethod {
+        self.0.method()
+    }
+    fn spawn(
+        &self,
+        req: SpawnRequest,
+    ) -> futures::future::BoxFuture<'_, Result<ChildHandle, SpawnError>> {
+        let abort = self.1;
+        let die: plough_actor_core::spawn::ChildMain = Arc::new(move |_boot: ChildBoot| {
+            if abort {
+                std::process::abort();
+            }
+            3
+        });
+        self.0.spawn(SpawnRequest { child_main: die, ..req })
+    }
+}
+
+#[test]
+fn a_child_that_dies_during_boot_is_a_quick_spawn_error_with_its_status() {
+    let _g = root_lock();
+    become_subreaper();
+    for (backend, want) in [
+        (Arc::new(DiesInBoot(forkserver(), false)) as Arc<dyn SpawnBackend>, "exited with code 3"),
+        (Arc::new(DiesInBoot(forkserver(), true)), "killed by SIGABRT"),
+        (
+            plough::backends::backend_for(SpawnMethod::Exec, Some("/bin/false".into())),
+            "exited with code 1",
+        ),
+    ] {
+        let t = Instant::now();
+        let err = core_runtime(backend)
+            .run(|root| async move {
+                root.nursery(|n| async move { n.start_actor("doomed").await.map(|_| ()) }).await
+            })
+            .unwrap_err();
+        assert!(t.elapsed() < Duration::from_secs(1), "took {:?}", t.elapsed());
+        match err {
+            ActorError::Spawn(SpawnError::DiedDuringBoot { name, status, .. }) => {
+                assert_eq!(name, "doomed");
+                assert!(status.starts_with(want), "{status} (want {want})");
+            }
+            other => panic!("{other}"),
+        }
+    }
+    assert_no_descendants(Duration::from_secs(5));
+}
+
+#[test]
+fn the_reserved_subint_forkserver_key_refuses_and_never_falls_back() {
+    let _g = root_lock();
+    become_subreaper();
+    let method: SpawnMethod = "subint_forkserver".parse().expect("the key parses");
+    let err = core_runtime(plough::backends::backend_for(method, None))
+        .run(|root| async move {
+            root.nursery(|n| async move {
+                let r = n.start_actor("never").await.map(|_| ());
+                // Nothing was started: no process exists below us.
+                assert!(plough_tests::descendants().is_empty(), "a process was spawned");
+                r
+            })
+            .await
+        })
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(matches!(err, ActorError::Spawn(SpawnError::NotImplemented { .. })), "{err:?}");
+    assert!(text.contains("main_thread_forkserver"), "{text}");
+    assert!(text.contains("subint_forkserver"), "{text}");
+}
