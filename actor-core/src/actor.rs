@@ -267,6 +267,7 @@ impl Actor {
         parent_pid: u32,
         method: &str,
     ) {
+        crate::runtime_vars::set_actor_label(format!("{} {method}", self.inner.aid));
         use plough_fork_prims::marker::{ActorMarker, MarkerInfo, default_runtime_dir};
         let info = MarkerInfo {
             name: self.inner.aid.name.clone(),

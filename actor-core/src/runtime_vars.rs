@@ -57,6 +57,34 @@ pub fn is_set() -> bool {
     VARS.lock().unwrap_or_else(|p| p.into_inner()).is_some()
 }
 
+/// This process's actor label for log lines, e.g. `worker-1@4242 (main_thread_forkserver)`;
+/// empty before the actor is up. Lock-free (a leaked string swapped atomically), so a
+/// forked child never inherits a held lock through it; the child sets its own label.
+pub fn actor_label() -> &'static str {
+    let p = LABEL.load(std::sync::atomic::Ordering::Acquire);
+    if p.is_null() {
+        return "";
+    }
+    leaked_label(p)
+}
+
+/// Sets this process's actor label (done by the runtime when the actor is up).
+pub fn set_actor_label(label: String) {
+    let p: &'static mut String = Box::leak(Box::new(label));
+    // The previous label (if any) is leaked on purpose: readers may still hold it.
+    LABEL.store(p, std::sync::atomic::Ordering::Release);
+}
+
+static LABEL: std::sync::atomic::AtomicPtr<String> =
+    std::sync::atomic::AtomicPtr::new(std::ptr::null_mut());
+
+fn leaked_label(p: *mut String) -> &'static str {
+    #[allow(unsafe_code)]
+    // SAFETY: `p` was produced by `Box::leak` in `set_actor_label` and is never freed.
+    let s: &'static String = unsafe { &*p };
+    s.as_str()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -88,32 +116,4 @@ mod tests {
         fork_child();
         assert!(VARS.try_lock().is_ok());
     }
-}
-
-/// This process's actor label for log lines, e.g. `worker-1@4242 (main_thread_forkserver)`;
-/// empty before the actor is up. Lock-free (a leaked string swapped atomically), so a
-/// forked child never inherits a held lock through it; the child sets its own label.
-pub fn actor_label() -> &'static str {
-    let p = LABEL.load(std::sync::atomic::Ordering::Acquire);
-    if p.is_null() {
-        return "";
-    }
-    leaked_label(p)
-}
-
-/// Sets this process's actor label (done by the runtime when the actor is up).
-pub fn set_actor_label(label: String) {
-    let p: &'static mut String = Box::leak(Box::new(label));
-    // The previous label (if any) is leaked on purpose: readers may still hold it.
-    LABEL.store(p, std::sync::atomic::Ordering::Release);
-}
-
-static LABEL: std::sync::atomic::AtomicPtr<String> =
-    std::sync::atomic::AtomicPtr::new(std::ptr::null_mut());
-
-fn leaked_label(p: *mut String) -> &'static str {
-    #[allow(unsafe_code)]
-    // SAFETY: `p` was produced by `Box::leak` in `set_actor_label` and is never freed.
-    let s: &'static String = unsafe { &*p };
-    s.as_str()
 }
