@@ -68,16 +68,33 @@ pub(crate) fn workspace_root() -> PathBuf {
         .to_path_buf()
 }
 
+/// Runs the benchmark targets: the runtime bench (table + `target/plough-bench.json`),
+/// then the criterion benches of fork-prims (spawn cost by heap size) and ipc-wire
+/// (codec vs raw capnp, UDS throughput). `filter` selects criterion benchmarks by name.
 fn bench(filter: Option<&str>, quick: bool) -> Result<()> {
-    let mut cmd = std::process::Command::new(env!("CARGO"));
-    cmd.current_dir(workspace_root()).args(["bench", "--workspace", "--benches", "--"]);
+    let run = |package: &str, bench: &str, extra: &[&str]| -> Result<()> {
+        let mut cmd = std::process::Command::new(env!("CARGO"));
+        cmd.current_dir(workspace_root())
+            .args(["bench", "-p", package, "--bench", bench, "--"])
+            .args(extra);
+        let status = cmd.status()?;
+        anyhow::ensure!(
+            status.success(),
+            "cargo bench -p {package} --bench {bench} failed: {status}"
+        );
+        Ok(())
+    };
+    if filter.is_none_or(|f| "runtime".contains(f)) {
+        run("plough", "runtime", if quick { &["--quick"] } else { &[] })?;
+    }
+    let mut criterion: Vec<&str> = Vec::new();
     if let Some(f) = filter {
-        cmd.arg(f);
+        criterion.push(f);
     }
     if quick {
-        cmd.args(["--warm-up-time", "0.5", "--measurement-time", "2"]);
+        criterion.extend(["--warm-up-time", "0.5", "--measurement-time", "2"]);
     }
-    let status = cmd.status()?;
-    anyhow::ensure!(status.success(), "cargo bench failed: {status}");
+    run("plough-fork-prims", "spawn", &criterion)?;
+    run("plough-ipc-wire", "wire", &criterion)?;
     Ok(())
 }
