@@ -44,17 +44,25 @@ pub struct Runtime {
     registry: Registry,
     config: RuntimeConfig,
     program: Option<std::path::PathBuf>,
+    log: Option<String>,
 }
 
 impl Runtime {
     /// A runtime serving `registry` with default settings.
     pub fn new(registry: Registry) -> Self {
-        Runtime { registry, config: RuntimeConfig::default(), program: None }
+        Runtime { registry, config: RuntimeConfig::default(), program: None, log: None }
     }
 
     /// Changes the settings.
     pub fn configure(mut self, f: impl FnOnce(&mut RuntimeConfig)) -> Self {
         f(&mut self.config);
+        self
+    }
+
+    /// The program's log filter (`EnvFilter` syntax, e.g. `info` or `plough=debug`);
+    /// `PLOUGH_LOG` in the environment wins. Default: `warn`.
+    pub fn log(mut self, filter: impl Into<String>) -> Self {
+        self.log = Some(filter.into());
         self
     }
 
@@ -76,7 +84,7 @@ impl Runtime {
         F: FnOnce(Actor) -> Fut,
         Fut: std::future::Future<Output = Result<T>>,
     {
-        logging::init();
+        logging::init(self.log.as_deref());
         match SpawnMethod::from_env() {
             Ok(Some(m)) => {
                 if m != self.config.spawn_method {

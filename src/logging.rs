@@ -31,13 +31,17 @@ where
     }
 }
 
-/// Installs the stderr subscriber once per process, filtered by `PLOUGH_LOG` (default
-/// `warn`).
-pub(crate) fn init() {
+/// Installs the stderr subscriber once per process, filtered by `PLOUGH_LOG`, else the
+/// program's choice, else `warn`. An override is logged once.
+pub(crate) fn init(program: Option<&str>) {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
-        let filter = tracing_subscriber::EnvFilter::try_from_env(crate::LOG_ENV)
-            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+        let env = std::env::var(crate::LOG_ENV).ok().filter(|v| !v.trim().is_empty());
+        let chosen = env.clone().or_else(|| program.map(str::to_owned)).unwrap_or_else(|| "warn".to_owned());
+        let filter = tracing_subscriber::EnvFilter::try_new(&chosen).unwrap_or_else(|e| {
+            eprintln!("plough: bad log filter `{chosen}` ({e}); using `warn`");
+            tracing_subscriber::EnvFilter::new("warn")
+        });
         let subscriber = tracing_subscriber::fmt()
             .with_env_filter(filter)
             .with_writer(std::io::stderr)
@@ -45,5 +49,10 @@ pub(crate) fn init() {
             .event_format(Labeled(Format::default().with_target(false)))
             .finish();
         let _ = tracing::subscriber::set_global_default(subscriber);
+        if let (Some(env), Some(program)) = (&env, program)
+            && env != program
+        {
+            tracing::info!(env = %env, program_chose = %program, "PLOUGH_LOG overrides the log filter");
+        }
     });
 }
