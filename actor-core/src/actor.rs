@@ -9,6 +9,7 @@
 //! socket file.
 
 use crate::channel::{Channel, Serve};
+use crate::context::Context;
 use crate::error::{ActorError, RemoteActorError};
 use crate::handler::{Cx, Registry};
 use crate::nursery::Nursery;
@@ -17,7 +18,7 @@ use crate::registrar::{RegistrarClient, RegistrarState};
 use crate::runtime::RuntimeConfig;
 use crate::spawn::{ChildMain, SpawnBackend};
 use plough_ipc_wire::handshake::{self, Acceptor, Established, HandshakeConfig};
-use plough_ipc_wire::msg::{Aid, CancelAck, ErrorMsg, Hello, Msg, Start, Uuid};
+use plough_ipc_wire::msg::{Aid, CallKind, CancelAck, ErrorMsg, Hello, Msg, Start, Uuid};
 use plough_ipc_wire::payload::Payload;
 use plough_ipc_wire::{Address, Listener};
 use std::collections::HashMap;
@@ -307,6 +308,55 @@ impl Actor {
     }
 }
 
+impl Actor {
+    /// Serves a context function: like a function, but a cancel gives the function a
+    /// grace period to finish its own cleanup (its stream operations fail with
+    /// `ContextCancelled` at once), so a real error it raises meanwhile is what the parent
+    /// gets, not the cancel.
+    fn serve_context(
+        &self,
+        channel: &Channel,
+        ctx: Context,
+        fut: futures::future::BoxFuture<'static, Result<Payload, RemoteActorError>>,
+        token: CancellationToken,
+        open_nurseries: Arc<std::sync::atomic::AtomicUsize>,
+    ) {
+        let ch = channel.clone();
+        let me = self.clone();
+        let cid = ctx.cid();
+        self.inner.tasks.spawn(async move {
+            let mut fut = fut;
+            let reply = tokio::select! {
+                biased;
+                out = &mut fut => match out {
+                    // It returned (or raised a cancel) after its context was cancelled,
+                    // e.g. by itself: the outcome is the cancel.
+                    Ok(_) if token.is_cancelled() => Msg::Error(me.cancelled_error(cid, canceller_of(&ctx, &ch))),
+                    Err(e) if e.canceller.is_some() && token.is_cancelled() => Msg::Error(me.cancelled_error(cid, canceller_of(&ctx, &ch))),
+                    out => reply_for(cid, out),
+                },
+                () = token.cancelled() => {
+                    let ladder = &me.inner.config.ladder;
+                    let grace = if open_nurseries.load(std::sync::atomic::Ordering::SeqCst) > 0 {
+                        ladder.total() + Duration::from_millis(500)
+                    } else {
+                        ladder.ack_timeout
+                    };
+                    let canceller = canceller_of(&ctx, &ch);
+                    match tokio::time::timeout(grace, &mut fut).await.ok() {
+                        Some(Err(e)) if e.canceller.is_none() => reply_for(cid, Err(e)),
+                        _ => Msg::Error(me.cancelled_error(cid, canceller)),
+                    }
+                }
+            };
+            drop(fut);
+            drop(ctx);
+            ch.untrack_served(cid);
+            let _ = ch.send(reply).await;
+        });
+    }
+}
+
 impl Serve for Actor {
     fn serve(&self, channel: &Channel, start: Start) {
         let cid = start.cid;
@@ -354,15 +404,44 @@ impl Serve for Actor {
                     });
                     return;
                 }
+                let kind = self.inner.registry.kind(&start.function);
+                if let Some(k) = kind
+                    && k != start.kind
+                {
+                    return self.reply_error(
+                        channel,
+                        cid,
+                        RemoteActorError::new(
+                            self.inner.aid.clone(),
+                            "KindMismatch",
+                            format!(
+                                "`{}` is a {k:?} function in actor {}, but was called as a {:?}",
+                                start.function, self.inner.aid, start.kind
+                            ),
+                        ),
+                    );
+                }
                 let token = self.inner.cancel.child_token();
-                let cx = Cx::new(self.inner.aid.clone(), start.caller.clone(), cid, token.clone())
-                    .with_actor(self.clone());
+                let mut cx =
+                    Cx::new(self.inner.aid.clone(), start.caller.clone(), cid, token.clone())
+                        .with_actor(self.clone());
+                let context = match kind {
+                    Some(CallKind::Context | CallKind::Stream) => {
+                        let ctx = Context::serve(channel, &cx, &start.function);
+                        cx = cx.with_context(ctx.clone());
+                        Some(ctx)
+                    }
+                    _ => None,
+                };
                 let open_nurseries = cx.open_nurseries();
                 let fut = match self.inner.registry.call(&start.function, cx, start.args) {
                     Ok(fut) => fut,
                     Err(e) => return self.reply_error(channel, cid, *e),
                 };
                 channel.track_served(cid, token.clone());
+                if let Some(ctx) = context {
+                    return self.serve_context(channel, ctx, fut, token, open_nurseries);
+                }
                 let ch = channel.clone();
                 let me = self.clone();
                 // A plain function answers with its `Return` (or `Error`) alone: the
@@ -400,6 +479,14 @@ impl Serve for Actor {
         if let Some(reg) = &self.inner.registrar {
             reg.connection_closed(channel);
         }
+    }
+}
+
+/// Who cancelled a served context.
+fn canceller_of(ctx: &Context, ch: &Channel) -> Aid {
+    match ctx.cancelled_error() {
+        ActorError::ContextCancelled { canceller } => canceller,
+        _ => ch.peer().clone(),
     }
 }
 

@@ -9,10 +9,20 @@
 //! side that dialed uses odd cids, the side that accepted even ones. A cid therefore
 //! names one conversation unambiguously, whichever side's messages carry it.
 //!
+//! Functions and contexts are routed differently on purpose. A function's replies go to
+//! an unbounded mailbox (a call has at most a few replies). A context's messages go to its
+//! [`Conv`](crate::context::Conv), whose stream buffer is *bounded*: the reader task
+//! never blocks on a slow consumer (that would stall every other conversation on the
+//! connection), so a full buffer is an overrun that both sides are told about, never a
+//! silent drop, and a sender that opted into backpressure waits for credit instead.
+//! Credit grants travel as the reserved function `plough.credit` and are handled here,
+//! before the actor sees them.
+//!
 //! A message that fails to decode (an unknown variant from a newer peer) is logged and
 //! skipped: the next frame still arrives. A framing error or EOF ends the connection:
 //! every call in flight sees its mailbox close and reports `TransportClosed`.
 
+use crate::context::Conv;
 use crate::error::ActorError;
 use futures::{SinkExt, StreamExt};
 use plough_ipc_wire::handshake::Established;
@@ -41,7 +51,7 @@ pub struct Channel {
 struct Inner {
     peer: Aid,
     tx: mpsc::Sender<Msg>,
-    calls: Mutex<HashMap<Cid, mpsc::UnboundedSender<Msg>>>,
+    calls: Mutex<HashMap<Cid, Route>>,
     served: Mutex<HashMap<Cid, CancellationToken>>,
     next_cid: AtomicU64,
     /// Cancelled when the connection is gone (either direction).
@@ -61,6 +71,17 @@ impl fmt::Debug for Channel {
             .finish()
     }
 }
+
+/// Where the messages of one conversation go.
+enum Route {
+    /// A function call we made: its replies.
+    Call(mpsc::UnboundedSender<Msg>),
+    /// A context, opened by us or served by us (cids of both sides never collide).
+    Conv(Arc<Conv>),
+}
+
+/// The reserved function that carries stream credit (`args`: how many messages).
+pub(crate) const CREDIT: &str = "plough.credit";
 
 /// The replies to one call we made; dropping it forgets the call.
 #[derive(Debug)]
@@ -167,6 +188,14 @@ impl Channel {
 
     fn route(&self, msg: Msg, server: &dyn Serve) {
         if let Msg::Start(start) = msg {
+            if start.function == CREDIT {
+                let calls = self.inner.calls.lock().unwrap_or_else(|p| p.into_inner());
+                if let (Some(Route::Conv(c)), Ok(n)) = (calls.get(&start.cid), start.args.decode())
+                {
+                    c.grant(n);
+                }
+                return;
+            }
             server.serve(self, start);
             return;
         }
@@ -176,8 +205,13 @@ impl Channel {
         };
         let calls = self.inner.calls.lock().unwrap_or_else(|p| p.into_inner());
         match calls.get(&cid) {
-            Some(tx) => {
+            Some(Route::Call(tx)) => {
                 let _ = tx.send(msg);
+            }
+            Some(Route::Conv(c)) => {
+                let c = Arc::clone(c);
+                drop(calls);
+                c.deliver(msg, self);
             }
             None => {
                 tracing::debug!(peer = %self.inner.peer, cid, kind = %msg.kind(), "reply for a call nobody waits for")
@@ -194,7 +228,14 @@ impl Channel {
         drop(r);
         self.inner.closed.cancel();
         // Close every call's mailbox: their `recv` reports TransportClosed.
-        self.inner.calls.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        let calls =
+            std::mem::take(&mut *self.inner.calls.lock().unwrap_or_else(|p| p.into_inner()));
+        let err = self.closed_error();
+        for (_, route) in calls {
+            if let Route::Conv(c) = route {
+                c.transport_closed(err.clone());
+            }
+        }
         for (_, t) in self.inner.served.lock().unwrap_or_else(|p| p.into_inner()).drain() {
             t.cancel();
         }
@@ -236,8 +277,40 @@ impl Channel {
         }
         let cid = self.inner.next_cid.fetch_add(2, Ordering::Relaxed);
         let (tx, rx) = mpsc::unbounded_channel();
-        self.inner.calls.lock().unwrap_or_else(|p| p.into_inner()).insert(cid, tx);
+        self.inner.calls.lock().unwrap_or_else(|p| p.into_inner()).insert(cid, Route::Call(tx));
         Ok(CallRx { cid, rx, channel: self.clone() })
+    }
+
+    /// A fresh cid for a context we open.
+    pub(crate) fn next_cid(&self) -> Cid {
+        self.inner.next_cid.fetch_add(2, Ordering::Relaxed)
+    }
+
+    /// Routes the messages of context `cid` (opened or served by us) to `conv`.
+    pub(crate) fn register_conv(&self, cid: Cid, conv: Arc<Conv>) -> Result<(), ActorError> {
+        if self.is_closed() {
+            return Err(self.closed_error());
+        }
+        self.inner.calls.lock().unwrap_or_else(|p| p.into_inner()).insert(cid, Route::Conv(conv));
+        Ok(())
+    }
+
+    /// Stops routing context `cid`.
+    pub(crate) fn unregister_conv(&self, cid: Cid) {
+        self.inner.calls.lock().unwrap_or_else(|p| p.into_inner()).remove(&cid);
+    }
+
+    /// Queues a message without waiting (for the reader task, which must never block):
+    /// at once when the writer's queue has room, else from a short-lived task.
+    pub(crate) fn send_detached(&self, msg: Msg) {
+        if let Err(mpsc::error::TrySendError::Full(msg)) = self.inner.tx.try_send(msg) {
+            let ch = self.clone();
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                rt.spawn(async move {
+                    let _ = ch.send(msg).await;
+                });
+            }
+        }
     }
 
     /// Tracks a call we serve, so the peer can cancel it.

@@ -179,6 +179,13 @@ pub enum ActorError {
         /// The slow receiver.
         receiver: Aid,
     },
+    /// A fan-out subscriber fell behind and missed `missed` messages (it continues with
+    /// the oldest message still held).
+    #[error("subscriber lagged by {missed} messages")]
+    Lagged {
+        /// How many messages it missed.
+        missed: u64,
+    },
     /// The peer did not answer within its budget.
     #[error("actor {actor} too slow: no {what} within {secs:.1} s")]
     ActorTooSlow {
@@ -229,6 +236,7 @@ impl ActorError {
             ActorError::ContextCancelled { .. } => "ContextCancelled",
             ActorError::MsgType(_) => "MsgTypeError",
             ActorError::StreamOverrun { .. } => "StreamOverrun",
+            ActorError::Lagged { .. } => "Lagged",
             ActorError::ActorTooSlow { .. } => "ActorTooSlow",
             ActorError::TransportClosed { .. } => "TransportClosed",
             ActorError::Spawn(_) => "SpawnError",
@@ -295,6 +303,11 @@ pub fn relay(err: &ActorError, me: &Aid) -> RemoteActorError {
         ActorError::MsgType(t) => {
             let mut e = RemoteActorError::new(me.clone(), "MsgTypeError", t.to_string());
             e.type_error = Some(t.into());
+            e
+        }
+        ActorError::StreamOverrun { sender, .. } => {
+            let mut e = RemoteActorError::new(me.clone(), "StreamOverrun", err.to_string());
+            e.overrun_sender = Some(sender.clone());
             e
         }
         ActorError::Multi(errs) => {

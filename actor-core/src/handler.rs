@@ -35,12 +35,22 @@ pub struct Cx {
     /// Nurseries open in this call: while any is, a cancelled call is given time to take
     /// its children down and report their real failures.
     open_nurseries: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    /// For a context function: its side of the context.
+    context: Option<crate::context::Context>,
 }
 
 impl Cx {
     /// A call context (the runtime builds these; public for tests of handlers).
     pub fn new(actor: Aid, caller: Aid, cid: Cid, cancel: CancellationToken) -> Self {
-        Cx { actor, caller, cid, cancel, runtime: None, open_nurseries: Default::default() }
+        Cx {
+            actor,
+            caller,
+            cid,
+            cancel,
+            runtime: None,
+            open_nurseries: Default::default(),
+            context: None,
+        }
     }
 
     pub(crate) fn with_actor(mut self, actor: crate::actor::Actor) -> Self {
@@ -70,6 +80,21 @@ impl Cx {
         let actor = self.runtime().clone();
         crate::nursery::Nursery::run(actor, &self.cancel, Some(self.open_nurseries.clone()), body)
             .await
+    }
+
+    pub(crate) fn with_context(mut self, ctx: crate::context::Context) -> Self {
+        self.context = Some(ctx);
+        self
+    }
+
+    /// The runtime, if this `Cx` has one.
+    pub(crate) fn runtime_opt(&self) -> Option<&crate::actor::Actor> {
+        self.runtime.as_ref()
+    }
+
+    /// The call's cancellation token.
+    pub(crate) fn cancel_token(&self) -> CancellationToken {
+        self.cancel.clone()
     }
 
     /// How many nurseries are open in this call right now.
@@ -148,7 +173,7 @@ impl Registry {
     ///
     /// When `name` is already registered (a programming error: every process builds the
     /// same registry) or is reserved (starts with `plough.`).
-    pub fn func<A, R, E, F, Fut>(mut self, name: impl Into<String>, f: F) -> Self
+    pub fn func<A, R, E, F, Fut>(self, name: impl Into<String>, f: F) -> Self
     where
         A: DeserializeOwned + Send + 'static,
         R: Serialize + Send + 'static,
@@ -156,38 +181,144 @@ impl Registry {
         F: Fn(Cx, A) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<R, E>> + Send + 'static,
     {
-        let name = name.into();
-        assert!(!name.starts_with("plough."), "handler name `{name}` is reserved for the runtime");
+        let name = user_name(name);
         let f = Arc::new(f);
         let call: Erased = Arc::new(move |cx: Cx, args: Payload| {
             let f = Arc::clone(&f);
             async move {
                 let me = cx.actor().clone();
-                let args: A = args.decode().map_err(|e| {
-                    let mut err = RemoteActorError::new(me.clone(), "MsgTypeError", e.to_string());
-                    err.type_error = Some((&e).into());
-                    err
-                })?;
+                let args: A = decode_args(&me, &args)?;
                 let out = std::panic::AssertUnwindSafe(f(cx, args)).catch_unwind().await;
-                match out {
-                    Ok(Ok(value)) => Payload::encode(&value).map_err(|e| {
-                        RemoteActorError::new(me, "PayloadEncodeError", e.to_string())
-                    }),
-                    Ok(Err(e)) => {
-                        Err(match (&e as &dyn std::any::Any).downcast_ref::<crate::ActorError>() {
-                            // A runtime error passing through: keep its source, add this hop.
-                            Some(ae) => crate::error::relay(ae, &me),
-                            None => {
-                                RemoteActorError::new(me, short_type_name::<E>(), e.to_string())
+                finish(me, out)
+            }
+            .boxed()
+        });
+        self.insert(
+            name,
+            Entry { kind: CallKind::Function, call, args_type: std::any::type_name::<A>() },
+        )
+    }
+
+    /// Registers a context function under `name`: it receives its side of the
+    /// [`Context`](crate::context::Context) and its arguments, calls `started` exactly
+    /// once, may open a stream, and returns a result. Open it with
+    /// [`Portal::open_context`](crate::portal::Portal::open_context).
+    ///
+    /// A function that returns `Ok` without having called `started` is an error at the
+    /// parent (`ContextError`).
+    ///
+    /// # Panics
+    ///
+    /// As [`Registry::func`].
+    pub fn context<A, R, E, F, Fut>(self, name: impl Into<String>, f: F) -> Self
+    where
+        A: DeserializeOwned + Send + 'static,
+        R: Serialize + Send + 'static,
+        E: fmt::Display + Send + 'static,
+        F: Fn(crate::context::Context, A) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<R, E>> + Send + 'static,
+    {
+        let name = user_name(name);
+        let f = Arc::new(f);
+        let fname = name.clone();
+        let call: Erased = Arc::new(move |cx: Cx, args: Payload| {
+            let f = Arc::clone(&f);
+            let fname = fname.clone();
+            async move {
+                let me = cx.actor().clone();
+                let ctx = served_context(&cx, &fname)?;
+                let args: A = decode_args(&me, &args)?;
+                let out = std::panic::AssertUnwindSafe(f(ctx.clone(), args)).catch_unwind().await;
+                let started = ctx.was_started();
+                drop(ctx);
+                match finish(me.clone(), out) {
+                    Ok(_) if !started => Err(RemoteActorError::new(
+                        me,
+                        "ContextError",
+                        format!("context function `{fname}` returned without calling `started`"),
+                    )),
+                    other => other,
+                }
+            }
+            .boxed()
+        });
+        self.insert(
+            name,
+            Entry { kind: CallKind::Context, call, args_type: std::any::type_name::<A>() },
+        )
+    }
+
+    /// Registers a one-way stream function under `name` (tractor's `open_stream_from`): it
+    /// returns a [`futures::Stream`] of values that the parent receives, in order, through
+    /// [`Portal::open_stream_from`](crate::portal::Portal::open_stream_from). The first
+    /// `Err` item ends the stream and is the parent's error.
+    ///
+    /// A stream function is paced by its consumer: it sends with backpressure, so a slow
+    /// parent never makes it overrun and nothing is dropped.
+    ///
+    /// # Panics
+    ///
+    /// As [`Registry::func`].
+    pub fn stream<A, T, E, F, S>(self, name: impl Into<String>, f: F) -> Self
+    where
+        A: DeserializeOwned + Send + 'static,
+        T: Serialize + Send + 'static,
+        E: fmt::Display + Send + 'static,
+        F: Fn(Cx, A) -> S + Send + Sync + 'static,
+        S: futures::Stream<Item = Result<T, E>> + Send + 'static,
+    {
+        use futures::StreamExt;
+        let name = user_name(name);
+        let f = Arc::new(f);
+        let fname = name.clone();
+        let call: Erased = Arc::new(move |cx: Cx, args: Payload| {
+            let f = Arc::clone(&f);
+            let fname = fname.clone();
+            async move {
+                let me = cx.actor().clone();
+                let ctx = served_context(&cx, &fname)?;
+                let args: A = decode_args(&me, &args)?;
+                let run = async {
+                    let relay = |e: crate::ActorError| crate::error::relay(&e, &me);
+                    ctx.started(&()).await.map_err(relay)?;
+                    let stream = ctx
+                        .open_stream_with(crate::context::StreamConfig::backpressure())
+                        .await
+                        .map_err(relay)?;
+                    let items = f(cx, args);
+                    futures::pin_mut!(items);
+                    while let Some(item) = items.next().await {
+                        match item {
+                            Ok(v) => {
+                                let p = Payload::encode(&v).map_err(|e| {
+                                    RemoteActorError::new(
+                                        me.clone(),
+                                        "PayloadEncodeError",
+                                        e.to_string(),
+                                    )
+                                })?;
+                                stream.send_payload(p).await.map_err(relay)?;
                             }
-                        })
+                            Err(e) => return Err(user_error(&me, e)),
+                        }
                     }
+                    stream.close().await.map_err(relay)?;
+                    Ok(Payload::encode(&()).expect("unit encodes"))
+                };
+                match std::panic::AssertUnwindSafe(run).catch_unwind().await {
+                    Ok(r) => r,
                     Err(panic) => Err(RemoteActorError::new(me, "Panic", panic_message(&*panic))),
                 }
             }
             .boxed()
         });
-        let entry = Entry { kind: CallKind::Function, call, args_type: std::any::type_name::<A>() };
+        self.insert(
+            name,
+            Entry { kind: CallKind::Stream, call, args_type: std::any::type_name::<A>() },
+        )
+    }
+
+    fn insert(mut self, name: String, entry: Entry) -> Self {
         if self.entries.insert(name.clone(), entry).is_some() {
             panic!("handler `{name}` registered twice");
         }
@@ -231,6 +362,59 @@ impl Registry {
                 )))
             }
         }
+    }
+}
+
+/// A handler name a user may register (`plough.` names are the runtime's).
+fn user_name(name: impl Into<String>) -> String {
+    let name = name.into();
+    assert!(!name.starts_with("plough."), "handler name `{name}` is reserved for the runtime");
+    name
+}
+
+/// The context of a served context or stream function (the runtime always sets it: the
+/// call's kind was checked against the registration).
+#[allow(clippy::result_large_err)]
+fn served_context(cx: &Cx, fname: &str) -> Result<crate::context::Context, RemoteActorError> {
+    cx.context.clone().ok_or_else(|| {
+        RemoteActorError::new(
+            cx.actor().clone(),
+            "ContextError",
+            format!("`{fname}` was not opened as a context"),
+        )
+    })
+}
+
+// The erased handlers' result type; boxing here would only move the allocation.
+#[allow(clippy::result_large_err)]
+fn decode_args<A: DeserializeOwned>(me: &Aid, args: &Payload) -> Result<A, RemoteActorError> {
+    args.decode().map_err(|e| {
+        let mut err = RemoteActorError::new(me.clone(), "MsgTypeError", e.to_string());
+        err.type_error = Some((&e).into());
+        err
+    })
+}
+
+/// A handler's error as it travels: a runtime error passing through keeps its source and
+/// gains this hop; anything else is raised here under its short type name.
+fn user_error<E: fmt::Display + 'static>(me: &Aid, e: E) -> RemoteActorError {
+    match (&e as &dyn std::any::Any).downcast_ref::<crate::ActorError>() {
+        Some(ae) => crate::error::relay(ae, me),
+        None => RemoteActorError::new(me.clone(), short_type_name::<E>(), e.to_string()),
+    }
+}
+
+/// The payload (or error) a handler's outcome sends home.
+#[allow(clippy::result_large_err)]
+fn finish<R: Serialize, E: fmt::Display + 'static>(
+    me: Aid,
+    out: std::thread::Result<Result<R, E>>,
+) -> Result<Payload, RemoteActorError> {
+    match out {
+        Ok(Ok(value)) => Payload::encode(&value)
+            .map_err(|e| RemoteActorError::new(me, "PayloadEncodeError", e.to_string())),
+        Ok(Err(e)) => Err(user_error(&me, e)),
+        Err(panic) => Err(RemoteActorError::new(me, "Panic", panic_message(&*panic))),
     }
 }
 

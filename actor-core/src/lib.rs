@@ -25,11 +25,14 @@
 //! * [`runtime`]: [`Runtime::run`] (the root, and child-mode dispatch) and `child_main`.
 //! * [`actor`]: the per-process [`Actor`]; [`nursery`]: scoped children and the
 //!   cancellation ladder; [`portal`]: calls to another actor; [`registrar`]: discovery.
+//! * [`context`]: [`Context`] and its two-way [`MsgStream`] (bounded, with opt-in
+//!   backpressure).
 //! * [`error`]: the errors user code sees; [`handler`]: the [`Registry`] of functions.
 //! * [`runtime_vars`], [`spawn_method`], [`spawn`]: settings, backend keys, backend trait.
 
 pub mod actor;
 mod channel;
+pub mod context;
 pub mod error;
 pub mod handler;
 pub mod nursery;
@@ -41,6 +44,7 @@ pub mod spawn;
 pub mod spawn_method;
 
 pub use actor::Actor;
+pub use context::{Context, FanOut, MsgStream, Outcome, STREAM_BUFFER, StreamConfig, Subscriber};
 pub use error::{ActorError, RemoteActorError, Result, SpawnError};
 pub use handler::{Cx, Registry};
 pub use nursery::{LadderConfig, Nursery, RunHandle};

@@ -2,6 +2,7 @@
 
 use crate::actor::{Actor, encode, internal};
 use crate::channel::{CallRx, Channel};
+use crate::context::{Context, MsgStream};
 use crate::error::{ActorError, RemoteActorError};
 use plough_ipc_wire::msg::{Aid, CallKind, Msg, MsgKind, Start};
 use serde::Serialize;
@@ -38,7 +39,7 @@ impl Drop for CallGuard<'_> {
     }
 }
 
-fn cancel_call_msg(target: u64, me: &Aid) -> Msg {
+pub(crate) fn cancel_call_msg(target: u64, me: &Aid) -> Msg {
     // The cancel request itself gets an odd/even cid of its own only if someone waits for
     // its ack; nobody does here, so it reuses the target's cid space with a marker of 0.
     Msg::Start(Start {
@@ -143,6 +144,53 @@ impl Portal {
                 }
             }
         }
+    }
+
+    /// Opens context `function(args)` in the actor: returns this side of the
+    /// [`Context`] and the value the child passed to `started`.
+    ///
+    /// Dropping the context (and its stream) before the child finished cancels it.
+    ///
+    /// # Errors
+    ///
+    /// A portal to yourself is a misuse ([`ActorError::Runtime`]); the child's error
+    /// before `started` (an unknown or non-context function is a remote error naming it);
+    /// a first value that does not decode as `F` is [`ActorError::MsgType`] of kind
+    /// `Started` (the connection stays usable); a lost connection.
+    pub async fn open_context<A, F>(
+        &self,
+        function: &str,
+        args: A,
+    ) -> Result<(Context, F), ActorError>
+    where
+        A: Serialize,
+        F: DeserializeOwned,
+    {
+        Context::open(&self.channel, self.actor.aid(), function, encode(&args)?, CallKind::Context)
+            .await
+    }
+
+    /// Starts one-way stream function `function(args)` (registered with
+    /// [`Registry::stream`](crate::Registry::stream)) and returns the stream of its values;
+    /// `recv` reports end of stream when it is done, or its error.
+    ///
+    /// # Errors
+    ///
+    /// As [`Portal::open_context`].
+    pub async fn open_stream_from<A: Serialize>(
+        &self,
+        function: &str,
+        args: A,
+    ) -> Result<MsgStream, ActorError> {
+        let (ctx, ()) = Context::open(
+            &self.channel,
+            self.actor.aid(),
+            function,
+            encode(&args)?,
+            CallKind::Stream,
+        )
+        .await?;
+        ctx.open_stream().await
     }
 
     /// Asks the actor to cancel itself (gracefully: it cancels its calls and nurseries and

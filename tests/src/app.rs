@@ -1,7 +1,7 @@
 //! The handlers of the test program (`plough_app`): the same registry in the test
 //! process (the root) and in every child, exec'd or forked.
 
-use plough::{ActorError, Cx, Registry};
+use plough::{ActorError, Context, Cx, Registry, StreamConfig};
 use std::time::Duration;
 
 /// An error type of the test program.
@@ -139,4 +139,207 @@ pub fn registry() -> Registry {
         .func("find", find)
         .func("spawn_sleepers", spawn_sleepers)
         .func("hold_sleepers", hold_sleepers)
+        .context("ctx_simple", ctx_simple)
+        .context("ctx_started_twice", ctx_started_twice)
+        .context("ctx_stream_before_started", ctx_stream_before_started)
+        .context("ctx_cancel_target", ctx_cancel_target)
+        .context("ctx_close_early", ctx_close_early)
+        .context("ctx_overrun_sender", ctx_overrun_sender)
+        .context("ctx_never_reads", ctx_never_reads)
+        .context("ctx_slow_sink", ctx_slow_sink)
+        .context("ctx_fast_source", ctx_fast_source)
+        .context("ctx_bytes_source", ctx_bytes_source)
+        .context("ctx_echo", ctx_echo)
+        .context("ctx_aggregate", ctx_aggregate)
+        .context("ctx_self_cancel", ctx_self_cancel)
+        .context("ctx_cleanup_fails", ctx_cleanup_fails)
+        .stream("range", range)
+        .stream("range_then_fail", range_then_fail)
+        .func("cancel_peer", cancel_peer)
+}
+
+// ---- Contexts and streams (runtime_context.rs, runtime_stream.rs) ----
+
+/// `started(n)`, then returns `n * 2`.
+async fn ctx_simple(ctx: Context, n: i64) -> Result<i64, ActorError> {
+    ctx.started(&n).await?;
+    Ok(n * 2)
+}
+
+/// Calls `started` twice: the second call's misuse error is the result.
+async fn ctx_started_twice(ctx: Context, _: ()) -> Result<(), ActorError> {
+    ctx.started(&1u8).await?;
+    ctx.started(&2u8).await
+}
+
+/// Opens its stream before `started`: the misuse error is the result.
+async fn ctx_stream_before_started(ctx: Context, _: ()) -> Result<(), ActorError> {
+    ctx.open_stream().await?;
+    ctx.started(&()).await
+}
+
+/// `started(())`, then by `mode`: `block` (waits forever, ignoring the cancel), `stream`
+/// (streams 0, 1, 2... with backpressure until cancelled), `early` (returns 7 at once).
+async fn ctx_cancel_target(ctx: Context, mode: String) -> Result<i64, ActorError> {
+    ctx.started(&()).await?;
+    match mode.as_str() {
+        "block" => std::future::pending().await,
+        "stream" => {
+            let s = ctx.open_stream_with(StreamConfig::backpressure()).await?;
+            let mut i = 0i64;
+            loop {
+                s.send(&i).await?;
+                i += 1;
+            }
+        }
+        _ => Ok(7),
+    }
+}
+
+/// `started`, opens its stream and closes it at once, returns `"done"`.
+async fn ctx_close_early(ctx: Context, _: ()) -> Result<String, ActorError> {
+    ctx.started(&()).await?;
+    let s = ctx.open_stream().await?;
+    s.close().await?;
+    Ok("done".to_owned())
+}
+
+/// Sends `n` messages without backpressure to a parent that never reads them, then
+/// waits on its stream: an overrun is reported there (and returned).
+async fn ctx_overrun_sender(ctx: Context, n: u32) -> Result<(), ActorError> {
+    ctx.started(&()).await?;
+    let s = ctx.open_stream().await?;
+    for i in 0..n {
+        s.send(&i).await?;
+    }
+    s.recv::<u32>().await?;
+    Ok(())
+}
+
+/// Never opens its stream; waits to be cancelled.
+async fn ctx_never_reads(ctx: Context, _: ()) -> Result<(), ActorError> {
+    ctx.started(&()).await?;
+    ctx.cancelled().await;
+    Ok(())
+}
+
+/// Receives `0..n` with backpressure-paced reads, slowly (a pause every `every`
+/// messages), checking the order; returns how many arrived.
+async fn ctx_slow_sink(ctx: Context, (n, every): (u64, u64)) -> Result<u64, ActorError> {
+    ctx.started(&()).await?;
+    let s = ctx.open_stream().await?;
+    let mut next = 0u64;
+    while let Some(v) = s.recv::<u64>().await? {
+        if v != next {
+            return Err(ActorError::Runtime(format!("out of order: got {v}, expected {next}")));
+        }
+        next += 1;
+        if every > 0 && next % every == 0 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+    if next != n {
+        return Err(ActorError::Runtime(format!("got {next} of {n} messages")));
+    }
+    Ok(next)
+}
+
+/// Sends `0..n` as fast as it can (backpressure if `bp`), then closes.
+async fn ctx_fast_source(ctx: Context, (n, bp): (u64, bool)) -> Result<u64, ActorError> {
+    ctx.started(&()).await?;
+    let s = ctx.open_stream_with(StreamConfig { backpressure: bp }).await?;
+    for i in 0..n {
+        s.send(&i).await?;
+    }
+    s.close().await?;
+    Ok(n)
+}
+
+/// Sends `n` payloads of `size` bytes with backpressure, then closes.
+async fn ctx_bytes_source(ctx: Context, (n, size): (u64, usize)) -> Result<u64, ActorError> {
+    ctx.started(&()).await?;
+    let s = ctx.open_stream_with(StreamConfig::backpressure()).await?;
+    let blob = serde_bytes_vec(size);
+    let payload = plough::ipc_wire::payload::Payload::encode(&blob)
+        .map_err(|e| ActorError::Runtime(e.to_string()))?;
+    for _ in 0..n {
+        s.send_payload(payload.clone()).await?;
+    }
+    s.close().await?;
+    Ok(n)
+}
+
+fn serde_bytes_vec(size: usize) -> Vec<u8> {
+    vec![7u8; size]
+}
+
+/// Echoes `x + 1` for every `x` until the parent closes; returns how many.
+async fn ctx_echo(ctx: Context, _: ()) -> Result<u64, ActorError> {
+    ctx.started(&"ready").await?;
+    let s = ctx.open_stream().await?;
+    let mut n = 0;
+    while let Some(x) = s.recv::<i64>().await? {
+        s.send(&(x + 1)).await?;
+        n += 1;
+    }
+    Ok(n)
+}
+
+/// One-way stream function: `start..end`.
+fn range(_cx: Cx, (start, end): (u64, u64)) -> impl futures::Stream<Item = Result<u64, AppError>> {
+    futures::stream::iter((start..end).map(Ok))
+}
+
+/// One-way stream function: `0..n`, then fails.
+fn range_then_fail(_cx: Cx, n: u64) -> impl futures::Stream<Item = Result<u64, AppError>> {
+    futures::stream::iter(
+        (0..n).map(Ok).chain(std::iter::once(Err(AppError("stream broke".into())))),
+    )
+}
+
+/// Starts two streamer actors, each running `range` over half of `0..n`, and forwards
+/// every value to the parent (with backpressure); returns how many it forwarded.
+async fn ctx_aggregate(ctx: Context, n: u64) -> Result<u64, ActorError> {
+    use futures::StreamExt;
+    ctx.started(&()).await?;
+    let out = ctx.open_stream_with(StreamConfig::backpressure()).await?;
+    let cx = ctx.cx().expect("a served context has its Cx").clone();
+    cx.nursery(|nursery| async move {
+        let a = nursery.start_actor("streamer-a").await?;
+        let b = nursery.start_actor("streamer-b").await?;
+        let sa = a.open_stream_from("range", (0u64, n / 2)).await?;
+        let sb = b.open_stream_from("range", (n / 2, n)).await?;
+        let mut merged =
+            std::pin::pin!(futures::stream::select(sa.items::<u64>(), sb.items::<u64>()));
+        let mut sent = 0;
+        while let Some(v) = merged.next().await {
+            out.send(&v?).await?;
+            sent += 1;
+        }
+        out.close().await?;
+        Ok(sent)
+    })
+    .await
+}
+
+/// `started`, then cancels itself.
+async fn ctx_self_cancel(ctx: Context, _: ()) -> Result<(), ActorError> {
+    ctx.started(&()).await?;
+    ctx.cancel().await?;
+    ctx.cancelled().await;
+    Ok(())
+}
+
+/// `started`, waits for the cancel, runs a (shielded) cleanup, then fails for real.
+async fn ctx_cleanup_fails(ctx: Context, _: ()) -> Result<(), AppError> {
+    ctx.started(&()).await.map_err(|e| AppError(e.to_string()))?;
+    ctx.cancelled().await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    Err(AppError("cleanup failed".into()))
+}
+
+/// Finds actor `name` through the registrar and cancels it; returns whether it acked.
+async fn cancel_peer(cx: Cx, name: String) -> Result<bool, ActorError> {
+    let p = cx.runtime().wait_for_actor(&name).await?;
+    Ok(p.cancel_actor().await)
 }
