@@ -143,3 +143,82 @@ fn entries_of_vanished_actors_are_removed() {
         .unwrap();
     assert_no_descendants(Duration::from_secs(5));
 }
+
+/// A registry address nobody uses yet, on the cell's transport.
+fn fresh_registry() -> plough::Address {
+    match plough_tests::private_registry() {
+        plough::Address::Tcp(_) => {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let port = l.local_addr().unwrap().port();
+            drop(l);
+            format!("tcp://127.0.0.1:{port}").parse().unwrap()
+        }
+        uds => uds,
+    }
+}
+
+#[test]
+fn a_second_root_joins_the_registrar_that_answers() {
+    let _g = root_lock();
+    become_subreaper();
+    let addr = fresh_registry();
+    // Another program's root holds the registry (and one child).
+    let mut other = std::process::Command::new(APP)
+        .args(["sleepers", "1"])
+        .env("PLOUGH_TEST_REGISTRY", addr.to_string())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    // Keep reading its stdout to the end (it prints its result when it exits).
+    let mut out = std::io::BufReader::new(other.stdout.take().unwrap());
+    std::io::BufRead::read_line(&mut out, &mut line).unwrap();
+    let other_child: u32 = line.trim().strip_prefix("pids ").unwrap().parse().unwrap();
+    let other = plough_fork_prims::ChildHandle::from_std(other).unwrap();
+    other.set_kill_on_drop(true);
+
+    let found = runtime(APP)
+        .configure(|c| c.registry_addr = addr.clone())
+        .run(|root| {
+            bounded(LIMIT, async move {
+                assert!(!root.is_registrar(), "a second root must join, not become registrar");
+                let p = root.wait_for_actor("sleeper0").await?;
+                let pid: u32 = p.run("pid", ()).await?;
+                let roots = root.query_actor("root").await?;
+                assert_eq!(roots.len(), 2, "both roots registered: {roots:?}");
+                Ok(pid)
+            })
+        })
+        .unwrap();
+    assert_eq!(found, other_child);
+    other.signal(rustix::process::Signal::INT).unwrap();
+    let mut rest = String::new();
+    let _ = std::io::Read::read_to_string(&mut out, &mut rest);
+    let st = other.wait_blocking().unwrap();
+    assert_eq!(st.code(), Some(130), "{st}: {rest}");
+    assert_no_descendants(Duration::from_secs(5));
+}
+
+#[test]
+fn a_registry_address_held_by_something_else_is_a_clear_error() {
+    let _g = root_lock();
+    // Not plough: answers every connection with an HTTP error.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr: plough::Address =
+        format!("tcp://{}", listener.local_addr().unwrap()).parse().unwrap();
+    let server = std::thread::spawn(move || {
+        if let Ok((mut s, _)) = listener.accept() {
+            let _ = std::io::Write::write_all(&mut s, b"HTTP/1.1 400 Bad Request\r\n\r\n");
+        }
+    });
+    let t = Instant::now();
+    let err = runtime(APP)
+        .configure(|c| c.registry_addr = addr.clone())
+        .run(|_root| async { Ok(()) })
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(text.contains("is held by something that is not a plough registrar"), "{text}");
+    assert!(text.contains(&addr.to_string()), "{text}");
+    assert!(t.elapsed() < Duration::from_secs(5), "took {:?}", t.elapsed());
+    server.join().unwrap();
+}
