@@ -76,32 +76,60 @@ fn sigint_raised_by_a_background_task_cancels_the_tree() {
     assert_no_descendants(Duration::from_secs(2));
 }
 
-#[test]
-fn children_of_a_sigkilled_parent_exit_by_themselves() {
-    let app = start_app(&["sleepers", "2"]);
+/// SIGKILLs the app's root, reaps it and removes the files it could not.
+fn kill_root(app: &App) {
     app.handle.kill().unwrap();
     assert_eq!(app.handle.wait_blocking().unwrap().signal(), Some(libc::SIGKILL));
     plough_tests::clear_killed_actor(app.handle.pid());
-    let t = Instant::now();
-    for pid in &app.pids {
-        wait_until(Duration::from_secs(2), "orphan reparented or gone", || {
-            plough_tests::proc_ppid(*pid).is_none_or(|pp| pp == std::process::id())
-        });
-        if let Ok(orphan) = ChildHandle::adopt(*pid) {
-            let st = wait_exit(&orphan, Duration::from_secs(2).saturating_sub(t.elapsed()));
-            eprintln!("orphan {pid}: {st}");
+}
+
+/// Waits (bounded by `limit` from `since`) for each orphan to be reparented to us, then
+/// reaps it; returns how each ended (`None`: it was already gone).
+fn reap_orphans(
+    pids: &[u32],
+    since: Instant,
+    limit: Duration,
+) -> Vec<(u32, Option<plough_fork_prims::ExitStatus>)> {
+    pids.iter()
+        .map(|&pid| {
+            wait_until(limit, "orphan reparented or gone", || {
+                plough_tests::proc_ppid(pid).is_none_or(|pp| pp == std::process::id())
+            });
+            let st = ChildHandle::adopt(pid)
+                .ok()
+                .map(|o| wait_exit(&o, limit.saturating_sub(since.elapsed())));
+            (pid, st)
+        })
+        .collect()
+}
+
+/// Each orphan exited with code 0 (its graceful cancel path) and left no marker.
+fn assert_unwound(ended: &[(u32, Option<plough_fork_prims::ExitStatus>)]) {
+    let markers =
+        plough_fork_prims::marker::read_markers(&plough_fork_prims::marker::default_runtime_dir());
+    for (pid, st) in ended {
+        if let Some(st) = st {
+            assert_eq!(st.code(), Some(0), "orphan {pid} did not unwind gracefully: {st}");
         }
+        assert!(!markers.iter().any(|(_, m)| m.pid == *pid), "orphan {pid} left its marker");
     }
+}
+
+#[test]
+fn children_of_a_sigkilled_parent_exit_by_themselves() {
+    let app = start_app(&["sleepers", "2"]);
+    kill_root(&app);
+    let t = Instant::now();
+    let ended = reap_orphans(&app.pids, t, Duration::from_secs(2));
     assert!(t.elapsed() < Duration::from_secs(2), "took {:?}", t.elapsed());
+    assert_unwound(&ended);
     assert_no_descendants(Duration::from_secs(2));
 }
 
 #[test]
 fn sigint_to_an_orphan_unwinds_through_its_cancel_path() {
     let app = start_app(&["sleepers", "2"]);
-    app.handle.kill().unwrap();
-    assert_eq!(app.handle.wait_blocking().unwrap().signal(), Some(libc::SIGKILL));
-    plough_tests::clear_killed_actor(app.handle.pid());
+    kill_root(&app);
     let t = Instant::now();
     for pid in &app.pids {
         // SIGINT the orphan (it may already be unwinding because its parent's connection
@@ -110,21 +138,8 @@ fn sigint_to_an_orphan_unwinds_through_its_cancel_path() {
             let _ = rustix::process::kill_process(p, rustix::process::Signal::INT);
         }
     }
-    for pid in &app.pids {
-        wait_until(Duration::from_secs(1), "orphan reparented or gone", || {
-            plough_tests::proc_ppid(*pid).is_none_or(|pp| pp == std::process::id())
-        });
-        if let Ok(orphan) = ChildHandle::adopt(*pid) {
-            let st = wait_exit(&orphan, Duration::from_secs(1).saturating_sub(t.elapsed()));
-            assert_eq!(st.code(), Some(0), "orphan {pid} did not unwind gracefully: {st}");
-        }
-    }
+    let ended = reap_orphans(&app.pids, t, Duration::from_secs(1));
     assert!(t.elapsed() < Duration::from_secs(1), "took {:?}", t.elapsed());
-    // Graceful: it removed its own marker and socket.
-    let markers =
-        plough_fork_prims::marker::read_markers(&plough_fork_prims::marker::default_runtime_dir());
-    for pid in &app.pids {
-        assert!(!markers.iter().any(|(_, m)| m.pid == *pid), "orphan {pid} left its marker");
-    }
+    assert_unwound(&ended);
     assert_no_descendants(Duration::from_secs(1));
 }
