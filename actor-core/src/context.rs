@@ -646,6 +646,12 @@ impl MsgStream {
         &self.ctx
     }
 
+    /// How many received messages wait in this side's buffer (at most
+    /// [`STREAM_BUFFER`]).
+    pub fn buffered(&self) -> usize {
+        self.ctx.shared.conv.lock().yields.len()
+    }
+
     /// How this side sends.
     pub fn config(&self) -> StreamConfig {
         self.config
