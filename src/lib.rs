@@ -35,6 +35,7 @@ pub use plough_ipc_wire::Address;
 pub use plough_spawn_backends as backends;
 
 mod logging;
+pub mod ps;
 
 /// Environment variable with the log filter (`tracing_subscriber` `EnvFilter` syntax).
 pub const LOG_ENV: &str = "PLOUGH_LOG";

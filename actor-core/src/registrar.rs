@@ -31,9 +31,26 @@ pub struct ActorEntry {
     pub aid: Aid,
     /// Where it listens (`tcp://…` or `uds://…`).
     pub addr: String,
+    /// Its parent actor (`None` for a root).
+    #[serde(default)]
+    pub parent: Option<Aid>,
+    /// How it was started: `root`, `exec`, `main_thread_forkserver`.
+    #[serde(default)]
+    pub method: String,
+    /// When it came up, in milliseconds since the Unix epoch.
+    #[serde(default)]
+    pub started_ms: u64,
 }
 
 impl ActorEntry {
+    /// The entry of an actor coming up now.
+    pub fn new(aid: Aid, addr: String, parent: Option<Aid>, method: &str) -> Self {
+        let started_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        ActorEntry { aid, addr, parent, method: method.to_owned(), started_ms }
+    }
+
     /// The listening address, parsed.
     ///
     /// # Errors
@@ -319,4 +336,69 @@ impl Actor {
             (None, None) => {}
         }
     }
+}
+
+/// The live actors registered at `registry`, asked as a passer-by: a transient connection
+/// that calls the registrar's `list` without registering anything (what `plough ps`
+/// does).
+///
+/// # Errors
+///
+/// [`ActorError::TransportClosed`] when nothing (or no plough registrar) answers there;
+/// the registrar's own error otherwise.
+pub async fn list_registry(
+    registry: &Address,
+    timeout: Duration,
+) -> Result<Vec<ActorEntry>, ActorError> {
+    use futures::{SinkExt, StreamExt};
+    use plough_ipc_wire::handshake::{self, HandshakeConfig};
+    use plough_ipc_wire::msg::{CallKind, Hello};
+    let unreachable =
+        |detail: String| ActorError::TransportClosed { peer: registry.to_string(), detail };
+    let me = Aid {
+        name: "plough-ps".to_owned(),
+        uuid: crate::actor::new_uuid(),
+        pid: std::process::id(),
+    };
+    let ask = async {
+        let hs = HandshakeConfig::default().with_deadline(timeout);
+        let hello = Hello { aid: me.clone(), tree_proof: Default::default() };
+        let mut est = handshake::connect(registry, &hello, &hs)
+            .await
+            .map_err(|e| unreachable(error_chain(&e)))?;
+        let start = Start {
+            cid: 1,
+            function: LIST.to_owned(),
+            args: encode(&())?,
+            caller: me.clone(),
+            kind: CallKind::Function,
+        };
+        est.framed.send(Msg::Start(start)).await.map_err(|e| unreachable(e.to_string()))?;
+        while let Some(frame) = est.framed.next().await {
+            let frame = frame.map_err(|e| unreachable(e.to_string()))?;
+            match frame.decode() {
+                Ok(Msg::Return { cid: 1, payload }) => return Ok(payload.decode()?),
+                Ok(Msg::Error(e)) if e.cid == Some(1) => {
+                    return Err(RemoteActorError::from(e).into());
+                }
+                _ => {}
+            }
+        }
+        Err(unreachable("the registrar closed the connection".to_owned()))
+    };
+    tokio::time::timeout(timeout, ask)
+        .await
+        .map_err(|_| unreachable(format!("no answer within {timeout:?}")))?
+}
+
+/// An error and its sources, `: `-separated (`failed to connect to …: Connection refused`).
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
 }

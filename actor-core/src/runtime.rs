@@ -211,7 +211,7 @@ impl Runtime {
             ..crate::runtime_vars::get(false)
         });
         actor.write_marker(&aid.uuid, 0, "root");
-        let entry = ActorEntry { aid: aid.clone(), addr: actor.addr().to_string() };
+        let entry = ActorEntry::new(aid.clone(), actor.addr().to_string(), None, "root");
         if let Some(state) = &actor.inner.registrar {
             state.add(entry, None);
         } else if let Some(est) = joined {
@@ -412,7 +412,12 @@ async fn child(
                 actor.attach(est, true),
                 actor.clone(),
             ));
-            let entry = ActorEntry { aid: aid.clone(), addr: actor.addr().to_string() };
+            let entry = ActorEntry::new(
+                aid.clone(),
+                actor.addr().to_string(),
+                spec.parent.clone(),
+                boot.method.key(),
+            );
             match client.register(&entry).await {
                 Ok(()) => {
                     *actor.inner.registrar_client.lock().unwrap_or_else(|p| p.into_inner()) =

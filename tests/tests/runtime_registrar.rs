@@ -132,6 +132,9 @@ fn entries_of_vanished_actors_are_removed() {
                         pid: 1,
                     },
                     addr: "tcp://127.0.0.1:1".into(),
+                    parent: None,
+                    method: "exec".into(),
+                    started_ms: 0,
                 };
                 me.run::<_, ()>("plough.registrar.register", &stale).await?;
                 assert_eq!(r2.query_actor("stale").await?.len(), 1);
