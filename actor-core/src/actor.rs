@@ -309,6 +309,30 @@ impl Actor {
 }
 
 impl Actor {
+    /// After a served call was cancelled: lets it finish on its own for `grace`, and for
+    /// as long as the ladder takes while it has nurseries open (checked again after the
+    /// grace: a nursery may have opened meanwhile). A call with open nurseries is never
+    /// dropped early: dropping a nursery hands its children to a reaper thread, and if
+    /// this process then exits they are orphaned. Returns the call's own result, if it
+    /// finished.
+    async fn finish_after_cancel(
+        &self,
+        fut: &mut futures::future::BoxFuture<'static, Result<Payload, RemoteActorError>>,
+        open_nurseries: &std::sync::atomic::AtomicUsize,
+        grace: Duration,
+    ) -> Option<Result<Payload, RemoteActorError>> {
+        if !grace.is_zero()
+            && let Ok(out) = tokio::time::timeout(grace, &mut *fut).await
+        {
+            return Some(out);
+        }
+        if open_nurseries.load(std::sync::atomic::Ordering::SeqCst) > 0 {
+            let ladder = self.inner.config.ladder.total() + Duration::from_millis(500);
+            return tokio::time::timeout(ladder, fut).await.ok();
+        }
+        None
+    }
+
     /// Serves a context function: like a function, but a cancel gives the function a
     /// grace period to finish its own cleanup (its stream operations fail with
     /// `ContextCancelled` at once), so a real error it raises meanwhile is what the parent
@@ -336,14 +360,9 @@ impl Actor {
                     out => reply_for(cid, out),
                 },
                 () = token.cancelled() => {
-                    let ladder = &me.inner.config.ladder;
-                    let grace = if open_nurseries.load(std::sync::atomic::Ordering::SeqCst) > 0 {
-                        ladder.total() + Duration::from_millis(500)
-                    } else {
-                        ladder.ack_timeout
-                    };
                     let canceller = canceller_of(&ctx, &ch);
-                    match tokio::time::timeout(grace, &mut fut).await.ok() {
+                    let grace = me.inner.config.ladder.ack_timeout;
+                    match me.finish_after_cancel(&mut fut, &open_nurseries, grace).await {
                         Some(Err(e)) if e.canceller.is_none() => reply_for(cid, Err(e)),
                         _ => Msg::Error(me.cancelled_error(cid, canceller)),
                     }
@@ -452,15 +471,8 @@ impl Serve for Actor {
                         out = &mut fut => reply_for(cid, out),
                         () = token.cancelled() => {
                             let canceller = me.canceller().unwrap_or_else(|| ch.peer().clone());
-                            // A call with open nurseries is given the time to take its
-                            // children down; a real failure they report is sent, not
-                            // masked by the cancel. Anything else is dropped at once.
-                            let grace = me.inner.config.ladder.total() + Duration::from_millis(500);
-                            let finished = if open_nurseries.load(std::sync::atomic::Ordering::SeqCst) > 0 {
-                                tokio::time::timeout(grace, &mut fut).await.ok()
-                            } else {
-                                None
-                            };
+                            // Anything without a nursery is dropped at once.
+                            let finished = me.finish_after_cancel(&mut fut, &open_nurseries, Duration::ZERO).await;
                             match finished {
                                 Some(Err(e)) if e.canceller.is_none() => reply_for(cid, Err(e)),
                                 _ => Msg::Error(me.cancelled_error(cid, canceller)),

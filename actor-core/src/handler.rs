@@ -183,9 +183,19 @@ impl Registry {
     {
         let name = user_name(name);
         let f = Arc::new(f);
+        let function: Arc<str> = Arc::from(name.as_str());
         let call: Erased = Arc::new(move |cx: Cx, args: Payload| {
             let f = Arc::clone(&f);
+            let function = Arc::clone(&function);
             async move {
+                // Listed in SIGUSR1 dumps while it runs.
+                let _task = crate::dump::TaskGuard::new(
+                    crate::dump::TaskKind::Serving,
+                    cx.cid(),
+                    cx.caller(),
+                    &*function,
+                    "running",
+                );
                 let me = cx.actor().clone();
                 let args: A = decode_args(&me, &args)?;
                 let out = std::panic::AssertUnwindSafe(f(cx, args)).catch_unwind().await;

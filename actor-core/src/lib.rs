@@ -33,6 +33,7 @@
 pub mod actor;
 mod channel;
 pub mod context;
+pub mod dump;
 pub mod error;
 pub mod handler;
 pub mod nursery;

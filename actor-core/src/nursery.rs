@@ -24,7 +24,7 @@ use crate::error::{ActorError, SpawnError};
 use crate::portal::Portal;
 use crate::spawn::{ChildBoot, SpawnRequest};
 use plough_fork_prims::{ChildHandle, ExitStatus, Signal};
-use plough_ipc_wire::msg::{Aid, Msg, SpawnSpec};
+use plough_ipc_wire::msg::{Aid, Msg, SpawnSpec, Uuid};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::future::Future;
@@ -69,6 +69,8 @@ struct ChildActor {
     process: ChildHandle,
     /// Set once the nursery decided to take it down (its exit is then expected).
     cancelling: AtomicBool,
+    /// Its entry in the task table (SIGUSR1 dumps list it and relay the signal to it).
+    _task: crate::dump::TaskGuard,
 }
 
 /// Starts child actors whose lifetime is bounded by the nursery's scope. Cheap to clone;
@@ -101,6 +103,10 @@ struct Inner {
     /// Daemon-child monitors (they end once their child is down).
     monitors: TaskTracker,
     closed: AtomicBool,
+    /// Children whose boot was abandoned (the body was dropped mid-`start_actor`, e.g.
+    /// by a cancel): killed at once, reaped before the nursery returns. Without this they
+    /// would go to the process's reaper thread, and be orphaned if this actor then exits.
+    abandoned: Mutex<Vec<(ChildHandle, Uuid)>>,
     /// The body is done: a `run_in_actor` failure now cancels the rest at once.
     exiting: AtomicBool,
 }
@@ -131,6 +137,28 @@ impl<T> RunHandle<T> {
                 self.aid
             )))
         })
+    }
+}
+
+/// A child between its spawn and its registration in the nursery: if that is abandoned
+/// (the future dropped, or an error), the child is killed and left for the nursery to reap.
+struct Booting<'a> {
+    inner: &'a Inner,
+    process: Option<ChildHandle>,
+    uuid: Uuid,
+}
+
+impl Drop for Booting<'_> {
+    fn drop(&mut self) {
+        if let Some(process) = self.process.take() {
+            let _ = process.kill_group(Signal::KILL);
+            let _ = process.kill();
+            self.inner
+                .abandoned
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push((process, self.uuid));
+        }
     }
 }
 
@@ -187,6 +215,7 @@ impl Nursery {
             tasks: TaskTracker::new(),
             monitors: TaskTracker::new(),
             closed: AtomicBool::new(false),
+            abandoned: Mutex::new(Vec::new()),
             exiting: AtomicBool::new(false),
         });
         let mut guard = DropGuard(Some(Arc::clone(&inner)));
@@ -223,6 +252,7 @@ impl Nursery {
         }
         inner.closed.store(true, Ordering::SeqCst);
         n.cancel_all().await;
+        n.reap_abandoned().await;
         inner.tasks.close();
         inner.tasks.wait().await;
         inner.monitors.close();
@@ -336,6 +366,26 @@ impl Nursery {
         futures::future::join_all(children.iter().map(|c| self.take_down(c))).await;
     }
 
+    /// Reaps the children whose boot was abandoned (they were killed when it was).
+    async fn reap_abandoned(&self) {
+        let abandoned =
+            std::mem::take(&mut *self.inner.abandoned.lock().unwrap_or_else(|p| p.into_inner()));
+        for (process, uuid) in abandoned {
+            match tokio::time::timeout(Duration::from_secs(5), process.wait()).await {
+                Ok(Ok(status)) => {
+                    tracing::debug!(pid = process.pid(), %status, "reaped a child whose boot was abandoned");
+                    let dir = plough_fork_prims::marker::default_runtime_dir();
+                    let _ = plough_fork_prims::marker::clear_dead_actor(
+                        &dir,
+                        process.pid(),
+                        &uuid.to_string(),
+                    );
+                }
+                other => tracing::error!(pid = process.pid(), ?other, "could not reap child"),
+            }
+        }
+    }
+
     /// Records a failure (collected at exit).
     fn record(&self, e: ActorError) {
         self.inner.errors.lock().unwrap_or_else(|p| p.into_inner()).push(e);
@@ -390,6 +440,8 @@ impl Nursery {
                 return Err(e.into());
             }
         };
+        let mut booting = Booting { inner: &self.inner, process: Some(process), uuid };
+        let process = booting.process.as_ref().expect("set above");
         let timeout = actor.inner.config.connect_timeout;
         let channel = tokio::select! {
             ch = rx => ch.ok(),
@@ -419,11 +471,24 @@ impl Nursery {
             parent: Some(actor.aid().clone()),
         };
         channel.send(Msg::SpawnSpec(spec)).await?;
-        let child = Arc::new(ChildActor {
-            aid: channel.peer().clone(),
-            portal: Portal::new(channel, actor.clone()),
-            process,
-            cancelling: AtomicBool::new(false),
+        let process = booting.process.take().expect("still booting");
+        let method = backend.method().key();
+        let child = Arc::new_cyclic(|me: &std::sync::Weak<ChildActor>| {
+            let me = me.clone();
+            let aid = channel.peer().clone();
+            // Through the child's handle (pidfd): a no-op once it is reaped.
+            let relay: crate::dump::Relay = Arc::new(move || {
+                if let Some(c) = me.upgrade() {
+                    let _ = c.process.signal(Signal::USR1);
+                }
+            });
+            ChildActor {
+                _task: crate::dump::TaskGuard::child(&aid, aid.pid, method, relay),
+                aid,
+                portal: Portal::new(channel, actor.clone()),
+                process,
+                cancelling: AtomicBool::new(false),
+            }
         });
         tracing::info!(parent = %actor.aid(), child = %child.aid, method = %backend.method(), "spawned");
         self.inner.children.lock().unwrap_or_else(|p| p.into_inner()).push(Arc::clone(&child));

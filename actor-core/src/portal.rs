@@ -120,6 +120,13 @@ impl Portal {
         let mut call = self.start(function, args).await?;
         let me = self.actor.aid().clone();
         let mut guard = CallGuard { channel: &self.channel, cid: call.cid(), me: &me, done: false };
+        let _task = crate::dump::TaskGuard::new(
+            crate::dump::TaskKind::Calling,
+            call.cid(),
+            self.aid(),
+            function,
+            "waiting for the result",
+        );
         loop {
             let msg = call.recv().await;
             match msg {

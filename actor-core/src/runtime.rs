@@ -38,6 +38,9 @@ pub struct RuntimeConfig {
     pub connect_timeout: Duration,
     /// Deadline of each connection handshake.
     pub handshake_timeout: Duration,
+    /// SIGUSR1 dumps the task tree and relays the signal to the children (default on;
+    /// `PLOUGH_TASK_DUMP=0` also turns it off). Off: SIGUSR1 keeps its default action.
+    pub task_dump: bool,
     /// The spawn method (a `PLOUGH_SPAWN_METHOD` set in the environment wins). Default:
     /// `main_thread_forkserver`.
     pub spawn_method: SpawnMethod,
@@ -51,6 +54,7 @@ impl Default for RuntimeConfig {
             ladder: LadderConfig::default(),
             connect_timeout: Duration::from_secs(10),
             handshake_timeout: Duration::from_secs(10),
+            task_dump: true,
             spawn_method: SpawnMethod::MainThreadForkserver,
         }
     }
@@ -245,27 +249,48 @@ async fn run_with_sigint<T>(
     actor: &Actor,
     body: impl Future<Output = Result<T, ActorError>>,
 ) -> Result<T, ActorError> {
-    let sigint = match plough_fork_prims::SignalFd::new(&[libc_sig::SIGINT]) {
+    let dumps = actor.inner.config.task_dump && crate::dump::enabled_by_env();
+    let watched: &[i32] =
+        if dumps { &[libc_sig::SIGINT, libc_sig::SIGUSR1] } else { &[libc_sig::SIGINT] };
+    let signals = match plough_fork_prims::SignalFd::new(watched) {
         Ok(s) => s,
         Err(e) => {
             tracing::warn!(error = %e, "cannot watch SIGINT");
             return body.await;
         }
     };
+    // The next SIGINT; a SIGUSR1 meanwhile dumps the task tree and is relayed.
+    let next_sigint = || async {
+        loop {
+            match signals.recv().await {
+                Ok(libc_sig::SIGUSR1) => dump_and_relay(actor),
+                Ok(_) => return,
+                Err(_) => std::future::pending::<()>().await,
+            }
+        }
+    };
     tokio::pin!(body);
     tokio::select! {
         r = &mut body => return r,
-        _ = sigint.recv() => {}
+        () = next_sigint() => {}
     }
     tracing::warn!(actor = %actor.aid(), "SIGINT: cancelling the actor tree");
     actor.cancel(actor.aid().clone());
     tokio::select! {
         _ = &mut body => {}
-        _ = sigint.recv() => {
+        () = next_sigint() => {
             tracing::warn!(actor = %actor.aid(), "second SIGINT: killing every child");
         }
     }
     Err(ActorError::Interrupted)
+}
+
+/// SIGUSR1: the task tree to stderr and the dump file, then the signal to every child.
+fn dump_and_relay(actor: &Actor) {
+    if let Err(e) = crate::dump::dump(&actor.aid().name, crate::runtime_vars::actor_label()) {
+        tracing::warn!(error = %e, "cannot append the task dump to its file");
+    }
+    crate::dump::relay_to_children();
 }
 
 /// Whether `addr` names a private, fresh registry (TCP port 0): nothing to join.
@@ -353,7 +378,7 @@ async fn child(
 ) -> Result<(), ActorError> {
     // First thing: from here on SIGINT/SIGTERM (e.g. the parent-death signal) are a
     // graceful self-cancel, not a sudden death that would leave files behind.
-    let mut signals = SelfCancelSignals::new();
+    let mut signals = SelfCancelSignals::new(config.task_dump && crate::dump::enabled_by_env());
     let aid = Aid { name: boot.name.clone(), uuid: boot.uuid, pid: std::process::id() };
     let hello = Hello { aid: aid.clone(), tree_proof: Default::default() };
     let hs = HandshakeConfig::default().with_deadline(config.handshake_timeout);
@@ -434,16 +459,23 @@ async fn child(
     actor.write_marker(&tree, boot.parent_pid, boot.method.key());
     tracing::info!(actor = %aid, parent = %parent.peer(), method = %boot.method, addr = %actor.addr(), "child actor up");
 
-    tokio::select! {
-        () = parent.closed() => {
-            tracing::warn!(actor = %aid, "parent connection lost: cancelling myself");
-            actor.cancel(aid.clone());
+    loop {
+        tokio::select! {
+            () = parent.closed() => {
+                tracing::warn!(actor = %aid, "parent connection lost: cancelling myself");
+                actor.cancel(aid.clone());
+            }
+            sig = signals.recv() => {
+                if sig == "SIGUSR1" {
+                    dump_and_relay(&actor);
+                    continue;
+                }
+                tracing::warn!(actor = %aid, signal = sig, "signalled: cancelling myself");
+                actor.cancel(aid.clone());
+            }
+            () = actor.cancelled() => {}
         }
-        sig = signals.recv() => {
-            tracing::warn!(actor = %aid, signal = sig, "signalled: cancelling myself");
-            actor.cancel(aid.clone());
-        }
-        () = actor.cancelled() => {}
+        break;
     }
     actor.shutdown().await;
     Ok(())
@@ -455,8 +487,13 @@ async fn child(
 struct SelfCancelSignals(Option<plough_fork_prims::SignalFd>);
 
 impl SelfCancelSignals {
-    fn new() -> Self {
-        match plough_fork_prims::SignalFd::new(&[libc_sig::SIGINT, libc_sig::SIGTERM]) {
+    fn new(dumps: bool) -> Self {
+        let watched: &[i32] = if dumps {
+            &[libc_sig::SIGINT, libc_sig::SIGTERM, libc_sig::SIGUSR1]
+        } else {
+            &[libc_sig::SIGINT, libc_sig::SIGTERM]
+        };
+        match plough_fork_prims::SignalFd::new(watched) {
             Ok(fd) => SelfCancelSignals(Some(fd)),
             Err(e) => {
                 tracing::warn!(error = %e, "cannot watch SIGINT/SIGTERM");
@@ -468,7 +505,8 @@ impl SelfCancelSignals {
     async fn recv(&mut self) -> &'static str {
         match &self.0 {
             Some(fd) => match fd.recv().await {
-                Ok(s) if s == libc_sig::SIGINT => "SIGINT",
+                Ok(libc_sig::SIGINT) => "SIGINT",
+                Ok(libc_sig::SIGUSR1) => "SIGUSR1",
                 Ok(_) => "SIGTERM",
                 Err(_) => std::future::pending().await,
             },
@@ -479,5 +517,6 @@ impl SelfCancelSignals {
 
 mod libc_sig {
     pub const SIGINT: i32 = 2;
+    pub const SIGUSR1: i32 = 10;
     pub const SIGTERM: i32 = 15;
 }
