@@ -25,15 +25,25 @@ impl ForkserverBackend {
     pub fn new() -> Self {
         static HOOKS: Once = Once::new();
         HOOKS.call_once(|| {
+            use plough_actor_core::dump;
             use plough_actor_core::runtime_vars as vars;
             plough_fork_prims::register_fork_hooks(
-                ForkHooks::new().prepare(vars::fork_prepare).parent(vars::fork_parent).child(
-                    || {
+                ForkHooks::new()
+                    .prepare(|| {
+                        vars::fork_prepare();
+                        dump::fork_prepare();
+                    })
+                    .parent(|| {
+                        dump::fork_parent();
+                        vars::fork_parent();
+                    })
+                    .child(|| {
+                        // The child's settings come from its SpawnSpec and its task table
+                        // starts empty: nothing of the parent's carries over.
+                        dump::fork_child();
                         vars::fork_child();
-                        // The child's settings come from its SpawnSpec, not its parent.
                         let _ = vars::get(true);
-                    },
-                ),
+                    }),
             );
         });
         ForkserverBackend { _private: () }

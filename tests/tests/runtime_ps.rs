@@ -11,7 +11,11 @@ const LIMIT: Duration = Duration::from_secs(30);
 fn plough_bin() -> std::path::PathBuf {
     let exe = std::env::current_exe().unwrap();
     let bin = exe.parent().and_then(|deps| deps.parent()).unwrap().join("plough");
-    assert!(bin.exists(), "{} is not built (cargo xtask test builds every workspace binary)", bin.display());
+    assert!(
+        bin.exists(),
+        "{} is not built (cargo xtask test builds every workspace binary)",
+        bin.display()
+    );
     bin
 }
 
@@ -34,7 +38,8 @@ fn ps_lists_exactly_the_live_tree() {
                     let b = n.start_actor("beta").await?;
                     // beta starts two children of its own (grandchildren of the root).
                     let b2 = b.clone();
-                    let sleepers = tokio::spawn(async move { b2.run::<_, ()>("hold_sleepers", 2u32).await });
+                    let sleepers =
+                        tokio::spawn(async move { b2.run::<_, ()>("hold_sleepers", 2u32).await });
                     let _ = a.run::<_, u32>("pid", ()).await?;
                     let deadline = std::time::Instant::now() + Duration::from_secs(10);
                     let entries = loop {
@@ -42,7 +47,11 @@ fn ps_lists_exactly_the_live_tree() {
                         if e.len() == 5 {
                             break e;
                         }
-                        assert!(std::time::Instant::now() < deadline, "never saw 5 actors: {:?}", names(&e));
+                        assert!(
+                            std::time::Instant::now() < deadline,
+                            "never saw 5 actors: {:?}",
+                            names(&e)
+                        );
                         tokio::time::sleep(Duration::from_millis(5)).await;
                     };
                     assert_eq!(names(&entries), ["alpha", "beta", "root", "sleeper0", "sleeper1"]);
@@ -52,27 +61,39 @@ fn ps_lists_exactly_the_live_tree() {
                     assert_eq!(by_name("alpha").parent.as_ref().unwrap().name, "root");
                     assert_eq!(by_name("sleeper0").parent.as_ref().unwrap().name, "beta");
                     let tree = plough::ps::render_tree(&entries, plough::ps::now_ms());
-                    assert!(tree.contains("\n  alpha@") && tree.contains("\n    sleeper0@"), "{tree}");
+                    assert!(
+                        tree.contains("\n  alpha@") && tree.contains("\n    sleeper0@"),
+                        "{tree}"
+                    );
 
                     // The CLI says the same (run off the runtime thread: the root serves it).
                     let bin = plough_bin();
                     let reg = registry.to_string();
                     let out = tokio::task::spawn_blocking(move || {
-                        std::process::Command::new(bin).args(["ps", "--registry", &reg, "--json"]).output()
+                        std::process::Command::new(bin)
+                            .args(["ps", "--registry", &reg, "--json"])
+                            .output()
                     })
                     .await
                     .unwrap()
                     .unwrap();
                     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-                    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).expect("--json parses");
-                    let mut cli: Vec<String> =
-                        rows.as_array().unwrap().iter().map(|r| r["name"].as_str().unwrap().to_owned()).collect();
+                    let rows: serde_json::Value =
+                        serde_json::from_slice(&out.stdout).expect("--json parses");
+                    let mut cli: Vec<String> = rows
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|r| r["name"].as_str().unwrap().to_owned())
+                        .collect();
                     cli.sort();
                     assert_eq!(cli, names(&entries));
 
                     // An actor that exits is no longer shown.
                     assert!(a.cancel_actor().await);
-                    tokio::time::timeout(Duration::from_secs(5), a.closed()).await.expect("alpha exits");
+                    tokio::time::timeout(Duration::from_secs(5), a.closed())
+                        .await
+                        .expect("alpha exits");
                     let after = plough::ps::query(&registry).await?;
                     assert!(!names(&after).contains(&"alpha".to_owned()), "{:?}", names(&after));
                     assert_eq!(after.len(), 4);
@@ -91,7 +112,10 @@ fn ps_without_a_registrar_says_so() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = format!("tcp://{}", listener.local_addr().unwrap());
     drop(listener);
-    let out = std::process::Command::new(plough_bin()).args(["ps", "--registry", &addr]).output().unwrap();
+    let out = std::process::Command::new(plough_bin())
+        .args(["ps", "--registry", &addr])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains(&format!("no plough registrar answers at {addr}")), "{err}");
