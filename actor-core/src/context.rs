@@ -35,12 +35,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 
-/// How many stream messages a receiver buffers (and a backpressured sender may have
-/// outstanding) per context and direction.
+/// How many stream messages a receiver buffers by default (and a backpressured sender
+/// may have outstanding) per context and direction. A receiver may buffer more (see
+/// [`StreamConfig::with_buffer`]); every sender starts with this much credit.
 pub const STREAM_BUFFER: usize = 64;
-
-/// Credit is granted back in batches of this many consumed messages.
-const GRANT_BATCH: u32 = (STREAM_BUFFER / 2) as u32;
 
 /// Which end of the conversation this is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,24 +77,40 @@ impl<R> Outcome<R> {
 }
 
 /// How a side's stream behaves.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StreamConfig {
     /// `send` waits for credit (the receiver's free buffer slots) instead of overrunning a
     /// slow receiver: lossless, bounded memory. Off by default (tractor's behaviour: an
     /// overrun is an error).
     pub backpressure: bool,
+    /// How many messages this side buffers for receiving: at least [`STREAM_BUFFER`]
+    /// (the credit every sender starts with). A larger buffer lets a backpressured sender
+    /// run further ahead: more throughput for small messages, more memory.
+    pub buffer: usize,
+}
+
+impl Default for StreamConfig {
+    fn default() -> Self {
+        StreamConfig { backpressure: false, buffer: STREAM_BUFFER }
+    }
 }
 
 impl StreamConfig {
-    /// Backpressure on.
+    /// Backpressure on, default buffer.
     pub fn backpressure() -> Self {
-        StreamConfig { backpressure: true }
+        StreamConfig { backpressure: true, ..StreamConfig::default() }
+    }
+
+    /// This config with a receive buffer of `n` messages (raised to [`STREAM_BUFFER`]).
+    pub fn with_buffer(self, n: usize) -> Self {
+        StreamConfig { buffer: n.max(STREAM_BUFFER), ..self }
     }
 }
 
 /// What arrived for one context, shared with the connection's reader task.
-#[derive(Default)]
 struct Inbox {
+    /// The buffer's bound: [`STREAM_BUFFER`] until this side opens its stream with more.
+    capacity: usize,
     /// The child's first value (parent side), until taken.
     started: Option<Payload>,
     /// Stream messages not yet received, at most [`STREAM_BUFFER`].
@@ -123,6 +137,9 @@ pub(crate) struct Conv {
     side: Side,
     inbox: Mutex<Inbox>,
     notify: Notify,
+    /// How many tasks wait on `notify`: delivery skips the notification (a lock) when
+    /// nobody waits, which is the common case of a busy stream.
+    waiters: std::sync::atomic::AtomicUsize,
     /// Our credit for sending in backpressure mode; closed when the conversation ends.
     credit: Semaphore,
 }
@@ -134,8 +151,19 @@ impl Conv {
             peer,
             cid,
             side,
-            inbox: Mutex::new(Inbox::default()),
+            inbox: Mutex::new(Inbox {
+                capacity: STREAM_BUFFER,
+                started: None,
+                yields: VecDeque::new(),
+                consumed: 0,
+                peer_stopped: false,
+                outcome: None,
+                stream_error: None,
+                overrun: false,
+                closed: None,
+            }),
             notify: Notify::new(),
+            waiters: std::sync::atomic::AtomicUsize::new(0),
             credit: Semaphore::new(STREAM_BUFFER),
         })
     }
@@ -147,7 +175,7 @@ impl Conv {
     /// The peer granted `n` more messages of credit.
     pub(crate) fn grant(&self, n: u32) {
         if !self.credit.is_closed() {
-            self.credit.add_permits((n as usize).min(STREAM_BUFFER));
+            self.credit.add_permits(n as usize);
         }
     }
 
@@ -162,13 +190,13 @@ impl Conv {
                 if ib.overrun {
                     return;
                 }
-                if ib.yields.len() >= STREAM_BUFFER {
+                if ib.yields.len() >= ib.capacity {
                     ib.overrun = true;
                     ib.stream_error = Some(ActorError::StreamOverrun {
                         sender: self.peer.clone(),
                         receiver: self.me.clone(),
                     });
-                    tracing::warn!(cid = self.cid, sender = %self.peer, "stream overrun: the buffer of {STREAM_BUFFER} is full; telling the sender");
+                    tracing::warn!(cid = self.cid, sender = %self.peer, capacity = ib.capacity, "stream overrun: the buffer is full; telling the sender");
                     let mut e = RemoteActorError::new(
                         self.me.clone(),
                         "StreamOverrun",
@@ -205,14 +233,23 @@ impl Conv {
             }
         }
         drop(ib);
-        self.notify.notify_waiters();
+        self.wake();
+    }
+
+    /// Wakes the waiters. A waiter registers (and counts itself) *before* it looks at the
+    /// inbox under its lock, and we count them *after* changing the inbox under that lock,
+    /// so a waiter either sees the change or is woken.
+    fn wake(&self) {
+        if self.waiters.load(std::sync::atomic::Ordering::SeqCst) > 0 {
+            self.notify.notify_waiters();
+        }
     }
 
     /// The connection is gone.
     pub(crate) fn transport_closed(&self, err: ActorError) {
         self.lock().closed.get_or_insert(err);
         self.credit.close();
-        self.notify.notify_waiters();
+        self.wake();
     }
 }
 
@@ -364,6 +401,18 @@ impl Context {
         mut ready: impl FnMut(&mut Inbox) -> Option<Result<T, ActorError>>,
     ) -> Result<T, ActorError> {
         let conv = &self.shared.conv;
+        // Fast path: something is there already (a busy stream), no registration.
+        if let Some(r) = ready(&mut conv.lock()) {
+            return r;
+        }
+        struct Waiting<'a>(&'a std::sync::atomic::AtomicUsize);
+        impl Drop for Waiting<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+            }
+        }
+        conv.waiters.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let _waiting = Waiting(&conv.waiters);
         loop {
             let notified = conv.notify.notified();
             tokio::pin!(notified);
@@ -484,21 +533,34 @@ impl Context {
         if self.is_cancelled() {
             return Err(self.cancelled_error());
         }
-        let mut f = self.shared.flags();
-        if !f.started {
-            return Err(misuse(format!(
-                "open_stream before `started` in context `{}`: call `started` first",
-                self.shared.function
-            )));
+        {
+            let mut f = self.shared.flags();
+            if !f.started {
+                return Err(misuse(format!(
+                    "open_stream before `started` in context `{}`: call `started` first",
+                    self.shared.function
+                )));
+            }
+            if f.stream_opened {
+                return Err(misuse(format!(
+                    "context `{}` already has its stream (one stream per context)",
+                    self.shared.function
+                )));
+            }
+            f.stream_opened = true;
         }
-        if f.stream_opened {
-            return Err(misuse(format!(
-                "context `{}` already has its stream (one stream per context)",
-                self.shared.function
-            )));
+        let extra = {
+            let mut ib = self.shared.conv.lock();
+            let extra = config.buffer.saturating_sub(ib.capacity);
+            ib.capacity = ib.capacity.max(config.buffer);
+            extra
+        };
+        if extra > 0 {
+            // The sender started with STREAM_BUFFER credit: give it the rest of our room.
+            let n = u32::try_from(extra).unwrap_or(u32::MAX);
+            let (cid, me) = (self.shared.cid, &self.shared.conv.me);
+            self.shared.channel.send(credit_msg(cid, me, n)).await?;
         }
-        f.stream_opened = true;
-        drop(f);
         Ok(MsgStream {
             ctx: self.clone(),
             config,
@@ -646,8 +708,8 @@ impl MsgStream {
         &self.ctx
     }
 
-    /// How many received messages wait in this side's buffer (at most
-    /// [`STREAM_BUFFER`]).
+    /// How many received messages wait in this side's buffer (at most its
+    /// [`StreamConfig::buffer`]).
     pub fn buffered(&self) -> usize {
         self.ctx.shared.conv.lock().yields.len()
     }
@@ -753,7 +815,7 @@ impl MsgStream {
             .wait(|ib| {
                 if let Some(p) = ib.yields.pop_front() {
                     ib.consumed += 1;
-                    if ib.consumed >= GRANT_BATCH {
+                    if ib.consumed as usize >= ib.capacity / 2 {
                         grant = std::mem::take(&mut ib.consumed);
                     }
                     return Some(Ok(Some(p)));

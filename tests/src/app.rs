@@ -247,7 +247,8 @@ async fn ctx_slow_sink(ctx: Context, (n, every): (u64, u64)) -> Result<u64, Acto
 /// Sends `0..n` as fast as it can (backpressure if `bp`), then closes.
 async fn ctx_fast_source(ctx: Context, (n, bp): (u64, bool)) -> Result<u64, ActorError> {
     ctx.started(&()).await?;
-    let s = ctx.open_stream_with(StreamConfig { backpressure: bp }).await?;
+    let s =
+        ctx.open_stream_with(StreamConfig { backpressure: bp, ..StreamConfig::default() }).await?;
     for i in 0..n {
         s.send(&i).await?;
     }
@@ -255,10 +256,14 @@ async fn ctx_fast_source(ctx: Context, (n, bp): (u64, bool)) -> Result<u64, Acto
     Ok(n)
 }
 
-/// Sends `n` payloads of `size` bytes with backpressure, then closes.
-async fn ctx_bytes_source(ctx: Context, (n, size): (u64, usize)) -> Result<u64, ActorError> {
+/// Sends `n` payloads of `size` bytes (backpressure if `bp`), then closes.
+async fn ctx_bytes_source(
+    ctx: Context,
+    (n, size, bp): (u64, usize, bool),
+) -> Result<u64, ActorError> {
     ctx.started(&()).await?;
-    let s = ctx.open_stream_with(StreamConfig::backpressure()).await?;
+    let s =
+        ctx.open_stream_with(StreamConfig { backpressure: bp, ..StreamConfig::default() }).await?;
     let blob = serde_bytes_vec(size);
     let payload = plough::ipc_wire::payload::Payload::encode(&blob)
         .map_err(|e| ActorError::Runtime(e.to_string()))?;

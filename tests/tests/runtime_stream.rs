@@ -97,13 +97,23 @@ fn backpressure_fast_parent_slow_child_loses_nothing() {
     });
 }
 
-/// A fast child and a slow parent in backpressure mode.
+/// A fast child and a slow parent in backpressure mode, with the default buffer and a
+/// larger one: everything arrives in order, the buffer never exceeds its bound.
 #[test]
 fn backpressure_fast_child_slow_parent_loses_nothing() {
+    fast_child_slow_parent(STREAM_BUFFER);
+}
+
+#[test]
+fn backpressure_with_a_larger_buffer_loses_nothing() {
+    fast_child_slow_parent(1024);
+}
+
+fn fast_child_slow_parent(buffer: usize) {
     in_nursery(|n| async move {
         let p = n.start_actor("source").await?;
         let (ctx, ()) = p.open_context::<_, ()>("ctx_fast_source", (MANY, true)).await?;
-        let s = ctx.open_stream().await?;
+        let s = ctx.open_stream_with(StreamConfig::default().with_buffer(buffer)).await?;
         let mut next = 0u64;
         let mut max_buffered = 0;
         while let Some(v) = s.recv::<u64>().await? {
@@ -116,7 +126,7 @@ fn backpressure_fast_child_slow_parent_loses_nothing() {
             }
         }
         assert_eq!(next, MANY);
-        assert!(max_buffered <= STREAM_BUFFER, "buffer held {max_buffered}");
+        assert!(max_buffered <= buffer, "buffer held {max_buffered} > {buffer}");
         assert!(max_buffered > 0, "the sender did get ahead");
         assert_eq!(ctx.result::<u64>().await?, Outcome::Returned(MANY));
         Ok(())
