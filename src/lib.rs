@@ -25,8 +25,8 @@
 
 pub use plough_actor_core as core;
 pub use plough_actor_core::{
-    Actor, ActorEntry, ActorError, Context, Cx, FanOut, LadderConfig, MsgStream, Nursery, Outcome,
-    Portal, Registry, RemoteActorError, Result, RunHandle, RuntimeConfig, STREAM_BUFFER,
+    Actor, ActorEntry, ActorError, Context, Cx, FanOut, LadderConfig, MsgStream, MsgTypes, Nursery,
+    Outcome, Portal, Registry, RemoteActorError, Result, RunHandle, RuntimeConfig, STREAM_BUFFER,
     SpawnError, SpawnMethod, StreamConfig, Subscriber,
 };
 pub use plough_fork_prims as fork_prims;

@@ -446,7 +446,8 @@ impl Serve for Actor {
                         .with_actor(self.clone());
                 let context = match kind {
                     Some(CallKind::Context | CallKind::Stream) => {
-                        let ctx = Context::serve(channel, &cx, &start.function);
+                        let types = self.inner.registry.types(&start.function);
+                        let ctx = Context::serve(channel, &cx, &start.function, types);
                         cx = cx.with_context(ctx.clone());
                         Some(ctx)
                     }

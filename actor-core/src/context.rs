@@ -107,6 +107,79 @@ impl StreamConfig {
     }
 }
 
+/// The payload types a context declares for what it sends: its first value
+/// (`Started`), its stream messages (`Yield`) and its result (`Return`). A side that
+/// sends a value of another type gets [`ActorError::MsgType`] *before* anything is sent,
+/// naming the kind, the declared type and what it tried to send; the receiver's own
+/// types are checked on receipt, when it decodes. Declare them at registration
+/// ([`Registry::declare`](crate::Registry::declare)) or on a context
+/// ([`Context::declare_types`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MsgTypes {
+    /// The declared type of `Started`.
+    pub started: Option<&'static str>,
+    /// The declared type of stream messages.
+    pub yields: Option<&'static str>,
+    /// The declared type of the result.
+    pub returns: Option<&'static str>,
+}
+
+impl MsgTypes {
+    /// Nothing declared.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Declares the type of `Started`.
+    pub fn started<T: ?Sized>(self) -> Self {
+        MsgTypes { started: Some(std::any::type_name::<T>()), ..self }
+    }
+
+    /// Declares the type of stream messages.
+    pub fn yields<T: ?Sized>(self) -> Self {
+        MsgTypes { yields: Some(std::any::type_name::<T>()), ..self }
+    }
+
+    /// Declares the type of the result.
+    pub fn returns<T: ?Sized>(self) -> Self {
+        MsgTypes { returns: Some(std::any::type_name::<T>()), ..self }
+    }
+
+    /// Checks a value about to be sent as `kind` against the declaration.
+    ///
+    /// # Errors
+    ///
+    /// [`MsgTypeError`](plough_ipc_wire::MsgTypeError) naming `kind`, the declared type
+    /// and a rendering of the value (with its type).
+    pub fn check<T: Serialize + ?Sized>(
+        &self,
+        kind: MsgKind,
+        value: &T,
+    ) -> Result<(), plough_ipc_wire::MsgTypeError> {
+        let declared = match kind {
+            MsgKind::Started => self.started,
+            MsgKind::Yield => self.yields,
+            MsgKind::Return => self.returns,
+            _ => None,
+        };
+        let sending = std::any::type_name::<T>();
+        match declared {
+            Some(d) if d != sending => {
+                let rendering = Payload::encode(value)
+                    .map(|p| plough_ipc_wire::payload::render(&p))
+                    .unwrap_or_else(|e| e.to_string());
+                Err(plough_ipc_wire::MsgTypeError {
+                    expected: d.to_owned(),
+                    kind: Some(kind),
+                    arrived: format!("{rendering} ({sending})"),
+                    reason: format!("declared `{d}`, sending a `{sending}`"),
+                })
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
 /// What arrived for one context, shared with the connection's reader task.
 struct Inbox {
     /// The buffer's bound: [`STREAM_BUFFER`] until this side opens its stream with more.
@@ -274,6 +347,8 @@ struct Shared {
     /// Child: the serving call's context.
     cx: Option<Cx>,
     flags: Mutex<Flags>,
+    /// What this side declared it sends.
+    types: Mutex<MsgTypes>,
 }
 
 impl Shared {
@@ -352,6 +427,7 @@ impl Context {
                 cancel: CancellationToken::new(),
                 cx: None,
                 flags: Mutex::new(Flags { started: true, ..Flags::default() }),
+                types: Mutex::new(MsgTypes::default()),
             }),
         };
         let start = Start { cid, function: function.to_owned(), args, caller: me.clone(), kind };
@@ -376,7 +452,7 @@ impl Context {
     }
 
     /// The child side, for the actor that serves `cx`.
-    pub(crate) fn serve(channel: &Channel, cx: &Cx, function: &str) -> Context {
+    pub(crate) fn serve(channel: &Channel, cx: &Cx, function: &str, types: MsgTypes) -> Context {
         let conv = Conv::new(cx.actor().clone(), channel.peer().clone(), cx.cid(), Side::Child);
         // A closed channel is seen by the first stream operation.
         let _ = channel.register_conv(cx.cid(), Arc::clone(&conv));
@@ -390,6 +466,7 @@ impl Context {
                 cancel: cx.cancel_token(),
                 cx: Some(cx.clone()),
                 flags: Mutex::new(Flags::default()),
+                types: Mutex::new(types),
             }),
         }
     }
@@ -481,6 +558,30 @@ impl Context {
         ActorError::ContextCancelled { canceller: self.canceller() }
     }
 
+    /// Declares the types this side sends (replacing what was declared); see [`MsgTypes`].
+    pub fn declare_types(&self, types: MsgTypes) {
+        *self.shared.types.lock().unwrap_or_else(|p| p.into_inner()) = types;
+    }
+
+    /// What this side declared it sends.
+    pub fn declared_types(&self) -> MsgTypes {
+        self.shared.types.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Checks a value about to be sent as `kind` against this side's declaration.
+    pub(crate) fn check_type<T: Serialize + ?Sized>(
+        &self,
+        kind: MsgKind,
+        value: &T,
+    ) -> Result<(), ActorError> {
+        self.shared
+            .types
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .check(kind, value)
+            .map_err(ActorError::MsgType)
+    }
+
     /// Whether the child called `started` (for the serving task).
     pub(crate) fn was_started(&self) -> bool {
         self.shared.flags().started
@@ -491,12 +592,14 @@ impl Context {
     ///
     /// # Errors
     ///
-    /// Misuse (called twice, or in the parent) as [`ActorError::Runtime`]; a cancelled
-    /// context as [`ActorError::ContextCancelled`]; a lost connection.
+    /// Misuse (called twice, or in the parent) as [`ActorError::Runtime`]; a value of
+    /// another type than declared ([`MsgTypes`]) as [`ActorError::MsgType`], before it is
+    /// sent; a cancelled context as [`ActorError::ContextCancelled`]; a lost connection.
     pub async fn started<T: Serialize + ?Sized>(&self, value: &T) -> Result<(), ActorError> {
         if self.shared.side == Side::Parent {
             return Err(misuse("`started` is the child's call; the parent receives the value"));
         }
+        self.check_type(MsgKind::Started, value)?;
         if self.is_cancelled() {
             return Err(self.cancelled_error());
         }
@@ -723,11 +826,14 @@ impl MsgStream {
     ///
     /// # Errors
     ///
-    /// [`ActorError::StreamOverrun`] once the peer reported that we overran it; the
+    /// A value of another type than declared ([`MsgTypes`]) is [`ActorError::MsgType`]
+    /// of kind `Yield`, before it is sent. [`ActorError::StreamOverrun`] once the peer
+    /// reported that we overran it; the
     /// child's error, or a misuse error, once it has ended; [`ActorError::ContextCancelled`]
     /// after a cancel; [`ActorError::Runtime`] after [`MsgStream::close`]; a lost
     /// connection.
     pub async fn send<T: Serialize + ?Sized>(&self, value: &T) -> Result<(), ActorError> {
+        self.ctx.check_type(MsgKind::Yield, value)?;
         self.send_payload(crate::actor::encode(value)?).await
     }
 
@@ -987,5 +1093,28 @@ impl<T: DeserializeOwned + Clone + Send + 'static> Subscriber<T> {
             }
         });
         *self.hub.pump.lock().unwrap_or_else(|p| p.into_inner()) = Some(pump);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn declared_types_reject_other_types_naming_kind_declared_and_sent() {
+        let types = MsgTypes::new().started::<u32>().yields::<String>();
+        assert!(types.check(MsgKind::Started, &7u32).is_ok());
+        assert!(types.check(MsgKind::Return, &"anything").is_ok(), "undeclared: unchecked");
+        let e = types.check(MsgKind::Yield, &5i64).unwrap_err();
+        assert_eq!(e.kind, Some(MsgKind::Yield));
+        assert_eq!(e.expected, "alloc::string::String");
+        assert_eq!(e.arrived, "5 (i64)");
+    }
+
+    #[test]
+    fn a_stream_buffer_is_never_below_the_initial_credit() {
+        assert_eq!(StreamConfig::default().buffer, STREAM_BUFFER);
+        assert_eq!(StreamConfig::backpressure().with_buffer(1).buffer, STREAM_BUFFER);
+        assert_eq!(StreamConfig::default().with_buffer(1000).buffer, 1000);
     }
 }

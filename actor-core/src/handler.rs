@@ -132,6 +132,8 @@ struct Entry {
     kind: CallKind,
     call: Erased,
     args_type: &'static str,
+    /// What a context function declared it sends.
+    types: crate::context::MsgTypes,
 }
 
 /// The functions an actor serves. Build it the same way in every process of the program.
@@ -205,7 +207,12 @@ impl Registry {
         });
         self.insert(
             name,
-            Entry { kind: CallKind::Function, call, args_type: std::any::type_name::<A>() },
+            Entry {
+                kind: CallKind::Function,
+                call,
+                args_type: std::any::type_name::<A>(),
+                types: Default::default(),
+            },
         )
     }
 
@@ -239,6 +246,11 @@ impl Registry {
                 let ctx = served_context(&cx, &fname)?;
                 let args: A = decode_args(&me, &args)?;
                 let out = std::panic::AssertUnwindSafe(f(ctx.clone(), args)).catch_unwind().await;
+                if let Ok(Ok(value)) = &out
+                    && let Err(e) = ctx.check_type(plough_ipc_wire::msg::MsgKind::Return, value)
+                {
+                    return Err(crate::error::relay(&e, &me));
+                }
                 let started = ctx.was_started();
                 drop(ctx);
                 match finish(me.clone(), out) {
@@ -254,7 +266,12 @@ impl Registry {
         });
         self.insert(
             name,
-            Entry { kind: CallKind::Context, call, args_type: std::any::type_name::<A>() },
+            Entry {
+                kind: CallKind::Context,
+                call,
+                args_type: std::any::type_name::<A>(),
+                types: Default::default(),
+            },
         )
     }
 
@@ -324,7 +341,12 @@ impl Registry {
         });
         self.insert(
             name,
-            Entry { kind: CallKind::Stream, call, args_type: std::any::type_name::<A>() },
+            Entry {
+                kind: CallKind::Stream,
+                call,
+                args_type: std::any::type_name::<A>(),
+                types: Default::default(),
+            },
         )
     }
 
@@ -333,6 +355,26 @@ impl Registry {
             panic!("handler `{name}` registered twice");
         }
         self
+    }
+
+    /// Declares the payload types context (or stream) function `name` sends: a value of
+    /// another type fails with `MsgTypeError` in the child, before it is sent (see
+    /// [`MsgTypes`](crate::context::MsgTypes)).
+    ///
+    /// # Panics
+    ///
+    /// When `name` is not registered yet.
+    pub fn declare(mut self, name: &str, types: crate::context::MsgTypes) -> Self {
+        match self.entries.get_mut(name) {
+            Some(e) => e.types = types,
+            None => panic!("cannot declare types for `{name}`: register it first"),
+        }
+        self
+    }
+
+    /// The types `name` declared it sends.
+    pub(crate) fn types(&self, name: &str) -> crate::context::MsgTypes {
+        self.entries.get(name).map(|e| e.types.clone()).unwrap_or_default()
     }
 
     /// The names registered, sorted.

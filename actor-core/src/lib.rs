@@ -45,7 +45,9 @@ pub mod spawn;
 pub mod spawn_method;
 
 pub use actor::Actor;
-pub use context::{Context, FanOut, MsgStream, Outcome, STREAM_BUFFER, StreamConfig, Subscriber};
+pub use context::{
+    Context, FanOut, MsgStream, MsgTypes, Outcome, STREAM_BUFFER, StreamConfig, Subscriber,
+};
 pub use error::{ActorError, RemoteActorError, Result, SpawnError};
 pub use handler::{Cx, Registry};
 pub use nursery::{LadderConfig, Nursery, RunHandle};

@@ -1,7 +1,7 @@
 //! The handlers of the test program (`plough_app`): the same registry in the test
 //! process (the root) and in every child, exec'd or forked.
 
-use plough::{ActorError, Context, Cx, Registry, StreamConfig};
+use plough::{ActorError, Context, Cx, MsgTypes, Registry, StreamConfig};
 use std::time::Duration;
 
 /// An error type of the test program.
@@ -156,6 +156,10 @@ pub fn registry() -> Registry {
         .stream("range", range)
         .stream("range_then_fail", range_then_fail)
         .func("cancel_peer", cancel_peer)
+        .context("ctx_typed", ctx_typed)
+        .declare("ctx_typed", typed_decl())
+        .context("ctx_typed_bad_return", ctx_typed_bad_return)
+        .declare("ctx_typed_bad_return", typed_decl())
 }
 
 // ---- Contexts and streams (runtime_context.rs, runtime_stream.rs) ----
@@ -347,4 +351,33 @@ async fn ctx_cleanup_fails(ctx: Context, _: ()) -> Result<(), AppError> {
 async fn cancel_peer(cx: Cx, name: String) -> Result<bool, ActorError> {
     let p = cx.runtime().wait_for_actor(&name).await?;
     Ok(p.cancel_actor().await)
+}
+
+/// What `ctx_typed` and `ctx_typed_bad_return` declare: `u32` everywhere.
+fn typed_decl() -> MsgTypes {
+    MsgTypes::new().started::<u32>().yields::<u32>().returns::<u32>()
+}
+
+/// Declared `u32` throughout; `mode` says what it sends wrongly: `started` (a string
+/// as its first value), `yield` (a string on its stream), anything else nothing (it
+/// streams 1, 2 and returns 3).
+async fn ctx_typed(ctx: Context, mode: String) -> Result<u32, ActorError> {
+    if mode == "started" {
+        ctx.started("one").await?;
+    }
+    ctx.started(&1u32).await?;
+    let s = ctx.open_stream().await?;
+    if mode == "yield" {
+        s.send("two").await?;
+    }
+    s.send(&1u32).await?;
+    s.send(&2u32).await?;
+    s.close().await?;
+    Ok(3)
+}
+
+/// Declared to return `u32`, returns a string.
+async fn ctx_typed_bad_return(ctx: Context, _: ()) -> Result<String, ActorError> {
+    ctx.started(&1u32).await?;
+    Ok("three".to_owned())
 }

@@ -239,3 +239,41 @@ fn payload_type_mismatch_is_a_msg_type_error() {
     })
     .unwrap();
 }
+
+/// Declared types are checked where the value is sent, before it is sent: the error
+/// names the kind, the declared type and what was sent; matching types pass.
+#[test]
+fn declared_types_are_checked_before_sending() {
+    with_root(|root| async move {
+        root.nursery(|n| async move {
+            let p = n.start_actor("typed").await?;
+            let check = |e: &ActorError, kind: &str, sent: &str| {
+                let r = remote(e);
+                assert_eq!(r.type_name, "MsgTypeError", "{e}");
+                let t = r.type_error.as_ref().unwrap_or_else(|| panic!("details: {e}"));
+                assert_eq!((t.msg_kind.as_str(), t.expected_type.as_str()), (kind, "u32"), "{t:?}");
+                assert!(t.rendering.contains(sent), "{t:?}");
+            };
+            let e = p.open_context::<_, u32>("ctx_typed", "started").await.unwrap_err();
+            check(&e, "started", "\"one\"");
+            let (ctx, first) = p.open_context::<_, u32>("ctx_typed", "yield").await?;
+            assert_eq!(first, 1);
+            let s = ctx.open_stream().await?;
+            let e = s.recv::<u32>().await.unwrap_err();
+            check(&e, "yield", "\"two\"");
+            let (ctx, _) = p.open_context::<_, u32>("ctx_typed_bad_return", ()).await?;
+            let e = ctx.result::<String>().await.unwrap_err();
+            check(&e, "return", "\"three\"");
+            // Matching types pass; the connection stayed usable throughout.
+            let (ctx, first) = p.open_context::<_, u32>("ctx_typed", "none").await?;
+            let s = ctx.open_stream().await?;
+            let got: Vec<u32> = [s.recv().await?, s.recv().await?].into_iter().flatten().collect();
+            assert_eq!((first, got), (1, vec![1, 2]));
+            assert_eq!(ctx.result::<u32>().await?, Outcome::Returned(3));
+            assert_eq!(p.run::<_, i64>("add", (1, 1)).await?, 2);
+            Ok(())
+        })
+        .await
+    })
+    .unwrap();
+}
