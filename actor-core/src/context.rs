@@ -1,6 +1,7 @@
 //! Contexts: the long-lived conversation between two actors.
 //!
-//! The parent opens a context on a portal ([`Portal::open_context`]); the child's context
+//! The parent opens a context on a portal
+//! ([`Portal::open_context`](crate::Portal::open_context)); the child's context
 //! function calls [`Context::started`] exactly once (its value is the parent's first
 //! value), may open a two-way [`MsgStream`], and returns a result that the parent collects
 //! with [`Context::result`]. Either side may cancel.
@@ -16,6 +17,17 @@
 //!   overruns: it holds credit for the receiver's free buffer slots, waits when it has
 //!   none, and the receiver grants credit back as it consumes. Memory stays bounded and
 //!   nothing is dropped, whatever the speed mismatch.
+//!
+//!   Without backpressure even a prompt receiver can be overrun by a fast sender: the
+//!   reader task delivers everything one socket read brought (hundreds of small messages)
+//!   before the receiving task runs. Bulk streams should opt in; a larger receive buffer
+//!   ([`StreamConfig::with_buffer`]) lets a backpressured sender run further ahead.
+//!
+//!   Credit grants travel as the reserved function `plough.credit` (a `Start` whose cid
+//!   is the context's and whose argument is the count), handled by the connection before
+//!   the actor sees it. No schema change was needed, grants are batched (one per half
+//!   buffer consumed, so their size does not matter), and an old peer that does not know
+//!   them answers a harmless `NoSuchFunction` instead of failing to decode a new variant.
 //! * **A cancel that masks a failure.** A cancelled child is given a grace period to
 //!   finish its own cleanup; a real error it raises meanwhile is what the parent gets.
 //! * **Ambiguity about who cancelled.** The parent that called [`Context::cancel`] gets
