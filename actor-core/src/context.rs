@@ -361,6 +361,8 @@ struct Shared {
     flags: Mutex<Flags>,
     /// What this side declared it sends.
     types: Mutex<MsgTypes>,
+    /// Its entry in the task table (listed by SIGUSR1 dumps while it lives).
+    task: crate::dump::TaskGuard,
 }
 
 impl Shared {
@@ -440,6 +442,13 @@ impl Context {
                 cx: None,
                 flags: Mutex::new(Flags { started: true, ..Flags::default() }),
                 types: Mutex::new(MsgTypes::default()),
+                task: crate::dump::TaskGuard::new(
+                    crate::dump::TaskKind::Context,
+                    cid,
+                    channel.peer(),
+                    function,
+                    "opened: waiting for started",
+                ),
             }),
         };
         let start = Start { cid, function: function.to_owned(), args, caller: me.clone(), kind };
@@ -460,6 +469,7 @@ impl Context {
             })
             .await?;
         let first = first.decode::<F>().map_err(|e| type_error(e, MsgKind::Started))?;
+        ctx.shared.task.set_state("started");
         Ok((ctx, first))
     }
 
@@ -479,6 +489,13 @@ impl Context {
                 cx: Some(cx.clone()),
                 flags: Mutex::new(Flags::default()),
                 types: Mutex::new(types),
+                task: crate::dump::TaskGuard::new(
+                    crate::dump::TaskKind::Context,
+                    cx.cid(),
+                    channel.peer(),
+                    function,
+                    "serving: before started",
+                ),
             }),
         }
     }
@@ -625,6 +642,7 @@ impl Context {
             }
             f.started = true;
         }
+        self.shared.task.set_state("serving: started");
         let payload = crate::actor::encode(value)?;
         self.shared.channel.send(Msg::Started { cid: self.shared.cid, payload }).await
     }
@@ -664,6 +682,11 @@ impl Context {
             }
             f.stream_opened = true;
         }
+        self.shared.task.set_state(if config.backpressure {
+            "streaming (backpressure)"
+        } else {
+            "streaming"
+        });
         let extra = {
             let mut ib = self.shared.conv.lock();
             let extra = config.buffer.saturating_sub(ib.capacity);

@@ -125,6 +125,39 @@ async fn fds(_cx: Cx, _: ()) -> Result<Vec<(i32, String)>, AppError> {
         .collect())
 }
 
+/// Streams `0..n` to the parent, with backpressure; returns `n`.
+async fn ctx_numbers(ctx: Context, n: u64) -> Result<u64, ActorError> {
+    ctx.started(&()).await?;
+    let s = ctx.open_stream_with(StreamConfig::backpressure()).await?;
+    for i in 0..n {
+        s.send(&i).await?;
+    }
+    s.close().await?;
+    Ok(n)
+}
+
+/// Starts a `leaf` child, opens `ctx_numbers(n)` on it and relays every value to its own
+/// parent (both streams with backpressure); returns how many it relayed.
+async fn ctx_relay(ctx: Context, n: u64) -> Result<u64, ActorError> {
+    let cx = ctx.cx().expect("the child side has a Cx").clone();
+    cx.nursery(|nursery| async move {
+        let leaf = nursery.start_actor("leaf").await?;
+        let (inner, ()) = leaf.open_context::<_, ()>("ctx_numbers", n).await?;
+        let from_leaf = inner.open_stream_with(StreamConfig::backpressure()).await?;
+        ctx.started(&()).await?;
+        let to_parent = ctx.open_stream_with(StreamConfig::backpressure()).await?;
+        let mut relayed = 0;
+        while let Some(x) = from_leaf.recv::<u64>().await? {
+            to_parent.send(&x).await?;
+            relayed += 1;
+        }
+        to_parent.close().await?;
+        inner.result::<u64>().await?;
+        Ok(relayed)
+    })
+    .await
+}
+
 /// The registry of the test program.
 pub fn registry() -> Registry {
     Registry::new()
@@ -140,6 +173,8 @@ pub fn registry() -> Registry {
         .func("spawn_sleepers", spawn_sleepers)
         .func("hold_sleepers", hold_sleepers)
         .context("ctx_simple", ctx_simple)
+        .context("ctx_numbers", ctx_numbers)
+        .context("ctx_relay", ctx_relay)
         .context("ctx_started_twice", ctx_started_twice)
         .context("ctx_stream_before_started", ctx_stream_before_started)
         .context("ctx_cancel_target", ctx_cancel_target)

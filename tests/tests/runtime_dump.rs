@@ -88,3 +88,63 @@ fn sigusr1_to_the_root_dumps_every_actor_of_the_tree() {
     }
     assert_no_descendants(Duration::from_secs(5));
 }
+
+#[test]
+fn a_dump_mid_stream_names_the_blocked_contexts_and_loses_nothing() {
+    become_subreaper();
+    let registry = fresh_tcp_registry();
+    let n = 10_000u64;
+    let mut child = Command::new(APP)
+        .args(["stream-dump", &n.to_string()])
+        .env("PLOUGH_TEST_REGISTRY", &registry)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let app = ChildHandle::from_std(child).unwrap();
+    app.set_kill_on_drop(true);
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "half", "the root read half the stream");
+
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let addr: plough::Address = registry.parse().unwrap();
+    let mut entries = Vec::new();
+    wait_until(Duration::from_secs(10), "3 actors registered", || {
+        entries = rt.block_on(plough::ps::query(&addr)).unwrap_or_default();
+        entries.len() == 3
+    });
+    let dumps = plough_fork_prims::marker::default_runtime_dir().join("dumps");
+    let files: Vec<(String, std::path::PathBuf)> = entries
+        .iter()
+        .map(|e| (e.aid.name.clone(), dumps.join(format!("{}@{}.dump", e.aid.name, e.aid.pid))))
+        .collect();
+    app.signal(plough_fork_prims::Signal::USR1).unwrap();
+    wait_until(Duration::from_secs(10), "a dump from each actor", || {
+        files.iter().all(|(_, f)| f.exists())
+    });
+    for (name, f) in &files {
+        let text = std::fs::read_to_string(f).unwrap();
+        assert!(text.contains("contexts:"), "{name}: {text}");
+        match name.as_str() {
+            "root" => assert!(text.contains("ctx_relay") && text.contains("streaming"), "{text}"),
+            "mid" => assert!(text.contains("ctx_relay") && text.contains("ctx_numbers"), "{text}"),
+            "leaf" => assert!(text.contains("ctx_numbers") && text.contains("streaming"), "{text}"),
+            other => panic!("unexpected actor {other}"),
+        }
+    }
+    // Release the root: every number still arrives, in order.
+    std::io::Write::write_all(&mut stdin, b"go\n").unwrap();
+    let mut rest = String::new();
+    stdout.read_to_string(&mut rest).unwrap();
+    assert!(rest.contains(&format!("delivered {n} of {n}")), "{rest}");
+    assert!(rest.contains("result ok"), "{rest}");
+    assert!(app.wait_blocking().unwrap().success());
+    for (_, f) in &files {
+        std::fs::remove_file(f).unwrap();
+    }
+    assert_no_descendants(Duration::from_secs(5));
+}

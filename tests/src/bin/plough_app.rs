@@ -55,6 +55,40 @@ fn main() {
                 })
                 .await
             }
+            "stream-dump" => {
+                // root -> mid -> leaf, a backpressured stream of N numbers relayed up the
+                // tree; the root stops reading halfway (everyone blocks mid-stream) until
+                // a line arrives on stdin, then checks every number arrived in order.
+                let n: u64 = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(10_000);
+                root.nursery(|nursery| async move {
+                    let mid = nursery.start_actor("mid").await?;
+                    let (ctx, ()) = mid.open_context::<_, ()>("ctx_relay", n).await?;
+                    let s = ctx.open_stream_with(plough::StreamConfig::backpressure()).await?;
+                    let mut next = 0u64;
+                    while next < n / 2 {
+                        let x: u64 = s.recv().await?.expect("stream ended early");
+                        assert_eq!(x, next, "out of order");
+                        next += 1;
+                    }
+                    println!("half");
+                    std::io::Write::flush(&mut std::io::stdout()).ok();
+                    tokio::task::spawn_blocking(|| {
+                        let mut line = String::new();
+                        std::io::stdin().read_line(&mut line)
+                    })
+                    .await
+                    .expect("stdin reader")
+                    .expect("read stdin");
+                    while let Some(x) = s.recv::<u64>().await? {
+                        assert_eq!(x, next, "out of order");
+                        next += 1;
+                    }
+                    let relayed = ctx.result::<u64>().await?;
+                    println!("delivered {next} of {n} (relayed {relayed:?})");
+                    Ok(())
+                })
+                .await
+            }
             other => Err(plough::ActorError::Runtime(format!("unknown scenario `{other}`"))),
         }
     });
