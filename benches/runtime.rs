@@ -10,7 +10,9 @@
 //!   connects back and writes one byte;
 //! * root + 16 actors + one RPC each + teardown (every child reaped);
 //! * RPC round trip of a trivial function over UDS vs a raw UDS ping-pong between two
-//!   processes (one byte each way).
+//!   processes (one byte each way);
+//! * stream throughput child → parent, 64-byte messages with backpressure (default and
+//!   1024-message buffers), vs a raw UDS stream of 64-byte records between two processes.
 
 use plough::{Cx, Registry, SpawnMethod};
 use std::io::{Read, Write};
@@ -23,8 +25,87 @@ async fn ping(_cx: Cx, x: u64) -> Result<u64, std::convert::Infallible> {
     Ok(x)
 }
 
+/// Streams `n` payloads of `size` bytes to the parent with backpressure; returns `n`.
+async fn source(ctx: plough::Context, (n, size): (u64, usize)) -> Result<u64, plough::ActorError> {
+    ctx.started(&()).await?;
+    let s = ctx.open_stream_with(plough::StreamConfig::backpressure()).await?;
+    let payload = plough::ipc_wire::payload::Payload::from(vec![7u8; size]);
+    for _ in 0..n {
+        s.send_payload(payload.clone()).await?;
+    }
+    s.close().await?;
+    Ok(n)
+}
+
 fn registry() -> Registry {
-    Registry::new().func("ping", ping)
+    Registry::new().func("ping", ping).context("source", source)
+}
+
+/// Messages per second (in thousands) of a `n`-message, 64-byte backpressured stream,
+/// child → parent over UDS, with a receive buffer of `buffer`; one sample per run.
+fn stream_throughput(n: u64, buffer: usize, runs: usize) -> Vec<f64> {
+    runtime(SpawnMethod::MainThreadForkserver, true)
+        .run(|root| async move {
+            root.nursery(|nursery| async move {
+                let p = nursery.start_actor("source").await?;
+                let mut out = Vec::with_capacity(runs);
+                for _ in 0..runs {
+                    let (ctx, ()) = p.open_context::<_, ()>("source", (n, 64usize)).await?;
+                    let s = ctx
+                        .open_stream_with(plough::StreamConfig::backpressure().with_buffer(buffer))
+                        .await?;
+                    let t = Instant::now();
+                    let mut got = 0u64;
+                    while s.recv_payload().await?.is_some() {
+                        got += 1;
+                    }
+                    let rate = got as f64 / t.elapsed().as_secs_f64() / 1e3;
+                    assert_eq!(got, n, "every message arrives");
+                    ctx.result::<u64>().await?;
+                    out.push(rate);
+                }
+                Ok(out)
+            })
+            .await
+        })
+        .expect("stream bench")
+}
+
+/// The floor: a forked child writes `n` 64-byte records into a UDS socketpair through a
+/// buffered writer; this process reads them. Thousands of records per second, per run.
+fn raw_stream(n: u64, runs: usize) -> Vec<f64> {
+    (0..runs)
+        .map(|_| {
+            let (mut a, b) = UnixStream::pair().unwrap();
+            let fd = std::os::fd::AsRawFd::as_raw_fd(&b);
+            let opts = plough::fork_prims::ForkOptions::default().keep_fd(fd);
+            let t = Instant::now();
+            let child = plough::fork_prims::fork_blocking(&opts, move || {
+                let mut w = std::io::BufWriter::with_capacity(64 << 10, b);
+                let rec = [7u8; 64];
+                for _ in 0..n {
+                    if w.write_all(&rec).is_err() {
+                        return 1;
+                    }
+                }
+                i32::from(w.flush().is_err())
+            })
+            .unwrap();
+            let mut buf = vec![0u8; 64 << 10];
+            let mut total = 0u64;
+            loop {
+                match a.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(k) => total += k as u64,
+                    Err(e) => panic!("raw stream read: {e}"),
+                }
+            }
+            let rate = (total / 64) as f64 / t.elapsed().as_secs_f64() / 1e3;
+            assert_eq!(total, n * 64);
+            assert!(child.wait_blocking().unwrap().success());
+            rate
+        })
+        .collect()
 }
 
 #[derive(Debug, Clone)]
@@ -259,6 +340,14 @@ fn main() {
     let raw = Stat::new("floor: raw UDS ping-pong", "us", raw_ping_pong(2000 * k));
     let rpc = Stat::new("RPC round trip (UDS)", "us", rpc_round_trip(2000 * k));
     rows.push((rpc, Some(raw)));
+    let n = 200_000 * k as u64;
+    let floor = Stat::new("floor: raw UDS stream, 64 B records", "k/s", raw_stream(n, 3));
+    let default_buf =
+        Stat::new("stream 64 B, backpressure, buffer 64", "k/s", stream_throughput(n, 64, 3));
+    let big_buf =
+        Stat::new("stream 64 B, backpressure, buffer 1024", "k/s", stream_throughput(n, 1024, 3));
+    rows.push((default_buf, Some(floor.clone())));
+    rows.push((big_buf, Some(floor)));
 
     println!(
         "\n{:<54} {:>10} {:>10} {:>12} {:>7}",
