@@ -234,60 +234,59 @@ fn tree16(method: SpawnMethod, n: usize) -> Vec<f64> {
         .expect("tree bench")
 }
 
-/// Round trip of `ping` over UDS, `n` calls after a warm-up.
-fn rpc_round_trip(n: usize) -> Vec<f64> {
+/// Round trips over UDS: `ping` through plough, and the floor — one byte each way over a
+/// socketpair with a forked echo child (blocking I/O on both sides). The two are measured
+/// in alternating batches inside one root, so both see the same machine noise. Returns
+/// (plough samples, raw samples), microseconds.
+fn rpc_and_raw_round_trips(n: usize) -> (Vec<f64>, Vec<f64>) {
     runtime(SpawnMethod::MainThreadForkserver, true)
         .run(|root| async move {
             root.nursery(|nursery| async move {
                 let p = nursery.start_actor("echo").await?;
+                let (mut a, b) = UnixStream::pair().unwrap();
+                let fd = std::os::fd::AsRawFd::as_raw_fd(&b);
+                let opts = plough::fork_prims::ForkOptions::default().keep_fd(fd);
+                let echo = plough::fork_prims::fork_blocking(&opts, move || {
+                    let mut b = b;
+                    let mut x = [0u8; 1];
+                    while b.read_exact(&mut x).is_ok() {
+                        if b.write_all(&x).is_err() {
+                            break;
+                        }
+                    }
+                    0
+                })
+                .unwrap();
+                let mut x = [7u8; 1];
+                let mut raw_once = || {
+                    let t = Instant::now();
+                    a.write_all(&x).unwrap();
+                    a.read_exact(&mut x).unwrap();
+                    t.elapsed().as_secs_f64() * 1e6
+                };
                 for i in 0..200u64 {
                     let _: u64 = p.run("ping", i).await?;
+                    raw_once();
                 }
-                let mut out = Vec::with_capacity(n);
-                for i in 0..n as u64 {
-                    let t = Instant::now();
-                    let _: u64 = p.run("ping", i).await?;
-                    out.push(t.elapsed().as_secs_f64() * 1e6);
+                let (mut rpc, mut raw) = (Vec::with_capacity(n), Vec::with_capacity(n));
+                let batch = 100;
+                for round in 0..n.div_ceil(batch) {
+                    for i in 0..batch {
+                        let t = Instant::now();
+                        let _: u64 = p.run("ping", (round * batch + i) as u64).await?;
+                        rpc.push(t.elapsed().as_secs_f64() * 1e6);
+                    }
+                    for _ in 0..batch {
+                        raw.push(raw_once());
+                    }
                 }
-                Ok(out)
+                drop(a);
+                echo.wait_blocking().unwrap();
+                Ok((rpc, raw))
             })
             .await
         })
         .expect("rpc bench")
-}
-
-/// The floor: one byte each way over a socketpair between this process and a forked
-/// child (blocking I/O on both sides).
-fn raw_ping_pong(n: usize) -> Vec<f64> {
-    let (mut a, b) = UnixStream::pair().unwrap();
-    let fd = std::os::fd::AsRawFd::as_raw_fd(&b);
-    let opts = plough::fork_prims::ForkOptions::default().keep_fd(fd);
-    let child = plough::fork_prims::fork_blocking(&opts, move || {
-        let mut b = b;
-        let mut x = [0u8; 1];
-        while b.read_exact(&mut x).is_ok() {
-            if b.write_all(&x).is_err() {
-                break;
-            }
-        }
-        0
-    })
-    .unwrap();
-    let mut x = [7u8; 1];
-    for _ in 0..200 {
-        a.write_all(&x).unwrap();
-        a.read_exact(&mut x).unwrap();
-    }
-    let mut out = Vec::with_capacity(n);
-    for _ in 0..n {
-        let t = Instant::now();
-        a.write_all(&x).unwrap();
-        a.read_exact(&mut x).unwrap();
-        out.push(t.elapsed().as_secs_f64() * 1e6);
-    }
-    drop(a);
-    child.wait_blocking().unwrap();
-    out
 }
 
 fn main() {
@@ -337,8 +336,9 @@ fn main() {
         ),
         None,
     ));
-    let raw = Stat::new("floor: raw UDS ping-pong", "us", raw_ping_pong(2000 * k));
-    let rpc = Stat::new("RPC round trip (UDS)", "us", rpc_round_trip(2000 * k));
+    let (rpc, raw) = rpc_and_raw_round_trips(2000 * k);
+    let raw = Stat::new("floor: raw UDS ping-pong", "us", raw);
+    let rpc = Stat::new("RPC round trip (UDS)", "us", rpc);
     rows.push((rpc, Some(raw)));
     let n = 200_000 * k as u64;
     let floor = Stat::new("floor: raw UDS stream, 64 B records", "k/s", raw_stream(n, 3));

@@ -60,6 +60,15 @@ pub(crate) fn run(args: &TestArgs) -> Result<()> {
     }
     let runtime_tests = runtime_test_targets(&root)?;
 
+    // Some suites drive workspace binaries that are not their own package's (the `plough`
+    // CLI): build every binary first, with the same profile the runner uses.
+    let status = Command::new(env!("CARGO"))
+        .current_dir(&root)
+        .args(["build", "--workspace", "--bins"])
+        .status()
+        .context("could not run cargo build")?;
+    anyhow::ensure!(status.success(), "cargo build --workspace --bins failed: {status}");
+
     let mut results = Vec::new();
     for cell in &cells {
         eprintln!("\nxtask: == {} ({runner})", cell.name);
