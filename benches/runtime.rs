@@ -238,7 +238,7 @@ fn tree16(method: SpawnMethod, n: usize) -> Vec<f64> {
 /// socketpair with a forked echo child (blocking I/O on both sides). The two are measured
 /// in alternating batches inside one root, so both see the same machine noise. Returns
 /// (plough samples, raw samples), microseconds.
-fn rpc_and_raw_round_trips(n: usize) -> (Vec<f64>, Vec<f64>) {
+fn rpc_and_raw_round_trips(n: usize) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
     runtime(SpawnMethod::MainThreadForkserver, true)
         .run(|root| async move {
             root.nursery(|nursery| async move {
@@ -257,6 +257,31 @@ fn rpc_and_raw_round_trips(n: usize) -> (Vec<f64>, Vec<f64>) {
                     0
                 })
                 .unwrap();
+                // A third floor: the same echo with tokio on both sides (current-thread
+                // runtimes, epoll-driven), to separate the reactor's cost from plough's.
+                let (ta, tb) = UnixStream::pair().unwrap();
+                let tfd = std::os::fd::AsRawFd::as_raw_fd(&tb);
+                let topts = plough::fork_prims::ForkOptions::default().keep_fd(tfd);
+                let tokio_echo = plough::fork_prims::fork_blocking(&topts, move || {
+                    let rt =
+                        tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+                    rt.block_on(async move {
+                        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                        tb.set_nonblocking(true).unwrap();
+                        let mut b = tokio::net::UnixStream::from_std(tb).unwrap();
+                        let mut x = [0u8; 1];
+                        while b.read_exact(&mut x).await.is_ok() {
+                            if b.write_all(&x).await.is_err() {
+                                break;
+                            }
+                        }
+                    });
+                    0
+                })
+                .unwrap();
+                ta.set_nonblocking(true).unwrap();
+                let mut ta = tokio::net::UnixStream::from_std(ta).unwrap();
+                let mut tokio_rtt = Vec::with_capacity(n);
                 let mut x = [7u8; 1];
                 let mut raw_once = || {
                     let t = Instant::now();
@@ -279,10 +304,20 @@ fn rpc_and_raw_round_trips(n: usize) -> (Vec<f64>, Vec<f64>) {
                     for _ in 0..batch {
                         raw.push(raw_once());
                     }
+                    for _ in 0..batch {
+                        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                        let mut y = [9u8; 1];
+                        let t = Instant::now();
+                        ta.write_all(&y).await.unwrap();
+                        ta.read_exact(&mut y).await.unwrap();
+                        tokio_rtt.push(t.elapsed().as_secs_f64() * 1e6);
+                    }
                 }
                 drop(a);
+                drop(ta);
                 echo.wait_blocking().unwrap();
-                Ok((rpc, raw))
+                tokio_echo.wait_blocking().unwrap();
+                Ok((rpc, raw, tokio_rtt))
             })
             .await
         })
@@ -336,10 +371,12 @@ fn main() {
         ),
         None,
     ));
-    let (rpc, raw) = rpc_and_raw_round_trips(2000 * k);
+    let (rpc, raw, tok) = rpc_and_raw_round_trips(2000 * k);
     let raw = Stat::new("floor: raw UDS ping-pong", "us", raw);
+    let tok = Stat::new("tokio UDS ping-pong (current-thread, both sides)", "us", tok);
     let rpc = Stat::new("RPC round trip (UDS)", "us", rpc);
-    rows.push((rpc, Some(raw)));
+    rows.push((rpc, Some(raw.clone())));
+    rows.push((tok, Some(raw)));
     let n = 200_000 * k as u64;
     let floor = Stat::new("floor: raw UDS stream, 64 B records", "k/s", raw_stream(n, 3));
     let default_buf =
