@@ -157,7 +157,16 @@ impl Runtime {
             .build()
             .map_err(|e| ActorError::Runtime(format!("cannot build the tokio runtime: {e}")));
         let out = match rt {
-            Ok(rt) => rt.block_on(self.root(body)),
+            Ok(rt) => {
+                let out = rt.block_on(self.root(body));
+                drop(rt);
+                // Children dropped on an error path went to the reaper thread: reap them
+                // before returning (the caller may exit right after).
+                if !plough_fork_prims::drain_reaper(Duration::from_secs(3)) {
+                    tracing::warn!("some children were not reaped before the root returned");
+                }
+                out
+            }
             Err(e) => Err(e),
         };
         ACTOR_RUNNING.store(false, Ordering::SeqCst);
@@ -359,7 +368,8 @@ pub fn child_main(
             return 70;
         }
     };
-    rt.block_on(async move {
+    let boot_name = boot.name.clone();
+    let code = rt.block_on(async move {
         match child(registry, config, backend, boot.clone()).await {
             Ok(()) => 0,
             Err(e) => {
@@ -367,7 +377,14 @@ pub fn child_main(
                 1
             }
         }
-    })
+    });
+    // Children dropped mid-shutdown were handed to the reaper thread: let it finish, or
+    // they outlive this process as orphans (or zombies of whoever inherits them).
+    drop(rt);
+    if !plough_fork_prims::drain_reaper(Duration::from_secs(3)) {
+        eprintln!("plough: child {}: some children were not reaped before exit", boot_name);
+    }
+    code
 }
 
 async fn child(

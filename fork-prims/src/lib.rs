@@ -75,7 +75,7 @@ pub use forkserver::fork;
 pub use forkserver::{FORKSERVER_THREAD_NAME, fork_blocking, forkserver_started};
 pub use hooks::{ForkHooks, register_fork_hooks};
 pub use prelude::{ForkOptions, exit_code};
-pub use reap_queue::pending_reaps;
+pub use reap_queue::{drain_reaper, pending_reaps};
 pub use rustix::process::Signal;
 pub use scrub::{ScrubMethod, ScrubReport, close_inherited_fds, list_open_fds, validate_keep_set};
 #[cfg(feature = "async")]

@@ -45,6 +45,22 @@ pub(crate) fn hand_off(pid: Pid, pidfd: Option<OwnedFd>) {
     let _ = rustix::io::write(&reaper.wake, &1u64.to_ne_bytes());
 }
 
+/// Waits (at most `limit`) until the reaper thread has reaped every child handed to it;
+/// returns whether it did. Call before the process exits: children still queued would
+/// be orphaned (and, if already dead, left as zombies of whoever inherits them).
+pub fn drain_reaper(limit: std::time::Duration) -> bool {
+    let deadline = std::time::Instant::now() + limit;
+    let mut pause = std::time::Duration::from_micros(200);
+    while pending_reaps() > 0 {
+        if std::time::Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(std::time::Duration::from_millis(20));
+    }
+    true
+}
+
 /// How many dropped children of this process the reaper still waits for.
 pub fn pending_reaps() -> usize {
     REAPER.get().map_or(0, |r| r.pending.load(Ordering::SeqCst))
