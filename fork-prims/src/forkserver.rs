@@ -37,6 +37,8 @@ struct Request {
 #[derive(Debug)]
 struct Server {
     tx: mpsc::Sender<Request>,
+    /// Requests submitted and not yet answered (their child may be about to exist).
+    in_flight: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 }
 
 static SERVER: PerProcess<Server> = PerProcess::new();
@@ -48,11 +50,15 @@ fn server() -> io::Result<&'static Server> {
     SERVER.try_get_or_init(
         || {
             let (tx, rx) = mpsc::channel::<Request>();
-            crate::signals::spawn_with_signals_blocked(FORKSERVER_THREAD_NAME, move || serve(rx))
-                .map_err(|e| {
+            let in_flight = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+            let counter = std::sync::Arc::clone(&in_flight);
+            crate::signals::spawn_with_signals_blocked(FORKSERVER_THREAD_NAME, move || {
+                serve(rx, &counter)
+            })
+            .map_err(|e| {
                 io::Error::new(e.kind(), format!("cannot start the forkserver thread: {e}"))
             })?;
-            Ok(Server { tx })
+            Ok(Server { tx, in_flight })
         },
         // A losing server's sender drops: its thread sees the channel close and exits.
         drop,
@@ -64,10 +70,18 @@ pub fn forkserver_started() -> bool {
     SERVER.get().is_some()
 }
 
-fn serve(rx: mpsc::Receiver<Request>) {
+fn serve(rx: mpsc::Receiver<Request>, in_flight: &std::sync::atomic::AtomicUsize) {
     for Request { plan, body, reply } in rx {
+        // If the requester is gone, `reply` drops the handle here, which kills the child
+        // and queues it for the reaper before the request stops counting as in flight.
         reply(fork_one(plan, body));
+        in_flight.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
     }
+}
+
+/// Fork requests of this process not answered yet.
+pub(crate) fn forks_in_flight() -> usize {
+    SERVER.get().map_or(0, |s| s.in_flight.load(std::sync::atomic::Ordering::SeqCst))
 }
 
 fn fork_one(plan: Plan, body: Body) -> io::Result<ChildHandle> {
@@ -169,8 +183,10 @@ pub async fn fork(
 
 fn submit(opts: &ForkOptions, body: Body, reply: Reply) -> io::Result<()> {
     let plan = plan(opts)?;
-    server()?
-        .tx
-        .send(Request { plan, body, reply })
-        .map_err(|_| io::Error::other("the forkserver thread is gone"))
+    let server = server()?;
+    server.in_flight.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    server.tx.send(Request { plan, body, reply }).map_err(|_| {
+        server.in_flight.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+        io::Error::other("the forkserver thread is gone")
+    })
 }

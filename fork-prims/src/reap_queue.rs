@@ -45,13 +45,14 @@ pub(crate) fn hand_off(pid: Pid, pidfd: Option<OwnedFd>) {
     let _ = rustix::io::write(&reaper.wake, &1u64.to_ne_bytes());
 }
 
-/// Waits (at most `limit`) until the reaper thread has reaped every child handed to it;
-/// returns whether it did. Call before the process exits: children still queued would
-/// be orphaned (and, if already dead, left as zombies of whoever inherits them).
+/// Waits (at most `limit`) until no fork request is in flight and the reaper thread has
+/// reaped every child handed to it; returns whether it did. Call before the process
+/// exits: a child still being forked for a requester that is gone, or still queued,
+/// would be orphaned (and, once dead, left as a zombie of whoever inherits it).
 pub fn drain_reaper(limit: std::time::Duration) -> bool {
     let deadline = std::time::Instant::now() + limit;
     let mut pause = std::time::Duration::from_micros(200);
-    while pending_reaps() > 0 {
+    while crate::forkserver::forks_in_flight() > 0 || pending_reaps() > 0 {
         if std::time::Instant::now() >= deadline {
             return false;
         }

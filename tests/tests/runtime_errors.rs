@@ -82,24 +82,23 @@ fn nested_tree_errors_carry_every_leaf_and_its_relay_path() {
             })
         })
         .unwrap_err();
-    // The first branch to fail cancels the other (one-cancels-all); the other reports
-    // whatever real failures it already had (a cancel never masks them) or, if cancelled
-    // before any leaf failed, nothing. Every leaf that is reported carries its path.
+    // One-cancels-all: the first leaf failure that reaches a nursery's exit cancels its
+    // still-running siblings, so which leaves get to fail first varies with timing. What
+    // must hold: only real failures come back (a cancel never masks one, none is a bare
+    // cancel), and every reported leaf carries its relay path (middle, then top) whether
+    // it arrives alone or nested in a MultiError (a nursery with a single failure passes
+    // it on unwrapped).
     let tops = err.failures();
     assert!(!tops.is_empty() && tops.len() <= 2, "{err}");
     let mut leaves = 0;
-    let mut full_branch = false;
     for top in tops {
         let top = top.as_remote().expect("a remote error, never a bare cancel");
-        assert!(top.source.name.starts_with("top") || top.source.name.starts_with("d"), "{top}");
         assert!(top.canceller.is_none(), "a cancel masked a failure: {top}");
         let mut stack = vec![top];
-        let mut here = 0;
         while let Some(e) = stack.pop() {
             if e.nested.is_empty() {
-                here += 1;
+                leaves += 1;
                 assert!(e.message.contains("failed on purpose"), "{e}");
-                // Relay path: the middle actor, then the top actor (nearest the source first).
                 let path: Vec<&str> = e.relay_path.iter().map(|a| a.name.as_str()).collect();
                 assert_eq!(path.len(), 2, "{e}");
                 assert!(path[0].starts_with("d2."), "{e}");
@@ -109,10 +108,7 @@ fn nested_tree_errors_carry_every_leaf_and_its_relay_path() {
                 stack.extend(e.nested.iter());
             }
         }
-        full_branch |= here == 4;
-        leaves += here;
     }
-    assert!(full_branch, "the first failing branch carries all 4 of its leaves: {err}");
-    assert!((4..=8).contains(&leaves), "{leaves} leaves: {err}");
+    assert!((2..=8).contains(&leaves), "{leaves} leaves: {err}");
     assert_no_descendants(Duration::from_secs(5));
 }
