@@ -8,7 +8,9 @@
 //!   back to back gets all 25 errors), then cancel the remaining (daemon) children through
 //!   the ladder;
 //! * a failure — the body's error, a `run_in_actor` error once the body is done, or a
-//!   daemon child that dies while the body runs — is one-cancels-all: the body is dropped
+//!   daemon child that dies (crashes, is killed, or drops its connection while alive; a
+//!   clean exit with code 0 is its own graceful cancel, not a failure) while the body
+//!   runs — is one-cancels-all: the body is dropped
 //!   (cancelled), every child goes down the ladder, and every failure comes back together
 //!   in one error (the cancels it caused never mask it);
 //! * the enclosing actor is cancelled: the same, and the result is `ContextCancelled`;
@@ -511,6 +513,17 @@ impl Nursery {
                     || n.inner.closed.load(Ordering::SeqCst)
             };
             if expected() {
+                return;
+            }
+            // A clean exit (code 0) is the child's own graceful cancel path — e.g. another
+            // actor cancelled it, or it was signalled — not a failure: only a crash, a
+            // kill, or a lost connection to a live child is.
+            let exited =
+                tokio::time::timeout(Duration::from_millis(500), child.process.wait()).await;
+            if let Ok(Ok(status)) = exited
+                && status.success()
+            {
+                tracing::info!(child = %child.aid, "daemon child exited cleanly on its own");
                 return;
             }
             let e = n.explain(&child, child.portal.channel().closed_error()).await;
