@@ -158,13 +158,25 @@ impl Runtime {
             .map_err(|e| ActorError::Runtime(format!("cannot build the tokio runtime: {e}")));
         let out = match rt {
             Ok(rt) => {
+                // Children dropped on an error path (or while a panic unwinds through
+                // here) went to the reaper thread: reap them before returning — the caller
+                // may exit right after.
+                struct Drain;
+                impl Drop for Drain {
+                    fn drop(&mut self) {
+                        if !plough_fork_prims::drain_reaper(Duration::from_secs(3)) {
+                            tracing::warn!(
+                                "some children were not reaped before the root returned"
+                            );
+                        }
+                    }
+                }
+                let _drain = Drain;
+                // Re-bound after the guard: dropped first on unwind, running the nurseries'
+                // drop guards before the drain.
+                let rt = rt;
                 let out = rt.block_on(self.root(body));
                 drop(rt);
-                // Children dropped on an error path went to the reaper thread: reap them
-                // before returning (the caller may exit right after).
-                if !plough_fork_prims::drain_reaper(Duration::from_secs(3)) {
-                    tracing::warn!("some children were not reaped before the root returned");
-                }
                 out
             }
             Err(e) => Err(e),

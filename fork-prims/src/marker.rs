@@ -202,6 +202,19 @@ pub fn clear_dead_actor(runtime_dir: &Path, pid: u32, uuid: &str) -> io::Result<
     Ok(true)
 }
 
+/// [`clear_dead_actor`] for a pid the caller just reaped, whatever actor it was: removes
+/// the marker (and socket file) of `pid` if its recorded process is not alive.
+///
+/// # Errors
+///
+/// As [`clear_dead_actor`].
+pub fn clear_dead_pid(runtime_dir: &Path, pid: u32) -> io::Result<bool> {
+    let path = markers_dir(runtime_dir).join(pid.to_string());
+    let Ok(text) = std::fs::read_to_string(&path) else { return Ok(false) };
+    let Some(info) = MarkerInfo::parse(&text) else { return Ok(false) };
+    clear_dead_actor(runtime_dir, pid, &info.uuid)
+}
+
 fn remove_if_present(p: &Path) -> io::Result<()> {
     match std::fs::remove_file(p) {
         Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),

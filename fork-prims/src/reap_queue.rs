@@ -106,5 +106,13 @@ fn reap(e: &Entry) -> bool {
         Some(fd) => rustix::process::waitid(WaitId::PidFd(fd.as_fd()), opts),
         None => rustix::process::waitid(WaitId::Pid(e.pid), opts),
     };
-    !matches!(res, Ok(None) | Err(rustix::io::Errno::INTR))
+    let done = !matches!(res, Ok(None) | Err(rustix::io::Errno::INTR));
+    if matches!(res, Ok(Some(_))) {
+        // A child dropped unwaited was usually killed: if it was an actor, it could not
+        // remove its marker and socket file. (Only a marker whose start time is not live
+        // is touched, so a recycled pid's new marker stays.)
+        let pid = e.pid.as_raw_nonzero().get() as u32;
+        let _ = crate::marker::clear_dead_pid(&crate::marker::default_runtime_dir(), pid);
+    }
+    done
 }
