@@ -347,8 +347,21 @@ impl Drop for ChildHandle {
             std::mem::forget(self.pidfd.take());
             return;
         }
-        if matches!(self.try_wait(), Ok(Some(_)) | Err(_)) {
-            return;
+        // Whether it was reaped before (by `wait`) or here, a child that did not exit
+        // cleanly could not remove an actor marker of its own: clear it (a no-op for
+        // processes that are not plough actors).
+        let was_reaped = self.exit_status().is_some();
+        match self.try_wait() {
+            Ok(Some(status)) => {
+                if !was_reaped && !status.success() {
+                    let pid = self.pid.as_raw_nonzero().get() as u32;
+                    let _ =
+                        crate::marker::clear_dead_pid(&crate::marker::default_runtime_dir(), pid);
+                }
+                return;
+            }
+            Err(_) => return,
+            Ok(None) => {}
         }
         if self.kill_on_drop.load(Ordering::Relaxed) {
             let _ = match self.pgid {
