@@ -976,7 +976,10 @@ impl MsgStream {
             })
             .await;
         if grant > 0 {
-            shared.channel.send(credit_msg(shared.cid, &shared.conv.me, grant)).await?;
+            // Best effort: if the connection is gone, credit is moot — and the value (or
+            // the peer's final error) already received must still be returned, not
+            // replaced by a TransportClosed from the grant.
+            let _ = shared.channel.send(credit_msg(shared.cid, &shared.conv.me, grant)).await;
         }
         r
     }
