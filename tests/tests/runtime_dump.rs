@@ -9,6 +9,22 @@ use std::time::Duration;
 
 const APP: &str = env!("CARGO_BIN_EXE_plough_app");
 
+/// Removes the dump files when the test ends, however it ends.
+struct RemoveOnDrop(Vec<std::path::PathBuf>);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        for f in &self.0 {
+            let _ = std::fs::remove_file(f);
+        }
+    }
+}
+
+/// Whether `f` holds a complete dump (the file appears before its text is written).
+fn complete(f: &std::path::Path) -> bool {
+    std::fs::read_to_string(f).is_ok_and(|t| t.contains("task tree of"))
+}
+
 fn fresh_tcp_registry() -> String {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     format!("tcp://{}", l.local_addr().unwrap())
@@ -45,9 +61,10 @@ fn sigusr1_to_the_root_dumps_every_actor_of_the_tree() {
     let dumps = plough_fork_prims::marker::default_runtime_dir().join("dumps");
     let files: Vec<std::path::PathBuf> =
         entries.iter().map(|e| dumps.join(format!("{}@{}.dump", e.aid.name, e.aid.pid))).collect();
+    let _cleanup = RemoveOnDrop(files.clone());
     app.signal(plough_fork_prims::Signal::USR1).unwrap();
     wait_until(Duration::from_secs(10), "a dump file from every actor", || {
-        files.iter().all(|f| f.exists())
+        files.iter().all(|f| complete(f))
     });
 
     for (e, f) in entries.iter().zip(&files) {
@@ -86,6 +103,7 @@ fn sigusr1_to_the_root_dumps_every_actor_of_the_tree() {
     for f in &files {
         std::fs::remove_file(f).unwrap();
     }
+    drop(_cleanup);
     assert_no_descendants(Duration::from_secs(5));
 }
 
@@ -122,9 +140,10 @@ fn a_dump_mid_stream_names_the_blocked_contexts_and_loses_nothing() {
         .iter()
         .map(|e| (e.aid.name.clone(), dumps.join(format!("{}@{}.dump", e.aid.name, e.aid.pid))))
         .collect();
+    let _cleanup = RemoveOnDrop(files.iter().map(|(_, f)| f.clone()).collect());
     app.signal(plough_fork_prims::Signal::USR1).unwrap();
     wait_until(Duration::from_secs(10), "a dump from each actor", || {
-        files.iter().all(|(_, f)| f.exists())
+        files.iter().all(|(_, f)| complete(f))
     });
     for (name, f) in &files {
         let text = std::fs::read_to_string(f).unwrap();
@@ -146,5 +165,6 @@ fn a_dump_mid_stream_names_the_blocked_contexts_and_loses_nothing() {
     for (_, f) in &files {
         std::fs::remove_file(f).unwrap();
     }
+    drop(_cleanup);
     assert_no_descendants(Duration::from_secs(5));
 }
