@@ -2,16 +2,11 @@
 //! The root runs in this test process; children run `plough_app` (exec) or are forked.
 
 use plough::{ActorError, Result};
-use plough_tests::{assert_no_descendants, become_subreaper, root_lock, runtime};
+use plough_tests::{assert_no_descendants, become_subreaper, bounded, root_lock, runtime};
 use std::time::Duration;
-use tokio::time::timeout;
 
 const APP: &str = env!("CARGO_BIN_EXE_plough_app");
 const LIMIT: Duration = Duration::from_secs(30);
-
-async fn bounded<T>(fut: impl std::future::Future<Output = Result<T>>) -> Result<T> {
-    timeout(LIMIT, fut).await.unwrap_or_else(|_| panic!("test body timed out after {LIMIT:?}"))
-}
 
 #[test]
 fn spawn_and_call_a_function() {
@@ -19,7 +14,7 @@ fn spawn_and_call_a_function() {
     become_subreaper();
     let (sum, child_pid) = runtime(APP)
         .run(|root| {
-            bounded(async move {
+            bounded(LIMIT, async move {
                 root.nursery(|n| async move {
                     let portal = n.start_actor("adder").await?;
                     let sum: i64 = portal.run("add", (1, 2)).await?;
@@ -41,7 +36,7 @@ fn a_child_error_comes_home_typed_and_named() {
     become_subreaper();
     let err = runtime(APP)
         .run(|root| {
-            bounded(async move {
+            bounded(LIMIT, async move {
                 root.nursery(|n| async move {
                     let portal = n.start_actor("failer").await?;
                     let r: Result<()> = portal.run("fail", "it broke".to_owned()).await;
@@ -83,7 +78,7 @@ fn run_in_actor_results_are_available_after_the_nursery() {
     become_subreaper();
     let (a, b) = runtime(APP)
         .run(|root| {
-            bounded(async move {
+            bounded(LIMIT, async move {
                 let (a, b) = root
                     .nursery(|n| async move {
                         let a = n.run_in_actor::<_, i64>("a", "add", (40, 2)).await?;
@@ -105,7 +100,7 @@ fn two_failing_children_give_one_error_with_two_members() {
     become_subreaper();
     let err = runtime(APP)
         .run(|root| {
-            bounded(async move {
+            bounded(LIMIT, async move {
                 root.nursery(|n| async move {
                     n.run_in_actor::<_, ()>("f1", "fail", "one".to_owned()).await?;
                     n.run_in_actor::<_, ()>("f2", "fail", "two".to_owned()).await?;
