@@ -31,6 +31,7 @@
 //! * [`runtime_vars`], [`spawn_method`], [`spawn`]: settings, backend keys, backend trait.
 
 pub mod actor;
+pub mod boot_stderr;
 mod channel;
 pub mod context;
 pub mod dump;

@@ -433,8 +433,26 @@ impl Nursery {
             parent_addr: actor.addr().clone(),
             method: backend.method(),
             parent_pid: std::process::id(),
+            real_stderr_on_stdin: false,
         };
-        let req = SpawnRequest { boot, child_main: Arc::clone(&actor.inner.child_main) };
+        // The child's boot stderr comes through us, so a boot death can say what it wrote.
+        // Without a pipe (no fds left) the child inherits stderr and the error has none.
+        let (pump, boot_stderr) = match crate::boot_stderr::pipe() {
+            Ok((read, write)) => match crate::boot_stderr::Pump::start(read) {
+                Ok(pump) => (Some(pump), Some(write)),
+                Err(e) => {
+                    tracing::debug!(error = %e, "boot stderr not captured");
+                    (None, None)
+                }
+            },
+            Err(e) => {
+                tracing::debug!(error = %e, "boot stderr not captured");
+                (None, None)
+            }
+        };
+        let req =
+            SpawnRequest { boot, child_main: Arc::clone(&actor.inner.child_main), boot_stderr };
+        // The backend drops its copy of the write end once the child has its own.
         let process = match backend.spawn(req).await {
             Ok(p) => p,
             Err(e) => {
@@ -450,7 +468,11 @@ impl Nursery {
             st = process.wait() => {
                 forget();
                 let status = st.map(|s| s.to_string()).unwrap_or_else(|e| format!("unknown ({e})"));
-                return Err(SpawnError::DiedDuringBoot { name: name.to_owned(), status, stderr: String::new() }.into());
+                let stderr = match pump {
+                    Some(pump) => pump.finish(Duration::from_millis(250)).await,
+                    None => String::new(),
+                };
+                return Err(SpawnError::DiedDuringBoot { name: name.to_owned(), status, stderr }.into());
             }
             () = tokio::time::sleep(timeout) => None,
         };

@@ -143,6 +143,9 @@ impl Runtime {
         let args: Vec<String> = std::env::args().collect();
         match ChildBoot::from_args(&args) {
             Ok(Some(boot)) => {
+                if boot.real_stderr_on_stdin {
+                    crate::boot_stderr::real_stderr_from_stdin();
+                }
                 let code = child_main(self.registry, self.config, self.backend, boot);
                 std::process::exit(code);
             }
@@ -361,10 +364,10 @@ pub fn child_main(
     let _ = rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::TERM));
     if rustix::process::getppid().map(|p| p.as_raw_nonzero().get() as u32) != Some(boot.parent_pid)
     {
-        eprintln!(
+        say(format_args!(
             "plough: child {}: parent {} is gone before the child started",
             boot.name, boot.parent_pid
-        );
+        ));
         return 1;
     }
     let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
@@ -376,7 +379,10 @@ pub fn child_main(
             } else {
                 ""
             };
-            eprintln!("plough: child {}: cannot build a tokio runtime: {e}{hint}", boot.name);
+            say(format_args!(
+                "plough: child {}: cannot build a tokio runtime: {e}{hint}",
+                boot.name
+            ));
             return 70;
         }
     };
@@ -385,7 +391,7 @@ pub fn child_main(
         match child(registry, config, backend, boot.clone()).await {
             Ok(()) => 0,
             Err(e) => {
-                eprintln!("plough: child {}@{}: {e}", boot.name, std::process::id());
+                say(format_args!("plough: child {}@{}: {e}", boot.name, std::process::id()));
                 1
             }
         }
@@ -394,9 +400,16 @@ pub fn child_main(
     // they outlive this process as orphans (or zombies of whoever inherits them).
     drop(rt);
     if !plough_fork_prims::drain_reaper(Duration::from_secs(3)) {
-        eprintln!("plough: child {}: some children were not reaped before exit", boot_name);
+        say(format_args!("plough: child {}: some children were not reaped before exit", boot_name));
     }
     code
+}
+
+/// A line to stderr that never panics: during boot fd 2 is a pipe to the parent, which
+/// may be gone (`eprintln!` would panic on the broken pipe).
+fn say(line: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr().lock(), "{line}");
 }
 
 async fn child(
@@ -414,6 +427,9 @@ async fn child(
     let mut est = handshake::connect(&boot.parent_addr, &hello, &hs).await.map_err(|e| {
         ActorError::Runtime(format!("cannot connect to parent at {}: {e}", boot.parent_addr))
     })?;
+    // Connected: boot is over as far as the parent is concerned. The real stderr goes
+    // back onto fd 2, which ends the parent's copy of our boot output.
+    crate::boot_stderr::restore();
     let first = tokio::time::timeout(config.handshake_timeout, est.framed.next())
         .await
         .map_err(|_| ActorError::Runtime("parent sent no spawn spec".into()))?;

@@ -13,10 +13,14 @@ use plough_fork_prims::ChildHandle;
 use plough_ipc_wire::Address;
 use plough_ipc_wire::msg::Uuid;
 use std::fmt;
+use std::os::fd::OwnedFd;
 use std::sync::Arc;
 
 /// The hidden argument that puts a re-executed program into child mode.
 pub const CHILD_MODE_ARG: &str = "--plough-child";
+
+/// The optional last child-mode argument: this child's real stderr is on its stdin.
+const STDERR_ON_STDIN_ARG: &str = "stderr-on-stdin";
 
 /// All a child needs to find its parent: no secret travels on argv or in the environment.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,20 +36,28 @@ pub struct ChildBoot {
     /// The parent's pid: a child that finds another parent (the real one died before the
     /// child armed its parent-death signal) leaves at once.
     pub parent_pid: u32,
+    /// An exec'd child's real stderr is its stdin during boot (its fd 2 is the boot pipe
+    /// its parent reads; see [`boot_stderr`](crate::boot_stderr)). Child-mode dispatch
+    /// moves it back. Forked children hand it over in-process and leave this `false`.
+    pub real_stderr_on_stdin: bool,
 }
 
 impl ChildBoot {
     /// The argv tail for an exec'd child:
-    /// `--plough-child <addr> <method> <parent pid> <uuid> <name>`.
+    /// `--plough-child <addr> <method> <parent pid> <uuid> <name> [stderr-on-stdin]`.
     pub fn to_args(&self) -> Vec<String> {
-        vec![
+        let mut args = vec![
             CHILD_MODE_ARG.to_owned(),
             self.parent_addr.to_string(),
             self.method.key().to_owned(),
             self.parent_pid.to_string(),
             hex(&self.uuid.0),
             self.name.clone(),
-        ]
+        ];
+        if self.real_stderr_on_stdin {
+            args.push(STDERR_ON_STDIN_ARG.to_owned());
+        }
+        args
     }
 
     /// Parses the argv tail written by [`ChildBoot::to_args`], if present.
@@ -56,7 +68,7 @@ impl ChildBoot {
     pub fn from_args(args: &[String]) -> Result<Option<ChildBoot>, String> {
         let Some(i) = args.iter().position(|a| a == CHILD_MODE_ARG) else { return Ok(None) };
         let rest = &args[i + 1..];
-        let [addr, method, ppid, uuid, name, ..] = rest else {
+        let [addr, method, ppid, uuid, name, tail @ ..] = rest else {
             return Err(format!(
                 "{CHILD_MODE_ARG} needs <addr> <method> <parent pid> <uuid> <name>, got {rest:?}"
             ));
@@ -71,6 +83,7 @@ impl ChildBoot {
             parent_addr,
             method,
             parent_pid,
+            real_stderr_on_stdin: tail.first().is_some_and(|a| a == STDERR_ON_STDIN_ARG),
         }))
     }
 }
@@ -95,12 +108,14 @@ fn unhex(s: &str) -> Option<[u8; 16]> {
 pub type ChildMain = Arc<dyn Fn(ChildBoot) -> i32 + Send + Sync>;
 
 /// What a backend is asked to start.
-#[derive(Clone)]
 pub struct SpawnRequest {
     /// How to connect back.
     pub boot: ChildBoot,
     /// The in-process entry point (used by forking backends; exec re-runs `main`).
     pub child_main: ChildMain,
+    /// The write end of the boot pipe: the child's fd 2 until it has connected back (see
+    /// [`boot_stderr`](crate::boot_stderr)). `None`: the child inherits stderr.
+    pub boot_stderr: Option<OwnedFd>,
 }
 
 impl fmt::Debug for SpawnRequest {
@@ -131,7 +146,12 @@ mod tests {
             parent_addr: "tcp://127.0.0.1:4000".parse().unwrap(),
             method: SpawnMethod::Exec,
             parent_pid: 77,
+            real_stderr_on_stdin: false,
         };
+        let mut args = vec!["prog".to_owned()];
+        args.extend(boot.to_args());
+        assert_eq!(ChildBoot::from_args(&args).unwrap(), Some(boot.clone()));
+        let boot = ChildBoot { real_stderr_on_stdin: true, ..boot };
         let mut args = vec!["prog".to_owned()];
         args.extend(boot.to_args());
         assert_eq!(ChildBoot::from_args(&args).unwrap(), Some(boot));

@@ -3,7 +3,10 @@
 //!
 //! The process is started with `posix_spawn` (std's `Command`, no `pre_exec` hook, so
 //! glibc can use `vfork`): its cost does not grow with the parent's memory. It gets its
-//! own process group, `/dev/null` for stdin, the parent's stdout/stderr, and on argv only
+//! own process group, `/dev/null` for stdin, the parent's stdout/stderr (during boot its
+//! stderr is a pipe the parent reads and its real stderr waits on fd 0: see
+//! `plough_actor_core::boot_stderr`; a program must call `Runtime::run` before it reads
+//! stdin, as child mode is dispatched there), and on argv only
 //! what it needs to connect back (no secret: the parent recognises it by the uuid it
 //! chose, and authentication is a later layer). Every other fd of the parent is
 //! close-on-exec (Rust opens everything with `O_CLOEXEC`).
@@ -43,9 +46,23 @@ impl SpawnBackend for ExecBackend {
     fn spawn(&self, req: SpawnRequest) -> BoxFuture<'_, Result<ChildHandle, SpawnError>> {
         async move {
             let program = self.program.clone().unwrap_or_else(|| PathBuf::from("/proc/self/exe"));
-            let name = req.boot.name.clone();
+            let SpawnRequest { mut boot, boot_stderr, .. } = req;
+            let name = boot.name.clone();
             let mut cmd = Command::new(&program);
-            cmd.args(req.boot.to_args()).stdin(Stdio::null()).process_group(0);
+            cmd.process_group(0);
+            // Boot stderr capture: fd 2 is the boot pipe from the first byte the program
+            // (or its dynamic loader) writes, and the real stderr waits on fd 0 until
+            // child-mode dispatch moves it back and puts /dev/null there.
+            match (boot_stderr, plough_actor_core::boot_stderr::dup_stderr()) {
+                (Some(pipe), Some(real)) => {
+                    boot.real_stderr_on_stdin = true;
+                    cmd.stdin(Stdio::from(real)).stderr(Stdio::from(pipe));
+                }
+                _ => {
+                    cmd.stdin(Stdio::null());
+                }
+            }
+            cmd.args(boot.to_args());
             // argv[0] names the actor in `ps` until the runtime sets its title.
             cmd.arg0(format!("plough:{name}"));
             let child = cmd.spawn().map_err(|e| SpawnError::Os {

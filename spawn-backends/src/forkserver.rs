@@ -3,7 +3,8 @@
 //! The parent asks `plough-fork-prims`' forkserver thread (which never ran the async
 //! runtime) for a fork. The child runs the prelude (signals reset, own process group,
 //! parent-death signal with a `getppid()` re-check, every inherited fd closed: it keeps
-//! only stdio), resets the process-global runtime vars it inherited, builds a **new
+//! only stdio and its boot-stderr pipe), points fd 2 at that pipe until it has connected
+//! back (its parent keeps the tail for a boot-death error), resets the process-global runtime vars it inherited, builds a **new
 //! current-thread** tokio runtime in `child_main`, connects back and handshakes exactly
 //! like an exec child. It never touches the parent's runtime or handles; its signals
 //! arrive through a `signalfd` it creates itself.
@@ -12,6 +13,7 @@ use futures::FutureExt;
 use futures::future::BoxFuture;
 use plough_actor_core::{SpawnBackend, SpawnError, SpawnMethod, SpawnRequest};
 use plough_fork_prims::{ChildHandle, ForkHooks, ForkOptions};
+use std::os::fd::AsRawFd;
 use std::sync::Once;
 
 /// Spawns children by forking from the forkserver thread.
@@ -58,10 +60,21 @@ impl SpawnBackend for ForkserverBackend {
     fn spawn(&self, req: SpawnRequest) -> BoxFuture<'_, Result<ChildHandle, SpawnError>> {
         async move {
             let name = req.boot.name.clone();
-            let SpawnRequest { boot, child_main } = req;
-            plough_fork_prims::fork(&ForkOptions::default(), move || child_main(boot))
-                .await
-                .map_err(|e| SpawnError::Os { name, message: e.to_string() })
+            let SpawnRequest { boot, child_main, boot_stderr } = req;
+            let mut opts = ForkOptions::default();
+            if let Some(fd) = &boot_stderr {
+                opts = opts.keep_fd(fd.as_raw_fd());
+            }
+            // The body (and with it this process's copy of the boot pipe) is dropped in
+            // the parent as soon as the fork is done.
+            plough_fork_prims::fork(&opts, move || {
+                if let Some(fd) = boot_stderr {
+                    plough_actor_core::boot_stderr::capture_in_forked_child(fd);
+                }
+                child_main(boot)
+            })
+            .await
+            .map_err(|e| SpawnError::Os { name, message: e.to_string() })
         }
         .boxed()
     }

@@ -89,6 +89,14 @@ fn a_forked_childs_fd_table_holds_only_its_own_fds() {
         .unwrap();
     drop((file, listener));
     let _ = std::fs::remove_file(&secret);
+    // Boot is over: its stdio is ours again (the boot-stderr pipe is gone).
+    for fd in 0..=2 {
+        let ours = std::fs::read_link(format!("/proc/self/fd/{fd}"))
+            .map(|p| p.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let theirs = table.iter().find(|(f, _)| *f == fd).map(|(_, t)| t.as_str());
+        assert_eq!(theirs, Some(ours.as_str()), "fd {fd} in {table:?}");
+    }
     for (fd, target) in &table {
         assert!(
             !target.contains("plough-parent-secret"),
@@ -107,9 +115,17 @@ fn a_forked_childs_fd_table_holds_only_its_own_fds() {
     assert_no_descendants(Duration::from_secs(5));
 }
 
-/// A backend that really forks (or execs) but whose child dies at once.
+/// How a [`DiesInBoot`] child dies, after writing a last word to stderr.
+#[derive(Debug, Clone, Copy)]
+enum Death {
+    Exit,
+    Panic,
+    Abort,
+}
+
+/// A backend that really forks but whose child says something on stderr and dies at once.
 #[derive(Debug)]
-struct DiesInBoot(Arc<dyn SpawnBackend>, bool);
+struct DiesInBoot(Arc<dyn SpawnBackend>, Death);
 
 impl SpawnBackend for DiesInBoot {
     fn method(&self) -> SpawnMethod {
@@ -119,29 +135,62 @@ impl SpawnBackend for DiesInBoot {
         &self,
         req: SpawnRequest,
     ) -> futures::future::BoxFuture<'_, Result<ChildHandle, SpawnError>> {
-        let abort = self.1;
-        let die: plough_actor_core::spawn::ChildMain = Arc::new(move |_boot: ChildBoot| {
-            if abort {
-                std::process::abort();
+        let death = self.1;
+        let die: plough_actor_core::spawn::ChildMain = Arc::new(move |boot: ChildBoot| {
+            use std::io::Write;
+            match death {
+                Death::Exit => {
+                    let _ = writeln!(std::io::stderr(), "{}: the config is unreadable", boot.name);
+                    3
+                }
+                Death::Panic => panic!("{}: a handler failed to initialise", boot.name),
+                Death::Abort => {
+                    let _ = writeln!(std::io::stderr(), "{}: giving up hard", boot.name);
+                    std::process::abort()
+                }
             }
-            3
         });
         self.0.spawn(SpawnRequest { child_main: die, ..req })
     }
 }
 
 #[test]
-fn a_child_that_dies_during_boot_is_a_quick_spawn_error_with_its_status() {
+fn a_child_that_dies_during_boot_is_a_quick_spawn_error_with_its_status_and_stderr() {
     let _g = root_lock();
     become_subreaper();
-    for (backend, want) in [
-        (Arc::new(DiesInBoot(forkserver(), false)) as Arc<dyn SpawnBackend>, "exited with code 3"),
-        (Arc::new(DiesInBoot(forkserver(), true)), "killed by SIGABRT"),
+    // An exec'd program that fails before it could ever connect back.
+    let dir = std::env::temp_dir().join(format!("plough-boot-death-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let script = dir.join("fails-at-boot.sh");
+    std::fs::write(
+        &script,
+        "#!/bin/sh\necho \"cannot open /nonexistent/config: $1\" >&2\nexit 4\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let exec = |program: &std::path::Path| {
+        plough::backends::backend_for(SpawnMethod::Exec, Some(program.into()))
+    };
+    let cases: Vec<(Arc<dyn SpawnBackend>, &str, &str)> = vec![
         (
-            plough::backends::backend_for(SpawnMethod::Exec, Some("/bin/false".into())),
-            "exited with code 1",
+            Arc::new(DiesInBoot(forkserver(), Death::Exit)),
+            "exited with code 3",
+            "doomed: the config is unreadable",
         ),
-    ] {
+        (
+            Arc::new(DiesInBoot(forkserver(), Death::Panic)),
+            "exited with code 101",
+            "doomed: a handler failed to initialise",
+        ),
+        (
+            Arc::new(DiesInBoot(forkserver(), Death::Abort)),
+            "killed by SIGABRT",
+            "doomed: giving up hard",
+        ),
+        (exec(&script), "exited with code 4", "cannot open /nonexistent/config: --plough-child"),
+        (exec(std::path::Path::new("/bin/false")), "exited with code 1", ""),
+    ];
+    for (backend, want_status, want_stderr) in cases {
         let t = Instant::now();
         let err = core_runtime(backend)
             .run(|root| async move {
@@ -149,14 +198,21 @@ fn a_child_that_dies_during_boot_is_a_quick_spawn_error_with_its_status() {
             })
             .unwrap_err();
         assert!(t.elapsed() < Duration::from_secs(1), "took {:?}", t.elapsed());
-        match err {
-            ActorError::Spawn(SpawnError::DiedDuringBoot { name, status, .. }) => {
+        match &err {
+            ActorError::Spawn(SpawnError::DiedDuringBoot { name, status, stderr }) => {
                 assert_eq!(name, "doomed");
-                assert!(status.starts_with(want), "{status} (want {want})");
+                assert!(status.starts_with(want_status), "{status} (want {want_status})");
+                if want_stderr.is_empty() {
+                    assert_eq!(stderr, "", "nothing was written");
+                } else {
+                    assert!(stderr.contains(want_stderr), "stderr {stderr:?} (want {want_stderr})");
+                    assert!(err.to_string().contains(want_stderr), "{err}");
+                }
             }
             other => panic!("{other}"),
         }
     }
+    let _ = std::fs::remove_dir_all(&dir);
     assert_no_descendants(Duration::from_secs(5));
 }
 

@@ -121,3 +121,35 @@ fn two_failing_children_give_one_error_with_two_members() {
     }
     assert_no_descendants(Duration::from_secs(5));
 }
+
+/// After boot a child's stdout and stderr are its parent's own (its boot stderr went
+/// through a pipe to the parent only until it connected), and its stdin is never a
+/// terminal or a pipe it could block on.
+#[test]
+fn a_booted_childs_stdio_is_its_parents() {
+    let _g = root_lock();
+    become_subreaper();
+    let table = runtime(APP)
+        .run(|root| {
+            bounded(LIMIT, async move {
+                root.nursery(|n| async move {
+                    let p = n.start_actor("stdio").await?;
+                    p.run::<_, Vec<(i32, String)>>("fds", ()).await
+                })
+                .await
+            })
+        })
+        .unwrap();
+    let target = |fd: i32| table.iter().find(|(f, _)| *f == fd).map(|(_, t)| t.clone());
+    let ours = |fd: i32| {
+        std::fs::read_link(format!("/proc/self/fd/{fd}"))
+            .map(|p| p.to_string_lossy().into_owned())
+            .ok()
+    };
+    assert_eq!(target(1), ours(1), "stdout in {table:?}");
+    assert_eq!(target(2), ours(2), "stderr in {table:?}");
+    // exec: /dev/null; forked: whatever this process has.
+    let stdin = target(0);
+    assert!(stdin.as_deref() == Some("/dev/null") || stdin == ours(0), "stdin in {table:?}");
+    assert_no_descendants(Duration::from_secs(5));
+}

@@ -1,0 +1,187 @@
+//! A child's stderr during boot: read by its parent, handed back once the child connects.
+//!
+//! A child that dies before it connects back is a
+//! [`SpawnError::DiedDuringBoot`](crate::SpawnError::DiedDuringBoot), and what it wrote to
+//! stderr meanwhile (a panic message, "cannot connect to parent …", the dynamic loader's
+//! complaint) belongs in that error. So during boot a child's fd 2 is the write end of a
+//! pipe its parent reads ([`Pump`]): the parent copies every byte to its own stderr as it
+//! arrives — the user sees the same output, in the same order, as without capture — and
+//! keeps the last [`TAIL_BYTES`]. As soon as the child has connected to its parent it
+//! moves its real stderr back onto fd 2 ([`restore`]), which closes its end of the pipe;
+//! the parent's pump then ends at EOF. After boot, nothing of the child's output passes
+//! through its parent (an orphaned child still has a working stderr).
+//!
+//! How the real stderr survives boot depends on the backend:
+//! * a forked child duplicates it before pointing fd 2 at the pipe
+//!   ([`capture_in_forked_child`]);
+//! * an exec'd child receives it as its **stdin** (std's `Command` places only fds 0–2,
+//!   and a `pre_exec` hook would lose the `posix_spawn` fast path); child-mode dispatch
+//!   moves it off fd 0 and puts `/dev/null` there before any handler runs
+//!   ([`real_stderr_from_stdin`]).
+//!
+//! The saved stderr lives in a process-global slot that only a process's own boot
+//! touches, before it can spawn anything: a fork never copies it locked.
+
+use std::io::Write;
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+/// How much of a child's boot output a [`Pump`] keeps for the error (the end of it).
+pub const TAIL_BYTES: usize = 4096;
+
+/// This process's real stderr while fd 2 is its boot pipe.
+static REAL_STDERR: Mutex<Option<OwnedFd>> = Mutex::new(None);
+
+/// A close-on-exec pipe for a child's boot stderr: `(read end, write end)`.
+///
+/// # Errors
+///
+/// The process is out of file descriptors.
+pub fn pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
+    Ok(rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?)
+}
+
+/// A duplicate of this process's stderr (close-on-exec), to hand to an exec'd child as
+/// its stdin during boot; `None` when fd 2 is not open.
+pub fn dup_stderr() -> Option<OwnedFd> {
+    std::io::stderr().as_fd().try_clone_to_owned().ok()
+}
+
+/// In a freshly forked child: keep the real stderr aside and make `pipe_write` fd 2.
+/// On failure the child simply keeps its real stderr (nothing is captured).
+pub fn capture_in_forked_child(pipe_write: OwnedFd) {
+    let Some(real) = dup_stderr() else { return };
+    if rustix::stdio::dup2_stderr(&pipe_write).is_ok() {
+        *REAL_STDERR.lock().unwrap_or_else(PoisonError::into_inner) = Some(real);
+    }
+}
+
+/// In an exec'd child started with its real stderr on fd 0: keep it aside and put
+/// `/dev/null` on fd 0. Must run before anything reads stdin.
+pub fn real_stderr_from_stdin() {
+    let Ok(real) = std::io::stdin().as_fd().try_clone_to_owned() else { return };
+    let null = rustix::fs::open(
+        "/dev/null",
+        rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+    );
+    if let Ok(null) = null {
+        let _ = rustix::stdio::dup2_stdin(&null);
+    }
+    *REAL_STDERR.lock().unwrap_or_else(PoisonError::into_inner) = Some(real);
+}
+
+/// The child has connected: its real stderr goes back onto fd 2 (closing the boot pipe,
+/// which ends the parent's pump). A no-op when nothing was captured.
+pub fn restore() {
+    let real = REAL_STDERR.lock().unwrap_or_else(PoisonError::into_inner).take();
+    if let Some(real) = real {
+        let _ = std::io::stderr().flush();
+        let _ = rustix::stdio::dup2_stderr(&real);
+    }
+}
+
+/// The parent's end of a child's boot pipe: copies the child's output to this process's
+/// stderr and keeps its tail, until EOF (the child restored its stderr, or died).
+#[derive(Debug)]
+pub struct Pump {
+    tail: Arc<Mutex<Tail>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+#[derive(Debug, Default)]
+struct Tail {
+    bytes: Vec<u8>,
+    truncated: bool,
+}
+
+impl Tail {
+    fn push(&mut self, chunk: &[u8]) {
+        self.bytes.extend_from_slice(chunk);
+        if self.bytes.len() > TAIL_BYTES {
+            let cut = self.bytes.len() - TAIL_BYTES;
+            self.bytes.drain(..cut);
+            self.truncated = true;
+        }
+    }
+
+    fn text(&self) -> String {
+        let text = String::from_utf8_lossy(&self.bytes);
+        let text = text.trim();
+        if self.truncated { format!("…{text}") } else { text.to_owned() }
+    }
+}
+
+impl Pump {
+    /// Starts pumping `read` (the pipe's read end) on the current tokio runtime.
+    ///
+    /// # Errors
+    ///
+    /// `read` is not a pipe, or cannot be registered with the reactor.
+    pub fn start(read: OwnedFd) -> std::io::Result<Pump> {
+        let pipe = tokio::net::unix::pipe::Receiver::from_owned_fd(read)?;
+        let tail = Arc::new(Mutex::new(Tail::default()));
+        let sink = Arc::clone(&tail);
+        let task = tokio::spawn(async move {
+            let mut buf = vec![0u8; 4096];
+            loop {
+                if pipe.readable().await.is_err() {
+                    return;
+                }
+                match pipe.try_read(&mut buf) {
+                    Ok(0) => return,
+                    Ok(n) => {
+                        // Pass it on as it comes: the user sees it whether or not boot
+                        // fails (errors writing our own stderr are not the child's).
+                        let _ = std::io::stderr().lock().write_all(&buf[..n]);
+                        sink.lock().unwrap_or_else(PoisonError::into_inner).push(&buf[..n]);
+                    }
+                    Err(e)
+                        if matches!(
+                            e.kind(),
+                            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted
+                        ) => {}
+                    Err(_) => return,
+                }
+            }
+        });
+        Ok(Pump { tail, task })
+    }
+
+    /// The end of what the child wrote, once the pipe reached EOF or `wait` passed (the
+    /// child is dead, so EOF is immediate unless something else holds the write end).
+    pub async fn finish(mut self, wait: Duration) -> String {
+        let _ = tokio::time::timeout(wait, &mut self.task).await;
+        self.tail.lock().unwrap_or_else(PoisonError::into_inner).text()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_tail_keeps_the_end_and_says_it_was_cut() {
+        let mut t = Tail::default();
+        t.push(b"hello\n");
+        assert_eq!(t.text(), "hello");
+        t.push(&vec![b'x'; TAIL_BYTES]);
+        t.push(b"\nlast words\n");
+        let text = t.text();
+        assert!(text.starts_with('…') && text.ends_with("last words"), "{text}");
+        assert!(text.len() <= TAIL_BYTES + '…'.len_utf8());
+    }
+
+    #[tokio::test]
+    async fn the_pump_collects_until_every_writer_is_gone() {
+        let (r, w) = pipe().unwrap();
+        let pump = Pump::start(r).unwrap();
+        let w2 = w.try_clone().unwrap();
+        rustix::io::write(&w, b"first ").unwrap();
+        drop(w);
+        rustix::io::write(&w2, b"second\n").unwrap();
+        drop(w2);
+        assert_eq!(pump.finish(Duration::from_secs(5)).await, "first second");
+    }
+}
