@@ -4,10 +4,23 @@
 //! `cargo xtask bench` (or `cargo bench -p plough --bench runtime`) prints a table and
 //! writes `target/plough-bench.json`:
 //! `{"results": [{"name", "unit", "median", "p99", "baseline", "baseline_median", "ratio"}]}`.
+//! `--quick` takes fewer samples; the last line gives the total wall time.
 //!
 //! * spawn → first RPC answered, per actor (exec; forkserver), vs the raw floor: the same
 //!   binary started the same way (posix_spawn / fork from the forkserver thread) that only
-//!   connects back and writes one byte;
+//!   connects back and writes one byte. Each is measured with 0, 100 MiB and 1 GiB of
+//!   *touched* heap added to the parent (root) process: a `Vec<u8>` with every byte
+//!   written, allocated before that size's measurements and freed after them. The
+//!   forkserver forks from a dedicated thread of the root's own process, so `fork` must copy
+//!   the page tables of everything the root has mapped (~2 MiB of page tables per GiB of
+//!   4 KiB pages) and its cost grows with the root's heap; exec (`posix_spawn`, which glibc
+//!   implements with `vfork`) shares the address space until the `execve` and should not.
+//!   A root holding a large heap is therefore expected to pay more per forkserver spawn —
+//!   the motivation for a later zygote backend that forks from a small process started
+//!   early. At each size, plough and floor samples alternate (floor first on even
+//!   samples, plough first on odd ones) inside one root, after one unrecorded warm-up
+//!   pair, so their ratio sees the same machine noise. Fewer samples are taken at the
+//!   larger heaps;
 //! * root + 16 actors + one RPC each + teardown (every child reaped);
 //! * RPC round trip of a trivial function over UDS vs a raw UDS ping-pong between two
 //!   processes (one byte each way);
@@ -144,59 +157,109 @@ fn runtime(method: SpawnMethod, uds: bool) -> plough::Runtime {
     })
 }
 
-/// Spawn → first RPC answered, `n` times (each actor torn down outside the timing).
-fn spawn_first_rpc(method: SpawnMethod, n: usize) -> Vec<f64> {
+const MIB: usize = 1 << 20;
+
+/// A heap of `bytes` for the root process, every byte written non-zero, so every page is
+/// resident and has a page-table entry that `fork` must copy.
+fn touched_heap(bytes: usize) -> Vec<u8> {
+    std::hint::black_box(vec![0x5au8; bytes])
+}
+
+/// Spawn → first RPC answered (plough) and spawn → connect back (the floor), `n` samples
+/// each, alternating, inside one root (each actor and floor child torn down outside the
+/// timing). One unrecorded warm-up pair comes first. Returns (plough, floor), ms.
+fn spawn_and_floor(method: SpawnMethod, n: usize) -> (Vec<f64>, Vec<f64>) {
     runtime(method, false)
         .run(|root| async move {
-            let mut out = Vec::with_capacity(n);
-            for _ in 0..n {
-                root.nursery(|nursery| async move {
-                    let t = Instant::now();
-                    let p = nursery.start_actor("b").await?;
-                    let _: u64 = p.run("ping", 1u64).await?;
-                    Ok(t.elapsed().as_secs_f64() * 1e3)
-                })
-                .await
-                .map(|ms| out.push(ms))?;
+            let mut floor = Floor::new(method);
+            let (mut rpc, mut raw) = (Vec::with_capacity(n), Vec::with_capacity(n));
+            for i in 0..=n {
+                let floor_first = i % 2 == 0;
+                let mut floor_ms = 0.0;
+                if floor_first {
+                    (floor, floor_ms) = floor.sample_async().await;
+                }
+                let rpc_ms = root
+                    .nursery(|nursery| async move {
+                        let t = Instant::now();
+                        let p = nursery.start_actor("b").await?;
+                        let _: u64 = p.run("ping", 1u64).await?;
+                        Ok(t.elapsed().as_secs_f64() * 1e3)
+                    })
+                    .await?;
+                if !floor_first {
+                    (floor, floor_ms) = floor.sample_async().await;
+                }
+                if i > 0 {
+                    rpc.push(rpc_ms);
+                    raw.push(floor_ms);
+                }
             }
-            Ok(out)
+            Ok((rpc, raw))
         })
         .expect("spawn bench")
 }
 
 /// The floor: start this binary (exec: posix_spawn; fork: through the forkserver thread)
 /// and wait until it has connected back and written one byte.
-fn floor_spawn(method: SpawnMethod, n: usize) -> Vec<f64> {
-    let dir = std::env::temp_dir().join(format!("plough-bench-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("floor.sock");
-    let _ = std::fs::remove_file(&path);
-    let listener = UnixListener::bind(&path).unwrap();
-    let mut out = Vec::with_capacity(n);
-    for _ in 0..n {
+struct Floor {
+    method: SpawnMethod,
+    dir: std::path::PathBuf,
+    path: std::path::PathBuf,
+    listener: UnixListener,
+}
+
+impl Floor {
+    fn new(method: SpawnMethod) -> Floor {
+        let dir = std::env::temp_dir().join(format!("plough-bench-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("floor.sock");
+        let _ = std::fs::remove_file(&path);
+        let listener = UnixListener::bind(&path).unwrap();
+        Floor { method, dir, path, listener }
+    }
+
+    /// One sample, ms (blocking).
+    fn sample(&self) -> f64 {
         let t = Instant::now();
-        let handle = match method {
+        let handle = match self.method {
             SpawnMethod::Exec => {
                 let child = std::process::Command::new("/proc/self/exe")
-                    .args([FLOOR_ARG, path.to_str().unwrap()])
+                    .args([FLOOR_ARG, self.path.to_str().unwrap()])
                     .spawn()
                     .unwrap();
                 plough::fork_prims::ChildHandle::from_std(child).unwrap()
             }
             _ => {
-                let p = path.clone();
+                let p = self.path.clone();
                 plough::fork_prims::fork_blocking(&Default::default(), move || connect_back(&p))
                     .unwrap()
             }
         };
-        let (mut s, _) = listener.accept().unwrap();
+        let (mut s, _) = self.listener.accept().unwrap();
         let mut b = [0u8; 1];
         s.read_exact(&mut b).unwrap();
-        out.push(t.elapsed().as_secs_f64() * 1e3);
-        handle.wait_blocking().unwrap();
+        let ms = t.elapsed().as_secs_f64() * 1e3;
+        assert!(handle.wait_blocking().unwrap().success(), "floor child failed");
+        ms
     }
-    let _ = std::fs::remove_dir_all(&dir);
-    out
+
+    /// [`Floor::sample`] on a blocking thread, so the root's (current-thread) runtime
+    /// keeps running meanwhile.
+    async fn sample_async(self) -> (Floor, f64) {
+        tokio::task::spawn_blocking(move || {
+            let ms = self.sample();
+            (self, ms)
+        })
+        .await
+        .expect("floor sample")
+    }
+}
+
+impl Drop for Floor {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
 }
 
 fn connect_back(path: &std::path::Path) -> i32 {
@@ -339,22 +402,41 @@ fn main() {
     let mut rows: Vec<(Stat, Option<Stat>)> = Vec::new();
     let started = Instant::now();
 
-    let floor_exec =
-        Stat::new("floor: exec + connect back", "ms", floor_spawn(SpawnMethod::Exec, 10 * k));
-    let exec =
-        Stat::new("exec spawn -> first RPC", "ms", spawn_first_rpc(SpawnMethod::Exec, 10 * k));
-    rows.push((exec, Some(floor_exec)));
-    let floor_fork = Stat::new(
-        "floor: forkserver fork + connect back",
-        "ms",
-        floor_spawn(SpawnMethod::MainThreadForkserver, 10 * k),
-    );
-    let fork = Stat::new(
-        "forkserver spawn -> first RPC",
-        "ms",
-        spawn_first_rpc(SpawnMethod::MainThreadForkserver, 10 * k),
-    );
-    rows.push((fork, Some(floor_fork)));
+    // Spawn -> first RPC vs its floor at each added parent heap size; the heap lives
+    // through both backends' measurements at that size and is freed before the next.
+    let sizes = [
+        ("0 heap", 0, 10 * k),
+        ("100 MiB heap", 100 * MIB, if quick { 5 } else { 10 }),
+        ("1 GiB heap", 1024 * MIB, if quick { 3 } else { 5 }),
+    ];
+    let backends = [
+        (SpawnMethod::Exec, "exec spawn -> first RPC", "floor: exec + connect back"),
+        (
+            SpawnMethod::MainThreadForkserver,
+            "forkserver spawn -> first RPC",
+            "floor: forkserver fork + connect back",
+        ),
+    ];
+    let mut spawn_rows: Vec<Vec<(Stat, Option<Stat>)>> = vec![Vec::new(); backends.len()];
+    for (label, bytes, n) in sizes {
+        let t = Instant::now();
+        let heap = touched_heap(bytes);
+        let touched = t.elapsed().as_secs_f64();
+        for (rows_of, &(method, name, floor_name)) in spawn_rows.iter_mut().zip(&backends) {
+            let (rpc, raw) = spawn_and_floor(method, n);
+            rows_of.push((
+                Stat::new(&format!("{name}, {label}"), "ms", rpc),
+                Some(Stat::new(&format!("{floor_name}, {label}"), "ms", raw)),
+            ));
+        }
+        std::hint::black_box(&heap);
+        drop(heap);
+        eprintln!(
+            "spawn -> first RPC, {label}: {n} samples/backend, {:.1} s (heap touched in {touched:.2} s)",
+            t.elapsed().as_secs_f64()
+        );
+    }
+    rows.extend(spawn_rows.into_iter().flatten());
     rows.push((
         Stat::new(
             "exec: root + 16 actors + 1 RPC each + teardown",
@@ -427,5 +509,9 @@ fn main() {
         .unwrap_or_else(|| std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target"));
     let out = target.join("plough-bench.json");
     std::fs::write(&out, json).expect("write the JSON results");
-    println!("\nwrote {} ({:.1} s)", out.display(), started.elapsed().as_secs_f64());
+    println!(
+        "\nwrote {} (total wall time {:.1} s)",
+        out.display(),
+        started.elapsed().as_secs_f64()
+    );
 }
