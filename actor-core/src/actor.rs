@@ -268,20 +268,14 @@ impl Actor {
         parent_pid: u32,
         method: &str,
     ) {
-        crate::runtime_vars::set_actor_label(format!("{} {method}", self.inner.aid));
-        use plough_fork_prims::marker::{ActorMarker, MarkerInfo, default_runtime_dir};
-        let info = MarkerInfo {
-            name: self.inner.aid.name.clone(),
-            uuid: self.inner.aid.uuid.to_string(),
-            tree: tree.to_string(),
-            parent_pid,
-            addr: self.inner.addr.to_string(),
-            method: method.to_owned(),
-            ..MarkerInfo::default()
-        };
-        match ActorMarker::create(&default_runtime_dir(), info) {
-            Ok(m) => *self.inner.marker.lock().unwrap_or_else(|p| p.into_inner()) = Some(m),
-            Err(e) => tracing::warn!(error = %e, "cannot write the actor marker"),
+        let marker = create_marker(&self.inner.aid, &self.inner.addr, tree, parent_pid, method);
+        self.adopt_marker(marker);
+    }
+
+    /// Takes over a marker written before this actor started (removed at shutdown).
+    pub(crate) fn adopt_marker(&self, marker: Option<plough_fork_prims::marker::ActorMarker>) {
+        if marker.is_some() {
+            *self.inner.marker.lock().unwrap_or_else(|p| p.into_inner()) = marker;
         }
     }
 
@@ -525,4 +519,33 @@ pub(crate) fn tree_from_vars(vars: &plough_ipc_wire::msg::RuntimeVars) -> Option
         *o = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
     }
     Some(Uuid(out))
+}
+
+/// Writes the actor marker of this process (see `plough_fork_prims::marker`), and names
+/// the process and its log lines after the actor. `None` (logged) if it cannot be written.
+pub(crate) fn create_marker(
+    aid: &Aid,
+    addr: &Address,
+    tree: &plough_ipc_wire::msg::Uuid,
+    parent_pid: u32,
+    method: &str,
+) -> Option<plough_fork_prims::marker::ActorMarker> {
+    crate::runtime_vars::set_actor_label(format!("{aid} {method}"));
+    use plough_fork_prims::marker::{ActorMarker, MarkerInfo, default_runtime_dir};
+    let info = MarkerInfo {
+        name: aid.name.clone(),
+        uuid: aid.uuid.to_string(),
+        tree: tree.to_string(),
+        parent_pid,
+        addr: addr.to_string(),
+        method: method.to_owned(),
+        ..MarkerInfo::default()
+    };
+    match ActorMarker::create(&default_runtime_dir(), info) {
+        Ok(m) => Some(m),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot write the actor marker");
+            None
+        }
+    }
 }

@@ -430,6 +430,7 @@ impl Nursery {
         let boot = ChildBoot {
             name: name.to_owned(),
             uuid,
+            tree: actor.tree_uuid(),
             parent_addr: actor.addr().clone(),
             method: backend.method(),
             parent_pid: std::process::id(),

@@ -141,52 +141,61 @@ impl RegistrarState {
         let (actor, channel) = (actor.clone(), channel.clone());
         let cid = start.cid;
         let via = channel.peer().uuid;
+        let Some(state) = actor.inner.registrar.clone() else { return };
+        let me = actor.aid().clone();
+        let bad = |e: plough_ipc_wire::MsgTypeError| {
+            let mut r = RemoteActorError::new(me.clone(), "MsgTypeError", e.to_string());
+            r.type_error = Some((&e).into());
+            r
+        };
+        type Answer = Result<plough_ipc_wire::payload::Payload, RemoteActorError>;
+        // Everything but `wait_for` is answered here, in the order the calls arrive: a
+        // registration is recorded before the registrar reads anything else its sender
+        // sent (such as a reply that makes a caller look the new actor up).
+        let now: Option<Answer> = match start.function.as_str() {
+            REGISTER => Some(match start.args.decode::<ActorEntry>() {
+                Ok(entry) => {
+                    state.add(entry, Some(via));
+                    Ok(encode(&()).expect("unit encodes"))
+                }
+                Err(e) => Err(bad(e)),
+            }),
+            UNREGISTER => Some(match start.args.decode::<Uuid>() {
+                Ok(uuid) => {
+                    state.remove(&uuid);
+                    Ok(encode(&()).expect("unit encodes"))
+                }
+                Err(e) => Err(bad(e)),
+            }),
+            FIND => Some(match start.args.decode::<String>() {
+                Ok(name) => Ok(encode(&state.find(&name)).expect("entries encode")),
+                Err(e) => Err(bad(e)),
+            }),
+            LIST => Some(Ok(encode(&state.list()).expect("entries encode"))),
+            WAIT_FOR => None,
+            other => Some(Err(RemoteActorError::new(
+                me.clone(),
+                "NoSuchFunction",
+                format!("the registrar has no function `{other}`"),
+            ))),
+        };
+        let wait_name = match now {
+            Some(_) => Ok(String::new()),
+            None => start.args.decode::<String>().map_err(bad),
+        };
         actor.inner.tasks.clone().spawn(async move {
-            let Some(state) = actor.inner.registrar.clone() else { return };
-            let me = actor.aid().clone();
-            let bad = |e: plough_ipc_wire::MsgTypeError| {
-                let mut r = RemoteActorError::new(me.clone(), "MsgTypeError", e.to_string());
-                r.type_error = Some((&e).into());
-                r
+            let result = match (now, wait_name) {
+                (Some(answer), _) => answer,
+                (None, Err(e)) => Err(e),
+                (None, Ok(name)) => {
+                    let found = tokio::select! {
+                        f = state.wait_for(&name) => f,
+                        () = channel.closed() => return,
+                        () = actor.cancelled() => Vec::new(),
+                    };
+                    Ok(encode(&found).expect("entries encode"))
+                }
             };
-            let result: Result<plough_ipc_wire::payload::Payload, RemoteActorError> =
-                match start.function.as_str() {
-                    REGISTER => match start.args.decode::<ActorEntry>() {
-                        Ok(entry) => {
-                            state.add(entry, Some(via));
-                            Ok(encode(&()).expect("unit encodes"))
-                        }
-                        Err(e) => Err(bad(e)),
-                    },
-                    UNREGISTER => match start.args.decode::<Uuid>() {
-                        Ok(uuid) => {
-                            state.remove(&uuid);
-                            Ok(encode(&()).expect("unit encodes"))
-                        }
-                        Err(e) => Err(bad(e)),
-                    },
-                    FIND => match start.args.decode::<String>() {
-                        Ok(name) => Ok(encode(&state.find(&name)).expect("entries encode")),
-                        Err(e) => Err(bad(e)),
-                    },
-                    WAIT_FOR => match start.args.decode::<String>() {
-                        Ok(name) => {
-                            let found = tokio::select! {
-                                f = state.wait_for(&name) => f,
-                                () = channel.closed() => return,
-                                () = actor.cancelled() => Vec::new(),
-                            };
-                            Ok(encode(&found).expect("entries encode"))
-                        }
-                        Err(e) => Err(bad(e)),
-                    },
-                    LIST => Ok(encode(&state.list()).expect("entries encode")),
-                    other => Err(RemoteActorError::new(
-                        me.clone(),
-                        "NoSuchFunction",
-                        format!("the registrar has no function `{other}`"),
-                    )),
-                };
             let msg = match result {
                 Ok(payload) => Msg::Return { cid, payload },
                 Err(e) => Msg::Error(e.to_msg(Some(cid))),
@@ -200,11 +209,20 @@ impl RegistrarState {
 #[derive(Debug, Clone)]
 pub(crate) struct RegistrarClient {
     portal: Portal,
+    /// The connection is also the one to our parent (the parent is the registrar): it is
+    /// not ours to close when we unregister.
+    shared: bool,
 }
 
 impl RegistrarClient {
+    /// Over a connection of its own.
     pub(crate) fn new(portal: Portal) -> Self {
-        RegistrarClient { portal }
+        RegistrarClient { portal, shared: false }
+    }
+
+    /// Over the connection to our parent, which is the registrar.
+    pub(crate) fn via_parent(portal: Portal) -> Self {
+        RegistrarClient { portal, shared: true }
     }
 
     pub(crate) async fn register(&self, entry: &ActorEntry) -> Result<(), ActorError> {
@@ -217,7 +235,9 @@ impl RegistrarClient {
             self.portal.run::<_, ()>(UNREGISTER, aid.uuid),
         )
         .await;
-        self.portal.channel().shutdown();
+        if !self.shared {
+            self.portal.channel().shutdown();
+        }
     }
 
     pub(crate) async fn find(&self, name: &str) -> Result<Vec<ActorEntry>, ActorError> {

@@ -424,7 +424,27 @@ async fn child(
     let aid = Aid { name: boot.name.clone(), uuid: boot.uuid, pid: std::process::id() };
     let hello = Hello { aid: aid.clone(), tree_proof: Default::default() };
     let hs = HandshakeConfig::default().with_deadline(config.handshake_timeout);
-    let mut est = handshake::connect(&boot.parent_addr, &hello, &hs).await.map_err(|e| {
+    // Start connecting to the parent: the connection (and, over UDS, our hello) goes out
+    // at the first poll. While the parent accepts and answers: our own listener (same
+    // transport as the parent's) and our actor marker, which need nothing from it. From
+    // the marker on `plough-reap` recognises this process; it exists before we answer
+    // anything (a handler that blocks our only thread cannot keep it from being written),
+    // and it is removed however boot ends.
+    let mut connecting = std::pin::pin!(handshake::connect(&boot.parent_addr, &hello, &hs));
+    let early = futures::poll!(connecting.as_mut());
+    let listener = bind(&ephemeral_like(&boot.parent_addr, &aid.name)?).await?;
+    let marker = crate::actor::create_marker(
+        &aid,
+        listener.local_addr(),
+        &boot.tree,
+        boot.parent_pid,
+        boot.method.key(),
+    );
+    let connected = match early {
+        std::task::Poll::Ready(r) => r,
+        std::task::Poll::Pending => connecting.await,
+    };
+    let mut est = connected.map_err(|e| {
         ActorError::Runtime(format!("cannot connect to parent at {}: {e}", boot.parent_addr))
     })?;
     // Connected: boot is over as far as the parent is concerned. The real stderr goes
@@ -455,7 +475,6 @@ async fn child(
     crate::runtime_vars::set(RuntimeVars { is_root: false, ..spec.runtime_vars.clone() });
     let registry_addr =
         spec.registry_addrs.first().cloned().unwrap_or_else(|| config.registry_addr.clone());
-    let listener = bind(&ephemeral_like(&boot.parent_addr, &aid.name)?).await?;
     let child_main: ChildMain = {
         let (registry, config, backend) = (registry.clone(), config.clone(), backend.clone());
         Arc::new(move |b: ChildBoot| {
@@ -473,35 +492,51 @@ async fn child(
         registry_addr: registry_addr.clone(),
         is_root: false,
     });
-    // Register before serving the parent (best effort: a tree without a reachable
-    // registrar still works), so a function the parent calls at once can already find
-    // other actors. The parent's first calls wait in the socket meanwhile.
-    match handshake::connect(&registry_addr, &actor.hello(), &hs).await {
-        Ok(est) => {
-            let client = RegistrarClient::new(crate::portal::Portal::new(
-                actor.attach(est, true),
-                actor.clone(),
-            ));
-            let entry = ActorEntry::new(
-                aid.clone(),
-                actor.addr().to_string(),
-                spec.parent.clone(),
-                boot.method.key(),
-            );
-            match client.register(&entry).await {
-                Ok(()) => {
-                    *actor.inner.registrar_client.lock().unwrap_or_else(|p| p.into_inner()) =
-                        Some(client)
+    actor.adopt_marker(marker);
+    let entry = ActorEntry::new(
+        aid.clone(),
+        actor.addr().to_string(),
+        spec.parent.clone(),
+        boot.method.key(),
+    );
+    // Register before answering the parent (best effort: a tree without a reachable
+    // registrar still works), so whoever hears from us can find us, and a function the
+    // parent calls at once can find other actors.
+    let parent = if registry_addr == boot.parent_addr {
+        // The parent is the registrar: register over its connection. The registration
+        // leaves before any answer of ours, and the registrar records it as it reads it,
+        // so the parent sees us registered by the time any reply of ours arrives.
+        let parent = actor.attach(est, true);
+        let client =
+            RegistrarClient::via_parent(crate::portal::Portal::new(parent.clone(), actor.clone()));
+        *actor.inner.registrar_client.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some(client.clone());
+        if let Err(e) = client.register(&entry).await {
+            tracing::warn!(error = %e, "registrar refused the registration");
+        }
+        parent
+    } else {
+        // Its own connection to the registrar; the parent's calls wait in the socket.
+        match handshake::connect(&registry_addr, &actor.hello(), &hs).await {
+            Ok(reg) => {
+                let client = RegistrarClient::new(crate::portal::Portal::new(
+                    actor.attach(reg, true),
+                    actor.clone(),
+                ));
+                match client.register(&entry).await {
+                    Ok(()) => {
+                        *actor.inner.registrar_client.lock().unwrap_or_else(|p| p.into_inner()) =
+                            Some(client)
+                    }
+                    Err(e) => tracing::warn!(error = %e, "registrar refused the registration"),
                 }
-                Err(e) => tracing::warn!(error = %e, "registrar refused the registration"),
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, registry = %registry_addr, "registrar unreachable")
             }
         }
-        Err(e) => tracing::warn!(error = %e, registry = %registry_addr, "registrar unreachable"),
-    }
-
-    let parent = actor.attach(est, true);
-    let tree = crate::actor::tree_from_vars(&spec.runtime_vars).unwrap_or(aid.uuid);
-    actor.write_marker(&tree, boot.parent_pid, boot.method.key());
+        actor.attach(est, true)
+    };
     tracing::info!(actor = %aid, parent = %parent.peer(), method = %boot.method, addr = %actor.addr(), "child actor up");
 
     loop {

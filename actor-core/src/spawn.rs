@@ -29,6 +29,9 @@ pub struct ChildBoot {
     pub name: String,
     /// Its instance id, chosen by the parent (how the parent recognises the connection).
     pub uuid: Uuid,
+    /// The uuid of its tree (the root actor's), for its actor marker: known before the
+    /// spawn spec arrives, so the marker can be written while the spec is in flight.
+    pub tree: Uuid,
     /// Where the parent listens.
     pub parent_addr: Address,
     /// The spawn method that started it (for logs).
@@ -44,7 +47,7 @@ pub struct ChildBoot {
 
 impl ChildBoot {
     /// The argv tail for an exec'd child:
-    /// `--plough-child <addr> <method> <parent pid> <uuid> <name> [stderr-on-stdin]`.
+    /// `--plough-child <addr> <method> <parent pid> <uuid> <tree> <name> [stderr-on-stdin]`.
     pub fn to_args(&self) -> Vec<String> {
         let mut args = vec![
             CHILD_MODE_ARG.to_owned(),
@@ -52,6 +55,7 @@ impl ChildBoot {
             self.method.key().to_owned(),
             self.parent_pid.to_string(),
             hex(&self.uuid.0),
+            hex(&self.tree.0),
             self.name.clone(),
         ];
         if self.real_stderr_on_stdin {
@@ -68,18 +72,20 @@ impl ChildBoot {
     pub fn from_args(args: &[String]) -> Result<Option<ChildBoot>, String> {
         let Some(i) = args.iter().position(|a| a == CHILD_MODE_ARG) else { return Ok(None) };
         let rest = &args[i + 1..];
-        let [addr, method, ppid, uuid, name, tail @ ..] = rest else {
+        let [addr, method, ppid, uuid, tree, name, tail @ ..] = rest else {
             return Err(format!(
-                "{CHILD_MODE_ARG} needs <addr> <method> <parent pid> <uuid> <name>, got {rest:?}"
+                "{CHILD_MODE_ARG} needs <addr> <method> <parent pid> <uuid> <tree> <name>, got {rest:?}"
             ));
         };
         let parent_pid = ppid.parse().map_err(|_| format!("bad parent pid `{ppid}`"))?;
         let parent_addr = addr.parse().map_err(|e| format!("bad parent address: {e}"))?;
         let method = method.parse().map_err(|e| format!("{e}"))?;
         let uuid = unhex(uuid).ok_or_else(|| format!("bad uuid `{uuid}`"))?;
+        let tree = unhex(tree).ok_or_else(|| format!("bad tree uuid `{tree}`"))?;
         Ok(Some(ChildBoot {
             name: name.clone(),
             uuid: Uuid(uuid),
+            tree: Uuid(tree),
             parent_addr,
             method,
             parent_pid,
@@ -143,6 +149,7 @@ mod tests {
         let boot = ChildBoot {
             name: "worker 1".into(),
             uuid: Uuid([0xab; 16]),
+            tree: Uuid([0xcd; 16]),
             parent_addr: "tcp://127.0.0.1:4000".parse().unwrap(),
             method: SpawnMethod::Exec,
             parent_pid: 77,

@@ -97,7 +97,21 @@ pub fn markers_dir(runtime_dir: &Path) -> PathBuf {
 
 /// A process's start time (field 22 of `/proc/<pid>/stat`), `None` when it is gone.
 pub fn process_start_time(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    use std::io::Read;
+    // One read into a buffer the line fits in (procfs reports size 0, so
+    // `read_to_string` would grow from 32 bytes, one syscall per doubling).
+    let mut f = std::fs::File::open(format!("/proc/{pid}/stat")).ok()?;
+    let mut buf = [0u8; 1024];
+    let mut len = 0;
+    while len < buf.len() {
+        match f.read(&mut buf[len..]) {
+            Ok(0) => break,
+            Ok(n) => len += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => return None,
+        }
+    }
+    let stat = std::str::from_utf8(&buf[..len]).ok()?;
     stat.rsplit_once(')')?.1.split_whitespace().nth(19)?.parse().ok()
 }
 
@@ -117,8 +131,14 @@ pub fn set_process_name(name: &str) {
 /// The directory cannot be created, or exists but is a symlink, foreign, or group/world
 /// accessible.
 pub fn ensure_private_dir(dir: &Path) -> io::Result<()> {
-    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
-    let meta = std::fs::symlink_metadata(dir)?;
+    let meta = match std::fs::symlink_metadata(dir) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
+            std::fs::symlink_metadata(dir)?
+        }
+        Err(e) => return Err(e),
+    };
     if meta.file_type().is_symlink() || !meta.is_dir() {
         return Err(io::Error::other(format!("{} is not a plain directory", dir.display())));
     }

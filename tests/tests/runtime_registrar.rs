@@ -64,6 +64,38 @@ fn actors_register_find_each_other_and_unregister() {
     assert_no_descendants(Duration::from_secs(5));
 }
 
+/// Registration is part of boot: a child's very first call can use the registrar, and
+/// once a child has answered anything, the registrar lists it — no waiting.
+#[test]
+fn an_actor_is_registered_by_the_time_it_answers() {
+    let _g = root_lock();
+    become_subreaper();
+    runtime(APP)
+        .run(|root| {
+            bounded(LIMIT, async move {
+                let r2 = root.clone();
+                root.nursery(|n| async move {
+                    for i in 0..8 {
+                        let name = format!("quick{i}");
+                        let p = n.start_actor(&name).await?;
+                        // Its first call: a lookup through the registrar.
+                        let found: Option<u32> = p.run("find", "root".to_owned()).await?;
+                        assert_eq!(found, Some(std::process::id()), "{name}'s first call");
+                        // It answered, so it is registered (asked without waiting).
+                        let entries = r2.query_actor(&name).await?;
+                        assert_eq!(entries.len(), 1, "{name}: {entries:?}");
+                        assert_eq!(entries[0].aid, *p.aid());
+                    }
+                    n.cancel().await;
+                    Ok(())
+                })
+                .await
+            })
+        })
+        .unwrap();
+    assert_no_descendants(Duration::from_secs(5));
+}
+
 #[test]
 fn duplicate_names_are_all_findable() {
     let _g = root_lock();
