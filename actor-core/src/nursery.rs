@@ -438,14 +438,8 @@ impl Nursery {
         };
         // The child's boot stderr comes through us, so a boot death can say what it wrote.
         // Without a pipe (no fds left) the child inherits stderr and the error has none.
-        let (pump, boot_stderr) = match crate::boot_stderr::pipe() {
-            Ok((read, write)) => match crate::boot_stderr::Pump::start(read) {
-                Ok(pump) => (Some(pump), Some(write)),
-                Err(e) => {
-                    tracing::debug!(error = %e, "boot stderr not captured");
-                    (None, None)
-                }
-            },
+        let (read, boot_stderr) = match crate::boot_stderr::pipe() {
+            Ok((read, write)) => (Some(read), Some(write)),
             Err(e) => {
                 tracing::debug!(error = %e, "boot stderr not captured");
                 (None, None)
@@ -453,8 +447,21 @@ impl Nursery {
         };
         let req =
             SpawnRequest { boot, child_main: Arc::clone(&actor.inner.child_main), boot_stderr };
-        // The backend drops its copy of the write end once the child has its own.
-        let process = match backend.spawn(req).await {
+        // The backend drops its copy of the write end once the child has its own. The fork
+        // is requested at the first poll; the pump starts while it is under way (what the
+        // child writes meanwhile waits in the pipe).
+        let mut spawning = backend.spawn(req);
+        let early = futures::poll!(&mut spawning);
+        let pump = read.and_then(|read| {
+            crate::boot_stderr::Pump::start(read)
+                .inspect_err(|e| tracing::debug!(error = %e, "boot stderr not captured"))
+                .ok()
+        });
+        let spawned = match early {
+            std::task::Poll::Ready(r) => r,
+            std::task::Poll::Pending => spawning.await,
+        };
+        let process = match spawned {
             Ok(p) => p,
             Err(e) => {
                 forget();

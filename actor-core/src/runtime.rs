@@ -424,22 +424,38 @@ async fn child(
     let aid = Aid { name: boot.name.clone(), uuid: boot.uuid, pid: std::process::id() };
     let hello = Hello { aid: aid.clone(), tree_proof: Default::default() };
     let hs = HandshakeConfig::default().with_deadline(config.handshake_timeout);
-    // Start connecting to the parent: the connection (and, over UDS, our hello) goes out
-    // at the first poll. While the parent accepts and answers: our own listener (same
-    // transport as the parent's) and our actor marker, which need nothing from it. From
-    // the marker on `plough-reap` recognises this process; it exists before we answer
-    // anything (a handler that blocks our only thread cannot keep it from being written),
-    // and it is removed however boot ends.
+    // Start connecting to the parent: the connection and our hello go out. While the
+    // parent accepts and answers: our own listener (same transport as the parent's) and
+    // our actor marker, which need nothing from it. From the marker on `plough-reap`
+    // recognises this process; it exists before we answer anything (a handler that blocks
+    // our only thread cannot keep it from being written), and it is removed however boot
+    // ends.
     let mut connecting = std::pin::pin!(handshake::connect(&boot.parent_addr, &hello, &hs));
-    let early = futures::poll!(connecting.as_mut());
-    let listener = bind(&ephemeral_like(&boot.parent_addr, &aid.name)?).await?;
-    let marker = crate::actor::create_marker(
-        &aid,
-        listener.local_addr(),
-        &boot.tree,
-        boot.parent_pid,
-        boot.method.key(),
-    );
+    let mut early = futures::poll!(connecting.as_mut());
+    if early.is_pending() {
+        // A TCP connect is still in progress (on loopback, complete as soon as the reactor
+        // looks): one turn of the reactor, and the hello goes out too.
+        tokio::task::yield_now().await;
+        early = futures::poll!(connecting.as_mut());
+    }
+    let ours = ephemeral_like(&boot.parent_addr, &aid.name)?;
+    let mark = |addr: &Address| {
+        crate::actor::create_marker(&aid, addr, &boot.tree, boot.parent_pid, boot.method.key())
+    };
+    let (listener, marker) = match &ours {
+        // The marker names the socket file before it exists: killed at any point, this
+        // process leaves nothing its reaper cannot attribute and remove.
+        Address::Uds(_) => {
+            let marker = mark(&ours);
+            (bind(&ours).await?, marker)
+        }
+        // A TCP port leaves no file; the marker records the port the kernel chose.
+        Address::Tcp(_) => {
+            let listener = bind(&ours).await?;
+            let marker = mark(listener.local_addr());
+            (listener, marker)
+        }
+    };
     let connected = match early {
         std::task::Poll::Ready(r) => r,
         std::task::Poll::Pending => connecting.await,

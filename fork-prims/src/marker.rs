@@ -179,7 +179,10 @@ impl ActorMarker {
         info.start_time = process_start_time(pid)
             .ok_or_else(|| io::Error::other("cannot read /proc/self/stat"))?;
         let path = dir.join(pid.to_string());
-        let tmp = dir.join(format!(".{pid}.tmp"));
+        // Named after the actor too: a process killed between the write and the rename
+        // leaves a file that `clear_dead_actor` can attribute (and a recycled pid's own
+        // marker in the making is never taken for it).
+        let tmp = temp_path(&dir, pid, &info.uuid);
         std::fs::write(&tmp, info.render())?;
         std::fs::rename(&tmp, &path)?;
         set_process_name(&format!("plough:{}", info.name));
@@ -209,8 +212,16 @@ impl Drop for ActorMarker {
 ///
 /// A removal failed for a reason other than the file being gone already.
 pub fn clear_dead_actor(runtime_dir: &Path, pid: u32, uuid: &str) -> io::Result<bool> {
-    let path = markers_dir(runtime_dir).join(pid.to_string());
-    let Ok(text) = std::fs::read_to_string(&path) else { return Ok(false) };
+    let dir = markers_dir(runtime_dir);
+    // A marker that was being written when the actor died (never renamed into place):
+    // its name carries the actor's uuid, so it is this dead actor's and nobody else's.
+    let half_written = temp_path(&dir, pid, uuid);
+    let had_temp = half_written.exists();
+    if had_temp {
+        remove_if_present(&half_written)?;
+    }
+    let path = dir.join(pid.to_string());
+    let Ok(text) = std::fs::read_to_string(&path) else { return Ok(had_temp) };
     let Some(info) = MarkerInfo::parse(&text) else { return Ok(false) };
     if info.uuid != uuid || info.is_live() {
         return Ok(false);
@@ -233,6 +244,12 @@ pub fn clear_dead_pid(runtime_dir: &Path, pid: u32) -> io::Result<bool> {
     let Ok(text) = std::fs::read_to_string(&path) else { return Ok(false) };
     let Some(info) = MarkerInfo::parse(&text) else { return Ok(false) };
     clear_dead_actor(runtime_dir, pid, &info.uuid)
+}
+
+/// Where a marker is written before it is renamed into place.
+fn temp_path(markers_dir: &Path, pid: u32, uuid: &str) -> PathBuf {
+    let tag: String = uuid.chars().filter(|c| c.is_ascii_alphanumeric() || *c == '-').collect();
+    markers_dir.join(format!(".{pid}.{tag}.tmp"))
 }
 
 fn remove_if_present(p: &Path) -> io::Result<()> {
@@ -284,6 +301,24 @@ mod tests {
         assert!(!stale.is_live(), "a recycled pid must not match");
         drop(marker);
         assert!(read_markers(&dir).is_empty());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_half_written_marker_of_a_dead_actor_is_cleared_by_its_uuid_only() {
+        let dir = std::env::temp_dir().join(format!("plough-marker-tmp-{}", std::process::id()));
+        let markers = markers_dir(&dir);
+        ensure_private_dir(&markers).unwrap();
+        // An actor (pid 4242, uuid a-1) killed between writing its marker and the rename.
+        let ours = temp_path(&markers, 4242, "a-1");
+        std::fs::write(&ours, "name=x\n").unwrap();
+        let other = temp_path(&markers, 4242, "b-2");
+        std::fs::write(&other, "name=y\n").unwrap();
+        assert!(read_markers(&dir).is_empty(), "a half-written marker is not a marker");
+        assert!(clear_dead_actor(&dir, 4242, "a-1").unwrap());
+        assert!(!ours.exists());
+        assert!(other.exists(), "another actor's file (same pid, other uuid) stays");
+        assert!(!clear_dead_actor(&dir, 4242, "a-1").unwrap(), "nothing left to clear");
         let _ = std::fs::remove_dir_all(&dir);
     }
 
