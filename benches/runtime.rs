@@ -20,7 +20,8 @@
 //!   early. At each size, plough and floor samples alternate (floor first on even
 //!   samples, plough first on odd ones) inside one root, after one unrecorded warm-up
 //!   pair, so their ratio sees the same machine noise. Fewer samples are taken at the
-//!   larger heaps;
+//!   larger heaps. plough runs over UDS here, the floor's transport; one more row per
+//!   backend (", tcp") measures the default TCP transport at 0 heap against the same floor;
 //! * root + 16 actors + one RPC each + teardown (every child reaped);
 //! * RPC round trip of a trivial function over UDS vs a raw UDS ping-pong between two
 //!   processes (one byte each way);
@@ -168,8 +169,8 @@ fn touched_heap(bytes: usize) -> Vec<u8> {
 /// Spawn → first RPC answered (plough) and spawn → connect back (the floor), `n` samples
 /// each, alternating, inside one root (each actor and floor child torn down outside the
 /// timing). One unrecorded warm-up pair comes first. Returns (plough, floor), ms.
-fn spawn_and_floor(method: SpawnMethod, n: usize) -> (Vec<f64>, Vec<f64>) {
-    runtime(method, false)
+fn spawn_and_floor(method: SpawnMethod, n: usize, uds: bool) -> (Vec<f64>, Vec<f64>) {
+    runtime(method, uds)
         .run(|root| async move {
             let mut floor = Floor::new(method);
             let (mut rpc, mut raw) = (Vec::with_capacity(n), Vec::with_capacity(n));
@@ -423,11 +424,23 @@ fn main() {
         let heap = touched_heap(bytes);
         let touched = t.elapsed().as_secs_f64();
         for (rows_of, &(method, name, floor_name)) in spawn_rows.iter_mut().zip(&backends) {
-            let (rpc, raw) = spawn_and_floor(method, n);
+            let (rpc, raw) = spawn_and_floor(method, n, true);
             rows_of.push((
                 Stat::new(&format!("{name}, {label}"), "ms", rpc),
                 Some(Stat::new(&format!("{floor_name}, {label}"), "ms", raw)),
             ));
+            if bytes == 0 {
+                // The default registry transport, against the same (UDS) floor.
+                let (rpc, raw) = spawn_and_floor(method, n, false);
+                rows_of.push((
+                    Stat::new(&format!("{name}, {label}, tcp"), "ms", rpc),
+                    Some(Stat::new(
+                        &format!("{floor_name}, {label} (uds), next to the tcp row"),
+                        "ms",
+                        raw,
+                    )),
+                ));
+            }
         }
         std::hint::black_box(&heap);
         drop(heap);
