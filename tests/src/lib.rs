@@ -187,6 +187,38 @@ pub async fn bounded<T>(
         .unwrap_or_else(|_| panic!("test body timed out after {limit:?}"))
 }
 
+/// One root-actor test: under [`root_lock`], as a subreaper, runs `body` with the root of
+/// `rt` (the body bounded by `limit`), then asserts that no process below this one is
+/// left ([`assert_no_descendants`]).
+pub fn with_root<T, F, Fut>(
+    rt: plough::Runtime,
+    limit: std::time::Duration,
+    body: F,
+) -> plough::Result<T>
+where
+    F: FnOnce(plough::Actor) -> Fut,
+    Fut: std::future::Future<Output = plough::Result<T>>,
+{
+    let _g = root_lock();
+    become_subreaper();
+    let out = rt.run(|root| bounded(limit, body(root)));
+    assert_no_descendants(std::time::Duration::from_secs(5));
+    out
+}
+
+/// [`with_root`] with the body in a nursery of the root.
+pub fn in_nursery<T, F, Fut>(
+    rt: plough::Runtime,
+    limit: std::time::Duration,
+    body: F,
+) -> plough::Result<T>
+where
+    F: FnOnce(plough::Nursery) -> Fut,
+    Fut: std::future::Future<Output = plough::Result<T>>,
+{
+    with_root(rt, limit, |root| async move { root.nursery(body).await })
+}
+
 /// A ladder short enough for tests of the hard-kill path.
 pub fn quick_ladder() -> plough::LadderConfig {
     plough::LadderConfig {

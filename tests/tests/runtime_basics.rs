@@ -2,7 +2,7 @@
 //! The root runs in this test process; children run `plough_app` (exec) or are forked.
 
 use plough::{ActorError, Result};
-use plough_tests::{assert_no_descendants, become_subreaper, bounded, root_lock, runtime};
+use plough_tests::{in_nursery, runtime, with_root};
 use std::time::Duration;
 
 const APP: &str = env!("CARGO_BIN_EXE_plough_app");
@@ -10,106 +10,70 @@ const LIMIT: Duration = Duration::from_secs(30);
 
 #[test]
 fn spawn_and_call_a_function() {
-    let _g = root_lock();
-    become_subreaper();
-    let (sum, child_pid) = runtime(APP)
-        .run(|root| {
-            bounded(LIMIT, async move {
-                root.nursery(|n| async move {
-                    let portal = n.start_actor("adder").await?;
-                    let sum: i64 = portal.run("add", (1, 2)).await?;
-                    let pid: u32 = portal.run("pid", ()).await?;
-                    Ok((sum, pid))
-                })
-                .await
-            })
-        })
-        .unwrap();
+    let (sum, child_pid) = in_nursery(runtime(APP), LIMIT, |n| async move {
+        let portal = n.start_actor("adder").await?;
+        let sum: i64 = portal.run("add", (1, 2)).await?;
+        let pid: u32 = portal.run("pid", ()).await?;
+        Ok((sum, pid))
+    })
+    .unwrap();
     assert_eq!(sum, 3);
     assert_ne!(child_pid, std::process::id());
-    assert_no_descendants(Duration::from_secs(5));
 }
 
 #[test]
 fn a_child_error_comes_home_typed_and_named() {
-    let _g = root_lock();
-    become_subreaper();
-    let err = runtime(APP)
-        .run(|root| {
-            bounded(LIMIT, async move {
-                root.nursery(|n| async move {
-                    let portal = n.start_actor("failer").await?;
-                    let r: Result<()> = portal.run("fail", "it broke".to_owned()).await;
-                    let e = r.expect_err("fail must fail");
-                    let remote = e.as_remote().expect("a remote error");
-                    assert_eq!(remote.type_name, "AppError");
-                    assert_eq!(remote.message, "it broke");
-                    assert_eq!(remote.source.name, "failer");
-                    // Bad arguments are a remote type error, not a crash of the child.
-                    let bad: Result<i64> = portal.run("add", "not numbers").await;
-                    let bad = bad.expect_err("bad args");
-                    assert_eq!(bad.as_remote().unwrap().type_name, "MsgTypeError");
-                    // Unknown functions name the function and the actor.
-                    let none: Result<()> = portal.run("nope", ()).await;
-                    let none = none.expect_err("unknown function");
-                    let r = none.as_remote().unwrap();
-                    assert_eq!(r.type_name, "NoSuchFunction");
-                    assert!(
-                        r.message.contains("`nope`") && r.message.contains("failer@"),
-                        "{}",
-                        r.message
-                    );
-                    // The child is still fine.
-                    assert_eq!(portal.run::<_, i64>("add", (2, 2)).await?, 4);
-                    Err::<(), _>(e)
-                })
-                .await
-            })
-        })
-        .unwrap_err();
+    let err = in_nursery(runtime(APP), LIMIT, |n| async move {
+        let portal = n.start_actor("failer").await?;
+        let r: Result<()> = portal.run("fail", "it broke".to_owned()).await;
+        let e = r.expect_err("fail must fail");
+        let remote = e.as_remote().expect("a remote error");
+        assert_eq!(remote.type_name, "AppError");
+        assert_eq!(remote.message, "it broke");
+        assert_eq!(remote.source.name, "failer");
+        // Bad arguments are a remote type error, not a crash of the child.
+        let bad: Result<i64> = portal.run("add", "not numbers").await;
+        let bad = bad.expect_err("bad args");
+        assert_eq!(bad.as_remote().unwrap().type_name, "MsgTypeError");
+        // Unknown functions name the function and the actor.
+        let none: Result<()> = portal.run("nope", ()).await;
+        let none = none.expect_err("unknown function");
+        let r = none.as_remote().unwrap();
+        assert_eq!(r.type_name, "NoSuchFunction");
+        assert!(r.message.contains("`nope`") && r.message.contains("failer@"), "{}", r.message);
+        // The child is still fine.
+        assert_eq!(portal.run::<_, i64>("add", (2, 2)).await?, 4);
+        Err::<(), _>(e)
+    })
+    .unwrap_err();
     let remote = err.as_remote().expect("the body's error comes back");
     assert_eq!(remote.message, "it broke");
-    assert_no_descendants(Duration::from_secs(5));
 }
 
 #[test]
 fn run_in_actor_results_are_available_after_the_nursery() {
-    let _g = root_lock();
-    become_subreaper();
-    let (a, b) = runtime(APP)
-        .run(|root| {
-            bounded(LIMIT, async move {
-                let (a, b) = root
-                    .nursery(|n| async move {
-                        let a = n.run_in_actor::<_, i64>("a", "add", (40, 2)).await?;
-                        let b = n.run_in_actor::<_, i64>("b", "add", (1, 1)).await?;
-                        Ok((a, b))
-                    })
-                    .await?;
-                Ok((a.into_result()?, b.into_result()?))
+    let (a, b) = with_root(runtime(APP), LIMIT, |root| async move {
+        let (a, b) = root
+            .nursery(|n| async move {
+                let a = n.run_in_actor::<_, i64>("a", "add", (40, 2)).await?;
+                let b = n.run_in_actor::<_, i64>("b", "add", (1, 1)).await?;
+                Ok((a, b))
             })
-        })
-        .unwrap();
+            .await?;
+        Ok((a.into_result()?, b.into_result()?))
+    })
+    .unwrap();
     assert_eq!((a, b), (42, 2));
-    assert_no_descendants(Duration::from_secs(5));
 }
 
 #[test]
 fn two_failing_children_give_one_error_with_two_members() {
-    let _g = root_lock();
-    become_subreaper();
-    let err = runtime(APP)
-        .run(|root| {
-            bounded(LIMIT, async move {
-                root.nursery(|n| async move {
-                    n.run_in_actor::<_, ()>("f1", "fail", "one".to_owned()).await?;
-                    n.run_in_actor::<_, ()>("f2", "fail", "two".to_owned()).await?;
-                    Ok(())
-                })
-                .await
-            })
-        })
-        .unwrap_err();
+    let err = in_nursery(runtime(APP), LIMIT, |n| async move {
+        n.run_in_actor::<_, ()>("f1", "fail", "one".to_owned()).await?;
+        n.run_in_actor::<_, ()>("f2", "fail", "two".to_owned()).await?;
+        Ok(())
+    })
+    .unwrap_err();
     let failures = err.failures();
     assert_eq!(failures.len(), 2, "{err}");
     let mut messages: Vec<&str> =
@@ -119,7 +83,6 @@ fn two_failing_children_give_one_error_with_two_members() {
     for f in failures {
         assert!(matches!(f, ActorError::Remote(_)), "{f}");
     }
-    assert_no_descendants(Duration::from_secs(5));
 }
 
 /// After boot a child's stdout and stderr are its parent's own (its boot stderr went
@@ -127,19 +90,11 @@ fn two_failing_children_give_one_error_with_two_members() {
 /// terminal or a pipe it could block on.
 #[test]
 fn a_booted_childs_stdio_is_its_parents() {
-    let _g = root_lock();
-    become_subreaper();
-    let table = runtime(APP)
-        .run(|root| {
-            bounded(LIMIT, async move {
-                root.nursery(|n| async move {
-                    let p = n.start_actor("stdio").await?;
-                    p.run::<_, Vec<(i32, String)>>("fds", ()).await
-                })
-                .await
-            })
-        })
-        .unwrap();
+    let table = in_nursery(runtime(APP), LIMIT, |n| async move {
+        let p = n.start_actor("stdio").await?;
+        p.run::<_, Vec<(i32, String)>>("fds", ()).await
+    })
+    .unwrap();
     let target = |fd: i32| table.iter().find(|(f, _)| *f == fd).map(|(_, t)| t.clone());
     let ours = |fd: i32| {
         std::fs::read_link(format!("/proc/self/fd/{fd}"))
@@ -151,5 +106,4 @@ fn a_booted_childs_stdio_is_its_parents() {
     // exec: /dev/null; forked: whatever this process has.
     let stdin = target(0);
     assert!(stdin.as_deref() == Some("/dev/null") || stdin == ours(0), "stdin in {table:?}");
-    assert_no_descendants(Duration::from_secs(5));
 }

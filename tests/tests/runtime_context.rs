@@ -3,7 +3,7 @@
 //! bounded and checks that nothing is left behind.
 
 use plough::{ActorError, Outcome};
-use plough_tests::{assert_no_descendants, become_subreaper, bounded, root_lock, runtime};
+use plough_tests::runtime;
 use std::time::Duration;
 
 const APP: &str = env!("CARGO_BIN_EXE_plough_app");
@@ -15,11 +15,7 @@ where
     F: FnOnce(plough::Actor) -> Fut,
     Fut: std::future::Future<Output = plough::Result<T>>,
 {
-    let _g = root_lock();
-    become_subreaper();
-    let out = runtime(APP).run(|root| bounded(LIMIT, body(root)));
-    assert_no_descendants(Duration::from_secs(5));
-    out
+    plough_tests::with_root(runtime(APP), LIMIT, body)
 }
 
 fn remote(e: &ActorError) -> &plough::RemoteActorError {

@@ -1,7 +1,7 @@
 //! Errors coming home: many at once, none lost; nested trees carry their relay paths.
 
 use plough::ActorError;
-use plough_tests::{assert_no_descendants, become_subreaper, bounded, root_lock, runtime};
+use plough_tests::{in_nursery, runtime, with_root};
 use std::time::{Duration, Instant};
 
 const APP: &str = env!("CARGO_BIN_EXE_plough_app");
@@ -9,23 +9,14 @@ const LIMIT: Duration = Duration::from_secs(60);
 
 #[test]
 fn twenty_five_failing_children_give_exactly_twenty_five_errors() {
-    let _g = root_lock();
-    become_subreaper();
     let started = Instant::now();
-    let err = runtime(APP)
-        .run(|root| {
-            bounded(LIMIT, async move {
-                root.nursery(|n| async move {
-                    for i in 0..25 {
-                        n.run_in_actor::<_, ()>(&format!("f{i}"), "fail", format!("failure {i}"))
-                            .await?;
-                    }
-                    Ok(())
-                })
-                .await
-            })
-        })
-        .unwrap_err();
+    let err = in_nursery(runtime(APP), LIMIT, |n| async move {
+        for i in 0..25 {
+            n.run_in_actor::<_, ()>(&format!("f{i}"), "fail", format!("failure {i}")).await?;
+        }
+        Ok(())
+    })
+    .unwrap_err();
     let failures = err.failures();
     assert_eq!(failures.len(), 25, "{err}");
     let mut names: Vec<String> =
@@ -34,54 +25,39 @@ fn twenty_five_failing_children_give_exactly_twenty_five_errors() {
     names.dedup();
     assert_eq!(names.len(), 25, "each failure names its own actor");
     assert!(started.elapsed() < Duration::from_secs(30), "took {:?}", started.elapsed());
-    assert_no_descendants(Duration::from_secs(5));
 }
 
 #[test]
 fn second_root_in_one_process_is_a_clear_error() {
-    let _g = root_lock();
-    become_subreaper();
-    runtime(APP)
-        .run(|root| {
-            bounded(LIMIT, async move {
-                let again = plough_tests::runtime(APP).run(|_r| async { Ok(()) });
-                match again {
-                    Err(ActorError::Runtime(m)) => assert!(m.contains("already running"), "{m}"),
-                    other => panic!("second root: {other:?}"),
-                }
-                // In a child: a remote error of that kind.
-                root.nursery(|n| async move {
-                    let p = n.start_actor("nested-root").await?;
-                    let e = p.run::<_, ()>("second_root", ()).await.unwrap_err();
-                    let r = e.as_remote().expect("remote");
-                    assert_eq!(r.type_name, "RuntimeError");
-                    assert!(r.message.contains("already running"), "{}", r.message);
-                    Ok(())
-                })
-                .await
-            })
+    with_root(runtime(APP), LIMIT, |root| async move {
+        let again = plough_tests::runtime(APP).run(|_r| async { Ok(()) });
+        match again {
+            Err(ActorError::Runtime(m)) => assert!(m.contains("already running"), "{m}"),
+            other => panic!("second root: {other:?}"),
+        }
+        // In a child: a remote error of that kind.
+        root.nursery(|n| async move {
+            let p = n.start_actor("nested-root").await?;
+            let e = p.run::<_, ()>("second_root", ()).await.unwrap_err();
+            let r = e.as_remote().expect("remote");
+            assert_eq!(r.type_name, "RuntimeError");
+            assert!(r.message.contains("already running"), "{}", r.message);
+            Ok(())
         })
-        .unwrap();
-    assert_no_descendants(Duration::from_secs(5));
+        .await
+    })
+    .unwrap();
 }
 
 #[test]
 fn nested_tree_errors_carry_every_leaf_and_its_relay_path() {
-    let _g = root_lock();
-    become_subreaper();
     // Root -> 2 spawners -> 2 children each -> 2 failing leaves each (14 actors).
-    let err = runtime(APP)
-        .run(|root| {
-            bounded(LIMIT, async move {
-                root.nursery(|n| async move {
-                    n.run_in_actor::<_, u32>("top0", "tree", (2u32, 2u32, true)).await?;
-                    n.run_in_actor::<_, u32>("top1", "tree", (2u32, 2u32, true)).await?;
-                    Ok(())
-                })
-                .await
-            })
-        })
-        .unwrap_err();
+    let err = in_nursery(runtime(APP), LIMIT, |n| async move {
+        n.run_in_actor::<_, u32>("top0", "tree", (2u32, 2u32, true)).await?;
+        n.run_in_actor::<_, u32>("top1", "tree", (2u32, 2u32, true)).await?;
+        Ok(())
+    })
+    .unwrap_err();
     // One-cancels-all: the first leaf failure that reaches a nursery's exit cancels its
     // still-running siblings, so which leaves get to fail first varies with timing. What
     // must hold: only real failures come back (a cancel never masks one, none is a bare
@@ -110,5 +86,4 @@ fn nested_tree_errors_carry_every_leaf_and_its_relay_path() {
         }
     }
     assert!((2..=8).contains(&leaves), "{leaves} leaves: {err}");
-    assert_no_descendants(Duration::from_secs(5));
 }

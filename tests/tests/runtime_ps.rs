@@ -1,7 +1,7 @@
 //! `plough ps`: exactly the live actors of a running tree, as a tree, and not the ones
 //! that exited; a clear message when no registrar answers.
 
-use plough_tests::{assert_no_descendants, become_subreaper, bounded, root_lock, runtime};
+use plough_tests::{runtime, with_root};
 use std::time::Duration;
 
 const APP: &str = env!("CARGO_BIN_EXE_plough_app");
@@ -27,84 +27,71 @@ fn names(entries: &[plough::ActorEntry]) -> Vec<String> {
 
 #[test]
 fn ps_lists_exactly_the_live_tree() {
-    let _g = root_lock();
-    become_subreaper();
-    runtime(APP)
-        .run(|root| {
-            bounded(LIMIT, async move {
-                let registry = root.registry_addr().clone();
-                root.nursery(|n| async move {
-                    let a = n.start_actor("alpha").await?;
-                    let b = n.start_actor("beta").await?;
-                    // beta starts two children of its own (grandchildren of the root).
-                    let b2 = b.clone();
-                    let sleepers =
-                        tokio::spawn(async move { b2.run::<_, ()>("hold_sleepers", 2u32).await });
-                    let _ = a.run::<_, u32>("pid", ()).await?;
-                    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-                    let entries = loop {
-                        let e = plough::ps::query(&registry).await?;
-                        if e.len() == 5 {
-                            break e;
-                        }
-                        assert!(
-                            std::time::Instant::now() < deadline,
-                            "never saw 5 actors: {:?}",
-                            names(&e)
-                        );
-                        tokio::time::sleep(Duration::from_millis(5)).await;
-                    };
-                    assert_eq!(names(&entries), ["alpha", "beta", "root", "sleeper0", "sleeper1"]);
-                    let by_name = |n: &str| entries.iter().find(|e| e.aid.name == n).unwrap();
-                    assert_eq!(by_name("root").method, "root");
-                    assert!(by_name("root").parent.is_none());
-                    assert_eq!(by_name("alpha").parent.as_ref().unwrap().name, "root");
-                    assert_eq!(by_name("sleeper0").parent.as_ref().unwrap().name, "beta");
-                    let tree = plough::ps::render_tree(&entries, plough::ps::now_ms());
-                    assert!(
-                        tree.contains("\n  alpha@") && tree.contains("\n    sleeper0@"),
-                        "{tree}"
-                    );
+    with_root(runtime(APP), LIMIT, |root| async move {
+        let registry = root.registry_addr().clone();
+        root.nursery(|n| async move {
+            let a = n.start_actor("alpha").await?;
+            let b = n.start_actor("beta").await?;
+            // beta starts two children of its own (grandchildren of the root).
+            let b2 = b.clone();
+            let sleepers =
+                tokio::spawn(async move { b2.run::<_, ()>("hold_sleepers", 2u32).await });
+            let _ = a.run::<_, u32>("pid", ()).await?;
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            let entries = loop {
+                let e = plough::ps::query(&registry).await?;
+                if e.len() == 5 {
+                    break e;
+                }
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "never saw 5 actors: {:?}",
+                    names(&e)
+                );
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            };
+            assert_eq!(names(&entries), ["alpha", "beta", "root", "sleeper0", "sleeper1"]);
+            let by_name = |n: &str| entries.iter().find(|e| e.aid.name == n).unwrap();
+            assert_eq!(by_name("root").method, "root");
+            assert!(by_name("root").parent.is_none());
+            assert_eq!(by_name("alpha").parent.as_ref().unwrap().name, "root");
+            assert_eq!(by_name("sleeper0").parent.as_ref().unwrap().name, "beta");
+            let tree = plough::ps::render_tree(&entries, plough::ps::now_ms());
+            assert!(tree.contains("\n  alpha@") && tree.contains("\n    sleeper0@"), "{tree}");
 
-                    // The CLI says the same (run off the runtime thread: the root serves it).
-                    let bin = plough_bin();
-                    let reg = registry.to_string();
-                    let out = tokio::task::spawn_blocking(move || {
-                        std::process::Command::new(bin)
-                            .args(["ps", "--registry", &reg, "--json"])
-                            .output()
-                    })
-                    .await
-                    .unwrap()
-                    .unwrap();
-                    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-                    let rows: serde_json::Value =
-                        serde_json::from_slice(&out.stdout).expect("--json parses");
-                    let mut cli: Vec<String> = rows
-                        .as_array()
-                        .unwrap()
-                        .iter()
-                        .map(|r| r["name"].as_str().unwrap().to_owned())
-                        .collect();
-                    cli.sort();
-                    assert_eq!(cli, names(&entries));
-
-                    // An actor that exits is no longer shown.
-                    assert!(a.cancel_actor().await);
-                    tokio::time::timeout(Duration::from_secs(5), a.closed())
-                        .await
-                        .expect("alpha exits");
-                    let after = plough::ps::query(&registry).await?;
-                    assert!(!names(&after).contains(&"alpha".to_owned()), "{:?}", names(&after));
-                    assert_eq!(after.len(), 4);
-                    sleepers.abort();
-                    Ok(())
-                })
-                .await
+            // The CLI says the same (run off the runtime thread: the root serves it).
+            let bin = plough_bin();
+            let reg = registry.to_string();
+            let out = tokio::task::spawn_blocking(move || {
+                std::process::Command::new(bin).args(["ps", "--registry", &reg, "--json"]).output()
             })
+            .await
+            .unwrap()
+            .unwrap();
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            let rows: serde_json::Value =
+                serde_json::from_slice(&out.stdout).expect("--json parses");
+            let mut cli: Vec<String> = rows
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|r| r["name"].as_str().unwrap().to_owned())
+                .collect();
+            cli.sort();
+            assert_eq!(cli, names(&entries));
+
+            // An actor that exits is no longer shown.
+            assert!(a.cancel_actor().await);
+            tokio::time::timeout(Duration::from_secs(5), a.closed()).await.expect("alpha exits");
+            let after = plough::ps::query(&registry).await?;
+            assert!(!names(&after).contains(&"alpha".to_owned()), "{:?}", names(&after));
+            assert_eq!(after.len(), 4);
+            sleepers.abort();
+            Ok(())
         })
-        .unwrap();
-    assert_no_descendants(Duration::from_secs(5));
+        .await
+    })
+    .unwrap();
 }
 
 #[test]

@@ -2,7 +2,9 @@
 //! connection; lookups by name, duplicates, and stale entries.
 
 use plough::{ActorEntry, Result};
-use plough_tests::{assert_no_descendants, become_subreaper, bounded, root_lock, runtime};
+use plough_tests::{
+    assert_no_descendants, become_subreaper, bounded, root_lock, runtime, with_root,
+};
 use std::time::{Duration, Instant};
 
 const APP: &str = env!("CARGO_BIN_EXE_plough_app");
@@ -29,154 +31,124 @@ async fn until(root: &plough::Actor, what: &str, pred: impl Fn(&[String]) -> boo
 
 #[test]
 fn actors_register_find_each_other_and_unregister() {
-    let _g = root_lock();
-    become_subreaper();
-    runtime(APP)
-        .run(|root| {
-            bounded(LIMIT, async move {
-                assert!(root.is_registrar());
-                assert_eq!(names(&root).await?, ["root"]);
-                // The registrar finds itself.
-                let me = root.find_actor("root").await?.expect("root finds itself");
-                assert_eq!(me.run::<_, u32>("pid", ()).await?, std::process::id());
-                let r2 = root.clone();
-                root.nursery(|n| async move {
-                    let a = n.start_actor("alpha").await?;
-                    let b = n.start_actor("beta").await?;
-                    r2.wait_for_actor("alpha").await?;
-                    r2.wait_for_actor("beta").await?;
-                    assert_eq!(names(&r2).await?, ["alpha", "beta", "root"]);
-                    // Two children find each other by name through the registrar.
-                    let beta_pid: u32 = b.run("pid", ()).await?;
-                    assert_eq!(
-                        a.run::<_, Option<u32>>("find", "beta".to_owned()).await?,
-                        Some(beta_pid)
-                    );
-                    assert_eq!(a.run::<_, Option<u32>>("find", "nobody".to_owned()).await?, None);
-                    // Cancelled: unregistered.
-                    n.cancel().await;
-                    until(&r2, "only the root", |n| n == ["root"]).await
-                })
-                .await
-            })
+    with_root(runtime(APP), LIMIT, |root| async move {
+        assert!(root.is_registrar());
+        assert_eq!(names(&root).await?, ["root"]);
+        // The registrar finds itself.
+        let me = root.find_actor("root").await?.expect("root finds itself");
+        assert_eq!(me.run::<_, u32>("pid", ()).await?, std::process::id());
+        let r2 = root.clone();
+        root.nursery(|n| async move {
+            let a = n.start_actor("alpha").await?;
+            let b = n.start_actor("beta").await?;
+            r2.wait_for_actor("alpha").await?;
+            r2.wait_for_actor("beta").await?;
+            assert_eq!(names(&r2).await?, ["alpha", "beta", "root"]);
+            // Two children find each other by name through the registrar.
+            let beta_pid: u32 = b.run("pid", ()).await?;
+            assert_eq!(a.run::<_, Option<u32>>("find", "beta".to_owned()).await?, Some(beta_pid));
+            assert_eq!(a.run::<_, Option<u32>>("find", "nobody".to_owned()).await?, None);
+            // Cancelled: unregistered.
+            n.cancel().await;
+            until(&r2, "only the root", |n| n == ["root"]).await
         })
-        .unwrap();
-    assert_no_descendants(Duration::from_secs(5));
+        .await
+    })
+    .unwrap();
 }
 
 /// Registration is part of boot: a child's very first call can use the registrar, and
 /// once a child has answered anything, the registrar lists it — no waiting.
 #[test]
 fn an_actor_is_registered_by_the_time_it_answers() {
-    let _g = root_lock();
-    become_subreaper();
-    runtime(APP)
-        .run(|root| {
-            bounded(LIMIT, async move {
-                let r2 = root.clone();
-                root.nursery(|n| async move {
-                    for i in 0..8 {
-                        let name = format!("quick{i}");
-                        let p = n.start_actor(&name).await?;
-                        // Its first call: a lookup through the registrar.
-                        let found: Option<u32> = p.run("find", "root".to_owned()).await?;
-                        assert_eq!(found, Some(std::process::id()), "{name}'s first call");
-                        // It answered, so it is registered (asked without waiting).
-                        let entries = r2.query_actor(&name).await?;
-                        assert_eq!(entries.len(), 1, "{name}: {entries:?}");
-                        assert_eq!(entries[0].aid, *p.aid());
-                    }
-                    n.cancel().await;
-                    Ok(())
-                })
-                .await
-            })
+    with_root(runtime(APP), LIMIT, |root| async move {
+        let r2 = root.clone();
+        root.nursery(|n| async move {
+            for i in 0..8 {
+                let name = format!("quick{i}");
+                let p = n.start_actor(&name).await?;
+                // Its first call: a lookup through the registrar.
+                let found: Option<u32> = p.run("find", "root".to_owned()).await?;
+                assert_eq!(found, Some(std::process::id()), "{name}'s first call");
+                // It answered, so it is registered (asked without waiting).
+                let entries = r2.query_actor(&name).await?;
+                assert_eq!(entries.len(), 1, "{name}: {entries:?}");
+                assert_eq!(entries[0].aid, *p.aid());
+            }
+            n.cancel().await;
+            Ok(())
         })
-        .unwrap();
-    assert_no_descendants(Duration::from_secs(5));
+        .await
+    })
+    .unwrap();
 }
 
 #[test]
 fn duplicate_names_are_all_findable() {
-    let _g = root_lock();
-    become_subreaper();
-    runtime(APP)
-        .run(|root| {
-            bounded(LIMIT, async move {
-                let r2 = root.clone();
-                root.nursery(|n| async move {
-                    let one = n.start_actor("dup").await?;
-                    let two = n.start_actor("dup").await?;
-                    until(&r2, "two dups", |n| n.iter().filter(|x| *x == "dup").count() == 2)
-                        .await?;
-                    let found = r2.query_actor("dup").await?;
-                    let mut pids: Vec<u32> = found.iter().map(|e| e.aid.pid).collect();
-                    pids.sort_unstable();
-                    let mut want = vec![
-                        one.run::<_, u32>("pid", ()).await?,
-                        two.run::<_, u32>("pid", ()).await?,
-                    ];
-                    want.sort_unstable();
-                    assert_eq!(pids, want);
-                    Ok(())
-                })
-                .await
-            })
+    with_root(runtime(APP), LIMIT, |root| async move {
+        let r2 = root.clone();
+        root.nursery(|n| async move {
+            let one = n.start_actor("dup").await?;
+            let two = n.start_actor("dup").await?;
+            until(&r2, "two dups", |n| n.iter().filter(|x| *x == "dup").count() == 2).await?;
+            let found = r2.query_actor("dup").await?;
+            let mut pids: Vec<u32> = found.iter().map(|e| e.aid.pid).collect();
+            pids.sort_unstable();
+            let mut want =
+                vec![one.run::<_, u32>("pid", ()).await?, two.run::<_, u32>("pid", ()).await?];
+            want.sort_unstable();
+            assert_eq!(pids, want);
+            Ok(())
         })
-        .unwrap();
-    assert_no_descendants(Duration::from_secs(5));
+        .await
+    })
+    .unwrap();
 }
 
 #[test]
 fn entries_of_vanished_actors_are_removed() {
-    let _g = root_lock();
-    become_subreaper();
-    runtime(APP)
-        .run(|root| {
-            bounded(LIMIT, async move {
-                let r2 = root.clone();
-                let r3 = root.clone();
-                root.nursery(|n| async move {
-                    // An actor that dies without unregistering: its connection drops.
-                    let ghost = n.start_actor("ghost").await?;
-                    r2.wait_for_actor("ghost").await?;
-                    let pid: u32 = ghost.run("pid", ()).await?;
-                    let _ = rustix::process::kill_process(
-                        rustix::process::Pid::from_raw(pid as i32).unwrap(),
-                        rustix::process::Signal::KILL,
-                    );
-                    until(&r2, "the ghost gone", |n| !n.iter().any(|x| x == "ghost")).await?;
-                    Ok(())
-                })
-                .await
-                .or_else(|e| {
-                    // The nursery reports the killed daemon child: that is expected here.
-                    assert!(e.to_string().contains("ghost"), "{e}");
-                    Ok::<(), plough::ActorError>(())
-                })?;
-                // A stale entry (nothing answers at its address) is dropped by a lookup.
-                let r2 = r3;
-                let me = r2.connect(r2.addr()).await?;
-                let stale = ActorEntry {
-                    aid: plough::ipc_wire::msg::Aid {
-                        name: "stale".into(),
-                        uuid: Default::default(),
-                        pid: 1,
-                    },
-                    addr: "tcp://127.0.0.1:1".into(),
-                    parent: None,
-                    method: "exec".into(),
-                    started_ms: 0,
-                };
-                me.run::<_, ()>("plough.registrar.register", &stale).await?;
-                assert_eq!(r2.query_actor("stale").await?.len(), 1);
-                assert!(r2.find_actor("stale").await?.is_none());
-                assert!(r2.query_actor("stale").await?.is_empty(), "stale entry not removed");
-                Ok(())
-            })
+    with_root(runtime(APP), LIMIT, |root| async move {
+        let r2 = root.clone();
+        let r3 = root.clone();
+        root.nursery(|n| async move {
+            // An actor that dies without unregistering: its connection drops.
+            let ghost = n.start_actor("ghost").await?;
+            r2.wait_for_actor("ghost").await?;
+            let pid: u32 = ghost.run("pid", ()).await?;
+            let _ = rustix::process::kill_process(
+                rustix::process::Pid::from_raw(pid as i32).unwrap(),
+                rustix::process::Signal::KILL,
+            );
+            until(&r2, "the ghost gone", |n| !n.iter().any(|x| x == "ghost")).await?;
+            Ok(())
         })
-        .unwrap();
-    assert_no_descendants(Duration::from_secs(5));
+        .await
+        .or_else(|e| {
+            // The nursery reports the killed daemon child: that is expected here.
+            assert!(e.to_string().contains("ghost"), "{e}");
+            Ok::<(), plough::ActorError>(())
+        })?;
+        // A stale entry (nothing answers at its address) is dropped by a lookup.
+        let r2 = r3;
+        let me = r2.connect(r2.addr()).await?;
+        let stale = ActorEntry {
+            aid: plough::ipc_wire::msg::Aid {
+                name: "stale".into(),
+                uuid: Default::default(),
+                pid: 1,
+            },
+            addr: "tcp://127.0.0.1:1".into(),
+            parent: None,
+            method: "exec".into(),
+            started_ms: 0,
+        };
+        me.run::<_, ()>("plough.registrar.register", &stale).await?;
+        assert_eq!(r2.query_actor("stale").await?.len(), 1);
+        assert!(r2.find_actor("stale").await?.is_none());
+        assert!(r2.query_actor("stale").await?.is_empty(), "stale entry not removed");
+        Ok(())
+    })
+    .unwrap();
 }
 
 /// A registry address nobody uses yet, on the cell's transport.

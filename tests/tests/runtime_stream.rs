@@ -4,7 +4,7 @@
 
 use futures::StreamExt;
 use plough::{ActorError, Nursery, Outcome, STREAM_BUFFER, StreamConfig};
-use plough_tests::{assert_no_descendants, become_subreaper, bounded, root_lock, runtime};
+use plough_tests::runtime;
 use std::time::Duration;
 
 const APP: &str = env!("CARGO_BIN_EXE_plough_app");
@@ -16,10 +16,7 @@ where
     F: FnOnce(Nursery) -> Fut,
     Fut: std::future::Future<Output = plough::Result<()>>,
 {
-    let _g = root_lock();
-    become_subreaper();
-    runtime(APP).run(|root| bounded(LIMIT, async move { root.nursery(body).await })).unwrap();
-    assert_no_descendants(Duration::from_secs(5));
+    plough_tests::in_nursery(runtime(APP), LIMIT, body).unwrap();
 }
 
 #[test]
