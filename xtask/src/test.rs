@@ -28,6 +28,9 @@ struct Counts {
     failed: u64,
     skipped: u64,
     failures: Vec<String>,
+    /// Tests that failed and then passed on nextest's retry (`retries` in
+    /// `.config/nextest.toml`): passed, but listed so they get fixed.
+    flaky: Vec<String>,
 }
 
 /// One run of the test runner: a name, environment, and which tests.
@@ -230,6 +233,8 @@ fn parse_nextest(lines: &[String]) -> Counts {
                     _ => {}
                 }
             }
+        } else if t.starts_with("FLAKY ") && !c.flaky.contains(&t.to_string()) {
+            c.flaky.push(t.to_string());
         } else if (t.starts_with("FAIL [")
             || t.starts_with("TIMEOUT [")
             || t.starts_with("SIGSEGV ["))
@@ -278,6 +283,7 @@ fn print_summary(
     println!();
     println!("== plough test summary ({runner}, {:.1}s)", took.as_secs_f64());
     let (mut passed, mut failed, mut all_ok) = (0, 0, true);
+    let flaky: usize = results.iter().map(|(_, _, c, _)| c.flaky.len()).sum();
     for (name, ok, c, d) in results {
         let ok = *ok && c.failed == 0;
         all_ok &= ok;
@@ -295,10 +301,39 @@ fn print_summary(
         for f in c.failures.iter().take(10) {
             println!("        {f}");
         }
+        for f in &c.flaky {
+            println!("        {f}");
+        }
         if c.failures.len() > 10 {
             println!("        ... and {} more failures", c.failures.len() - 10);
         }
     }
-    println!("summary: {passed} passed, {failed} failed");
+    if flaky > 0 {
+        println!("summary: {passed} passed, {failed} failed ({flaky} flaky: passed on retry)");
+    } else {
+        println!("summary: {passed} passed, {failed} failed");
+    }
     all_ok
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nextest_counts_failures_and_flakes() {
+        let out = [
+            "  TRY 1 FAIL [   0.003s] plough-tests::runtime_stream ten_round_ping_pong",
+            "  TRY 2 PASS [   0.002s] plough-tests::runtime_stream ten_round_ping_pong",
+            "        FAIL [   0.010s] plough-tests::runtime_basics spawn_and_call_a_function",
+            "     Summary [   0.021s] 3 tests run: 2 passed (1 flaky), 1 failed, 4 skipped",
+            "   FLAKY 2/2 [   0.002s] plough-tests::runtime_stream ten_round_ping_pong",
+        ]
+        .map(str::to_owned);
+        let c = parse_nextest(&out);
+        assert_eq!((c.passed, c.failed, c.skipped), (2, 1, 4));
+        assert_eq!(c.failures.len(), 1, "{:?}", c.failures);
+        assert_eq!(c.flaky.len(), 1, "{:?}", c.flaky);
+        assert!(c.flaky[0].ends_with("ten_round_ping_pong"));
+    }
 }
