@@ -5,8 +5,8 @@
 //! stderr meanwhile (a panic message, "cannot connect to parent …", the dynamic loader's
 //! complaint) belongs in that error. So during boot a child's fd 2 is the write end of a
 //! pipe its parent reads ([`Pump`]): the parent copies every byte to its own stderr as it
-//! arrives — the user sees the same output, in the same order, as without capture — and
-//! keeps the last [`TAIL_BYTES`]. As soon as the child has connected to its parent it
+//! arrives (on its runtime thread, as its own log lines are written; output of children
+//! booting at once may interleave at 4 KiB boundaries) and keeps the last [`TAIL_BYTES`]. As soon as the child has connected to its parent it
 //! moves its real stderr back onto fd 2 ([`restore`]), which closes its end of the pipe;
 //! the parent's pump then ends at EOF. After boot, nothing of the child's output passes
 //! through its parent (an orphaned child still has a working stderr).
@@ -33,13 +33,20 @@ pub const TAIL_BYTES: usize = 4096;
 /// This process's real stderr while fd 2 is its boot pipe.
 static REAL_STDERR: Mutex<Option<OwnedFd>> = Mutex::new(None);
 
-/// A close-on-exec pipe for a child's boot stderr: `(read end, write end)`.
+/// A close-on-exec pipe for a child's boot stderr: `(read end, write end)`, both above
+/// fd 2 (were stdin, stdout or stderr closed in this process, an end numbered 0–2 would be
+/// passed to children as their stdio).
 ///
 /// # Errors
 ///
 /// The process is out of file descriptors.
 pub fn pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
-    Ok(rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?)
+    let (read, write) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
+    let above_stdio = |fd: OwnedFd| -> std::io::Result<OwnedFd> {
+        use std::os::fd::AsRawFd;
+        if fd.as_raw_fd() > 2 { Ok(fd) } else { Ok(rustix::io::fcntl_dupfd_cloexec(&fd, 3)?) }
+    };
+    Ok((above_stdio(read)?, above_stdio(write)?))
 }
 
 /// A duplicate of this process's stderr (close-on-exec), to hand to an exec'd child as
@@ -83,7 +90,9 @@ pub fn restore() {
 }
 
 /// The parent's end of a child's boot pipe: copies the child's output to this process's
-/// stderr and keeps its tail, until EOF (the child restored its stderr, or died).
+/// stderr and keeps its tail, until EOF (the child restored its stderr, or died). The
+/// task is detached: dropping the `Pump` does not stop it, so nothing the child writes is
+/// lost; it ends with the last holder of the write end (or with the runtime).
 #[derive(Debug)]
 pub struct Pump {
     tail: Arc<Mutex<Tail>>,

@@ -135,12 +135,14 @@ pub enum SpawnError {
         stderr: String,
     },
     /// The child did not connect back within the deadline (it was killed and reaped).
-    #[error("actor {name} did not connect back within {secs:.1} s")]
+    #[error("actor {name} did not connect back within {secs:.1} s{}", stderr_tail(.stderr))]
     ConnectTimeout {
         /// The actor's name.
         name: String,
         /// The deadline.
         secs: f64,
+        /// The end of what it wrote to stderr meanwhile, if captured.
+        stderr: String,
     },
     /// The OS refused (fork/exec/socket).
     #[error("spawning actor {name} failed: {message}")]

@@ -150,6 +150,22 @@ struct Booting<'a> {
     uuid: Uuid,
 }
 
+impl Booting<'_> {
+    /// The child died (and was reaped) during boot: remove what it may have left — its
+    /// marker, its socket file, a half-written marker — now rather than when the nursery
+    /// exits, and do not signal its (recyclable) pid or process group again.
+    fn reaped(&mut self) {
+        if let Some(process) = self.process.take() {
+            let dir = plough_fork_prims::marker::default_runtime_dir();
+            let _ = plough_fork_prims::marker::clear_dead_actor(
+                &dir,
+                process.pid(),
+                &self.uuid.to_string(),
+            );
+        }
+    }
+}
+
 impl Drop for Booting<'_> {
     fn drop(&mut self) {
         if let Some(process) = self.process.take() {
@@ -476,6 +492,7 @@ impl Nursery {
             st = process.wait() => {
                 forget();
                 let status = st.map(|s| s.to_string()).unwrap_or_else(|e| format!("unknown ({e})"));
+                booting.reaped();
                 let stderr = match pump {
                     Some(pump) => pump.finish(Duration::from_millis(250)).await,
                     None => String::new(),
@@ -488,10 +505,17 @@ impl Nursery {
             forget();
             let _ = process.kill_group(Signal::KILL);
             let _ = process.kill();
-            let _ = tokio::time::timeout(Duration::from_secs(5), process.wait()).await;
+            if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_secs(5), process.wait()).await {
+                booting.reaped();
+            }
+            let stderr = match pump {
+                Some(pump) => pump.finish(Duration::from_millis(250)).await,
+                None => String::new(),
+            };
             return Err(SpawnError::ConnectTimeout {
                 name: name.to_owned(),
                 secs: timeout.as_secs_f64(),
+                stderr,
             }
             .into());
         };

@@ -123,6 +123,11 @@ impl Runtime {
     /// started. In a spawned child process this never returns: the process becomes the
     /// child actor and exits when it is done.
     ///
+    /// Call it first thing in `main`: in an exec'd child, code that runs before it sees
+    /// the child's boot stdio (its stderr is a pipe to its parent and its real stderr
+    /// waits on fd 0 until `run` moves it back), so it must not read stdin or start
+    /// subprocesses.
+    ///
     /// SIGINT cancels the tree gracefully and returns [`ActorError::Interrupted`]; a second
     /// SIGINT kills the children's process groups at once.
     ///
@@ -143,9 +148,6 @@ impl Runtime {
         let args: Vec<String> = std::env::args().collect();
         match ChildBoot::from_args(&args) {
             Ok(Some(boot)) => {
-                if boot.real_stderr_on_stdin {
-                    crate::boot_stderr::real_stderr_from_stdin();
-                }
                 let code = child_main(self.registry, self.config, self.backend, boot);
                 std::process::exit(code);
             }
@@ -358,6 +360,11 @@ pub fn child_main(
     boot: ChildBoot,
 ) -> i32 {
     ACTOR_RUNNING.store(true, Ordering::SeqCst);
+    if boot.real_stderr_on_stdin {
+        // An exec'd child: its real stderr is on fd 0 (see `boot_stderr`); /dev/null goes
+        // there before anything of the actor runs.
+        crate::boot_stderr::real_stderr_from_stdin();
+    }
     // Backstop for a parent that dies without closing our connection cleanly: SIGTERM
     // (handled below as a graceful self-cancel). A forked child had this armed by its
     // prelude already; arming it again is harmless. If the parent is already gone, leave.
@@ -438,6 +445,15 @@ async fn child(
         tokio::task::yield_now().await;
         early = futures::poll!(connecting.as_mut());
     }
+    let early = match early {
+        std::task::Poll::Ready(Err(e)) => {
+            return Err(ActorError::Runtime(format!(
+                "cannot connect to parent at {}: {e}",
+                boot.parent_addr
+            )));
+        }
+        other => other,
+    };
     let ours = ephemeral_like(&boot.parent_addr, &aid.name)?;
     let mark = |addr: &Address| {
         crate::actor::create_marker(&aid, addr, &boot.tree, boot.parent_pid, boot.method.key())
@@ -516,8 +532,10 @@ async fn child(
         boot.method.key(),
     );
     // Register before answering the parent (best effort: a tree without a reachable
-    // registrar still works), so whoever hears from us can find us, and a function the
-    // parent calls at once can find other actors.
+    // registrar still works), so whoever hears from us over the parent connection can
+    // find us, and a function the parent calls at once can find other actors. (Our own
+    // listener already accepts: a peer that found its address some other way may be
+    // answered before the registration lands.)
     let parent = if registry_addr == boot.parent_addr {
         // The parent is the registrar: register over its connection. The registration
         // leaves before any answer of ours, and the registrar records it as it reads it,

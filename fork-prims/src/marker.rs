@@ -111,13 +111,28 @@ pub fn process_start_time(pid: u32) -> Option<u64> {
             Err(_) => return None,
         }
     }
-    let stat = std::str::from_utf8(&buf[..len]).ok()?;
-    stat.rsplit_once(')')?.1.split_whitespace().nth(19)?.parse().ok()
+    start_time_from_stat(&buf[..len])
+}
+
+/// Field 22 (`starttime`) of a `/proc/<pid>/stat` line. Parsed after the last `)`: the
+/// `comm` before it may hold any bytes (spaces, parentheses, a cut UTF-8 sequence).
+fn start_time_from_stat(stat: &[u8]) -> Option<u64> {
+    let close = stat.iter().rposition(|&b| b == b')')?;
+    let rest = std::str::from_utf8(&stat[close + 1..]).ok()?;
+    rest.split_whitespace().nth(19)?.parse().ok()
 }
 
 /// Sets this process's name (`comm`, 15 bytes at most) for `ps`.
 pub fn set_process_name(name: &str) {
-    let mut bytes: Vec<u8> = name.bytes().filter(|&b| b != 0).take(15).collect();
+    // At most 15 bytes, cut on a character boundary.
+    let mut bytes: Vec<u8> = Vec::with_capacity(16);
+    for c in name.chars().filter(|&c| c != '\0') {
+        if bytes.len() + c.len_utf8() > 15 {
+            break;
+        }
+        let mut b = [0u8; 4];
+        bytes.extend_from_slice(c.encode_utf8(&mut b).as_bytes());
+    }
     bytes.push(0);
     if let Ok(c) = std::ffi::CStr::from_bytes_with_nul(&bytes) {
         let _ = rustix::thread::set_name(c);
@@ -224,7 +239,7 @@ pub fn clear_dead_actor(runtime_dir: &Path, pid: u32, uuid: &str) -> io::Result<
     let Ok(text) = std::fs::read_to_string(&path) else { return Ok(had_temp) };
     let Some(info) = MarkerInfo::parse(&text) else { return Ok(false) };
     if info.uuid != uuid || info.is_live() {
-        return Ok(false);
+        return Ok(had_temp);
     }
     if let Some(sock) = info.addr.strip_prefix("uds://") {
         remove_if_present(Path::new(sock))?;
@@ -302,6 +317,34 @@ mod tests {
         drop(marker);
         assert!(read_markers(&dir).is_empty());
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn start_times_parse_whatever_the_process_called_itself() {
+        let tail = b" S 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 424242 20 21";
+        for comm in [&b"plough:w1"[..], b"a) b (c", b"abcdefghijklm\xc3", b"\xff\xfe"] {
+            let mut line = b"77 (".to_vec();
+            line.extend_from_slice(comm);
+            line.push(b')');
+            line.extend_from_slice(tail);
+            assert_eq!(start_time_from_stat(&line), Some(424242), "{comm:?}");
+        }
+        assert_eq!(start_time_from_stat(b"77 (x) S 1"), None);
+    }
+
+    #[test]
+    fn process_names_are_cut_on_a_character_boundary() {
+        // On a thread of its own: the name is the calling thread's.
+        let comm = std::thread::spawn(|| {
+            set_process_name("plough:abcdefé-worker");
+            let tid = rustix::thread::gettid().as_raw_nonzero().get();
+            std::fs::read(format!("/proc/self/task/{tid}/comm")).unwrap()
+        })
+        .join()
+        .unwrap();
+        let comm = std::str::from_utf8(&comm).expect("valid UTF-8").trim_end();
+        assert_eq!(comm, "plough:abcdefé");
+        assert!(process_start_time(std::process::id()).is_some());
     }
 
     #[test]

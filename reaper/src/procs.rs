@@ -29,9 +29,13 @@ pub struct ProcInfo {
 impl ProcInfo {
     /// Reads one process; `None` when it is gone or unreadable.
     pub fn read(pid: u32) -> Option<ProcInfo> {
-        let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-        let (head, rest) = stat.rsplit_once(')')?;
-        let comm = head.split_once('(')?.1.to_owned();
+        // Bytes, not a String: `comm` is whatever the process named itself (possibly cut
+        // inside a UTF-8 sequence); only the fields after it must be text.
+        let stat = fs::read(format!("/proc/{pid}/stat")).ok()?;
+        let close = stat.iter().rposition(|&b| b == b')')?;
+        let open = stat.iter().position(|&b| b == b'(')?;
+        let comm = String::from_utf8_lossy(stat.get(open + 1..close)?).into_owned();
+        let rest = std::str::from_utf8(&stat[close + 1..]).ok()?;
         let fields: Vec<&str> = rest.split_whitespace().collect();
         // `rest` starts at field 3 (state): field N is fields[N - 3].
         let state = fields.first()?.chars().next()?;

@@ -216,6 +216,110 @@ fn a_child_that_dies_during_boot_is_a_quick_spawn_error_with_its_status_and_stde
     assert_no_descendants(Duration::from_secs(5));
 }
 
+/// A backend whose children connect to a listener that never answers (they boot as far
+/// as the handshake, then wait), recording each child's pid.
+#[derive(Debug)]
+struct ToSilentParent {
+    inner: Arc<dyn SpawnBackend>,
+    silent: plough::Address,
+    pid: Arc<std::sync::Mutex<Option<u32>>>,
+}
+
+impl SpawnBackend for ToSilentParent {
+    fn method(&self) -> SpawnMethod {
+        self.inner.method()
+    }
+    fn spawn(
+        &self,
+        mut req: SpawnRequest,
+    ) -> futures::future::BoxFuture<'_, Result<ChildHandle, SpawnError>> {
+        req.boot.parent_addr = self.silent.clone();
+        Box::pin(async move {
+            let child = self.inner.spawn(req).await?;
+            *self.pid.lock().unwrap() = Some(child.pid());
+            Ok(child)
+        })
+    }
+}
+
+/// A child killed because it never finished connecting leaves nothing behind — its
+/// marker and socket file are removed at once, while the nursery goes on, not when it
+/// exits — and the error carries what the child wrote.
+#[test]
+fn a_child_that_times_out_in_boot_leaves_no_files_even_while_the_nursery_lives() {
+    let _g = root_lock();
+    become_subreaper();
+    let dir = std::env::temp_dir().join(format!("plough-silent-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+    let path = dir.join("silent@parent.sock");
+    let _ = std::fs::remove_file(&path);
+    let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+    let pid = Arc::new(std::sync::Mutex::new(None));
+    let backend = Arc::new(ToSilentParent {
+        inner: forkserver(),
+        silent: plough::Address::Uds(path.clone()),
+        pid: Arc::clone(&pid),
+    });
+    let rt_dir = plough_fork_prims::marker::default_runtime_dir();
+    let markers = plough_fork_prims::marker::markers_dir(&rt_dir);
+    let sock_dir = dir.clone();
+    let pid2 = Arc::clone(&pid);
+    core_runtime(backend)
+        .configure(|c| c.connect_timeout = Duration::from_secs(2))
+        .run(|root| {
+            bounded(Duration::from_secs(30), async move {
+                root.nursery(|n| async move {
+                    let ours = |pid: u32| -> Vec<String> {
+                        let mut v: Vec<String> = std::fs::read_dir(&markers)
+                            .into_iter()
+                            .flatten()
+                            .flatten()
+                            .map(|e| e.file_name().to_string_lossy().into_owned())
+                            .filter(|f| f == &pid.to_string() || f.starts_with(&format!(".{pid}.")))
+                            .collect();
+                        v.extend(
+                            std::fs::read_dir(&sock_dir)
+                                .into_iter()
+                                .flatten()
+                                .flatten()
+                                .map(|e| e.file_name().to_string_lossy().into_owned())
+                                .filter(|f| f.starts_with("hangs@")),
+                        );
+                        v
+                    };
+                    // The child gets as far as its marker and socket, then waits.
+                    let watch = async {
+                        loop {
+                            if let Some(p) = *pid2.lock().unwrap()
+                                && ours(p).len() >= 2
+                            {
+                                return p;
+                            }
+                            tokio::time::sleep(Duration::from_millis(5)).await;
+                        }
+                    };
+                    let (spawned, child) = tokio::join!(n.start_actor("hangs"), watch);
+                    match spawned {
+                        Err(ActorError::Spawn(SpawnError::ConnectTimeout { name, .. })) => {
+                            assert_eq!(name, "hangs")
+                        }
+                        Err(other) => panic!("{other}"),
+                        Ok(_) => panic!("a silent parent cannot be connected to"),
+                    }
+                    assert_eq!(ours(child), Vec::<String>::new(), "files of the killed child");
+                    assert!(plough_tests::proc_state(child).is_none(), "it was reaped");
+                    Ok(())
+                })
+                .await
+            })
+        })
+        .unwrap();
+    drop(listener);
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_no_descendants(Duration::from_secs(5));
+}
+
 #[test]
 fn the_reserved_subint_forkserver_key_refuses_and_never_falls_back() {
     let _g = root_lock();
