@@ -159,9 +159,9 @@ fn a_child_that_dies_during_boot_is_a_quick_spawn_error_with_its_status_and_stde
     let _g = root_lock();
     become_subreaper();
     // An exec'd program that fails before it could ever connect back.
-    let dir = std::env::temp_dir().join(format!("plough-boot-death-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let script = dir.join("fails-at-boot.sh");
+    // Removed however the test ends.
+    let dir = tempfile::Builder::new().prefix("plough-boot-death-").tempdir().unwrap();
+    let script = dir.path().join("fails-at-boot.sh");
     std::fs::write(
         &script,
         "#!/bin/sh\necho \"cannot open /nonexistent/config: $1\" >&2\nexit 4\n",
@@ -212,7 +212,7 @@ fn a_child_that_dies_during_boot_is_a_quick_spawn_error_with_its_status_and_stde
             other => panic!("{other}"),
         }
     }
-    let _ = std::fs::remove_dir_all(&dir);
+    drop(dir);
     assert_no_descendants(Duration::from_secs(5));
 }
 
@@ -249,11 +249,9 @@ impl SpawnBackend for ToSilentParent {
 fn a_child_that_times_out_in_boot_leaves_no_files_even_while_the_nursery_lives() {
     let _g = root_lock();
     become_subreaper();
-    let dir = std::env::temp_dir().join(format!("plough-silent-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
-    let path = dir.join("silent@parent.sock");
-    let _ = std::fs::remove_file(&path);
+    // A private (0700) directory, removed however the test ends.
+    let dir = tempfile::Builder::new().prefix("plough-silent-").tempdir().unwrap();
+    let path = dir.path().join("silent@parent.sock");
     let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
     let pid = Arc::new(std::sync::Mutex::new(None));
     let backend = Arc::new(ToSilentParent {
@@ -263,7 +261,7 @@ fn a_child_that_times_out_in_boot_leaves_no_files_even_while_the_nursery_lives()
     });
     let rt_dir = plough_fork_prims::marker::default_runtime_dir();
     let markers = plough_fork_prims::marker::markers_dir(&rt_dir);
-    let sock_dir = dir.clone();
+    let sock_dir = dir.path().to_path_buf();
     let pid2 = Arc::clone(&pid);
     core_runtime(backend)
         .configure(|c| c.connect_timeout = Duration::from_secs(2))
@@ -315,8 +313,7 @@ fn a_child_that_times_out_in_boot_leaves_no_files_even_while_the_nursery_lives()
             })
         })
         .unwrap();
-    drop(listener);
-    let _ = std::fs::remove_dir_all(&dir);
+    drop((listener, dir));
     assert_no_descendants(Duration::from_secs(5));
 }
 
