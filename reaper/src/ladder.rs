@@ -1,5 +1,9 @@
 //! The termination ladder: SIGINT, a bounded wait, then SIGKILL.
 //!
+//! An [`Interrupt`] ends the wait early: `plough-reap` makes one from its own SIGINT and
+//! SIGTERM, so Ctrl-C while it waits out a grace period means "kill them now", and the
+//! report is still printed.
+//!
 //! Signals go through pidfds (`pidfd_open` + `pidfd_send_signal`): the pidfd is opened
 //! first, the process is then re-checked (same start time, running, ours), and from that
 //! moment the fd names that process and no other, so a pid recycled between the check
@@ -15,7 +19,43 @@ use rustix::fd::OwnedFd;
 use rustix::process::{Pid, PidfdFlags, Signal, pidfd_open, pidfd_send_signal};
 use serde::Serialize;
 use std::fmt;
+use std::os::fd::{AsFd, BorrowedFd};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+/// Ends grace periods early: readable once the process got SIGINT or SIGTERM (see
+/// [`Interrupt::on_sigint_and_sigterm`]). Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Interrupt(Arc<OwnedFd>);
+
+impl Interrupt {
+    /// From now on SIGINT and SIGTERM no longer end this process: each makes every grace
+    /// period (the current one and any later one) end at once, so the ladder goes straight
+    /// to SIGKILL. The signal handler only writes a byte to a pipe (`signal-hook`).
+    ///
+    /// # Errors
+    ///
+    /// The socket pair or the handler cannot be set up.
+    pub fn on_sigint_and_sigterm() -> std::io::Result<Interrupt> {
+        let (read, write) = std::os::unix::net::UnixStream::pair()?;
+        read.set_nonblocking(true)?;
+        write.set_nonblocking(true)?;
+        signal_hook::low_level::pipe::register(signal_hook::consts::SIGINT, write.try_clone()?)?;
+        signal_hook::low_level::pipe::register(signal_hook::consts::SIGTERM, write)?;
+        Ok(Interrupt(Arc::new(read.into())))
+    }
+
+    /// Whether it fired already.
+    pub fn fired(&self) -> bool {
+        let mut p = [PollFd::new(&*self.0, PollFlags::IN)];
+        let zero = Timespec { tv_sec: 0, tv_nsec: 0 };
+        matches!(poll(&mut p, Some(&zero)), Ok(n) if n > 0)
+    }
+
+    fn fd(&self) -> BorrowedFd<'_> {
+        self.0.as_fd()
+    }
+}
 
 /// How long to wait after SIGKILL before declaring a process unkillable.
 pub const KILL_WAIT: Duration = Duration::from_secs(2);
@@ -99,12 +139,14 @@ fn open_verified(t: Target) -> rustix::io::Result<Option<OwnedFd>> {
 }
 
 /// Waits until every fd in `fds` whose slot in `done` is `None` is readable (its process
-/// exited) or `deadline` passes; records `start.elapsed()` at each exit.
+/// exited), `deadline` passes, or `interrupt` becomes readable; records
+/// `start.elapsed()` at each exit.
 fn wait_exits(
     fds: &[Option<OwnedFd>],
     done: &mut [Option<Duration>],
     start: Instant,
     deadline: Instant,
+    interrupt: Option<BorrowedFd<'_>>,
 ) {
     loop {
         let pending: Vec<usize> =
@@ -121,6 +163,10 @@ fn wait_exits(
             .iter()
             .filter_map(|&i| fds[i].as_ref().map(|fd| PollFd::new(fd, PollFlags::IN)))
             .collect();
+        // Last, so the indices of `pending` still match the first entries.
+        if let Some(fd) = &interrupt {
+            pfds.push(PollFd::new(fd, PollFlags::IN));
+        }
         let ts =
             Timespec { tv_sec: left.as_secs() as i64, tv_nsec: i64::from(left.subsec_nanos()) };
         match poll(&mut pfds, Some(&ts)) {
@@ -137,6 +183,9 @@ fn wait_exits(
                 done[i] = Some(at);
             }
         }
+        if interrupt.is_some() && ready.last() == Some(&true) {
+            return;
+        }
     }
 }
 
@@ -144,6 +193,15 @@ fn wait_exits(
 /// them to exit, SIGKILL the rest, wait up to [`KILL_WAIT`]. Returns one outcome per
 /// target, in order. Bounded by `grace + KILL_WAIT`.
 pub fn terminate(targets: &[Target], grace: Duration) -> Vec<Outcome> {
+    terminate_until(targets, grace, None)
+}
+
+/// [`terminate`], with the grace period cut short when `interrupt` fires.
+pub fn terminate_until(
+    targets: &[Target],
+    grace: Duration,
+    interrupt: Option<&Interrupt>,
+) -> Vec<Outcome> {
     let mut outcomes: Vec<Option<Outcome>> = vec![None; targets.len()];
     let mut fds: Vec<Option<OwnedFd>> = Vec::with_capacity(targets.len());
     for (i, t) in targets.iter().enumerate() {
@@ -173,7 +231,7 @@ pub fn terminate(targets: &[Target], grace: Duration) -> Vec<Outcome> {
         }
     }
     let mut exited: Vec<Option<Duration>> = vec![None; targets.len()];
-    wait_exits(&fds, &mut exited, start, start + grace);
+    wait_exits(&fds, &mut exited, start, start + grace, interrupt.map(Interrupt::fd));
     let killed_at = start.elapsed();
     let mut killed = vec![false; targets.len()];
     for (i, fd) in fds.iter().enumerate() {
@@ -187,7 +245,7 @@ pub fn terminate(targets: &[Target], grace: Duration) -> Vec<Outcome> {
         }
     }
     let kill_start = Instant::now();
-    wait_exits(&fds, &mut exited, start, kill_start + KILL_WAIT);
+    wait_exits(&fds, &mut exited, start, kill_start + KILL_WAIT, None);
     for i in 0..targets.len() {
         if outcomes[i].is_some() {
             continue;

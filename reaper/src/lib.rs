@@ -43,6 +43,6 @@ pub mod uds;
 pub use actors::{Actor, Selection, find_actors};
 pub use error::ReapError;
 pub use guard::LeakGuard;
-pub use ladder::{Outcome, Target, terminate};
+pub use ladder::{Interrupt, Outcome, Target, terminate, terminate_until};
 pub use oracle::{Leaks, ReapReport, Snapshot, reap, reap_with};
-pub use reap::{ActorReport, DEFAULT_GRACE, Options, Report, reap_actors, run};
+pub use reap::{ActorReport, DEFAULT_GRACE, Options, Report, reap_actors, reap_actors_until, run};

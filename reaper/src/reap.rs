@@ -2,7 +2,7 @@
 
 use crate::actors::{Actor, Selection, find_actors};
 use crate::error::ReapError;
-use crate::ladder::{Outcome, Target, terminate};
+use crate::ladder::{Interrupt, Outcome, Target, terminate_until};
 use crate::shm::{self, FileAction, ShmVerdict, SweepOptions};
 use crate::uds::{self, FileVerdict};
 use serde::Serialize;
@@ -28,6 +28,8 @@ pub struct Options {
     pub shm: Option<SweepOptions>,
     /// Sweep stale sockets and markers in the runtime directory.
     pub uds: bool,
+    /// Cuts the grace period short (`plough-reap`: its own SIGINT / SIGTERM).
+    pub interrupt: Option<Interrupt>,
 }
 
 impl Options {
@@ -40,6 +42,7 @@ impl Options {
             dry_run: false,
             shm: None,
             uds: false,
+            interrupt: None,
         }
     }
 }
@@ -124,6 +127,17 @@ pub fn reap_actors(
     grace: Duration,
     dry_run: bool,
 ) -> (Vec<ActorReport>, Vec<FileVerdict>) {
+    reap_actors_until(runtime_dir, actors, grace, dry_run, None)
+}
+
+/// [`reap_actors`], with the grace period cut short when `interrupt` fires.
+pub fn reap_actors_until(
+    runtime_dir: &std::path::Path,
+    actors: Vec<Actor>,
+    grace: Duration,
+    dry_run: bool,
+    interrupt: Option<&Interrupt>,
+) -> (Vec<ActorReport>, Vec<FileVerdict>) {
     let outcomes = if dry_run {
         vec![Outcome::WouldReap; actors.len()]
     } else {
@@ -131,7 +145,7 @@ pub fn reap_actors(
             .iter()
             .map(|a| Target { pid: a.info.pid, start_time: a.info.start_time })
             .collect();
-        terminate(&targets, grace)
+        terminate_until(&targets, grace, interrupt)
     };
     let gone: Vec<u32> = actors
         .iter()
@@ -157,7 +171,13 @@ pub fn run(opts: &Options) -> Result<Report, ReapError> {
     let mut report = Report { dry_run: opts.dry_run, ..Report::default() };
     if let Some(sel) = &opts.selection {
         let actors = find_actors(&opts.runtime_dir, sel)?;
-        let (actors, files) = reap_actors(&opts.runtime_dir, actors, opts.grace, opts.dry_run);
+        let (actors, files) = reap_actors_until(
+            &opts.runtime_dir,
+            actors,
+            opts.grace,
+            opts.dry_run,
+            opts.interrupt.as_ref(),
+        );
         report.actors = actors;
         report.files = files;
     }

@@ -100,6 +100,49 @@ fn survivors_of_a_sigkilled_tree_are_reaped_sigint_first_and_nothing_else() {
     }
 }
 
+/// Ctrl-C to `plough-reap` while it waits out a long grace period: the actor that
+/// ignores SIGINT is SIGKILLed at once, and the report is still printed.
+#[test]
+fn sigint_to_plough_reap_cuts_the_grace_period_short() {
+    let rt = RuntimeDir::new();
+    let dir = rt.path();
+    let d = dir.to_str().unwrap();
+    let mut tree = Fixture::start(&["tree", d, "1", "2", "--stubborn", "c1"], 3);
+    let (polite, stubborn) = (tree.pid_of("c0"), tree.pid_of("c1"));
+    let polite_start = process_start_time(polite).unwrap();
+    tree.kill_root();
+
+    let t0 = Instant::now();
+    let reaper = std::process::Command::new(fixture::REAP)
+        .arg("--runtime-dir")
+        .arg(&dir)
+        .args(["--json", "--grace", "60"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The polite actor exits on SIGINT: plough-reap is now waiting out its grace period.
+    wait_until("the polite actor gone", || !is_running_as(polite, polite_start));
+    let interrupted = Instant::now();
+    rustix::process::kill_process(
+        rustix::process::Pid::from_child(&reaper),
+        rustix::process::Signal::INT,
+    )
+    .unwrap();
+    let out = reaper.wait_with_output().unwrap();
+    let took = interrupted.elapsed();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(took < std::time::Duration::from_secs(5), "plough-reap took {took:?} after SIGINT");
+    let json: serde_json::Value = serde_json::from_str(&stdout).expect("the report is printed");
+    let of = |pid: u32| {
+        json["actors"].as_array().unwrap().iter().find(|a| a["pid"] == pid).unwrap().clone()
+    };
+    assert_eq!(of(polite)["outcome"], "exited_after_sigint", "{stdout}");
+    assert_eq!(of(stubborn)["outcome"], "sigkilled", "{stdout}");
+    let after = of(stubborn)["after_secs"].as_f64().unwrap();
+    assert!(after < t0.elapsed().as_secs_f64() && after < 30.0, "SIGKILL after {after} s");
+}
+
 #[test]
 fn parent_and_tree_modes_pick_only_their_actors() {
     let rt = RuntimeDir::new();

@@ -3,6 +3,9 @@
 //! files. Only processes and files of the current user that carry a live plough marker
 //! are ever touched.
 //!
+//! SIGINT (Ctrl-C) or SIGTERM to `plough-reap` while it waits out the grace period ends
+//! the wait: the actors still running are SIGKILLed at once, and the report is printed.
+//!
 //! Exit status: 0 nothing found; 1 something found and dealt with (or listed, with
 //! `--dry-run`); 3 something found that could not be dealt with (a process survived
 //! SIGKILL, a file could not be removed); 2 usage error or refusal (e.g. an untrusted
@@ -11,7 +14,7 @@
 use anyhow::Context as _;
 use clap::Parser;
 use plough_reaper::shm::SweepOptions;
-use plough_reaper::{Options, Selection, run};
+use plough_reaper::{Interrupt, Options, Selection, run};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -29,7 +32,7 @@ struct Cli {
     /// Reap every live actor of the tree whose root has this uuid.
     #[arg(long, value_name = "UUID", conflicts_with = "shm_only")]
     tree: Option<String>,
-    /// Seconds between SIGINT and SIGKILL.
+    /// Seconds between SIGINT and SIGKILL (Ctrl-C cuts it short).
     #[arg(long, value_name = "SECS", default_value_t = 3.0)]
     grace: f64,
     /// Also remove /dev/shm segments of ours that no process maps or holds open.
@@ -102,6 +105,13 @@ fn real_main(cli: &Cli) -> anyhow::Result<ExitCode> {
             })
             .transpose()?,
         uds: cli.uds && !cli.shm_only,
+        // Ctrl-C (or SIGTERM) while it waits out the grace period: SIGKILL now, and still
+        // print what was done.
+        interrupt: if cli.dry_run {
+            None
+        } else {
+            Some(Interrupt::on_sigint_and_sigterm().context("cannot watch SIGINT")?)
+        },
     };
     let report = run(&opts)?;
     if cli.json {
