@@ -349,11 +349,11 @@ impl Drop for ChildHandle {
         }
         // Whether it was reaped before (by `wait`) or here, a child that did not exit
         // cleanly could not remove an actor marker of its own: clear it (a no-op for
-        // processes that are not plough actors).
-        let was_reaped = self.exit_status().is_some();
+        // processes that are not plough actors, and for a marker that is live again: a
+        // recycled pid's).
         match self.try_wait() {
             Ok(Some(status)) => {
-                if !was_reaped && !status.success() {
+                if !status.success() {
                     let pid = self.pid.as_raw_nonzero().get() as u32;
                     let _ =
                         crate::marker::clear_dead_pid(&crate::marker::default_runtime_dir(), pid);

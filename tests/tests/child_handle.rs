@@ -227,3 +227,36 @@ fn adopting_a_process_that_is_not_our_child_fails() {
     let err = ChildHandle::adopt(0).unwrap_err();
     assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput);
 }
+
+/// A child that died without cleaning up leaves its actor marker; dropping its handle
+/// clears it — also when the child was already reaped by `wait`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_the_handle_of_a_reaped_crashed_actor_clears_its_marker() {
+    use plough_fork_prims::marker::{ActorMarker, MarkerInfo, default_runtime_dir, markers_dir};
+    timeout(LIMIT, async {
+        let (r, w) = pipe();
+        let wfd = raw(&w);
+        let opts = ForkOptions::default().keep_fd(wfd);
+        let child = fork(&opts, move || {
+            let info =
+                MarkerInfo { name: "crasher".into(), uuid: "c-1".into(), ..Default::default() };
+            let marker = ActorMarker::create(&default_runtime_dir(), info).expect("marker");
+            let _ = rustix::io::write(kept(wfd), b"up\n");
+            // Dies without removing it, as a crash or a kill would.
+            std::mem::forget(marker);
+            9
+        })
+        .await
+        .expect("fork");
+        drop(w);
+        assert_eq!(read_line(&r), "up");
+        let path = markers_dir(&default_runtime_dir()).join(child.pid().to_string());
+        let status = child.wait().await.expect("wait");
+        assert_eq!(status.code(), Some(9));
+        assert!(path.exists(), "the dead child's marker is there until the handle goes");
+        drop(child);
+        assert!(!path.exists(), "dropping the handle cleared {}", path.display());
+    })
+    .await
+    .expect("bounded");
+}
