@@ -6,17 +6,18 @@
 //! complaint) belongs in that error. So during boot a child's fd 2 is the write end of a
 //! pipe its parent reads ([`Pump`]): the parent copies every byte to its own stderr as it
 //! arrives (on its runtime thread, as its own log lines are written; output of children
-//! booting at once may interleave at 4 KiB boundaries) and keeps the last [`TAIL_BYTES`]. As soon as the child has connected to its parent it
-//! moves its real stderr back onto fd 2 ([`restore`]), which closes its end of the pipe;
-//! the parent's pump then ends at EOF. After boot, nothing of the child's output passes
+//! booting at once may interleave at 4 KiB boundaries) and keeps the last [`TAIL_BYTES`].
+//! As soon as the child has connected to its parent it moves its real stderr back onto
+//! fd 2 ([`restore`]), which closes its end of the pipe; the parent's pump then ends at
+//! EOF. After boot, nothing of the child's output passes
 //! through its parent (an orphaned child still has a working stderr).
 //!
 //! How the real stderr survives boot depends on the backend:
 //! * a forked child duplicates it before pointing fd 2 at the pipe
 //!   ([`capture_in_forked_child`]);
 //! * an exec'd child receives it as its **stdin** (std's `Command` places only fds 0–2,
-//!   and a `pre_exec` hook would lose the `posix_spawn` fast path); child-mode dispatch
-//!   moves it off fd 0 and puts `/dev/null` there before any handler runs
+//!   and a `pre_exec` hook would lose the `posix_spawn` fast path); `child_main` moves it
+//!   off fd 0 and puts `/dev/null` there before any of the actor runs
 //!   ([`real_stderr_from_stdin`]).
 //!
 //! The saved stderr lives in a process-global slot that only a process's own boot
