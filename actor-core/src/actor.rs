@@ -3,7 +3,7 @@
 //! An actor owns its IPC listener, the connections to its peers, the tasks serving calls,
 //! and one cancellation token that every served call and every nursery opened in it
 //! derives from. Cancelling the actor (its parent asked, its parent vanished, SIGINT at
-//! the root) cancels all of that; [`Actor::shutdown`] then waits, within a bound, for the
+//! the root) cancels all of that; `Actor::shutdown` then waits, within a bound, for the
 //! calls and nurseries to finish their own cancellation (which takes their children down
 //! through the ladder), unregisters, flushes and closes every connection, and removes the
 //! socket file.

@@ -51,7 +51,7 @@ struct Cli {
     /// Also remove socket files whose owner is gone, and stale markers.
     #[arg(long)]
     uds: bool,
-    /// The runtime directory (default: $XDG_RUNTIME_DIR/plough or /tmp/plough-<uid>).
+    /// The runtime directory (default: $XDG_RUNTIME_DIR/plough or /tmp/plough-UID).
     #[arg(long, value_name = "DIR")]
     runtime_dir: Option<PathBuf>,
     /// List what would be done; change nothing.
