@@ -150,6 +150,14 @@ struct Booting<'a> {
     uuid: Uuid,
 }
 
+/// The end of what a child that did not boot wrote to stderr (empty if not captured).
+async fn boot_tail(pump: Option<crate::boot_stderr::Pump>) -> String {
+    match pump {
+        Some(pump) => pump.finish(Duration::from_millis(250)).await,
+        None => String::new(),
+    }
+}
+
 impl Booting<'_> {
     /// The child died (and was reaped) during boot: remove what it may have left — its
     /// marker, its socket file, a half-written marker — now rather than when the nursery
@@ -493,10 +501,7 @@ impl Nursery {
                 forget();
                 let status = st.map(|s| s.to_string()).unwrap_or_else(|e| format!("unknown ({e})"));
                 booting.reaped();
-                let stderr = match pump {
-                    Some(pump) => pump.finish(Duration::from_millis(250)).await,
-                    None => String::new(),
-                };
+                let stderr = boot_tail(pump).await;
                 return Err(SpawnError::DiedDuringBoot { name: name.to_owned(), status, stderr }.into());
             }
             () = tokio::time::sleep(timeout) => None,
@@ -508,10 +513,7 @@ impl Nursery {
             if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_secs(5), process.wait()).await {
                 booting.reaped();
             }
-            let stderr = match pump {
-                Some(pump) => pump.finish(Duration::from_millis(250)).await,
-                None => String::new(),
-            };
+            let stderr = boot_tail(pump).await;
             return Err(SpawnError::ConnectTimeout {
                 name: name.to_owned(),
                 secs: timeout.as_secs_f64(),

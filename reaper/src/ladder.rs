@@ -45,13 +45,6 @@ impl Interrupt {
         Ok(Interrupt(Arc::new(read.into())))
     }
 
-    /// Whether it fired already.
-    pub fn fired(&self) -> bool {
-        let mut p = [PollFd::new(&*self.0, PollFlags::IN)];
-        let zero = Timespec { tv_sec: 0, tv_nsec: 0 };
-        matches!(poll(&mut p, Some(&zero)), Ok(n) if n > 0)
-    }
-
     fn fd(&self) -> BorrowedFd<'_> {
         self.0.as_fd()
     }
