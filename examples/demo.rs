@@ -111,7 +111,7 @@ fn main() {
             "plough demo: {} (registrar {}), spawn method {}",
             root.aid(),
             if root.is_registrar() { format!("at {}", root.addr()) } else { "joined".into() },
-            plough::core::runtime_vars::get(false).spawn_method
+            root.spawn_method()
         );
         root.nursery(|n| async move {
             let sup = n.start_actor("supervisor").await?;

@@ -25,9 +25,9 @@
 
 pub use plough_actor_core as core;
 pub use plough_actor_core::{
-    Actor, ActorEntry, ActorError, Context, Cx, FanOut, LadderConfig, MsgStream, MsgTypes, Nursery,
-    Outcome, Portal, Registry, RemoteActorError, Result, RunHandle, RuntimeConfig, STREAM_BUFFER,
-    SpawnError, SpawnMethod, StreamConfig, Subscriber,
+    Actor, ActorEntry, ActorError, Budgets, Context, Cx, FanOut, LadderConfig, MsgStream, MsgTypes,
+    Nursery, Outcome, Portal, Registry, RemoteActorError, Result, RunHandle, RuntimeConfig,
+    STREAM_BUFFER, SpawnError, SpawnMethod, StreamConfig, Subscriber,
 };
 pub use plough_fork_prims as fork_prims;
 pub use plough_ipc_wire as ipc_wire;

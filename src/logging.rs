@@ -21,7 +21,7 @@ where
         mut writer: Writer<'_>,
         event: &Event<'_>,
     ) -> fmt::Result {
-        let label = plough_actor_core::runtime_vars::actor_label();
+        let label = plough_actor_core::actor_label();
         if label.is_empty() {
             write!(writer, "[pid {}] ", std::process::id())?;
         } else {

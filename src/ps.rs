@@ -1,7 +1,7 @@
 //! `plough ps`: the live actors of a tree, as its registrar knows them.
 
 use plough_actor_core::ActorError;
-use plough_actor_core::registrar::{ActorEntry, list_registry};
+use plough_actor_core::{ActorEntry, list_registry};
 use plough_ipc_wire::Address;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;

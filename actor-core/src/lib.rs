@@ -1,5 +1,5 @@
-//! plough's actor runtime: root, nursery, portal, registrar, cancellation, and the
-//! `SpawnBackend` trait that the backends implement.
+//! plough's actor runtime: root, nursery, portal, contexts and streams, registrar,
+//! cancellation, and the `SpawnBackend` trait that the backends implement.
 //!
 //! ```no_run
 //! use plough_actor_core::{Cx, Registry, Runtime};
@@ -22,38 +22,61 @@
 //! }
 //! ```
 //!
-//! * [`runtime`]: [`Runtime::run`] (the root, and child-mode dispatch) and `child_main`.
-//! * [`actor`]: the per-process [`Actor`]; [`nursery`]: scoped children and the
-//!   cancellation ladder; [`portal`]: calls to another actor; [`registrar`]: discovery.
-//! * [`context`]: [`Context`] and its two-way [`MsgStream`] (bounded, with opt-in
-//!   backpressure).
-//! * [`error`]: the errors user code sees; [`handler`]: the [`Registry`] of functions.
-//! * [`runtime_vars`], [`spawn_method`], [`spawn`]: settings, backend keys, backend trait.
+//! # Layers
+//!
+//! The crate is seven layers, one folder each; a file imports only from its own layer and
+//! those below it (the test `tests/layers.rs` rejects an import that runs back up):
+//!
+//! 1. **base** — errors, [`Budgets`] (every timeout, in one place), [`RuntimeConfig`],
+//!    reserved names, the spawn-backend trait and keys, process-level state (runtime
+//!    vars, SIGUSR1 task table, boot stderr, fork hooks);
+//! 2. **connection** — a handshaken connection and the calls multiplexed over it; it owns
+//!    the traits through which the layers above receive traffic;
+//! 3. **calls** — [`Portal`], [`Context`], [`MsgStream`], [`FanOut`], [`MsgTypes`];
+//! 4. **registrar** — its state, its service, its clients ([`ActorEntry`]);
+//! 5. **serving** — [`Actor`], [`Registry`], [`Cx`], dispatch, discovery;
+//! 6. **supervision** — [`Nursery`], boot, the cancellation ladder;
+//! 7. **runtime** — [`Runtime`]: root and child entry, signals.
+//!
+//! What only a spawn backend needs is in [`backend`].
 
-pub mod actor;
-pub mod boot_stderr;
-mod channel;
-pub mod context;
-pub mod dump;
-pub mod error;
-pub mod handler;
-pub mod nursery;
-pub mod portal;
-pub mod registrar;
-pub mod runtime;
-pub mod runtime_vars;
-pub mod spawn;
-pub mod spawn_method;
+#![warn(unreachable_pub)]
 
-pub use actor::Actor;
-pub use context::{
-    Context, FanOut, MsgStream, MsgTypes, Outcome, STREAM_BUFFER, StreamConfig, Subscriber,
-};
-pub use error::{ActorError, RemoteActorError, Result, SpawnError};
-pub use handler::{Cx, Registry};
-pub use nursery::{LadderConfig, Nursery, RunHandle};
-pub use portal::Portal;
-pub use registrar::ActorEntry;
-pub use runtime::{Runtime, RuntimeConfig};
-pub use spawn::{ChildBoot, SpawnBackend, SpawnRequest};
-pub use spawn_method::{SpawnMethod, UnknownSpawnMethod};
+mod base;
+mod calls;
+mod connection;
+mod registrar;
+mod runtime;
+mod serving;
+mod supervision;
+
+pub use base::budgets::{Budgets, LadderConfig};
+pub use base::config::RuntimeConfig;
+pub use base::error::{ActorError, RemoteActorError, Result, SpawnError};
+pub use base::runtime_vars::actor_label;
+pub use base::spawn_method::{SPAWN_METHOD_ENV, SpawnMethod, UnknownSpawnMethod};
+pub use calls::context::{Context, Outcome};
+pub use calls::fan_out::{FanOut, Subscriber};
+pub use calls::portal::Portal;
+pub use calls::stream::{MsgStream, STREAM_BUFFER, StreamConfig};
+pub use calls::types::MsgTypes;
+pub use registrar::client::list_registry;
+pub use registrar::entry::ActorEntry;
+pub use runtime::root::Runtime;
+pub use serving::actor::Actor;
+pub use serving::cx::Cx;
+pub use serving::registry::Registry;
+pub use supervision::nursery::{Nursery, RunHandle};
+
+/// What a spawn backend needs, and nothing a program needs: the trait a backend
+/// implements, what it is asked to start, and the process-level hooks a forking backend
+/// must install (see `plough-spawn-backends`).
+pub mod backend {
+    pub use crate::base::boot_stderr::{capture_in_forked_child, dup_stderr};
+    pub use crate::base::error::SpawnError;
+    pub use crate::base::fork_hooks::fork_hooks;
+    pub use crate::base::spawn::{
+        CHILD_MODE_ARG, ChildBoot, ChildMain, SpawnBackend, SpawnRequest,
+    };
+    pub use crate::base::spawn_method::SpawnMethod;
+}

@@ -5,7 +5,7 @@
 //! glibc can use `vfork`): its cost does not grow with the parent's memory. It gets its
 //! own process group, `/dev/null` for stdin, the parent's stdout/stderr (during boot its
 //! stderr is a pipe the parent reads and its real stderr waits on fd 0: see
-//! `plough_actor_core::boot_stderr`; a program must call `Runtime::run` before it reads
+//! `plough_actor_core::backend::dup_stderr`; a program must call `Runtime::run` before it reads
 //! stdin, as child mode is dispatched there), and on argv only
 //! what it needs to connect back (no secret: the parent recognises it by the uuid it
 //! chose, and authentication is a later layer). Every other fd of the parent is
@@ -13,7 +13,7 @@
 
 use futures::FutureExt;
 use futures::future::BoxFuture;
-use plough_actor_core::{SpawnBackend, SpawnError, SpawnMethod, SpawnRequest};
+use plough_actor_core::backend::{SpawnBackend, SpawnError, SpawnMethod, SpawnRequest};
 use plough_fork_prims::ChildHandle;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
@@ -53,7 +53,7 @@ impl SpawnBackend for ExecBackend {
             // Boot stderr capture: fd 2 is the boot pipe from the first byte the program
             // (or its dynamic loader) writes, and the real stderr waits on fd 0 until
             // child-mode dispatch moves it back and puts /dev/null there.
-            match (boot_stderr, plough_actor_core::boot_stderr::dup_stderr()) {
+            match (boot_stderr, plough_actor_core::backend::dup_stderr()) {
                 (Some(pipe), Some(real)) => {
                     boot.real_stderr_on_stdin = true;
                     cmd.stdin(Stdio::from(real)).stderr(Stdio::from(pipe));

@@ -11,8 +11,8 @@
 
 use futures::FutureExt;
 use futures::future::BoxFuture;
-use plough_actor_core::{SpawnBackend, SpawnError, SpawnMethod, SpawnRequest};
-use plough_fork_prims::{ChildHandle, ForkHooks, ForkOptions};
+use plough_actor_core::backend::{SpawnBackend, SpawnError, SpawnMethod, SpawnRequest};
+use plough_fork_prims::{ChildHandle, ForkOptions};
 use std::os::fd::AsRawFd;
 use std::sync::Once;
 
@@ -27,26 +27,7 @@ impl ForkserverBackend {
     pub fn new() -> Self {
         static HOOKS: Once = Once::new();
         HOOKS.call_once(|| {
-            use plough_actor_core::dump;
-            use plough_actor_core::runtime_vars as vars;
-            plough_fork_prims::register_fork_hooks(
-                ForkHooks::new()
-                    .prepare(|| {
-                        vars::fork_prepare();
-                        dump::fork_prepare();
-                    })
-                    .parent(|| {
-                        dump::fork_parent();
-                        vars::fork_parent();
-                    })
-                    .child(|| {
-                        // The child's settings come from its SpawnSpec and its task table
-                        // starts empty: nothing of the parent's carries over.
-                        dump::fork_child();
-                        vars::fork_child();
-                        let _ = vars::get(true);
-                    }),
-            );
+            plough_fork_prims::register_fork_hooks(plough_actor_core::backend::fork_hooks());
         });
         ForkserverBackend { _private: () }
     }
@@ -69,7 +50,7 @@ impl SpawnBackend for ForkserverBackend {
             // the parent as soon as the fork is done.
             plough_fork_prims::fork(&opts, move || {
                 if let Some(fd) = boot_stderr {
-                    plough_actor_core::boot_stderr::capture_in_forked_child(fd);
+                    plough_actor_core::backend::capture_in_forked_child(fd);
                 }
                 child_main(boot)
             })

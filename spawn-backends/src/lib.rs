@@ -16,7 +16,7 @@ mod forkserver;
 pub use exec::ExecBackend;
 pub use forkserver::{ForkserverBackend, SubintForkserverBackend};
 
-use plough_actor_core::{SpawnBackend, SpawnMethod};
+use plough_actor_core::backend::{SpawnBackend, SpawnMethod};
 use std::sync::Arc;
 
 /// The backend for a spawn-method key (`program`: what `exec` runs; default this one).

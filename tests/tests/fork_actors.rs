@@ -3,7 +3,7 @@
 //! bypassing the `PLOUGH_SPAWN_METHOD` override.
 
 use plough::{ActorError, SpawnError, SpawnMethod};
-use plough_actor_core::{ChildBoot, SpawnBackend, SpawnRequest};
+use plough_actor_core::backend::{ChildBoot, SpawnBackend, SpawnRequest};
 use plough_fork_prims::ChildHandle;
 use plough_tests::{
     app, assert_no_descendants, become_subreaper, bounded, private_registry, root_lock,
@@ -136,7 +136,7 @@ impl SpawnBackend for DiesInBoot {
         req: SpawnRequest,
     ) -> futures::future::BoxFuture<'_, Result<ChildHandle, SpawnError>> {
         let death = self.1;
-        let die: plough_actor_core::spawn::ChildMain = Arc::new(move |boot: ChildBoot| {
+        let die: plough_actor_core::backend::ChildMain = Arc::new(move |boot: ChildBoot| {
             use std::io::Write;
             match death {
                 Death::Exit => {
@@ -264,7 +264,7 @@ fn a_child_that_times_out_in_boot_leaves_no_files_even_while_the_nursery_lives()
     let sock_dir = dir.path().to_path_buf();
     let pid2 = Arc::clone(&pid);
     core_runtime(backend)
-        .configure(|c| c.connect_timeout = Duration::from_secs(2))
+        .configure(|c| c.budgets.connect = Duration::from_secs(2))
         .run(|root| {
             bounded(Duration::from_secs(30), async move {
                 root.nursery(|n| async move {

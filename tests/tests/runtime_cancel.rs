@@ -62,8 +62,10 @@ fn the_body_error_cancels_all_children() {
 #[test]
 fn a_child_stuck_in_a_blocking_call_is_hard_killed_within_the_ladder() {
     let ladder = quick_ladder();
-    let (pid, took) =
-        with_root(runtime(APP).configure(|c| c.ladder = ladder), LIMIT, |root| async move {
+    let (pid, took) = with_root(
+        runtime(APP).configure(|c| c.budgets.ladder = ladder),
+        LIMIT,
+        |root| async move {
             let (pid, t) = root
                 .nursery(|n| async move {
                     let p = n.start_actor("blocker").await?;
@@ -76,8 +78,9 @@ fn a_child_stuck_in_a_blocking_call_is_hard_killed_within_the_ladder() {
                 })
                 .await?;
             Ok((pid, t.elapsed()))
-        })
-        .unwrap();
+        },
+    )
+    .unwrap();
     assert!(plough_tests::proc_state(pid).is_none(), "blocked child still alive");
     // IPC cancel (no ack) + wait for exit + SIGTERM (stays pending: the thread is blocked)
     // + SIGKILL, plus the reap.

@@ -2,12 +2,13 @@
 //!
 //! actor-core decides *what* a child is and how it talks; a backend decides only how the
 //! process comes to exist (`plough-spawn-backends`: exec, main_thread_forkserver). Either
-//! way the child ends up in [`child_main`](crate::runtime::child_main) with a
+//! way the child ends up in the runtime's child entry (a [`ChildMain`]) with a
 //! [`ChildBoot`], connects back to its parent, and handshakes the same way, so every
 //! backend gives the same observable behaviour.
 
-use crate::error::SpawnError;
-use crate::spawn_method::SpawnMethod;
+use super::error::SpawnError;
+use super::ids;
+use super::spawn_method::SpawnMethod;
 use futures::future::BoxFuture;
 use plough_fork_prims::ChildHandle;
 use plough_ipc_wire::Address;
@@ -40,7 +41,7 @@ pub struct ChildBoot {
     /// child armed its parent-death signal) leaves at once.
     pub parent_pid: u32,
     /// An exec'd child's real stderr is its stdin during boot (its fd 2 is the boot pipe
-    /// its parent reads; see [`boot_stderr`](crate::boot_stderr)). Child-mode dispatch
+    /// its parent reads; see `backend::capture_in_forked_child`). Child-mode dispatch
     /// moves it back. Forked children hand it over in-process and leave this `false`.
     pub real_stderr_on_stdin: bool,
 }
@@ -54,8 +55,8 @@ impl ChildBoot {
             self.parent_addr.to_string(),
             self.method.key().to_owned(),
             self.parent_pid.to_string(),
-            hex(&self.uuid.0),
-            hex(&self.tree.0),
+            ids::simple(&self.uuid),
+            ids::simple(&self.tree),
             self.name.clone(),
         ];
         if self.real_stderr_on_stdin {
@@ -80,33 +81,18 @@ impl ChildBoot {
         let parent_pid = ppid.parse().map_err(|_| format!("bad parent pid `{ppid}`"))?;
         let parent_addr = addr.parse().map_err(|e| format!("bad parent address: {e}"))?;
         let method = method.parse().map_err(|e| format!("{e}"))?;
-        let uuid = unhex(uuid).ok_or_else(|| format!("bad uuid `{uuid}`"))?;
-        let tree = unhex(tree).ok_or_else(|| format!("bad tree uuid `{tree}`"))?;
+        let uuid = ids::parse_uuid(uuid).ok_or_else(|| format!("bad uuid `{uuid}`"))?;
+        let tree = ids::parse_uuid(tree).ok_or_else(|| format!("bad tree uuid `{tree}`"))?;
         Ok(Some(ChildBoot {
             name: name.clone(),
-            uuid: Uuid(uuid),
-            tree: Uuid(tree),
+            uuid,
+            tree,
             parent_addr,
             method,
             parent_pid,
             real_stderr_on_stdin: tail.first().is_some_and(|a| a == STDERR_ON_STDIN_ARG),
         }))
     }
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
-fn unhex(s: &str) -> Option<[u8; 16]> {
-    if s.len() != 32 {
-        return None;
-    }
-    let mut out = [0u8; 16];
-    for (i, o) in out.iter_mut().enumerate() {
-        *o = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
-    }
-    Some(out)
 }
 
 /// The child's entry point, for backends that run it in-process (fork): it runs the
@@ -120,7 +106,7 @@ pub struct SpawnRequest {
     /// The in-process entry point (used by forking backends; exec re-runs `main`).
     pub child_main: ChildMain,
     /// The write end of the boot pipe: the child's fd 2 until it has connected back (see
-    /// [`boot_stderr`](crate::boot_stderr)). `None`: the child inherits stderr.
+    /// `backend::dup_stderr`). `None`: the child inherits stderr.
     pub boot_stderr: Option<OwnedFd>,
 }
 

@@ -12,6 +12,7 @@
 //! [`fork_child`] are the three fork hooks (prepare takes the lock on the forking thread,
 //! parent and child release it); the forkserver backend registers them.
 
+use super::sync::LockExt;
 use plough_ipc_wire::msg::RuntimeVars;
 use std::cell::RefCell;
 use std::sync::{Mutex, MutexGuard};
@@ -24,37 +25,38 @@ thread_local! {
 }
 
 /// Fork hook, before `fork`: holds the vars lock on the forking thread.
-pub fn fork_prepare() {
-    let guard = VARS.lock().unwrap_or_else(|p| p.into_inner());
+pub(crate) fn fork_prepare() {
+    let guard = VARS.locked();
     HELD.with(|h| *h.borrow_mut() = Some(guard));
 }
 
 /// Fork hook, in the parent after `fork`: releases the lock.
-pub fn fork_parent() {
+pub(crate) fn fork_parent() {
     HELD.with(|h| drop(h.borrow_mut().take()));
 }
 
 /// Fork hook, in the child: releases the lock (the child then resets the vars from its
 /// `SpawnSpec` with `get(true)` + `set`).
-pub fn fork_child() {
+pub(crate) fn fork_child() {
     HELD.with(|h| drop(h.borrow_mut().take()));
 }
 
 /// This process's runtime vars (defaults if never set). With `clear`, they are also reset
 /// to "never set".
-pub fn get(clear: bool) -> RuntimeVars {
-    let mut guard = VARS.lock().unwrap_or_else(|p| p.into_inner());
+pub(crate) fn get(clear: bool) -> RuntimeVars {
+    let mut guard = VARS.locked();
     if clear { guard.take().unwrap_or_default() } else { guard.clone().unwrap_or_default() }
 }
 
 /// Replaces this process's runtime vars.
-pub fn set(vars: RuntimeVars) {
-    *VARS.lock().unwrap_or_else(|p| p.into_inner()) = Some(vars);
+pub(crate) fn set(vars: RuntimeVars) {
+    *VARS.locked() = Some(vars);
 }
 
+#[cfg(test)]
 /// Whether [`set`] was called since the last clearing [`get`].
-pub fn is_set() -> bool {
-    VARS.lock().unwrap_or_else(|p| p.into_inner()).is_some()
+pub(crate) fn is_set() -> bool {
+    VARS.locked().is_some()
 }
 
 /// This process's actor label for log lines, e.g. `worker-1@4242 (main_thread_forkserver)`;
@@ -69,7 +71,7 @@ pub fn actor_label() -> &'static str {
 }
 
 /// Sets this process's actor label (done by the runtime when the actor is up).
-pub fn set_actor_label(label: String) {
+pub(crate) fn set_actor_label(label: String) {
     let p: &'static mut String = Box::leak(Box::new(label));
     // The previous label (if any) is leaked on purpose: readers may still hold it.
     LABEL.store(p, std::sync::atomic::Ordering::Release);

@@ -23,13 +23,14 @@
 //! The saved stderr lives in a process-global slot that only a process's own boot
 //! touches, before it can spawn anything: a fork never copies it locked.
 
+use super::sync::LockExt;
 use std::io::Write;
 use std::os::fd::{AsFd, OwnedFd};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// How much of a child's boot output a [`Pump`] keeps for the error (the end of it).
-pub const TAIL_BYTES: usize = 4096;
+pub(crate) const TAIL_BYTES: usize = 4096;
 
 /// This process's real stderr while fd 2 is its boot pipe.
 static REAL_STDERR: Mutex<Option<OwnedFd>> = Mutex::new(None);
@@ -41,7 +42,7 @@ static REAL_STDERR: Mutex<Option<OwnedFd>> = Mutex::new(None);
 /// # Errors
 ///
 /// The process is out of file descriptors.
-pub fn pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
+pub(crate) fn pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
     let (read, write) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
     let above_stdio = |fd: OwnedFd| -> std::io::Result<OwnedFd> {
         use std::os::fd::AsRawFd;
@@ -61,13 +62,13 @@ pub fn dup_stderr() -> Option<OwnedFd> {
 pub fn capture_in_forked_child(pipe_write: OwnedFd) {
     let Some(real) = dup_stderr() else { return };
     if rustix::stdio::dup2_stderr(&pipe_write).is_ok() {
-        *REAL_STDERR.lock().unwrap_or_else(PoisonError::into_inner) = Some(real);
+        *REAL_STDERR.locked() = Some(real);
     }
 }
 
 /// In an exec'd child started with its real stderr on fd 0: keep it aside and put
 /// `/dev/null` on fd 0. Must run before anything reads stdin.
-pub fn real_stderr_from_stdin() {
+pub(crate) fn real_stderr_from_stdin() {
     let Ok(real) = std::io::stdin().as_fd().try_clone_to_owned() else { return };
     let null = rustix::fs::open(
         "/dev/null",
@@ -77,13 +78,13 @@ pub fn real_stderr_from_stdin() {
     if let Ok(null) = null {
         let _ = rustix::stdio::dup2_stdin(&null);
     }
-    *REAL_STDERR.lock().unwrap_or_else(PoisonError::into_inner) = Some(real);
+    *REAL_STDERR.locked() = Some(real);
 }
 
 /// The child has connected: its real stderr goes back onto fd 2 (closing the boot pipe,
 /// which ends the parent's pump). A no-op when nothing was captured.
-pub fn restore() {
-    let real = REAL_STDERR.lock().unwrap_or_else(PoisonError::into_inner).take();
+pub(crate) fn restore() {
+    let real = REAL_STDERR.locked().take();
     if let Some(real) = real {
         let _ = std::io::stderr().flush();
         let _ = rustix::stdio::dup2_stderr(&real);
@@ -95,7 +96,7 @@ pub fn restore() {
 /// task is detached: dropping the `Pump` does not stop it, so nothing the child writes is
 /// lost; it ends with the last holder of the write end (or with the runtime).
 #[derive(Debug)]
-pub struct Pump {
+pub(crate) struct Pump {
     tail: Arc<Mutex<Tail>>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -129,7 +130,7 @@ impl Pump {
     /// # Errors
     ///
     /// `read` is not a pipe, or cannot be registered with the reactor.
-    pub fn start(read: OwnedFd) -> std::io::Result<Pump> {
+    pub(crate) fn start(read: OwnedFd) -> std::io::Result<Pump> {
         let pipe = tokio::net::unix::pipe::Receiver::from_owned_fd(read)?;
         let tail = Arc::new(Mutex::new(Tail::default()));
         let sink = Arc::clone(&tail);
@@ -145,7 +146,7 @@ impl Pump {
                         // Pass it on as it comes: the user sees it whether or not boot
                         // fails (errors writing our own stderr are not the child's).
                         let _ = std::io::stderr().lock().write_all(&buf[..n]);
-                        sink.lock().unwrap_or_else(PoisonError::into_inner).push(&buf[..n]);
+                        sink.locked().push(&buf[..n]);
                     }
                     Err(e)
                         if matches!(
@@ -161,9 +162,9 @@ impl Pump {
 
     /// The end of what the child wrote, once the pipe reached EOF or `wait` passed (the
     /// child is dead, so EOF is immediate unless something else holds the write end).
-    pub async fn finish(mut self, wait: Duration) -> String {
+    pub(crate) async fn finish(mut self, wait: Duration) -> String {
         let _ = tokio::time::timeout(wait, &mut self.task).await;
-        self.tail.lock().unwrap_or_else(PoisonError::into_inner).text()
+        self.tail.locked().text()
     }
 }
 

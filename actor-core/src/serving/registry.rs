@@ -11,10 +11,16 @@
 //! returns `Err` (its type name and message), a handler that panics (`Panic` and the
 //! message).
 
-use crate::error::RemoteActorError;
+use super::cx::Cx;
+use crate::base::dump::{TaskGuard, TaskKind};
+use crate::base::error::{ActorError, RemoteActorError, relay};
+use crate::base::names;
+use crate::calls::context::Context;
+use crate::calls::stream::StreamConfig;
+use crate::calls::types::MsgTypes;
 use futures::FutureExt;
 use futures::future::BoxFuture;
-use plough_ipc_wire::msg::{Aid, CallKind, Cid};
+use plough_ipc_wire::msg::{Aid, CallKind, MsgKind};
 use plough_ipc_wire::payload::Payload;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -22,107 +28,6 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
-use tokio_util::sync::CancellationToken;
-
-/// What a handler knows about the call it serves.
-#[derive(Debug, Clone)]
-pub struct Cx {
-    actor: Aid,
-    caller: Aid,
-    cid: Cid,
-    cancel: CancellationToken,
-    runtime: Option<crate::actor::Actor>,
-    /// Nurseries open in this call: while any is, a cancelled call is given time to take
-    /// its children down and report their real failures.
-    open_nurseries: std::sync::Arc<std::sync::atomic::AtomicUsize>,
-    /// For a context function: its side of the context.
-    context: Option<crate::context::Context>,
-}
-
-impl Cx {
-    /// A call context (the runtime builds these; public for tests of handlers).
-    pub fn new(actor: Aid, caller: Aid, cid: Cid, cancel: CancellationToken) -> Self {
-        Cx {
-            actor,
-            caller,
-            cid,
-            cancel,
-            runtime: None,
-            open_nurseries: Default::default(),
-            context: None,
-        }
-    }
-
-    pub(crate) fn with_actor(mut self, actor: crate::actor::Actor) -> Self {
-        self.runtime = Some(actor);
-        self
-    }
-
-    /// The actor runtime serving this call: open nurseries, find other actors.
-    ///
-    /// # Panics
-    ///
-    /// On a `Cx` built by hand (`Cx::new`) for a unit test, which has no runtime.
-    pub fn runtime(&self) -> &crate::actor::Actor {
-        self.runtime.as_ref().expect("this Cx was built by hand and has no actor runtime")
-    }
-
-    /// Opens a nursery in the serving actor; see [`crate::actor::Actor::nursery`].
-    ///
-    /// # Errors
-    ///
-    /// As [`crate::actor::Actor::nursery`].
-    pub async fn nursery<T, F, Fut>(&self, body: F) -> crate::Result<T>
-    where
-        F: FnOnce(crate::nursery::Nursery) -> Fut,
-        Fut: Future<Output = crate::Result<T>>,
-    {
-        let actor = self.runtime().clone();
-        crate::nursery::Nursery::run(actor, &self.cancel, Some(self.open_nurseries.clone()), body)
-            .await
-    }
-
-    pub(crate) fn with_context(mut self, ctx: crate::context::Context) -> Self {
-        self.context = Some(ctx);
-        self
-    }
-
-    /// The runtime, if this `Cx` has one.
-    pub(crate) fn runtime_opt(&self) -> Option<&crate::actor::Actor> {
-        self.runtime.as_ref()
-    }
-
-    /// The call's cancellation token.
-    pub(crate) fn cancel_token(&self) -> CancellationToken {
-        self.cancel.clone()
-    }
-
-    /// How many nurseries are open in this call right now.
-    pub(crate) fn open_nurseries(&self) -> std::sync::Arc<std::sync::atomic::AtomicUsize> {
-        self.open_nurseries.clone()
-    }
-    /// The actor serving the call.
-    pub fn actor(&self) -> &Aid {
-        &self.actor
-    }
-    /// The actor that called.
-    pub fn caller(&self) -> &Aid {
-        &self.caller
-    }
-    /// The call id.
-    pub fn cid(&self) -> Cid {
-        self.cid
-    }
-    /// Resolves when the call is cancelled (by the caller, or because the actor is
-    /// shutting down). Handlers that loop or wait should `select!` on it.
-    pub async fn cancelled(&self) {
-        self.cancel.cancelled().await
-    }
-    /// Whether the call was cancelled.
-    pub fn is_cancelled(&self) -> bool {
-        self.cancel.is_cancelled()
-    }
-}
 
 type Erased =
     Arc<dyn Fn(Cx, Payload) -> BoxFuture<'static, Result<Payload, RemoteActorError>> + Send + Sync>;
@@ -133,7 +38,7 @@ struct Entry {
     call: Erased,
     args_type: &'static str,
     /// What a context function declared it sends.
-    types: crate::context::MsgTypes,
+    types: MsgTypes,
 }
 
 /// The functions an actor serves. Build it the same way in every process of the program.
@@ -154,7 +59,7 @@ impl fmt::Debug for Registry {
 
 /// The short name of a type: `core::num::ParseIntError` → `ParseIntError`,
 /// `alloc::string::String` → `String` (generic arguments are kept as written).
-pub fn short_type_name<T: ?Sized>() -> String {
+pub(crate) fn short_type_name<T: ?Sized>() -> String {
     let full = std::any::type_name::<T>();
     let head = full.split('<').next().unwrap_or(full);
     let short = head.rsplit("::").next().unwrap_or(head);
@@ -191,13 +96,8 @@ impl Registry {
             let function = Arc::clone(&function);
             async move {
                 // Listed in SIGUSR1 dumps while it runs.
-                let _task = crate::dump::TaskGuard::new(
-                    crate::dump::TaskKind::Serving,
-                    cx.cid(),
-                    cx.caller(),
-                    &*function,
-                    "running",
-                );
+                let _task =
+                    TaskGuard::new(TaskKind::Serving, cx.cid(), cx.caller(), &*function, "running");
                 let me = cx.actor().clone();
                 let args: A = decode_args(&me, &args)?;
                 let out = std::panic::AssertUnwindSafe(f(cx, args)).catch_unwind().await;
@@ -217,9 +117,9 @@ impl Registry {
     }
 
     /// Registers a context function under `name`: it receives its side of the
-    /// [`Context`](crate::context::Context) and its arguments, calls `started` exactly
+    /// [`Context`] and its arguments, calls `started` exactly
     /// once, may open a stream, and returns a result. Open it with
-    /// [`Portal::open_context`](crate::portal::Portal::open_context).
+    /// [`Portal::open_context`](crate::Portal::open_context).
     ///
     /// A function that returns `Ok` without having called `started` is an error at the
     /// parent (`ContextError`).
@@ -232,7 +132,7 @@ impl Registry {
         A: DeserializeOwned + Send + 'static,
         R: Serialize + Send + 'static,
         E: fmt::Display + Send + 'static,
-        F: Fn(crate::context::Context, A) -> Fut + Send + Sync + 'static,
+        F: Fn(Context, A) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<R, E>> + Send + 'static,
     {
         let name = user_name(name);
@@ -247,9 +147,9 @@ impl Registry {
                 let args: A = decode_args(&me, &args)?;
                 let out = std::panic::AssertUnwindSafe(f(ctx.clone(), args)).catch_unwind().await;
                 if let Ok(Ok(value)) = &out
-                    && let Err(e) = ctx.check_type(plough_ipc_wire::msg::MsgKind::Return, value)
+                    && let Err(e) = ctx.check_type(MsgKind::Return, value)
                 {
-                    return Err(crate::error::relay(&e, &me));
+                    return Err(relay(&e, &me));
                 }
                 let started = ctx.was_started();
                 drop(ctx);
@@ -277,7 +177,7 @@ impl Registry {
 
     /// Registers a one-way stream function under `name` (tractor's `open_stream_from`): it
     /// returns a [`futures::Stream`] of values that the parent receives, in order, through
-    /// [`Portal::open_stream_from`](crate::portal::Portal::open_stream_from). The first
+    /// [`Portal::open_stream_from`](crate::Portal::open_stream_from). The first
     /// `Err` item ends the stream and is the parent's error.
     ///
     /// A stream function is paced by its consumer: it sends with backpressure, so a slow
@@ -306,12 +206,12 @@ impl Registry {
                 let ctx = served_context(&cx, &fname)?;
                 let args: A = decode_args(&me, &args)?;
                 let run = async {
-                    let relay = |e: crate::ActorError| crate::error::relay(&e, &me);
-                    ctx.started(&()).await.map_err(relay)?;
+                    let relayed = |e: ActorError| relay(&e, &me);
+                    ctx.started(&()).await.map_err(relayed)?;
                     let stream = ctx
-                        .open_stream_with(crate::context::StreamConfig::backpressure())
+                        .open_stream_with(StreamConfig::backpressure())
                         .await
-                        .map_err(relay)?;
+                        .map_err(relayed)?;
                     let items = f(cx, args);
                     futures::pin_mut!(items);
                     while let Some(item) = items.next().await {
@@ -324,12 +224,12 @@ impl Registry {
                                         e.to_string(),
                                     )
                                 })?;
-                                stream.send_payload(p).await.map_err(relay)?;
+                                stream.send_payload(p).await.map_err(relayed)?;
                             }
                             Err(e) => return Err(user_error(&me, e)),
                         }
                     }
-                    stream.close().await.map_err(relay)?;
+                    stream.close().await.map_err(relayed)?;
                     Ok(Payload::encode(&()).expect("unit encodes"))
                 };
                 match std::panic::AssertUnwindSafe(run).catch_unwind().await {
@@ -359,12 +259,12 @@ impl Registry {
 
     /// Declares the payload types context (or stream) function `name` sends: a value of
     /// another type fails with `MsgTypeError` in the child, before it is sent (see
-    /// [`MsgTypes`](crate::context::MsgTypes)).
+    /// [`MsgTypes`]).
     ///
     /// # Panics
     ///
     /// When `name` is not registered yet.
-    pub fn declare(mut self, name: &str, types: crate::context::MsgTypes) -> Self {
+    pub fn declare(mut self, name: &str, types: MsgTypes) -> Self {
         match self.entries.get_mut(name) {
             Some(e) => e.types = types,
             None => panic!("cannot declare types for `{name}`: register it first"),
@@ -373,7 +273,7 @@ impl Registry {
     }
 
     /// The types `name` declared it sends.
-    pub(crate) fn types(&self, name: &str) -> crate::context::MsgTypes {
+    pub(crate) fn types(&self, name: &str) -> MsgTypes {
         self.entries.get(name).map(|e| e.types.clone()).unwrap_or_default()
     }
 
@@ -393,7 +293,7 @@ impl Registry {
     ///
     /// An unknown `function` is a `NoSuchFunction` remote error naming the function, the
     /// actor and what it does serve.
-    pub fn call(
+    pub(crate) fn call(
         &self,
         function: &str,
         cx: Cx,
@@ -420,15 +320,15 @@ impl Registry {
 /// A handler name a user may register (`plough.` names are the runtime's).
 fn user_name(name: impl Into<String>) -> String {
     let name = name.into();
-    assert!(!name.starts_with("plough."), "handler name `{name}` is reserved for the runtime");
+    assert!(!names::is_reserved(&name), "handler name `{name}` is reserved for the runtime");
     name
 }
 
 /// The context of a served context or stream function (the runtime always sets it: the
 /// call's kind was checked against the registration).
 #[allow(clippy::result_large_err)]
-fn served_context(cx: &Cx, fname: &str) -> Result<crate::context::Context, RemoteActorError> {
-    cx.context.clone().ok_or_else(|| {
+fn served_context(cx: &Cx, fname: &str) -> Result<Context, RemoteActorError> {
+    cx.context().cloned().ok_or_else(|| {
         RemoteActorError::new(
             cx.actor().clone(),
             "ContextError",
@@ -450,8 +350,8 @@ fn decode_args<A: DeserializeOwned>(me: &Aid, args: &Payload) -> Result<A, Remot
 /// A handler's error as it travels: a runtime error passing through keeps its source and
 /// gains this hop; anything else is raised here under its short type name.
 fn user_error<E: fmt::Display + 'static>(me: &Aid, e: E) -> RemoteActorError {
-    match (&e as &dyn std::any::Any).downcast_ref::<crate::ActorError>() {
-        Some(ae) => crate::error::relay(ae, me),
+    match (&e as &dyn std::any::Any).downcast_ref::<ActorError>() {
+        Some(ae) => relay(ae, me),
         None => RemoteActorError::new(me.clone(), short_type_name::<E>(), e.to_string()),
     }
 }
@@ -471,7 +371,7 @@ fn finish<R: Serialize, E: fmt::Display + 'static>(
 }
 
 /// The text of a panic payload.
-pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
     payload
         .downcast_ref::<&str>()
         .map(|s| (*s).to_owned())
@@ -483,6 +383,7 @@ pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
 mod tests {
     use super::*;
     use plough_ipc_wire::msg::Uuid;
+    use tokio_util::sync::CancellationToken;
 
     fn cx() -> Cx {
         let me = Aid { name: "adder".into(), uuid: Uuid([1; 16]), pid: 42 };

@@ -11,7 +11,7 @@
 //!
 //! Functions and contexts are routed differently on purpose. A function's replies go to
 //! an unbounded mailbox (a call has at most a few replies). A context's messages go to its
-//! [`Conv`](crate::context::Conv), whose stream buffer is *bounded*: the reader task
+//! [`Conversation`](super::Conversation), whose stream buffer is *bounded*: the reader task
 //! never blocks on a slow consumer (that would stall every other conversation on the
 //! connection), so a full buffer is an overrun that both sides are told about, never a
 //! silent drop, and a sender that opted into backpressure waits for credit instead.
@@ -22,29 +22,23 @@
 //! skipped: the next frame still arrives. A framing error or EOF ends the connection:
 //! every call in flight sees its mailbox close and reports `TransportClosed`.
 
-use crate::context::Conv;
-use crate::error::ActorError;
+use super::{Conversation, Serve};
+use crate::base::error::ActorError;
+use crate::base::names::CREDIT;
+use crate::base::sync::LockExt;
 use futures::{SinkExt, StreamExt};
 use plough_ipc_wire::handshake::Established;
-use plough_ipc_wire::msg::{Aid, Cid, Msg, Start};
+use plough_ipc_wire::msg::{Aid, Cid, Msg};
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-/// What the channel hands to its actor.
-pub(crate) trait Serve: Send + Sync + 'static {
-    /// A peer asks us to run something.
-    fn serve(&self, channel: &Channel, start: Start);
-    /// The connection ended (EOF, error, or local close).
-    fn closed(&self, channel: &Channel);
-}
-
 /// A connection to one peer actor. Cheap to clone.
 #[derive(Clone)]
-pub struct Channel {
+pub(crate) struct Channel {
     inner: Arc<Inner>,
 }
 
@@ -60,7 +54,7 @@ struct Inner {
     shutdown: CancellationToken,
     reason: Mutex<Option<String>>,
     /// We asked the peer to cancel itself (its exit is then expected).
-    cancel_requested: std::sync::atomic::AtomicBool,
+    cancel_requested: AtomicBool,
 }
 
 impl fmt::Debug for Channel {
@@ -77,11 +71,8 @@ enum Route {
     /// A function call we made: its replies.
     Call(mpsc::UnboundedSender<Msg>),
     /// A context, opened by us or served by us (cids of both sides never collide).
-    Conv(Arc<Conv>),
+    Conv(Arc<dyn Conversation>),
 }
-
-/// The reserved function that carries stream credit (`args`: how many messages).
-pub(crate) const CREDIT: &str = "plough.credit";
 
 /// The replies to one call we made; dropping it forgets the call.
 #[derive(Debug)]
@@ -107,7 +98,7 @@ impl CallRx {
 
 impl Drop for CallRx {
     fn drop(&mut self) {
-        self.channel.inner.calls.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.cid);
+        self.channel.inner.calls.locked().remove(&self.cid);
     }
 }
 
@@ -125,7 +116,7 @@ impl Channel {
             closed: CancellationToken::new(),
             shutdown: CancellationToken::new(),
             reason: Mutex::new(None),
-            cancel_requested: std::sync::atomic::AtomicBool::new(false),
+            cancel_requested: AtomicBool::new(false),
         });
         let channel = Channel { inner };
         let (mut sink, mut stream) = est.framed.split();
@@ -189,7 +180,7 @@ impl Channel {
     fn route(&self, msg: Msg, server: &dyn Serve) {
         if let Msg::Start(start) = msg {
             if start.function == CREDIT {
-                let calls = self.inner.calls.lock().unwrap_or_else(|p| p.into_inner());
+                let calls = self.inner.calls.locked();
                 if let (Some(Route::Conv(c)), Ok(n)) = (calls.get(&start.cid), start.args.decode())
                 {
                     c.grant(n);
@@ -203,7 +194,7 @@ impl Channel {
             tracing::warn!(peer = %self.inner.peer, kind = %msg.kind(), "unexpected message without a call id");
             return;
         };
-        let calls = self.inner.calls.lock().unwrap_or_else(|p| p.into_inner());
+        let calls = self.inner.calls.locked();
         match calls.get(&cid) {
             Some(Route::Call(tx)) => {
                 let _ = tx.send(msg);
@@ -220,7 +211,7 @@ impl Channel {
     }
 
     fn mark_closed(&self, reason: String) {
-        let mut r = self.inner.reason.lock().unwrap_or_else(|p| p.into_inner());
+        let mut r = self.inner.reason.locked();
         if r.is_none() {
             tracing::debug!(peer = %self.inner.peer, %reason, "connection closed");
             *r = Some(reason);
@@ -228,37 +219,35 @@ impl Channel {
         drop(r);
         self.inner.closed.cancel();
         // Close every call's mailbox: their `recv` reports TransportClosed.
-        let calls =
-            std::mem::take(&mut *self.inner.calls.lock().unwrap_or_else(|p| p.into_inner()));
+        let calls = std::mem::take(&mut *self.inner.calls.locked());
         let err = self.closed_error();
         for (_, route) in calls {
             if let Route::Conv(c) = route {
                 c.transport_closed(err.clone());
             }
         }
-        for (_, t) in self.inner.served.lock().unwrap_or_else(|p| p.into_inner()).drain() {
+        for (_, t) in self.inner.served.locked().drain() {
             t.cancel();
         }
     }
 
     /// The peer's identity (from the handshake).
-    pub fn peer(&self) -> &Aid {
+    pub(crate) fn peer(&self) -> &Aid {
         &self.inner.peer
     }
 
     /// Whether the connection is gone.
-    pub fn is_closed(&self) -> bool {
+    pub(crate) fn is_closed(&self) -> bool {
         self.inner.closed.is_cancelled()
     }
 
     /// Resolves when the connection is gone.
-    pub async fn closed(&self) {
+    pub(crate) async fn closed(&self) {
         self.inner.closed.cancelled().await
     }
 
     pub(crate) fn closed_error(&self) -> ActorError {
-        let detail =
-            self.inner.reason.lock().unwrap_or_else(|p| p.into_inner()).clone().unwrap_or_default();
+        let detail = self.inner.reason.locked().clone().unwrap_or_default();
         ActorError::TransportClosed { peer: self.inner.peer.to_string(), detail }
     }
 
@@ -277,7 +266,7 @@ impl Channel {
         }
         let cid = self.inner.next_cid.fetch_add(2, Ordering::Relaxed);
         let (tx, rx) = mpsc::unbounded_channel();
-        self.inner.calls.lock().unwrap_or_else(|p| p.into_inner()).insert(cid, Route::Call(tx));
+        self.inner.calls.locked().insert(cid, Route::Call(tx));
         Ok(CallRx { cid, rx, channel: self.clone() })
     }
 
@@ -287,17 +276,21 @@ impl Channel {
     }
 
     /// Routes the messages of context `cid` (opened or served by us) to `conv`.
-    pub(crate) fn register_conv(&self, cid: Cid, conv: Arc<Conv>) -> Result<(), ActorError> {
+    pub(crate) fn register_conv(
+        &self,
+        cid: Cid,
+        conv: Arc<dyn Conversation>,
+    ) -> Result<(), ActorError> {
         if self.is_closed() {
             return Err(self.closed_error());
         }
-        self.inner.calls.lock().unwrap_or_else(|p| p.into_inner()).insert(cid, Route::Conv(conv));
+        self.inner.calls.locked().insert(cid, Route::Conv(conv));
         Ok(())
     }
 
     /// Stops routing context `cid`.
     pub(crate) fn unregister_conv(&self, cid: Cid) {
-        self.inner.calls.lock().unwrap_or_else(|p| p.into_inner()).remove(&cid);
+        self.inner.calls.locked().remove(&cid);
     }
 
     /// Queues a message without waiting (for the reader task, which must never block):
@@ -315,16 +308,16 @@ impl Channel {
 
     /// Tracks a call we serve, so the peer can cancel it.
     pub(crate) fn track_served(&self, cid: Cid, token: CancellationToken) {
-        self.inner.served.lock().unwrap_or_else(|p| p.into_inner()).insert(cid, token);
+        self.inner.served.locked().insert(cid, token);
     }
 
     pub(crate) fn untrack_served(&self, cid: Cid) {
-        self.inner.served.lock().unwrap_or_else(|p| p.into_inner()).remove(&cid);
+        self.inner.served.locked().remove(&cid);
     }
 
     /// Cancels a call we serve (the peer asked). Returns whether it was running.
     pub(crate) fn cancel_served(&self, cid: Cid) -> bool {
-        match self.inner.served.lock().unwrap_or_else(|p| p.into_inner()).get(&cid) {
+        match self.inner.served.locked().get(&cid) {
             Some(t) => {
                 t.cancel();
                 true

@@ -1,10 +1,18 @@
 //! A portal: the caller's side of a connection to another actor.
+//!
+//! A portal is the connection plus who calls (the caller's identity) and how long it waits
+//! for a cancel to be acknowledged; it holds no actor, so nothing here keeps the caller's
+//! actor alive or reaches up into the serving layer.
 
-use crate::actor::{Actor, encode, internal};
-use crate::channel::{CallRx, Channel};
-use crate::context::{Context, MsgStream};
-use crate::error::{ActorError, RemoteActorError};
+use super::context::Context;
+use super::stream::MsgStream;
+use super::wire::{cancel_call_msg, remote_to_error, type_error};
+use crate::base::dump::{TaskGuard, TaskKind};
+use crate::base::error::{ActorError, RemoteActorError, encode};
+use crate::base::names::CANCEL_ACTOR;
+use crate::connection::{CallRx, Channel};
 use plough_ipc_wire::msg::{Aid, CallKind, Msg, MsgKind, Start};
+use plough_ipc_wire::payload::Payload;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::time::Duration;
@@ -13,7 +21,10 @@ use std::time::Duration;
 #[derive(Debug, Clone)]
 pub struct Portal {
     channel: Channel,
-    actor: Actor,
+    /// Who calls through this portal.
+    me: Aid,
+    /// The default wait of [`Portal::cancel_actor`].
+    ack_timeout: Duration,
 }
 
 /// Sends `plough.cancel_call` for a call abandoned mid-flight (its future was dropped).
@@ -39,21 +50,11 @@ impl Drop for CallGuard<'_> {
     }
 }
 
-pub(crate) fn cancel_call_msg(target: u64, me: &Aid) -> Msg {
-    // The cancel request itself gets an odd/even cid of its own only if someone waits for
-    // its ack; nobody does here, so it reuses the target's cid space with a marker of 0.
-    Msg::Start(Start {
-        cid: 0,
-        function: internal::CANCEL_CALL.to_owned(),
-        args: plough_ipc_wire::payload::Payload::encode(&target).expect("u64 encodes"),
-        caller: me.clone(),
-        kind: CallKind::Function,
-    })
-}
-
 impl Portal {
-    pub(crate) fn new(channel: Channel, actor: Actor) -> Self {
-        Portal { channel, actor }
+    /// A portal over `channel` for caller `me`; `ack_timeout` bounds
+    /// [`Portal::cancel_actor`].
+    pub(crate) fn new(channel: Channel, me: Aid, ack_timeout: Duration) -> Self {
+        Portal { channel, me, ack_timeout }
     }
 
     /// The actor on the other side.
@@ -75,17 +76,13 @@ impl Portal {
         &self.channel
     }
 
-    async fn start(
-        &self,
-        function: &str,
-        args: plough_ipc_wire::payload::Payload,
-    ) -> Result<CallRx, ActorError> {
+    async fn start(&self, function: &str, args: Payload) -> Result<CallRx, ActorError> {
         let call = self.channel.open_call()?;
         let start = Start {
             cid: call.cid(),
             function: function.to_owned(),
             args,
-            caller: self.actor.aid().clone(),
+            caller: self.me.clone(),
             kind: CallKind::Function,
         };
         self.channel.send(Msg::Start(start)).await?;
@@ -115,13 +112,13 @@ impl Portal {
     pub(crate) async fn run_raw<R: DeserializeOwned>(
         &self,
         function: &str,
-        args: plough_ipc_wire::payload::Payload,
+        args: Payload,
     ) -> Result<R, ActorError> {
         let mut call = self.start(function, args).await?;
-        let me = self.actor.aid().clone();
+        let me = self.me.clone();
         let mut guard = CallGuard { channel: &self.channel, cid: call.cid(), me: &me, done: false };
-        let _task = crate::dump::TaskGuard::new(
-            crate::dump::TaskKind::Calling,
+        let _task = TaskGuard::new(
+            TaskKind::Calling,
             call.cid(),
             self.aid(),
             function,
@@ -133,10 +130,7 @@ impl Portal {
                 Ok(Msg::StartAck(_)) => continue,
                 Ok(Msg::Return { payload, .. }) => {
                     guard.done = true;
-                    return payload.decode::<R>().map_err(|mut e| {
-                        e.kind = Some(MsgKind::Return);
-                        ActorError::MsgType(e)
-                    });
+                    return payload.decode::<R>().map_err(|e| type_error(e, MsgKind::Return));
                 }
                 Ok(Msg::Error(e)) => {
                     guard.done = true;
@@ -173,8 +167,7 @@ impl Portal {
         A: Serialize,
         F: DeserializeOwned,
     {
-        Context::open(&self.channel, self.actor.aid(), function, encode(&args)?, CallKind::Context)
-            .await
+        Context::open(&self.channel, &self.me, function, encode(&args)?, CallKind::Context).await
     }
 
     /// Starts one-way stream function `function(args)` (registered with
@@ -189,14 +182,9 @@ impl Portal {
         function: &str,
         args: A,
     ) -> Result<MsgStream, ActorError> {
-        let (ctx, ()) = Context::open(
-            &self.channel,
-            self.actor.aid(),
-            function,
-            encode(&args)?,
-            CallKind::Stream,
-        )
-        .await?;
+        let (ctx, ()) =
+            Context::open(&self.channel, &self.me, function, encode(&args)?, CallKind::Stream)
+                .await?;
         ctx.open_stream().await
     }
 
@@ -206,14 +194,13 @@ impl Portal {
     /// Returns whether the actor acknowledged; `false` when it did not answer in time or
     /// the connection is already gone.
     pub async fn cancel_actor(&self) -> bool {
-        let timeout = self.actor.inner.config.ladder.ack_timeout;
-        self.cancel_actor_within(timeout).await
+        self.cancel_actor_within(self.ack_timeout).await
     }
 
     pub(crate) async fn cancel_actor_within(&self, timeout: Duration) -> bool {
         self.channel.set_cancel_requested();
         let ask = async {
-            let mut call = self.start(internal::CANCEL_ACTOR, encode(&())?).await?;
+            let mut call = self.start(CANCEL_ACTOR, encode(&())?).await?;
             loop {
                 if let Msg::CancelAck(ack) = call.recv().await? {
                     return Ok::<bool, ActorError>(ack.acked);
@@ -221,15 +208,5 @@ impl Portal {
             }
         };
         matches!(tokio::time::timeout(timeout, ask).await, Ok(Ok(true)))
-    }
-}
-
-/// A remote error as the caller sees it: a cancellation is `ContextCancelled`.
-pub(crate) fn remote_to_error(e: RemoteActorError) -> ActorError {
-    match (&e.canceller, e.type_name.as_str()) {
-        (Some(c), "ContextCancelled") if e.relay_path.is_empty() => {
-            ActorError::ContextCancelled { canceller: c.clone() }
-        }
-        _ => ActorError::from(e),
     }
 }

@@ -5,7 +5,7 @@
 //! reserved `subint_forkserver` parses (so configuration that names it is not a typo) but
 //! refuses to spawn, naming the working choice: it never silently falls back.
 
-use crate::error::SpawnError;
+use super::error::SpawnError;
 use std::fmt;
 use std::str::FromStr;
 

@@ -12,6 +12,7 @@
 //! fork by a fork hook (see `plough-spawn-backends`), so a forked child never inherits it
 //! held; the child clears the parent's entries before its actor starts.
 
+use super::sync::LockExt;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -20,7 +21,7 @@ use std::time::Instant;
 
 /// What a table entry is.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum TaskKind {
+pub(crate) enum TaskKind {
     /// A call this actor serves.
     Serving,
     /// A call this actor made and waits on.
@@ -39,7 +40,7 @@ pub enum TaskKind {
 }
 
 /// Sends SIGUSR1 to a child through its own handle (pidfd: never a recycled pid).
-pub type Relay = std::sync::Arc<dyn Fn() + Send + Sync>;
+pub(crate) type Relay = std::sync::Arc<dyn Fn() + Send + Sync>;
 
 #[derive(Clone)]
 struct Entry {
@@ -56,18 +57,18 @@ static TABLE: Mutex<BTreeMap<u64, Entry>> = Mutex::new(BTreeMap::new());
 static NEXT: AtomicU64 = AtomicU64::new(1);
 
 fn table() -> MutexGuard<'static, BTreeMap<u64, Entry>> {
-    TABLE.lock().unwrap_or_else(|p| p.into_inner())
+    TABLE.locked()
 }
 
 /// A live entry of the task table; removed when dropped.
 #[derive(Debug)]
-pub struct TaskGuard {
+pub(crate) struct TaskGuard {
     id: u64,
 }
 
 impl TaskGuard {
     /// Registers a task.
-    pub fn new(
+    pub(crate) fn new(
         kind: TaskKind,
         cid: u64,
         peer: impl ToString,
@@ -89,7 +90,12 @@ impl TaskGuard {
     }
 
     /// Registers a child actor process; `relay` forwards SIGUSR1 to it.
-    pub fn child(name: impl ToString, pid: u32, method: impl ToString, relay: Relay) -> Self {
+    pub(crate) fn child(
+        name: impl ToString,
+        pid: u32,
+        method: impl ToString,
+        relay: Relay,
+    ) -> Self {
         let g = TaskGuard::new(
             TaskKind::Child { pid, method: method.to_string() },
             0,
@@ -104,7 +110,7 @@ impl TaskGuard {
     }
 
     /// Updates what the task is waiting for.
-    pub fn set_state(&self, state: impl ToString) {
+    pub(crate) fn set_state(&self, state: impl ToString) {
         if let Some(e) = table().get_mut(&self.id) {
             e.state = state.to_string();
         }
@@ -122,18 +128,18 @@ thread_local! {
 }
 
 /// Fork hook, before `fork`: holds the table's lock on the forking thread.
-pub fn fork_prepare() {
+pub(crate) fn fork_prepare() {
     let g = table();
     HELD.with(|h| *h.borrow_mut() = Some(g));
 }
 
 /// Fork hook, in the parent after `fork`.
-pub fn fork_parent() {
+pub(crate) fn fork_parent() {
     HELD.with(|h| drop(h.borrow_mut().take()));
 }
 
 /// Fork hook, in the child: releases the lock and forgets the parent's tasks.
-pub fn fork_child() {
+pub(crate) fn fork_child() {
     HELD.with(|h| {
         if let Some(mut g) = h.borrow_mut().take() {
             g.clear();
@@ -150,7 +156,7 @@ pub(crate) fn relay_to_children() {
 }
 
 /// Renders the task tree of this actor.
-pub fn render(actor: &str) -> String {
+pub(crate) fn render(actor: &str) -> String {
     let now = Instant::now();
     let entries: Vec<Entry> = table().values().cloned().collect();
     let mut out = String::new();
@@ -198,7 +204,7 @@ pub fn render(actor: &str) -> String {
 /// # Errors
 ///
 /// The dump directory or file cannot be written (stderr still gets the dump).
-pub fn dump(actor_name: &str, actor_label: &str) -> std::io::Result<std::path::PathBuf> {
+pub(crate) fn dump(actor_name: &str, actor_label: &str) -> std::io::Result<std::path::PathBuf> {
     use std::io::Write as _;
     let dir = plough_fork_prims::marker::default_runtime_dir().join("dumps");
     let path = dir.join(format!("{actor_name}@{}.dump", std::process::id()));
@@ -212,8 +218,8 @@ pub fn dump(actor_name: &str, actor_label: &str) -> std::io::Result<std::path::P
 }
 
 /// Whether dumps are enabled: `PLOUGH_TASK_DUMP=0` turns them off.
-pub fn enabled_by_env() -> bool {
-    std::env::var("PLOUGH_TASK_DUMP").map_or(true, |v| v.trim() != "0")
+pub(crate) fn enabled_by_env() -> bool {
+    std::env::var(super::names::TASK_DUMP_ENV).map_or(true, |v| v.trim() != "0")
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@
 //! that their siblings received.
 
 use plough_ipc_wire::msg::{Aid, ErrorMsg, TypeErrorInfo};
+use plough_ipc_wire::payload::Payload;
 use std::fmt;
 
 /// An error raised in another actor, as it arrived here.
@@ -294,7 +295,7 @@ impl ActorError {
 
 /// The wire form of `err` as it leaves actor `me` on its way home: a remote error keeps
 /// its source and gains `me` on its relay path; anything else is raised here.
-pub fn relay(err: &ActorError, me: &Aid) -> RemoteActorError {
+pub(crate) fn relay(err: &ActorError, me: &Aid) -> RemoteActorError {
     match err {
         ActorError::Remote(r) => (**r).clone().relayed_by(me.clone()),
         ActorError::ContextCancelled { canceller } => {
@@ -319,6 +320,11 @@ pub fn relay(err: &ActorError, me: &Aid) -> RemoteActorError {
         }
         other => RemoteActorError::new(me.clone(), other.kind_name(), other.to_string()),
     }
+}
+
+/// Encodes a value as a payload, as an `ActorError` on failure.
+pub(crate) fn encode<T: serde::Serialize + ?Sized>(v: &T) -> Result<Payload, ActorError> {
+    Payload::encode(v).map_err(|e| ActorError::Runtime(format!("cannot encode arguments: {e}")))
 }
 
 /// `Result<T, ActorError>`.

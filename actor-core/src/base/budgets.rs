@@ -1,0 +1,147 @@
+//! Every timeout and grace period of the runtime, in one place.
+//!
+//! The promise "cancellation is bounded" is only as good as the budgets behind it, so each
+//! of them is a named field here with its default and what it bounds; no other file of
+//! the crate writes a duration literal. [`LadderConfig::total`] is the longest one child
+//! takes to go down the cancellation ladder; [`Budgets::tree_teardown`] the bound for a
+//! tree of a given depth.
+
+use std::time::Duration;
+
+/// The cancellation ladder: IPC cancel → wait for the ack → wait for the exit → SIGTERM
+/// to the child's process group → wait → SIGKILL to the group → reap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LadderConfig {
+    /// How long to wait for a child to acknowledge an IPC cancel (0.5 s). Also the grace a
+    /// cancelled context function gets to finish its own cleanup, and the default wait of
+    /// [`Portal::cancel_actor`](crate::Portal::cancel_actor).
+    pub ack_timeout: Duration,
+    /// How long to wait for a (cancelled) child to exit on its own (1.5 s).
+    pub exit_timeout: Duration,
+    /// How long after SIGTERM before SIGKILL (1.6 s).
+    pub term_timeout: Duration,
+}
+
+impl Default for LadderConfig {
+    fn default() -> Self {
+        LadderConfig {
+            ack_timeout: Duration::from_millis(500),
+            exit_timeout: Duration::from_millis(1500),
+            term_timeout: Duration::from_millis(1600),
+        }
+    }
+}
+
+impl LadderConfig {
+    /// What [`LadderConfig::total`] allows for the reap after SIGKILL (which the kernel
+    /// makes immediate for anything but a process in uninterruptible sleep).
+    pub const REAP_ALLOWANCE: Duration = Duration::from_millis(500);
+
+    /// The longest one child can take to go down the whole ladder (plus the reap):
+    /// 4.1 s by default.
+    pub fn total(&self) -> Duration {
+        self.ack_timeout + self.exit_timeout + self.term_timeout + Self::REAP_ALLOWANCE
+    }
+}
+
+/// Every budget of a runtime. `Budgets::default()` is what plough uses; tests shorten the
+/// ladder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Budgets {
+    /// The cancellation ladder.
+    pub ladder: LadderConfig,
+    /// How long a spawned child has to connect back before it is killed and reaped and
+    /// the spawn fails with `ConnectTimeout` (10 s).
+    pub connect: Duration,
+    /// The deadline of each connection handshake, and of a child's wait for its spawn
+    /// spec (10 s).
+    pub handshake: Duration,
+    /// How long a root probes the registry address for a registrar to join before it
+    /// gives up on it (2 s).
+    pub registrar_probe: Duration,
+    /// Beyond the ladder's total: how much longer an exiting actor waits for its served
+    /// calls and their nurseries to finish their own cancellation (0.5 s).
+    pub shutdown_slack: Duration,
+    /// How long an exiting actor waits for the registrar to answer its unregistration
+    /// (0.5 s).
+    pub unregister: Duration,
+    /// How long an exiting actor lets its connections flush what they queued (0.5 s).
+    pub flush: Duration,
+    /// After a lost connection: how long to wait for the child's exit status, to say how
+    /// it died instead of only that the connection closed (0.5 s).
+    pub exit_status: Duration,
+    /// After SIGKILL, or a child that failed its boot: the bound on waiting for the reap
+    /// (5 s; immediate in practice).
+    pub reap_bound: Duration,
+    /// A child that died during boot: how long to wait for the rest of what it wrote to
+    /// stderr (0.25 s).
+    pub boot_stderr: Duration,
+    /// Before a process's actor returns (root) or exits (child): how long the reaper
+    /// thread gets to reap children that were dropped instead of taken down (3 s).
+    pub reaper_drain: Duration,
+}
+
+impl Default for Budgets {
+    fn default() -> Self {
+        Budgets {
+            ladder: LadderConfig::default(),
+            connect: Duration::from_secs(10),
+            handshake: Duration::from_secs(10),
+            registrar_probe: Duration::from_secs(2),
+            shutdown_slack: Duration::from_millis(500),
+            unregister: Duration::from_millis(500),
+            flush: Duration::from_millis(500),
+            exit_status: Duration::from_millis(500),
+            reap_bound: Duration::from_secs(5),
+            boot_stderr: Duration::from_millis(250),
+            reaper_drain: Duration::from_secs(3),
+        }
+    }
+}
+
+impl Budgets {
+    /// The grace a cancelled context function gets to finish its own cleanup (its stream
+    /// operations fail at once): the ladder's ack timeout, so the child answers within the
+    /// time its parent waits.
+    pub fn context_cleanup(&self) -> Duration {
+        self.ladder.ack_timeout
+    }
+
+    /// How long an exiting actor (or a cancelled call with nurseries open) waits for its
+    /// calls and nurseries to take their children down: the ladder's total plus
+    /// [`Budgets::shutdown_slack`].
+    pub fn served_calls(&self) -> Duration {
+        self.ladder.total() + self.shutdown_slack
+    }
+
+    /// The longest an actor takes from "cancelled" to "exited": its calls and nurseries
+    /// ([`Budgets::served_calls`]), its unregistration, the flush of its connections.
+    pub fn actor_exit(&self) -> Duration {
+        self.served_calls() + self.unregister + self.flush
+    }
+
+    /// A bound for cancelling a tree `depth` levels deep below the nursery that cancels
+    /// it: a parent waits for each child at most [`LadderConfig::total`] (children go down
+    /// in parallel), after which the child's process group is SIGKILLed and its own
+    /// children, whose parent died, cancel themselves the same way.
+    pub fn tree_teardown(&self, depth: u32) -> Duration {
+        self.ladder.total() * depth.max(1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_ladder_total_is_the_sum_of_its_steps() {
+        let l = LadderConfig::default();
+        assert_eq!(l.total(), Duration::from_millis(500 + 1500 + 1600 + 500));
+        let b = Budgets::default();
+        assert_eq!(b.served_calls(), l.total() + Duration::from_millis(500));
+        assert_eq!(b.actor_exit(), b.served_calls() + Duration::from_secs(1));
+        assert_eq!(b.tree_teardown(3), l.total() * 3);
+        assert_eq!(b.tree_teardown(0), l.total());
+        assert_eq!(b.context_cleanup(), l.ack_timeout);
+    }
+}

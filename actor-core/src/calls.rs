@@ -1,0 +1,51 @@
+//! **calls** — the layer above connection: what one actor can do with another over a
+//! connection. [`Portal`](portal::Portal) runs functions and opens contexts;
+//! [`Context`](context::Context) is the long-lived conversation, with its two-way
+//! [`MsgStream`](stream::MsgStream) and local [`FanOut`](fan_out::FanOut); the inbox a
+//! context's messages are delivered into ([`inbox`]) is this layer's
+//! [`Conversation`](crate::connection::Conversation). A portal knows the caller's identity
+//! and its budgets, never the caller's actor: nothing here reaches up to serving.
+//!
+//! # Contexts
+//!
+//! The parent opens a context on a portal
+//! ([`Portal::open_context`](crate::Portal::open_context)); the child's context
+//! function calls [`Context::started`] exactly once (its value is the parent's first
+//! value), may open a two-way [`MsgStream`], and returns a result that the parent collects
+//! with [`Context::result`]. Either side may cancel.
+//!
+//! Three hazards are designed out here:
+//!
+//! * **A silent drop.** Every stream buffer is bounded ([`STREAM_BUFFER`] messages). The
+//!   connection's reader task must never wait on one slow consumer (that would stall every
+//!   other conversation on the connection), so a message that finds the buffer full is an
+//!   *overrun*: the receiver keeps what it buffered, reports [`ActorError::StreamOverrun`]
+//!   after it, and tells the sender, whose next `send`/`recv` fails with the same typed
+//!   error. A sender that opted into backpressure ([`StreamConfig::backpressure`]) never
+//!   overruns: it holds credit for the receiver's free buffer slots, waits when it has
+//!   none, and the receiver grants credit back as it consumes. Memory stays bounded and
+//!   nothing is dropped, whatever the speed mismatch.
+//!
+//!   Without backpressure even a prompt receiver can be overrun by a fast sender: the
+//!   reader task delivers everything one socket read brought (hundreds of small messages)
+//!   before the receiving task runs. Bulk streams should opt in; a larger receive buffer
+//!   ([`StreamConfig::with_buffer`]) lets a backpressured sender run further ahead.
+//!
+//!   Credit grants travel as the reserved function `plough.credit` (a `Start` whose cid
+//!   is the context's and whose argument is the count), handled by the connection before
+//!   the actor sees it. No schema change was needed, grants are batched (one per half
+//!   buffer consumed, so their size does not matter), and an old peer that does not know
+//!   them answers a harmless `NoSuchFunction` instead of failing to decode a new variant.
+//! * **A cancel that masks a failure.** A cancelled child is given a grace period to
+//!   finish its own cleanup; a real error it raises meanwhile is what the parent gets.
+//! * **Ambiguity about who cancelled.** The parent that called [`Context::cancel`] gets
+//!   [`Outcome::Cancelled`] *returned*; any other cancel (the child itself, a third actor,
+//!   `cancel_actor`) is *raised* as [`ActorError::ContextCancelled`] naming the canceller.
+
+pub(crate) mod context;
+pub(crate) mod fan_out;
+pub(crate) mod inbox;
+pub(crate) mod portal;
+pub(crate) mod stream;
+pub(crate) mod types;
+pub(crate) mod wire;

@@ -1,0 +1,524 @@
+//! [`Context`]: one side of a long-lived conversation between two actors (see the layer
+//! doc), and [`Outcome`], what it ended with.
+
+use super::inbox::{Conv, Inbox, Side};
+use super::stream::{MsgStream, StreamConfig};
+use super::types::MsgTypes;
+use super::wire::{cancel_call_msg, credit_msg, misuse, remote_to_error, type_error};
+use crate::base::dump::{TaskGuard, TaskKind};
+use crate::base::error::{ActorError, encode};
+use crate::base::sync::LockExt;
+use crate::connection::Channel;
+use plough_ipc_wire::msg::{Aid, CallKind, Cid, Msg, MsgKind, Start};
+use plough_ipc_wire::payload::Payload;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use std::any::Any;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use tokio_util::sync::CancellationToken;
+
+/// What a served context knows of the call that serves it. The serving layer's call
+/// context implements it, so this layer never names that type.
+pub(crate) trait ServedCall: Send + Sync + 'static {
+    /// The serving actor.
+    fn me(&self) -> &Aid;
+    /// The call id (the context's).
+    fn cid(&self) -> Cid;
+    /// The call's cancellation token.
+    fn cancel_token(&self) -> CancellationToken;
+    /// Who cancelled the serving actor, once it is cancelled.
+    fn actor_canceller(&self) -> Option<Aid>;
+    /// The implementor itself, for the layer that knows its type.
+    fn as_any(&self) -> &dyn Any;
+}
+
+/// What a context ended with, as its parent sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome<R> {
+    /// The child's function returned this value.
+    Returned(R),
+    /// This parent cancelled the context (with [`Context::cancel`]) before it returned.
+    Cancelled {
+        /// Who cancelled: this actor.
+        canceller: Aid,
+    },
+}
+
+impl<R> Outcome<R> {
+    /// The returned value, if the child returned.
+    pub fn returned(self) -> Option<R> {
+        match self {
+            Outcome::Returned(r) => Some(r),
+            Outcome::Cancelled { .. } => None,
+        }
+    }
+
+    /// Whether this parent cancelled the context.
+    pub fn is_cancelled(&self) -> bool {
+        matches!(self, Outcome::Cancelled { .. })
+    }
+}
+
+#[derive(Default)]
+pub(super) struct Flags {
+    pub(super) started: bool,
+    pub(super) stream_opened: bool,
+    /// Parent: we called `cancel`.
+    pub(super) cancel_called: bool,
+    /// Child: the function cancelled itself.
+    pub(super) self_cancelled: bool,
+}
+
+pub(super) struct Shared {
+    pub(super) conv: Arc<Conv>,
+    pub(super) channel: Channel,
+    pub(super) cid: Cid,
+    pub(super) function: String,
+    pub(super) side: Side,
+    /// Child: the call's token. Parent: cancelled by `cancel`.
+    pub(super) cancel: CancellationToken,
+    /// Child: the serving call's context.
+    pub(super) served: Option<Arc<dyn ServedCall>>,
+    pub(super) flags: Mutex<Flags>,
+    /// What this side declared it sends.
+    pub(super) types: Mutex<MsgTypes>,
+    /// Its entry in the task table (listed by SIGUSR1 dumps while it lives).
+    pub(super) task: TaskGuard,
+}
+
+impl Shared {
+    pub(super) fn flags(&self) -> MutexGuard<'_, Flags> {
+        self.flags.locked()
+    }
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        self.channel.unregister_conv(self.cid);
+        // A parent that lets go of an unfinished context cancels it: the child must not
+        // stream into the void.
+        if self.side == Side::Parent
+            && self.conv.lock().outcome.is_none()
+            && !self.channel.is_closed()
+        {
+            self.channel.send_detached(cancel_call_msg(self.cid, &self.conv.me));
+        }
+    }
+}
+
+/// One side of a context. Cheap to clone; the parent's context is cancelled when its last
+/// clone (and its stream) is dropped before the child finished.
+#[derive(Clone)]
+pub struct Context {
+    pub(super) shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Context {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Context")
+            .field("function", &self.shared.function)
+            .field("cid", &self.shared.cid)
+            .field("side", &self.shared.side)
+            .field("peer", &self.shared.conv.peer.to_string())
+            .finish()
+    }
+}
+
+impl Context {
+    /// Opens context `function(args)` on `channel` (the parent side); returns it and the
+    /// child's first value.
+    pub(crate) async fn open<F: DeserializeOwned>(
+        channel: &Channel,
+        me: &Aid,
+        function: &str,
+        args: Payload,
+        kind: CallKind,
+    ) -> Result<(Context, F), ActorError> {
+        if channel.peer() == me {
+            return Err(misuse(format!(
+                "cannot open context `{function}` with yourself ({me}): a context needs two actors"
+            )));
+        }
+        let cid = channel.next_cid();
+        let conv = Conv::new(me.clone(), channel.peer().clone(), cid, Side::Parent);
+        channel.register_conv(cid, Arc::clone(&conv) as _)?;
+        let ctx = Context {
+            shared: Arc::new(Shared {
+                conv,
+                channel: channel.clone(),
+                cid,
+                function: function.to_owned(),
+                side: Side::Parent,
+                cancel: CancellationToken::new(),
+                served: None,
+                flags: Mutex::new(Flags { started: true, ..Flags::default() }),
+                types: Mutex::new(MsgTypes::default()),
+                task: TaskGuard::new(
+                    TaskKind::Context,
+                    cid,
+                    channel.peer(),
+                    function,
+                    "opened: waiting for started",
+                ),
+            }),
+        };
+        let start = Start { cid, function: function.to_owned(), args, caller: me.clone(), kind };
+        channel.send(Msg::Start(start)).await?;
+        // Wait for `Started` (or the child's early end).
+        let first = ctx
+            .wait(|ib| {
+                if let Some(p) = ib.started.take() {
+                    return Some(Ok(p));
+                }
+                match &ib.outcome {
+                    Some(Msg::Error(e)) => Some(Err(remote_to_error(e.clone().into()))),
+                    Some(_) => Some(Err(misuse(format!(
+                        "`{function}` returned without calling `started` (is it a context?)"
+                    )))),
+                    None => ib.closed.clone().map(Err),
+                }
+            })
+            .await?;
+        let first = first.decode::<F>().map_err(|e| type_error(e, MsgKind::Started))?;
+        ctx.shared.task.set_state("started");
+        Ok((ctx, first))
+    }
+
+    /// The child side, for the actor that serves `call`.
+    pub(crate) fn serve(
+        channel: &Channel,
+        call: Arc<dyn ServedCall>,
+        function: &str,
+        types: MsgTypes,
+    ) -> Context {
+        let cid = call.cid();
+        let conv = Conv::new(call.me().clone(), channel.peer().clone(), cid, Side::Child);
+        // A closed channel is seen by the first stream operation.
+        let _ = channel.register_conv(cid, Arc::clone(&conv) as _);
+        Context {
+            shared: Arc::new(Shared {
+                conv,
+                channel: channel.clone(),
+                cid,
+                function: function.to_owned(),
+                side: Side::Child,
+                cancel: call.cancel_token(),
+                served: Some(call),
+                flags: Mutex::new(Flags::default()),
+                types: Mutex::new(types),
+                task: TaskGuard::new(
+                    TaskKind::Context,
+                    cid,
+                    channel.peer(),
+                    function,
+                    "serving: before started",
+                ),
+            }),
+        }
+    }
+
+    /// Waits until `ready` returns something. Child side: a cancel ends the wait with
+    /// `ContextCancelled`.
+    pub(super) async fn wait<T>(
+        &self,
+        mut ready: impl FnMut(&mut Inbox) -> Option<Result<T, ActorError>>,
+    ) -> Result<T, ActorError> {
+        let conv = &self.shared.conv;
+        // Fast path: something is there already (a busy stream), no registration.
+        if let Some(r) = ready(&mut conv.lock()) {
+            return r;
+        }
+        struct Waiting<'a>(&'a AtomicUsize);
+        impl Drop for Waiting<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
+        conv.waiters.fetch_add(1, Ordering::SeqCst);
+        let _waiting = Waiting(&conv.waiters);
+        loop {
+            let notified = conv.notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if let Some(r) = ready(&mut conv.lock()) {
+                return r;
+            }
+            if self.shared.side == Side::Child {
+                tokio::select! {
+                    () = notified => {}
+                    () = self.shared.cancel.cancelled() => return Err(self.cancelled_error()),
+                }
+            } else {
+                notified.await;
+            }
+        }
+    }
+
+    /// The call id of this context.
+    pub fn cid(&self) -> Cid {
+        self.shared.cid
+    }
+
+    /// The actor on the other side.
+    pub fn peer(&self) -> &Aid {
+        &self.shared.conv.peer
+    }
+
+    /// The function this context runs.
+    pub fn function(&self) -> &str {
+        &self.shared.function
+    }
+
+    /// Child side: the call that serves this context.
+    pub(crate) fn served(&self) -> Option<&dyn ServedCall> {
+        self.shared.served.as_deref()
+    }
+
+    /// Whether the context was cancelled (child: by anyone; parent: by us).
+    pub fn is_cancelled(&self) -> bool {
+        self.shared.cancel.is_cancelled()
+    }
+
+    /// Resolves when [`Context::is_cancelled`] becomes true.
+    pub async fn cancelled(&self) {
+        self.shared.cancel.cancelled().await
+    }
+
+    /// Who cancelled, as this side knows it.
+    fn canceller(&self) -> Aid {
+        let me = &self.shared.conv.me;
+        match self.shared.side {
+            Side::Parent => me.clone(),
+            Side::Child if self.shared.flags().self_cancelled => me.clone(),
+            Side::Child => self
+                .served()
+                .and_then(|call| call.actor_canceller())
+                .unwrap_or_else(|| self.shared.conv.peer.clone()),
+        }
+    }
+
+    pub(crate) fn cancelled_error(&self) -> ActorError {
+        ActorError::ContextCancelled { canceller: self.canceller() }
+    }
+
+    /// Declares the types this side sends (replacing what was declared); see [`MsgTypes`].
+    pub fn declare_types(&self, types: MsgTypes) {
+        *self.shared.types.locked() = types;
+    }
+
+    /// What this side declared it sends.
+    pub fn declared_types(&self) -> MsgTypes {
+        self.shared.types.locked().clone()
+    }
+
+    /// Checks a value about to be sent as `kind` against this side's declaration.
+    pub(crate) fn check_type<T: Serialize + ?Sized>(
+        &self,
+        kind: MsgKind,
+        value: &T,
+    ) -> Result<(), ActorError> {
+        self.shared.types.locked().check(kind, value).map_err(ActorError::MsgType)
+    }
+
+    /// Whether the child called `started` (for the serving task).
+    pub(crate) fn was_started(&self) -> bool {
+        self.shared.flags().started
+    }
+
+    /// Child side: sends the parent its first value. Call it exactly once, before opening
+    /// a stream.
+    ///
+    /// # Errors
+    ///
+    /// Misuse (called twice, or in the parent) as [`ActorError::Runtime`]; a value of
+    /// another type than declared ([`MsgTypes`]) as [`ActorError::MsgType`], before it is
+    /// sent; a cancelled context as [`ActorError::ContextCancelled`]; a lost connection.
+    pub async fn started<T: Serialize + ?Sized>(&self, value: &T) -> Result<(), ActorError> {
+        if self.shared.side == Side::Parent {
+            return Err(misuse("`started` is the child's call; the parent receives the value"));
+        }
+        self.check_type(MsgKind::Started, value)?;
+        if self.is_cancelled() {
+            return Err(self.cancelled_error());
+        }
+        {
+            let mut f = self.shared.flags();
+            if f.started {
+                return Err(misuse(format!(
+                    "`started` called twice in context `{}`",
+                    self.shared.function
+                )));
+            }
+            f.started = true;
+        }
+        self.shared.task.set_state("serving: started");
+        let payload = encode(value)?;
+        self.shared.channel.send(Msg::Started { cid: self.shared.cid, payload }).await
+    }
+
+    /// Opens this side's stream, overrunning a slow peer (see [`Context::open_stream_with`]).
+    ///
+    /// # Errors
+    ///
+    /// As [`Context::open_stream_with`].
+    pub async fn open_stream(&self) -> Result<MsgStream, ActorError> {
+        self.open_stream_with(StreamConfig::default()).await
+    }
+
+    /// Opens this side's end of the context's (one) two-way stream.
+    ///
+    /// # Errors
+    ///
+    /// Misuse as [`ActorError::Runtime`]: before `started` (child), a second stream; a
+    /// cancelled context as [`ActorError::ContextCancelled`].
+    pub async fn open_stream_with(&self, config: StreamConfig) -> Result<MsgStream, ActorError> {
+        if self.is_cancelled() {
+            return Err(self.cancelled_error());
+        }
+        {
+            let mut f = self.shared.flags();
+            if !f.started {
+                return Err(misuse(format!(
+                    "open_stream before `started` in context `{}`: call `started` first",
+                    self.shared.function
+                )));
+            }
+            if f.stream_opened {
+                return Err(misuse(format!(
+                    "context `{}` already has its stream (one stream per context)",
+                    self.shared.function
+                )));
+            }
+            f.stream_opened = true;
+        }
+        self.shared.task.set_state(if config.backpressure {
+            "streaming (backpressure)"
+        } else {
+            "streaming"
+        });
+        let extra = {
+            let mut ib = self.shared.conv.lock();
+            let extra = config.buffer.saturating_sub(ib.capacity);
+            ib.capacity = ib.capacity.max(config.buffer);
+            extra
+        };
+        if extra > 0 {
+            // The sender started with STREAM_BUFFER credit: give it the rest of our room.
+            let n = u32::try_from(extra).unwrap_or(u32::MAX);
+            let (cid, me) = (self.shared.cid, &self.shared.conv.me);
+            self.shared.channel.send(credit_msg(cid, me, n)).await?;
+        }
+        Ok(MsgStream {
+            ctx: self.clone(),
+            config,
+            send_closed: std::sync::atomic::AtomicBool::new(false),
+        })
+    }
+
+    /// Cancels the context. Parent: asks the child to cancel its function; [`Context::result`]
+    /// then returns [`Outcome::Cancelled`] (unless the child had already returned or
+    /// failed). Child: cancels its own function; the parent sees `ContextCancelled` raised
+    /// with this child as canceller.
+    ///
+    /// # Errors
+    ///
+    /// A lost connection (the parent's request could not be sent).
+    pub async fn cancel(&self) -> Result<(), ActorError> {
+        match self.shared.side {
+            Side::Parent => {
+                {
+                    let mut f = self.shared.flags();
+                    if f.cancel_called {
+                        return Ok(());
+                    }
+                    f.cancel_called = true;
+                }
+                self.shared.cancel.cancel();
+                if self.shared.conv.lock().outcome.is_some() {
+                    return Ok(());
+                }
+                let msg = cancel_call_msg(self.shared.cid, &self.shared.conv.me);
+                self.shared.channel.send(msg).await
+            }
+            Side::Child => {
+                self.shared.flags().self_cancelled = true;
+                self.shared.cancel.cancel();
+                Ok(())
+            }
+        }
+    }
+
+    /// Parent side: waits for the child's function to end and returns its result. Stream
+    /// messages still unread are discarded (and credit granted back, so a backpressured
+    /// child is never stuck), with a log line saying how many.
+    ///
+    /// # Errors
+    ///
+    /// The child's error (a cancel by anyone but this parent is
+    /// [`ActorError::ContextCancelled`] naming the canceller); a result that does not
+    /// decode as `R` is [`ActorError::MsgType`] of kind `Return`; a lost connection; called
+    /// in the child, [`ActorError::Runtime`].
+    pub async fn result<R: DeserializeOwned>(&self) -> Result<Outcome<R>, ActorError> {
+        if self.shared.side == Side::Child {
+            return Err(misuse("`result` is the parent's call; the child returns its result"));
+        }
+        let mut discarded = 0usize;
+        let mut grant = 0u32;
+        let cid = self.shared.cid;
+        let channel = self.shared.channel.clone();
+        let me = self.shared.conv.me.clone();
+        let outcome = loop {
+            let r = self
+                .wait(|ib| {
+                    if !ib.yields.is_empty() {
+                        let n = ib.yields.len();
+                        ib.yields.clear();
+                        discarded += n;
+                        grant += n as u32;
+                        return Some(Ok(None));
+                    }
+                    if let Some(m) = &ib.outcome {
+                        return Some(Ok(Some(m.clone())));
+                    }
+                    ib.closed.clone().map(Err)
+                })
+                .await;
+            if grant > 0 {
+                let _ = channel.send(credit_msg(cid, &me, grant)).await;
+                grant = 0;
+            }
+            match r {
+                Ok(Some(m)) => break Ok(m),
+                Ok(None) => continue,
+                Err(e) => break Err(e),
+            }
+        };
+        if discarded > 0 {
+            tracing::info!(cid, discarded, "context result: discarded unread stream messages");
+        }
+        let cancel_called = self.shared.flags().cancel_called;
+        match outcome {
+            Ok(Msg::Return { payload, .. }) => payload
+                .decode::<R>()
+                .map(Outcome::Returned)
+                .map_err(|e| type_error(e, MsgKind::Return)),
+            Ok(Msg::Error(e)) => match remote_to_error(e.into()) {
+                ActorError::ContextCancelled { canceller } if cancel_called && canceller == me => {
+                    Ok(Outcome::Cancelled { canceller })
+                }
+                other => Err(other),
+            },
+            Ok(other) => Err(misuse(format!("unexpected {} as a context's result", other.kind()))),
+            Err(e) if self.shared.channel.cancel_requested() || cancel_called => {
+                tracing::debug!(error = %e, "connection closed after a cancel");
+                if cancel_called {
+                    Ok(Outcome::Cancelled { canceller: me })
+                } else {
+                    Err(ActorError::ContextCancelled { canceller: me })
+                }
+            }
+            Err(e) => Err(e),
+        }
+    }
+}

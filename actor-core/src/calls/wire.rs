@@ -1,0 +1,49 @@
+//! The messages this layer builds, and how a remote error reads to a caller.
+
+use crate::base::error::{ActorError, RemoteActorError};
+use crate::base::names::{CANCEL_CALL, CREDIT};
+use plough_ipc_wire::msg::{Aid, CallKind, Cid, Msg, MsgKind, Start};
+use plough_ipc_wire::payload::Payload;
+
+/// `plough.cancel_call` for call `target`: nobody waits for its ack, so it carries cid 0.
+pub(crate) fn cancel_call_msg(target: Cid, me: &Aid) -> Msg {
+    Msg::Start(Start {
+        cid: 0,
+        function: CANCEL_CALL.to_owned(),
+        args: Payload::encode(&target).expect("u64 encodes"),
+        caller: me.clone(),
+        kind: CallKind::Function,
+    })
+}
+
+/// A stream-credit grant of `n` messages for context `cid`.
+pub(crate) fn credit_msg(cid: Cid, me: &Aid, n: u32) -> Msg {
+    Msg::Start(Start {
+        cid,
+        function: CREDIT.to_owned(),
+        args: Payload::encode(&n).expect("u32 encodes"),
+        caller: me.clone(),
+        kind: CallKind::Function,
+    })
+}
+
+/// A remote error as the caller sees it: a cancellation is `ContextCancelled`.
+pub(crate) fn remote_to_error(e: RemoteActorError) -> ActorError {
+    match (&e.canceller, e.type_name.as_str()) {
+        (Some(c), "ContextCancelled") if e.relay_path.is_empty() => {
+            ActorError::ContextCancelled { canceller: c.clone() }
+        }
+        _ => ActorError::from(e),
+    }
+}
+
+/// A payload that did not decode, as the error of a message of `kind`.
+pub(crate) fn type_error(mut e: plough_ipc_wire::MsgTypeError, kind: MsgKind) -> ActorError {
+    e.kind = Some(kind);
+    ActorError::MsgType(e)
+}
+
+/// A misuse of the calls API.
+pub(crate) fn misuse(msg: impl Into<String>) -> ActorError {
+    ActorError::Runtime(msg.into())
+}

@@ -1,0 +1,261 @@
+//! A spawned child actor, from its entry point ([`child_main`]) to its exit: it connects
+//! back to its parent, gets its spawn spec, registers, serves until its parent cancels it
+//! (or goes away, or a signal asks), and shuts down.
+
+use super::listen::{bind, ephemeral_like};
+use super::root::ACTOR_RUNNING;
+use super::signals::{Signals, dump_and_relay, watched};
+use crate::base::boot_stderr;
+use crate::base::config::RuntimeConfig;
+use crate::base::dump;
+use crate::base::error::ActorError;
+use crate::base::runtime_vars;
+use crate::base::spawn::{ChildBoot, ChildMain, SpawnBackend};
+use crate::base::spawn_method::SpawnMethod;
+use crate::registrar::client::RegistrarClient;
+use crate::registrar::entry::ActorEntry;
+use crate::serving::actor::{Actor, ActorParts, create_marker};
+use crate::serving::registry::Registry;
+use futures::StreamExt;
+use plough_fork_prims::Signal;
+use plough_ipc_wire::Address;
+use plough_ipc_wire::handshake::{self, HandshakeConfig};
+use plough_ipc_wire::msg::{Aid, Hello, Msg, RuntimeVars};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+/// Runs a spawned child actor to completion; returns the process exit code.
+pub(crate) fn child_main(
+    registry: Registry,
+    config: RuntimeConfig,
+    backend: Option<Arc<dyn SpawnBackend>>,
+    boot: ChildBoot,
+) -> i32 {
+    ACTOR_RUNNING.store(true, Ordering::SeqCst);
+    if boot.real_stderr_on_stdin {
+        // An exec'd child: its real stderr is on fd 0 (see `boot_stderr`); /dev/null goes
+        // there before anything of the actor runs.
+        boot_stderr::real_stderr_from_stdin();
+    }
+    // Backstop for a parent that dies without closing our connection cleanly: SIGTERM
+    // (handled below as a graceful self-cancel). A forked child had this armed by its
+    // prelude already; arming it again is harmless. If the parent is already gone, leave.
+    let _ = rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::TERM));
+    if rustix::process::getppid().map(|p| p.as_raw_nonzero().get() as u32) != Some(boot.parent_pid)
+    {
+        say(format_args!(
+            "plough: child {}: parent {} is gone before the child started",
+            boot.name, boot.parent_pid
+        ));
+        return 1;
+    }
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            let hint = if e.raw_os_error() == Some(9) && boot.method != SpawnMethod::Exec {
+                " (tokio's `signal` or `process` feature is enabled in this program: its signal \
+                 driver's process-global state does not survive fork; use the `exec` spawn method)"
+            } else {
+                ""
+            };
+            say(format_args!(
+                "plough: child {}: cannot build a tokio runtime: {e}{hint}",
+                boot.name
+            ));
+            return 70;
+        }
+    };
+    let boot_name = boot.name.clone();
+    let drain = config.budgets.reaper_drain;
+    let code = rt.block_on(async move {
+        match child(registry, config, backend, boot.clone()).await {
+            Ok(()) => 0,
+            Err(e) => {
+                say(format_args!("plough: child {}@{}: {e}", boot.name, std::process::id()));
+                1
+            }
+        }
+    });
+    // Children dropped mid-shutdown were handed to the reaper thread: let it finish, or
+    // they outlive this process as orphans (or zombies of whoever inherits them).
+    drop(rt);
+    if !plough_fork_prims::drain_reaper(drain) {
+        say(format_args!("plough: child {}: some children were not reaped before exit", boot_name));
+    }
+    code
+}
+
+/// A line to stderr that never panics: during boot fd 2 is a pipe to the parent, which
+/// may be gone (`eprintln!` would panic on the broken pipe).
+fn say(line: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr().lock(), "{line}");
+}
+
+async fn child(
+    registry: Registry,
+    config: RuntimeConfig,
+    backend: Option<Arc<dyn SpawnBackend>>,
+    boot: ChildBoot,
+) -> Result<(), ActorError> {
+    // First thing: from here on SIGINT/SIGTERM (e.g. the parent-death signal) are a
+    // graceful self-cancel, not a sudden death that would leave files behind.
+    let dumps = config.task_dump && dump::enabled_by_env();
+    let signals = Signals::watch(&watched(&[Signal::INT, Signal::TERM], dumps));
+    let aid = Aid { name: boot.name.clone(), uuid: boot.uuid, pid: std::process::id() };
+    let hello = Hello { aid: aid.clone(), tree_proof: Default::default() };
+    let hs = HandshakeConfig::default().with_deadline(config.budgets.handshake);
+    // Start connecting to the parent: the connection and our hello go out. While the
+    // parent accepts and answers: our own listener (same transport as the parent's) and
+    // our actor marker, which need nothing from it. From the marker on `plough-reap`
+    // recognises this process; it exists before we answer anything (a handler that blocks
+    // our only thread cannot keep it from being written), and it is removed however boot
+    // ends.
+    let mut connecting = std::pin::pin!(handshake::connect(&boot.parent_addr, &hello, &hs));
+    let mut early = futures::poll!(connecting.as_mut());
+    if early.is_pending() {
+        // A TCP connect is still in progress (on loopback, complete as soon as the reactor
+        // looks): one turn of the reactor, and the hello goes out too.
+        tokio::task::yield_now().await;
+        early = futures::poll!(connecting.as_mut());
+    }
+    let early = match early {
+        std::task::Poll::Ready(Err(e)) => {
+            return Err(ActorError::Runtime(format!(
+                "cannot connect to parent at {}: {e}",
+                boot.parent_addr
+            )));
+        }
+        other => other,
+    };
+    let ours = ephemeral_like(&boot.parent_addr, &aid.name)?;
+    let mark =
+        |addr: &Address| create_marker(&aid, addr, &boot.tree, boot.parent_pid, boot.method.key());
+    let (listener, marker) = match &ours {
+        // The marker names the socket file before it exists: killed at any point, this
+        // process leaves nothing its reaper cannot attribute and remove.
+        Address::Uds(_) => {
+            let marker = mark(&ours);
+            (bind(&ours).await?, marker)
+        }
+        // A TCP port leaves no file; the marker records the port the kernel chose.
+        Address::Tcp(_) => {
+            let listener = bind(&ours).await?;
+            let marker = mark(listener.local_addr());
+            (listener, marker)
+        }
+    };
+    let connected = match early {
+        std::task::Poll::Ready(r) => r,
+        std::task::Poll::Pending => connecting.await,
+    };
+    let mut est = connected.map_err(|e| {
+        ActorError::Runtime(format!("cannot connect to parent at {}: {e}", boot.parent_addr))
+    })?;
+    // Connected: boot is over as far as the parent is concerned. The real stderr goes
+    // back onto fd 2, which ends the parent's copy of our boot output.
+    boot_stderr::restore();
+    let first = tokio::time::timeout(config.budgets.handshake, est.framed.next())
+        .await
+        .map_err(|_| ActorError::Runtime("parent sent no spawn spec".into()))?;
+    let spec = match first {
+        Some(Ok(frame)) => match frame.decode() {
+            Ok(Msg::SpawnSpec(spec)) => spec,
+            Ok(other) => {
+                return Err(ActorError::Runtime(format!(
+                    "expected a spawn spec from the parent, got {}",
+                    other.kind()
+                )));
+            }
+            Err(e) => return Err(ActorError::Runtime(format!("bad spawn spec: {e}"))),
+        },
+        Some(Err(e)) => return Err(ActorError::Runtime(format!("reading the spawn spec: {e}"))),
+        None => {
+            return Err(ActorError::Runtime(
+                "parent closed the connection before the spawn spec".into(),
+            ));
+        }
+    };
+    let _ = runtime_vars::get(true);
+    runtime_vars::set(RuntimeVars { is_root: false, ..spec.runtime_vars.clone() });
+    let registry_addr =
+        spec.registry_addrs.first().cloned().unwrap_or_else(|| config.registry_addr.clone());
+    let child_main: ChildMain = {
+        let (registry, config, backend) = (registry.clone(), config.clone(), backend.clone());
+        Arc::new(move |b: ChildBoot| {
+            child_main(registry.clone(), config.clone(), backend.clone(), b)
+        })
+    };
+    let actor = Actor::start(ActorParts {
+        aid: aid.clone(),
+        registry,
+        config,
+        backend,
+        child_main,
+        listener,
+        registrar: None,
+        registry_addr: registry_addr.clone(),
+        is_root: false,
+    });
+    actor.adopt_marker(marker);
+    let entry = ActorEntry::new(
+        aid.clone(),
+        actor.addr().to_string(),
+        spec.parent.clone(),
+        boot.method.key(),
+    );
+    // Register before answering the parent (best effort: a tree without a reachable
+    // registrar still works), so whoever hears from us over the parent connection can
+    // find us, and a function the parent calls at once can find other actors. (Our own
+    // listener already accepts: a peer that found its address some other way may be
+    // answered before the registration lands.)
+    let parent = if registry_addr == boot.parent_addr {
+        // The parent is the registrar: register over its connection. The registration
+        // leaves before any answer of ours, and the registrar records it as it reads it,
+        // so the parent sees us registered by the time any reply of ours arrives.
+        let parent = actor.attach(est, true);
+        let client = RegistrarClient::via_parent(actor.portal(parent.clone()));
+        actor.registrar().set_client(client.clone());
+        if let Err(e) = client.register(&entry).await {
+            tracing::warn!(error = %e, "registrar refused the registration");
+        }
+        parent
+    } else {
+        // Its own connection to the registrar; the parent's calls wait in the socket.
+        match handshake::connect(&registry_addr, &actor.hello(), &hs).await {
+            Ok(reg) => {
+                let client = RegistrarClient::new(actor.portal(actor.attach(reg, true)));
+                match client.register(&entry).await {
+                    Ok(()) => actor.registrar().set_client(client),
+                    Err(e) => tracing::warn!(error = %e, "registrar refused the registration"),
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, registry = %registry_addr, "registrar unreachable")
+            }
+        }
+        actor.attach(est, true)
+    };
+    tracing::info!(actor = %aid, parent = %parent.peer(), method = %boot.method, addr = %actor.addr(), "child actor up");
+
+    loop {
+        tokio::select! {
+            () = parent.closed() => {
+                tracing::warn!(actor = %aid, "parent connection lost: cancelling myself");
+                actor.cancel(aid.clone());
+            }
+            sig = signals.recv() => {
+                if sig == Signal::USR1 {
+                    dump_and_relay(&actor);
+                    continue;
+                }
+                tracing::warn!(actor = %aid, signal = ?sig, "signalled: cancelling myself");
+                actor.cancel(aid.clone());
+            }
+            () = actor.cancelled() => {}
+        }
+        break;
+    }
+    actor.shutdown().await;
+    Ok(())
+}

@@ -1,0 +1,40 @@
+//! Where an actor listens: binding, the address of a non-registrar actor, and what a
+//! failed connect to the registry address means.
+
+use crate::base::error::ActorError;
+use plough_ipc_wire::handshake::HandshakeError;
+use plough_ipc_wire::{Address, Listener, TransportError};
+use std::path::PathBuf;
+
+/// Whether `addr` names a private, fresh registry (TCP port 0): nothing to join.
+pub(super) fn is_private(addr: &Address) -> bool {
+    matches!(addr, Address::Tcp(sa) if sa.port() == 0)
+}
+
+/// A connect failure that means "nobody listens there".
+pub(super) fn is_absent(e: &HandshakeError) -> bool {
+    use std::io::ErrorKind::{ConnectionRefused, NotFound};
+    matches!(e, HandshakeError::Connect(TransportError::Io { source, .. }) if matches!(source.kind(), ConnectionRefused | NotFound))
+}
+
+pub(super) async fn bind(addr: &Address) -> Result<Listener, ActorError> {
+    Listener::bind(addr)
+        .await
+        .map_err(|e| ActorError::Runtime(format!("cannot listen on {addr}: {e}")))
+}
+
+/// An address for a non-registrar actor on the same transport as `like`: TCP loopback
+/// with a kernel-chosen port, or `<dir of like>/<name>@<pid>.sock`.
+pub(super) fn ephemeral_like(like: &Address, name: &str) -> Result<Address, ActorError> {
+    match like {
+        Address::Tcp(sa) => Ok(Address::Tcp(std::net::SocketAddr::new(sa.ip(), 0))),
+        Address::Uds(path) => {
+            let dir = path
+                .parent()
+                .map(PathBuf::from)
+                .unwrap_or_else(plough_ipc_wire::runtime_dir::default_dir);
+            Address::uds_for_actor(&dir, name, std::process::id())
+                .map_err(|e| ActorError::Runtime(format!("no socket path for actor {name}: {e}")))
+        }
+    }
+}

@@ -1,0 +1,385 @@
+//! One actor: the process-level state every root and child has.
+//!
+//! An actor owns its IPC listener, the connections to its peers, the tasks serving calls,
+//! and one cancellation token that every served call and every nursery opened in it
+//! derives from. Cancelling the actor (its parent asked, its parent vanished, SIGINT at
+//! the root) cancels all of that; [`Actor::shutdown`] then waits, within a bound, for the
+//! calls and nurseries to finish their own cancellation (which takes their children down
+//! through the ladder), unregisters, flushes and closes every connection, and removes the
+//! socket file. Its fields are private: the layers above use the methods below.
+
+use super::registry::Registry;
+use crate::base::budgets::Budgets;
+use crate::base::config::RuntimeConfig;
+use crate::base::error::{ActorError, RemoteActorError};
+use crate::base::ids;
+use crate::base::runtime_vars;
+use crate::base::spawn::{ChildMain, SpawnBackend};
+use crate::base::spawn_method::SpawnMethod;
+use crate::base::sync::LockExt;
+use crate::calls::portal::Portal;
+use crate::connection::Channel;
+use crate::registrar::client::RegistrarLink;
+use crate::registrar::state::RegistrarState;
+use plough_fork_prims::marker::{ActorMarker, MarkerInfo, default_runtime_dir};
+use plough_ipc_wire::handshake::{self, Acceptor, Established, HandshakeConfig};
+use plough_ipc_wire::msg::{Aid, ErrorMsg, Hello, Msg, Uuid};
+use plough_ipc_wire::{Address, Listener};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// A handle on the actor running in this process. Cheap to clone.
+#[derive(Clone)]
+pub struct Actor {
+    inner: Arc<ActorInner>,
+}
+
+impl std::fmt::Debug for Actor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Actor")
+            .field("aid", &self.inner.aid.to_string())
+            .field("addr", &self.inner.addr.to_string())
+            .finish()
+    }
+}
+
+struct ActorInner {
+    aid: Aid,
+    registry: Registry,
+    config: RuntimeConfig,
+    backend: Option<Arc<dyn SpawnBackend>>,
+    child_main: ChildMain,
+    cancel: CancellationToken,
+    canceller: Mutex<Option<Aid>>,
+    tasks: TaskTracker,
+    addr: Address,
+    /// Children being spawned, by uuid: their connection goes to whoever waits.
+    pending_spawns: Mutex<HashMap<Uuid, oneshot::Sender<Channel>>>,
+    channels: Mutex<Vec<Channel>>,
+    registrar: RegistrarLink,
+    /// The address every actor of the tree registers with.
+    registry_addr: Address,
+    is_root: bool,
+    /// This process's actor marker (removed at the end of shutdown).
+    marker: Mutex<Option<ActorMarker>>,
+}
+
+/// What an actor is made of (the runtime layer assembles it).
+pub(crate) struct ActorParts {
+    pub(crate) aid: Aid,
+    pub(crate) registry: Registry,
+    pub(crate) config: RuntimeConfig,
+    pub(crate) backend: Option<Arc<dyn SpawnBackend>>,
+    pub(crate) child_main: ChildMain,
+    pub(crate) listener: Listener,
+    /// `Some` when this actor is its tree's registrar.
+    pub(crate) registrar: Option<Arc<RegistrarState>>,
+    pub(crate) registry_addr: Address,
+    pub(crate) is_root: bool,
+}
+
+/// A child being spawned: resolves to its connection once it has connected back and
+/// handshaken; dropping it forgets the child.
+pub(crate) struct PendingChild {
+    actor: Actor,
+    uuid: Uuid,
+    rx: oneshot::Receiver<Channel>,
+}
+
+impl PendingChild {
+    /// The child's connection, or `None` if the actor stopped accepting.
+    pub(crate) async fn connected(&mut self) -> Option<Channel> {
+        (&mut self.rx).await.ok()
+    }
+}
+
+impl Drop for PendingChild {
+    fn drop(&mut self) {
+        self.actor.inner.pending_spawns.locked().remove(&self.uuid);
+    }
+}
+
+impl Actor {
+    /// Builds the actor and starts accepting connections.
+    pub(crate) fn start(parts: ActorParts) -> Actor {
+        let addr = parts.listener.local_addr().clone();
+        let actor = Actor {
+            inner: Arc::new(ActorInner {
+                aid: parts.aid,
+                registry: parts.registry,
+                config: parts.config,
+                backend: parts.backend,
+                child_main: parts.child_main,
+                cancel: CancellationToken::new(),
+                canceller: Mutex::new(None),
+                tasks: TaskTracker::new(),
+                addr,
+                pending_spawns: Mutex::new(HashMap::new()),
+                channels: Mutex::new(Vec::new()),
+                registrar: RegistrarLink::new(parts.registrar),
+                registry_addr: parts.registry_addr,
+                is_root: parts.is_root,
+                marker: Mutex::new(None),
+            }),
+        };
+        let hello = actor.hello();
+        let mut acceptor = Acceptor::new(parts.listener, hello, actor.handshake_config());
+        let a = actor.clone();
+        // The accept loop owns the listener: it ends (and the socket file goes) when the
+        // actor is cancelled. During shutdown nobody new may join.
+        let stop = actor.inner.cancel.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    est = acceptor.accept() => a.accepted(est),
+                    () = stop.cancelled() => break,
+                }
+            }
+            drop(acceptor);
+        });
+        actor
+    }
+
+    /// What this actor says first on every connection.
+    pub(crate) fn hello(&self) -> Hello {
+        Hello { aid: self.inner.aid.clone(), tree_proof: Default::default() }
+    }
+
+    /// The handshake settings of every connection this actor makes or accepts.
+    pub(crate) fn handshake_config(&self) -> HandshakeConfig {
+        HandshakeConfig::default().with_deadline(self.inner.config.budgets.handshake)
+    }
+
+    fn accepted(&self, est: Established) {
+        let uuid = est.peer.aid.uuid;
+        let waiting = self.inner.pending_spawns.locked().remove(&uuid);
+        let channel = self.attach(est, false);
+        if let Some(tx) = waiting {
+            let _ = tx.send(channel);
+        }
+    }
+
+    /// Starts serving an established connection.
+    pub(crate) fn attach(&self, est: Established, dialer: bool) -> Channel {
+        let channel = Channel::start(est, dialer, Arc::new(self.clone()));
+        self.inner.channels.locked().push(channel.clone());
+        channel
+    }
+
+    /// Waits for the child `uuid` (about to be spawned) to connect back.
+    pub(crate) fn expect_child(&self, uuid: Uuid) -> PendingChild {
+        let (tx, rx) = oneshot::channel();
+        self.inner.pending_spawns.locked().insert(uuid, tx);
+        PendingChild { actor: self.clone(), uuid, rx }
+    }
+
+    /// A portal for calls from this actor over `channel`.
+    pub(crate) fn portal(&self, channel: Channel) -> Portal {
+        Portal::new(channel, self.inner.aid.clone(), self.inner.config.budgets.ladder.ack_timeout)
+    }
+
+    /// Connects to another actor (by address) and returns a portal to it.
+    ///
+    /// # Errors
+    ///
+    /// `TransportClosed` when the address does not answer or the handshake fails.
+    pub async fn connect(&self, addr: &Address) -> Result<Portal, ActorError> {
+        let est = handshake::connect(addr, &self.hello(), &self.handshake_config()).await.map_err(
+            |e| ActorError::TransportClosed { peer: addr.to_string(), detail: e.to_string() },
+        )?;
+        Ok(self.portal(self.attach(est, true)))
+    }
+
+    /// This actor's identity.
+    pub fn aid(&self) -> &Aid {
+        &self.inner.aid
+    }
+
+    /// Where this actor listens.
+    pub fn addr(&self) -> &Address {
+        &self.inner.addr
+    }
+
+    /// The registry address of this tree.
+    pub fn registry_addr(&self) -> &Address {
+        &self.inner.registry_addr
+    }
+
+    /// Whether this is the root actor of its tree.
+    pub fn is_root(&self) -> bool {
+        self.inner.is_root
+    }
+
+    /// Whether this actor is its tree's registrar.
+    pub fn is_registrar(&self) -> bool {
+        self.inner.registrar.state().is_some()
+    }
+
+    /// The spawn method this actor's children are started with.
+    pub fn spawn_method(&self) -> SpawnMethod {
+        self.inner.config.spawn_method
+    }
+
+    /// Whether this actor is being cancelled.
+    pub fn is_cancelled(&self) -> bool {
+        self.inner.cancel.is_cancelled()
+    }
+
+    /// Resolves when this actor is cancelled.
+    pub async fn cancelled(&self) {
+        self.inner.cancel.cancelled().await
+    }
+
+    /// Cancels this actor (everything it serves and every nursery in it), recording who
+    /// asked.
+    pub fn cancel(&self, canceller: Aid) {
+        self.inner.canceller.locked().get_or_insert(canceller);
+        self.inner.cancel.cancel();
+    }
+
+    /// Who cancelled this actor, once it is cancelled.
+    pub fn canceller(&self) -> Option<Aid> {
+        self.inner.canceller.locked().clone()
+    }
+
+    /// The actor's own cancellation token (served calls and nurseries derive from it).
+    pub(crate) fn cancel_token(&self) -> &CancellationToken {
+        &self.inner.cancel
+    }
+
+    /// The tasks this actor runs for the calls it serves (awaited at shutdown).
+    pub(crate) fn tasks(&self) -> &TaskTracker {
+        &self.inner.tasks
+    }
+
+    /// The functions this actor serves.
+    pub(crate) fn registry(&self) -> &Registry {
+        &self.inner.registry
+    }
+
+    /// The runtime's settings.
+    pub(crate) fn config(&self) -> &RuntimeConfig {
+        &self.inner.config
+    }
+
+    /// The runtime's budgets.
+    pub(crate) fn budgets(&self) -> &Budgets {
+        &self.inner.config.budgets
+    }
+
+    /// The spawn backend, if the runtime has one.
+    pub(crate) fn backend(&self) -> Option<Arc<dyn SpawnBackend>> {
+        self.inner.backend.clone()
+    }
+
+    /// The in-process entry point of a forked child.
+    pub(crate) fn child_main(&self) -> ChildMain {
+        Arc::clone(&self.inner.child_main)
+    }
+
+    /// How this actor reaches its tree's registrar.
+    pub(crate) fn registrar(&self) -> &RegistrarLink {
+        &self.inner.registrar
+    }
+
+    /// The connections that are still open.
+    pub(crate) fn forget_closed_channels(&self) {
+        self.inner.channels.locked().retain(|c| !c.is_closed());
+    }
+
+    /// Waits for served calls and nurseries to wind down (bounded), then unregisters and
+    /// closes every connection.
+    pub(crate) async fn shutdown(&self) {
+        let budgets = *self.budgets();
+        self.inner.cancel.cancel();
+        self.inner.tasks.close();
+        let bound = budgets.served_calls();
+        if tokio::time::timeout(bound, self.inner.tasks.wait()).await.is_err() {
+            tracing::warn!(actor = %self.inner.aid, "served calls did not finish within {bound:?}; leaving them");
+        }
+        if let Some(client) = self.inner.registrar.take_client() {
+            client.unregister(&self.inner.aid, budgets.unregister).await;
+        }
+        let channels = std::mem::take(&mut *self.inner.channels.locked());
+        for ch in &channels {
+            ch.shutdown();
+        }
+        // Give the writers a moment to flush; each closes as soon as it has.
+        let flush = async {
+            for ch in &channels {
+                ch.closed().await;
+            }
+        };
+        let _ = tokio::time::timeout(budgets.flush, flush).await;
+        drop(self.inner.marker.locked().take());
+    }
+
+    /// Writes this process's actor marker (see `plough_fork_prims::marker`): how
+    /// `plough-reap` recognises our actors, forked ones included.
+    pub(crate) fn write_marker(&self, tree: &Uuid, parent_pid: u32, method: &str) {
+        let marker = create_marker(&self.inner.aid, &self.inner.addr, tree, parent_pid, method);
+        self.adopt_marker(marker);
+    }
+
+    /// Takes over a marker written before this actor started (removed at shutdown).
+    pub(crate) fn adopt_marker(&self, marker: Option<ActorMarker>) {
+        if marker.is_some() {
+            *self.inner.marker.locked() = marker;
+        }
+    }
+
+    /// The uuid of this actor's tree (its root's uuid).
+    pub fn tree_uuid(&self) -> Uuid {
+        ids::current_tree().unwrap_or(self.inner.aid.uuid)
+    }
+
+    /// Answers call `cid` with `err` (from a task of this actor).
+    pub(crate) fn reply_error(&self, channel: &Channel, cid: u64, err: RemoteActorError) {
+        let ch = channel.clone();
+        self.inner.tasks.spawn(async move {
+            let _ = ch.send(Msg::Error(err.to_msg(Some(cid)))).await;
+        });
+    }
+
+    /// The error that answers call `cid` when `canceller` cancelled it.
+    pub(crate) fn cancelled_error(&self, cid: u64, canceller: Aid) -> ErrorMsg {
+        let mut e = RemoteActorError::new(
+            self.inner.aid.clone(),
+            "ContextCancelled",
+            format!("cancelled by {canceller}"),
+        );
+        e.canceller = Some(canceller);
+        e.to_msg(Some(cid))
+    }
+}
+
+/// Writes the actor marker of this process (see `plough_fork_prims::marker`), and names
+/// the process and its log lines after the actor. `None` (logged) if it cannot be written.
+pub(crate) fn create_marker(
+    aid: &Aid,
+    addr: &Address,
+    tree: &Uuid,
+    parent_pid: u32,
+    method: &str,
+) -> Option<ActorMarker> {
+    runtime_vars::set_actor_label(format!("{aid} {method}"));
+    let info = MarkerInfo {
+        name: aid.name.clone(),
+        uuid: aid.uuid.to_string(),
+        tree: tree.to_string(),
+        parent_pid,
+        addr: addr.to_string(),
+        method: method.to_owned(),
+        ..MarkerInfo::default()
+    };
+    match ActorMarker::create(&default_runtime_dir(), info) {
+        Ok(m) => Some(m),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot write the actor marker");
+            None
+        }
+    }
+}

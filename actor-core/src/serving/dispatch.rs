@@ -1,0 +1,232 @@
+//! How an actor serves: every `Start` a connection hands up is dispatched here — the
+//! runtime's reserved functions, the registrar's (when this actor is the registrar), and
+//! the program's own functions and contexts from the [`Registry`](super::registry::Registry).
+//!
+//! A cancelled call is given the time it needs to take its nurseries down (and a context
+//! function a grace period for its own cleanup), so a real failure it raises meanwhile is
+//! what its caller gets, never a cancel that masks it.
+
+use super::actor::Actor;
+use super::cx::Cx;
+use crate::base::error::{ActorError, RemoteActorError};
+use crate::base::names::{CANCEL_ACTOR, CANCEL_CALL, REGISTRAR_PREFIX};
+use crate::calls::context::Context;
+use crate::connection::{Channel, Serve};
+use crate::registrar::service;
+use futures::future::BoxFuture;
+use plough_ipc_wire::msg::{Aid, CallKind, CancelAck, Msg, Start};
+use plough_ipc_wire::payload::Payload;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+impl Actor {
+    /// After a served call was cancelled: lets it finish on its own for `grace`, and for
+    /// as long as the ladder takes while it has nurseries open (checked again after the
+    /// grace: a nursery may have opened meanwhile). A call with open nurseries is never
+    /// dropped early: dropping a nursery hands its children to a reaper thread, and if
+    /// this process then exits they are orphaned. Returns the call's own result, if it
+    /// finished.
+    async fn finish_after_cancel(
+        &self,
+        fut: &mut BoxFuture<'static, Result<Payload, RemoteActorError>>,
+        open_nurseries: &AtomicUsize,
+        grace: Duration,
+    ) -> Option<Result<Payload, RemoteActorError>> {
+        if !grace.is_zero()
+            && let Ok(out) = tokio::time::timeout(grace, &mut *fut).await
+        {
+            return Some(out);
+        }
+        if open_nurseries.load(Ordering::SeqCst) > 0 {
+            return tokio::time::timeout(self.budgets().served_calls(), fut).await.ok();
+        }
+        None
+    }
+
+    /// Serves a context function: like a function, but a cancel gives the function a
+    /// grace period to finish its own cleanup (its stream operations fail with
+    /// `ContextCancelled` at once), so a real error it raises meanwhile is what the parent
+    /// gets, not the cancel.
+    fn serve_context(
+        &self,
+        channel: &Channel,
+        ctx: Context,
+        fut: BoxFuture<'static, Result<Payload, RemoteActorError>>,
+        token: CancellationToken,
+        open_nurseries: Arc<AtomicUsize>,
+    ) {
+        let ch = channel.clone();
+        let me = self.clone();
+        let cid = ctx.cid();
+        self.tasks().spawn(async move {
+            let mut fut = fut;
+            let reply = tokio::select! {
+                biased;
+                out = &mut fut => match out {
+                    // It returned (or raised a cancel) after its context was cancelled,
+                    // e.g. by itself: the outcome is the cancel.
+                    Ok(_) if token.is_cancelled() => Msg::Error(me.cancelled_error(cid, canceller_of(&ctx, &ch))),
+                    Err(e) if e.canceller.is_some() && token.is_cancelled() => Msg::Error(me.cancelled_error(cid, canceller_of(&ctx, &ch))),
+                    out => reply_for(cid, out),
+                },
+                () = token.cancelled() => {
+                    let canceller = canceller_of(&ctx, &ch);
+                    let grace = me.budgets().context_cleanup();
+                    match me.finish_after_cancel(&mut fut, &open_nurseries, grace).await {
+                        Some(Err(e)) if e.canceller.is_none() => reply_for(cid, Err(e)),
+                        _ => Msg::Error(me.cancelled_error(cid, canceller)),
+                    }
+                }
+            };
+            drop(fut);
+            drop(ctx);
+            ch.untrack_served(cid);
+            let _ = ch.send(reply).await;
+        });
+    }
+}
+
+impl Serve for Actor {
+    fn serve(&self, channel: &Channel, start: Start) {
+        let cid = start.cid;
+        match start.function.as_str() {
+            CANCEL_ACTOR => {
+                let ch = channel.clone();
+                let me = self.clone();
+                let peer = channel.peer().clone();
+                tokio::spawn(async move {
+                    let _ = ch.send(Msg::CancelAck(CancelAck { cid, acked: true })).await;
+                    tracing::info!(actor = %me.aid(), by = %peer, "cancel requested");
+                    me.cancel(peer);
+                });
+            }
+            CANCEL_CALL => {
+                let acked = start
+                    .args
+                    .decode::<u64>()
+                    .map(|target| channel.cancel_served(target))
+                    .unwrap_or(false);
+                let ch = channel.clone();
+                self.tasks().spawn(async move {
+                    let _ = ch.send(Msg::CancelAck(CancelAck { cid, acked })).await;
+                });
+            }
+            f if f.starts_with(REGISTRAR_PREFIX) => match self.registrar().state() {
+                Some(state) => service::serve(
+                    state,
+                    self.aid(),
+                    channel,
+                    start,
+                    self.tasks(),
+                    self.cancel_token(),
+                ),
+                None => self.reply_error(
+                    channel,
+                    cid,
+                    RemoteActorError::new(
+                        self.aid().clone(),
+                        "NotRegistrar",
+                        format!("actor {} is not a registrar", self.aid()),
+                    ),
+                ),
+            },
+            _ => {
+                if self.is_cancelled() {
+                    let canceller = self.canceller().unwrap_or_else(|| self.aid().clone());
+                    let ch = channel.clone();
+                    let err = self.cancelled_error(cid, canceller);
+                    tokio::spawn(async move {
+                        let _ = ch.send(Msg::Error(err)).await;
+                    });
+                    return;
+                }
+                let kind = self.registry().kind(&start.function);
+                if let Some(k) = kind
+                    && k != start.kind
+                {
+                    return self.reply_error(
+                        channel,
+                        cid,
+                        RemoteActorError::new(
+                            self.aid().clone(),
+                            "KindMismatch",
+                            format!(
+                                "`{}` is a {k:?} function in actor {}, but was called as a {:?}",
+                                start.function,
+                                self.aid(),
+                                start.kind
+                            ),
+                        ),
+                    );
+                }
+                let token = self.cancel_token().child_token();
+                let mut cx = Cx::new(self.aid().clone(), start.caller.clone(), cid, token.clone())
+                    .with_actor(self.clone());
+                let context = match kind {
+                    Some(CallKind::Context | CallKind::Stream) => {
+                        let types = self.registry().types(&start.function);
+                        let ctx =
+                            Context::serve(channel, Arc::new(cx.clone()), &start.function, types);
+                        cx = cx.with_context(ctx.clone());
+                        Some(ctx)
+                    }
+                    _ => None,
+                };
+                let open_nurseries = cx.open_nurseries();
+                let fut = match self.registry().call(&start.function, cx, start.args) {
+                    Ok(fut) => fut,
+                    Err(e) => return self.reply_error(channel, cid, *e),
+                };
+                channel.track_served(cid, token.clone());
+                if let Some(ctx) = context {
+                    return self.serve_context(channel, ctx, fut, token, open_nurseries);
+                }
+                let ch = channel.clone();
+                let me = self.clone();
+                // A plain function answers with its `Return` (or `Error`) alone: the
+                // result implies the start, and one message less per call is measurable.
+                self.tasks().spawn(async move {
+                    let mut fut = fut;
+                    let reply = tokio::select! {
+                        out = &mut fut => reply_for(cid, out),
+                        () = token.cancelled() => {
+                            let canceller = me.canceller().unwrap_or_else(|| ch.peer().clone());
+                            // Anything without a nursery is dropped at once.
+                            let finished = me.finish_after_cancel(&mut fut, &open_nurseries, Duration::ZERO).await;
+                            match finished {
+                                Some(Err(e)) if e.canceller.is_none() => reply_for(cid, Err(e)),
+                                _ => Msg::Error(me.cancelled_error(cid, canceller)),
+                            }
+                        }
+                    };
+                    ch.untrack_served(cid);
+                    let _ = ch.send(reply).await;
+                });
+            }
+        }
+    }
+
+    fn closed(&self, channel: &Channel) {
+        self.forget_closed_channels();
+        if let Some(state) = self.registrar().state() {
+            state.connection_closed(channel.peer());
+        }
+    }
+}
+
+/// Who cancelled a served context.
+fn canceller_of(ctx: &Context, ch: &Channel) -> Aid {
+    match ctx.cancelled_error() {
+        ActorError::ContextCancelled { canceller } => canceller,
+        _ => ch.peer().clone(),
+    }
+}
+
+fn reply_for(cid: u64, out: Result<Payload, RemoteActorError>) -> Msg {
+    match out {
+        Ok(payload) => Msg::Return { cid, payload },
+        Err(e) => Msg::Error(e.to_msg(Some(cid))),
+    }
+}

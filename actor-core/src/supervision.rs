@@ -1,0 +1,10 @@
+//! **supervision** — the layer above serving: scoped children and how they go down.
+//!
+//! * [`nursery`]: [`Nursery`](nursery::Nursery), one-cancels-all, `run_in_actor` results,
+//!   the drop guard; `Actor::nursery` and `Cx::nursery` are defined here;
+//! * [`boot`]: a child from its spawn until it is the nursery's member;
+//! * [`ladder`]: the cancellation ladder for one child, and reaping.
+
+pub(crate) mod boot;
+pub(crate) mod ladder;
+pub(crate) mod nursery;

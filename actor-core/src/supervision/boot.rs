@@ -1,0 +1,168 @@
+//! Boot: a child from its spawn until it is a member of its nursery — the backend starts
+//! the process, the child connects back (or dies, or times out: then it is killed,
+//! reaped, and its files removed), gets its spawn spec, and is registered as the
+//! nursery's child. A boot abandoned half-way (the body dropped mid-`start_actor`) kills
+//! the child at once and leaves it for the nursery to reap.
+
+use super::ladder::clear_dead_child_files;
+use super::nursery::{ChildActor, Inner, Nursery};
+use crate::base::boot_stderr;
+use crate::base::dump::{Relay, TaskGuard};
+use crate::base::error::{ActorError, SpawnError};
+use crate::base::ids::new_uuid;
+use crate::base::runtime_vars;
+use crate::base::spawn::{ChildBoot, SpawnRequest};
+use crate::base::sync::LockExt;
+use plough_fork_prims::{ChildHandle, Signal};
+use plough_ipc_wire::msg::{Msg, SpawnSpec, Uuid};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+/// A child between its spawn and its registration in the nursery: if that is abandoned
+/// (the future dropped, or an error), the child is killed and left for the nursery to reap.
+pub(super) struct Booting<'a> {
+    inner: &'a Inner,
+    process: Option<ChildHandle>,
+    uuid: Uuid,
+}
+
+/// The end of what a child that did not boot wrote to stderr (empty if not captured),
+/// waiting at most `wait` for the rest of it.
+async fn boot_tail(pump: Option<boot_stderr::Pump>, wait: Duration) -> String {
+    match pump {
+        Some(pump) => pump.finish(wait).await,
+        None => String::new(),
+    }
+}
+
+impl Booting<'_> {
+    /// The child died (and was reaped) during boot: remove what it may have left — its
+    /// marker, its socket file, a half-written marker — now rather than when the nursery
+    /// exits, and do not signal its (recyclable) pid or process group again.
+    fn reaped(&mut self) {
+        if let Some(process) = self.process.take() {
+            clear_dead_child_files(process.pid(), &self.uuid);
+        }
+    }
+}
+
+impl Drop for Booting<'_> {
+    fn drop(&mut self) {
+        if let Some(process) = self.process.take() {
+            let _ = process.kill_group(Signal::KILL);
+            let _ = process.kill();
+            self.inner.abandoned.locked().push((process, self.uuid));
+        }
+    }
+}
+
+impl Nursery {
+    pub(super) async fn spawn_child(&self, name: &str) -> Result<Arc<ChildActor>, ActorError> {
+        if self.inner.closed.load(Ordering::SeqCst) {
+            return Err(ActorError::Runtime(format!(
+                "cannot start actor {name}: the nursery has exited"
+            )));
+        }
+        let actor = &self.inner.actor;
+        let budgets = *actor.budgets();
+        let Some(backend) = actor.backend() else {
+            return Err(ActorError::Runtime("this runtime has no spawn backend".into()));
+        };
+        backend.method().ensure_implemented()?;
+        let uuid = new_uuid();
+        // Forgotten however this ends (the guard's drop).
+        let mut pending = actor.expect_child(uuid);
+        let boot = ChildBoot {
+            name: name.to_owned(),
+            uuid,
+            tree: actor.tree_uuid(),
+            parent_addr: actor.addr().clone(),
+            method: backend.method(),
+            parent_pid: std::process::id(),
+            real_stderr_on_stdin: false,
+        };
+        // The child's boot stderr comes through us, so a boot death can say what it wrote.
+        // Without a pipe (no fds left) the child inherits stderr and the error has none.
+        let (read, boot_stderr) = match boot_stderr::pipe() {
+            Ok((read, write)) => (Some(read), Some(write)),
+            Err(e) => {
+                tracing::debug!(error = %e, "boot stderr not captured");
+                (None, None)
+            }
+        };
+        let req = SpawnRequest { boot, child_main: actor.child_main(), boot_stderr };
+        // The backend drops its copy of the write end once the child has its own. The fork
+        // is requested at the first poll; the pump starts while it is under way (what the
+        // child writes meanwhile waits in the pipe).
+        let mut spawning = backend.spawn(req);
+        let early = futures::poll!(&mut spawning);
+        let pump = read.and_then(|read| {
+            boot_stderr::Pump::start(read)
+                .inspect_err(|e| tracing::debug!(error = %e, "boot stderr not captured"))
+                .ok()
+        });
+        let spawned = match early {
+            std::task::Poll::Ready(r) => r,
+            std::task::Poll::Pending => spawning.await,
+        };
+        let process = spawned?;
+        let mut booting = Booting { inner: &self.inner, process: Some(process), uuid };
+        let process = booting.process.as_ref().expect("set above");
+        let timeout = budgets.connect;
+        let channel = tokio::select! {
+            ch = pending.connected() => ch,
+            st = process.wait() => {
+                let status = st.map(|s| s.to_string()).unwrap_or_else(|e| format!("unknown ({e})"));
+                booting.reaped();
+                let stderr = boot_tail(pump, budgets.boot_stderr).await;
+                return Err(SpawnError::DiedDuringBoot { name: name.to_owned(), status, stderr }.into());
+            }
+            () = tokio::time::sleep(timeout) => None,
+        };
+        let Some(channel) = channel else {
+            let _ = process.kill_group(Signal::KILL);
+            let _ = process.kill();
+            if let Ok(Ok(_)) = tokio::time::timeout(budgets.reap_bound, process.wait()).await {
+                booting.reaped();
+            }
+            let stderr = boot_tail(pump, budgets.boot_stderr).await;
+            return Err(SpawnError::ConnectTimeout {
+                name: name.to_owned(),
+                secs: timeout.as_secs_f64(),
+                stderr,
+            }
+            .into());
+        };
+        let spec = SpawnSpec {
+            runtime_vars: runtime_vars::get(false),
+            registry_addrs: vec![actor.registry_addr().clone()],
+            bind_addrs: vec![],
+            enable_handlers: actor.registry().names().map(str::to_owned).collect(),
+            parent: Some(actor.aid().clone()),
+        };
+        channel.send(Msg::SpawnSpec(spec)).await?;
+        let process = booting.process.take().expect("still booting");
+        let method = backend.method().key();
+        let child = Arc::new_cyclic(|me: &std::sync::Weak<ChildActor>| {
+            let me = me.clone();
+            let aid = channel.peer().clone();
+            // Through the child's handle (pidfd): a no-op once it is reaped.
+            let relay: Relay = Arc::new(move || {
+                if let Some(c) = me.upgrade() {
+                    let _ = c.process.signal(Signal::USR1);
+                }
+            });
+            ChildActor {
+                _task: TaskGuard::child(&aid, aid.pid, method, relay),
+                aid,
+                portal: actor.portal(channel),
+                process,
+                cancelling: AtomicBool::new(false),
+            }
+        });
+        tracing::info!(parent = %actor.aid(), child = %child.aid, method = %backend.method(), "spawned");
+        self.inner.children.locked().push(Arc::clone(&child));
+        Ok(child)
+    }
+}

@@ -1,0 +1,101 @@
+//! The cancellation ladder for one child, and what the nursery learns when a child went
+//! down: IPC cancel → wait for the ack → wait for the exit → SIGTERM to the child's
+//! process group → wait → SIGKILL to the group → reap (every step bounded by the
+//! runtime's [`Budgets`](crate::Budgets)).
+
+use super::nursery::{ChildActor, Nursery};
+use crate::base::error::ActorError;
+use crate::base::sync::LockExt;
+use plough_fork_prims::{ChildHandle, ExitStatus, Signal};
+use plough_ipc_wire::msg::{Aid, Uuid};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+impl Nursery {
+    /// Takes every child down through the ladder, in parallel; returns once all are reaped.
+    pub(super) async fn cancel_all(&self) {
+        let children: Vec<Arc<ChildActor>> = self.inner.children.locked().clone();
+        futures::future::join_all(children.iter().map(|c| self.take_down(c))).await;
+    }
+
+    /// Reaps the children whose boot was abandoned (they were killed when it was).
+    pub(super) async fn reap_abandoned(&self) {
+        let bound = self.inner.actor.budgets().reap_bound;
+        let abandoned = std::mem::take(&mut *self.inner.abandoned.locked());
+        for (process, uuid) in abandoned {
+            if let Some(status) = reap_wait(&process, bound).await {
+                tracing::debug!(pid = process.pid(), %status, "reaped a child whose boot was abandoned");
+                clear_dead_child_files(process.pid(), &uuid);
+            }
+        }
+    }
+
+    /// A lost connection says little; if the child died, say how.
+    pub(super) async fn explain(&self, child: &ChildActor, e: ActorError) -> ActorError {
+        if !matches!(e, ActorError::TransportClosed { .. }) {
+            return e;
+        }
+        let wait = self.inner.actor.budgets().exit_status;
+        match tokio::time::timeout(wait, child.process.wait()).await {
+            Ok(Ok(status)) => died(&child.aid, status),
+            _ => e,
+        }
+    }
+
+    /// The ladder for one child; returns once it is reaped. Idempotent.
+    pub(super) async fn take_down(&self, child: &ChildActor) {
+        let budgets = *self.inner.actor.budgets();
+        let cfg = budgets.ladder;
+        child.cancelling.store(true, Ordering::SeqCst);
+        if child.process.try_wait().ok().flatten().is_none() {
+            let acked = !child.portal.is_closed()
+                && child.portal.cancel_actor_within(cfg.ack_timeout).await;
+            let exited = tokio::time::timeout(cfg.exit_timeout, child.process.wait()).await.is_ok();
+            if !exited {
+                tracing::warn!(child = %child.aid, acked, "did not exit after cancel: SIGTERM to its group");
+                let _ = child.process.kill_group(Signal::TERM);
+                if tokio::time::timeout(cfg.term_timeout, child.process.wait()).await.is_err() {
+                    tracing::warn!(child = %child.aid, "did not exit after SIGTERM: SIGKILL to its group");
+                    let _ = child.process.kill_group(Signal::KILL);
+                    let _ = child.process.kill();
+                }
+            }
+        }
+        // Reap (bounded: after SIGKILL this is immediate).
+        if let Some(status) = reap_wait(&child.process, budgets.reap_bound).await {
+            tracing::debug!(child = %child.aid, %status, "reaped");
+            if !status.success() {
+                // Killed (or crashed): it could not remove its marker and socket file.
+                clear_dead_child_files(child.aid.pid, &child.aid.uuid);
+            }
+        }
+        child.portal.channel().shutdown();
+        self.inner.children.locked().retain(|c| c.aid.uuid != child.aid.uuid);
+    }
+}
+
+/// Waits (at most `bound`) for `process` to be reaped; its status, or `None` (logged).
+pub(super) async fn reap_wait(process: &ChildHandle, bound: Duration) -> Option<ExitStatus> {
+    match tokio::time::timeout(bound, process.wait()).await {
+        Ok(Ok(status)) => Some(status),
+        other => {
+            tracing::error!(pid = process.pid(), ?other, "could not reap child");
+            None
+        }
+    }
+}
+
+/// Removes what a child that did not exit cleanly could not remove itself: its marker,
+/// its socket file, a half-written marker.
+pub(super) fn clear_dead_child_files(pid: u32, uuid: &Uuid) {
+    let dir = plough_fork_prims::marker::default_runtime_dir();
+    if let Err(e) = plough_fork_prims::marker::clear_dead_actor(&dir, pid, &uuid.to_string()) {
+        tracing::warn!(pid, %uuid, error = %e, "cannot remove the files of a dead child");
+    }
+}
+
+/// A child that went down when nobody asked it to.
+pub(super) fn died(aid: &Aid, status: ExitStatus) -> ActorError {
+    ActorError::Runtime(format!("actor {aid} died unexpectedly ({status})"))
+}

@@ -1,0 +1,392 @@
+//! The actor nursery: scoped supervision of child actor processes.
+//!
+//! `actor.nursery(|n| async { ... })` runs the body; the body starts children through `n`.
+//! The call returns only after every child has exited **and been reaped**:
+//!
+//! * body done: wait for the `run_in_actor` results (as tractor does, a `run_in_actor`
+//!   failure is collected when the body is done, so a body that starts 25 failing actors
+//!   back to back gets all 25 errors), then cancel the remaining (daemon) children through
+//!   the ladder;
+//! * a failure — the body's error, a `run_in_actor` error once the body is done, or a
+//!   daemon child that dies (crashes, is killed, or drops its connection while alive; a
+//!   clean exit with code 0 is its own graceful cancel, not a failure) while the body
+//!   runs — is one-cancels-all: the body is dropped
+//!   (cancelled), every child goes down the ladder, and every failure comes back together
+//!   in one error (the cancels it caused never mask it);
+//! * the enclosing actor is cancelled: the same, and the result is `ContextCancelled`;
+//! * the nursery future itself is dropped (its caller was cancelled): a drop guard
+//!   SIGKILLs every child's process group and hands the processes to the reaper thread.
+//!
+//! The ladder (see [`LadderConfig`](crate::LadderConfig)): IPC cancel → wait for the ack → wait for exit →
+//! SIGTERM to the child's process group → wait → SIGKILL to the group → reap.
+
+use crate::base::dump::TaskGuard;
+use crate::base::error::{ActorError, encode};
+use crate::base::sync::LockExt;
+use crate::calls::portal::Portal;
+use crate::serving::actor::Actor;
+use crate::serving::cx::Cx;
+use plough_fork_prims::{ChildHandle, Signal};
+use plough_ipc_wire::msg::{Aid, Uuid};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// One child process of a nursery.
+pub(super) struct ChildActor {
+    pub(super) aid: Aid,
+    pub(super) portal: Portal,
+    pub(super) process: ChildHandle,
+    /// Set once the nursery decided to take it down (its exit is then expected).
+    pub(super) cancelling: AtomicBool,
+    /// Its entry in the task table (SIGUSR1 dumps list it and relay the signal to it).
+    pub(super) _task: TaskGuard,
+}
+
+/// Starts child actors whose lifetime is bounded by the nursery's scope. Cheap to clone;
+/// a clone used after the nursery exited fails with a clear error.
+#[derive(Clone)]
+pub struct Nursery {
+    pub(super) inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Nursery {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let n = self.inner.children.lock().map(|c| c.len()).unwrap_or(0);
+        f.debug_struct("Nursery")
+            .field("actor", &self.inner.actor.aid().to_string())
+            .field("children", &n)
+            .finish()
+    }
+}
+
+pub(super) struct Inner {
+    pub(super) actor: Actor,
+    pub(super) children: Mutex<Vec<Arc<ChildActor>>>,
+    pub(super) errors: Mutex<Vec<ActorError>>,
+    /// One-cancels-all: fired by the first failure.
+    pub(super) failed: CancellationToken,
+    /// Fired when the enclosing actor is cancelled, or by `Nursery::cancel`.
+    pub(super) scope: CancellationToken,
+    /// `run_in_actor` calls (awaited when the body is done).
+    pub(super) tasks: TaskTracker,
+    /// Daemon-child monitors (they end once their child is down).
+    pub(super) monitors: TaskTracker,
+    pub(super) closed: AtomicBool,
+    /// Children whose boot was abandoned (the body was dropped mid-`start_actor`, e.g.
+    /// by a cancel): killed at once, reaped before the nursery returns. Without this they
+    /// would go to the process's reaper thread, and be orphaned if this actor then exits.
+    pub(super) abandoned: Mutex<Vec<(ChildHandle, Uuid)>>,
+    /// The body is done: a `run_in_actor` failure now cancels the rest at once.
+    pub(super) exiting: AtomicBool,
+}
+
+/// The result of a [`Nursery::run_in_actor`] call, available once the nursery has exited.
+#[derive(Debug)]
+pub struct RunHandle<T> {
+    slot: Arc<Mutex<Option<Result<T, ActorError>>>>,
+    aid: Aid,
+}
+
+impl<T> RunHandle<T> {
+    /// The actor that runs (ran) the call.
+    pub fn aid(&self) -> &Aid {
+        &self.aid
+    }
+
+    /// The call's result.
+    ///
+    /// # Errors
+    ///
+    /// The call's error; or, before the nursery has exited (or when the call never
+    /// finished because the nursery was cancelled), a runtime error saying so.
+    pub fn into_result(self) -> Result<T, ActorError> {
+        self.slot.locked().take().unwrap_or_else(|| {
+            Err(ActorError::Runtime(format!(
+                "the call in actor {} has no result (nursery not exited, or cancelled)",
+                self.aid
+            )))
+        })
+    }
+}
+
+/// Kills every child if the nursery future is dropped before it finished.
+struct DropGuard(Option<Arc<Inner>>);
+
+impl Drop for DropGuard {
+    fn drop(&mut self) {
+        if let Some(inner) = self.0.take() {
+            inner.closed.store(true, Ordering::SeqCst);
+            let children = std::mem::take(&mut *inner.children.locked());
+            for c in children {
+                tracing::warn!(child = %c.aid, "nursery dropped: SIGKILL to the child's process group");
+                let _ = c.process.kill_group(Signal::KILL);
+                let _ = c.process.kill();
+                // The handle's Drop hands the process to the reaper thread.
+            }
+        }
+    }
+}
+
+impl Nursery {
+    /// Runs a nursery whose scope is cancelled with `parent` (the actor's token, or the
+    /// token of the call that opened it). `open` counts the nurseries open in that call.
+    pub(super) async fn run<T, F, Fut>(
+        actor: Actor,
+        parent: &CancellationToken,
+        open: Option<Arc<AtomicUsize>>,
+        body: F,
+    ) -> Result<T, ActorError>
+    where
+        F: FnOnce(Nursery) -> Fut,
+        Fut: Future<Output = Result<T, ActorError>>,
+    {
+        struct Open(Option<Arc<AtomicUsize>>);
+        impl Drop for Open {
+            fn drop(&mut self) {
+                if let Some(c) = &self.0 {
+                    c.fetch_sub(1, Ordering::SeqCst);
+                }
+            }
+        }
+        if let Some(c) = &open {
+            c.fetch_add(1, Ordering::SeqCst);
+        }
+        let _open = Open(open);
+        let inner = Arc::new(Inner {
+            scope: parent.child_token(),
+            actor,
+            children: Mutex::new(Vec::new()),
+            errors: Mutex::new(Vec::new()),
+            failed: CancellationToken::new(),
+            tasks: TaskTracker::new(),
+            monitors: TaskTracker::new(),
+            closed: AtomicBool::new(false),
+            abandoned: Mutex::new(Vec::new()),
+            exiting: AtomicBool::new(false),
+        });
+        let mut guard = DropGuard(Some(Arc::clone(&inner)));
+        let n = Nursery { inner: Arc::clone(&inner) };
+
+        let outcome = {
+            let body = body(n.clone());
+            tokio::select! {
+                r = body => Some(r),
+                () = inner.failed.cancelled() => None,
+                () = inner.scope.cancelled() => None,
+            }
+        };
+        // The body is done (or dropped). Collect the run_in_actor results; the first
+        // failure (now or already recorded) takes every other child down.
+        inner.exiting.store(true, Ordering::SeqCst);
+        let failed_early = !inner.errors.locked().is_empty();
+        if !matches!(outcome, Some(Ok(_))) || failed_early {
+            inner.failed.cancel();
+        }
+        inner.tasks.close();
+        let mut cancelling = false;
+        loop {
+            tokio::select! {
+                () = inner.tasks.wait() => break,
+                () = inner.failed.cancelled(), if !cancelling => cancelling = true,
+                () = inner.scope.cancelled(), if !cancelling => cancelling = true,
+            }
+            if cancelling {
+                // Take everyone down while the run tasks collect what their children say.
+                let n2 = n.clone();
+                inner.monitors.spawn(async move { n2.cancel_all().await });
+            }
+        }
+        inner.closed.store(true, Ordering::SeqCst);
+        n.cancel_all().await;
+        n.reap_abandoned().await;
+        inner.tasks.close();
+        inner.tasks.wait().await;
+        inner.monitors.close();
+        inner.monitors.wait().await;
+        guard.0 = None;
+
+        let mut errors = std::mem::take(&mut *inner.errors.locked());
+        let value = match outcome {
+            Some(Ok(v)) => Some(v),
+            Some(Err(e)) => {
+                errors.insert(0, e);
+                None
+            }
+            None => None,
+        };
+        if let Some(err) = ActorError::collect(errors) {
+            return Err(err);
+        }
+        match value {
+            Some(v) if !inner.scope.is_cancelled() => Ok(v),
+            _ => {
+                let canceller =
+                    inner.actor.canceller().unwrap_or_else(|| inner.actor.aid().clone());
+                Err(ActorError::ContextCancelled { canceller })
+            }
+        }
+    }
+
+    /// The actor this nursery lives in.
+    pub fn actor(&self) -> &Actor {
+        &self.inner.actor
+    }
+
+    /// Starts a child actor and returns a portal to it. The child lives until the nursery
+    /// exits (then it is cancelled) or is cancelled through its portal.
+    ///
+    /// # Errors
+    ///
+    /// [`ActorError::Spawn`]: the backend failed, the child died during boot (with its
+    /// exit status), or it did not connect back in time (it was killed and reaped); a
+    /// runtime error when the nursery has already exited.
+    pub async fn start_actor(&self, name: &str) -> Result<Portal, ActorError> {
+        let child = self.spawn_child(name).await?;
+        let portal = child.portal.clone();
+        self.monitor(child);
+        Ok(portal)
+    }
+
+    /// Starts a child actor that runs `function(args)` and is then cancelled. The result
+    /// (or error) is collected at nursery exit: read it from the returned handle then. An
+    /// error cancels the whole nursery (one-cancels-all).
+    ///
+    /// # Errors
+    ///
+    /// As [`Nursery::start_actor`] (spawn failures are returned here, not at exit).
+    pub async fn run_in_actor<A, R>(
+        &self,
+        name: &str,
+        function: &str,
+        args: A,
+    ) -> Result<RunHandle<R>, ActorError>
+    where
+        A: Serialize,
+        R: DeserializeOwned + Send + 'static,
+    {
+        let child = self.spawn_child(name).await?;
+        let slot = Arc::new(Mutex::new(None));
+        let handle = RunHandle { slot: Arc::clone(&slot), aid: child.aid.clone() };
+        let args = encode(&args)?;
+        let inner = Arc::clone(&self.inner);
+        let function = function.to_owned();
+        let n = self.clone();
+        self.inner.tasks.spawn(async move {
+            // No select on cancellation here: when the nursery cancels, the ladder makes the
+            // child answer (ContextCancelled, or its real error if it had one) or kills it,
+            // so the call always completes and no failure is lost.
+            let out = child.portal.run_raw::<R>(&function, args).await;
+            match out {
+                Ok(v) => *slot.locked() = Some(Ok(v)),
+                Err(e) => {
+                    let taken_down = child.cancelling.load(Ordering::SeqCst)
+                        || child.portal.channel().cancel_requested();
+                    let e = n.explain(&child, e).await;
+                    *slot.locked() = Some(Err(e.clone()));
+                    if taken_down && (e.is_cancel() || !matches!(e, ActorError::Remote(_))) {
+                        // The consequence of our own cancel, not a failure of the child.
+                    } else {
+                        n.record(e);
+                        if inner.exiting.load(Ordering::SeqCst) {
+                            inner.failed.cancel();
+                        }
+                    }
+                }
+            }
+            // Its job is done: take it down now rather than at nursery exit.
+            n.take_down(&child).await;
+        });
+        Ok(handle)
+    }
+
+    /// Cancels every child of this nursery (through the ladder) and waits until all are
+    /// reaped. The nursery stays usable.
+    pub async fn cancel(&self) {
+        self.cancel_all().await;
+    }
+
+    /// Records a failure (collected at exit).
+    fn record(&self, e: ActorError) {
+        self.inner.errors.locked().push(e);
+    }
+
+    /// Records a failure and triggers one-cancels-all.
+    fn fail(&self, e: ActorError) {
+        self.record(e);
+        self.inner.failed.cancel();
+    }
+
+    /// Watches a daemon child: an exit the nursery did not ask for is a failure.
+    fn monitor(&self, child: Arc<ChildActor>) {
+        let n = self.clone();
+        self.inner.monitors.spawn(async move {
+            tokio::select! {
+                _ = child.process.wait() => {}
+                () = child.portal.channel().closed() => {}
+                () = n.inner.failed.cancelled() => return,
+                () = n.inner.scope.cancelled() => return,
+            }
+            let expected = || {
+                child.cancelling.load(Ordering::SeqCst)
+                    || child.portal.channel().cancel_requested()
+                    || n.inner.closed.load(Ordering::SeqCst)
+            };
+            if expected() {
+                return;
+            }
+            // A clean exit (code 0) is the child's own graceful cancel path — e.g. another
+            // actor cancelled it, or it was signalled — not a failure: only a crash, a
+            // kill, or a lost connection to a live child is.
+            let wait = n.inner.actor.budgets().exit_status;
+            let exited = tokio::time::timeout(wait, child.process.wait()).await;
+            if let Ok(Ok(status)) = exited
+                && status.success()
+            {
+                tracing::info!(child = %child.aid, "daemon child exited cleanly on its own");
+                return;
+            }
+            let e = n.explain(&child, child.portal.channel().closed_error()).await;
+            if !expected() {
+                n.fail(e);
+            }
+        });
+    }
+}
+
+impl Actor {
+    /// Opens a nursery: `body` may start child actors through it; `nursery` returns only
+    /// after every child has exited and been reaped. See [`Nursery`].
+    ///
+    /// # Errors
+    ///
+    /// The body's error and every child's failure, together (see [`ActorError::collect`]).
+    pub async fn nursery<T, F, Fut>(&self, body: F) -> Result<T, ActorError>
+    where
+        F: FnOnce(Nursery) -> Fut,
+        Fut: Future<Output = Result<T, ActorError>>,
+    {
+        Nursery::run(self.clone(), self.cancel_token(), None, body).await
+    }
+}
+
+impl Cx {
+    /// Opens a nursery in the serving actor, scoped to this call (cancelled with it); see
+    /// [`Actor::nursery`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Actor::nursery`].
+    pub async fn nursery<T, F, Fut>(&self, body: F) -> Result<T, ActorError>
+    where
+        F: FnOnce(Nursery) -> Fut,
+        Fut: Future<Output = Result<T, ActorError>>,
+    {
+        Nursery::run(self.runtime().clone(), self.cancel_token(), Some(self.open_nurseries()), body)
+            .await
+    }
+}
