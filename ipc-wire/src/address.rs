@@ -4,8 +4,13 @@
 //! contract: [`FromStr`] and [`Display`](fmt::Display) round-trip exactly. TCP hosts are IP
 //! literals (no name resolution hides inside a parse or a connect: an actor tree should not
 //! stall on DNS); UDS paths are absolute.
+//!
+//! This module builds on [`runtime_dir`] (socket paths and their length limit). Since
+//! [`runtime_dir::socket_path`] fails with an [`AddressError`] too, that type is defined
+//! down there and re-exported here, so the two modules do not import each other.
 
 use crate::runtime_dir;
+pub use crate::runtime_dir::AddressError;
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -67,34 +72,6 @@ impl fmt::Display for Address {
             Address::Uds(p) => write!(f, "uds://{}", p.display()),
         }
     }
-}
-
-/// Why an address is not acceptable.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum AddressError {
-    /// No `tcp://` or `uds://` prefix.
-    #[error("unknown address scheme in `{0}` (expected `tcp://ip:port` or `uds:///path`)")]
-    UnknownScheme(String),
-    /// The TCP part is not `ip:port` (IPv6 in brackets).
-    #[error("bad tcp address `{0}`: expected `ip:port`, e.g. `127.0.0.1:1616` or `[::1]:1616`")]
-    BadTcp(String),
-    /// The UDS path is not absolute.
-    #[error("uds path `{0}` is not absolute")]
-    RelativePath(String),
-    /// The UDS path contains a NUL byte.
-    #[error("uds path contains a NUL byte")]
-    NulInPath,
-    /// A socket path does not fit in `sun_path`.
-    #[error("socket path `{path}` is {len} bytes, longer than the {max} that fit in sun_path")]
-    PathTooLong {
-        /// The path.
-        path: String,
-        /// Its length in bytes.
-        len: usize,
-        /// The maximum.
-        max: usize,
-    },
 }
 
 impl FromStr for Address {

@@ -15,84 +15,18 @@
 //! a payload is copied exactly once, the buffer's capacity is reused from message to
 //! message as scratch space, and many small frames queued with `SinkExt::feed` leave in one
 //! `write` when the sink is flushed.
+//!
+//! The codec sits above [`crate::frame`] (it produces frames) and both sit above the leaf
+//! module that defines [`Limits`], re-exported here as `codec::Limits`.
 
 use crate::arena::InPlace;
 use crate::error::{FrameError, SegmentTableError};
 use crate::frame::{Frame, SegmentBounds};
 use crate::generated::plough_capnp as schema;
+pub use crate::limits::Limits;
 use crate::msg::Msg;
 use bytes::{Buf, BytesMut};
 use tokio_util::codec::{Decoder, Encoder};
-
-/// Limits a [`FrameCodec`] enforces on every frame, both ways.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct Limits {
-    /// Largest frame (segment table included), checked from the segment table before any
-    /// buffer is reserved, and on encode. At most [`Limits::MAX_FRAME_CEILING`].
-    pub max_frame_bytes: usize,
-    /// Most segments a frame may have (our encoder emits one).
-    pub max_segments: u32,
-    /// Deepest struct/list nesting a reader follows.
-    pub nesting_limit: i32,
-    /// A frame of `n` words may be traversed `n × traversal_factor` (+ a small slack) words
-    /// in total by all reads of it, which bounds the work a small, aliasing message can cause.
-    pub traversal_factor: u32,
-}
-
-impl Limits {
-    /// The defaults after a handshake: 64 MiB frames, 16 segments, nesting 16, factor 4.
-    pub const DEFAULT: Limits = Limits {
-        max_frame_bytes: 64 << 20,
-        max_segments: 16,
-        nesting_limit: 16,
-        traversal_factor: 4,
-    };
-
-    /// The limits before a handshake completes: 64 KiB frames, 4 segments.
-    pub const HANDSHAKE: Limits =
-        Limits { max_frame_bytes: 64 << 10, max_segments: 4, ..Limits::DEFAULT };
-
-    /// Frames cannot be larger than this (Cap'n Proto lists hold at most 2²⁹ − 1 bytes).
-    pub const MAX_FRAME_CEILING: usize = 256 << 20;
-
-    pub(crate) const TRAVERSAL_SLACK_WORDS: usize = 64;
-
-    /// [`Limits::DEFAULT`] with another maximum frame size (clamped to the ceiling).
-    pub const fn with_max_frame_bytes(mut self, bytes: usize) -> Self {
-        self.max_frame_bytes =
-            if bytes > Self::MAX_FRAME_CEILING { Self::MAX_FRAME_CEILING } else { bytes };
-        self
-    }
-
-    /// With another maximum segment count (at least 1).
-    pub const fn with_max_segments(mut self, n: u32) -> Self {
-        self.max_segments = if n == 0 { 1 } else { n };
-        self
-    }
-
-    /// With another nesting limit.
-    pub const fn with_nesting_limit(mut self, n: i32) -> Self {
-        self.nesting_limit = n;
-        self
-    }
-
-    /// With another traversal factor.
-    pub const fn with_traversal_factor(mut self, f: u32) -> Self {
-        self.traversal_factor = f;
-        self
-    }
-
-    fn max_frame(&self) -> usize {
-        self.max_frame_bytes.min(Self::MAX_FRAME_CEILING)
-    }
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Self::DEFAULT
-    }
-}
 
 /// A validated segment table of the frame at the front of the read buffer.
 #[derive(Debug, Clone)]

@@ -10,7 +10,7 @@
 //! frame on the same connection decodes normally. Keeping the types separate makes it
 //! impossible to drop a connection for a per-message problem by accident.
 
-use crate::msg::MsgKind;
+use crate::msg_kind::MsgKind;
 
 /// A connection-fatal framing error: after it, the stream cannot be framed any more.
 #[derive(Debug, thiserror::Error)]

@@ -9,11 +9,16 @@
 //! up with a traversal limit proportional to the frame's size and an explicit nesting limit,
 //! so a small message crafted to be expensive to read (pointers aliasing one big list)
 //! cannot make a reader do unbounded work.
+//!
+//! This module knows nothing of the codec: it takes its [`Limits`] from the leaf module
+//! that defines them, and the codec (above it) builds frames through a crate-private
+//! constructor.
 
-use crate::codec::Limits;
 use crate::error::MsgError;
 use crate::generated::plough_capnp as schema;
-use crate::msg::{self, Cid, Msg, MsgKind};
+use crate::limits::Limits;
+use crate::msg::{self, Cid, Msg};
+use crate::msg_kind::MsgKind;
 use crate::payload::Payload;
 use bytes::Bytes;
 use capnp::message::{Reader, ReaderOptions, ReaderSegments};

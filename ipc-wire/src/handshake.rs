@@ -12,9 +12,11 @@
 //! authentication will go.
 
 use crate::Address;
-use crate::codec::{FrameCodec, Limits};
+use crate::codec::FrameCodec;
 use crate::error::{FrameError, MsgError};
-use crate::msg::{Hello, Msg, MsgKind};
+use crate::limits::Limits;
+use crate::msg::{Hello, Msg};
+use crate::msg_kind::MsgKind;
 use crate::transport::{self, AcceptError, Connection, Listener, TransportError};
 use futures::{SinkExt, StreamExt};
 use std::time::Duration;

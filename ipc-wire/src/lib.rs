@@ -42,6 +42,24 @@
 //! * [`Address`], [`runtime_dir`], [`Listener`], [`Connection`], [`connect`] — transports.
 //! * [`handshake`], [`Acceptor`] — the `Hello` exchange under a deadline.
 //!
+//! # Module layering
+//!
+//! The modules depend on each other one way, with no import cycle; from the bottom:
+//!
+//! 1. Leaves, which import no other module: [`generated`] (the Cap'n Proto code), `arena`
+//!    (the in-place segment allocator), `msg_kind` ([`MsgKind`]), `limits` ([`Limits`]),
+//!    and [`runtime_dir`] (the socket directory, and [`AddressError`]).
+//! 2. [`address`] on `runtime_dir`; [`error`] and [`payload`] on `msg_kind`.
+//! 3. [`msg`] on the layers below: the owned messages and their conversion to and from
+//!    the generated code.
+//! 4. [`frame`] on `msg` and `limits`; then [`codec`] on `frame`, `arena` and `limits`.
+//! 5. [`transport`] on `address` and `runtime_dir`; then [`handshake`] on `codec` and
+//!    `transport`.
+//!
+//! A type that two modules need lives in the lower one and is re-exported where it has
+//! always been found: `msg::MsgKind`, `codec::Limits`, `address::AddressError`, and
+//! everything at the crate root.
+//!
 //! # Writing efficiently
 //!
 //! A `Framed`/`FramedWrite` sink encodes each message straight into its write buffer, so a
@@ -62,7 +80,9 @@ pub mod error;
 pub mod frame;
 pub mod generated;
 pub mod handshake;
+mod limits;
 pub mod msg;
+mod msg_kind;
 pub mod payload;
 pub mod runtime_dir;
 pub mod transport;

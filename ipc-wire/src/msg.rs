@@ -8,10 +8,15 @@
 //! [`Payload`] decoded from a [`Frame`](crate::Frame) shares the frame's buffer.
 //!
 //! Writing is infallible for any value of these types; only size is checked, by the codec.
+//!
+//! In the crate's module graph this sits above [`crate::error`], [`crate::payload`] and
+//! [`crate::address`] and below `frame` and `codec`; [`MsgKind`], which the error and payload
+//! types name too, is defined in a leaf module below all of them and re-exported here.
 
 use crate::address::Address;
 use crate::error::MsgError;
 use crate::generated::plough_capnp as schema;
+pub use crate::msg_kind::MsgKind;
 use crate::payload::{MsgPack, MsgTypeError, Payload, PayloadCodec};
 use bytes::Bytes;
 use capnp::traits::HasStructSize;
@@ -190,46 +195,6 @@ pub struct ErrorMsg {
     /// For a multi-error: every failure it holds (nested as deep as the reader's nesting
     /// limit allows).
     pub nested: Vec<ErrorMsg>,
-}
-
-/// The kinds of [`Msg`], for routing and error messages.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[allow(missing_docs)]
-pub enum MsgKind {
-    Hello,
-    SpawnSpec,
-    Start,
-    StartAck,
-    Started,
-    Yield,
-    Stop,
-    Return,
-    CancelAck,
-    Error,
-}
-
-impl MsgKind {
-    /// The schema-style name, e.g. `start_ack`.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            MsgKind::Hello => "hello",
-            MsgKind::SpawnSpec => "spawn_spec",
-            MsgKind::Start => "start",
-            MsgKind::StartAck => "start_ack",
-            MsgKind::Started => "started",
-            MsgKind::Yield => "yield",
-            MsgKind::Stop => "stop",
-            MsgKind::Return => "return",
-            MsgKind::CancelAck => "cancel_ack",
-            MsgKind::Error => "error",
-        }
-    }
-}
-
-impl fmt::Display for MsgKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
 }
 
 /// One message of the protocol: the owned mirror of the schema's `Msg` union.

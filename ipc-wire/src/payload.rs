@@ -13,7 +13,7 @@
 //! sent back to the peer. Decoding never allocates more than the bytes that arrived
 //! justify (serde's cautious size hints) and nesting is capped.
 
-use crate::msg::MsgKind;
+use crate::msg_kind::MsgKind;
 use bytes::Bytes;
 use serde::de::{self, DeserializeOwned, IgnoredAny};
 use serde::{Deserialize, Serialize};

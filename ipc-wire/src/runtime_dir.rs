@@ -7,8 +7,11 @@
 //! belongs to another user — the classic `/tmp` squatting attack, where someone creates
 //! `/tmp/plough-1000` first. Socket names are `<actor>@<pid>.sock`, sanitized and shortened
 //! (with a hash of the full name, so two long names stay distinct) to fit `sun_path`.
+//!
+//! A leaf of the crate's module graph: `address` builds on it, so
+//! [`AddressError`], which [`socket_path`] returns, is defined here and re-exported as
+//! `plough_ipc_wire::address::AddressError` (and at the crate root).
 
-use crate::address::AddressError;
 use std::fs;
 use std::io;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
@@ -24,6 +27,34 @@ pub fn default_dir() -> PathBuf {
         Some(dir) if dir.is_absolute() => dir.join("plough"),
         _ => PathBuf::from(format!("/tmp/plough-{}", rustix::process::geteuid().as_raw())),
     }
+}
+
+/// Why an address is not acceptable.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum AddressError {
+    /// No `tcp://` or `uds://` prefix.
+    #[error("unknown address scheme in `{0}` (expected `tcp://ip:port` or `uds:///path`)")]
+    UnknownScheme(String),
+    /// The TCP part is not `ip:port` (IPv6 in brackets).
+    #[error("bad tcp address `{0}`: expected `ip:port`, e.g. `127.0.0.1:1616` or `[::1]:1616`")]
+    BadTcp(String),
+    /// The UDS path is not absolute.
+    #[error("uds path `{0}` is not absolute")]
+    RelativePath(String),
+    /// The UDS path contains a NUL byte.
+    #[error("uds path contains a NUL byte")]
+    NulInPath,
+    /// A socket path does not fit in `sun_path`.
+    #[error("socket path `{path}` is {len} bytes, longer than the {max} that fit in sun_path")]
+    PathTooLong {
+        /// The path.
+        path: String,
+        /// Its length in bytes.
+        len: usize,
+        /// The maximum.
+        max: usize,
+    },
 }
 
 /// Why a runtime directory was refused.
