@@ -95,8 +95,8 @@ pub use handshake::{
     AcceptEvent, Acceptor, Established, FramedConnection, HandshakeConfig, HandshakeError,
 };
 pub use msg::{
-    Aid, CallKind, CancelAck, Cid, ErrorMsg, Hello, Msg, MsgKind, RuntimeVars, SpawnSpec, Start,
-    StartAck, TypeErrorInfo, Uuid,
+    Aid, CallKind, CancelAck, Cid, ErrorMsg, Hello, InvalidUuid, Msg, MsgKind, RuntimeVars,
+    SpawnSpec, Start, StartAck, TypeErrorInfo, Uuid,
 };
 pub use payload::{MsgPack, MsgTypeError, Payload, PayloadCodec, PayloadEncodeError};
 pub use transport::{AcceptError, Connection, Listener, Peer, TransportError, connect};

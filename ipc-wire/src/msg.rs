@@ -23,23 +23,69 @@ use capnp::traits::HasStructSize;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::fmt;
+use std::str::FromStr;
 
 /// A call id: chosen by the caller, unique among the caller's calls.
 pub type Cid = u64;
 
-/// A 16-byte actor instance id. Displayed in the usual 8-4-4-4-12 hex form.
+/// A 16-byte actor instance id. Displayed in the usual 8-4-4-4-12 lowercase hex form;
+/// [`Uuid::simple`] gives the 32 hex digits without hyphens, and [`FromStr`] reads both.
+///
+/// The bytes are public so that any 16 bytes make a `Uuid`; the text forms and
+/// [`Uuid::new_v4`] come from the `uuid` crate.
 #[derive(Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Uuid(pub [u8; 16]);
 
+impl Uuid {
+    /// A random (version 4) uuid, from the operating system's random source.
+    pub fn new_v4() -> Uuid {
+        Uuid(uuid::Uuid::new_v4().into_bytes())
+    }
+
+    /// The simple text form: 32 lowercase hex digits, no hyphens.
+    pub fn simple(&self) -> impl fmt::Display + use<> {
+        uuid::Uuid::from_bytes(self.0).simple()
+    }
+}
+
 impl fmt::Display for Uuid {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, b) in self.0.iter().enumerate() {
-            if matches!(i, 4 | 6 | 8 | 10) {
-                f.write_str("-")?;
-            }
-            write!(f, "{b:02x}")?;
+        fmt::Display::fmt(&uuid::Uuid::from_bytes(self.0).hyphenated(), f)
+    }
+}
+
+/// Parses the hyphenated form (`67e55044-10b1-426f-9247-bb680e5fe0c8`, as `Display`
+/// writes it) or the simple form (32 hex digits, as [`Uuid::simple`] writes it); hex
+/// digits may be of either case. Other forms (braced, `urn:uuid:`) are refused.
+impl FromStr for Uuid {
+    type Err = InvalidUuid;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let invalid = || InvalidUuid { input: s.chars().take(InvalidUuid::MAX_SHOWN).collect() };
+        // 36 bytes is only the hyphenated form, 32 only the simple one: no other form the
+        // `uuid` crate accepts has either length.
+        if !matches!(s.len(), 32 | 36) {
+            return Err(invalid());
         }
-        Ok(())
+        uuid::Uuid::try_parse(s).map(|u| Uuid(u.into_bytes())).map_err(|_| invalid())
+    }
+}
+
+/// A string that is not a uuid in hyphenated or simple form; see [`Uuid`]'s [`FromStr`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{input}` is not a uuid (expected 32 hex digits, optionally hyphenated 8-4-4-4-12)")]
+pub struct InvalidUuid {
+    /// The offending text, cut to its first [`InvalidUuid::MAX_SHOWN`] characters.
+    input: String,
+}
+
+impl InvalidUuid {
+    /// At most this many characters of the offending text are kept.
+    pub const MAX_SHOWN: usize = 64;
+
+    /// The offending text (at most [`InvalidUuid::MAX_SHOWN`] characters of it).
+    pub fn input(&self) -> &str {
+        &self.input
     }
 }
 
@@ -834,6 +880,62 @@ mod tests {
     fn an_unparsable_address_is_malformed() {
         let f = frame_of(|m| m.init_spawn_spec().init_bind_addrs(1).set(0, "ftp://x"));
         assert!(malformed_reason(&f).contains("ftp://x"));
+    }
+
+    #[test]
+    fn uuid_text_forms_round_trip() {
+        let u = Uuid([
+            0x67, 0xe5, 0x50, 0x44, 0x10, 0xb1, 0x42, 0x6f, 0x92, 0x47, 0xbb, 0x68, 0x0e, 0x5f,
+            0xe0, 0xc8,
+        ]);
+        assert_eq!(u.to_string(), "67e55044-10b1-426f-9247-bb680e5fe0c8");
+        assert_eq!(u.simple().to_string(), "67e5504410b1426f9247bb680e5fe0c8");
+        assert_eq!(format!("{u:?}"), "Uuid(67e55044-10b1-426f-9247-bb680e5fe0c8)");
+        assert_eq!(u.to_string().parse::<Uuid>(), Ok(u));
+        assert_eq!(u.simple().to_string().parse::<Uuid>(), Ok(u));
+        assert_eq!("67E55044-10B1-426F-9247-BB680E5FE0C8".parse::<Uuid>(), Ok(u));
+        assert_eq!(Uuid::default().to_string(), "00000000-0000-0000-0000-000000000000");
+        for _ in 0..32 {
+            let r = Uuid::new_v4();
+            assert_eq!(r.to_string().parse::<Uuid>(), Ok(r));
+            assert_eq!(r.simple().to_string().parse::<Uuid>(), Ok(r));
+        }
+    }
+
+    #[test]
+    fn bad_uuid_strings_are_errors() {
+        for bad in [
+            "",
+            "67e55044",
+            "67e55044-10b1-426f-9247-bb680e5fe0c", // one digit short
+            "67e55044-10b1-426f-9247-bb680e5fe0c8a", // one digit long
+            "67e55044-10b1-426f-9247-bb680e5fe0cg", // not hex
+            "67e5504410b1426f9247bb680e5fe0cz",
+            "67e55044x10b1x426fx9247xbb680e5fe0c8", // wrong separators
+            "{67e55044-10b1-426f-9247-bb680e5fe0c8}",
+            "urn:uuid:67e55044-10b1-426f-9247-bb680e5fe0c8",
+        ] {
+            let err = bad.parse::<Uuid>().expect_err(bad);
+            assert_eq!(err.input(), bad);
+            assert!(err.to_string().contains("is not a uuid"), "{err}");
+        }
+        let long = "x".repeat(1000);
+        assert_eq!(long.parse::<Uuid>().unwrap_err().input().len(), InvalidUuid::MAX_SHOWN);
+    }
+
+    #[test]
+    fn new_v4_is_random_version_4() {
+        let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+        assert_ne!(a, b);
+        for u in [a, b] {
+            let parsed = uuid::Uuid::from_bytes(u.0);
+            assert_eq!(parsed.get_version(), Some(uuid::Version::Random));
+            assert_eq!(parsed.get_variant(), uuid::Variant::RFC4122);
+            // Version nibble and variant bits, straight from the bytes.
+            assert_eq!(u.0[6] >> 4, 4);
+            assert_eq!(u.0[8] >> 6, 0b10);
+            assert_eq!(u.to_string().as_bytes()[14], b'4');
+        }
     }
 
     #[test]
