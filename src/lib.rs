@@ -25,9 +25,9 @@
 
 pub use plough_actor_core as core;
 pub use plough_actor_core::{
-    Actor, ActorEntry, ActorError, Budgets, Context, Cx, FanOut, LadderConfig, MsgStream, MsgTypes,
-    Nursery, Outcome, Portal, Registry, RemoteActorError, Result, RunHandle, RuntimeConfig,
-    STREAM_BUFFER, SpawnError, SpawnMethod, StreamConfig, Subscriber,
+    Actor, ActorEntry, ActorError, Budgets, Context, Cx, ErrorKind, FanOut, LadderConfig, Misuse,
+    MsgStream, MsgTypes, Nursery, Outcome, Portal, Registry, RemoteActorError, Result, RunHandle,
+    RuntimeConfig, STREAM_BUFFER, SetupError, SpawnError, SpawnMethod, StreamConfig, Subscriber,
 };
 pub use plough_fork_prims as fork_prims;
 pub use plough_ipc_wire as ipc_wire;
@@ -95,7 +95,7 @@ impl Runtime {
                 self.config.spawn_method = m;
             }
             Ok(None) => {}
-            Err(e) => return Err(ActorError::Runtime(e.to_string())),
+            Err(e) => return Err(plough_actor_core::SetupError::from(e).into()),
         }
         let backend = backends::backend_for(self.config.spawn_method, self.program);
         plough_actor_core::Runtime::new(self.registry)

@@ -52,7 +52,7 @@ mod supervision;
 
 pub use base::budgets::{Budgets, LadderConfig};
 pub use base::config::RuntimeConfig;
-pub use base::error::{ActorError, RemoteActorError, Result, SpawnError};
+pub use base::error::{ActorError, Misuse, RemoteActorError, Result, SetupError, SpawnError};
 pub use base::runtime_vars::actor_label;
 pub use base::spawn_method::{SPAWN_METHOD_ENV, SpawnMethod, UnknownSpawnMethod};
 pub use calls::context::{Context, Outcome};
@@ -60,6 +60,7 @@ pub use calls::fan_out::{FanOut, Subscriber};
 pub use calls::portal::Portal;
 pub use calls::stream::{MsgStream, STREAM_BUFFER, StreamConfig};
 pub use calls::types::MsgTypes;
+pub use plough_ipc_wire::msg::ErrorKind;
 pub use registrar::client::list_registry;
 pub use registrar::entry::ActorEntry;
 pub use runtime::root::Runtime;

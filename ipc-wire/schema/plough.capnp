@@ -101,6 +101,35 @@ struct TypeErrorInfo {
   rendering @2 :Text;      # a short rendering of what arrived
 }
 
+# What kind of failure an `Error` reports. `user` is a handler's own error; every other
+# kind is raised by the runtime, and its `Error.typeName` is the runtime's fixed name for
+# that kind. New kinds go at the end (rule 2): a peer that does not know a kind reads it as
+# `unknown` (the rest of the message intact), and a peer older than the `kind` field sends
+# nothing there, which reads as `user`, the default (rule 4: it stays the default).
+enum ErrorKind {
+  user @0;             # a handler's own error: `typeName` names its type
+  cancelled @1;        # the call or context was cancelled (by `Error.canceller`)
+  streamOverrun @2;    # a stream's sender outran its receiver (`Error.overrunSender`)
+  msgType @3;          # a payload did not decode as the receiver's type (`Error.typeError`)
+  noSuchFunction @4;   # a call named a handler the callee does not expose
+  kindMismatch @5;     # called as another kind (function/context/stream) than registered
+  notRegistrar @6;     # a registry call reached an actor that is not a registrar
+  panic @7;            # a handler panicked; `message` is the panic message
+  payloadEncode @8;    # a handler's result could not be encoded into a payload
+  contextMisuse @9;    # a context function broke the protocol (e.g. never sent `started`)
+  multi @10;           # several failures together, each in `Error.nested`
+  transportClosed @11; # the connection to a peer closed while a call was in flight
+  spawn @12;           # a child actor could not be spawned
+  actorDied @13;       # an actor's process died
+  lagged @14;          # a fan-out subscriber fell behind and missed messages
+  actorTooSlow @15;    # a peer did not answer within its budget
+  interrupted @16;     # the tree was interrupted (SIGINT) and cancelled
+  misuse @17;          # the runtime was used against its rules
+  setup @18;           # an actor's runtime could not be set up
+  unknown @19;         # a kind the sender could not name more precisely
+  protocol @20;        # a peer broke the protocol (a message that cannot come where it came)
+}
+
 struct Error {
   cid :union {
     none @0 :Void;         # an actor-level error, not tied to one call
@@ -115,6 +144,7 @@ struct Error {
   overrunSender @8 :Aid;   # set when the error is a stream overrun
   typeError @9 :TypeErrorInfo;  # set for a type error (bad message)
   nested @10 :List(Error); # for a multi-error: every failure it holds (their `cid` is none)
+  kind @11 :ErrorKind;     # which failure; `user` (the default) for a handler's own error
 }
 
 # The envelope: exactly one of these per frame.

@@ -34,7 +34,8 @@
 //! # Layers
 //!
 //! * [`Msg`] — the owned mirror of `schema/plough.capnp`; [`generated`] holds the raw
-//!   Cap'n Proto readers and builders.
+//!   Cap'n Proto readers and builders. An [`ErrorMsg`] says which failure it reports with
+//!   an [`ErrorKind`].
 //! * [`Payload`], [`PayloadCodec`], [`MsgPack`], [`MsgTypeError`] — the opaque payload bytes
 //!   and the serde codec that fills them.
 //! * [`FrameCodec`], [`Limits`], [`Frame`], [`MsgView`] — framing with the limits checked
@@ -49,7 +50,8 @@
 //! 1. Leaves, which import no other module: [`generated`] (the Cap'n Proto code), `arena`
 //!    (the in-place segment allocator), `msg_kind` ([`MsgKind`]), `limits` ([`Limits`]),
 //!    and [`runtime_dir`] (the socket directory, and [`AddressError`]).
-//! 2. [`address`] on `runtime_dir`; [`error`] and [`payload`] on `msg_kind`.
+//! 2. `error_kind` ([`ErrorKind`]) on `generated`; [`address`] on `runtime_dir`; [`error`]
+//!    and [`payload`] on `msg_kind`.
 //! 3. [`msg`] on the layers below: the owned messages and their conversion to and from
 //!    the generated code.
 //! 4. [`frame`] on `msg` and `limits`; then [`codec`] on `frame`, `arena` and `limits`.
@@ -77,6 +79,7 @@ pub mod address;
 mod arena;
 pub mod codec;
 pub mod error;
+mod error_kind;
 pub mod frame;
 pub mod generated;
 pub mod handshake;
@@ -95,8 +98,8 @@ pub use handshake::{
     AcceptEvent, Acceptor, Established, FramedConnection, HandshakeConfig, HandshakeError,
 };
 pub use msg::{
-    Aid, CallKind, CancelAck, Cid, ErrorMsg, Hello, InvalidUuid, Msg, MsgKind, RuntimeVars,
-    SpawnSpec, Start, StartAck, TypeErrorInfo, Uuid,
+    Aid, CallKind, CancelAck, Cid, ErrorKind, ErrorMsg, Hello, InvalidUuid, Msg, MsgKind,
+    RuntimeVars, SpawnSpec, Start, StartAck, TypeErrorInfo, Uuid,
 };
 pub use payload::{MsgPack, MsgTypeError, Payload, PayloadCodec, PayloadEncodeError};
 pub use transport::{AcceptError, Connection, Listener, Peer, TransportError, connect};

@@ -11,10 +11,12 @@
 //!
 //! In the crate's module graph this sits above [`crate::error`], [`crate::payload`] and
 //! [`crate::address`] and below `frame` and `codec`; [`MsgKind`], which the error and payload
-//! types name too, is defined in a leaf module below all of them and re-exported here.
+//! types name too, is defined in a leaf module below all of them and re-exported here, and
+//! so is [`ErrorKind`] (next to the generated code it converts to and from).
 
 use crate::address::Address;
 use crate::error::MsgError;
+pub use crate::error_kind::ErrorKind;
 use crate::generated::plough_capnp as schema;
 pub use crate::msg_kind::MsgKind;
 use crate::payload::{MsgPack, MsgTypeError, Payload, PayloadCodec};
@@ -224,7 +226,12 @@ pub struct ErrorMsg {
     pub cid: Option<Cid>,
     /// The actor where it was raised.
     pub source: Aid,
-    /// Error type name.
+    /// Which failure: [`ErrorKind::User`] (the default, also what an older peer's message
+    /// reads as) for a handler's own error, a runtime kind otherwise; a kind this build does
+    /// not know reads as [`ErrorKind::Unknown`].
+    pub kind: ErrorKind,
+    /// Error type name: the handler's error type for a [`ErrorKind::User`] error, by
+    /// convention [`ErrorKind::type_name`] for a runtime kind.
     pub type_name: String,
     /// Message text.
     pub message: String,
@@ -238,8 +245,8 @@ pub struct ErrorMsg {
     pub overrun_sender: Option<Aid>,
     /// Set for a type error.
     pub type_error: Option<TypeErrorInfo>,
-    /// For a multi-error: every failure it holds (nested as deep as the reader's nesting
-    /// limit allows).
+    /// For a multi-error: every failure it holds, each with its own `kind` (nested as deep
+    /// as the reader's nesting limit allows).
     pub nested: Vec<ErrorMsg>,
 }
 
@@ -561,6 +568,7 @@ fn write_error(e: &ErrorMsg, mut b: schema::error::Builder<'_>) {
         None => b.reborrow().get_cid().set_none(()),
     }
     write_aid(&e.source, b.reborrow().init_source());
+    b.set_kind(e.kind.into());
     b.set_type_name(e.type_name.as_str());
     b.set_message(e.message.as_str());
     b.set_backtrace(e.backtrace.as_str());
@@ -802,6 +810,7 @@ impl Cx<'_> {
         Ok(ErrorMsg {
             cid,
             source: self.aid(self.ok(e.get_source())?)?,
+            kind: ErrorKind::from_wire(e.get_kind()),
             type_name: self.text(e.get_type_name())?,
             message: self.text(e.get_message())?,
             backtrace: self.text(e.get_backtrace())?,

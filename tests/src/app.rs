@@ -38,7 +38,7 @@ async fn block(_cx: Cx, ms: u64) -> Result<(), AppError> {
 async fn tree(cx: Cx, (depth, breadth, fail): (u32, u32, bool)) -> Result<u32, ActorError> {
     if depth == 0 {
         if fail {
-            return Err(ActorError::Runtime(format!("leaf {} failed on purpose", cx.actor())));
+            return Err(ActorError::other(format!("leaf {} failed on purpose", cx.actor())));
         }
         return Ok(1);
     }
@@ -270,7 +270,7 @@ async fn ctx_slow_sink(ctx: Context, (n, every): (u64, u64)) -> Result<u64, Acto
     let mut next = 0u64;
     while let Some(v) = s.recv::<u64>().await? {
         if v != next {
-            return Err(ActorError::Runtime(format!("out of order: got {v}, expected {next}")));
+            return Err(ActorError::other(format!("out of order: got {v}, expected {next}")));
         }
         next += 1;
         if every > 0 && next % every == 0 {
@@ -278,7 +278,7 @@ async fn ctx_slow_sink(ctx: Context, (n, every): (u64, u64)) -> Result<u64, Acto
         }
     }
     if next != n {
-        return Err(ActorError::Runtime(format!("got {next} of {n} messages")));
+        return Err(ActorError::other(format!("got {next} of {n} messages")));
     }
     Ok(next)
 }
@@ -305,7 +305,7 @@ async fn ctx_bytes_source(
         ctx.open_stream_with(StreamConfig { backpressure: bp, ..StreamConfig::default() }).await?;
     let blob = serde_bytes_vec(size);
     let payload = plough::ipc_wire::payload::Payload::encode(&blob)
-        .map_err(|e| ActorError::Runtime(e.to_string()))?;
+        .map_err(|e| ActorError::other(e.to_string()))?;
     for _ in 0..n {
         s.send_payload(payload.clone()).await?;
     }

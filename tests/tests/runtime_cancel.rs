@@ -52,10 +52,10 @@ fn the_body_error_cancels_all_children() {
             calls.push(tokio::spawn(async move { p.run::<_, ()>("sleep", 60_000u64).await }));
         }
         tokio::task::yield_now().await;
-        Err::<(), _>(ActorError::Runtime("body gave up".into()))
+        Err::<(), _>(ActorError::other("body gave up"))
     })
     .unwrap_err();
-    assert!(matches!(&err, ActorError::Runtime(m) if m == "body gave up"), "{err}");
+    assert!(matches!(&err, ActorError::Other(e) if e.to_string() == "body gave up"), "{err}");
     assert!(started.elapsed() < Duration::from_secs(10), "took {:?}", started.elapsed());
 }
 

@@ -65,7 +65,11 @@ fn misuse_is_a_clear_error() {
             // A context with yourself.
             let me = n.actor().connect(n.actor().addr()).await?;
             let e = me.open_context::<_, i64>("ctx_simple", 1i64).await.unwrap_err();
-            assert!(matches!(&e, ActorError::Runtime(m) if m.contains("yourself")), "{e:?}");
+            assert!(
+                matches!(&e, ActorError::Misuse(plough::Misuse::ContextWithSelf { .. })),
+                "{e:?}"
+            );
+            assert!(e.to_string().contains("yourself"), "{e}");
             Ok(())
         })
         .await

@@ -32,7 +32,7 @@ fn second_root_in_one_process_is_a_clear_error() {
     with_root(runtime(APP), LIMIT, |root| async move {
         let again = plough_tests::runtime(APP).run(|_r| async { Ok(()) });
         match again {
-            Err(ActorError::Runtime(m)) => assert!(m.contains("already running"), "{m}"),
+            Err(ActorError::Misuse(plough::Misuse::ActorAlreadyRunning)) => {}
             other => panic!("second root: {other:?}"),
         }
         // In a child: a remote error of that kind.
@@ -40,7 +40,8 @@ fn second_root_in_one_process_is_a_clear_error() {
             let p = n.start_actor("nested-root").await?;
             let e = p.run::<_, ()>("second_root", ()).await.unwrap_err();
             let r = e.as_remote().expect("remote");
-            assert_eq!(r.type_name, "RuntimeError");
+            assert_eq!(r.kind, plough::ErrorKind::Misuse);
+            assert_eq!(r.type_name, "Misuse");
             assert!(r.message.contains("already running"), "{}", r.message);
             Ok(())
         })

@@ -6,8 +6,13 @@
 //! [`ErrorMsg`], and keeps the remote backtrace as text. Several failures of one nursery
 //! arrive together in one [`ActorError::Multi`], none lost and none masked by the cancel
 //! that their siblings received.
+//!
+//! Every error is a value a caller can branch on: a remote error carries its
+//! [`ErrorKind`] (an enum on the wire too), and the runtime's own failures are variants —
+//! [`Misuse`] for a call the API does not allow, [`SetupError`] for a runtime that could
+//! not start, [`ActorError::ActorDied`], [`ActorError::Protocol`] — never a bare string.
 
-use plough_ipc_wire::msg::{Aid, ErrorMsg, TypeErrorInfo};
+use plough_ipc_wire::msg::{Aid, ErrorKind, ErrorMsg, TypeErrorInfo};
 use plough_ipc_wire::payload::Payload;
 use std::fmt;
 
@@ -16,7 +21,11 @@ use std::fmt;
 pub struct RemoteActorError {
     /// The actor where it was raised.
     pub source: Aid,
-    /// The error's type name in the source actor (e.g. `ParseIntError`).
+    /// What kind of failure it is: a handler's own error ([`ErrorKind::User`]) or one the
+    /// runtime raised.
+    pub kind: ErrorKind,
+    /// The error's type name in the source actor (e.g. `ParseIntError`; for a runtime
+    /// kind, [`ErrorKind::type_name`]).
     pub type_name: String,
     /// Its message.
     pub message: String,
@@ -35,10 +44,26 @@ pub struct RemoteActorError {
 }
 
 impl RemoteActorError {
-    /// An error raised here, by `source`, ready to be sent.
-    pub fn new(source: Aid, type_name: impl Into<String>, message: impl Into<String>) -> Self {
+    /// A runtime error of `kind` raised here, by `source`, ready to be sent (its type
+    /// name is the kind's).
+    pub fn new(source: Aid, kind: ErrorKind, message: impl Into<String>) -> Self {
+        Self::of(source, kind, kind.type_name(), message)
+    }
+
+    /// A handler's own error (of type `type_name`) raised by `source`.
+    pub fn user(source: Aid, type_name: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::of(source, ErrorKind::User, type_name, message)
+    }
+
+    fn of(
+        source: Aid,
+        kind: ErrorKind,
+        type_name: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Self {
         RemoteActorError {
             source,
+            kind,
             type_name: type_name.into(),
             message: message.into(),
             backtrace: String::new(),
@@ -48,6 +73,11 @@ impl RemoteActorError {
             type_error: None,
             nested: Vec::new(),
         }
+    }
+
+    /// Whether this is (only) a cancellation.
+    pub fn is_cancel(&self) -> bool {
+        self.kind == ErrorKind::Cancelled
     }
 
     /// The same error after it passed through `hop` on its way to the root.
@@ -64,6 +94,7 @@ impl RemoteActorError {
         ErrorMsg {
             cid,
             source: self.source.clone(),
+            kind: self.kind,
             type_name: self.type_name.clone(),
             message: self.message.clone(),
             backtrace: self.backtrace.clone(),
@@ -80,6 +111,7 @@ impl From<ErrorMsg> for RemoteActorError {
     fn from(m: ErrorMsg) -> Self {
         RemoteActorError {
             source: m.source,
+            kind: m.kind,
             type_name: m.type_name,
             message: m.message,
             backtrace: m.backtrace,
@@ -213,12 +245,184 @@ pub enum ActorError {
     /// Several children of one nursery failed: every failure, in arrival order.
     #[error("{} actors failed: {}", .0.len(), join(.0))]
     Multi(Vec<ActorError>),
+    /// A child actor died when nobody asked it to: it crashed, was killed, or dropped
+    /// its connection while alive.
+    #[error("actor {actor} died unexpectedly ({status})")]
+    ActorDied {
+        /// The actor.
+        actor: Aid,
+        /// How it ended, e.g. `killed by SIGKILL`, `exited with code 3`; or what is known
+        /// when the status could not be read.
+        status: String,
+    },
+    /// A peer broke the protocol: a message came where it cannot.
+    #[error("protocol error from {peer}: {detail}")]
+    Protocol {
+        /// The peer (its aid, or its address when it has no aid yet).
+        peer: String,
+        /// What arrived instead of what.
+        detail: String,
+    },
+    /// A value could not be encoded as a payload.
+    #[error("cannot encode {what}: {detail}")]
+    Encode {
+        /// What was being encoded (`arguments`, `a stream message`, ...).
+        what: &'static str,
+        /// The codec's error.
+        detail: String,
+    },
     /// The tree was interrupted (SIGINT) and cancelled.
     #[error("interrupted (SIGINT): the actor tree was cancelled")]
     Interrupted,
-    /// Misuse of the runtime (a second root in one process, a call on a closed portal...).
+    /// A call the runtime's API does not allow (a programming error at the call site).
+    #[error(transparent)]
+    Misuse(#[from] Misuse),
+    /// The runtime could not be set up (listening, joining the registrar, a child's boot).
+    #[error(transparent)]
+    Setup(#[from] SetupError),
+    /// A failure of the program's own, raised in a nursery body or a handler with
+    /// [`ActorError::other`]; it travels home as a user error.
     #[error("{0}")]
-    Runtime(String),
+    Other(std::sync::Arc<dyn std::error::Error + Send + Sync>),
+}
+
+/// A call the runtime's API does not allow: a programming error at the call site, never
+/// a failure of the peer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Misuse {
+    /// A second actor in one process (one root per process).
+    #[error("an actor is already running in this process (one root per process)")]
+    ActorAlreadyRunning,
+    /// A context opened through a portal to the calling actor itself.
+    #[error("cannot open context `{function}` with yourself ({me}): a context needs two actors")]
+    ContextWithSelf {
+        /// The context function.
+        function: String,
+        /// The calling actor.
+        me: Aid,
+    },
+    /// A parent-side call in the child, or a child-side call in the parent.
+    #[error("`{call}` is the {side}'s call")]
+    WrongSide {
+        /// The call (`started`, `result`).
+        call: &'static str,
+        /// The side it belongs to (`parent`, `child`).
+        side: &'static str,
+    },
+    /// `started` called a second time.
+    #[error("`started` called twice in context `{function}`")]
+    StartedTwice {
+        /// The context function.
+        function: String,
+    },
+    /// A stream opened before `started` (child side).
+    #[error("open_stream before `started` in context `{function}`: call `started` first")]
+    StreamBeforeStarted {
+        /// The context function.
+        function: String,
+    },
+    /// A second stream on one context.
+    #[error("context `{function}` already has its stream (one stream per context)")]
+    SecondStream {
+        /// The context function.
+        function: String,
+    },
+    /// A context opened on a function that returned without calling `started`.
+    #[error("`{function}` returned without calling `started` (is it a context?)")]
+    NotAContext {
+        /// The function.
+        function: String,
+    },
+    /// A send after this side closed its sending half.
+    #[error("send on a stream whose sending half is closed")]
+    SendAfterClose,
+    /// A send after the child's function returned: nobody reads the stream.
+    #[error("send after `{function}` returned: nobody reads this stream")]
+    SendAfterReturn {
+        /// The context function.
+        function: String,
+    },
+    /// `start_actor` / `run_in_actor` on a nursery that has exited.
+    #[error("cannot start actor {name}: the nursery has exited")]
+    NurseryExited {
+        /// The actor that was to be started.
+        name: String,
+    },
+    /// A runtime without a spawn backend asked to spawn.
+    #[error("this runtime has no spawn backend")]
+    NoSpawnBackend,
+    /// A `run_in_actor` result read before the nursery exited (or after it was cancelled
+    /// before the call finished).
+    #[error("the call in actor {actor} has no result (nursery not exited, or cancelled)")]
+    NoResult {
+        /// The actor that ran the call.
+        actor: Aid,
+    },
+}
+
+/// Why an actor's runtime could not be set up.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SetupError {
+    /// The hidden child-mode arguments are malformed.
+    #[error("bad child-mode arguments: {0}")]
+    ChildArgs(String),
+    /// The tokio runtime could not be built.
+    #[error("cannot build the tokio runtime: {0}")]
+    TokioRuntime(String),
+    /// Binding the actor's listener failed.
+    #[error("cannot listen on {addr}: {detail}")]
+    Listen {
+        /// The address.
+        addr: String,
+        /// The OS error.
+        detail: String,
+    },
+    /// No socket path could be made for an actor.
+    #[error("no socket path for actor {name}: {detail}")]
+    SocketPath {
+        /// The actor.
+        name: String,
+        /// Why.
+        detail: String,
+    },
+    /// Something that is not a plough registrar holds the registry address.
+    #[error(
+        "the registry address {addr} is held by something that is not a plough registrar: {detail}"
+    )]
+    RegistryAddressTaken {
+        /// The registry address.
+        addr: String,
+        /// What connecting there gave.
+        detail: String,
+    },
+    /// The registrar at the registry address refused our registration.
+    #[error("the plough actor at the registry address refused to register us: {detail}")]
+    RegistrationRefused {
+        /// Its answer.
+        detail: String,
+    },
+    /// This actor has no registrar to ask.
+    #[error("actor {actor} is not connected to a registrar")]
+    NoRegistrar {
+        /// The asking actor.
+        actor: Aid,
+    },
+    /// A spawned child could not connect back to its parent.
+    #[error("cannot connect to parent at {addr}: {detail}")]
+    ParentUnreachable {
+        /// The parent's address.
+        addr: String,
+        /// Why.
+        detail: String,
+    },
+    /// A spawned child did not get its spawn spec.
+    #[error("no spawn spec from the parent: {0}")]
+    NoSpawnSpec(String),
+    /// `PLOUGH_SPAWN_METHOD` (or the configuration) names no spawn method.
+    #[error(transparent)]
+    UnknownSpawnMethod(#[from] super::spawn_method::UnknownSpawnMethod),
 }
 
 fn join(errs: &[ActorError]) -> String {
@@ -232,20 +436,31 @@ impl From<RemoteActorError> for ActorError {
 }
 
 impl ActorError {
-    /// The variant's name, as a remote error's type name.
-    pub fn kind_name(&self) -> &'static str {
+    /// A failure of the program's own (see [`ActorError::Other`]): any error, or a
+    /// message (`ActorError::other("body gave up")`).
+    pub fn other(e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        ActorError::Other(std::sync::Arc::from(e.into()))
+    }
+
+    /// The kind this error travels home as (a remote error keeps its own).
+    pub fn kind(&self) -> ErrorKind {
         match self {
-            ActorError::Remote(_) => "RemoteActorError",
-            ActorError::ContextCancelled { .. } => "ContextCancelled",
-            ActorError::MsgType(_) => "MsgTypeError",
-            ActorError::StreamOverrun { .. } => "StreamOverrun",
-            ActorError::Lagged { .. } => "Lagged",
-            ActorError::ActorTooSlow { .. } => "ActorTooSlow",
-            ActorError::TransportClosed { .. } => "TransportClosed",
-            ActorError::Spawn(_) => "SpawnError",
-            ActorError::Multi(_) => "MultiError",
-            ActorError::Interrupted => "Interrupted",
-            ActorError::Runtime(_) => "RuntimeError",
+            ActorError::Remote(r) => r.kind,
+            ActorError::ContextCancelled { .. } => ErrorKind::Cancelled,
+            ActorError::MsgType(_) => ErrorKind::MsgType,
+            ActorError::StreamOverrun { .. } => ErrorKind::StreamOverrun,
+            ActorError::Lagged { .. } => ErrorKind::Lagged,
+            ActorError::ActorTooSlow { .. } => ErrorKind::ActorTooSlow,
+            ActorError::TransportClosed { .. } => ErrorKind::TransportClosed,
+            ActorError::Spawn(_) => ErrorKind::Spawn,
+            ActorError::Multi(_) => ErrorKind::Multi,
+            ActorError::ActorDied { .. } => ErrorKind::ActorDied,
+            ActorError::Protocol { .. } => ErrorKind::Protocol,
+            ActorError::Encode { .. } => ErrorKind::PayloadEncode,
+            ActorError::Interrupted => ErrorKind::Interrupted,
+            ActorError::Misuse(_) => ErrorKind::Misuse,
+            ActorError::Setup(_) => ErrorKind::Setup,
+            ActorError::Other(_) => ErrorKind::User,
         }
     }
 
@@ -268,7 +483,7 @@ impl ActorError {
     /// Whether this is (only) a cancellation, as opposed to a real failure.
     pub fn is_cancel(&self) -> bool {
         matches!(self, ActorError::ContextCancelled { .. })
-            || self.as_remote().is_some_and(|r| r.canceller.is_some())
+            || self.as_remote().is_some_and(RemoteActorError::is_cancel)
     }
 
     /// Collects several failures: none is one `Ok`, one is itself, several are `Multi`
@@ -296,35 +511,25 @@ impl ActorError {
 /// The wire form of `err` as it leaves actor `me` on its way home: a remote error keeps
 /// its source and gains `me` on its relay path; anything else is raised here.
 pub(crate) fn relay(err: &ActorError, me: &Aid) -> RemoteActorError {
+    let mut e = match err {
+        ActorError::Remote(r) => return (**r).clone().relayed_by(me.clone()),
+        // A program's own failure is a user error (its type is not known here).
+        ActorError::Other(_) => RemoteActorError::user(me.clone(), "Error", err.to_string()),
+        other => RemoteActorError::new(me.clone(), other.kind(), other.to_string()),
+    };
     match err {
-        ActorError::Remote(r) => (**r).clone().relayed_by(me.clone()),
-        ActorError::ContextCancelled { canceller } => {
-            let mut e = RemoteActorError::new(me.clone(), "ContextCancelled", err.to_string());
-            e.canceller = Some(canceller.clone());
-            e
-        }
-        ActorError::MsgType(t) => {
-            let mut e = RemoteActorError::new(me.clone(), "MsgTypeError", t.to_string());
-            e.type_error = Some(t.into());
-            e
-        }
-        ActorError::StreamOverrun { sender, .. } => {
-            let mut e = RemoteActorError::new(me.clone(), "StreamOverrun", err.to_string());
-            e.overrun_sender = Some(sender.clone());
-            e
-        }
-        ActorError::Multi(errs) => {
-            let mut e = RemoteActorError::new(me.clone(), "MultiError", err.to_string());
-            e.nested = errs.iter().map(|x| relay(x, me)).collect();
-            e
-        }
-        other => RemoteActorError::new(me.clone(), other.kind_name(), other.to_string()),
+        ActorError::ContextCancelled { canceller } => e.canceller = Some(canceller.clone()),
+        ActorError::MsgType(t) => e.type_error = Some(t.into()),
+        ActorError::StreamOverrun { sender, .. } => e.overrun_sender = Some(sender.clone()),
+        ActorError::Multi(errs) => e.nested = errs.iter().map(|x| relay(x, me)).collect(),
+        _ => {}
     }
+    e
 }
 
 /// Encodes a value as a payload, as an `ActorError` on failure.
 pub(crate) fn encode<T: serde::Serialize + ?Sized>(v: &T) -> Result<Payload, ActorError> {
-    Payload::encode(v).map_err(|e| ActorError::Runtime(format!("cannot encode arguments: {e}")))
+    Payload::encode(v).map_err(|e| ActorError::Encode { what: "a value", detail: e.to_string() })
 }
 
 /// `Result<T, ActorError>`.
@@ -341,7 +546,7 @@ mod tests {
 
     #[test]
     fn remote_errors_name_source_and_relay_path() {
-        let e = RemoteActorError::new(aid("leaf", 30), "ValueError", "bad input")
+        let e = RemoteActorError::user(aid("leaf", 30), "ValueError", "bad input")
             .relayed_by(aid("branch", 20))
             .relayed_by(aid("trunk", 10));
         assert_eq!(
@@ -355,7 +560,7 @@ mod tests {
 
     #[test]
     fn collect_keeps_every_failure_and_drops_masking_cancels() {
-        let fail = |n: u32| ActorError::from(RemoteActorError::new(aid("w", n), "E", "x"));
+        let fail = |n: u32| ActorError::from(RemoteActorError::user(aid("w", n), "E", "x"));
         let cancel = ActorError::ContextCancelled { canceller: aid("root", 1) };
         assert!(ActorError::collect(vec![]).is_none());
         assert!(matches!(ActorError::collect(vec![fail(1)]), Some(ActorError::Remote(_))));
@@ -383,5 +588,66 @@ mod tests {
             instead: "main_thread_forkserver".into(),
         };
         assert!(e.to_string().contains("use `main_thread_forkserver`"));
+    }
+
+    #[test]
+    fn every_error_travels_home_with_its_kind() {
+        let me = aid("branch", 20);
+        let cases: Vec<(ActorError, ErrorKind)> = vec![
+            (ActorError::ContextCancelled { canceller: aid("root", 1) }, ErrorKind::Cancelled),
+            (
+                ActorError::StreamOverrun { sender: aid("w", 3), receiver: me.clone() },
+                ErrorKind::StreamOverrun,
+            ),
+            (
+                ActorError::ActorDied { actor: aid("w", 3), status: "x".into() },
+                ErrorKind::ActorDied,
+            ),
+            (Misuse::SendAfterClose.into(), ErrorKind::Misuse),
+            (SetupError::NoRegistrar { actor: me.clone() }.into(), ErrorKind::Setup),
+            (ActorError::Interrupted, ErrorKind::Interrupted),
+            (ActorError::other("mine"), ErrorKind::User),
+            (ActorError::Protocol { peer: "p".into(), detail: "d".into() }, ErrorKind::Protocol),
+        ];
+        for (err, kind) in cases {
+            assert_eq!(err.kind(), kind, "{err}");
+            let wire = relay(&err, &me);
+            assert_eq!(wire.kind, kind, "{err}");
+            assert_eq!(wire.source, me);
+            assert_eq!(wire.message, err.to_string());
+            let back = RemoteActorError::from(wire.to_msg(Some(1)));
+            assert_eq!(back, wire, "the kind survives the wire");
+        }
+        let cancel = relay(&ActorError::ContextCancelled { canceller: aid("root", 1) }, &me);
+        assert_eq!(cancel.canceller, Some(aid("root", 1)));
+        assert!(cancel.is_cancel() && ActorError::from(cancel).is_cancel());
+        let overrun =
+            relay(&ActorError::StreamOverrun { sender: aid("w", 3), receiver: me.clone() }, &me);
+        assert_eq!(overrun.overrun_sender, Some(aid("w", 3)));
+        // A remote error keeps its source and kind, and gains the hop.
+        let leaf = RemoteActorError::new(aid("leaf", 30), ErrorKind::Panic, "boom");
+        let relayed = relay(&ActorError::from(leaf.clone()), &me);
+        assert_eq!(
+            (relayed.kind, &relayed.source, &relayed.relay_path[..]),
+            (ErrorKind::Panic, &leaf.source, &[me.clone()][..])
+        );
+        // A multi-error relays each member with its own kind.
+        let multi = ActorError::Multi(vec![leaf.into(), ActorError::Interrupted]);
+        let wire = relay(&multi, &me);
+        assert_eq!(wire.kind, ErrorKind::Multi);
+        assert_eq!(
+            wire.nested.iter().map(|n| n.kind).collect::<Vec<_>>(),
+            [ErrorKind::Panic, ErrorKind::Interrupted]
+        );
+    }
+
+    #[test]
+    fn a_user_error_keeps_its_type_name_a_runtime_kind_gets_its_own() {
+        let u = RemoteActorError::user(aid("w", 3), "ParseIntError", "bad digit");
+        assert_eq!((u.kind, u.type_name.as_str()), (ErrorKind::User, "ParseIntError"));
+        let r = RemoteActorError::new(aid("w", 3), ErrorKind::NoSuchFunction, "no `mul`");
+        assert_eq!(r.type_name, "NoSuchFunction");
+        let other = relay(&ActorError::other(std::io::Error::other("disk full")), &aid("w", 3));
+        assert_eq!((other.kind, other.message.as_str()), (ErrorKind::User, "disk full"));
     }
 }

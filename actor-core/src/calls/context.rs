@@ -4,9 +4,9 @@
 use super::inbox::{Conv, Inbox, Side};
 use super::stream::{MsgStream, StreamConfig};
 use super::types::MsgTypes;
-use super::wire::{cancel_call_msg, credit_msg, misuse, remote_to_error, type_error};
+use super::wire::{cancel_call_msg, credit_msg, remote_to_error, type_error};
 use crate::base::dump::{TaskGuard, TaskKind};
-use crate::base::error::{ActorError, encode};
+use crate::base::error::{ActorError, Misuse, encode};
 use crate::base::sync::LockExt;
 use crate::connection::Channel;
 use plough_ipc_wire::msg::{Aid, CallKind, Cid, Msg, MsgKind, Start};
@@ -136,9 +136,9 @@ impl Context {
         kind: CallKind,
     ) -> Result<(Context, F), ActorError> {
         if channel.peer() == me {
-            return Err(misuse(format!(
-                "cannot open context `{function}` with yourself ({me}): a context needs two actors"
-            )));
+            return Err(
+                Misuse::ContextWithSelf { function: function.to_owned(), me: me.clone() }.into()
+            );
         }
         let cid = channel.next_cid();
         let conv = Conv::new(me.clone(), channel.peer().clone(), cid, Side::Parent);
@@ -173,9 +173,9 @@ impl Context {
                 }
                 match &ib.outcome {
                     Some(Msg::Error(e)) => Some(Err(remote_to_error(e.clone().into()))),
-                    Some(_) => Some(Err(misuse(format!(
-                        "`{function}` returned without calling `started` (is it a context?)"
-                    )))),
+                    Some(_) => {
+                        Some(Err(Misuse::NotAContext { function: function.to_owned() }.into()))
+                    }
                     None => ib.closed.clone().map(Err),
                 }
             })
@@ -331,12 +331,12 @@ impl Context {
     ///
     /// # Errors
     ///
-    /// Misuse (called twice, or in the parent) as [`ActorError::Runtime`]; a value of
+    /// Misuse (called twice, or in the parent) as [`ActorError::Misuse`]; a value of
     /// another type than declared ([`MsgTypes`]) as [`ActorError::MsgType`], before it is
     /// sent; a cancelled context as [`ActorError::ContextCancelled`]; a lost connection.
     pub async fn started<T: Serialize + ?Sized>(&self, value: &T) -> Result<(), ActorError> {
         if self.shared.side == Side::Parent {
-            return Err(misuse("`started` is the child's call; the parent receives the value"));
+            return Err(Misuse::WrongSide { call: "started", side: "child" }.into());
         }
         self.check_type(MsgKind::Started, value)?;
         if self.is_cancelled() {
@@ -345,10 +345,7 @@ impl Context {
         {
             let mut f = self.shared.flags();
             if f.started {
-                return Err(misuse(format!(
-                    "`started` called twice in context `{}`",
-                    self.shared.function
-                )));
+                return Err(Misuse::StartedTwice { function: self.shared.function.clone() }.into());
             }
             f.started = true;
         }
@@ -370,7 +367,7 @@ impl Context {
     ///
     /// # Errors
     ///
-    /// Misuse as [`ActorError::Runtime`]: before `started` (child), a second stream; a
+    /// Misuse as [`ActorError::Misuse`]: before `started` (child), a second stream; a
     /// cancelled context as [`ActorError::ContextCancelled`].
     pub async fn open_stream_with(&self, config: StreamConfig) -> Result<MsgStream, ActorError> {
         if self.is_cancelled() {
@@ -379,16 +376,11 @@ impl Context {
         {
             let mut f = self.shared.flags();
             if !f.started {
-                return Err(misuse(format!(
-                    "open_stream before `started` in context `{}`: call `started` first",
-                    self.shared.function
-                )));
+                let function = self.shared.function.clone();
+                return Err(Misuse::StreamBeforeStarted { function }.into());
             }
             if f.stream_opened {
-                return Err(misuse(format!(
-                    "context `{}` already has its stream (one stream per context)",
-                    self.shared.function
-                )));
+                return Err(Misuse::SecondStream { function: self.shared.function.clone() }.into());
             }
             f.stream_opened = true;
         }
@@ -458,10 +450,10 @@ impl Context {
     /// The child's error (a cancel by anyone but this parent is
     /// [`ActorError::ContextCancelled`] naming the canceller); a result that does not
     /// decode as `R` is [`ActorError::MsgType`] of kind `Return`; a lost connection; called
-    /// in the child, [`ActorError::Runtime`].
+    /// in the child, [`ActorError::Misuse`].
     pub async fn result<R: DeserializeOwned>(&self) -> Result<Outcome<R>, ActorError> {
         if self.shared.side == Side::Child {
-            return Err(misuse("`result` is the parent's call; the child returns its result"));
+            return Err(Misuse::WrongSide { call: "result", side: "parent" }.into());
         }
         let mut discarded = 0usize;
         let mut grant = 0u32;
@@ -509,7 +501,10 @@ impl Context {
                 }
                 other => Err(other),
             },
-            Ok(other) => Err(misuse(format!("unexpected {} as a context's result", other.kind()))),
+            Ok(other) => Err(ActorError::Protocol {
+                peer: self.peer().to_string(),
+                detail: format!("unexpected {} as a context's result", other.kind()),
+            }),
             Err(e) if self.shared.channel.cancel_requested() || cancel_called => {
                 tracing::debug!(error = %e, "connection closed after a cancel");
                 if cancel_called {

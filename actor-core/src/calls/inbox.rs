@@ -8,7 +8,7 @@ use super::stream::STREAM_BUFFER;
 use crate::base::error::{ActorError, RemoteActorError};
 use crate::base::sync::LockExt;
 use crate::connection::{Channel, Conversation};
-use plough_ipc_wire::msg::{Aid, Cid, Msg};
+use plough_ipc_wire::msg::{Aid, Cid, ErrorKind, Msg};
 use plough_ipc_wire::payload::Payload;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -127,7 +127,7 @@ impl Conversation for Conv {
                     tracing::warn!(cid = self.cid, sender = %self.peer, capacity = ib.capacity, "stream overrun: the buffer is full; telling the sender");
                     let mut e = RemoteActorError::new(
                         self.me.clone(),
-                        "StreamOverrun",
+                        ErrorKind::StreamOverrun,
                         format!("{} sent faster than {} read", self.peer, self.me),
                     );
                     e.overrun_sender = Some(self.peer.clone());
@@ -138,7 +138,7 @@ impl Conversation for Conv {
             }
             Msg::Stop { .. } => ib.peer_stopped = true,
             Msg::Error(e)
-                if e.type_name == "StreamOverrun"
+                if e.kind == ErrorKind::StreamOverrun
                     && e.overrun_sender.as_ref() == Some(&self.me) =>
             {
                 // The peer tells us we overran it: our stream is broken, the context not.

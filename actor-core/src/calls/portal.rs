@@ -154,7 +154,7 @@ impl Portal {
     ///
     /// # Errors
     ///
-    /// A portal to yourself is a misuse ([`ActorError::Runtime`]); the child's error
+    /// A portal to yourself is a misuse ([`ActorError::Misuse`]); the child's error
     /// before `started` (an unknown or non-context function is a remote error naming it);
     /// a first value that does not decode as `F` is [`ActorError::MsgType`] of kind
     /// `Started` (the connection stays usable); a lost connection.

@@ -4,8 +4,8 @@
 use super::context::Context;
 use super::fan_out::{FanOut, Hub};
 use super::inbox::Side;
-use super::wire::{credit_msg, misuse, remote_to_error, type_error};
-use crate::base::error::{ActorError, encode};
+use super::wire::{credit_msg, remote_to_error, type_error};
+use crate::base::error::{ActorError, Misuse, encode};
 use plough_ipc_wire::msg::{Msg, MsgKind};
 use plough_ipc_wire::payload::Payload;
 use serde::Serialize;
@@ -91,7 +91,7 @@ impl MsgStream {
     /// of kind `Yield`, before it is sent. [`ActorError::StreamOverrun`] once the peer
     /// reported that we overran it; the
     /// child's error, or a misuse error, once it has ended; [`ActorError::ContextCancelled`]
-    /// after a cancel; [`ActorError::Runtime`] after [`MsgStream::close`]; a lost
+    /// after a cancel; [`ActorError::Misuse`] after [`MsgStream::close`]; a lost
     /// connection.
     pub async fn send<T: Serialize + ?Sized>(&self, value: &T) -> Result<(), ActorError> {
         self.ctx.check_type(MsgKind::Yield, value)?;
@@ -105,7 +105,7 @@ impl MsgStream {
     /// As [`MsgStream::send`].
     pub async fn send_payload(&self, payload: Payload) -> Result<(), ActorError> {
         if self.send_closed.load(Ordering::Relaxed) {
-            return Err(misuse("send on a stream whose sending half is closed"));
+            return Err(Misuse::SendAfterClose.into());
         }
         self.check_send()?;
         if self.config.backpressure {
@@ -118,7 +118,10 @@ impl MsgStream {
                 Ok(p) => p.forget(),
                 Err(_) => {
                     self.check_send()?;
-                    return Err(misuse("the stream ended while waiting for credit"));
+                    return Err(ActorError::Protocol {
+                        peer: self.ctx.peer().to_string(),
+                        detail: "the stream ended while waiting for credit".to_owned(),
+                    });
                 }
             }
         }
@@ -138,10 +141,8 @@ impl MsgStream {
         match &ib.outcome {
             Some(Msg::Error(e)) => return Err(remote_to_error(e.clone().into())),
             Some(_) => {
-                return Err(misuse(format!(
-                    "send after `{}` returned: nobody reads this stream",
-                    self.ctx.shared.function
-                )));
+                let function = self.ctx.shared.function.clone();
+                return Err(Misuse::SendAfterReturn { function }.into());
             }
             None => {}
         }

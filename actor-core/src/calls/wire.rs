@@ -2,7 +2,7 @@
 
 use crate::base::error::{ActorError, RemoteActorError};
 use crate::base::names::{CANCEL_CALL, CREDIT};
-use plough_ipc_wire::msg::{Aid, CallKind, Cid, Msg, MsgKind, Start};
+use plough_ipc_wire::msg::{Aid, CallKind, Cid, ErrorKind, Msg, MsgKind, Start};
 use plough_ipc_wire::payload::Payload;
 
 /// `plough.cancel_call` for call `target`: nobody waits for its ack, so it carries cid 0.
@@ -29,8 +29,8 @@ pub(crate) fn credit_msg(cid: Cid, me: &Aid, n: u32) -> Msg {
 
 /// A remote error as the caller sees it: a cancellation is `ContextCancelled`.
 pub(crate) fn remote_to_error(e: RemoteActorError) -> ActorError {
-    match (&e.canceller, e.type_name.as_str()) {
-        (Some(c), "ContextCancelled") if e.relay_path.is_empty() => {
+    match (&e.canceller, e.kind) {
+        (Some(c), ErrorKind::Cancelled) if e.relay_path.is_empty() => {
             ActorError::ContextCancelled { canceller: c.clone() }
         }
         _ => ActorError::from(e),
@@ -41,9 +41,4 @@ pub(crate) fn remote_to_error(e: RemoteActorError) -> ActorError {
 pub(crate) fn type_error(mut e: plough_ipc_wire::MsgTypeError, kind: MsgKind) -> ActorError {
     e.kind = Some(kind);
     ActorError::MsgType(e)
-}
-
-/// A misuse of the calls API.
-pub(crate) fn misuse(msg: impl Into<String>) -> ActorError {
-    ActorError::Runtime(msg.into())
 }

@@ -38,8 +38,9 @@ impl ActorEntry {
     ///
     /// The registrar stored an address that does not parse (a bug or a foreign peer).
     pub fn address(&self) -> Result<Address, ActorError> {
-        self.addr
-            .parse()
-            .map_err(|e| ActorError::Runtime(format!("bad address for {}: {e}", self.aid)))
+        self.addr.parse().map_err(|e| ActorError::Protocol {
+            peer: self.aid.to_string(),
+            detail: format!("registered with a bad address `{}`: {e}", self.addr),
+        })
     }
 }

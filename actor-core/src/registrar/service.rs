@@ -8,7 +8,7 @@ use crate::base::names::{
     REGISTRAR_FIND, REGISTRAR_LIST, REGISTRAR_REGISTER, REGISTRAR_UNREGISTER, REGISTRAR_WAIT_FOR,
 };
 use crate::connection::Channel;
-use plough_ipc_wire::msg::{Aid, Msg, Start, Uuid};
+use plough_ipc_wire::msg::{Aid, ErrorKind, Msg, Start, Uuid};
 use plough_ipc_wire::payload::Payload;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
@@ -30,7 +30,7 @@ pub(crate) fn serve(
     let via = channel.peer().uuid;
     let me = me.clone();
     let bad = |e: plough_ipc_wire::MsgTypeError| {
-        let mut r = RemoteActorError::new(me.clone(), "MsgTypeError", e.to_string());
+        let mut r = RemoteActorError::new(me.clone(), ErrorKind::MsgType, e.to_string());
         r.type_error = Some((&e).into());
         r
     };
@@ -61,7 +61,7 @@ pub(crate) fn serve(
         REGISTRAR_WAIT_FOR => None,
         other => Some(Err(RemoteActorError::new(
             me.clone(),
-            "NoSuchFunction",
+            ErrorKind::NoSuchFunction,
             format!("the registrar has no function `{other}`"),
         ))),
     };

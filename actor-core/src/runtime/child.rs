@@ -8,7 +8,7 @@ use super::signals::{Signals, dump_and_relay, watched};
 use crate::base::boot_stderr;
 use crate::base::config::RuntimeConfig;
 use crate::base::dump;
-use crate::base::error::ActorError;
+use crate::base::error::{ActorError, SetupError};
 use crate::base::runtime_vars;
 use crate::base::spawn::{ChildBoot, ChildMain, SpawnBackend};
 use crate::base::spawn_method::SpawnMethod;
@@ -121,10 +121,8 @@ async fn child(
     }
     let early = match early {
         std::task::Poll::Ready(Err(e)) => {
-            return Err(ActorError::Runtime(format!(
-                "cannot connect to parent at {}: {e}",
-                boot.parent_addr
-            )));
+            let (addr, detail) = (boot.parent_addr.to_string(), e.to_string());
+            return Err(SetupError::ParentUnreachable { addr, detail }.into());
         }
         other => other,
     };
@@ -149,31 +147,34 @@ async fn child(
         std::task::Poll::Ready(r) => r,
         std::task::Poll::Pending => connecting.await,
     };
-    let mut est = connected.map_err(|e| {
-        ActorError::Runtime(format!("cannot connect to parent at {}: {e}", boot.parent_addr))
+    let mut est = connected.map_err(|e| SetupError::ParentUnreachable {
+        addr: boot.parent_addr.to_string(),
+        detail: e.to_string(),
     })?;
     // Connected: boot is over as far as the parent is concerned. The real stderr goes
     // back onto fd 2, which ends the parent's copy of our boot output.
     boot_stderr::restore();
-    let first = tokio::time::timeout(config.budgets.handshake, est.framed.next())
-        .await
-        .map_err(|_| ActorError::Runtime("parent sent no spawn spec".into()))?;
+    let first =
+        tokio::time::timeout(config.budgets.handshake, est.framed.next()).await.map_err(|_| {
+            SetupError::NoSpawnSpec(format!("none within {:?}", config.budgets.handshake))
+        })?;
     let spec = match first {
         Some(Ok(frame)) => match frame.decode() {
             Ok(Msg::SpawnSpec(spec)) => spec,
             Ok(other) => {
-                return Err(ActorError::Runtime(format!(
-                    "expected a spawn spec from the parent, got {}",
-                    other.kind()
-                )));
+                return Err(ActorError::Protocol {
+                    peer: boot.parent_addr.to_string(),
+                    detail: format!("expected a spawn spec from the parent, got {}", other.kind()),
+                });
             }
-            Err(e) => return Err(ActorError::Runtime(format!("bad spawn spec: {e}"))),
+            Err(e) => return Err(SetupError::NoSpawnSpec(format!("a bad spawn spec: {e}")).into()),
         },
-        Some(Err(e)) => return Err(ActorError::Runtime(format!("reading the spawn spec: {e}"))),
+        Some(Err(e)) => {
+            return Err(SetupError::NoSpawnSpec(format!("reading it failed: {e}")).into());
+        }
         None => {
-            return Err(ActorError::Runtime(
-                "parent closed the connection before the spawn spec".into(),
-            ));
+            let why = "the parent closed the connection before sending it";
+            return Err(SetupError::NoSpawnSpec(why.to_owned()).into());
         }
     };
     let _ = runtime_vars::get(true);

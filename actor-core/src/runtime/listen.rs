@@ -1,7 +1,7 @@
 //! Where an actor listens: binding, the address of a non-registrar actor, and what a
 //! failed connect to the registry address means.
 
-use crate::base::error::ActorError;
+use crate::base::error::{ActorError, SetupError};
 use plough_ipc_wire::handshake::HandshakeError;
 use plough_ipc_wire::{Address, Listener, TransportError};
 use std::path::PathBuf;
@@ -20,7 +20,7 @@ pub(super) fn is_absent(e: &HandshakeError) -> bool {
 pub(super) async fn bind(addr: &Address) -> Result<Listener, ActorError> {
     Listener::bind(addr)
         .await
-        .map_err(|e| ActorError::Runtime(format!("cannot listen on {addr}: {e}")))
+        .map_err(|e| SetupError::Listen { addr: addr.to_string(), detail: e.to_string() }.into())
 }
 
 /// An address for a non-registrar actor on the same transport as `like`: TCP loopback
@@ -33,8 +33,9 @@ pub(super) fn ephemeral_like(like: &Address, name: &str) -> Result<Address, Acto
                 .parent()
                 .map(PathBuf::from)
                 .unwrap_or_else(plough_ipc_wire::runtime_dir::default_dir);
-            Address::uds_for_actor(&dir, name, std::process::id())
-                .map_err(|e| ActorError::Runtime(format!("no socket path for actor {name}: {e}")))
+            Address::uds_for_actor(&dir, name, std::process::id()).map_err(|e| {
+                SetupError::SocketPath { name: name.to_owned(), detail: e.to_string() }.into()
+            })
         }
     }
 }

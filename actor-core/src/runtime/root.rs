@@ -12,7 +12,7 @@ use super::listen::{bind, ephemeral_like, is_absent, is_private};
 use super::signals::{Signals, dump_and_relay, watched};
 use crate::base::config::RuntimeConfig;
 use crate::base::dump;
-use crate::base::error::ActorError;
+use crate::base::error::{ActorError, Misuse, SetupError};
 use crate::base::ids::{self, new_uuid};
 use crate::base::runtime_vars;
 use crate::base::spawn::{ChildBoot, ChildMain, SpawnBackend};
@@ -101,17 +101,17 @@ impl Runtime {
     ///
     /// # Errors
     ///
-    /// `body`'s error; [`ActorError::Runtime`] when an actor already runs in this process,
-    /// or the registry address is held by something that is not a plough registrar.
+    /// `body`'s error; [`Misuse::ActorAlreadyRunning`](crate::Misuse::ActorAlreadyRunning)
+    /// when an actor already runs in this process; a [`SetupError`](crate::SetupError)
+    /// when the runtime cannot start (e.g. the registry address is held by something that
+    /// is not a plough registrar).
     pub fn run<T, F, Fut>(self, body: F) -> Result<T, ActorError>
     where
         F: FnOnce(Actor) -> Fut,
         Fut: Future<Output = Result<T, ActorError>>,
     {
         if ACTOR_RUNNING.swap(true, Ordering::SeqCst) {
-            return Err(ActorError::Runtime(
-                "an actor is already running in this process (one root per process)".to_owned(),
-            ));
+            return Err(Misuse::ActorAlreadyRunning.into());
         }
         let args: Vec<String> = std::env::args().collect();
         match ChildBoot::from_args(&args) {
@@ -122,13 +122,13 @@ impl Runtime {
             Ok(None) => {}
             Err(e) => {
                 ACTOR_RUNNING.store(false, Ordering::SeqCst);
-                return Err(ActorError::Runtime(format!("bad child-mode arguments: {e}")));
+                return Err(SetupError::ChildArgs(e).into());
             }
         }
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
-            .map_err(|e| ActorError::Runtime(format!("cannot build the tokio runtime: {e}")));
+            .map_err(|e| ActorError::from(SetupError::TokioRuntime(e.to_string())));
         let out = match rt {
             Ok(rt) => {
                 // Children dropped on an error path (or while a panic unwinds through
@@ -177,9 +177,8 @@ impl Runtime {
                 Ok(est) => Some(est),
                 Err(e) if is_absent(&e) => None,
                 Err(e) => {
-                    return Err(ActorError::Runtime(format!(
-                        "the registry address {registry_addr} is held by something that is not a plough registrar: {e}"
-                    )));
+                    let (addr, detail) = (registry_addr.to_string(), e.to_string());
+                    return Err(SetupError::RegistryAddressTaken { addr, detail }.into());
                 }
             }
         };
@@ -217,9 +216,7 @@ impl Runtime {
             let client = RegistrarClient::new(actor.portal(actor.attach(est, true)));
             if let Err(e) = client.register(&entry).await {
                 actor.shutdown().await;
-                return Err(ActorError::Runtime(format!(
-                    "the plough actor at the registry address refused to register us: {e}"
-                )));
+                return Err(SetupError::RegistrationRefused { detail: e.to_string() }.into());
             }
             actor.registrar().set_client(client);
         }

@@ -23,7 +23,7 @@ use crate::registrar::client::RegistrarLink;
 use crate::registrar::state::RegistrarState;
 use plough_fork_prims::marker::{ActorMarker, MarkerInfo, default_runtime_dir};
 use plough_ipc_wire::handshake::{self, Acceptor, Established, HandshakeConfig};
-use plough_ipc_wire::msg::{Aid, ErrorMsg, Hello, Msg, Uuid};
+use plough_ipc_wire::msg::{Aid, ErrorKind, ErrorMsg, Hello, Msg, Uuid};
 use plough_ipc_wire::{Address, Listener};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -348,7 +348,7 @@ impl Actor {
     pub(crate) fn cancelled_error(&self, cid: u64, canceller: Aid) -> ErrorMsg {
         let mut e = RemoteActorError::new(
             self.inner.aid.clone(),
-            "ContextCancelled",
+            ErrorKind::Cancelled,
             format!("cancelled by {canceller}"),
         );
         e.canceller = Some(canceller);

@@ -2,13 +2,13 @@
 //! [`Actor::query_actor`], [`Actor::find_actor`], [`Actor::wait_for_actor`].
 
 use super::actor::Actor;
-use crate::base::error::ActorError;
+use crate::base::error::{ActorError, SetupError};
 use crate::calls::portal::Portal;
 use crate::registrar::entry::ActorEntry;
 
 impl Actor {
     fn no_registrar(&self) -> ActorError {
-        ActorError::Runtime(format!("actor {} is not connected to a registrar", self.aid()))
+        SetupError::NoRegistrar { actor: self.aid().clone() }.into()
     }
 
     /// Every live actor of the tree, as the registrar knows them.

@@ -14,7 +14,7 @@ use crate::calls::context::Context;
 use crate::connection::{Channel, Serve};
 use crate::registrar::service;
 use futures::future::BoxFuture;
-use plough_ipc_wire::msg::{Aid, CallKind, CancelAck, Msg, Start};
+use plough_ipc_wire::msg::{Aid, CallKind, CancelAck, ErrorKind, Msg, Start};
 use plough_ipc_wire::payload::Payload;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -127,7 +127,7 @@ impl Serve for Actor {
                     cid,
                     RemoteActorError::new(
                         self.aid().clone(),
-                        "NotRegistrar",
+                        ErrorKind::NotRegistrar,
                         format!("actor {} is not a registrar", self.aid()),
                     ),
                 ),
@@ -151,7 +151,7 @@ impl Serve for Actor {
                         cid,
                         RemoteActorError::new(
                             self.aid().clone(),
-                            "KindMismatch",
+                            ErrorKind::KindMismatch,
                             format!(
                                 "`{}` is a {k:?} function in actor {}, but was called as a {:?}",
                                 start.function,

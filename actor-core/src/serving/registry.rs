@@ -20,7 +20,7 @@ use crate::calls::stream::StreamConfig;
 use crate::calls::types::MsgTypes;
 use futures::FutureExt;
 use futures::future::BoxFuture;
-use plough_ipc_wire::msg::{Aid, CallKind, MsgKind};
+use plough_ipc_wire::msg::{Aid, CallKind, ErrorKind, MsgKind};
 use plough_ipc_wire::payload::Payload;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -156,7 +156,7 @@ impl Registry {
                 match finish(me.clone(), out) {
                     Ok(_) if !started => Err(RemoteActorError::new(
                         me,
-                        "ContextError",
+                        ErrorKind::ContextMisuse,
                         format!("context function `{fname}` returned without calling `started`"),
                     )),
                     other => other,
@@ -220,7 +220,7 @@ impl Registry {
                                 let p = Payload::encode(&v).map_err(|e| {
                                     RemoteActorError::new(
                                         me.clone(),
-                                        "PayloadEncodeError",
+                                        ErrorKind::PayloadEncode,
                                         e.to_string(),
                                     )
                                 })?;
@@ -234,7 +234,9 @@ impl Registry {
                 };
                 match std::panic::AssertUnwindSafe(run).catch_unwind().await {
                     Ok(r) => r,
-                    Err(panic) => Err(RemoteActorError::new(me, "Panic", panic_message(&*panic))),
+                    Err(panic) => {
+                        Err(RemoteActorError::new(me, ErrorKind::Panic, panic_message(&*panic)))
+                    }
                 }
             }
             .boxed()
@@ -305,7 +307,7 @@ impl Registry {
                 let served: Vec<&str> = self.names().collect();
                 Err(Box::new(RemoteActorError::new(
                     cx.actor().clone(),
-                    "NoSuchFunction",
+                    ErrorKind::NoSuchFunction,
                     format!(
                         "actor {} has no function `{function}` (it serves: {})",
                         cx.actor(),
@@ -331,7 +333,7 @@ fn served_context(cx: &Cx, fname: &str) -> Result<Context, RemoteActorError> {
     cx.context().cloned().ok_or_else(|| {
         RemoteActorError::new(
             cx.actor().clone(),
-            "ContextError",
+            ErrorKind::ContextMisuse,
             format!("`{fname}` was not opened as a context"),
         )
     })
@@ -341,7 +343,7 @@ fn served_context(cx: &Cx, fname: &str) -> Result<Context, RemoteActorError> {
 #[allow(clippy::result_large_err)]
 fn decode_args<A: DeserializeOwned>(me: &Aid, args: &Payload) -> Result<A, RemoteActorError> {
     args.decode().map_err(|e| {
-        let mut err = RemoteActorError::new(me.clone(), "MsgTypeError", e.to_string());
+        let mut err = RemoteActorError::new(me.clone(), ErrorKind::MsgType, e.to_string());
         err.type_error = Some((&e).into());
         err
     })
@@ -352,7 +354,7 @@ fn decode_args<A: DeserializeOwned>(me: &Aid, args: &Payload) -> Result<A, Remot
 fn user_error<E: fmt::Display + 'static>(me: &Aid, e: E) -> RemoteActorError {
     match (&e as &dyn std::any::Any).downcast_ref::<ActorError>() {
         Some(ae) => relay(ae, me),
-        None => RemoteActorError::new(me.clone(), short_type_name::<E>(), e.to_string()),
+        None => RemoteActorError::user(me.clone(), short_type_name::<E>(), e.to_string()),
     }
 }
 
@@ -364,9 +366,9 @@ fn finish<R: Serialize, E: fmt::Display + 'static>(
 ) -> Result<Payload, RemoteActorError> {
     match out {
         Ok(Ok(value)) => Payload::encode(&value)
-            .map_err(|e| RemoteActorError::new(me, "PayloadEncodeError", e.to_string())),
+            .map_err(|e| RemoteActorError::new(me, ErrorKind::PayloadEncode, e.to_string())),
         Ok(Err(e)) => Err(user_error(&me, e)),
-        Err(panic) => Err(RemoteActorError::new(me, "Panic", panic_message(&*panic))),
+        Err(panic) => Err(RemoteActorError::new(me, ErrorKind::Panic, panic_message(&*panic))),
     }
 }
 

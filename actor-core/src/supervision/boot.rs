@@ -8,7 +8,7 @@ use super::ladder::clear_dead_child_files;
 use super::nursery::{ChildActor, Inner, Nursery};
 use crate::base::boot_stderr;
 use crate::base::dump::{Relay, TaskGuard};
-use crate::base::error::{ActorError, SpawnError};
+use crate::base::error::{ActorError, Misuse, SpawnError};
 use crate::base::ids::new_uuid;
 use crate::base::runtime_vars;
 use crate::base::spawn::{ChildBoot, SpawnRequest};
@@ -60,14 +60,12 @@ impl Drop for Booting<'_> {
 impl Nursery {
     pub(super) async fn spawn_child(&self, name: &str) -> Result<Arc<ChildActor>, ActorError> {
         if self.inner.closed.load(Ordering::SeqCst) {
-            return Err(ActorError::Runtime(format!(
-                "cannot start actor {name}: the nursery has exited"
-            )));
+            return Err(Misuse::NurseryExited { name: name.to_owned() }.into());
         }
         let actor = &self.inner.actor;
         let budgets = *actor.budgets();
         let Some(backend) = actor.backend() else {
-            return Err(ActorError::Runtime("this runtime has no spawn backend".into()));
+            return Err(Misuse::NoSpawnBackend.into());
         };
         backend.method().ensure_implemented()?;
         let uuid = new_uuid();

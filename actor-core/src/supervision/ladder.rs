@@ -97,5 +97,5 @@ pub(super) fn clear_dead_child_files(pid: u32, uuid: &Uuid) {
 
 /// A child that went down when nobody asked it to.
 pub(super) fn died(aid: &Aid, status: ExitStatus) -> ActorError {
-    ActorError::Runtime(format!("actor {aid} died unexpectedly ({status})"))
+    ActorError::ActorDied { actor: aid.clone(), status: status.to_string() }
 }

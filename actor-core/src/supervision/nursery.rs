@@ -21,7 +21,7 @@
 //! SIGTERM to the child's process group → wait → SIGKILL to the group → reap.
 
 use crate::base::dump::TaskGuard;
-use crate::base::error::{ActorError, encode};
+use crate::base::error::{ActorError, Misuse, encode};
 use crate::base::sync::LockExt;
 use crate::calls::portal::Portal;
 use crate::serving::actor::Actor;
@@ -103,14 +103,12 @@ impl<T> RunHandle<T> {
     /// # Errors
     ///
     /// The call's error; or, before the nursery has exited (or when the call never
-    /// finished because the nursery was cancelled), a runtime error saying so.
+    /// finished because the nursery was cancelled), [`Misuse::NoResult`].
     pub fn into_result(self) -> Result<T, ActorError> {
-        self.slot.locked().take().unwrap_or_else(|| {
-            Err(ActorError::Runtime(format!(
-                "the call in actor {} has no result (nursery not exited, or cancelled)",
-                self.aid
-            )))
-        })
+        self.slot
+            .locked()
+            .take()
+            .unwrap_or_else(|| Err(Misuse::NoResult { actor: self.aid.clone() }.into()))
     }
 }
 
@@ -244,7 +242,7 @@ impl Nursery {
     ///
     /// [`ActorError::Spawn`]: the backend failed, the child died during boot (with its
     /// exit status), or it did not connect back in time (it was killed and reaped); a
-    /// runtime error when the nursery has already exited.
+    /// [`Misuse::NurseryExited`] when the nursery has already exited.
     pub async fn start_actor(&self, name: &str) -> Result<Portal, ActorError> {
         let child = self.spawn_child(name).await?;
         let portal = child.portal.clone();

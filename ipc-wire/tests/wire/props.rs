@@ -2,8 +2,8 @@
 
 use bytes::BytesMut;
 use plough_ipc_wire::{
-    Address, Aid, CallKind, CancelAck, ErrorMsg, FrameCodec, Hello, Limits, Msg, Payload,
-    RuntimeVars, SpawnSpec, Start, StartAck, TypeErrorInfo, Uuid,
+    Address, Aid, CallKind, CancelAck, ErrorKind, ErrorMsg, FrameCodec, Hello, Limits, Msg,
+    Payload, RuntimeVars, SpawnSpec, Start, StartAck, TypeErrorInfo, Uuid,
 };
 use proptest::collection::vec;
 use proptest::prelude::*;
@@ -77,6 +77,10 @@ fn spawn_spec() -> impl Strategy<Value = SpawnSpec> {
         )
 }
 
+fn error_kind() -> impl Strategy<Value = ErrorKind> {
+    proptest::sample::select(ErrorKind::ALL.to_vec())
+}
+
 fn error_msg() -> impl Strategy<Value = ErrorMsg> {
     // A multi-error nests errors: up to two levels, a few members each.
     flat_error_msg().prop_recursive(2, 8, 3, |inner| {
@@ -91,6 +95,7 @@ fn flat_error_msg() -> impl Strategy<Value = ErrorMsg> {
     (
         proptest::option::of(any::<u64>()),
         aid(),
+        error_kind(),
         (text(), text(), text()),
         vec(aid(), 0..4),
         proptest::option::of(aid()),
@@ -101,6 +106,7 @@ fn flat_error_msg() -> impl Strategy<Value = ErrorMsg> {
             |(
                 cid,
                 source,
+                kind,
                 (type_name, message, backtrace),
                 relay_path,
                 canceller,
@@ -109,6 +115,7 @@ fn flat_error_msg() -> impl Strategy<Value = ErrorMsg> {
             )| ErrorMsg {
                 cid,
                 source,
+                kind,
                 type_name,
                 message,
                 backtrace,

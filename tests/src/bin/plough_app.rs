@@ -89,7 +89,7 @@ fn main() {
                 })
                 .await
             }
-            other => Err(plough::ActorError::Runtime(format!("unknown scenario `{other}`"))),
+            other => Err(plough::ActorError::other(format!("unknown scenario `{other}`"))),
         }
     });
     match result {
