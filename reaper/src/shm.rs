@@ -13,8 +13,15 @@
 //! is not seen; [`InUse::uninspected`] counts such processes. Between `shm_open` and
 //! `mmap` a segment is briefly unused: [`SweepOptions::min_age`] keeps young segments
 //! for that reason.
+//!
+//! Both files are read through `procfs`, each process through its own `/proc/<pid>`
+//! directory fd, so a pid recycled mid-scan is not read half as one process, half as
+//! another.
 
-use crate::procs::{all_pids, our_uid};
+use crate::procs::{our_uid, read_lossy};
+use procfs::ProcError;
+use procfs::process::{FDTarget, MemoryMaps, Process};
+use rustix::fs::OFlags;
 use serde::Serialize;
 use std::collections::HashSet;
 use std::fs;
@@ -86,47 +93,45 @@ impl InUse {
     pub fn scan() -> InUse {
         let mut files = HashSet::new();
         let mut uninspected = 0;
-        for pid in all_pids() {
-            let mut ok = true;
-            match fs::read_to_string(format!("/proc/{pid}/maps")) {
-                Ok(maps) => {
-                    for line in maps.lines() {
-                        let mut it = line.split_whitespace();
-                        let (Some(_), Some(_), Some(_), Some(dev), Some(ino)) =
-                            (it.next(), it.next(), it.next(), it.next(), it.next())
-                        else {
-                            continue;
-                        };
-                        let ino: u64 = ino.parse().unwrap_or(0);
-                        if ino == 0 {
-                            continue;
-                        }
-                        if let Some((maj, min)) = dev.split_once(':') {
-                            let (Ok(maj), Ok(min)) =
-                                (u32::from_str_radix(maj, 16), u32::from_str_radix(min, 16))
-                            else {
-                                continue;
-                            };
-                            files.insert((rustix::fs::makedev(maj, min), ino));
-                        }
-                    }
+        let Ok(all) = procfs::process::all_processes() else {
+            return InUse { files, uninspected };
+        };
+        for process in all {
+            let process = match process {
+                Ok(p) => p,
+                // Exited between the listing and the open.
+                Err(ProcError::NotFound(_)) => continue,
+                Err(_) => {
+                    uninspected += 1;
+                    continue;
                 }
-                Err(_) => ok = false,
+            };
+            let maps = read_lossy::<MemoryMaps>(&process, "maps");
+            if let Some(maps) = &maps {
+                files.extend(
+                    maps.iter()
+                        .filter(|m| m.inode != 0)
+                        .map(|m| (rustix::fs::makedev(m.dev.0 as u32, m.dev.1 as u32), m.inode)),
+                );
             }
-            match fs::read_dir(format!("/proc/{pid}/fd")) {
-                Ok(fds) => {
-                    for fd in fds.flatten() {
-                        let is_file = fs::read_link(fd.path())
-                            .is_ok_and(|t| t.as_os_str().as_encoded_bytes().first() == Some(&b'/'));
-                        if let (true, Ok(m)) = (is_file, fs::metadata(fd.path())) {
-                            files.insert((m.dev(), m.ino()));
-                        }
+            let fds = process.fd();
+            let fds_read = fds.is_ok();
+            for fd in fds.into_iter().flatten().flatten() {
+                // A file (a `/dev/shm` segment among them, deleted or not), not a socket,
+                // pipe or anon inode: its identity is that of the open file, read through
+                // the fd link itself (`O_PATH` follows it without opening the file).
+                if matches!(fd.target, FDTarget::Path(_) | FDTarget::MemFD(_)) {
+                    let target = process.open_relative_flags(
+                        format!("fd/{}", fd.fd),
+                        OFlags::PATH | OFlags::CLOEXEC,
+                    );
+                    if let Ok(m) = target.and_then(|f| Ok(f.metadata()?)) {
+                        files.insert((m.dev(), m.ino()));
                     }
                 }
-                Err(_) => ok = false,
             }
             // A process that exited mid-scan uses nothing; only count real refusals.
-            if !ok && fs::symlink_metadata(format!("/proc/{pid}")).is_ok() {
+            if (maps.is_none() || !fds_read) && Process::new(process.pid).is_ok() {
                 uninspected += 1;
             }
         }
@@ -212,4 +217,35 @@ pub fn sweep(opts: &SweepOptions, dry_run: bool) -> Vec<ShmVerdict> {
         .into_iter()
         .filter(|v| v.action != FileAction::Kept)
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use procfs::FromRead;
+
+    #[test]
+    fn maps_parse_whole_and_name_our_executable() {
+        // One read, parsed by the same code as the scan: every line becomes a mapping.
+        let bytes = fs::read("/proc/self/maps").unwrap();
+        let lines = bytes.iter().filter(|&&b| b == b'\n').count();
+        let maps = MemoryMaps::from_read(&bytes[..]).expect("our maps parse");
+        assert_eq!(maps.len(), lines);
+        assert!(read_lossy::<MemoryMaps>(&Process::myself().unwrap(), "maps").is_some());
+        let exe = fs::metadata("/proc/self/exe").unwrap();
+        assert!(InUse::scan().files.contains(&(exe.dev(), exe.ino())), "our mapped executable");
+    }
+
+    #[test]
+    fn a_file_held_open_is_in_use_even_once_deleted() {
+        let dir = tempfile::Builder::new().prefix("plough-shm-inuse-").tempdir().unwrap();
+        let path = dir.path().join("seg with space (x)");
+        let held = fs::File::create(&path).unwrap();
+        let m = held.metadata().unwrap();
+        let entry = ShmEntry { path: path.clone(), dev: m.dev(), ino: m.ino() };
+        assert!(InUse::scan().contains(&entry));
+        fs::remove_file(&path).unwrap();
+        assert!(InUse::scan().contains(&entry), "a deleted file held open");
+        drop(held);
+    }
 }

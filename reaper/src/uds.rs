@@ -11,6 +11,8 @@ use crate::actors::{check_own_dir, marker_is_ours_and_live, own_markers};
 use crate::error::ReapError;
 use crate::procs::{ProcInfo, our_uid};
 use crate::shm::FileAction;
+use procfs::FromRead;
+use procfs::net::UnixNetEntries;
 use serde::Serialize;
 use std::collections::HashSet;
 use std::fs;
@@ -50,20 +52,35 @@ pub fn own_sockets(runtime_dir: &Path) -> Vec<PathBuf> {
     out
 }
 
-/// Paths that some socket in our network namespace is bound to (`/proc/net/unix`).
-/// `None` when the table cannot be read.
+/// Paths that some socket in our network namespace is bound to (`/proc/net/unix`, read
+/// through procfs), as the table shows them; ask [`may_be_bound`] about a file. `None`
+/// when the table cannot be read.
+///
+/// The kernel prints each path raw: procfs keeps it up to the first whitespace, and reads
+/// the table as text, so one path anywhere in it that is not UTF-8 (an abstract name of
+/// another program's, say) would fail the whole table; such bytes are replaced first.
 pub fn bound_socket_paths() -> Option<HashSet<PathBuf>> {
-    let table = fs::read_to_string("/proc/net/unix").ok()?;
+    let bytes = fs::read("/proc/net/unix").ok()?;
+    let table = UnixNetEntries::from_read(String::from_utf8_lossy(&bytes).as_bytes()).ok()?;
     Some(
         table
-            .lines()
-            .skip(1)
-            // Num RefCount Protocol Flags Type St Inode Path
-            .filter_map(|l| l.split_whitespace().nth(7))
-            .filter(|p| p.starts_with('/'))
-            .map(PathBuf::from)
+            .0
+            .into_iter()
+            .filter_map(|e| e.path)
+            // Abstract names start with `@`; relative paths cannot be matched to a file.
+            .filter(|p| p.as_os_str().as_encoded_bytes().first() == Some(&b'/'))
             .collect(),
     )
+}
+
+/// Whether a socket may be bound to `path`, given [`bound_socket_paths`]: whether the
+/// table shows a path that `path` would be shown as. Never `false` for a bound path. It
+/// can be `true` for an unbound one that looks like a bound one in the table (a bound
+/// `/r/a b.sock` shows as `/r/a`, so `/r/a` and `/r/a c.sock` look bound): that only
+/// keeps a file.
+pub fn may_be_bound(bound: &HashSet<PathBuf>, path: &Path) -> bool {
+    let shown = path.to_string_lossy();
+    bound.contains(Path::new(shown.split_whitespace().next().unwrap_or_default()))
 }
 
 /// Why a socket file is still in use, or `None` when it is stale.
@@ -73,7 +90,7 @@ fn socket_in_use(
     live_marker_pids: &HashSet<u32>,
 ) -> Option<String> {
     match bound {
-        Some(b) if b.contains(path) => return Some("bound".into()),
+        Some(b) if may_be_bound(b, path) => return Some("bound".into()),
         Some(_) => {}
         None => return Some("cannot read /proc/net/unix".into()),
     }
@@ -168,11 +185,10 @@ pub fn remove_dead_markers(runtime_dir: &Path, pids: &[u32]) -> Vec<FileVerdict>
         if !pids.contains(&m.pid) || marker_is_ours_and_live(&m, ProcInfo::read(m.pid).as_ref()) {
             continue;
         }
-        let sock = m
-            .addr
-            .strip_prefix("uds://")
-            .map(PathBuf::from)
-            .filter(|s| sockets.contains(s) && bound.as_ref().is_some_and(|b| !b.contains(s)));
+        let sock =
+            m.addr.strip_prefix("uds://").map(PathBuf::from).filter(|s| {
+                sockets.contains(s) && bound.as_ref().is_some_and(|b| !may_be_bound(b, s))
+            });
         for (file, what) in [(Some(path), "marker"), (sock, "socket")] {
             let Some(file) = file else { continue };
             let (action, why) = match fs::remove_file(&file) {
@@ -198,5 +214,28 @@ mod tests {
         assert_eq!(socket_owner_pid(Path::new("/r/registry@1616.sock")), Some(1616));
         assert_eq!(socket_owner_pid(Path::new("/r/x.sock")), None);
         assert_eq!(socket_owner_pid(Path::new("/r/x@1.txt")), None);
+    }
+
+    #[test]
+    fn bound_sockets_are_seen_whatever_else_the_table_holds() {
+        use std::os::linux::net::SocketAddrExt;
+        use std::os::unix::net::{SocketAddr, UnixListener};
+        let tmp = tempfile::Builder::new().prefix("plough-uds-bound-").tempdir().unwrap();
+        let dir = tmp.path();
+        // Another program's abstract name that is not UTF-8 makes no difference.
+        let mut abstract_name = format!("plough-test-{}-", std::process::id()).into_bytes();
+        abstract_name.extend_from_slice(b"\xc3\xff");
+        let addr = SocketAddr::from_abstract_name(&abstract_name).unwrap();
+        let _foreign = UnixListener::bind_addr(&addr).unwrap();
+        let plain = dir.join("w@1.sock");
+        let spaced = dir.join("w x@2.sock");
+        let (a, b) = (UnixListener::bind(&plain).unwrap(), UnixListener::bind(&spaced).unwrap());
+        let bound = bound_socket_paths().expect("/proc/net/unix parses");
+        assert!(may_be_bound(&bound, &plain));
+        assert!(may_be_bound(&bound, &spaced), "a path with a space is not taken for unbound");
+        assert!(!may_be_bound(&bound, &dir.join("w@3.sock")), "never bound");
+        // The price: what the spaced path is cut to looks bound too (so it is kept).
+        assert!(may_be_bound(&bound, &dir.join("w")));
+        drop((a, b));
     }
 }
