@@ -51,12 +51,27 @@
 //! * Globals that name threads (a logging worker, a connection pool) must be reset in a
 //!   child hook; this crate's own (forkserver, reaper) are keyed by pid and re-created.
 //!
+//! # Module order
+//!
+//! Imports between the modules point one way, from the top of this list down: a module
+//! uses only modules below it (`tests/module_order.rs` holds the crate to this list).
+//!
+//! * `drain` ([`drain_reaper`]): waits until `forkserver` and `reap_queue` are idle.
+//! * `forkserver`: the forking thread; builds [`ChildHandle`]s, runs `prelude` in the
+//!   child, takes the `hooks` lock.
+//! * `child` ([`ChildHandle`]): its `Drop` hands a running child to `reap_queue`.
+//! * `reap_queue`: the background reaper thread.
+//! * `prelude` (uses `scrub`, `signals`, `hooks`), then the leaves, which import no other
+//!   module of the crate: `hooks`, `scrub`, `signals`, `signalfd`, `status`, `marker`,
+//!   `per_process`.
+//!
 //! # Unsafe
 //!
 //! The crate denies `unsafe_code` except in the modules that fork, close fds, touch signal
 //! masks, or publish per-process globals; each block there carries a `// SAFETY:` comment.
 
 mod child;
+mod drain;
 mod forkserver;
 mod hooks;
 pub mod marker;
@@ -70,12 +85,13 @@ mod signals;
 mod status;
 
 pub use child::{ChildHandle, KillTarget};
+pub use drain::drain_reaper;
 #[cfg(feature = "async")]
 pub use forkserver::fork;
 pub use forkserver::{FORKSERVER_THREAD_NAME, fork_blocking, forkserver_started};
 pub use hooks::{ForkHooks, register_fork_hooks};
 pub use prelude::{ForkOptions, exit_code};
-pub use reap_queue::{drain_reaper, pending_reaps};
+pub use reap_queue::pending_reaps;
 pub use rustix::process::Signal;
 pub use scrub::{ScrubMethod, ScrubReport, close_inherited_fds, list_open_fds, validate_keep_set};
 #[cfg(feature = "async")]

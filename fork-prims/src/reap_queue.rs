@@ -5,6 +5,9 @@
 //! the pidfds of the pending children and reaps each as it exits. Children without a pidfd
 //! are polled with `waitid(P_PID, WNOHANG)` every 50 ms. Each entry is reaped by its own
 //! pid: never `waitpid(-1)`.
+//!
+//! Below `child` (whose `Drop` hands children here) and `forkserver`: this module knows
+//! neither. Waiting for both to be idle is `drain`'s.
 
 use crate::per_process::PerProcess;
 use rustix::event::{EventfdFlags, PollFd, PollFlags};
@@ -43,23 +46,6 @@ pub(crate) fn hand_off(pid: Pid, pidfd: Option<OwnedFd>) {
         }
     }
     let _ = rustix::io::write(&reaper.wake, &1u64.to_ne_bytes());
-}
-
-/// Waits (at most `limit`) until no fork request is in flight and the reaper thread has
-/// reaped every child handed to it; returns whether it did. Call before the process
-/// exits: a child still being forked for a requester that is gone, or still queued,
-/// would be orphaned (and, once dead, left as a zombie of whoever inherits it).
-pub fn drain_reaper(limit: std::time::Duration) -> bool {
-    let deadline = std::time::Instant::now() + limit;
-    let mut pause = std::time::Duration::from_micros(200);
-    while crate::forkserver::forks_in_flight() > 0 || pending_reaps() > 0 {
-        if std::time::Instant::now() >= deadline {
-            return false;
-        }
-        std::thread::sleep(pause);
-        pause = (pause * 2).min(std::time::Duration::from_millis(20));
-    }
-    true
 }
 
 /// How many dropped children of this process the reaper still waits for.
