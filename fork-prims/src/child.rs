@@ -11,6 +11,7 @@
 //! "not reaped yet" — sound, because an unreaped child's pid cannot be reused.
 
 use crate::status::ExitStatus;
+use crate::sync::LockExt;
 use rustix::process::{Pid, Signal, WaitId, WaitIdOptions};
 use std::fmt;
 use std::io;
@@ -154,7 +155,7 @@ impl ChildHandle {
 
     /// The exit status, if the child has been reaped (by `try_wait` or `wait`).
     pub fn exit_status(&self) -> Option<ExitStatus> {
-        *self.status.lock().unwrap_or_else(|p| p.into_inner())
+        *self.status.locked()
     }
 
     /// Whether dropping a still-running child SIGKILLs it (and its group).
@@ -170,7 +171,7 @@ impl ChildHandle {
     /// The `waitid` error, e.g. `ECHILD` when called from a process that is not the
     /// child's parent.
     pub fn try_wait(&self) -> io::Result<Option<ExitStatus>> {
-        let mut status = self.status.lock().unwrap_or_else(|p| p.into_inner());
+        let mut status = self.status.locked();
         if status.is_none() {
             *status = self.reap_nohang()?;
         }
@@ -279,7 +280,7 @@ impl ChildHandle {
     /// `EPERM` and the like from `pidfd_send_signal(2)` / `kill(2)`.
     pub fn signal(&self, signal: Signal) -> io::Result<()> {
         self.check_owner()?;
-        let status = self.status.lock().unwrap_or_else(|p| p.into_inner());
+        let status = self.status.locked();
         if status.is_some() {
             return Ok(()); // reaped: the pid may belong to someone else now
         }

@@ -12,6 +12,7 @@
 //! and holds the stderr lock across `fork`, so a child never inherits them locked (the
 //! tracing subscriber's default writer is stderr).
 
+use crate::sync::LockExt;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 type Hook = Box<dyn Fn() + Send + Sync>;
@@ -63,12 +64,12 @@ static HOOKS: Mutex<Vec<Arc<ForkHooks>>> = Mutex::new(Vec::new());
 /// memory, of its forked children). There is no unregistration, as with
 /// `pthread_atfork`.
 pub fn register_fork_hooks(hooks: ForkHooks) {
-    HOOKS.lock().unwrap_or_else(|p| p.into_inner()).push(Arc::new(hooks));
+    HOOKS.locked().push(Arc::new(hooks));
 }
 
 /// The hook list, locked: the forkserver holds this guard across `fork` so that no
 /// other thread can hold the lock at that instant (a child that forks again needs it).
 /// Hooks therefore must not register hooks.
 pub(crate) fn lock() -> MutexGuard<'static, Vec<Arc<ForkHooks>>> {
-    HOOKS.lock().unwrap_or_else(|p| p.into_inner())
+    HOOKS.locked()
 }

@@ -29,6 +29,8 @@
 //! * [`ChildHandle`]: pid + pidfd, `try_wait`, cancel-safe async `wait`, `signal` via
 //!   `pidfd_send_signal`, `kill_group`, cached [`ExitStatus`]; dropping it never leaves a
 //!   zombie.
+//! * [`sync::LockExt`]: `Mutex::locked()`, which takes a lock a panicking thread
+//!   poisoned, and why plough's bookkeeping wants that.
 //!
 //! # Caveats: what a forked child must not touch
 //!
@@ -62,8 +64,8 @@
 //! * `child` ([`ChildHandle`]): its `Drop` hands a running child to `reap_queue`.
 //! * `reap_queue`: the background reaper thread.
 //! * `prelude` (uses `scrub`, `signals`, `hooks`), then the leaves, which import no other
-//!   module of the crate: `hooks`, `scrub`, `signals`, `signalfd`, `status`, `marker`,
-//!   `per_process`.
+//!   module of the crate but `sync`: `hooks`, `scrub`, `signals`, `signalfd`, `status`,
+//!   `marker`, `per_process`, and last `sync`.
 //!
 //! # Unsafe
 //!
@@ -83,6 +85,7 @@ mod scrub;
 mod signalfd;
 mod signals;
 mod status;
+pub mod sync;
 
 pub use child::{ChildHandle, KillTarget};
 pub use drain::drain_reaper;

@@ -10,6 +10,7 @@
 //! neither. Waiting for both to be idle is `drain`'s.
 
 use crate::per_process::PerProcess;
+use crate::sync::LockExt;
 use rustix::event::{EventfdFlags, PollFd, PollFlags};
 use rustix::process::{Pid, WaitId, WaitIdOptions};
 use std::os::fd::{AsFd, OwnedFd};
@@ -36,7 +37,7 @@ static REAPER: PerProcess<Reaper> = PerProcess::new();
 pub(crate) fn hand_off(pid: Pid, pidfd: Option<OwnedFd>) {
     let reaper = REAPER.get_or_init(new_reaper, drop);
     reaper.pending.fetch_add(1, Ordering::SeqCst);
-    reaper.incoming.lock().unwrap_or_else(|p| p.into_inner()).push(Entry { pid, pidfd });
+    reaper.incoming.locked().push(Entry { pid, pidfd });
     if !reaper.started.swap(true, Ordering::SeqCst) {
         let spawned =
             crate::signals::spawn_with_signals_blocked("plough-reaper", move || run(reaper));
@@ -67,7 +68,7 @@ fn new_reaper() -> Reaper {
 fn run(reaper: &'static Reaper) {
     let mut mine: Vec<Entry> = Vec::new();
     loop {
-        mine.append(&mut reaper.incoming.lock().unwrap_or_else(|p| p.into_inner()));
+        mine.append(&mut reaper.incoming.locked());
         let before = mine.len();
         mine.retain(|e| !reap(e));
         reaper.pending.fetch_sub(before - mine.len(), Ordering::SeqCst);

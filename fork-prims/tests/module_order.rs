@@ -17,6 +17,7 @@ const ORDER: &[&str] = &[
     "status",
     "marker",
     "per_process",
+    "sync",
 ];
 
 /// The modules named by `crate::<name>` paths (also inside `use crate::{...}`) in `text`,
