@@ -1,40 +1,12 @@
-//! The one lock helper of the crate.
+//! The one lock helper of the workspace, [`LockExt::locked`] from `plough-fork-prims`
+//! (see its docs for when ignoring poison is sound).
 //!
-//! Every mutex here guards bookkeeping that is consistent between any two statements
-//! (maps of routes, flags, buffers updated by single inserts and removes), so a panic in
-//! another task while it held the lock leaves nothing half-written: poisoning carries no
-//! information, and honouring it would turn one panicking handler into a wedged actor.
-//! [`LockExt::locked`] therefore takes the lock whether or not it is poisoned.
+//! Every mutex of this crate guards bookkeeping that each critical section changes in one
+//! step (an insert, a remove, a push, an assignment, a `retain` followed by a `push` that
+//! cannot fail): routes of a connection, a context's inbox and flags, the registrar's
+//! slots, a nursery's children and errors, the task table, the runtime vars. A panic in
+//! another task while it held the lock leaves nothing half-written, so taking the lock
+//! anyway is right, and honouring the poison would turn one panicking handler into a
+//! wedged actor.
 
-use std::sync::{Mutex, MutexGuard, PoisonError};
-
-/// `Mutex::lock` that ignores poisoning (see the module doc for why that is sound here).
-pub(crate) trait LockExt<T: ?Sized> {
-    /// Locks, recovering the guard of a poisoned mutex.
-    fn locked(&self) -> MutexGuard<'_, T>;
-}
-
-impl<T: ?Sized> LockExt<T> for Mutex<T> {
-    fn locked(&self) -> MutexGuard<'_, T> {
-        self.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_poisoned_mutex_still_locks_with_its_data() {
-        let m = std::sync::Arc::new(Mutex::new(41));
-        let m2 = std::sync::Arc::clone(&m);
-        let _ = std::thread::spawn(move || {
-            let _g = m2.lock().unwrap();
-            panic!("poison it");
-        })
-        .join();
-        assert!(m.is_poisoned());
-        *m.locked() += 1;
-        assert_eq!(*m.locked(), 42);
-    }
-}
+pub(crate) use plough_fork_prims::sync::LockExt;
