@@ -10,18 +10,18 @@
 //!
 //! The parent opens a context on a portal
 //! ([`Portal::open_context`](crate::Portal::open_context)); the child's context
-//! function calls [`Context::started`] exactly once (its value is the parent's first
-//! value), may open a two-way [`MsgStream`], and returns a result that the parent collects
-//! with [`Context::result`]. Either side may cancel.
+//! function calls [`Context::started`](crate::Context::started) exactly once (its value is the parent's first
+//! value), may open a two-way [`MsgStream`](crate::MsgStream), and returns a result that the parent collects
+//! with [`Context::result`](crate::Context::result). Either side may cancel.
 //!
 //! Three hazards are designed out here:
 //!
-//! * **A silent drop.** Every stream buffer is bounded ([`STREAM_BUFFER`] messages). The
+//! * **A silent drop.** Every stream buffer is bounded ([`STREAM_BUFFER`](crate::STREAM_BUFFER) messages). The
 //!   connection's reader task must never wait on one slow consumer (that would stall every
 //!   other conversation on the connection), so a message that finds the buffer full is an
-//!   *overrun*: the receiver keeps what it buffered, reports [`ActorError::StreamOverrun`]
+//!   *overrun*: the receiver keeps what it buffered, reports [`ActorError::StreamOverrun`](crate::ActorError::StreamOverrun)
 //!   after it, and tells the sender, whose next `send`/`recv` fails with the same typed
-//!   error. A sender that opted into backpressure ([`StreamConfig::backpressure`]) never
+//!   error. A sender that opted into backpressure ([`StreamConfig::backpressure`](crate::StreamConfig::backpressure)) never
 //!   overruns: it holds credit for the receiver's free buffer slots, waits when it has
 //!   none, and the receiver grants credit back as it consumes. Memory stays bounded and
 //!   nothing is dropped, whatever the speed mismatch.
@@ -29,7 +29,7 @@
 //!   Without backpressure even a prompt receiver can be overrun by a fast sender: the
 //!   reader task delivers everything one socket read brought (hundreds of small messages)
 //!   before the receiving task runs. Bulk streams should opt in; a larger receive buffer
-//!   ([`StreamConfig::with_buffer`]) lets a backpressured sender run further ahead.
+//!   ([`StreamConfig::with_buffer`](crate::StreamConfig::with_buffer)) lets a backpressured sender run further ahead.
 //!
 //!   Credit grants travel as the reserved function `plough.credit` (a `Start` whose cid
 //!   is the context's and whose argument is the count), handled by the connection before
@@ -38,9 +38,9 @@
 //!   them answers a harmless `NoSuchFunction` instead of failing to decode a new variant.
 //! * **A cancel that masks a failure.** A cancelled child is given a grace period to
 //!   finish its own cleanup; a real error it raises meanwhile is what the parent gets.
-//! * **Ambiguity about who cancelled.** The parent that called [`Context::cancel`] gets
-//!   [`Outcome::Cancelled`] *returned*; any other cancel (the child itself, a third actor,
-//!   `cancel_actor`) is *raised* as [`ActorError::ContextCancelled`] naming the canceller.
+//! * **Ambiguity about who cancelled.** The parent that called [`Context::cancel`](crate::Context::cancel) gets
+//!   [`Outcome::Cancelled`](crate::Outcome::Cancelled) *returned*; any other cancel (the child itself, a third actor,
+//!   `cancel_actor`) is *raised* as [`ActorError::ContextCancelled`](crate::ActorError::ContextCancelled) naming the canceller.
 
 pub(crate) mod context;
 pub(crate) mod fan_out;

@@ -87,7 +87,7 @@ impl MsgStream {
     ///
     /// # Errors
     ///
-    /// A value of another type than declared ([`MsgTypes`]) is [`ActorError::MsgType`]
+    /// A value of another type than declared ([`MsgTypes`](crate::MsgTypes)) is [`ActorError::MsgType`]
     /// of kind `Yield`, before it is sent. [`ActorError::StreamOverrun`] once the peer
     /// reported that we overran it; the
     /// child's error, or a misuse error, once it has ended; [`ActorError::ContextCancelled`]

@@ -7,11 +7,11 @@ use serde::Serialize;
 
 /// The payload types a context declares for what it sends: its first value
 /// (`Started`), its stream messages (`Yield`) and its result (`Return`). A side that
-/// sends a value of another type gets [`ActorError::MsgType`] *before* anything is sent,
+/// sends a value of another type gets [`ActorError::MsgType`](crate::ActorError::MsgType) *before* anything is sent,
 /// naming the kind, the declared type and what it tried to send; the receiver's own
 /// types are checked on receipt, when it decodes. Declare them at registration
 /// ([`Registry::declare`](crate::Registry::declare)) or on a context
-/// ([`Context::declare_types`]).
+/// ([`Context::declare_types`](crate::Context::declare_types)).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct MsgTypes {
     /// The declared type of `Started`.

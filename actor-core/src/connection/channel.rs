@@ -11,7 +11,7 @@
 //!
 //! Functions and contexts are routed differently on purpose. A function's replies go to
 //! an unbounded mailbox (a call has at most a few replies). A context's messages go to its
-//! [`Conversation`](super::Conversation), whose stream buffer is *bounded*: the reader task
+//! [`Conversation`], whose stream buffer is *bounded*: the reader task
 //! never blocks on a slow consumer (that would stall every other conversation on the
 //! connection), so a full buffer is an overrun that both sides are told about, never a
 //! silent drop, and a sender that opted into backpressure waits for credit instead.

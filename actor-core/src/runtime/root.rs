@@ -1,11 +1,7 @@
-//! Starting a process's actor: the root (`Runtime::run`) or a child (`child_main`).
-//!
-//! A program registers its handlers in one [`Registry`] and hands control to
-//! [`Runtime::run`]. Child mode is dispatched there, before any of the program's own
-//! code runs: an exec'd child finds the hidden `--plough-child` argument and becomes the
-//! child actor instead (and exits when it is done); a forked child enters [`child_main`]
-//! directly from its backend. Either way each actor runs on a fresh **current-thread**
-//! tokio runtime (a multi-thread runtime built after `fork` can hang, see DESIGN.md).
+//! [`Runtime`]: a program's handlers, settings and spawn backend; [`Runtime::run`]
+//! dispatches child mode (see the layer doc) or runs the root actor: it joins the
+//! registrar that answers on the registry address or becomes it, runs the body with
+//! SIGINT as a graceful cancel of the tree, then shuts down and reaps everything.
 
 use super::child::child_main;
 use super::listen::{bind, ephemeral_like, is_absent, is_private};
@@ -101,8 +97,8 @@ impl Runtime {
     ///
     /// # Errors
     ///
-    /// `body`'s error; [`Misuse::ActorAlreadyRunning`](crate::Misuse::ActorAlreadyRunning)
-    /// when an actor already runs in this process; a [`SetupError`](crate::SetupError)
+    /// `body`'s error; [`Misuse::ActorAlreadyRunning`]
+    /// when an actor already runs in this process; a [`SetupError`]
     /// when the runtime cannot start (e.g. the registry address is held by something that
     /// is not a plough registrar).
     pub fn run<T, F, Fut>(self, body: F) -> Result<T, ActorError>

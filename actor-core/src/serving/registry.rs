@@ -105,15 +105,7 @@ impl Registry {
             }
             .boxed()
         });
-        self.insert(
-            name,
-            Entry {
-                kind: CallKind::Function,
-                call,
-                args_type: std::any::type_name::<A>(),
-                types: Default::default(),
-            },
-        )
+        self.insert::<A>(name, CallKind::Function, call)
     }
 
     /// Registers a context function under `name`: it receives its side of the
@@ -164,15 +156,7 @@ impl Registry {
             }
             .boxed()
         });
-        self.insert(
-            name,
-            Entry {
-                kind: CallKind::Context,
-                call,
-                args_type: std::any::type_name::<A>(),
-                types: Default::default(),
-            },
-        )
+        self.insert::<A>(name, CallKind::Context, call)
     }
 
     /// Registers a one-way stream function under `name` (tractor's `open_stream_from`): it
@@ -241,18 +225,13 @@ impl Registry {
             }
             .boxed()
         });
-        self.insert(
-            name,
-            Entry {
-                kind: CallKind::Stream,
-                call,
-                args_type: std::any::type_name::<A>(),
-                types: Default::default(),
-            },
-        )
+        self.insert::<A>(name, CallKind::Stream, call)
     }
 
-    fn insert(mut self, name: String, entry: Entry) -> Self {
+    /// Adds an erased handler of `kind` taking `A`.
+    fn insert<A>(mut self, name: String, kind: CallKind, call: Erased) -> Self {
+        let entry =
+            Entry { kind, call, args_type: std::any::type_name::<A>(), types: MsgTypes::default() };
         if self.entries.insert(name.clone(), entry).is_some() {
             panic!("handler `{name}` registered twice");
         }
