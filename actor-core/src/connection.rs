@@ -8,6 +8,8 @@
 //!   reader task delivers that call's messages.
 
 mod channel;
+#[cfg(test)]
+pub(crate) mod testing;
 
 pub(crate) use channel::{CallRx, Channel};
 

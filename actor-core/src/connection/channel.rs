@@ -341,3 +341,6 @@ impl Channel {
         self.inner.shutdown.cancel();
     }
 }
+
+#[cfg(test)]
+mod tests;
