@@ -49,3 +49,6 @@ pub(crate) mod portal;
 pub(crate) mod stream;
 pub(crate) mod types;
 pub(crate) mod wire;
+
+#[cfg(test)]
+mod tests;

@@ -298,7 +298,16 @@ impl Context {
         }
     }
 
+    /// Why this side's operations stop now that it is cancelled. A served context whose
+    /// connection is gone was cancelled *because* of that (the connection cancels what it
+    /// serves when it closes): the lost connection is the error, not a cancel by a parent
+    /// that never asked.
     pub(crate) fn cancelled_error(&self) -> ActorError {
+        if self.shared.side == Side::Child
+            && let Some(closed) = self.shared.conv.lock().closed.clone()
+        {
+            return closed;
+        }
         ActorError::ContextCancelled { canceller: self.canceller() }
     }
 

@@ -1,0 +1,754 @@
+//! The calls layer over a real socket pair: every context transition on both sides, the
+//! stream (overrun, backpressure, close), cancellation from either side, and portals.
+//!
+//! The parent is the dialer of a [`pair`]; the child side is built here the way the
+//! serving layer builds it ([`Context::serve`] on the `Start` the acceptor received), and
+//! where the serving layer would answer (`Return`, `Error`) the test sends the reply
+//! itself on the acceptor's channel.
+
+use super::context::{Context, Outcome, ServedCall};
+use super::portal::Portal;
+use super::stream::{MsgStream, STREAM_BUFFER, StreamConfig};
+use super::types::MsgTypes;
+use crate::base::error::{ActorError, Misuse, RemoteActorError, relay};
+use crate::base::names::{CANCEL_ACTOR, CANCEL_CALL};
+use crate::base::sync::LockExt;
+use crate::connection::testing::{
+    Pair, acceptor_aid, aid, assert_transport_closed, boom, dialer_aid, pair, start_msg, within,
+};
+use futures::{FutureExt, StreamExt};
+use plough_ipc_wire::msg::{Aid, CallKind, CancelAck, Cid, Msg, MsgKind, Start};
+use plough_ipc_wire::payload::Payload;
+use std::any::Any;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// The serving call of a test's child side.
+struct TestCall {
+    me: Aid,
+    cid: Cid,
+    token: CancellationToken,
+    /// Who cancelled "the serving actor" (a third party), when set.
+    actor_canceller: Mutex<Option<Aid>>,
+}
+
+impl ServedCall for TestCall {
+    fn me(&self) -> &Aid {
+        &self.me
+    }
+    fn cid(&self) -> Cid {
+        self.cid
+    }
+    fn cancel_token(&self) -> CancellationToken {
+        self.token.clone()
+    }
+    fn actor_canceller(&self) -> Option<Aid> {
+        self.actor_canceller.locked().clone()
+    }
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
+/// The child side of one served context.
+struct Child {
+    ctx: Context,
+    call: Arc<TestCall>,
+    start: Start,
+}
+
+impl Child {
+    /// Sends what the serving layer would when the child's function returned `value`.
+    async fn returns<T: serde::Serialize>(&self, p: &Pair, value: &T) {
+        let payload = Payload::encode(value).unwrap();
+        p.acceptor.send(Msg::Return { cid: self.start.cid, payload }).await.unwrap();
+    }
+
+    /// Sends what the serving layer would when the child's function failed with `err`.
+    async fn fails(&self, p: &Pair, err: &ActorError) {
+        let msg = relay(err, &acceptor_aid()).to_msg(Some(self.start.cid));
+        p.acceptor.send(Msg::Error(msg)).await.unwrap();
+    }
+}
+
+/// What the serving layer does with a context `Start`: track the call (so a
+/// `plough.cancel_call` reaches it) and build the child side.
+async fn serve_next(p: &Pair, types: MsgTypes) -> Child {
+    let start = p.acceptor_serve.next_start().await;
+    let call = Arc::new(TestCall {
+        me: acceptor_aid(),
+        cid: start.cid,
+        token: CancellationToken::new(),
+        actor_canceller: Mutex::new(None),
+    });
+    p.acceptor.track_served(start.cid, call.token.clone());
+    let ctx = Context::serve(&p.acceptor, Arc::clone(&call) as _, &start.function, types);
+    Child { ctx, call, start }
+}
+
+/// Opens context `ctx("args")` from the dialer; the child answers `started(7)`.
+async fn open(p: &Pair) -> (Context, Child) {
+    let me = dialer_aid();
+    let parent = Context::open::<u32>(
+        &p.dialer,
+        &me,
+        "ctx",
+        Payload::encode("args").unwrap(),
+        CallKind::Context,
+    );
+    let child = async {
+        let child = serve_next(p, MsgTypes::default()).await;
+        child.ctx.started(&7u32).await.expect("started");
+        child
+    };
+    let (parent, child) =
+        within("the context to open", async { tokio::join!(parent, child) }).await;
+    let (parent, first) = parent.expect("open");
+    assert_eq!(first, 7);
+    (parent, child)
+}
+
+/// Opens both sides' streams.
+async fn streams(
+    parent: &Context,
+    child: &Child,
+    child_config: StreamConfig,
+) -> (MsgStream, MsgStream) {
+    let ps = parent.open_stream().await.expect("parent stream");
+    let cs = child.ctx.open_stream_with(child_config).await.expect("child stream");
+    (ps, cs)
+}
+
+/// Waits until everything the dialer queued before now was routed by the acceptor: a
+/// marker `Start` sent after it is served.
+async fn acceptor_caught_up(p: &Pair) {
+    p.dialer.send(start_msg(0, "marker", &(), &dialer_aid())).await.unwrap();
+    let s = p.acceptor_serve.next_start().await;
+    assert_eq!(s.function, "marker", "nothing else was served meanwhile: {s:?}");
+}
+
+#[track_caller]
+fn assert_misuse(e: ActorError, expected: Misuse) {
+    match e {
+        ActorError::Misuse(m) => assert_eq!(m, expected),
+        other => panic!("expected {expected:?}, got {other:?}"),
+    }
+}
+
+#[track_caller]
+fn assert_cancelled_by(e: ActorError, canceller: &Aid) {
+    match e {
+        ActorError::ContextCancelled { canceller: c } => assert_eq!(&c, canceller),
+        other => panic!("expected ContextCancelled by {canceller}, got {other:?}"),
+    }
+}
+
+#[track_caller]
+fn assert_overrun(e: ActorError) {
+    match e {
+        ActorError::StreamOverrun { sender, receiver } => {
+            assert_eq!((sender, receiver), (acceptor_aid(), dialer_aid()));
+        }
+        other => panic!("expected StreamOverrun child -> parent, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn open_then_started_hands_the_parent_the_first_value() {
+    let p = within("the pair", pair()).await;
+    let (parent, child) = open(&p).await;
+    assert_eq!(parent.cid() % 2, 1, "the dialer's cid");
+    assert_eq!(child.ctx.cid(), parent.cid());
+    assert_eq!(child.start.function, "ctx");
+    assert_eq!(child.start.kind, CallKind::Context);
+    assert_eq!(child.start.caller, dialer_aid());
+    assert_eq!(child.start.args.decode::<String>().unwrap(), "args");
+    assert_eq!((parent.peer(), child.ctx.peer()), (&acceptor_aid(), &dialer_aid()));
+    assert_eq!((parent.function(), child.ctx.function()), ("ctx", "ctx"));
+    assert!(child.ctx.was_started());
+    assert!(child.ctx.served().is_some() && parent.served().is_none());
+    assert!(!parent.is_cancelled() && !child.ctx.is_cancelled());
+}
+
+#[tokio::test]
+async fn child_misuse_started_twice_stream_before_started_second_stream_result() {
+    let p = within("the pair", pair()).await;
+    let me = dialer_aid();
+    let parent = Context::open::<u32>(
+        &p.dialer,
+        &me,
+        "ctx",
+        Payload::encode(&()).unwrap(),
+        CallKind::Context,
+    );
+    let child = async {
+        let child = serve_next(&p, MsgTypes::default()).await;
+        assert!(!child.ctx.was_started());
+        let e = child.ctx.open_stream().await.unwrap_err();
+        assert_misuse(e, Misuse::StreamBeforeStarted { function: "ctx".to_owned() });
+        child.ctx.started(&1u32).await.unwrap();
+        assert_misuse(
+            child.ctx.started(&2u32).await.unwrap_err(),
+            Misuse::StartedTwice { function: "ctx".to_owned() },
+        );
+        let _stream = child.ctx.open_stream().await.unwrap();
+        let e = child.ctx.open_stream().await.unwrap_err();
+        assert_misuse(e, Misuse::SecondStream { function: "ctx".to_owned() });
+        let e = child.ctx.result::<()>().await.unwrap_err();
+        assert_misuse(e, Misuse::WrongSide { call: "result", side: "parent" });
+        child
+    };
+    let (parent, _child) = within("the context", async { tokio::join!(parent, child) }).await;
+    assert_eq!(parent.unwrap().1, 1, "the first `started` value, not the second");
+}
+
+#[tokio::test]
+async fn parent_misuse_started_a_second_stream_and_a_context_with_yourself() {
+    let p = within("the pair", pair()).await;
+    let (parent, _child) = open(&p).await;
+    assert_misuse(
+        parent.started(&1u32).await.unwrap_err(),
+        Misuse::WrongSide { call: "started", side: "child" },
+    );
+    let _s = parent.open_stream().await.expect("the parent may stream at once");
+    assert_misuse(
+        parent.open_stream().await.unwrap_err(),
+        Misuse::SecondStream { function: "ctx".to_owned() },
+    );
+    // The dialer's peer is the acceptor: opening "as" the acceptor is opening with yourself.
+    let me = acceptor_aid();
+    let e = Context::open::<()>(&p.dialer, &me, "ctx", Payload::default(), CallKind::Context)
+        .await
+        .unwrap_err();
+    assert_misuse(e, Misuse::ContextWithSelf { function: "ctx".to_owned(), me });
+}
+
+#[tokio::test]
+async fn open_fails_with_the_childs_early_error_return_or_bad_first_value() {
+    let p = within("the pair", pair()).await;
+    let me = dialer_aid();
+    let open_u32 =
+        || Context::open::<u32>(&p.dialer, &me, "ctx", Payload::default(), CallKind::Context);
+
+    // An error before `started`.
+    let (r, ()) = within("open", async {
+        tokio::join!(open_u32(), async {
+            let s = p.acceptor_serve.next_start().await;
+            p.acceptor.send(boom(&acceptor_aid(), s.cid, "no")).await.unwrap();
+        })
+    })
+    .await;
+    match r.unwrap_err() {
+        ActorError::Remote(e) => {
+            assert_eq!((e.type_name.as_str(), e.message.as_str()), ("Boom", "no"));
+            assert_eq!(e.source, acceptor_aid());
+        }
+        other => panic!("expected the child's error, got {other:?}"),
+    }
+
+    // A return without `started`.
+    let (r, ()) = within("open", async {
+        tokio::join!(open_u32(), async {
+            let s = p.acceptor_serve.next_start().await;
+            let payload = Payload::encode(&()).unwrap();
+            p.acceptor.send(Msg::Return { cid: s.cid, payload }).await.unwrap();
+        })
+    })
+    .await;
+    assert_misuse(r.unwrap_err(), Misuse::NotAContext { function: "ctx".to_owned() });
+
+    // A first value of another type.
+    let (r, ()) = within("open", async {
+        tokio::join!(open_u32(), async {
+            let s = p.acceptor_serve.next_start().await;
+            let payload = Payload::encode("seven").unwrap();
+            p.acceptor.send(Msg::Started { cid: s.cid, payload }).await.unwrap();
+        })
+    })
+    .await;
+    match r.unwrap_err() {
+        ActorError::MsgType(e) => assert_eq!(e.kind, Some(MsgKind::Started)),
+        other => panic!("expected a type error, got {other:?}"),
+    }
+    assert!(!p.dialer.is_closed(), "a bad first value leaves the connection usable");
+    // ... and the context it could not hand out is let go of: the child is cancelled.
+    let cancel = p.acceptor_serve.next_start().await;
+    assert_eq!(cancel.function, CANCEL_CALL);
+
+    // The connection closing before `started`.
+    let (r, ()) = within("open", async {
+        tokio::join!(open_u32(), async {
+            let _ = p.acceptor_serve.next_start().await;
+            p.acceptor.shutdown();
+        })
+    })
+    .await;
+    assert_transport_closed(&r.unwrap_err(), &acceptor_aid(), "peer closed the connection");
+}
+
+#[tokio::test]
+async fn stream_messages_flow_both_ways_in_order() {
+    let p = within("the pair", pair()).await;
+    let (parent, child) = open(&p).await;
+    let (ps, cs) = streams(&parent, &child, StreamConfig::default()).await;
+    within("the exchange", async {
+        for n in 1..=3u32 {
+            ps.send(&n).await.unwrap();
+        }
+        cs.send("a").await.unwrap();
+        cs.send("b").await.unwrap();
+        for n in 1..=3u32 {
+            assert_eq!(cs.recv::<u32>().await.unwrap(), Some(n));
+        }
+        assert_eq!(ps.recv::<String>().await.unwrap().as_deref(), Some("a"));
+        assert_eq!(ps.recv::<String>().await.unwrap().as_deref(), Some("b"));
+    })
+    .await;
+    assert_eq!((ps.buffered(), cs.buffered()), (0, 0));
+    assert_eq!(ps.config(), StreamConfig::default());
+    assert_eq!(ps.context().cid(), parent.cid());
+}
+
+#[tokio::test]
+async fn close_ends_the_peers_stream_and_only_this_sides_sending() {
+    let p = within("the pair", pair()).await;
+    let (parent, child) = open(&p).await;
+    let (ps, cs) = streams(&parent, &child, StreamConfig::default()).await;
+    ps.send(&1u8).await.unwrap();
+    ps.close().await.unwrap();
+    ps.close().await.unwrap(); // idempotent: one Stop
+    assert_misuse(ps.send(&2u8).await.unwrap_err(), Misuse::SendAfterClose);
+    within("the child's reads", async {
+        assert_eq!(cs.recv::<u8>().await.unwrap(), Some(1), "what was sent before the close");
+        assert_eq!(cs.recv::<u8>().await.unwrap(), None, "then end of stream");
+        assert_eq!(cs.recv::<u8>().await.unwrap(), None, "and it stays ended");
+    })
+    .await;
+    // The other direction still flows, and ends with its own close.
+    cs.send(&3u8).await.unwrap();
+    cs.close().await.unwrap();
+    let got: Vec<u8> =
+        within("the parent's items", ps.items::<u8>().map(Result::unwrap).collect()).await;
+    assert_eq!(got, [3]);
+}
+
+#[tokio::test]
+async fn a_childs_return_is_the_result_and_unread_messages_are_discarded_with_credit_back() {
+    let p = within("the pair", pair()).await;
+    let (parent, child) = open(&p).await;
+    let (ps, cs) = streams(&parent, &child, StreamConfig::backpressure()).await;
+    for n in 0..5u32 {
+        cs.send(&n).await.unwrap();
+    }
+    let credit = || child.ctx.shared.conv.credit.available_permits();
+    assert_eq!(credit(), STREAM_BUFFER - 5);
+    child.returns(&p, &"done").await;
+    let out = within("the result", parent.result::<String>()).await.unwrap();
+    assert_eq!(out, Outcome::Returned("done".to_owned()));
+    assert_eq!(out.clone().returned().as_deref(), Some("done"));
+    assert!(!out.is_cancelled());
+    assert_eq!(ps.buffered(), 0, "the 5 unread messages were discarded");
+    assert_eq!(within("end of stream", ps.recv::<u32>()).await.unwrap(), None);
+    acceptor_caught_up(&p).await;
+    assert_eq!(credit(), STREAM_BUFFER, "the discarded messages' credit was granted back");
+    assert_misuse(
+        ps.send(&1u8).await.unwrap_err(),
+        Misuse::SendAfterReturn { function: "ctx".to_owned() },
+    );
+}
+
+#[tokio::test]
+async fn a_result_of_another_type_is_a_type_error_of_kind_return() {
+    let p = within("the pair", pair()).await;
+    let (parent, child) = open(&p).await;
+    child.returns(&p, &"not a number").await;
+    match within("the result", parent.result::<u64>()).await.unwrap_err() {
+        ActorError::MsgType(e) => assert_eq!(e.kind, Some(MsgKind::Return)),
+        other => panic!("expected a type error, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn the_childs_error_is_raised_by_result_and_by_the_parents_stream() {
+    let p = within("the pair", pair()).await;
+    let (parent, child) = open(&p).await;
+    let (ps, _cs) = streams(&parent, &child, StreamConfig::default()).await;
+    let err = ActorError::from(RemoteActorError::user(acceptor_aid(), "Boom", "child broke"));
+    child.fails(&p, &err).await;
+    let e = within("the result", parent.result::<()>()).await.unwrap_err();
+    let r = e.as_remote().expect("the child's error");
+    assert_eq!((r.type_name.as_str(), r.message.as_str()), ("Boom", "child broke"));
+    assert_eq!(r.relay_path, [acceptor_aid()], "relayed by the child on its way home");
+    let e = within("recv", ps.recv::<u8>()).await.unwrap_err();
+    assert_eq!(e.as_remote().unwrap().type_name, "Boom");
+    assert_eq!(ps.send(&1u8).await.unwrap_err().as_remote().unwrap().type_name, "Boom");
+}
+
+#[tokio::test]
+async fn the_parents_cancel_fails_the_childs_ops_and_returns_cancelled() {
+    let p = within("the pair", pair()).await;
+    let (parent, child) = open(&p).await;
+    let ps = parent.open_stream().await.unwrap();
+    parent.cancel().await.unwrap();
+    assert!(parent.is_cancelled());
+    within("the child's token", child.ctx.cancelled()).await;
+    let cancel = p.acceptor_serve.next_start().await;
+    assert_eq!((cancel.function.as_str(), cancel.cid), (CANCEL_CALL, 0));
+    assert_eq!(cancel.args.decode::<u64>().unwrap(), parent.cid());
+    assert!(child.call.token.is_cancelled());
+
+    let parent_aid = dialer_aid();
+    assert_cancelled_by(child.ctx.open_stream().await.unwrap_err(), &parent_aid);
+    assert_cancelled_by(child.ctx.started(&1u32).await.unwrap_err(), &parent_aid);
+    assert_cancelled_by(ps.recv::<u8>().await.unwrap_err(), &parent_aid);
+    assert_cancelled_by(ps.send(&1u8).await.unwrap_err(), &parent_aid);
+
+    child.fails(&p, &child.ctx.cancelled_error()).await;
+    let out = within("the result", parent.result::<()>()).await.unwrap();
+    assert_eq!(out, Outcome::Cancelled { canceller: parent_aid });
+    assert!(out.is_cancelled() && out.returned().is_none());
+    parent.cancel().await.unwrap(); // once is enough: no second request
+    acceptor_caught_up(&p).await;
+}
+
+#[tokio::test]
+async fn a_cancel_wakes_the_childs_waiting_recv_and_its_send_waiting_for_credit() {
+    let p = within("the pair", pair()).await;
+    let (parent, child) = open(&p).await;
+    let (_ps, cs) = streams(&parent, &child, StreamConfig::backpressure()).await;
+    for n in 0..STREAM_BUFFER as u32 {
+        cs.send(&n).await.unwrap();
+    }
+    let (r, s, ()) = within("the cancel", async {
+        tokio::join!(cs.recv::<u8>(), cs.send(&0u32), async { parent.cancel().await.unwrap() })
+    })
+    .await;
+    assert_cancelled_by(r.unwrap_err(), &dialer_aid());
+    assert_cancelled_by(s.unwrap_err(), &dialer_aid());
+}
+
+#[tokio::test]
+async fn the_childs_own_cancel_is_raised_in_the_parent_naming_the_child() {
+    let p = within("the pair", pair()).await;
+    let (parent, child) = open(&p).await;
+    let (ps, cs) = streams(&parent, &child, StreamConfig::default()).await;
+    child.ctx.cancel().await.unwrap();
+    assert!(child.ctx.is_cancelled());
+    assert_cancelled_by(cs.send(&1u8).await.unwrap_err(), &acceptor_aid());
+    assert_cancelled_by(cs.recv::<u8>().await.unwrap_err(), &acceptor_aid());
+    child.fails(&p, &child.ctx.cancelled_error()).await;
+    let e = within("the result", parent.result::<()>()).await.unwrap_err();
+    assert_cancelled_by(e, &acceptor_aid());
+    assert!(!parent.is_cancelled(), "the parent did not cancel");
+    assert_cancelled_by(within("recv", ps.recv::<u8>()).await.unwrap_err(), &acceptor_aid());
+}
+
+#[tokio::test]
+async fn a_third_actors_cancel_is_raised_in_the_parent_naming_it() {
+    let p = within("the pair", pair()).await;
+    let (parent, child) = open(&p).await;
+    let third = aid("third", 3);
+    *child.call.actor_canceller.locked() = Some(third.clone());
+    child.call.token.cancel(); // the serving actor was cancelled by `third`
+    assert_cancelled_by(child.ctx.open_stream().await.unwrap_err(), &third);
+    child.fails(&p, &child.ctx.cancelled_error()).await;
+    assert_cancelled_by(within("the result", parent.result::<()>()).await.unwrap_err(), &third);
+}
+
+#[tokio::test]
+async fn an_overrun_without_backpressure_is_reported_to_both_sides_after_the_buffer() {
+    let p = within("the pair", pair()).await;
+    let (parent, child) = open(&p).await;
+    let (ps, cs) = streams(&parent, &child, StreamConfig::default()).await;
+    for n in 0..=STREAM_BUFFER as u32 {
+        cs.send(&n).await.expect("the sender does not know yet");
+    }
+    // The parent never read: the 65th message overran it, and it told the child.
+    assert_overrun(within("the child to hear", cs.recv::<u32>()).await.unwrap_err());
+    assert_overrun(cs.send(&0u32).await.unwrap_err());
+    assert_eq!(ps.buffered(), STREAM_BUFFER);
+    within("the parent's reads", async {
+        for n in 0..STREAM_BUFFER as u32 {
+            assert_eq!(ps.recv::<u32>().await.unwrap(), Some(n), "what was buffered, in order");
+        }
+        assert_overrun(ps.recv::<u32>().await.unwrap_err());
+        assert_overrun(ps.recv::<u32>().await.unwrap_err());
+    })
+    .await;
+    // The stream broke, not the context.
+    child.returns(&p, &5u8).await;
+    assert_eq!(within("result", parent.result::<u8>()).await.unwrap(), Outcome::Returned(5));
+}
+
+#[tokio::test]
+async fn with_backpressure_a_fast_sender_waits_and_nothing_is_lost() {
+    let p = within("the pair", pair()).await;
+    let (parent, child) = open(&p).await;
+    let (ps, cs) = streams(&parent, &child, StreamConfig::backpressure()).await;
+    const N: u32 = 500;
+    for n in 0..STREAM_BUFFER as u32 {
+        cs.send(&n).await.unwrap();
+    }
+    assert_eq!(child.ctx.shared.conv.credit.available_permits(), 0);
+    assert!(cs.send(&0u32).now_or_never().is_none(), "out of credit: the next send waits");
+    let send = async {
+        for n in STREAM_BUFFER as u32..N {
+            cs.send(&n).await.unwrap();
+        }
+        cs.close().await.unwrap();
+    };
+    let read = async {
+        let mut got = Vec::new();
+        while let Some(n) = ps.recv::<u32>().await.unwrap() {
+            assert!(ps.buffered() <= STREAM_BUFFER, "never more than the buffer");
+            got.push(n);
+        }
+        got
+    };
+    let ((), got) = within("the whole stream", async { tokio::join!(send, read) }).await;
+    assert_eq!(got, (0..N).collect::<Vec<_>>(), "every message, once, in order");
+}
+
+#[tokio::test]
+async fn a_larger_receive_buffer_grants_the_sender_the_extra_credit() {
+    let p = within("the pair", pair()).await;
+    let (parent, child) = open(&p).await;
+    let ps = parent.open_stream_with(StreamConfig::backpressure().with_buffer(256)).await.unwrap();
+    acceptor_caught_up(&p).await; // the grant travelled ahead of the marker
+    let cs = child.ctx.open_stream_with(StreamConfig::backpressure()).await.unwrap();
+    assert_eq!(child.ctx.shared.conv.credit.available_permits(), 256);
+    for n in 0..256u32 {
+        cs.send(&n).await.unwrap();
+    }
+    assert!(cs.send(&0u32).now_or_never().is_none(), "256 outstanding: the next waits");
+    within("the reads", async {
+        for n in 0..256u32 {
+            assert_eq!(ps.recv::<u32>().await.unwrap(), Some(n));
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn dropping_the_parents_unfinished_context_cancels_the_child() {
+    let p = within("the pair", pair()).await;
+    let (parent, child) = open(&p).await;
+    let cid = parent.cid();
+    let stream = parent.open_stream().await.unwrap();
+    drop(parent);
+    acceptor_caught_up(&p).await; // the stream still holds the context: no cancel yet
+    drop(stream);
+    let cancel = p.acceptor_serve.next_start().await;
+    assert_eq!((cancel.function.as_str(), cancel.cid), (CANCEL_CALL, 0));
+    assert_eq!(cancel.args.decode::<u64>().unwrap(), cid);
+    assert_eq!(cancel.caller, dialer_aid());
+    within("the child's cancel", child.ctx.cancelled()).await;
+    assert_cancelled_by(child.ctx.open_stream().await.unwrap_err(), &dialer_aid());
+}
+
+#[tokio::test]
+async fn dropping_a_finished_parent_context_sends_nothing() {
+    let p = within("the pair", pair()).await;
+    let (parent, child) = open(&p).await;
+    child.returns(&p, &()).await;
+    assert_eq!(within("result", parent.result::<()>()).await.unwrap(), Outcome::Returned(()));
+    drop(parent);
+    acceptor_caught_up(&p).await; // no cancel_call ahead of the marker
+    assert!(!child.call.token.is_cancelled());
+}
+
+#[tokio::test]
+async fn a_transport_closed_mid_stream_fails_the_parent_with_transport_closed() {
+    let p = within("the pair", pair()).await;
+    let (parent, child) = open(&p).await;
+    let (ps, cs) = streams(&parent, &child, StreamConfig::backpressure()).await;
+    ps.send(&1u8).await.unwrap();
+    assert_eq!(within("recv", cs.recv::<u8>()).await.unwrap(), Some(1));
+    let waiting = ps.recv::<u8>();
+    let ((), e) = within("the parent's recv", async {
+        tokio::join!(async { p.acceptor.shutdown() }, waiting)
+    })
+    .await;
+    assert_transport_closed(&e.unwrap_err(), &acceptor_aid(), "peer closed the connection");
+    assert_transport_closed(&ps.send(&3u8).await.unwrap_err(), &acceptor_aid(), "peer closed");
+    let e = within("the result", parent.result::<()>()).await.unwrap_err();
+    assert_transport_closed(&e, &acceptor_aid(), "peer closed the connection");
+    within("the child's end to close", p.acceptor.closed()).await;
+    assert!(child.call.token.is_cancelled(), "a served call is cancelled when its caller goes");
+}
+
+#[tokio::test]
+async fn a_transport_closed_mid_stream_fails_the_child_with_transport_closed() {
+    let p = within("the pair", pair()).await;
+    let (parent, child) = open(&p).await;
+    let (_ps, cs) = streams(&parent, &child, StreamConfig::backpressure()).await;
+    let waiting = cs.recv::<u8>();
+    let ((), e) =
+        within("the child's recv", async { tokio::join!(async { p.dialer.shutdown() }, waiting) })
+            .await;
+    assert_transport_closed(&e.unwrap_err(), &dialer_aid(), "peer closed the connection");
+    assert_transport_closed(&cs.send(&2u8).await.unwrap_err(), &dialer_aid(), "peer closed");
+}
+
+#[tokio::test]
+async fn a_connection_closed_after_we_asked_the_actor_to_cancel_is_that_cancel() {
+    let p = within("the pair", pair()).await;
+    let (parent, _child) = open(&p).await;
+    p.dialer.set_cancel_requested();
+    p.acceptor.shutdown(); // the child actor exits
+    let e = within("the result", parent.result::<()>()).await.unwrap_err();
+    assert_cancelled_by(e, &dialer_aid());
+}
+
+#[tokio::test]
+async fn a_connection_closed_after_the_parents_cancel_is_cancelled() {
+    let p = within("the pair", pair()).await;
+    let (parent, _child) = open(&p).await;
+    parent.cancel().await.unwrap();
+    p.acceptor.shutdown();
+    let out = within("the result", parent.result::<()>()).await.unwrap();
+    assert_eq!(out, Outcome::Cancelled { canceller: dialer_aid() });
+}
+
+#[tokio::test]
+async fn declared_types_are_checked_before_sending_and_bad_payloads_on_receipt() {
+    let p = within("the pair", pair()).await;
+    let me = dialer_aid();
+    let parent =
+        Context::open::<u32>(&p.dialer, &me, "typed", Payload::default(), CallKind::Context);
+    let child = async {
+        let child = serve_next(&p, MsgTypes::new().started::<u32>().yields::<u32>()).await;
+        match child.ctx.started("seven").await.unwrap_err() {
+            ActorError::MsgType(e) => {
+                assert_eq!((e.kind, e.expected.as_str()), (Some(MsgKind::Started), "u32"));
+            }
+            other => panic!("expected a type error, got {other:?}"),
+        }
+        assert!(!child.ctx.was_started(), "nothing was sent");
+        child.ctx.started(&7u32).await.unwrap();
+        child
+    };
+    let (parent, child) = within("the context", async { tokio::join!(parent, child) }).await;
+    let (parent, first) = parent.unwrap();
+    assert_eq!(first, 7);
+    assert_eq!(child.ctx.declared_types().yields, Some("u32"));
+    let (ps, cs) = streams(&parent, &child, StreamConfig::default()).await;
+    match cs.send("x").await.unwrap_err() {
+        ActorError::MsgType(e) => assert_eq!(e.kind, Some(MsgKind::Yield)),
+        other => panic!("expected a type error, got {other:?}"),
+    }
+    cs.send(&1u32).await.unwrap();
+    cs.send(&2u32).await.unwrap();
+    match within("recv", ps.recv::<String>()).await.unwrap_err() {
+        ActorError::MsgType(e) => assert_eq!(e.kind, Some(MsgKind::Yield)),
+        other => panic!("expected a type error, got {other:?}"),
+    }
+    assert_eq!(within("recv", ps.recv::<u32>()).await.unwrap(), Some(2), "still usable");
+    parent.declare_types(MsgTypes::new().yields::<u8>());
+    assert!(matches!(ps.send(&1u32).await.unwrap_err(), ActorError::MsgType(_)));
+}
+
+#[tokio::test]
+async fn portal_run_returns_the_value_or_the_remote_error() {
+    let p = within("the pair", pair()).await;
+    let portal = Portal::new(p.dialer.clone(), dialer_aid(), Duration::from_millis(100));
+    assert_eq!(portal.aid(), &acceptor_aid());
+    assert!(!portal.is_closed());
+    assert_eq!(within("echo", portal.run::<_, u64>("echo", 41u64)).await.unwrap(), 41);
+    let e = within("fail", portal.run::<_, u64>("fail", "why")).await.unwrap_err();
+    let r = e.as_remote().expect("a remote error");
+    assert_eq!((r.type_name.as_str(), &r.source), ("Boom", &acceptor_aid()));
+    assert_eq!(r.message, "\"why\"");
+    match within("echo", portal.run::<_, String>("echo", 5u64)).await.unwrap_err() {
+        ActorError::MsgType(e) => assert_eq!(e.kind, Some(MsgKind::Return)),
+        other => panic!("expected a type error, got {other:?}"),
+    }
+    // Finished calls send no cancel.
+    acceptor_caught_up_skipping(&p, &["echo", "fail", "echo"]).await;
+    // A StartAck ahead of the result is skipped; a remote cancel reads as ContextCancelled.
+    let third = aid("third", 3);
+    let (r, ()) = within("a cancelled call", async {
+        tokio::join!(portal.run::<_, ()>("hang", ()), async {
+            let s = p.acceptor_serve.next_start().await;
+            assert_eq!(s.function, "hang");
+            let ack = plough_ipc_wire::msg::StartAck { cid: s.cid, kind: CallKind::Function };
+            p.acceptor.send(Msg::StartAck(ack)).await.unwrap();
+            let cancelled = ActorError::ContextCancelled { canceller: third.clone() };
+            let err = relay(&cancelled, &acceptor_aid()).to_msg(Some(s.cid));
+            p.acceptor.send(Msg::Error(err)).await.unwrap();
+        })
+    })
+    .await;
+    assert_cancelled_by(r.unwrap_err(), &third);
+    acceptor_caught_up(&p).await;
+}
+
+/// [`acceptor_caught_up`], after taking the `Start`s named `first` (in order).
+async fn acceptor_caught_up_skipping(p: &Pair, first: &[&str]) {
+    for f in first {
+        assert_eq!(&p.acceptor_serve.next_start().await.function, f);
+    }
+    acceptor_caught_up(p).await;
+}
+
+#[tokio::test]
+async fn dropping_a_portal_run_mid_call_sends_cancel_call() {
+    let p = within("the pair", pair()).await;
+    let portal = Portal::new(p.dialer.clone(), dialer_aid(), Duration::from_millis(100));
+    let hang = within("the call to arrive", async {
+        tokio::select! {
+            r = portal.run::<_, ()>("hang", ()) => panic!("hang answered: {r:?}"),
+            s = p.acceptor_serve.next_start() => s,
+        }
+    })
+    .await;
+    assert_eq!(hang.function, "hang");
+    let cancel = p.acceptor_serve.next_start().await;
+    assert_eq!((cancel.function.as_str(), cancel.cid), (CANCEL_CALL, 0));
+    assert_eq!(cancel.args.decode::<u64>().unwrap(), hang.cid);
+    assert_eq!(cancel.caller, dialer_aid());
+}
+
+#[tokio::test]
+async fn portal_cancel_actor_waits_for_the_ack() {
+    let p = within("the pair", pair()).await;
+    let portal = Portal::new(p.dialer.clone(), dialer_aid(), Duration::from_millis(100));
+    let (acked, ()) = within("the ack", async {
+        tokio::join!(portal.cancel_actor_within(crate::connection::testing::LIMIT), async {
+            let s = p.acceptor_serve.next_start().await;
+            assert_eq!(s.function, CANCEL_ACTOR);
+            p.acceptor.send(Msg::CancelAck(CancelAck { cid: s.cid, acked: true })).await.unwrap();
+        })
+    })
+    .await;
+    assert!(acked);
+    assert!(p.dialer.cancel_requested());
+    // Nobody answers: not acknowledged within the portal's own timeout.
+    assert!(!within("no ack", portal.cancel_actor()).await);
+    assert_eq!(p.acceptor_serve.next_start().await.function, CANCEL_ACTOR);
+}
+
+#[tokio::test]
+async fn open_stream_from_opens_a_stream_kind_context() {
+    let p = within("the pair", pair()).await;
+    let portal = Portal::new(p.dialer.clone(), dialer_aid(), Duration::from_millis(100));
+    let (ps, child) = within("the stream", async {
+        tokio::join!(portal.open_stream_from("numbers", 3u32), async {
+            let child = serve_next(&p, MsgTypes::default()).await;
+            child.ctx.started(&()).await.unwrap();
+            child
+        })
+    })
+    .await;
+    let ps = ps.unwrap();
+    assert_eq!(child.start.kind, CallKind::Stream);
+    assert_eq!(child.start.args.decode::<u32>().unwrap(), 3);
+    let cs = child.ctx.open_stream().await.unwrap();
+    for n in 0..3u32 {
+        cs.send(&n).await.unwrap();
+    }
+    child.returns(&p, &()).await;
+    let got: Vec<u32> = within("items", ps.items::<u32>().map(Result::unwrap).collect()).await;
+    assert_eq!(got, [0, 1, 2], "the buffered messages, then end of stream at the return");
+}
