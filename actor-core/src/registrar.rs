@@ -17,3 +17,6 @@ pub(crate) mod client;
 pub(crate) mod entry;
 pub(crate) mod service;
 pub(crate) mod state;
+
+#[cfg(test)]
+mod tests;
