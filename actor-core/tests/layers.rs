@@ -111,8 +111,8 @@ fn crate_paths(line: &str, rest: &[String]) -> Vec<String> {
             continue;
         }
         let tail = &line[from..];
-        if tail.starts_with('{') {
-            let mut group = tail[1..].to_owned();
+        if let Some(group_tail) = tail.strip_prefix('{') {
+            let mut group = group_tail.to_owned();
             for more in rest {
                 if group.contains('}') {
                     break;

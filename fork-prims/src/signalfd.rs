@@ -21,10 +21,13 @@ use tokio::io::unix::AsyncFd;
 /// A set of signals delivered as readable events instead of handlers.
 ///
 /// Dropping it drains signals still queued (so they are consumed, not delivered) and
-/// restores the thread's previous signal mask.
+/// restores the thread's previous signal mask — unless it was made
+/// [`keeping_blocked`](SignalFd::keeping_blocked).
 pub struct SignalFd {
     fd: AsyncFd<OwnedFd>,
     old_mask: libc::sigset_t,
+    /// Restore `old_mask` on drop.
+    restore: bool,
 }
 
 impl std::fmt::Debug for SignalFd {
@@ -73,7 +76,16 @@ impl SignalFd {
         let owned = unsafe { OwnedFd::from_raw_fd(raw) };
         // SAFETY: the AsyncFd owns `owned`; nothing else closes or replaces it.
         let fd = unsafe { AsyncFd::register_with_interest(owned, Interest::READABLE)? };
-        Ok(SignalFd { fd, old_mask })
+        Ok(SignalFd { fd, old_mask, restore: true })
+    }
+
+    /// The same signalfd, but dropping it leaves its signals blocked: for a process that
+    /// exits once it is done with them, so that a signal arriving during the exit stays
+    /// pending (and dies with the process) instead of killing it halfway by its default
+    /// action.
+    pub fn keeping_blocked(mut self) -> Self {
+        self.restore = false;
+        self
     }
 
     /// Waits for the next signal; returns its number. Cancel-safe.
@@ -115,7 +127,11 @@ impl Drop for SignalFd {
         while unsafe { libc::read(self.fd.get_ref().as_raw_fd(), info.as_mut_ptr().cast(), size) }
             == size as isize
         {}
-        // SAFETY: restores the mask saved in `new`.
-        unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &self.old_mask, std::ptr::null_mut()) };
+        if self.restore {
+            // SAFETY: restores the mask saved in `new`.
+            unsafe {
+                libc::pthread_sigmask(libc::SIG_SETMASK, &self.old_mask, std::ptr::null_mut())
+            };
+        }
     }
 }

@@ -101,7 +101,7 @@ async fn child(
     // First thing: from here on SIGINT/SIGTERM (e.g. the parent-death signal) are a
     // graceful self-cancel, not a sudden death that would leave files behind.
     let dumps = config.task_dump && dump::enabled_by_env();
-    let signals = Signals::watch(&watched(&[Signal::INT, Signal::TERM], dumps));
+    let signals = Signals::watch_until_exit(&watched(&[Signal::INT, Signal::TERM], dumps));
     let aid = Aid { name: boot.name.clone(), uuid: boot.uuid, pid: std::process::id() };
     let hello = Hello { aid: aid.clone(), tree_proof: Default::default() };
     let hs = HandshakeConfig::default().with_deadline(config.budgets.handshake);
@@ -250,7 +250,7 @@ async fn child(
                     dump_and_relay(&actor);
                     continue;
                 }
-                tracing::warn!(actor = %aid, signal = ?sig, "signalled: cancelling myself");
+                tracing::warn!(actor = %aid, signal = %plough_fork_prims::SignalName(sig.as_raw()), "signalled: cancelling myself");
                 actor.cancel(aid.clone());
             }
             () = actor.cancelled() => {}

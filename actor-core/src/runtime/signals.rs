@@ -11,10 +11,23 @@ use plough_fork_prims::{Signal, SignalFd};
 pub(super) struct Signals(Option<SignalFd>);
 
 impl Signals {
-    /// Watches `signals` (logged and left alone if the signalfd cannot be made).
+    /// Watches `signals` (logged and left alone if the signalfd cannot be made); they are
+    /// unblocked again when this is dropped.
     pub(super) fn watch(signals: &[Signal]) -> Self {
+        Self::make(signals, false)
+    }
+
+    /// Watches `signals` for the rest of this process: they stay blocked after this is
+    /// dropped, so one that arrives while the process exits (a child actor that already
+    /// cancelled itself) cannot kill it halfway.
+    pub(super) fn watch_until_exit(signals: &[Signal]) -> Self {
+        Self::make(signals, true)
+    }
+
+    fn make(signals: &[Signal], until_exit: bool) -> Self {
         let raw: Vec<i32> = signals.iter().map(|s| s.as_raw()).collect();
         match SignalFd::new(&raw) {
+            Ok(fd) if until_exit => Signals(Some(fd.keeping_blocked())),
             Ok(fd) => Signals(Some(fd)),
             Err(e) => {
                 tracing::warn!(error = %e, ?signals, "cannot watch signals");
