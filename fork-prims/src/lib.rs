@@ -64,7 +64,7 @@
 //! * `child` ([`ChildHandle`]): its `Drop` hands a running child to `reap_queue`.
 //! * `reap_queue`: the background reaper thread.
 //! * `prelude` (uses `scrub`, `signals`, `hooks`), then the leaves, which import no other
-//!   module of the crate but `sync`: `hooks`, `scrub`, `signals`, `signalfd`, `status`,
+//!   module of the crate but `sync`: `hooks`, `scrub`, `signals`, `signalfd`, `signal_pipe`, `status`,
 //!   `marker`, `per_process`, and last `sync`.
 //!
 //! # Unsafe
@@ -82,6 +82,8 @@ mod prelude;
 mod reap_queue;
 mod scrub;
 #[cfg(feature = "async")]
+mod signal_pipe;
+#[cfg(feature = "async")]
 mod signalfd;
 mod signals;
 mod status;
@@ -97,6 +99,8 @@ pub use prelude::{ForkOptions, exit_code};
 pub use reap_queue::pending_reaps;
 pub use rustix::process::Signal;
 pub use scrub::{ScrubMethod, ScrubReport, close_inherited_fds, list_open_fds, validate_keep_set};
+#[cfg(feature = "async")]
+pub use signal_pipe::SignalPipe;
 #[cfg(feature = "async")]
 pub use signalfd::SignalFd;
 pub use status::{ExitStatus, SignalName};

@@ -14,6 +14,7 @@ const ORDER: &[&str] = &[
     "scrub",
     "signals",
     "signalfd",
+    "signal_pipe",
     "status",
     "marker",
     "per_process",

@@ -160,7 +160,7 @@ async fn ctx_relay(ctx: Context, n: u64) -> Result<u64, ActorError> {
 
 /// The registry of the test program.
 pub fn registry() -> Registry {
-    Registry::new()
+    crate::lifecycle::register(Registry::new())
         .func("add", add)
         .func("fail", fail)
         .func("pid", pid)

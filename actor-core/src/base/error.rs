@@ -274,6 +274,9 @@ pub enum ActorError {
     /// The tree was interrupted (SIGINT) and cancelled.
     #[error("interrupted (SIGINT): the actor tree was cancelled")]
     Interrupted,
+    /// The tree was asked to terminate (SIGTERM, e.g. by a service manager) and cancelled.
+    #[error("terminated (SIGTERM): the actor tree was cancelled")]
+    Terminated,
     /// A call the runtime's API does not allow (a programming error at the call site).
     #[error(transparent)]
     Misuse(#[from] Misuse),
@@ -442,6 +445,18 @@ impl ActorError {
         ActorError::Other(std::sync::Arc::from(e.into()))
     }
 
+    /// The conventional exit code for a program that ends with this error: 130 after
+    /// SIGINT, 143 after SIGTERM (128 + the signal's number, as shells report them), 1
+    /// otherwise. `std::process::exit(e.exit_code())` ends a service the way its manager
+    /// expects.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            ActorError::Interrupted => 128 + plough_fork_prims::Signal::INT.as_raw(),
+            ActorError::Terminated => 128 + plough_fork_prims::Signal::TERM.as_raw(),
+            _ => 1,
+        }
+    }
+
     /// The kind this error travels home as (a remote error keeps its own).
     pub fn kind(&self) -> ErrorKind {
         match self {
@@ -457,7 +472,7 @@ impl ActorError {
             ActorError::ActorDied { .. } => ErrorKind::ActorDied,
             ActorError::Protocol { .. } => ErrorKind::Protocol,
             ActorError::Encode { .. } => ErrorKind::PayloadEncode,
-            ActorError::Interrupted => ErrorKind::Interrupted,
+            ActorError::Interrupted | ActorError::Terminated => ErrorKind::Interrupted,
             ActorError::Misuse(_) => ErrorKind::Misuse,
             ActorError::Setup(_) => ErrorKind::Setup,
             ActorError::Other(_) => ErrorKind::User,

@@ -4,7 +4,7 @@
 
 use super::listen::{bind, ephemeral_like};
 use super::root::ACTOR_RUNNING;
-use super::signals::{Signals, dump_and_relay, watched};
+use super::signals::{Signals, dump_and_relay, name, watched};
 use crate::base::boot_stderr;
 use crate::base::config::RuntimeConfig;
 use crate::base::dump;
@@ -101,7 +101,7 @@ async fn child(
     // First thing: from here on SIGINT/SIGTERM (e.g. the parent-death signal) are a
     // graceful self-cancel, not a sudden death that would leave files behind.
     let dumps = config.task_dump && dump::enabled_by_env();
-    let signals = Signals::watch_until_exit(&watched(&[Signal::INT, Signal::TERM], dumps));
+    let signals = Signals::until_exit(&watched(&[Signal::INT, Signal::TERM], dumps));
     let aid = Aid { name: boot.name.clone(), uuid: boot.uuid, pid: std::process::id() };
     let hello = Hello { aid: aid.clone(), tree_proof: Default::default() };
     let hs = HandshakeConfig::default().with_deadline(config.budgets.handshake);
@@ -239,6 +239,7 @@ async fn child(
     };
     tracing::info!(actor = %aid, parent = %parent.peer(), method = %boot.method, addr = %actor.addr(), "child actor up");
 
+    let mut signalled = false;
     loop {
         tokio::select! {
             () = parent.closed() => {
@@ -250,13 +251,29 @@ async fn child(
                     dump_and_relay(&actor);
                     continue;
                 }
-                tracing::warn!(actor = %aid, signal = %plough_fork_prims::SignalName(sig.as_raw()), "signalled: cancelling myself");
+                tracing::warn!(actor = %aid, signal = %name(sig), "signalled: cancelling myself");
+                signalled = true;
                 actor.cancel(aid.clone());
             }
             () = actor.cancelled() => {}
         }
         break;
     }
-    actor.shutdown().await;
-    Ok(())
+    // During the shutdown a stop signal that follows an earlier one escalates (SIGKILL to
+    // this actor's children); the first one is the graceful cancel already under way.
+    let shutdown = actor.shutdown();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => return Ok(()),
+            sig = signals.recv() => match sig {
+                Signal::USR1 => dump_and_relay(&actor),
+                sig if signalled => {
+                    tracing::warn!(actor = %aid, signal = %name(sig), "second signal: killing my children");
+                    actor.escalate();
+                }
+                _ => signalled = true,
+            },
+        }
+    }
 }

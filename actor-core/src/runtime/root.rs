@@ -5,7 +5,7 @@
 
 use super::child::child_main;
 use super::listen::{bind, ephemeral_like, is_absent, is_private};
-use super::signals::{Signals, dump_and_relay, watched};
+use super::signals::{Signals, dump_and_relay, name, watched};
 use crate::base::config::RuntimeConfig;
 use crate::base::dump;
 use crate::base::error::{ActorError, Misuse, SetupError};
@@ -17,10 +17,12 @@ use crate::registrar::entry::ActorEntry;
 use crate::registrar::state::RegistrarState;
 use crate::serving::actor::{Actor, ActorParts};
 use crate::serving::registry::Registry;
+use futures::FutureExt;
 use plough_fork_prims::Signal;
 use plough_ipc_wire::handshake::{self, HandshakeConfig};
 use plough_ipc_wire::msg::{Aid, Hello, RuntimeVars};
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -109,6 +111,15 @@ impl Runtime {
         if ACTOR_RUNNING.swap(true, Ordering::SeqCst) {
             return Err(Misuse::ActorAlreadyRunning.into());
         }
+        // However `run` ends (a panic in the body included), the process may run a root
+        // again.
+        struct Running;
+        impl Drop for Running {
+            fn drop(&mut self) {
+                ACTOR_RUNNING.store(false, Ordering::SeqCst);
+            }
+        }
+        let _running = Running;
         let args: Vec<String> = std::env::args().collect();
         match ChildBoot::from_args(&args) {
             Ok(Some(boot)) => {
@@ -116,16 +127,13 @@ impl Runtime {
                 std::process::exit(code);
             }
             Ok(None) => {}
-            Err(e) => {
-                ACTOR_RUNNING.store(false, Ordering::SeqCst);
-                return Err(SetupError::ChildArgs(e).into());
-            }
+            Err(e) => return Err(SetupError::ChildArgs(e).into()),
         }
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .map_err(|e| ActorError::from(SetupError::TokioRuntime(e.to_string())));
-        let out = match rt {
+        match rt {
             Ok(rt) => {
                 // Children dropped on an error path (or while a panic unwinds through
                 // here) went to the reaper thread: reap them before returning — the caller
@@ -149,9 +157,7 @@ impl Runtime {
                 out
             }
             Err(e) => Err(e),
-        };
-        ACTOR_RUNNING.store(false, Ordering::SeqCst);
-        out
+        }
     }
 
     async fn root<T, F, Fut>(self, body: F) -> Result<T, ActorError>
@@ -218,48 +224,101 @@ impl Runtime {
         }
         tracing::info!(actor = %aid, addr = %actor.addr(), registrar = actor.is_registrar(), "root actor up");
 
-        let out = run_with_sigint(&actor, body(actor.clone())).await;
-        actor.shutdown().await;
-        out
+        let dumps = actor.config().task_dump && dump::enabled_by_env();
+        let signals = Signals::process_wide(&watched(&[Signal::INT, Signal::TERM], dumps));
+        // However the body ends — a value, an error, a signal, a panic — the actor shuts
+        // down (its marker and socket go, its children are reaped) before `run` returns
+        // or the panic goes on.
+        let run = AssertUnwindSafe(async {
+            let body = body(actor.clone());
+            run_with_signals(&actor, &signals, body).await
+        });
+        let out = run.catch_unwind().await;
+        shutdown_watching(&actor, &signals, out.as_ref().is_ok_and(|r| is_signalled(r))).await;
+        drop(signals);
+        match out {
+            Ok(out) => out,
+            Err(panic) => std::panic::resume_unwind(panic),
+        }
     }
 }
 
-/// Runs the root body; SIGINT cancels the tree, a second SIGINT abandons the body (its
-/// nurseries' drop guards SIGKILL their children).
+/// Whether the body ended because of a signal.
+fn is_signalled<T>(r: &Result<T, ActorError>) -> bool {
+    matches!(r, Err(ActorError::Interrupted | ActorError::Terminated))
+}
+
+/// The actor's shutdown, during which SIGUSR1 still dumps and a stop signal escalates if
+/// one came before (`signalled`) — the first one during an ordinary shutdown is the
+/// graceful cancel the shutdown already is.
+async fn shutdown_watching(actor: &Actor, signals: &Signals, mut signalled: bool) {
+    let shutdown = actor.shutdown();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => return,
+            sig = signals.recv() => match sig {
+                Signal::USR1 => dump_and_relay(actor),
+                sig if signalled => {
+                    tracing::warn!(actor = %actor.aid(), signal = %name(sig), "second signal: killing every child");
+                    actor.escalate();
+                }
+                _ => signalled = true,
+            },
+        }
+    }
+}
+
+/// Runs the root body with SIGINT and SIGTERM as a graceful cancel of the whole tree.
 ///
-/// SIGINT is read from a `signalfd` (it is blocked on this thread meanwhile), never through
-/// tokio's signal driver: that driver's process-global state would be inherited by forked
-/// children, and plough builds tokio without it.
-async fn run_with_sigint<T>(
+/// The first signal cancels the root actor: every nursery and served call derives from
+/// it, so the tree goes down through the ladder. The body itself is a cancellable scope:
+/// it gets the ladder's ack timeout to finish on its own (it sees
+/// [`Actor::shutdown_requested`]), then it is dropped — with or without a nursery open;
+/// a dropped nursery still takes its children down gracefully, in the background, and
+/// the root's shutdown waits for them. A second signal escalates: every ladder skips to
+/// SIGKILL of the children's process groups.
+///
+/// Signals arrive through a process-wide handler (see `signals`), so threads the program
+/// started before `run` cannot turn one Ctrl-C into a sudden death.
+async fn run_with_signals<T>(
     actor: &Actor,
+    signals: &Signals,
     body: impl Future<Output = Result<T, ActorError>>,
 ) -> Result<T, ActorError> {
-    let dumps = actor.config().task_dump && dump::enabled_by_env();
-    let signals = Signals::watch(&watched(&[Signal::INT], dumps));
     if !signals.is_watching() {
         return body.await;
     }
-    // The next SIGINT; a SIGUSR1 meanwhile dumps the task tree and is relayed.
-    let next_sigint = || async {
+    // The next SIGINT or SIGTERM; a SIGUSR1 meanwhile dumps the task tree and is relayed.
+    let next_stop = || async {
         loop {
             match signals.recv().await {
                 Signal::USR1 => dump_and_relay(actor),
-                _ => return,
+                sig => return sig,
             }
         }
     };
     tokio::pin!(body);
-    tokio::select! {
+    let first = tokio::select! {
         r = &mut body => return r,
-        () = next_sigint() => {}
-    }
-    tracing::warn!(actor = %actor.aid(), "SIGINT: cancelling the actor tree");
+        sig = next_stop() => sig,
+    };
+    tracing::warn!(actor = %actor.aid(), signal = %name(first), "cancelling the actor tree");
     actor.cancel(actor.aid().clone());
-    tokio::select! {
-        _ = &mut body => {}
-        () = next_sigint() => {
-            tracing::warn!(actor = %actor.aid(), "second SIGINT: killing every child");
+    let grace = actor.budgets().ladder.ack_timeout;
+    let escalate = tokio::select! {
+        _ = &mut body => false,
+        () = tokio::time::sleep(grace) => {
+            tracing::info!(actor = %actor.aid(), ?grace, "the root body did not finish on its own: dropping it (its nurseries go down in the background)");
+            false
         }
+        sig = next_stop() => {
+            tracing::warn!(actor = %actor.aid(), signal = %name(sig), "second signal: killing every child");
+            true
+        }
+    };
+    if escalate {
+        actor.escalate();
     }
-    Err(ActorError::Interrupted)
+    Err(if first == Signal::TERM { ActorError::Terminated } else { ActorError::Interrupted })
 }

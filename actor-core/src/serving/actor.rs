@@ -53,6 +53,8 @@ struct ActorInner {
     backend: Option<Arc<dyn SpawnBackend>>,
     child_main: ChildMain,
     cancel: CancellationToken,
+    /// Cancelled to escalate: every ladder of this actor skips to SIGKILL (a second signal).
+    hard: CancellationToken,
     canceller: Mutex<Option<Aid>>,
     tasks: TaskTracker,
     addr: Address,
@@ -114,6 +116,7 @@ impl Actor {
                 backend: parts.backend,
                 child_main: parts.child_main,
                 cancel: CancellationToken::new(),
+                hard: CancellationToken::new(),
                 canceller: Mutex::new(None),
                 tasks: TaskTracker::new(),
                 addr,
@@ -238,6 +241,36 @@ impl Actor {
     pub fn cancel(&self, canceller: Aid) {
         self.inner.canceller.locked().get_or_insert(canceller);
         self.inner.cancel.cancel();
+    }
+
+    /// Resolves when a shutdown of this actor was asked for: a signal (SIGINT, SIGTERM), its
+    /// parent's cancel, or its parent's death. A long-lived service `select!`s on it to
+    /// finish its work (the same event as [`Actor::cancelled`]).
+    pub async fn shutdown_requested(&self) {
+        self.inner.cancel.cancelled().await
+    }
+
+    /// A token cancelled when a shutdown of this actor is asked for (see
+    /// [`Actor::shutdown_requested`]); cancelling it does not cancel the actor.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.inner.cancel.child_token()
+    }
+
+    /// Escalates this actor's cancellation: every ladder it runs (and every nursery
+    /// dropped from now on) skips to SIGKILL of the children's process groups. A second
+    /// SIGINT/SIGTERM does this.
+    pub(crate) fn escalate(&self) {
+        self.inner.hard.cancel();
+    }
+
+    /// Whether [`Actor::escalate`] was called.
+    pub(crate) fn is_escalated(&self) -> bool {
+        self.inner.hard.is_cancelled()
+    }
+
+    /// Resolves once [`Actor::escalate`] is called.
+    pub(crate) async fn escalated(&self) {
+        self.inner.hard.cancelled().await
     }
 
     /// Who cancelled this actor, once it is cancelled.

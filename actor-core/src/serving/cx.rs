@@ -94,6 +94,16 @@ impl Cx {
     pub fn is_cancelled(&self) -> bool {
         self.cancel.is_cancelled()
     }
+
+    /// Resolves when a shutdown of the serving actor was asked for (a signal, its
+    /// parent's cancel, its parent's death): see [`Actor::shutdown_requested`]. A call can
+    /// also be cancelled alone ([`Cx::cancelled`]).
+    pub async fn shutdown_requested(&self) {
+        match &self.runtime {
+            Some(actor) => actor.shutdown_requested().await,
+            None => std::future::pending().await,
+        }
+    }
 }
 
 impl ServedCall for Cx {

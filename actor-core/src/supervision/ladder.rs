@@ -49,14 +49,26 @@ impl Nursery {
         let cfg = budgets.ladder;
         child.cancelling.store(true, Ordering::SeqCst);
         if child.process.try_wait().ok().flatten().is_none() {
-            let acked = !child.portal.is_closed()
-                && child.portal.cancel_actor_within(cfg.ack_timeout).await;
-            let exited = tokio::time::timeout(cfg.exit_timeout, child.process.wait()).await.is_ok();
-            if !exited {
-                tracing::warn!(child = %child.aid, acked, "did not exit after cancel: SIGTERM to its group");
-                let _ = child.process.kill_group(Signal::TERM);
-                if tokio::time::timeout(cfg.term_timeout, child.process.wait()).await.is_err() {
-                    tracing::warn!(child = %child.aid, "did not exit after SIGTERM: SIGKILL to its group");
+            let ladder = async {
+                let acked = !child.portal.is_closed()
+                    && child.portal.cancel_actor_within(cfg.ack_timeout).await;
+                let exited =
+                    tokio::time::timeout(cfg.exit_timeout, child.process.wait()).await.is_ok();
+                if !exited {
+                    tracing::warn!(child = %child.aid, acked, "did not exit after cancel: SIGTERM to its group");
+                    let _ = child.process.kill_group(Signal::TERM);
+                    if tokio::time::timeout(cfg.term_timeout, child.process.wait()).await.is_err() {
+                        tracing::warn!(child = %child.aid, "did not exit after SIGTERM: SIGKILL to its group");
+                        let _ = child.process.kill_group(Signal::KILL);
+                        let _ = child.process.kill();
+                    }
+                }
+            };
+            tokio::select! {
+                () = ladder => {}
+                // A second signal: no more waiting.
+                () = self.inner.actor.escalated() => {
+                    tracing::warn!(child = %child.aid, "escalated: SIGKILL to its group");
                     let _ = child.process.kill_group(Signal::KILL);
                     let _ = child.process.kill();
                 }

@@ -112,22 +112,64 @@ impl<T> RunHandle<T> {
     }
 }
 
-/// Kills every child if the nursery future is dropped before it finished.
+/// If the nursery future is dropped before it finished (an outer timeout, a lost
+/// `select!` branch, a cancelled call, a root body dropped after a signal), its children
+/// still go down gracefully: the same ladder as a cancel, run in the background on the
+/// actor's runtime, which waits for it before the actor exits (within
+/// [`Budgets::served_calls`](crate::Budgets::served_calls)). Only when that cannot run —
+/// no runtime any more, the process is exiting — or the actor escalated (a second
+/// signal) are they SIGKILLed at once and handed to the reaper thread.
 struct DropGuard(Option<Arc<Inner>>);
 
 impl Drop for DropGuard {
     fn drop(&mut self) {
+        let Some(inner) = self.0.take() else { return };
+        inner.closed.store(true, Ordering::SeqCst);
+        if inner.actor.is_escalated() || tokio::runtime::Handle::try_current().is_err() {
+            kill_now(&inner);
+            return;
+        }
+        tracing::info!(actor = %inner.actor.aid(), "nursery dropped: taking its children down in the background");
+        let n = Nursery { inner: Arc::clone(&inner) };
+        // If the background task itself is dropped unfinished (the runtime shuts down),
+        // what is left is SIGKILLed.
+        let armed = KillOnDrop(Some(inner));
+        n.inner.actor.tasks().clone().spawn(async move {
+            n.cancel_all().await;
+            n.reap_abandoned().await;
+            armed.disarm();
+        });
+    }
+}
+
+/// SIGKILLs what is left of a nursery's children when dropped while armed.
+struct KillOnDrop(Option<Arc<Inner>>);
+
+impl KillOnDrop {
+    /// The children are down: nothing to kill.
+    fn disarm(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
         if let Some(inner) = self.0.take() {
-            inner.closed.store(true, Ordering::SeqCst);
-            let children = std::mem::take(&mut *inner.children.locked());
-            for c in children {
-                tracing::warn!(child = %c.aid, "nursery dropped: SIGKILL to the child's process group");
-                let _ = c.process.kill_group(Signal::KILL);
-                let _ = c.process.kill();
-                // The handle's Drop hands the process to the reaper thread.
-            }
+            kill_now(&inner);
         }
     }
+}
+
+/// SIGKILL to every child's process group; the handles' `Drop` hands the processes to
+/// the reaper thread (abandoned boots too).
+fn kill_now(inner: &Inner) {
+    let children = std::mem::take(&mut *inner.children.locked());
+    for c in children {
+        tracing::warn!(child = %c.aid, "SIGKILL to the child's process group");
+        let _ = c.process.kill_group(Signal::KILL);
+        let _ = c.process.kill();
+    }
+    drop(std::mem::take(&mut *inner.abandoned.locked()));
 }
 
 impl Nursery {

@@ -5,19 +5,128 @@
 //! forever: for the SIGINT and SIGKILL tests); `sleepers-selfint N` (the same, then a
 //! background task sends SIGINT to this process); `tree` (root -> 2 children -> 2
 //! sleepers each, then wait forever: for the reaper's tests).
+//!
+//! Lifecycle scenarios (`runtime_lifecycle.rs`), each printing `ready` when set up and
+//! `shutdown requested` when `Actor::shutdown_requested` fires:
+//! * `files DIR N`: N children each hold a file in DIR (their cleanup removes it), and
+//!   the root reads an endless stream from one more child until the tree is cancelled;
+//! * `thread-first DIR N`: the same, with a thread of the program's own started before
+//!   `Runtime::run` (it blocks no signal);
+//! * `panic DIR N`: the same setup, then the body panics;
+//! * `timeout DIR N`: the same children inside `tokio::time::timeout`, which drops the
+//!   nursery; prints `timed out` and returns normally;
+//! * `idle`: no nursery, the body waits forever;
+//! * `stubborn`: a child that blocks its only thread (ignores every cancel) for a minute.
 
 use plough_tests::app::registry;
+
+/// `dir/held<i>` for `i` in `0..n`.
+fn held_files(dir: &std::path::Path, n: u32) -> Vec<std::path::PathBuf> {
+    (0..n).map(|i| dir.join(format!("held{i}"))).collect()
+}
+
+fn say(line: &str) {
+    println!("{line}");
+    std::io::Write::flush(&mut std::io::stdout()).ok();
+}
+
+/// Starts a holder child per file and waits (bounded) until every file exists.
+async fn hold_files(nursery: &plough::Nursery, files: &[std::path::PathBuf]) -> plough::Result<()> {
+    for (i, f) in files.iter().enumerate() {
+        let path = f.to_str().expect("utf-8 path").to_owned();
+        nursery.run_in_actor::<_, ()>(&format!("holder{i}"), "hold_file", path).await?;
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !files.iter().all(|f| f.exists()) {
+        assert!(std::time::Instant::now() < deadline, "the holders did not create their files");
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    Ok(())
+}
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let scenario = args.get(1).cloned().unwrap_or_default();
+    let lifecycle_dir = args.get(2).map(std::path::PathBuf::from);
+    let lifecycle_n: u32 = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(2);
+    if scenario == "thread-first" {
+        // A thread of the program's own, started before plough, blocking no signal.
+        std::thread::spawn(|| {
+            loop {
+                std::thread::park();
+            }
+        });
+    }
     let runtime = plough::Runtime::new(registry()).configure(|c| {
         if let Ok(addr) = std::env::var("PLOUGH_TEST_REGISTRY") {
             c.registry_addr = addr.parse().expect("PLOUGH_TEST_REGISTRY");
         }
     });
     let result = runtime.run(|root| async move {
+        let watcher = root.clone();
+        tokio::spawn(async move {
+            watcher.shutdown_requested().await;
+            say("shutdown requested");
+        });
         match scenario.as_str() {
+            "files" | "thread-first" | "panic" => {
+                let files = held_files(lifecycle_dir.as_deref().expect("DIR"), lifecycle_n);
+                let panic = scenario == "panic";
+                root.nursery(|nursery| async move {
+                    hold_files(&nursery, &files).await?;
+                    let source = nursery.start_actor("source").await?;
+                    let (ctx, ()) = source.open_context::<_, ()>("ctx_count_forever", ()).await?;
+                    let s = ctx.open_stream_with(plough::StreamConfig::backpressure()).await?;
+                    s.recv::<u64>().await?;
+                    say("ready");
+                    if panic {
+                        panic!("the body panics on purpose");
+                    }
+                    while s.recv::<u64>().await?.is_some() {}
+                    Ok(())
+                })
+                .await
+            }
+            "timeout" => {
+                // The nursery is dropped by a lost `select!` branch (what an outer
+                // `tokio::time::timeout` does), once its children hold their files.
+                let files = held_files(lifecycle_dir.as_deref().expect("DIR"), lifecycle_n);
+                let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<()>();
+                let nursery = root.nursery(|nursery| async move {
+                    hold_files(&nursery, &files).await?;
+                    say("ready");
+                    let _ = ready_tx.send(());
+                    std::future::pending::<()>().await;
+                    Ok(())
+                });
+                let limit = async {
+                    let _ = ready_rx.await;
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                };
+                tokio::select! {
+                    r = nursery => r,
+                    () = limit => {
+                        say("timed out");
+                        Ok(())
+                    }
+                }
+            }
+            "idle" => {
+                say("ready");
+                std::future::pending::<()>().await;
+                Ok(())
+            }
+            "stubborn" => {
+                root.nursery(|nursery| async move {
+                    let p = nursery.start_actor("stubborn").await?;
+                    let call =
+                        tokio::spawn(async move { p.run::<_, ()>("block", 60_000u64).await });
+                    say("ready");
+                    let _ = call.await;
+                    Ok(())
+                })
+                .await
+            }
             "sleepers" | "sleepers-selfint" => {
                 let selfint = scenario == "sleepers-selfint";
                 let n: u32 = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(2);
@@ -96,10 +205,7 @@ fn main() {
         Ok(()) => println!("result ok"),
         Err(e) => {
             println!("result err {e}");
-            std::process::exit(match e {
-                plough::ActorError::Interrupted => 130,
-                _ => 1,
-            });
+            std::process::exit(e.exit_code());
         }
     }
 }

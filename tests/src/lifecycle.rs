@@ -1,0 +1,40 @@
+//! Handlers for the service-lifecycle suite (`tests/tests/runtime_lifecycle.rs`): actors
+//! whose cleanup is visible from outside (a file they remove), and a stream that never
+//! ends on its own.
+
+use plough::{ActorError, Context, Cx, Registry, StreamConfig};
+
+/// Removes its file when dropped: the cleanup of an actor that is cancelled gracefully
+/// (its call is dropped) runs it; an actor that is SIGKILLed leaves the file behind.
+struct RemoveOnDrop(std::path::PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// Creates `path`, then holds it until the call is cancelled (or the actor goes down
+/// gracefully), removing it then.
+async fn hold_file(_cx: Cx, path: String) -> Result<(), ActorError> {
+    std::fs::write(&path, b"held").map_err(ActorError::other)?;
+    let _cleanup = RemoveOnDrop(path.into());
+    std::future::pending::<()>().await;
+    Ok(())
+}
+
+/// Streams 0, 1, 2, ... (with backpressure) until it is cancelled.
+async fn ctx_count_forever(ctx: Context, _: ()) -> Result<(), ActorError> {
+    ctx.started(&()).await?;
+    let s = ctx.open_stream_with(StreamConfig::backpressure()).await?;
+    let mut i = 0u64;
+    loop {
+        s.send(&i).await?;
+        i += 1;
+    }
+}
+
+/// Adds the lifecycle handlers to `r`.
+pub(crate) fn register(r: Registry) -> Registry {
+    r.func("hold_file", hold_file).context("ctx_count_forever", ctx_count_forever)
+}
