@@ -12,11 +12,12 @@ use std::time::Duration;
 /// to the child's process group → wait → SIGKILL to the group → reap.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LadderConfig {
-    /// How long to wait for a child to acknowledge an IPC cancel (0.5 s). Also the grace a
-    /// cancelled context function gets to finish its own cleanup, and the default wait of
-    /// [`Portal::cancel_actor`](crate::Portal::cancel_actor).
+    /// How long to wait for a child to acknowledge an IPC cancel (0.5 s). Also the default
+    /// wait of [`Portal::cancel_actor`](crate::Portal::cancel_actor).
     pub ack_timeout: Duration,
-    /// How long to wait for a (cancelled) child to exit on its own (1.5 s).
+    /// How long to wait for a (cancelled) child to exit on its own (1.5 s). After an
+    /// acknowledged cancel the ladder waits `ack_timeout + exit_timeout` in all before it
+    /// sends SIGTERM: [`Budgets::cleanup`] stays below that.
     pub exit_timeout: Duration,
     /// How long after SIGTERM before SIGKILL (1.6 s).
     pub term_timeout: Duration,
@@ -79,6 +80,17 @@ pub struct Budgets {
     /// Before a process's actor returns (root) or exits (child): how long the reaper
     /// thread gets to reap children that were dropped instead of taken down (3 s).
     pub reaper_drain: Duration,
+    /// The cleanup budget of a cancelled context or stream function that declares none of
+    /// its own ([`Registry::cleanup`](crate::Registry::cleanup)): how long it may still run
+    /// after the cancel (its stream operations fail at once) so that an error it raises
+    /// meanwhile is what its caller gets, not the cancel (1.5 s). A cleanup that takes
+    /// longer is dropped and answered as cancelled.
+    ///
+    /// Keep it below what a parent's ladder waits after an acknowledged cancel,
+    /// `ladder.ack_timeout + ladder.exit_timeout` (2 s by default): when the parent cancels
+    /// the whole actor, a cleanup that uses its whole budget then still answers (and the
+    /// actor exits) before the parent escalates to SIGTERM. Shorten it with the ladder.
+    pub cleanup: Duration,
 }
 
 impl Default for Budgets {
@@ -95,21 +107,26 @@ impl Default for Budgets {
             reap_bound: Duration::from_secs(5),
             boot_stderr: Duration::from_millis(250),
             reaper_drain: Duration::from_secs(3),
+            cleanup: Duration::from_millis(1500),
         }
     }
 }
 
 impl Budgets {
-    /// The grace a cancelled context function gets to finish its own cleanup (its stream
-    /// operations fail at once): the ladder's ack timeout, so the child answers within the
-    /// time its parent waits.
-    pub fn context_cleanup(&self) -> Duration {
-        self.ladder.ack_timeout
-    }
+    /// The cleanup budget of a cancelled plain function that declares none of its own
+    /// ([`Registry::cleanup`](crate::Registry::cleanup)): zero, it is dropped at once and
+    /// answered as cancelled. A plain function learns of a cancel only by selecting on
+    /// [`Cx::cancelled`](crate::Cx::cancelled); one that does not would only be kept
+    /// running to no purpose, so a budget is for the function that does to declare.
+    ///
+    /// Whatever the budget, a call with nurseries open is given the time to take their
+    /// children down ([`Budgets::served_calls`]).
+    pub const FUNCTION_CLEANUP: Duration = Duration::ZERO;
 
     /// How long an exiting actor (or a cancelled call with nurseries open) waits for its
     /// calls and nurseries to take their children down: the ladder's total plus
-    /// [`Budgets::shutdown_slack`].
+    /// [`Budgets::shutdown_slack`]. Also the cap of any cleanup budget, so a call answers
+    /// before its exiting actor stops waiting for it.
     pub fn served_calls(&self) -> Duration {
         self.ladder.total() + self.shutdown_slack
     }
@@ -142,6 +159,14 @@ mod tests {
         assert_eq!(b.actor_exit(), b.served_calls() + Duration::from_secs(1));
         assert_eq!(b.tree_teardown(3), l.total() * 3);
         assert_eq!(b.tree_teardown(0), l.total());
-        assert_eq!(b.context_cleanup(), l.ack_timeout);
+    }
+
+    #[test]
+    fn a_cleanup_that_uses_its_whole_budget_answers_before_the_ladder_escalates() {
+        let b = Budgets::default();
+        assert_eq!(b.cleanup, Duration::from_millis(1500));
+        assert!(b.cleanup < b.ladder.ack_timeout + b.ladder.exit_timeout, "{b:?}");
+        assert!(b.cleanup < b.served_calls(), "{b:?}");
+        assert_eq!(Budgets::FUNCTION_CLEANUP, Duration::ZERO);
     }
 }

@@ -2,9 +2,13 @@
 //! runtime's reserved functions, the registrar's (when this actor is the registrar), and
 //! the program's own functions and contexts from the [`Registry`](super::registry::Registry).
 //!
-//! A cancelled call is given the time it needs to take its nurseries down (and a context
-//! function a grace period for its own cleanup), so a real failure it raises meanwhile is
-//! what its caller gets, never a cancel that masks it.
+//! A cancelled call is given its cleanup budget (declared with
+//! [`Registry::cleanup`](super::registry::Registry::cleanup); by default 1.5 s for a
+//! context or stream function, none for a plain one) and the time it needs to take its
+//! nurseries down, so a real failure it raises meanwhile is what its caller gets, never a
+//! cancel that masks it. The answer goes out from a task of the actor, which an exiting
+//! actor waits for ([`Budgets::served_calls`](crate::Budgets::served_calls); a cleanup
+//! budget is capped below that).
 
 use super::actor::Actor;
 use super::cx::Cx;
@@ -19,36 +23,41 @@ use plough_ipc_wire::payload::Payload;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 impl Actor {
-    /// After a served call was cancelled: lets it finish on its own for `grace`, and for
-    /// as long as the ladder takes while it has nurseries open (checked again after the
-    /// grace: a nursery may have opened meanwhile). A call with open nurseries is never
-    /// dropped early: dropping a nursery hands its children to a reaper thread, and if
-    /// this process then exits they are orphaned. Returns the call's own result, if it
-    /// finished.
+    /// After a served call was cancelled: lets it finish on its own for `budget` (its
+    /// cleanup budget, see `Registry::cleanup_budget`), and, while it has nurseries open
+    /// (checked again when the budget is spent: a nursery may have opened meanwhile),
+    /// until [`Budgets::served_calls`](crate::Budgets::served_calls) after the cancel. A
+    /// call with open nurseries is never dropped early: dropping a nursery hands its
+    /// children to a reaper thread, and if this process then exits they are orphaned.
+    /// Either way it ends within `served_calls`, the time an exiting actor waits for its
+    /// calls, so its answer is sent. Returns the call's own result, if it finished.
     async fn finish_after_cancel(
         &self,
         fut: &mut BoxFuture<'static, Result<Payload, RemoteActorError>>,
         open_nurseries: &AtomicUsize,
-        grace: Duration,
+        budget: Duration,
     ) -> Option<Result<Payload, RemoteActorError>> {
-        if !grace.is_zero()
-            && let Ok(out) = tokio::time::timeout(grace, &mut *fut).await
+        let cancelled_at = Instant::now();
+        let bound = self.budgets().served_calls();
+        if !budget.is_zero()
+            && let Ok(out) = tokio::time::timeout_at(cancelled_at + budget, &mut *fut).await
         {
             return Some(out);
         }
         if open_nurseries.load(Ordering::SeqCst) > 0 {
-            return tokio::time::timeout(self.budgets().served_calls(), fut).await.ok();
+            return tokio::time::timeout_at(cancelled_at + bound, fut).await.ok();
         }
         None
     }
 
-    /// Serves a context function: like a function, but a cancel gives the function a
-    /// grace period to finish its own cleanup (its stream operations fail with
-    /// `ContextCancelled` at once), so a real error it raises meanwhile is what the parent
-    /// gets, not the cancel.
+    /// Serves a context function. Once cancelled it keeps running for its cleanup
+    /// `budget` ([`Budgets::cleanup`](crate::Budgets::cleanup) unless it declared one; its
+    /// stream operations fail with `ContextCancelled` at once), so a real error it raises
+    /// meanwhile is what the parent gets, not the cancel.
     fn serve_context(
         &self,
         channel: &Channel,
@@ -56,6 +65,7 @@ impl Actor {
         fut: BoxFuture<'static, Result<Payload, RemoteActorError>>,
         token: CancellationToken,
         open_nurseries: Arc<AtomicUsize>,
+        budget: Duration,
     ) {
         let ch = channel.clone();
         let me = self.clone();
@@ -73,8 +83,7 @@ impl Actor {
                 },
                 () = token.cancelled() => {
                     let canceller = canceller_of(&ctx, &ch);
-                    let grace = me.budgets().context_cleanup();
-                    match me.finish_after_cancel(&mut fut, &open_nurseries, grace).await {
+                    match me.finish_after_cancel(&mut fut, &open_nurseries, budget).await {
                         Some(Err(e)) if e.canceller.is_none() => reply_for(cid, Err(e)),
                         _ => Msg::Error(me.cancelled_error(cid, canceller)),
                     }
@@ -180,8 +189,9 @@ impl Serve for Actor {
                     Err(e) => return self.reply_error(channel, cid, *e),
                 };
                 channel.track_served(cid, token.clone());
+                let budget = self.registry().cleanup_budget(&start.function, self.budgets());
                 if let Some(ctx) = context {
-                    return self.serve_context(channel, ctx, fut, token, open_nurseries);
+                    return self.serve_context(channel, ctx, fut, token, open_nurseries, budget);
                 }
                 let ch = channel.clone();
                 let me = self.clone();
@@ -193,8 +203,8 @@ impl Serve for Actor {
                         out = &mut fut => reply_for(cid, out),
                         () = token.cancelled() => {
                             let canceller = me.canceller().unwrap_or_else(|| ch.peer().clone());
-                            // Anything without a nursery is dropped at once.
-                            let finished = me.finish_after_cancel(&mut fut, &open_nurseries, Duration::ZERO).await;
+                            // Without a declared budget or a nursery: dropped at once.
+                            let finished = me.finish_after_cancel(&mut fut, &open_nurseries, budget).await;
                             match finished {
                                 Some(Err(e)) if e.canceller.is_none() => reply_for(cid, Err(e)),
                                 _ => Msg::Error(me.cancelled_error(cid, canceller)),

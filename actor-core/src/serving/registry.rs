@@ -12,6 +12,7 @@
 //! message).
 
 use super::cx::Cx;
+use crate::base::budgets::Budgets;
 use crate::base::dump::{TaskGuard, TaskKind};
 use crate::base::error::{ActorError, RemoteActorError, relay};
 use crate::base::names;
@@ -28,6 +29,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 type Erased =
     Arc<dyn Fn(Cx, Payload) -> BoxFuture<'static, Result<Payload, RemoteActorError>> + Send + Sync>;
@@ -39,6 +41,8 @@ struct Entry {
     args_type: &'static str,
     /// What a context function declared it sends.
     types: MsgTypes,
+    /// The cleanup budget it declared ([`Registry::cleanup`]); `None`: its kind's default.
+    cleanup: Option<Duration>,
 }
 
 /// The functions an actor serves. Build it the same way in every process of the program.
@@ -230,8 +234,13 @@ impl Registry {
 
     /// Adds an erased handler of `kind` taking `A`.
     fn insert<A>(mut self, name: String, kind: CallKind, call: Erased) -> Self {
-        let entry =
-            Entry { kind, call, args_type: std::any::type_name::<A>(), types: MsgTypes::default() };
+        let entry = Entry {
+            kind,
+            call,
+            args_type: std::any::type_name::<A>(),
+            types: MsgTypes::default(),
+            cleanup: None,
+        };
         if self.entries.insert(name.clone(), entry).is_some() {
             panic!("handler `{name}` registered twice");
         }
@@ -251,6 +260,47 @@ impl Registry {
             None => panic!("cannot declare types for `{name}`: register it first"),
         }
         self
+    }
+
+    /// Declares the cleanup budget of function `name`: once its call is cancelled, how
+    /// long it may still run to finish its own cleanup. An error it raises within the
+    /// budget is what its caller gets, never "cancelled"; one that returns `Ok` (or a
+    /// cancel error) within it, or is still running at its end (then it is dropped), is
+    /// answered as cancelled.
+    ///
+    /// Without a declaration, context and stream functions get [`Budgets::cleanup`]
+    /// (1.5 s by default) and plain functions [`Budgets::FUNCTION_CLEANUP`] (zero: dropped
+    /// at once — a plain function learns of its cancel only by selecting on
+    /// [`Cx::cancelled`], so one that does declares what its cleanup needs).
+    ///
+    /// Whatever the budget, a call with nurseries open gets [`Budgets::served_calls`] to
+    /// take their children down. A budget is capped at the ladder's
+    /// [`total`](crate::LadderConfig::total), so the answer leaves before an exiting actor
+    /// stops waiting for its calls (`served_calls`). When the parent cancels the whole
+    /// actor, its ladder waits `ack_timeout + exit_timeout` (2 s by default) before it
+    /// sends SIGTERM: a longer cleanup answers only when the call alone was cancelled.
+    ///
+    /// # Panics
+    ///
+    /// When `name` is not registered yet.
+    pub fn cleanup(mut self, name: &str, budget: Duration) -> Self {
+        match self.entries.get_mut(name) {
+            Some(e) => e.cleanup = Some(budget),
+            None => panic!("cannot declare a cleanup budget for `{name}`: register it first"),
+        }
+        self
+    }
+
+    /// How long a cancelled call of `name` may still run (see [`Registry::cleanup`]): what
+    /// it declared, or its kind's default, at most the ladder's total. Zero for an unknown
+    /// name.
+    pub(crate) fn cleanup_budget(&self, name: &str, budgets: &Budgets) -> Duration {
+        let budget = match self.entries.get(name) {
+            Some(Entry { cleanup: Some(d), .. }) => *d,
+            Some(Entry { kind: CallKind::Context | CallKind::Stream, .. }) => budgets.cleanup,
+            Some(_) | None => Budgets::FUNCTION_CLEANUP,
+        };
+        budget.min(budgets.ladder.total())
     }
 
     /// The types `name` declared it sends.
@@ -445,6 +495,66 @@ mod tests {
     #[should_panic(expected = "handler `add` registered twice")]
     fn duplicate_names_panic_at_build_time() {
         let _ = Registry::new().func("add", add).func("add", add);
+    }
+
+    async fn ctx_fn(ctx: Context, _: ()) -> Result<(), String> {
+        ctx.started(&()).await.map_err(|e| e.to_string())
+    }
+
+    fn numbers(_cx: Cx, _: ()) -> impl futures::Stream<Item = Result<u8, String>> {
+        futures::stream::empty()
+    }
+
+    fn with_every_kind() -> Registry {
+        registry().context("ctx", ctx_fn).stream("numbers", numbers)
+    }
+
+    #[test]
+    fn cleanup_budgets_default_by_kind() {
+        let b = Budgets::default();
+        let r = with_every_kind();
+        assert_eq!(r.cleanup_budget("add", &b), Budgets::FUNCTION_CLEANUP);
+        assert_eq!(r.cleanup_budget("ctx", &b), b.cleanup);
+        assert_eq!(r.cleanup_budget("numbers", &b), b.cleanup);
+        assert_eq!(r.cleanup_budget("mul", &b), Duration::ZERO, "unknown");
+        // The default follows the runtime's budgets.
+        let short = Budgets { cleanup: Duration::from_millis(30), ..b };
+        assert_eq!(r.cleanup_budget("ctx", &short), Duration::from_millis(30));
+        assert_eq!(r.cleanup_budget("add", &short), Duration::ZERO);
+    }
+
+    #[test]
+    fn a_declared_cleanup_budget_is_per_function_and_the_last_declaration_wins() {
+        let b = Budgets::default();
+        let ms = Duration::from_millis;
+        let r = with_every_kind()
+            .cleanup("add", ms(300))
+            .cleanup("ctx", ms(200))
+            .cleanup("ctx", ms(100))
+            .cleanup("numbers", Duration::ZERO);
+        assert_eq!(r.cleanup_budget("add", &b), ms(300));
+        assert_eq!(r.cleanup_budget("ctx", &b), ms(100));
+        assert_eq!(r.cleanup_budget("numbers", &b), Duration::ZERO, "zero is a budget too");
+        assert_eq!(r.cleanup_budget("parse", &b), Budgets::FUNCTION_CLEANUP, "undeclared");
+        // A declaration does not depend on the runtime's default, and survives a clone.
+        let other = Budgets { cleanup: ms(1), ..b };
+        assert_eq!(r.clone().cleanup_budget("ctx", &other), ms(100));
+    }
+
+    #[test]
+    fn cleanup_budgets_are_capped_at_the_ladder_total() {
+        let b = Budgets::default();
+        let r = with_every_kind().cleanup("add", Duration::from_secs(3600));
+        assert_eq!(r.cleanup_budget("add", &b), b.ladder.total());
+        assert!(r.cleanup_budget("add", &b) < b.served_calls());
+        let huge = Budgets { cleanup: Duration::from_secs(3600), ..b };
+        assert_eq!(r.cleanup_budget("ctx", &huge), b.ladder.total());
+    }
+
+    #[test]
+    #[should_panic(expected = "cannot declare a cleanup budget for `mul`: register it first")]
+    fn a_cleanup_budget_for_an_unregistered_name_panics() {
+        let _ = registry().cleanup("mul", Duration::from_secs(1));
     }
 
     #[test]
