@@ -9,6 +9,17 @@ use std::time::Duration;
 #[error("{0}")]
 pub struct AppError(pub String);
 
+/// The error of a cleanup that failed (a type name no other handler uses).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct CleanupError(pub String);
+
+/// The cleanup budget `ctx_slow_cleanup_fails_200ms` declares.
+pub const SHORT_CLEANUP: Duration = Duration::from_millis(200);
+
+/// The cleanup budget `plain_cleanup_fails` declares.
+pub const PLAIN_CLEANUP: Duration = Duration::from_secs(1);
+
 async fn add(_cx: Cx, (a, b): (i64, i64)) -> Result<i64, AppError> {
     Ok(a + b)
 }
@@ -188,6 +199,13 @@ pub fn registry() -> Registry {
         .context("ctx_aggregate", ctx_aggregate)
         .context("ctx_self_cancel", ctx_self_cancel)
         .context("ctx_cleanup_fails", ctx_cleanup_fails)
+        .context("ctx_slow_cleanup_fails", ctx_slow_cleanup_fails)
+        .context("ctx_slow_cleanup_fails_200ms", ctx_slow_cleanup_fails)
+        .cleanup("ctx_slow_cleanup_fails_200ms", SHORT_CLEANUP)
+        .func("plain_cleanup_fails", plain_cleanup_fails)
+        .cleanup("plain_cleanup_fails", PLAIN_CLEANUP)
+        .func("plain_cleanup_fails_undeclared", plain_cleanup_fails)
+        .func("cleanup_armed", cleanup_armed)
         .stream("range", range)
         .stream("range_then_fail", range_then_fail)
         .func("cancel_peer", cancel_peer)
@@ -380,6 +398,39 @@ async fn ctx_cleanup_fails(ctx: Context, _: ()) -> Result<(), AppError> {
     ctx.cancelled().await;
     tokio::time::sleep(Duration::from_millis(50)).await;
     Err(AppError("cleanup failed".into()))
+}
+
+/// `started`, waits for the cancel, then a cleanup that takes `ms` milliseconds and
+/// fails with a `CleanupError`. Registered with the default budget, and as
+/// `ctx_slow_cleanup_fails_200ms` with [`SHORT_CLEANUP`].
+async fn ctx_slow_cleanup_fails(ctx: Context, ms: u64) -> Result<(), CleanupError> {
+    ctx.started(&()).await.map_err(|e| CleanupError(e.to_string()))?;
+    ctx.cancelled().await;
+    tokio::time::sleep(Duration::from_millis(ms)).await;
+    Err(CleanupError(format!("context cleanup failed after {ms} ms")))
+}
+
+/// Said by `plain_cleanup_fails` once it waits for its cancel (one per actor process).
+static CLEANUP_ARMED: tokio::sync::Notify = tokio::sync::Notify::const_new();
+
+/// A plain function that works (forever) until cancelled, selecting on `cx.cancelled()`;
+/// then a cleanup that takes `ms` milliseconds and fails with a `CleanupError`.
+/// Registered with [`PLAIN_CLEANUP`] as its budget, and as
+/// `plain_cleanup_fails_undeclared` with none (the plain functions' default).
+async fn plain_cleanup_fails(cx: Cx, ms: u64) -> Result<(), CleanupError> {
+    CLEANUP_ARMED.notify_one();
+    tokio::select! {
+        () = std::future::pending() => unreachable!("the work never ends"),
+        () = cx.cancelled() => {}
+    }
+    tokio::time::sleep(Duration::from_millis(ms)).await;
+    Err(CleanupError(format!("plain cleanup failed after {ms} ms")))
+}
+
+/// Returns once a `plain_cleanup_fails` call in this actor waits for its cancel.
+async fn cleanup_armed(_cx: Cx, _: ()) -> Result<(), AppError> {
+    CLEANUP_ARMED.notified().await;
+    Ok(())
 }
 
 /// Finds actor `name` through the registrar and cancels it; returns whether it acked.

@@ -3,11 +3,21 @@
 //! bounded and checks that nothing is left behind.
 
 use plough::{ActorError, Outcome};
+use plough_tests::app::{PLAIN_CLEANUP, SHORT_CLEANUP};
 use plough_tests::runtime;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 const APP: &str = env!("CARGO_BIN_EXE_plough_app");
 const LIMIT: Duration = Duration::from_secs(60);
+/// The bound of one awaited step inside a test body.
+const STEP: Duration = Duration::from_secs(15);
+
+/// Awaits `fut` for at most [`STEP`], naming `what` if it takes longer.
+async fn step<T>(what: &str, fut: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(STEP, fut)
+        .await
+        .unwrap_or_else(|_| panic!("{what}: no answer within {STEP:?}"))
+}
 
 /// Runs `body` in a fresh root, with the usual bound and leak check.
 fn with_root<T, F, Fut>(body: F) -> plough::Result<T>
@@ -84,7 +94,7 @@ fn parent_cancel_is_returned_while_blocked_streaming_or_after_return() {
         let me = root.aid().clone();
         root.nursery(|n| async move {
             let p = n.start_actor("target").await?;
-            // While the child blocks (ignoring the cancel: the grace period ends it).
+            // While the child blocks (ignoring the cancel: its cleanup budget ends it).
             let (ctx, ()) = p.open_context::<_, ()>("ctx_cancel_target", "block").await?;
             ctx.cancel().await?;
             assert_eq!(ctx.result::<i64>().await?, Outcome::Cancelled { canceller: me.clone() });
@@ -208,6 +218,128 @@ fn error_after_shielded_cleanup_is_not_masked_by_the_cancel() {
         .await
     })
     .unwrap();
+}
+
+/// A cleanup that takes 1 s after the parent's cancel, well within the default budget
+/// (1.5 s), then fails: the parent gets exactly that error, not the cancel.
+#[test]
+fn an_error_raised_in_a_slow_cleanup_comes_home() {
+    with_root(|root| async move {
+        root.nursery(|n| async move {
+            let p = n.start_actor("slow-cleaner").await?;
+            let (ctx, ()) = p.open_context::<_, ()>("ctx_slow_cleanup_fails", 1000u64).await?;
+            let cancelled = Instant::now();
+            ctx.cancel().await?;
+            let e = step("result", ctx.result::<()>()).await.unwrap_err();
+            let r = remote(&e);
+            assert_eq!(
+                (r.type_name.as_str(), r.message.as_str()),
+                ("CleanupError", "context cleanup failed after 1000 ms"),
+                "{e:?}"
+            );
+            assert_eq!(&r.source, p.aid(), "{e:?}");
+            assert!(r.canceller.is_none(), "{e:?}");
+            assert!(
+                cancelled.elapsed() >= Duration::from_millis(1000),
+                "{:?}",
+                cancelled.elapsed()
+            );
+            // The actor keeps serving.
+            assert_eq!(p.run::<_, i64>("add", (1, 1)).await?, 2);
+            Ok(())
+        })
+        .await
+    })
+    .unwrap();
+}
+
+/// The same cleanup in a function that declared a 200 ms budget is cut off there: the
+/// parent gets the cancel.
+#[test]
+fn a_cleanup_longer_than_its_declared_budget_is_cut_off() {
+    with_root(|root| async move {
+        let me = root.aid().clone();
+        root.nursery(|n| async move {
+            let p = n.start_actor("cut-off").await?;
+            let (ctx, ()) =
+                p.open_context::<_, ()>("ctx_slow_cleanup_fails_200ms", 1000u64).await?;
+            let cancelled = Instant::now();
+            ctx.cancel().await?;
+            let out = step("result", ctx.result::<()>()).await?;
+            assert_eq!(out, Outcome::Cancelled { canceller: me });
+            assert!(cancelled.elapsed() >= SHORT_CLEANUP, "{:?}", cancelled.elapsed());
+            assert_eq!(p.run::<_, i64>("add", (1, 1)).await?, 2);
+            Ok(())
+        })
+        .await
+    })
+    .unwrap();
+}
+
+/// `cancel_actor` (the whole actor shuts down) during a slow cleanup that fails: the
+/// error still reaches the parent before the actor exits.
+#[test]
+fn an_error_raised_in_a_slow_cleanup_comes_home_when_the_actor_is_cancelled() {
+    with_root(|root| async move {
+        root.nursery(|n| async move {
+            let p = n.start_actor("slow-cleaner").await?;
+            let (ctx, ()) = p.open_context::<_, ()>("ctx_slow_cleanup_fails", 1000u64).await?;
+            assert!(p.cancel_actor().await, "acked");
+            let e = step("result", ctx.result::<()>()).await.unwrap_err();
+            let r = remote(&e);
+            assert_eq!(
+                (r.type_name.as_str(), r.message.as_str()),
+                ("CleanupError", "context cleanup failed after 1000 ms"),
+                "{e:?}"
+            );
+            step("the child's exit", p.closed()).await;
+            Ok(())
+        })
+        .await
+    })
+    .unwrap();
+}
+
+/// A plain function that selects on `cx.cancelled()` and fails during its declared
+/// cleanup budget; the nursery cancels its actor while the call is in flight: the caller
+/// gets that error. Without a declared budget it is dropped at once: the caller gets the
+/// cancel.
+#[test]
+fn a_plain_function_that_fails_in_its_declared_cleanup_is_not_masked_by_the_cancel() {
+    for (function, declared) in
+        [("plain_cleanup_fails", true), ("plain_cleanup_fails_undeclared", false)]
+    {
+        with_root(|root| async move {
+            let me = root.aid().clone();
+            root.nursery(|n| async move {
+                let p = n.start_actor("plain").await?;
+                let p2 = p.clone();
+                let call = tokio::spawn(async move { p2.run::<_, ()>(function, 300u64).await });
+                step("armed", p.run::<_, ()>("cleanup_armed", ())).await?;
+                let cancelled = Instant::now();
+                step("nursery cancel", n.cancel()).await;
+                let e = step("the call", call).await.expect("the call's task").unwrap_err();
+                if declared {
+                    let r = remote(&e);
+                    assert_eq!(
+                        (r.type_name.as_str(), r.message.as_str()),
+                        ("CleanupError", "plain cleanup failed after 300 ms"),
+                        "{e:?}"
+                    );
+                    assert!(Duration::from_millis(300) < PLAIN_CLEANUP);
+                    assert!(cancelled.elapsed() >= Duration::from_millis(300));
+                } else {
+                    assert!(
+                        matches!(&e, ActorError::ContextCancelled { canceller } if *canceller == me),
+                        "{function}: {e:?}"
+                    );
+                }
+                Ok(())
+            })
+            .await
+        })
+        .unwrap();
+    }
 }
 
 /// Type mismatches in `Started` and `Return` name the kind, the type and what arrived;
