@@ -63,14 +63,16 @@ pub(crate) fn run(args: &TestArgs) -> Result<()> {
     }
     let runtime_tests = runtime_test_targets(&root)?;
 
-    // Some suites drive workspace binaries that are not their own package's (the `plough`
-    // CLI): build every binary first, with the same profile the runner uses.
+    // Some suites drive workspace programs that are not their own package's (the `plough`
+    // CLI, the `daemon` example): build every binary and example first, with the same
+    // profile the runner uses (`cargo test --workspace` builds examples too; this makes
+    // sure of it for every runner and test selection).
     let status = Command::new(env!("CARGO"))
         .current_dir(&root)
-        .args(["build", "--workspace", "--bins"])
+        .args(["build", "--workspace", "--bins", "--examples"])
         .status()
         .context("could not run cargo build")?;
-    anyhow::ensure!(status.success(), "cargo build --workspace --bins failed: {status}");
+    anyhow::ensure!(status.success(), "cargo build --workspace --bins --examples failed: {status}");
 
     let mut results = Vec::new();
     for cell in &cells {
