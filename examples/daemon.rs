@@ -140,11 +140,9 @@ async fn serve(root: plough::Actor, dir: PathBuf) -> Result<(), ActorError> {
     .await
 }
 
-/// Resolves when the daemon is asked to stop: SIGTERM or SIGINT to the root (or a cancel
-/// of the root, the same event). `Actor::shutdown_requested` names this once it lands;
-/// `Actor::cancelled` is that event in every tree.
+/// Resolves when the daemon is asked to stop: SIGTERM or SIGINT to the root.
 async fn stop_requested(root: &plough::Actor) {
-    root.cancelled().await
+    root.shutdown_requested().await
 }
 
 /// `client`: join the registrar, find the service, stream `count` numbers, check each
@@ -228,18 +226,6 @@ fn parse_args(args: &[String]) -> Result<Args, String> {
     Ok(Args { registry, mode })
 }
 
-/// The conventional exit status: 128 + the signal's number when a signal stopped the
-/// root, 1 for any other failure.
-fn exit_code(e: &ActorError) -> i32 {
-    match e {
-        ActorError::Interrupted => 130,
-        // SIGTERM's `ActorError::Terminated` is matched by its name, so that this example
-        // builds on trees that do not have the variant yet.
-        e if format!("{e:?}") == "Terminated" => 143,
-        _ => 1,
-    }
-}
-
 fn main() {
     // Parsed here only to configure the runtime; a parse error is reported by the root
     // below, never before `run` (a child's argv is plough's, not ours).
@@ -261,7 +247,9 @@ fn main() {
         }
     });
     if let Err(e) = result {
-        let code = if bad_args { 2 } else { exit_code(&e) };
+        // 128 + the signal's number when a signal stopped the root (what service managers
+        // and shells expect), 1 for any other failure.
+        let code = if bad_args { 2 } else { e.exit_code() };
         match code {
             130 | 143 => println!("stopped: {e}"),
             _ => eprintln!("daemon: {e}"),
