@@ -7,8 +7,10 @@
 //! the kernel picks runs it; it first calls the handler that was installed before (so the
 //! program's own handling, e.g. tokio's `ctrl_c()`, still sees every signal), then writes
 //! the signal's number to a pipe that [`SignalPipe::recv`] reads. Dropping it restores the
-//! previous handlers. A signal the process ignores (`SIG_IGN`, e.g. under `nohup`) stays
-//! ignored.
+//! previous handlers — unless a handler was installed over ours meanwhile (e.g. tokio's
+//! `ctrl_c()` first called after us, which chains to ours): that one stays, and ours, in
+//! its chain, only passes the signal on to what was there before. A signal the process
+//! ignores (`SIG_IGN`, e.g. under `nohup`) stays ignored.
 //!
 //! Use it in a root process, never in a forked child: a forked child inherits the handler
 //! and this module's globals, and the child prelude resets handled signals to `SIG_DFL`
@@ -172,10 +174,20 @@ extern "C" fn handler(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut li
 impl Drop for SignalPipe {
     fn drop(&mut self) {
         for (sig, old) in self.replaced.drain(..) {
-            // SAFETY: restores the action saved in `new`.
-            unsafe { libc::sigaction(sig, &old, std::ptr::null_mut()) };
+            // From now on the handler, wherever it still runs, only chains.
             if let Some(slot) = slot(sig) {
                 slot.fd.store(-1, Ordering::SeqCst);
+            }
+            // SAFETY: an all-zero sigaction is a valid value to read into.
+            let mut now: libc::sigaction = unsafe { std::mem::zeroed() };
+            // SAFETY: reads the current action into an owned buffer.
+            let read = unsafe { libc::sigaction(sig, std::ptr::null(), &mut now) } == 0;
+            // Someone installed a handler over ours meanwhile (tokio's `ctrl_c()` called
+            // after us chains to ours): theirs stays; ours, left in their chain, now only
+            // calls what was there before us.
+            if read && now.sa_sigaction == handler as *const () as usize {
+                // SAFETY: restores the action saved in `new`.
+                unsafe { libc::sigaction(sig, &old, std::ptr::null_mut()) };
             }
         }
     }

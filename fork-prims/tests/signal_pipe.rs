@@ -68,6 +68,16 @@ fn every_signal_reaches_the_pipe_and_the_previous_handler_from_any_thread() {
     });
     assert_eq!(action(sig), previous as *const () as usize, "restored on drop");
 
+    // A handler installed over ours meanwhile (as tokio's `ctrl_c()` called after plough
+    // would) stays when the pipe goes.
+    extern "C" fn later(_sig: libc::c_int) {}
+    rt.block_on(async {
+        let pipe = SignalPipe::new(&[sig]).unwrap();
+        set_action(sig, later as *const () as usize);
+        drop(pipe);
+    });
+    assert_eq!(action(sig), later as *const () as usize, "the later handler stays");
+
     // An ignored signal stays ignored: nothing is installed for it.
     set_action(sig, libc::SIG_IGN);
     rt.block_on(async {

@@ -94,8 +94,28 @@ impl Runtime {
     /// waits on fd 0 until `run` moves it back), so it must not read stdin or start
     /// subprocesses.
     ///
-    /// SIGINT cancels the tree gracefully and returns [`ActorError::Interrupted`]; a second
-    /// SIGINT kills the children's process groups at once.
+    /// # Signals
+    ///
+    /// SIGINT and SIGTERM cancel the whole tree gracefully (every child through the
+    /// cancellation ladder, running its cleanup) and `run` returns
+    /// [`ActorError::Interrupted`] or [`ActorError::Terminated`]; exit with
+    /// [`ActorError::exit_code`] (130, 143) as service managers and shells expect. The body
+    /// sees it coming ([`Actor::shutdown_requested`]) and gets the ladder's ack timeout to
+    /// finish; then it is dropped, nursery or not (a dropped nursery still takes its
+    /// children down gracefully before `run` returns). A second signal escalates: every
+    /// child's process group is SIGKILLed at once.
+    ///
+    /// While `run` runs, plough handles SIGINT, SIGTERM (and SIGUSR1, for task dumps,
+    /// unless [`RuntimeConfig::task_dump`](crate::RuntimeConfig::task_dump) is off)
+    /// process-wide, whichever thread the kernel delivers them to — threads the program
+    /// started before `run` included. The handler installed before plough's keeps
+    /// running for every signal (it is called first), and comes back when `run` returns;
+    /// one installed after plough's (tokio's `ctrl_c()` first used inside the body) stays.
+    /// So the program's own `tokio::signal` works in the root — but a program compiled
+    /// with tokio's `signal` or `process` feature cannot fork children
+    /// (`main_thread_forkserver`): use the `exec` backend. Inside the tree, prefer
+    /// [`Actor::shutdown_requested`] / [`Cx::shutdown_requested`](crate::Cx::shutdown_requested):
+    /// they also fire on a parent's cancel and a parent's death.
     ///
     /// # Errors
     ///
