@@ -34,7 +34,20 @@ async fn ctx_count_forever(ctx: Context, _: ()) -> Result<(), ActorError> {
     }
 }
 
+/// Writes `<dir>/armed`, then waits for the serving actor's shutdown to be asked for and
+/// writes `<dir>/shutdown-seen` (its declared cleanup budget lets it finish that).
+async fn watch_shutdown(cx: Cx, dir: String) -> Result<(), ActorError> {
+    let dir = std::path::PathBuf::from(dir);
+    std::fs::write(dir.join("armed"), b"").map_err(ActorError::other)?;
+    cx.shutdown_requested().await;
+    std::fs::write(dir.join("shutdown-seen"), b"").map_err(ActorError::other)?;
+    Ok(())
+}
+
 /// Adds the lifecycle handlers to `r`.
 pub(crate) fn register(r: Registry) -> Registry {
-    r.func("hold_file", hold_file).context("ctx_count_forever", ctx_count_forever)
+    r.func("hold_file", hold_file)
+        .context("ctx_count_forever", ctx_count_forever)
+        .func("watch_shutdown", watch_shutdown)
+        .cleanup("watch_shutdown", std::time::Duration::from_secs(1))
 }

@@ -265,3 +265,32 @@ fn a_panic_in_the_body_unwinds_out_of_run_after_the_shutdown() {
     let again = plough_tests::runtime(APP).run(|_| async { Ok(7) });
     assert_eq!(again.unwrap(), 7, "the process can run a root again");
 }
+
+/// A handler sees its actor's shutdown coming (`Cx::shutdown_requested`) when the parent
+/// cancels the actor, and finishes its own work within its declared cleanup budget.
+#[test]
+fn a_handler_sees_its_actors_shutdown_requested() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_owned();
+    plough_tests::in_nursery(plough_tests::runtime(APP), Duration::from_secs(30), |n| async move {
+        let p = n.start_actor("watcher").await?;
+        let call = {
+            let (p, d) = (p.clone(), d.to_str().unwrap().to_owned());
+            tokio::spawn(async move { p.run::<_, ()>("watch_shutdown", d).await })
+        };
+        while !d.join("armed").exists() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert!(!d.join("shutdown-seen").exists());
+        assert!(p.cancel_actor().await, "the cancel was acknowledged");
+        let _ = call.await;
+        plough_tests::bounded(Duration::from_secs(5), async {
+            while !d.join("shutdown-seen").exists() {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            Ok(())
+        })
+        .await
+    })
+    .unwrap();
+}
