@@ -68,15 +68,43 @@ fn every_signal_reaches_the_pipe_and_the_previous_handler_from_any_thread() {
     });
     assert_eq!(action(sig), previous as *const () as usize, "restored on drop");
 
-    // A handler installed over ours meanwhile (as tokio's `ctrl_c()` called after plough
-    // would) stays when the pipe goes.
-    extern "C" fn later(_sig: libc::c_int) {}
+    // A handler installed over ours meanwhile, chaining to ours (what tokio's `ctrl_c()`
+    // called inside a root does), stays when the pipe goes; a later pipe reuses ours in
+    // that chain instead of installing itself on top (which would make the chain call
+    // itself forever), and a second live pipe for the same signal is refused.
+    static OURS: AtomicUsize = AtomicUsize::new(0);
+    static LATER_RAN: AtomicUsize = AtomicUsize::new(0);
+    extern "C" fn later(sig: libc::c_int) {
+        LATER_RAN.fetch_add(1, Ordering::SeqCst);
+        type Action = extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void);
+        let ours = OURS.load(Ordering::SeqCst);
+        if ours != 0 {
+            // SAFETY: `ours` is the SA_SIGINFO handler read from sigaction below.
+            let f: Action = unsafe { std::mem::transmute::<usize, Action>(ours) };
+            f(sig, std::ptr::null_mut(), std::ptr::null_mut());
+        }
+    }
     rt.block_on(async {
-        let pipe = SignalPipe::new(&[sig]).unwrap();
+        let pipe = SignalPipe::new(&[sig, sig]).unwrap();
+        OURS.store(action(sig), Ordering::SeqCst);
         set_action(sig, later as *const () as usize);
         drop(pipe);
+        assert_eq!(action(sig), later as *const () as usize, "the later handler stays");
+        let pipe = SignalPipe::new(&[sig]).unwrap();
+        assert_eq!(action(sig), later as *const () as usize, "ours is reused, not stacked");
+        let second = SignalPipe::new(&[sig]).unwrap_err();
+        assert_eq!(second.kind(), std::io::ErrorKind::AddrInUse, "{second}");
+        let before = PREVIOUS_RAN.load(Ordering::SeqCst);
+        raise_in_process(sig);
+        let got = tokio::time::timeout(Duration::from_secs(5), pipe.recv()).await;
+        assert_eq!(got.expect("the pipe saw it").unwrap(), sig);
+        assert_eq!(LATER_RAN.load(Ordering::SeqCst), 1);
+        assert_eq!(PREVIOUS_RAN.load(Ordering::SeqCst), before + 1, "the chain ran once");
+        // Exactly one byte for one signal.
+        let again = tokio::time::timeout(Duration::from_millis(50), pipe.recv()).await;
+        assert!(again.is_err(), "one signal, one byte: {again:?}");
     });
-    assert_eq!(action(sig), later as *const () as usize, "the later handler stays");
+    OURS.store(0, Ordering::SeqCst);
 
     // An ignored signal stays ignored: nothing is installed for it.
     set_action(sig, libc::SIG_IGN);

@@ -23,6 +23,17 @@ async fn hold_file(_cx: Cx, path: String) -> Result<(), ActorError> {
     Ok(())
 }
 
+/// Creates `path`; once the call is cancelled, takes 300 ms to clean up (its declared
+/// budget allows 1 s), then removes it. Only a graceful teardown that waits for it leaves
+/// no file.
+async fn hold_file_slowly(cx: Cx, path: String) -> Result<(), ActorError> {
+    std::fs::write(&path, b"held").map_err(ActorError::other)?;
+    cx.cancelled().await;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    std::fs::remove_file(&path).map_err(ActorError::other)?;
+    Ok(())
+}
+
 /// Streams 0, 1, 2, ... (with backpressure) until it is cancelled.
 async fn ctx_count_forever(ctx: Context, _: ()) -> Result<(), ActorError> {
     ctx.started(&()).await?;
@@ -48,6 +59,8 @@ async fn watch_shutdown(cx: Cx, dir: String) -> Result<(), ActorError> {
 pub(crate) fn register(r: Registry) -> Registry {
     r.func("hold_file", hold_file)
         .context("ctx_count_forever", ctx_count_forever)
+        .func("hold_file_slowly", hold_file_slowly)
+        .cleanup("hold_file_slowly", std::time::Duration::from_secs(1))
         .func("watch_shutdown", watch_shutdown)
         .cleanup("watch_shutdown", std::time::Duration::from_secs(1))
 }

@@ -155,6 +155,13 @@ fn sigint_to_a_root_mid_stream_takes_the_tree_down_gracefully() {
     a_signal_takes_the_tree_down_gracefully(Signal::INT, 130, "files");
 }
 
+/// A nursery that runs in a task of the program's own (not in the body): the root waits
+/// for it to take its children down gracefully before it exits.
+#[test]
+fn a_nursery_in_a_spawned_task_is_waited_for() {
+    a_signal_takes_the_tree_down_gracefully(Signal::TERM, 143, "spawned-nursery");
+}
+
 /// A thread of the program's own, started before `Runtime::run`, blocks no signal: the
 /// kernel may deliver the signal there. One Ctrl-C (or SIGTERM) is still graceful.
 #[test]
@@ -177,12 +184,25 @@ fn one_signal_ends_a_body_without_a_nursery() {
 }
 
 /// A second signal does not wait for the ladder: a child that ignores every cancel (it
-/// blocks its only thread) is SIGKILLed at once.
+/// blocks its only thread) is SIGKILLed at once — whether the second signal comes while
+/// the body still runs, or after the runtime dropped it and the tree goes down.
 #[test]
 fn a_second_signal_escalates_to_sigkill() {
+    second_signal_escalates(false);
+}
+
+#[test]
+fn a_second_signal_after_the_body_was_dropped_escalates_to_sigkill() {
+    second_signal_escalates(true);
+}
+
+fn second_signal_escalates(after_the_body: bool) {
     let app = App::start("stubborn", 0);
     app.signal(Signal::INT);
     app.expect_line("shutdown requested", Duration::from_secs(5));
+    if after_the_body {
+        app.expect_line("body dropped", Duration::from_secs(5));
+    }
     let t = Instant::now();
     app.signal(Signal::INT);
     let st = app.exit(DOWN);
@@ -283,7 +303,13 @@ fn a_handler_sees_its_actors_shutdown_requested() {
         }
         assert!(!d.join("shutdown-seen").exists());
         assert!(p.cancel_actor().await, "the cancel was acknowledged");
-        let _ = call.await;
+        let answer = call.await.expect("the call task");
+        // It returned Ok as its actor was cancelled: its own value, or the cancel — never
+        // a failure.
+        assert!(
+            answer.as_ref().is_ok() || answer.as_ref().is_err_and(|e| e.is_cancel()),
+            "{answer:?}"
+        );
         plough_tests::bounded(Duration::from_secs(5), async {
             while !d.join("shutdown-seen").exists() {
                 tokio::time::sleep(Duration::from_millis(5)).await;

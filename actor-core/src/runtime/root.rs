@@ -185,6 +185,11 @@ impl Runtime {
         F: FnOnce(Actor) -> Fut,
         Fut: Future<Output = Result<T, ActorError>>,
     {
+        // First: from here on a SIGINT/SIGTERM is a graceful stop (one arriving while the
+        // root sets up waits in the pipe and cancels the tree as soon as the body runs),
+        // never a sudden death that leaves a marker or socket behind.
+        let dumps = self.config.task_dump && dump::enabled_by_env();
+        let signals = Signals::process_wide(&watched(&[Signal::INT, Signal::TERM], dumps));
         let aid = Aid { name: self.config.name.clone(), uuid: new_uuid(), pid: std::process::id() };
         let hello = Hello { aid: aid.clone(), tree_proof: Default::default() };
         let registry_addr = self.config.registry_addr.clone();
@@ -244,8 +249,6 @@ impl Runtime {
         }
         tracing::info!(actor = %aid, addr = %actor.addr(), registrar = actor.is_registrar(), "root actor up");
 
-        let dumps = actor.config().task_dump && dump::enabled_by_env();
-        let signals = Signals::process_wide(&watched(&[Signal::INT, Signal::TERM], dumps));
         // However the body ends — a value, an error, a signal, a panic — the actor shuts
         // down (its marker and socket go, its children are reaped) before `run` returns
         // or the panic goes on.
@@ -327,7 +330,16 @@ async fn run_with_signals<T>(
     actor.cancel(actor.aid().clone());
     let grace = actor.budgets().ladder.ack_timeout;
     let escalate = tokio::select! {
-        _ = &mut body => false,
+        out = &mut body => {
+            // The signal is the outcome; a real failure the tree raised while going down
+            // is not lost from sight (a cancel that it caused would only be noise).
+            if let Err(e) = out
+                && !e.is_cancel()
+            {
+                tracing::warn!(actor = %actor.aid(), error = %e, "the tree failed while it was cancelled");
+            }
+            false
+        }
         () = tokio::time::sleep(grace) => {
             tracing::info!(actor = %actor.aid(), ?grace, "the root body did not finish on its own: dropping it (its nurseries go down in the background)");
             false

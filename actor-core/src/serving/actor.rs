@@ -293,11 +293,6 @@ impl Actor {
         &self.inner.registry
     }
 
-    /// The runtime's settings.
-    pub(crate) fn config(&self) -> &RuntimeConfig {
-        &self.inner.config
-    }
-
     /// The runtime's budgets.
     pub(crate) fn budgets(&self) -> &Budgets {
         &self.inner.config.budgets

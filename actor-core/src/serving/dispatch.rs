@@ -43,6 +43,11 @@ impl Actor {
     ) -> Option<Result<Payload, RemoteActorError>> {
         let cancelled_at = Instant::now();
         let bound = self.budgets().served_calls();
+        // Even without a budget, a call that can finish now (it woke on the cancel and
+        // answers at once, e.g. with a real error) gets that one poll.
+        if let Some(out) = futures::FutureExt::now_or_never(&mut *fut) {
+            return Some(out);
+        }
         if !budget.is_zero()
             && let Ok(out) = tokio::time::timeout_at(cancelled_at + budget, &mut *fut).await
         {
@@ -200,6 +205,8 @@ impl Serve for Actor {
                 self.tasks().spawn(async move {
                     let mut fut = fut;
                     let reply = tokio::select! {
+                        // A result that is ready wins over a cancel that came with it.
+                        biased;
                         out = &mut fut => reply_for(cid, out),
                         () = token.cancelled() => {
                             let canceller = me.canceller().unwrap_or_else(|| ch.peer().clone());

@@ -159,8 +159,22 @@ impl Nursery {
                 cancelling: AtomicBool::new(false),
             }
         });
+        // Joining is checked under the children's lock, against `closed`: a boot that
+        // completes after the nursery began to exit (its `start_actor` ran in a task of
+        // its own) must not leave a child that nothing takes down.
+        let mut children = self.inner.children.locked();
+        if self.inner.closed.load(Ordering::SeqCst) {
+            drop(children);
+            tracing::warn!(child = %child.aid, "booted after its nursery exited: SIGKILL");
+            let _ = child.process.kill_group(Signal::KILL);
+            let _ = child.process.kill();
+            // Dropping the last handle hands the process to the reaper thread, which also
+            // clears its marker.
+            return Err(Misuse::NurseryExited { name: name.to_owned() }.into());
+        }
         tracing::info!(parent = %actor.aid(), child = %child.aid, method = %backend.method(), "spawned");
-        self.inner.children.locked().push(Arc::clone(&child));
+        children.push(Arc::clone(&child));
+        drop(children);
         Ok(child)
     }
 }

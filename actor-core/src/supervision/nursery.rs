@@ -14,8 +14,10 @@
 //!   (cancelled), every child goes down the ladder, and every failure comes back together
 //!   in one error (the cancels it caused never mask it);
 //! * the enclosing actor is cancelled: the same, and the result is `ContextCancelled`;
-//! * the nursery future itself is dropped (its caller was cancelled): a drop guard
-//!   SIGKILLs every child's process group and hands the processes to the reaper thread.
+//! * the nursery future itself is dropped (its caller was cancelled, a timeout, a lost
+//!   `select!`): its children still go down through the ladder, in the background, and
+//!   the actor waits for them before it exits (SIGKILL at once only after a second
+//!   signal, or when no runtime is left to run the ladder).
 //!
 //! The ladder (see [`LadderConfig`](crate::LadderConfig)): IPC cancel → wait for the ack → wait for exit →
 //! SIGTERM to the child's process group → wait → SIGKILL to the group → reap.
@@ -65,6 +67,10 @@ impl std::fmt::Debug for Nursery {
 }
 
 pub(super) struct Inner {
+    /// Counts this nursery among the actor's tasks for as long as it (or the background
+    /// ladder of a dropped one) lives: the actor does not exit before its children are
+    /// down, whoever polls the nursery (the body, a task the program spawned, a handler).
+    _tracked: tokio_util::task::task_tracker::TaskTrackerToken,
     pub(super) actor: Actor,
     pub(super) children: Mutex<Vec<Arc<ChildActor>>>,
     pub(super) errors: Mutex<Vec<ActorError>>,
@@ -198,6 +204,7 @@ impl Nursery {
         }
         let _open = Open(open);
         let inner = Arc::new(Inner {
+            _tracked: actor.tasks().token(),
             scope: parent.child_token(),
             actor,
             children: Mutex::new(Vec::new()),

@@ -15,8 +15,12 @@
 //! * `panic DIR N`: the same setup, then the body panics;
 //! * `timeout DIR N`: the same children inside `tokio::time::timeout`, which drops the
 //!   nursery; prints `timed out` and returns normally;
+//! * `spawned-nursery DIR N`: the holders (whose cleanup takes 300 ms) are in a nursery
+//!   that runs in a task the program spawned;
+//!   the body waits for the shutdown and returns;
 //! * `idle`: no nursery, the body waits forever;
-//! * `stubborn`: a child that blocks its only thread (ignores every cancel) for a minute.
+//! * `stubborn`: a child that blocks its only thread (ignores every cancel) for a minute;
+//!   prints `body dropped` when the runtime drops the body.
 
 use plough_tests::app::registry;
 
@@ -32,9 +36,18 @@ fn say(line: &str) {
 
 /// Starts a holder child per file and waits (bounded) until every file exists.
 async fn hold_files(nursery: &plough::Nursery, files: &[std::path::PathBuf]) -> plough::Result<()> {
+    hold_files_with(nursery, files, "hold_file").await
+}
+
+/// [`hold_files`] with holders running `function`.
+async fn hold_files_with(
+    nursery: &plough::Nursery,
+    files: &[std::path::PathBuf],
+    function: &str,
+) -> plough::Result<()> {
     for (i, f) in files.iter().enumerate() {
         let path = f.to_str().expect("utf-8 path").to_owned();
-        nursery.run_in_actor::<_, ()>(&format!("holder{i}"), "hold_file", path).await?;
+        nursery.run_in_actor::<_, ()>(&format!("holder{i}"), function, path).await?;
     }
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     while !files.iter().all(|f| f.exists()) {
@@ -111,12 +124,40 @@ fn main() {
                     }
                 }
             }
+            "spawned-nursery" => {
+                // The nursery runs in a task of the program's own; the body only waits for
+                // the shutdown and returns.
+                let files = held_files(lifecycle_dir.as_deref().expect("DIR"), lifecycle_n);
+                let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<()>();
+                let r = root.clone();
+                tokio::spawn(async move {
+                    r.nursery(|nursery| async move {
+                        hold_files_with(&nursery, &files, "hold_file_slowly").await?;
+                        let _ = ready_tx.send(());
+                        std::future::pending::<()>().await;
+                        Ok(())
+                    })
+                    .await
+                });
+                let _ = ready_rx.await;
+                say("ready");
+                root.shutdown_requested().await;
+                Ok(())
+            }
             "idle" => {
                 say("ready");
                 std::future::pending::<()>().await;
                 Ok(())
             }
             "stubborn" => {
+                // Says when the runtime drops the body (after a signal's grace).
+                struct SayOnDrop;
+                impl Drop for SayOnDrop {
+                    fn drop(&mut self) {
+                        say("body dropped");
+                    }
+                }
+                let _dropped = SayOnDrop;
                 root.nursery(|nursery| async move {
                     let p = nursery.start_actor("stubborn").await?;
                     let call =
