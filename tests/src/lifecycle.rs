@@ -34,6 +34,14 @@ async fn hold_file_slowly(cx: Cx, path: String) -> Result<(), ActorError> {
     Ok(())
 }
 
+/// Creates `path`, then blocks the actor's only thread for a minute: from then on it
+/// acknowledges no cancel and handles no signal (only SIGKILL ends it).
+async fn mark_then_block(_cx: Cx, path: String) -> Result<(), ActorError> {
+    std::fs::write(&path, b"").map_err(ActorError::other)?;
+    std::thread::sleep(std::time::Duration::from_secs(60));
+    Ok(())
+}
+
 /// Streams 0, 1, 2, ... (with backpressure) until it is cancelled.
 async fn ctx_count_forever(ctx: Context, _: ()) -> Result<(), ActorError> {
     ctx.started(&()).await?;
@@ -62,5 +70,6 @@ pub(crate) fn register(r: Registry) -> Registry {
         .func("hold_file_slowly", hold_file_slowly)
         .cleanup("hold_file_slowly", std::time::Duration::from_secs(1))
         .func("watch_shutdown", watch_shutdown)
+        .func("mark_then_block", mark_then_block)
         .cleanup("watch_shutdown", std::time::Duration::from_secs(1))
 }

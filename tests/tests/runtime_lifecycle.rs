@@ -320,3 +320,44 @@ fn a_handler_sees_its_actors_shutdown_requested() {
     })
     .unwrap();
 }
+
+/// A nursery dropped while its own exit ladder is under way (an outer timeout that fires
+/// during the teardown of a child that ignores its cancel) does not restart the ladder:
+/// the child is down within one ladder's total, not two.
+#[test]
+fn a_nursery_dropped_during_its_exit_ladder_does_not_restart_it() {
+    let ladder = plough::LadderConfig::default();
+    let dir = tempfile::tempdir().unwrap();
+    let mark = dir.path().join("blocking");
+    let t = Instant::now();
+    plough_tests::with_root(
+        plough_tests::runtime(APP),
+        Duration::from_secs(30),
+        |root| async move {
+            let nursery = root.nursery(|n| async move {
+                let p = n.start_actor("stubborn").await?;
+                // Blocks the child's only thread once it has marked that it does: from
+                // then on it acknowledges no cancel and handles no signal.
+                let path = mark.to_str().unwrap().to_owned();
+                tokio::spawn(async move { p.run::<_, ()>("mark_then_block", path).await });
+                while !mark.exists() {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                Ok(())
+            });
+            // The body returns at once; the exit ladder runs; the timeout drops it midway.
+            let cut =
+                tokio::time::timeout(ladder.ack_timeout + ladder.exit_timeout / 2, nursery).await;
+            assert!(cut.is_err(), "the ladder for a stubborn child outlasts the timeout");
+            Ok(())
+        },
+    )
+    .unwrap();
+    // `with_root` returns once the root has shut down, which waits for the ladder.
+    let took = t.elapsed();
+    assert!(
+        took < ladder.total(),
+        "one ladder takes at most {:?}; the child took {took:?} to go down",
+        ladder.total()
+    );
+}

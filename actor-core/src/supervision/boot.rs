@@ -157,6 +157,7 @@ impl Nursery {
                 portal: actor.portal(channel),
                 process,
                 cancelling: AtomicBool::new(false),
+                down: std::sync::Mutex::new(None),
             }
         });
         // Joining is checked under the children's lock, against `closed`: a boot that

@@ -43,8 +43,28 @@ impl Nursery {
         }
     }
 
-    /// The ladder for one child; returns once it is reaped. Idempotent.
-    pub(super) async fn take_down(&self, child: &ChildActor) {
+    /// Takes one child down through the ladder; returns once it is reaped. Every call for
+    /// the same child awaits the same ladder, which runs as a task of the actor: a second
+    /// call (the nursery's exit while a `run_in_actor` task is at it, a dropped nursery's
+    /// background teardown) neither restarts it nor runs it twice, and a caller that is
+    /// dropped does not stop it.
+    pub(super) async fn take_down(&self, child: &Arc<ChildActor>) {
+        let ladder = {
+            let mut down = child.down.locked();
+            down.get_or_insert_with(|| {
+                let (n, c) = (self.clone(), Arc::clone(child));
+                let task = self.inner.actor.tasks().spawn(async move { n.ladder(&c).await });
+                futures::FutureExt::shared(futures::FutureExt::boxed(async move {
+                    let _ = task.await;
+                }))
+            })
+            .clone()
+        };
+        ladder.await;
+    }
+
+    /// The ladder for one child; returns once it is reaped.
+    async fn ladder(&self, child: &ChildActor) {
         let budgets = *self.inner.actor.budgets();
         let cfg = budgets.ladder;
         child.cancelling.store(true, Ordering::SeqCst);

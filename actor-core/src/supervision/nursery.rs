@@ -45,6 +45,11 @@ pub(super) struct ChildActor {
     pub(super) process: ChildHandle,
     /// Set once the nursery decided to take it down (its exit is then expected).
     pub(super) cancelling: AtomicBool,
+    /// The one ladder that takes it down, once started: a task of the actor, which every
+    /// `take_down` awaits (so the ladder is never restarted, nor cut short by a waiter
+    /// that is dropped).
+    pub(super) down:
+        Mutex<Option<futures::future::Shared<futures::future::BoxFuture<'static, ()>>>>,
     /// Its entry in the task table (SIGUSR1 dumps list it and relay the signal to it).
     pub(super) _task: TaskGuard,
 }
