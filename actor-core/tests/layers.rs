@@ -6,7 +6,10 @@
 //! `calls/…` are the calls layer). What counts as an import:
 //! * in code: every `crate::<layer>` path, every member of a `use crate::{…}` group, and
 //!   `crate::<item>` through the crate root (root re-exports would hide which layer an item
-//!   comes from, so code must name the layer), and `super::super` (which leaves a layer);
+//!   comes from, so code must name the layer), `super::super` (which leaves a layer),
+//!   and `super::…` in a layer's root file (`calls.rs`, whose `super` is the crate root);
+//!   an inherent method a higher layer defines on a lower type (`Actor::nursery`, in
+//!   supervision) needs no import and is not seen here: it is called from above only;
 //! * in comments (doc links): `crate::<layer>` naming a higher layer (links through the
 //!   root re-exports, `crate::Actor`, are fine there).
 //!
@@ -156,7 +159,13 @@ fn crate_paths(line: &str, rest: &[String]) -> Vec<String> {
 /// Every violation in one file of layer `layer`.
 fn check_file(file: &str, layer: &str, text: &str) -> Vec<Violation> {
     let own = rank(layer).unwrap_or_else(|| panic!("{file}: `{layer}` is not a layer"));
-    let (code, comments) = split_code_and_comments(text);
+    let (mut code, comments) = split_code_and_comments(text);
+    // In a layer's own root file (`calls.rs`), `super` is the crate root.
+    if !file.contains('/') {
+        for line in &mut code {
+            *line = line.replace("super::", "crate::");
+        }
+    }
     let mut out = Vec::new();
     let mut report = |line: usize, what: String| {
         out.push(Violation { file: file.to_owned(), line: line + 1, what });
@@ -242,6 +251,9 @@ fn the_checker_catches_what_runs_back_up() {
     assert_eq!(check_file("serving/y.rs", "serving", group).len(), 1, "a member of a group");
     let root = "fn f() -> crate::Actor { todo!() }\n";
     assert_eq!(check_file("calls/z.rs", "calls", root).len(), 1, "through the root");
+    let from_root_file = "use super::serving::actor::Actor;\n";
+    assert_eq!(check_file("calls.rs", "calls", from_root_file).len(), 1, "super in a layer root");
+    assert_eq!(check_file("calls/p.rs", "calls", "use super::portal::Portal;\n"), []);
     let escape = "use super::super::runtime::root;\n";
     assert_eq!(check_file("base/w.rs", "base", escape).len(), 1, "super::super");
     let link = "//! See [`Nursery`](crate::supervision::nursery::Nursery).\n";
