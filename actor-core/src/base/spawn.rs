@@ -7,7 +7,6 @@
 //! backend gives the same observable behaviour.
 
 use super::error::SpawnError;
-use super::ids;
 use super::spawn_method::SpawnMethod;
 use futures::future::BoxFuture;
 use plough_fork_prims::ChildHandle;
@@ -55,8 +54,8 @@ impl ChildBoot {
             self.parent_addr.to_string(),
             self.method.key().to_owned(),
             self.parent_pid.to_string(),
-            ids::simple(&self.uuid),
-            ids::simple(&self.tree),
+            self.uuid.simple().to_string(),
+            self.tree.simple().to_string(),
             self.name.clone(),
         ];
         if self.real_stderr_on_stdin {
@@ -81,8 +80,8 @@ impl ChildBoot {
         let parent_pid = ppid.parse().map_err(|_| format!("bad parent pid `{ppid}`"))?;
         let parent_addr = addr.parse().map_err(|e| format!("bad parent address: {e}"))?;
         let method = method.parse().map_err(|e| format!("{e}"))?;
-        let uuid = ids::parse_uuid(uuid).ok_or_else(|| format!("bad uuid `{uuid}`"))?;
-        let tree = ids::parse_uuid(tree).ok_or_else(|| format!("bad tree uuid `{tree}`"))?;
+        let uuid: Uuid = uuid.parse().map_err(|e| format!("bad uuid `{uuid}`: {e}"))?;
+        let tree: Uuid = tree.parse().map_err(|e| format!("bad tree uuid `{tree}`: {e}"))?;
         Ok(Some(ChildBoot {
             name: name.clone(),
             uuid,

@@ -5,7 +5,6 @@
 use super::entry::ActorEntry;
 use super::state::RegistrarState;
 use crate::base::error::{ActorError, RemoteActorError, encode};
-use crate::base::ids::new_uuid;
 use crate::base::names::{
     REGISTRAR_FIND, REGISTRAR_LIST, REGISTRAR_REGISTER, REGISTRAR_UNREGISTER, REGISTRAR_WAIT_FOR,
 };
@@ -173,7 +172,7 @@ pub async fn list_registry(
 ) -> Result<Vec<ActorEntry>, ActorError> {
     let unreachable =
         |detail: String| ActorError::TransportClosed { peer: registry.to_string(), detail };
-    let me = Aid { name: "plough-ps".to_owned(), uuid: new_uuid(), pid: std::process::id() };
+    let me = Aid { name: "plough-ps".to_owned(), uuid: Uuid::new_v4(), pid: std::process::id() };
     let ask = async {
         let hs = HandshakeConfig::default().with_deadline(timeout);
         let hello = Hello { aid: me.clone(), tree_proof: Default::default() };

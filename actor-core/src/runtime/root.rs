@@ -9,7 +9,7 @@ use super::signals::{Signals, dump_and_relay, name, watched};
 use crate::base::config::RuntimeConfig;
 use crate::base::dump;
 use crate::base::error::{ActorError, Misuse, SetupError};
-use crate::base::ids::{self, new_uuid};
+use crate::base::ids;
 use crate::base::runtime_vars;
 use crate::base::spawn::{ChildBoot, ChildMain, SpawnBackend};
 use crate::registrar::client::RegistrarClient;
@@ -20,7 +20,7 @@ use crate::serving::registry::Registry;
 use futures::FutureExt;
 use plough_fork_prims::Signal;
 use plough_ipc_wire::handshake::{self, HandshakeConfig};
-use plough_ipc_wire::msg::{Aid, Hello, RuntimeVars};
+use plough_ipc_wire::msg::{Aid, Hello, RuntimeVars, Uuid};
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
@@ -190,7 +190,8 @@ impl Runtime {
         // never a sudden death that leaves a marker or socket behind.
         let dumps = self.config.task_dump && dump::enabled_by_env();
         let signals = Signals::process_wide(&watched(&[Signal::INT, Signal::TERM], dumps));
-        let aid = Aid { name: self.config.name.clone(), uuid: new_uuid(), pid: std::process::id() };
+        let aid =
+            Aid { name: self.config.name.clone(), uuid: Uuid::new_v4(), pid: std::process::id() };
         let hello = Hello { aid: aid.clone(), tree_proof: Default::default() };
         let registry_addr = self.config.registry_addr.clone();
 

@@ -9,7 +9,6 @@ use super::nursery::{ChildActor, Inner, Nursery};
 use crate::base::boot_stderr;
 use crate::base::dump::{Relay, TaskGuard};
 use crate::base::error::{ActorError, Misuse, SpawnError};
-use crate::base::ids::new_uuid;
 use crate::base::runtime_vars;
 use crate::base::spawn::{ChildBoot, SpawnRequest};
 use crate::base::sync::LockExt;
@@ -68,7 +67,7 @@ impl Nursery {
             return Err(Misuse::NoSpawnBackend.into());
         };
         backend.method().ensure_implemented()?;
-        let uuid = new_uuid();
+        let uuid = Uuid::new_v4();
         // Forgotten however this ends (the guard's drop).
         let mut pending = actor.expect_child(uuid);
         let boot = ChildBoot {
