@@ -394,7 +394,7 @@ fn main() {
         std::process::exit(connect_back(std::path::Path::new(&args[i + 1])));
     }
     // Child-mode dispatch for exec'd bench actors (never returns in a child).
-    if plough::core::backend::ChildBoot::from_args(&args).ok().flatten().is_some() {
+    if plough::started_as_child() {
         let _ = plough::Runtime::new(registry()).run(|_| async { Ok(()) });
         return;
     }

@@ -36,23 +36,36 @@ pub use plough_spawn_backends as backends;
 
 mod logging;
 pub mod ps;
+pub mod testing;
 
 /// Environment variable with the log filter (`tracing_subscriber` `EnvFilter` syntax).
 pub const LOG_ENV: &str = "PLOUGH_LOG";
+
+/// Whether this process was started as a child actor (by `zygote` or `exec`) and has not
+/// become it yet: a program that does work of its own before [`Runtime::run`] can skip it
+/// in children (they run `main` from its start).
+pub fn started_as_child() -> bool {
+    plough_fork_prims::has_delivery()
+}
 
 /// The actor runtime with plough's default spawn backends.
 #[derive(Debug)]
 pub struct Runtime {
     registry: Registry,
     config: RuntimeConfig,
-    program: Option<std::path::PathBuf>,
+    command: backends::ChildCommand,
     log: Option<String>,
 }
 
 impl Runtime {
     /// A runtime serving `registry` with default settings.
     pub fn new(registry: Registry) -> Self {
-        Runtime { registry, config: RuntimeConfig::default(), program: None, log: None }
+        Runtime {
+            registry,
+            config: RuntimeConfig::default(),
+            command: backends::ChildCommand::this_program(),
+            log: None,
+        }
     }
 
     /// Changes the settings.
@@ -68,10 +81,24 @@ impl Runtime {
         self
     }
 
-    /// For the `exec` backend: the program children execute (default: this one). It must
-    /// build the same registry and call `Runtime::run`.
+    /// For the `zygote` and `exec` backends: the program children run (default: this one).
+    /// It must build the same registry and call `Runtime::run` (or `run_async`).
     pub fn child_program(mut self, program: impl Into<std::path::PathBuf>) -> Self {
-        self.program = Some(program.into());
+        self.command.program = program.into();
+        self
+    }
+
+    /// For the `zygote` and `exec` backends: the arguments (after `argv[0]`) children's
+    /// `main` sees. Default: this process's own, which its argument parser accepted. A
+    /// child runs `main` from its start until `Runtime::run`, so these arguments must lead
+    /// it there (a test harness needs those that select the running test: see
+    /// [`testing`]).
+    pub fn child_args<I, S>(mut self, args: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<std::ffi::OsString>,
+    {
+        self.command = self.command.with_args(args);
         self
     }
 
@@ -81,11 +108,31 @@ impl Runtime {
     /// # Errors
     ///
     /// As [`plough_actor_core::Runtime::run`]; an unknown `PLOUGH_SPAWN_METHOD`.
-    pub fn run<T, F, Fut>(mut self, body: F) -> Result<T>
+    pub fn run<T, F, Fut>(self, body: F) -> Result<T>
     where
         F: FnOnce(Actor) -> Fut,
         Fut: std::future::Future<Output = Result<T>>,
     {
+        self.into_core()?.run(body)
+    }
+
+    /// Runs the root actor on the caller's tokio runtime (`#[tokio::main]`, either
+    /// flavour); children run on fresh current-thread runtimes of their own. See
+    /// [`plough_actor_core::Runtime::run_async`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Runtime::run`].
+    pub async fn run_async<T, F, Fut>(self, body: F) -> Result<T>
+    where
+        F: FnOnce(Actor) -> Fut,
+        Fut: std::future::Future<Output = Result<T>>,
+    {
+        self.into_core()?.run_async(body).await
+    }
+
+    /// The core runtime with the spawn method (`PLOUGH_SPAWN_METHOD` wins) and its backend.
+    fn into_core(mut self) -> Result<plough_actor_core::Runtime> {
         logging::init(self.log.as_deref());
         match SpawnMethod::from_env() {
             Ok(Some(m)) => {
@@ -97,10 +144,9 @@ impl Runtime {
             Ok(None) => {}
             Err(e) => return Err(plough_actor_core::SetupError::from(e).into()),
         }
-        let backend = backends::backend_for(self.config.spawn_method, self.program);
-        plough_actor_core::Runtime::new(self.registry)
+        let backend = backends::backend_for(self.config.spawn_method, self.command);
+        Ok(plough_actor_core::Runtime::new(self.registry)
             .with_config(self.config)
-            .with_backend(backend)
-            .run(body)
+            .with_backend(backend))
     }
 }

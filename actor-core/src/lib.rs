@@ -73,11 +73,9 @@ pub use supervision::nursery::{Nursery, RunHandle};
 /// implements, what it is asked to start, and the process-level hooks a forking backend
 /// must install (see `plough-spawn-backends`).
 pub mod backend {
-    pub use crate::base::boot_stderr::{capture_in_forked_child, dup_stderr};
+    pub use crate::base::boot_stderr::{ChildStdio, capture_in_forked_child, dup_stderr};
     pub use crate::base::error::SpawnError;
     pub use crate::base::fork_hooks::fork_hooks;
-    pub use crate::base::spawn::{
-        CHILD_MODE_ARG, ChildBoot, ChildMain, SpawnBackend, SpawnRequest,
-    };
+    pub use crate::base::spawn::{ChildBoot, ChildMain, SpawnBackend, SpawnRequest};
     pub use crate::base::spawn_method::SpawnMethod;
 }

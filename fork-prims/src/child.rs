@@ -78,6 +78,39 @@ impl ChildHandle {
         })
     }
 
+    /// The handle for a child a zygote cloned for us (`CLONE_PARENT`): its pid and the
+    /// pidfd the kernel made at clone time. It leads its own process group (set here too,
+    /// so the group exists before the caller can signal it).
+    ///
+    /// # Errors
+    ///
+    /// `pidfd` does not name an unreaped child of this process.
+    pub(crate) fn from_clone(pid: u32, pidfd: OwnedFd, kill_on_drop: bool) -> io::Result<Self> {
+        let raw = i32::try_from(pid).ok().and_then(Pid::from_raw).ok_or_else(|| {
+            io::Error::new(io::ErrorKind::InvalidData, format!("{pid} is not a valid pid"))
+        })?;
+        rustix::process::waitid(
+            WaitId::PidFd(pidfd.as_fd()),
+            WaitIdOptions::EXITED | WaitIdOptions::NOHANG | WaitIdOptions::NOWAIT,
+        )
+        .map_err(|e| {
+            io::Error::new(
+                io::Error::from(e).kind(),
+                format!("pid {pid} from the zygote is not an unreaped child of this process ({e})"),
+            )
+        })?;
+        // EACCES (it exec'd) or ESRCH (already gone) are fine: the child set it itself.
+        let _ = rustix::process::setpgid(Some(raw), Some(raw));
+        Ok(ChildHandle {
+            pid: raw,
+            owner: rustix::process::getpid(),
+            pidfd: Some(pidfd),
+            pgid: Some(raw),
+            status: Mutex::new(None),
+            kill_on_drop: AtomicBool::new(kill_on_drop),
+        })
+    }
+
     /// Takes ownership of an unreaped child of this process that was spawned some other
     /// way (e.g. `exec` through `std::process::Command`). The handle's process group is the
     /// child's own if it leads one (`getpgid(pid) == pid`).

@@ -28,10 +28,15 @@ use std::sync::mpsc;
 type Body = Box<dyn FnOnce() -> i32 + Send>;
 type Reply = Box<dyn FnOnce(io::Result<ChildHandle>) + Send>;
 
-struct Request {
-    plan: Plan,
-    body: Body,
-    reply: Reply,
+enum Request {
+    Fork {
+        plan: Plan,
+        body: Body,
+        reply: Reply,
+    },
+    /// Work that must run on a thread that lives as long as the process (starting a
+    /// process whose parent-death signal must not fire when a short-lived thread exits).
+    Call(Box<dyn FnOnce() + Send>),
 }
 
 #[derive(Debug)]
@@ -71,10 +76,16 @@ pub fn forkserver_started() -> bool {
 }
 
 fn serve(rx: mpsc::Receiver<Request>, in_flight: &std::sync::atomic::AtomicUsize) {
-    for Request { plan, body, reply } in rx {
-        // If the requester is gone, `reply` drops the handle here, which kills the child
-        // and queues it for the reaper before the request stops counting as in flight.
-        reply(fork_one(plan, body));
+    for request in rx {
+        match request {
+            Request::Fork { plan, body, reply } => {
+                // If the requester is gone, `reply` drops the handle here, which kills the
+                // child and queues it for the reaper before the request stops counting as
+                // in flight.
+                reply(fork_one(plan, body));
+            }
+            Request::Call(f) => f(),
+        }
         in_flight.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
     }
 }
@@ -185,8 +196,28 @@ fn submit(opts: &ForkOptions, body: Body, reply: Reply) -> io::Result<()> {
     let plan = plan(opts)?;
     let server = server()?;
     server.in_flight.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-    server.tx.send(Request { plan, body, reply }).map_err(|_| {
+    send(server, Request::Fork { plan, body, reply })
+}
+
+fn send(server: &Server, request: Request) -> io::Result<()> {
+    server.tx.send(request).map_err(|_| {
         server.in_flight.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
         io::Error::other("the forkserver thread is gone")
     })
+}
+
+/// Runs `f` on the forkserver thread (signals blocked, lives as long as the process) and
+/// returns its result; blocks the caller meanwhile.
+///
+/// # Errors
+///
+/// The forkserver thread cannot be started or is gone.
+pub(crate) fn on_server_thread<R: Send + 'static>(
+    f: impl FnOnce() -> R + Send + 'static,
+) -> io::Result<R> {
+    let server = server()?;
+    let (tx, rx) = mpsc::sync_channel(1);
+    server.in_flight.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    send(server, Request::Call(Box::new(move || drop(tx.send(f())))))?;
+    rx.recv().map_err(|_| io::Error::other("the forkserver thread is gone"))
 }

@@ -59,13 +59,16 @@
 //! uses only modules below it (`tests/module_order.rs` holds the crate to this list).
 //!
 //! * `drain` ([`drain_reaper`]): waits until `forkserver` and `reap_queue` are idle.
+//! * `startup`: the pre-`main` hook ([`take_delivery`]); runs the zygote's server.
+//! * `zygote` ([`Zygote`]): the fork-server process, both sides; started on the
+//!   forkserver thread.
 //! * `forkserver`: the forking thread; builds [`ChildHandle`]s, runs `prelude` in the
 //!   child, takes the `hooks` lock.
 //! * `child` ([`ChildHandle`]): its `Drop` hands a running child to `reap_queue`.
 //! * `reap_queue`: the background reaper thread.
 //! * `prelude` (uses `scrub`, `signals`, `hooks`), then the leaves, which import no other
 //!   module of the crate but `sync`: `hooks`, `scrub`, `signals`, `signalfd`, `signal_pipe`, `status`,
-//!   `marker`, `per_process`, and last `sync`.
+//!   `marker`, `handoff` (messages with fds), `per_process`, and last `sync`.
 //!
 //! # Unsafe
 //!
@@ -75,6 +78,7 @@
 mod child;
 mod drain;
 mod forkserver;
+mod handoff;
 mod hooks;
 pub mod marker;
 mod per_process;
@@ -86,14 +90,17 @@ mod signal_pipe;
 #[cfg(feature = "async")]
 mod signalfd;
 mod signals;
+mod startup;
 mod status;
 pub mod sync;
+mod zygote;
 
 pub use child::{ChildHandle, KillTarget};
 pub use drain::drain_reaper;
 #[cfg(feature = "async")]
 pub use forkserver::fork;
 pub use forkserver::{FORKSERVER_THREAD_NAME, fork_blocking, forkserver_started};
+pub use handoff::{BOOT_ENV, EXEC_MODE, boot_socket};
 pub use hooks::{ForkHooks, register_fork_hooks};
 pub use prelude::{ForkOptions, exit_code};
 pub use reap_queue::pending_reaps;
@@ -103,4 +110,6 @@ pub use scrub::{ScrubMethod, ScrubReport, close_inherited_fds, list_open_fds, va
 pub use signal_pipe::SignalPipe;
 #[cfg(feature = "async")]
 pub use signalfd::SignalFd;
+pub use startup::{DeliveredBy, Delivery, has_delivery, startup_hook_ran, take_delivery};
 pub use status::{ExitStatus, SignalName};
+pub use zygote::{ZYGOTE_MARKER_NAME, ZYGOTE_PROCESS_NAME, Zygote, ZygoteRequest};

@@ -6,6 +6,8 @@ use std::path::Path;
 /// Top to bottom.
 const ORDER: &[&str] = &[
     "drain",
+    "startup",
+    "zygote",
     "forkserver",
     "child",
     "reap_queue",
@@ -17,6 +19,7 @@ const ORDER: &[&str] = &[
     "signal_pipe",
     "status",
     "marker",
+    "handoff",
     "per_process",
     "sync",
 ];

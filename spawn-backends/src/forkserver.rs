@@ -41,7 +41,7 @@ impl SpawnBackend for ForkserverBackend {
     fn spawn(&self, req: SpawnRequest) -> BoxFuture<'_, Result<ChildHandle, SpawnError>> {
         async move {
             let name = req.boot.name.clone();
-            let SpawnRequest { boot, child_main, boot_stderr } = req;
+            let SpawnRequest { boot, child_main, boot_stderr, .. } = req;
             let mut opts = ForkOptions::default();
             if let Some(fd) = &boot_stderr {
                 opts = opts.keep_fd(fd.as_raw_fd());
@@ -62,7 +62,7 @@ impl SpawnBackend for ForkserverBackend {
 }
 
 /// The reserved `subint_forkserver` key: refuses every spawn with a `NotImplemented`
-/// error naming `main_thread_forkserver`. It never falls back to another backend.
+/// error naming `zygote`. It never falls back to another backend.
 #[derive(Debug, Clone, Default)]
 pub struct SubintForkserverBackend;
 

@@ -164,8 +164,18 @@ pub fn assert_no_descendants(limit: std::time::Duration) {
             let names: Vec<String> = left
                 .iter()
                 .map(|p| {
+                    // Name and state (`Z`: a zombie nobody reaped) from stat, then argv.
+                    let stat =
+                        std::fs::read_to_string(format!("/proc/{p}/stat")).unwrap_or_default();
+                    let comm_state = stat
+                        .split_once(" (")
+                        .and_then(|(_, rest)| rest.rsplit_once(") "))
+                        .map(|(comm, rest)| {
+                            format!("{comm} {}", rest.split(' ').next().unwrap_or("?"))
+                        })
+                        .unwrap_or_default();
                     format!(
-                        "{p}:{}",
+                        "{p} [{comm_state}]:{}",
                         std::fs::read_to_string(format!("/proc/{p}/cmdline"))
                             .unwrap_or_default()
                             .replace('\0', " ")

@@ -2,6 +2,7 @@
 //! that backend whatever the matrix cell: they build the runtime with an explicit backend,
 //! bypassing the `PLOUGH_SPAWN_METHOD` override.
 
+use plough::backends::ChildCommand;
 use plough::{ActorError, SpawnError, SpawnMethod};
 use plough_actor_core::backend::{ChildBoot, SpawnBackend, SpawnRequest};
 use plough_fork_prims::ChildHandle;
@@ -19,7 +20,7 @@ fn core_runtime(backend: Arc<dyn SpawnBackend>) -> plough_actor_core::Runtime {
 }
 
 fn forkserver() -> Arc<dyn SpawnBackend> {
-    plough::backends::backend_for(SpawnMethod::MainThreadForkserver, None)
+    plough::backends::backend_for(SpawnMethod::MainThreadForkserver, ChildCommand::this_program())
 }
 
 #[test]
@@ -162,14 +163,14 @@ fn a_child_that_dies_during_boot_is_a_quick_spawn_error_with_its_status_and_stde
     // Removed however the test ends.
     let dir = tempfile::Builder::new().prefix("plough-boot-death-").tempdir().unwrap();
     let script = dir.path().join("fails-at-boot.sh");
-    std::fs::write(
-        &script,
-        "#!/bin/sh\necho \"cannot open /nonexistent/config: $1\" >&2\nexit 4\n",
-    )
-    .unwrap();
+    std::fs::write(&script, "#!/bin/sh\necho \"cannot open $2: $PLOUGH_BOOT\" >&2\nexit 4\n")
+        .unwrap();
     std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     let exec = |program: &std::path::Path| {
-        plough::backends::backend_for(SpawnMethod::Exec, Some(program.into()))
+        plough::backends::backend_for(
+            SpawnMethod::Exec,
+            ChildCommand::program(program).with_args(["--config", "/nonexistent/config"]),
+        )
     };
     let cases: Vec<(Arc<dyn SpawnBackend>, &str, &str)> = vec![
         (
@@ -187,7 +188,7 @@ fn a_child_that_dies_during_boot_is_a_quick_spawn_error_with_its_status_and_stde
             "killed by SIGABRT",
             "doomed: giving up hard",
         ),
-        (exec(&script), "exited with code 4", "cannot open /nonexistent/config: --plough-child"),
+        (exec(&script), "exited with code 4", "cannot open /nonexistent/config: exec"),
         (exec(std::path::Path::new("/bin/false")), "exited with code 1", ""),
     ];
     for (backend, want_status, want_stderr) in cases {
@@ -322,7 +323,7 @@ fn the_reserved_subint_forkserver_key_refuses_and_never_falls_back() {
     let _g = root_lock();
     become_subreaper();
     let method: SpawnMethod = "subint_forkserver".parse().expect("the key parses");
-    let err = core_runtime(plough::backends::backend_for(method, None))
+    let err = core_runtime(plough::backends::backend_for(method, ChildCommand::this_program()))
         .run(|root| async move {
             root.nursery(|n| async move {
                 let r = n.start_actor("never").await.map(|_| ());
@@ -335,6 +336,6 @@ fn the_reserved_subint_forkserver_key_refuses_and_never_falls_back() {
         .unwrap_err();
     let text = err.to_string();
     assert!(matches!(err, ActorError::Spawn(SpawnError::NotImplemented { .. })), "{err:?}");
-    assert!(text.contains("main_thread_forkserver"), "{text}");
+    assert!(text.contains("use `zygote`"), "{text}");
     assert!(text.contains("subint_forkserver"), "{text}");
 }

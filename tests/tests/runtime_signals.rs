@@ -76,11 +76,17 @@ fn sigint_raised_by_a_background_task_cancels_the_tree() {
     assert_no_descendants(Duration::from_secs(2));
 }
 
-/// SIGKILLs the app's root, reaps it and removes the files it could not.
-fn kill_root(app: &App) {
+/// SIGKILLs the app's root, reaps it and removes the files it could not; returns every
+/// orphan it left to us (its actors, and its zygote when it had one).
+fn kill_root(app: &App) -> Vec<u32> {
     app.handle.kill().unwrap();
     assert_eq!(app.handle.wait_blocking().unwrap().signal(), Some(libc::SIGKILL));
     plough_tests::clear_killed_actor(app.handle.pid());
+    let mut orphans = app.pids.clone();
+    orphans.extend(plough_tests::descendants());
+    orphans.sort_unstable();
+    orphans.dedup();
+    orphans
 }
 
 /// Waits (bounded by `limit` from `since`) for each orphan to be reparented to us, then
@@ -118,9 +124,9 @@ fn assert_unwound(ended: &[(u32, Option<plough_fork_prims::ExitStatus>)]) {
 #[test]
 fn children_of_a_sigkilled_parent_exit_by_themselves() {
     let app = start_app(&["sleepers", "2"]);
-    kill_root(&app);
+    let orphans = kill_root(&app);
     let t = Instant::now();
-    let ended = reap_orphans(&app.pids, t, Duration::from_secs(2));
+    let ended = reap_orphans(&orphans, t, Duration::from_secs(2));
     assert!(t.elapsed() < Duration::from_secs(2), "took {:?}", t.elapsed());
     assert_unwound(&ended);
     assert_no_descendants(Duration::from_secs(2));
@@ -129,7 +135,7 @@ fn children_of_a_sigkilled_parent_exit_by_themselves() {
 #[test]
 fn sigint_to_an_orphan_unwinds_through_its_cancel_path() {
     let app = start_app(&["sleepers", "2"]);
-    kill_root(&app);
+    let orphans = kill_root(&app);
     let t = Instant::now();
     for pid in &app.pids {
         // SIGINT the orphan (it may already be unwinding because its parent's connection
@@ -138,7 +144,7 @@ fn sigint_to_an_orphan_unwinds_through_its_cancel_path() {
             let _ = rustix::process::kill_process(p, rustix::process::Signal::INT);
         }
     }
-    let ended = reap_orphans(&app.pids, t, Duration::from_secs(1));
+    let ended = reap_orphans(&orphans, t, Duration::from_secs(1));
     assert!(t.elapsed() < Duration::from_secs(1), "took {:?}", t.elapsed());
     assert_unwound(&ended);
     assert_no_descendants(Duration::from_secs(1));

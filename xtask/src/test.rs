@@ -42,7 +42,7 @@ struct Cell {
 }
 
 /// The backends and transports every runtime suite must pass on.
-const METHODS: [&str; 2] = ["exec", "main_thread_forkserver"];
+const METHODS: [&str; 3] = ["zygote", "exec", "main_thread_forkserver"];
 const TRANSPORTS: [&str; 2] = ["tcp", "uds"];
 
 pub(crate) fn run(args: &TestArgs) -> Result<()> {

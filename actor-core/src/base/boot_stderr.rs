@@ -13,12 +13,15 @@
 //! through its parent (an orphaned child still has a working stderr).
 //!
 //! How the real stderr survives boot depends on the backend:
-//! * a forked child duplicates it before pointing fd 2 at the pipe
-//!   ([`capture_in_forked_child`]);
-//! * an exec'd child receives it as its **stdin** (std's `Command` places only fds 0–2,
-//!   and a `pre_exec` hook would lose the `posix_spawn` fast path); `child_main` moves it
-//!   off fd 0 and puts `/dev/null` there before any of the actor runs
-//!   ([`real_stderr_from_stdin`]).
+//! * a child forked in-process (`main_thread_forkserver`) duplicates it before pointing
+//!   fd 2 at the pipe ([`capture_in_forked_child`]);
+//! * a child that runs the program's `main` from its start (`exec`, `zygote`) is started
+//!   with the pipe on fd 2 and `/dev/null` on fds 0 and 1, and receives its real stdout
+//!   and stderr with its boot ([`ChildStdio`]); the runtime's entry point puts the real
+//!   stdout back at once and keeps the real stderr until the child has connected back
+//!   ([`use_delivered`]). So what the program's `main` prints before it reaches
+//!   `Runtime::run` — the root printed it already — is not printed again by every child,
+//!   and its stderr is in the boot error if the child dies on the way.
 //!
 //! The saved stderr lives in a process-global slot that only a process's own boot
 //! touches, before it can spawn anything: a fork never copies it locked.
@@ -66,19 +69,67 @@ pub fn capture_in_forked_child(pipe_write: OwnedFd) {
     }
 }
 
-/// In an exec'd child started with its real stderr on fd 0: keep it aside and put
-/// `/dev/null` on fd 0. Must run before anything reads stdin.
-pub(crate) fn real_stderr_from_stdin() {
-    let Ok(real) = std::io::stdin().as_fd().try_clone_to_owned() else { return };
-    let null = rustix::fs::open(
-        "/dev/null",
-        rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::CLOEXEC,
-        rustix::fs::Mode::empty(),
-    );
-    if let Ok(null) = null {
-        let _ = rustix::stdio::dup2_stdin(&null);
+/// The stdio a child that runs `main` from its start is started with, and the fds it is
+/// handed with its boot (see the module docs).
+#[derive(Debug)]
+pub struct ChildStdio {
+    /// Its fd 0: `/dev/null`.
+    pub stdin: OwnedFd,
+    /// Its fd 1 until its runtime starts: `/dev/null`.
+    pub stdout: OwnedFd,
+    /// Its fd 2 until it has connected back: the boot pipe (or the real stderr when
+    /// nothing is captured).
+    pub stderr: OwnedFd,
+    /// Handed over with the boot, in this order: the real stdout, the real stderr.
+    pub deliver: [OwnedFd; 2],
+}
+
+impl ChildStdio {
+    /// The stdio for a child whose boot stderr goes to `boot_stderr` (`None`: to this
+    /// process's stderr). A closed stdout or stderr of ours becomes `/dev/null`.
+    ///
+    /// # Errors
+    ///
+    /// The process is out of file descriptors.
+    pub fn new(boot_stderr: Option<OwnedFd>) -> std::io::Result<ChildStdio> {
+        let null = |write: bool| -> std::io::Result<OwnedFd> {
+            use rustix::fs::{Mode, OFlags};
+            let mode = if write { OFlags::WRONLY } else { OFlags::RDONLY };
+            Ok(rustix::fs::open("/dev/null", mode | OFlags::CLOEXEC, Mode::empty())?)
+        };
+        let real_stdout = match std::io::stdout().as_fd().try_clone_to_owned() {
+            Ok(fd) => fd,
+            Err(_) => null(true)?,
+        };
+        let real_stderr = match dup_stderr() {
+            Some(fd) => fd,
+            None => null(true)?,
+        };
+        let stderr = match boot_stderr {
+            Some(pipe) => pipe,
+            None => real_stderr.try_clone()?,
+        };
+        Ok(ChildStdio {
+            stdin: null(false)?,
+            stdout: null(true)?,
+            stderr,
+            deliver: [real_stdout, real_stderr],
+        })
     }
-    *REAL_STDERR.locked() = Some(real);
+}
+
+/// In a child started with [`ChildStdio`]: its real stdout back onto fd 1 now, its real
+/// stderr kept for [`restore`]. `fds` are the delivered ones, in [`ChildStdio::deliver`]'s
+/// order.
+pub(crate) fn use_delivered(fds: Vec<OwnedFd>) {
+    let mut fds = fds.into_iter();
+    if let Some(stdout) = fds.next() {
+        let _ = std::io::stdout().flush();
+        let _ = rustix::stdio::dup2_stdout(&stdout);
+    }
+    if let Some(stderr) = fds.next() {
+        *REAL_STDERR.locked() = Some(stderr);
+    }
 }
 
 /// The child has connected: its real stderr goes back onto fd 2 (closing the boot pipe,

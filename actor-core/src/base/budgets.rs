@@ -91,6 +91,10 @@ pub struct Budgets {
     /// the whole actor, a cleanup that uses its whole budget then still answers (and the
     /// actor exits) before the parent escalates to SIGTERM. Shorten it with the ladder.
     pub cleanup: Duration,
+    /// How long a fork server process (the `zygote` backend's) has to answer a fork
+    /// request before it is taken for hung, killed and restarted (5 s; a fork of its small
+    /// process takes well under a millisecond).
+    pub fork_reply: Duration,
 }
 
 impl Default for Budgets {
@@ -108,6 +112,7 @@ impl Default for Budgets {
             boot_stderr: Duration::from_millis(250),
             reaper_drain: Duration::from_secs(3),
             cleanup: Duration::from_millis(1500),
+            fork_reply: Duration::from_secs(5),
         }
     }
 }

@@ -18,7 +18,7 @@ pub struct RuntimeConfig {
     /// `PLOUGH_TASK_DUMP=0` also turns it off). Off: SIGUSR1 keeps its default action.
     pub task_dump: bool,
     /// The spawn method (a `PLOUGH_SPAWN_METHOD` set in the environment wins). Default:
-    /// `main_thread_forkserver`.
+    /// `zygote`.
     pub spawn_method: SpawnMethod,
 }
 
@@ -29,7 +29,7 @@ impl Default for RuntimeConfig {
             registry_addr: Address::default_registry_tcp(),
             budgets: Budgets::default(),
             task_dump: true,
-            spawn_method: SpawnMethod::MainThreadForkserver,
+            spawn_method: SpawnMethod::Zygote,
         }
     }
 }

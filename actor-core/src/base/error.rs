@@ -355,6 +355,13 @@ pub enum Misuse {
     /// A runtime without a spawn backend asked to spawn.
     #[error("this runtime has no spawn backend")]
     NoSpawnBackend,
+    /// The blocking `Runtime::run` was called on a thread that runs a tokio runtime
+    /// (e.g. inside `#[tokio::main]`).
+    #[error(
+        "Runtime::run was called inside a tokio runtime (e.g. #[tokio::main]): use \
+         `Runtime::run_async(body).await` there"
+    )]
+    InsideTokioRuntime,
     /// A `run_in_actor` result read before the nursery exited (or after it was cancelled
     /// before the call finished).
     #[error("the call in actor {actor} has no result (nursery not exited, or cancelled)")]
@@ -368,9 +375,10 @@ pub enum Misuse {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum SetupError {
-    /// The hidden child-mode arguments are malformed.
-    #[error("bad child-mode arguments: {0}")]
-    ChildArgs(String),
+    /// This process was started as a child actor, but its boot is unusable: malformed, or
+    /// never taken because plough's startup hook did not run.
+    #[error("cannot boot as a child actor: {0}")]
+    ChildBoot(String),
     /// The tokio runtime could not be built.
     #[error("cannot build the tokio runtime: {0}")]
     TokioRuntime(String),

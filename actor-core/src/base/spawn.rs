@@ -6,6 +6,7 @@
 //! [`ChildBoot`], connects back to its parent, and handshakes the same way, so every
 //! backend gives the same observable behaviour.
 
+use super::budgets::Budgets;
 use super::error::SpawnError;
 use super::spawn_method::SpawnMethod;
 use futures::future::BoxFuture;
@@ -16,13 +17,10 @@ use std::fmt;
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
 
-/// The hidden argument that puts a re-executed program into child mode.
-pub const CHILD_MODE_ARG: &str = "--plough-child";
-
-/// The optional last child-mode argument: this child's real stderr is on its stdin.
-const STDERR_ON_STDIN_ARG: &str = "stderr-on-stdin";
-
-/// All a child needs to find its parent: no secret travels on argv or in the environment.
+/// All a child needs to find its parent: no secret, and nothing on argv or in the
+/// environment. A forking backend hands it over in memory; `exec` and `zygote` send it
+/// ([`ChildBoot::encode`]) over an inherited socket, and the child's runtime entry point
+/// finds it there (see `plough_fork_prims::take_delivery`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChildBoot {
     /// The child actor's name.
@@ -39,18 +37,17 @@ pub struct ChildBoot {
     /// The parent's pid: a child that finds another parent (the real one died before the
     /// child armed its parent-death signal) leaves at once.
     pub parent_pid: u32,
-    /// An exec'd child's real stderr is its stdin during boot (its fd 2 is the boot pipe
-    /// its parent reads; see `backend::capture_in_forked_child`). Child-mode dispatch
-    /// moves it back. Forked children hand it over in-process and leave this `false`.
-    pub real_stderr_on_stdin: bool,
 }
 
+/// The first field of an encoded [`ChildBoot`]: the format's name and version.
+const BOOT_FORMAT: &str = "plough-boot/1";
+
 impl ChildBoot {
-    /// The argv tail for an exec'd child:
-    /// `--plough-child <addr> <method> <parent pid> <uuid> <tree> <name> [stderr-on-stdin]`.
-    pub fn to_args(&self) -> Vec<String> {
-        let mut args = vec![
-            CHILD_MODE_ARG.to_owned(),
+    /// The bytes a child decodes with [`ChildBoot::decode`]: its fields, each
+    /// length-prefixed.
+    pub fn encode(&self) -> Vec<u8> {
+        let fields = [
+            BOOT_FORMAT.to_owned(),
             self.parent_addr.to_string(),
             self.method.key().to_owned(),
             self.parent_pid.to_string(),
@@ -58,39 +55,42 @@ impl ChildBoot {
             self.tree.simple().to_string(),
             self.name.clone(),
         ];
-        if self.real_stderr_on_stdin {
-            args.push(STDERR_ON_STDIN_ARG.to_owned());
+        let mut out = Vec::new();
+        for f in fields {
+            out.extend_from_slice(&(f.len() as u32).to_le_bytes());
+            out.extend_from_slice(f.as_bytes());
         }
-        args
+        out
     }
 
-    /// Parses the argv tail written by [`ChildBoot::to_args`], if present.
+    /// Decodes what [`ChildBoot::encode`] wrote.
     ///
     /// # Errors
     ///
-    /// The child-mode flag is present but what follows is malformed.
-    pub fn from_args(args: &[String]) -> Result<Option<ChildBoot>, String> {
-        let Some(i) = args.iter().position(|a| a == CHILD_MODE_ARG) else { return Ok(None) };
-        let rest = &args[i + 1..];
-        let [addr, method, ppid, uuid, tree, name, tail @ ..] = rest else {
-            return Err(format!(
-                "{CHILD_MODE_ARG} needs <addr> <method> <parent pid> <uuid> <tree> <name>, got {rest:?}"
-            ));
+    /// The bytes are not a boot of this format (the message says which field is wrong).
+    pub fn decode(mut bytes: &[u8]) -> Result<ChildBoot, String> {
+        let mut fields = Vec::new();
+        while !bytes.is_empty() {
+            let (len, rest) = bytes.split_at_checked(4).ok_or("a cut length")?;
+            let len = u32::from_le_bytes(len.try_into().map_err(|_| "a cut length")?) as usize;
+            let (field, rest) = rest.split_at_checked(len).ok_or("a cut field")?;
+            fields.push(std::str::from_utf8(field).map_err(|_| "a field is not UTF-8")?);
+            bytes = rest;
+        }
+        let [format, addr, method, ppid, uuid, tree, name] = fields[..] else {
+            return Err(format!("{} fields, not 7", fields.len()));
         };
-        let parent_pid = ppid.parse().map_err(|_| format!("bad parent pid `{ppid}`"))?;
-        let parent_addr = addr.parse().map_err(|e| format!("bad parent address: {e}"))?;
-        let method = method.parse().map_err(|e| format!("{e}"))?;
-        let uuid: Uuid = uuid.parse().map_err(|e| format!("bad uuid `{uuid}`: {e}"))?;
-        let tree: Uuid = tree.parse().map_err(|e| format!("bad tree uuid `{tree}`: {e}"))?;
-        Ok(Some(ChildBoot {
-            name: name.clone(),
-            uuid,
-            tree,
-            parent_addr,
-            method,
-            parent_pid,
-            real_stderr_on_stdin: tail.first().is_some_and(|a| a == STDERR_ON_STDIN_ARG),
-        }))
+        if format != BOOT_FORMAT {
+            return Err(format!("format `{format}`, not `{BOOT_FORMAT}`"));
+        }
+        Ok(ChildBoot {
+            name: name.to_owned(),
+            uuid: uuid.parse().map_err(|e| format!("bad uuid `{uuid}`: {e}"))?,
+            tree: tree.parse().map_err(|e| format!("bad tree uuid `{tree}`: {e}"))?,
+            parent_addr: addr.parse().map_err(|e| format!("bad parent address: {e}"))?,
+            method: method.parse().map_err(|e| format!("{e}"))?,
+            parent_pid: ppid.parse().map_err(|_| format!("bad parent pid `{ppid}`"))?,
+        })
     }
 }
 
@@ -102,11 +102,14 @@ pub type ChildMain = Arc<dyn Fn(ChildBoot) -> i32 + Send + Sync>;
 pub struct SpawnRequest {
     /// How to connect back.
     pub boot: ChildBoot,
-    /// The in-process entry point (used by forking backends; exec re-runs `main`).
+    /// The in-process entry point (used by `main_thread_forkserver`; `exec` and `zygote`
+    /// children run `main`, which reaches it through `Runtime::run`).
     pub child_main: ChildMain,
     /// The write end of the boot pipe: the child's fd 2 until it has connected back (see
-    /// `backend::dup_stderr`). `None`: the child inherits stderr.
+    /// `backend::ChildStdio`). `None`: the child inherits stderr.
     pub boot_stderr: Option<OwnedFd>,
+    /// The parent's budgets (a backend's own waits, e.g. [`Budgets::fork_reply`]).
+    pub budgets: Budgets,
 }
 
 impl fmt::Debug for SpawnRequest {
@@ -130,25 +133,24 @@ mod tests {
     use super::*;
 
     #[test]
-    fn boot_args_round_trip() {
+    fn boots_round_trip_and_bad_bytes_say_why() {
         let boot = ChildBoot {
-            name: "worker 1".into(),
+            name: "worker 1\nwith a newline".into(),
             uuid: Uuid([0xab; 16]),
             tree: Uuid([0xcd; 16]),
             parent_addr: "tcp://127.0.0.1:4000".parse().unwrap(),
-            method: SpawnMethod::Exec,
+            method: SpawnMethod::Zygote,
             parent_pid: 77,
-            real_stderr_on_stdin: false,
         };
-        let mut args = vec!["prog".to_owned()];
-        args.extend(boot.to_args());
-        assert_eq!(ChildBoot::from_args(&args).unwrap(), Some(boot.clone()));
-        let boot = ChildBoot { real_stderr_on_stdin: true, ..boot };
-        let mut args = vec!["prog".to_owned()];
-        args.extend(boot.to_args());
-        assert_eq!(ChildBoot::from_args(&args).unwrap(), Some(boot));
-        assert_eq!(ChildBoot::from_args(&["prog".to_owned()]).unwrap(), None);
-        let bad = vec!["prog".to_owned(), CHILD_MODE_ARG.to_owned(), "x".to_owned()];
-        assert!(ChildBoot::from_args(&bad).unwrap_err().contains("needs"));
+        let bytes = boot.encode();
+        assert_eq!(ChildBoot::decode(&bytes).unwrap(), boot);
+        assert!(ChildBoot::decode(&bytes[..bytes.len() - 1]).unwrap_err().contains("cut"));
+        assert!(ChildBoot::decode(&[]).unwrap_err().contains("0 fields"));
+        let mut other = Vec::new();
+        for f in ["plough-boot/9", "a", "b", "c", "d", "e", "f"] {
+            other.extend_from_slice(&(f.len() as u32).to_le_bytes());
+            other.extend_from_slice(f.as_bytes());
+        }
+        assert!(ChildBoot::decode(&other).unwrap_err().contains("plough-boot/9"));
     }
 }

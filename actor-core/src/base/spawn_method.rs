@@ -12,7 +12,12 @@ use std::str::FromStr;
 /// How child actors are started.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum SpawnMethod {
-    /// Re-execute the program (`/proc/self/exe`) in a hidden child mode.
+    /// Fork from the program's zygote: a small single-threaded fork-server process started
+    /// from a fresh image of the program, which becomes the zygote before `main` (the
+    /// default; see `plough-fork-prims`' zygote). The child runs the program's `main` from
+    /// its start, in a pristine process, like `exec` without its cost.
+    Zygote,
+    /// Re-execute the program (`/proc/self/exe`); its boot arrives on an inherited socket.
     Exec,
     /// Fork from the dedicated forkserver thread; the child builds a fresh runtime.
     MainThreadForkserver,
@@ -25,12 +30,17 @@ pub const SPAWN_METHOD_ENV: &str = "PLOUGH_SPAWN_METHOD";
 
 impl SpawnMethod {
     /// Every key, in the order error messages list them.
-    pub const ALL: [SpawnMethod; 3] =
-        [SpawnMethod::Exec, SpawnMethod::MainThreadForkserver, SpawnMethod::SubintForkserver];
+    pub const ALL: [SpawnMethod; 4] = [
+        SpawnMethod::Zygote,
+        SpawnMethod::Exec,
+        SpawnMethod::MainThreadForkserver,
+        SpawnMethod::SubintForkserver,
+    ];
 
     /// The configuration key.
     pub const fn key(self) -> &'static str {
         match self {
+            SpawnMethod::Zygote => "zygote",
             SpawnMethod::Exec => "exec",
             SpawnMethod::MainThreadForkserver => "main_thread_forkserver",
             SpawnMethod::SubintForkserver => "subint_forkserver",
@@ -50,7 +60,7 @@ impl SpawnMethod {
                 why: "it is reserved for a forkserver whose child runtime lives in an isolated \
                       in-process domain, which Rust has no equivalent of yet"
                     .to_owned(),
-                instead: SpawnMethod::MainThreadForkserver.key().to_owned(),
+                instead: SpawnMethod::Zygote.key().to_owned(),
             }),
             _ => Ok(()),
         }
@@ -78,7 +88,7 @@ impl fmt::Display for SpawnMethod {
 /// A spawn-method key that is not one of [`SpawnMethod::ALL`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "unknown spawn method `{0}`; valid methods: exec, main_thread_forkserver, subint_forkserver (reserved)"
+    "unknown spawn method `{0}`; valid methods: zygote, exec, main_thread_forkserver, subint_forkserver (reserved)"
 )]
 pub struct UnknownSpawnMethod(pub String);
 
@@ -121,9 +131,10 @@ mod tests {
         let err = m.ensure_implemented().unwrap_err();
         let text = err.to_string();
         assert!(text.contains("`subint_forkserver` is not implemented"), "{text}");
-        assert!(text.contains("use `main_thread_forkserver`"), "{text}");
+        assert!(text.contains("use `zygote`"), "{text}");
         assert!(text.contains("reserved"), "{text}");
         SpawnMethod::Exec.ensure_implemented().unwrap();
+        SpawnMethod::Zygote.ensure_implemented().unwrap();
         SpawnMethod::MainThreadForkserver.ensure_implemented().unwrap();
     }
 }

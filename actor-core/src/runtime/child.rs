@@ -32,11 +32,6 @@ pub(crate) fn child_main(
     boot: ChildBoot,
 ) -> i32 {
     ACTOR_RUNNING.store(true, Ordering::SeqCst);
-    if boot.real_stderr_on_stdin {
-        // An exec'd child: its real stderr is on fd 0 (see `boot_stderr`); /dev/null goes
-        // there before anything of the actor runs.
-        boot_stderr::real_stderr_from_stdin();
-    }
     // Backstop for a parent that dies without closing our connection cleanly: SIGTERM
     // (handled below as a graceful self-cancel). A forked child had this armed by its
     // prelude already; arming it again is harmless. If the parent is already gone, leave.
@@ -52,9 +47,10 @@ pub(crate) fn child_main(
     let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
-            let hint = if e.raw_os_error() == Some(9) && boot.method != SpawnMethod::Exec {
+            let hint = if boot.method == SpawnMethod::MainThreadForkserver {
                 " (tokio's `signal` or `process` feature is enabled in this program: its signal \
-                 driver's process-global state does not survive fork; use the `exec` spawn method)"
+                 driver's process-global state does not survive fork; use the `zygote` or `exec` \
+                 spawn method)"
             } else {
                 ""
             };
@@ -101,7 +97,14 @@ async fn child(
     // First thing: from here on SIGINT/SIGTERM (e.g. the parent-death signal) are a
     // graceful self-cancel, not a sudden death that would leave files behind.
     let dumps = config.task_dump && dump::enabled_by_env();
-    let signals = Signals::until_exit(&watched(&[Signal::INT, Signal::TERM], dumps));
+    let watch = watched(&[Signal::INT, Signal::TERM], dumps);
+    // A child forked in-process has one thread, and blocks its signals on it for good; one
+    // that ran the program's `main` may have the program's threads too (tokio's workers
+    // under `#[tokio::main]`), so it handles them process-wide, as a root does.
+    let signals = match boot.method {
+        SpawnMethod::MainThreadForkserver => Signals::until_exit(&watch),
+        _ => Signals::process_wide(&watch),
+    };
     let aid = Aid { name: boot.name.clone(), uuid: boot.uuid, pid: std::process::id() };
     let hello = Hello { aid: aid.clone(), tree_proof: Default::default() };
     let hs = HandshakeConfig::default().with_deadline(config.budgets.handshake);

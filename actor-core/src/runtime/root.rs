@@ -6,6 +6,7 @@
 use super::child::child_main;
 use super::listen::{bind, ephemeral_like, is_absent, is_private};
 use super::signals::{Signals, dump_and_relay, name, watched};
+use crate::base::boot_stderr;
 use crate::base::config::RuntimeConfig;
 use crate::base::dump;
 use crate::base::error::{ActorError, Misuse, SetupError};
@@ -22,6 +23,7 @@ use plough_fork_prims::Signal;
 use plough_ipc_wire::handshake::{self, HandshakeConfig};
 use plough_ipc_wire::msg::{Aid, Hello, RuntimeVars, Uuid};
 use std::future::Future;
+use std::os::fd::OwnedFd;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -89,10 +91,17 @@ impl Runtime {
     /// started. In a spawned child process this never returns: the process becomes the
     /// child actor and exits when it is done.
     ///
-    /// Call it first thing in `main`: in an exec'd child, code that runs before it sees
-    /// the child's boot stdio (its stderr is a pipe to its parent and its real stderr
-    /// waits on fd 0 until `run` moves it back), so it must not read stdin or start
-    /// subprocesses.
+    /// A `zygote` or `exec` child runs the program's `main` from its start, with the
+    /// root's argv (see `plough-spawn-backends`' `ChildCommand`), and becomes the child
+    /// here: so call `run` early in `main`, after what every process of the program needs
+    /// (argument parsing, its tracing subscriber) and before what only the root should do
+    /// (binding a service port, reading stdin). Until `run`, a child's stdout goes to
+    /// `/dev/null` (the root printed it already), its stderr is a pipe its parent reads
+    /// (shown in a boot error), and its stdin is `/dev/null`; `run` puts the real stdout
+    /// and stderr back. Nothing of plough's is on a child's argv: the program's own
+    /// argument parser accepts it as it accepted the root's. In a program with a tokio
+    /// runtime of its own (`#[tokio::main]`) use [`Runtime::run_async`]; `run` there is a
+    /// [`Misuse::InsideTokioRuntime`].
     ///
     /// # Signals
     ///
@@ -111,9 +120,10 @@ impl Runtime {
     /// started before `run` included. The handler installed before plough's keeps
     /// running for every signal (it is called first), and comes back when `run` returns;
     /// one installed after plough's (tokio's `ctrl_c()` first used inside the body) stays.
-    /// So the program's own `tokio::signal` works in the root — but a program compiled
-    /// with tokio's `signal` or `process` feature cannot fork children
-    /// (`main_thread_forkserver`): use the `exec` backend. Inside the tree, prefer
+    /// So the program's own `tokio::signal` works in the root and in `zygote` and `exec`
+    /// children. A program compiled with tokio's `signal` or `process` feature cannot
+    /// fork in-process (`main_thread_forkserver` refuses it, naming the cause): `zygote`
+    /// (the default) and `exec` work. Inside the tree, prefer
     /// [`Actor::shutdown_requested`] / [`Cx::shutdown_requested`](crate::Cx::shutdown_requested):
     /// they also fire on a parent's cancel and a parent's death.
     ///
@@ -128,56 +138,67 @@ impl Runtime {
         F: FnOnce(Actor) -> Fut,
         Fut: Future<Output = Result<T, ActorError>>,
     {
-        if ACTOR_RUNNING.swap(true, Ordering::SeqCst) {
-            return Err(Misuse::ActorAlreadyRunning.into());
-        }
-        // However `run` ends (a panic in the body included), the process may run a root
-        // again.
-        struct Running;
-        impl Drop for Running {
-            fn drop(&mut self) {
-                ACTOR_RUNNING.store(false, Ordering::SeqCst);
-            }
-        }
-        let _running = Running;
-        let args: Vec<String> = std::env::args().collect();
-        match ChildBoot::from_args(&args) {
-            Ok(Some(boot)) => {
-                let code = child_main(self.registry, self.config, self.backend, boot);
-                std::process::exit(code);
-            }
-            Ok(None) => {}
-            Err(e) => return Err(SetupError::ChildArgs(e).into()),
+        let _running = Running::claim()?;
+        let this = self.become_child_if_started_as_one(false)?;
+        if tokio::runtime::Handle::try_current().is_ok() {
+            return Err(Misuse::InsideTokioRuntime.into());
         }
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
-            .map_err(|e| ActorError::from(SetupError::TokioRuntime(e.to_string())));
-        match rt {
-            Ok(rt) => {
-                // Children dropped on an error path (or while a panic unwinds through
-                // here) went to the reaper thread: reap them before returning — the caller
-                // may exit right after.
-                struct Drain(std::time::Duration);
-                impl Drop for Drain {
-                    fn drop(&mut self) {
-                        if !plough_fork_prims::drain_reaper(self.0) {
-                            tracing::warn!(
-                                "some children were not reaped before the root returned"
-                            );
-                        }
-                    }
-                }
-                let _drain = Drain(self.config.budgets.reaper_drain);
-                // Re-bound after the guard: dropped first on unwind, running the nurseries'
-                // drop guards before the drain.
-                let rt = rt;
-                let out = rt.block_on(self.root(body));
-                drop(rt);
-                out
-            }
-            Err(e) => Err(e),
-        }
+            .map_err(|e| ActorError::from(SetupError::TokioRuntime(e.to_string())))?;
+        let _drain = Drain(this.config.budgets.reaper_drain);
+        // Re-bound after the guard: dropped first on unwind, running the nurseries' drop
+        // guards before the drain.
+        let rt = rt;
+        let out = rt.block_on(this.root(body));
+        drop(rt);
+        out
+    }
+
+    /// [`Runtime::run`] on the caller's tokio runtime, for a program that has one
+    /// (`#[tokio::main]`, of either flavour, or `#[tokio::test]`). The root actor's tasks
+    /// run on that runtime; `body` need not be `Send`. The runtime needs its I/O and time
+    /// drivers (`enable_all()`, as `#[tokio::main]` does).
+    ///
+    /// In a spawned child process this never returns, as with [`Runtime::run`]: the child
+    /// actor runs on a fresh current-thread runtime of its own, on a thread of its own,
+    /// and the process exits when it is done — every actor but a root runs on a
+    /// current-thread runtime. Everything else (signals, errors, shutdown) is as for
+    /// [`Runtime::run`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Runtime::run`].
+    pub async fn run_async<T, F, Fut>(self, body: F) -> Result<T, ActorError>
+    where
+        F: FnOnce(Actor) -> Fut,
+        Fut: Future<Output = Result<T, ActorError>>,
+    {
+        let _running = Running::claim()?;
+        let this = self.become_child_if_started_as_one(true)?;
+        let _drain = Drain(this.config.budgets.reaper_drain);
+        this.root(body).await
+    }
+
+    /// In a process started as a child actor (`exec`, `zygote`): becomes it and exits,
+    /// never returning; otherwise hands the runtime back for a root. `own_thread`: the
+    /// child's runtime runs on a thread of its own (the caller's belongs to the program's
+    /// runtime, which cannot host another one).
+    fn become_child_if_started_as_one(self, own_thread: bool) -> Result<Runtime, ActorError> {
+        let Some((boot, fds)) = delivered_boot()? else { return Ok(self) };
+        boot_stderr::use_delivered(fds);
+        let (registry, config, backend) = (self.registry, self.config, self.backend);
+        let code = if own_thread {
+            std::thread::Builder::new()
+                .name("plough-child".to_owned())
+                .spawn(move || child_main(registry, config, backend, boot))
+                .map(|t| t.join().unwrap_or(plough_fork_prims::exit_code::PANICKED))
+                .unwrap_or(plough_fork_prims::exit_code::PRELUDE_FAILED)
+        } else {
+            child_main(registry, config, backend, boot)
+        };
+        std::process::exit(code)
     }
 
     async fn root<T, F, Fut>(self, body: F) -> Result<T, ActorError>
@@ -265,6 +286,64 @@ impl Runtime {
             Err(panic) => std::panic::resume_unwind(panic),
         }
     }
+}
+
+/// Holds [`ACTOR_RUNNING`] for one root: however `run` ends (a panic in the body
+/// included), the process may run a root again.
+struct Running;
+
+impl Running {
+    fn claim() -> Result<Running, ActorError> {
+        if ACTOR_RUNNING.swap(true, Ordering::SeqCst) {
+            return Err(Misuse::ActorAlreadyRunning.into());
+        }
+        Ok(Running)
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        ACTOR_RUNNING.store(false, Ordering::SeqCst);
+    }
+}
+
+/// Children dropped on an error path (or while a panic unwinds through `run`) went to the
+/// reaper thread: reap them before `run` returns — the caller may exit right after.
+struct Drain(std::time::Duration);
+
+impl Drop for Drain {
+    fn drop(&mut self) {
+        if !plough_fork_prims::drain_reaper(self.0) {
+            tracing::warn!("some children were not reaped before the root returned");
+        }
+    }
+}
+
+/// The boot this process was started with as a child actor (`exec`, `zygote`), with its
+/// delivered fds; `None` for a root.
+///
+/// # Errors
+///
+/// A malformed boot, or a child whose boot was never taken (plough's startup hook did not
+/// run: it must not go on as a second root).
+pub(super) fn delivered_boot() -> Result<Option<(ChildBoot, Vec<OwnedFd>)>, ActorError> {
+    if let Some(delivery) = plough_fork_prims::take_delivery() {
+        let boot = ChildBoot::decode(&delivery.payload).map_err(SetupError::ChildBoot)?;
+        return Ok(Some((boot, delivery.fds)));
+    }
+    if std::env::var_os(plough_fork_prims::BOOT_ENV).is_some() {
+        let why = if plough_fork_prims::startup_hook_ran() {
+            "its boot was already taken".to_owned()
+        } else {
+            format!(
+                "{} is set but plough's startup hook did not run in this program (it runs \
+                 before `main` in every program that links plough-fork-prims)",
+                plough_fork_prims::BOOT_ENV
+            )
+        };
+        return Err(SetupError::ChildBoot(why).into());
+    }
+    Ok(None)
 }
 
 /// Whether the body ended because of a signal.

@@ -77,7 +77,6 @@ impl Nursery {
             parent_addr: actor.addr().clone(),
             method: backend.method(),
             parent_pid: std::process::id(),
-            real_stderr_on_stdin: false,
         };
         // The child's boot stderr comes through us, so a boot death can say what it wrote.
         // Without a pipe (no fds left) the child inherits stderr and the error has none.
@@ -88,7 +87,7 @@ impl Nursery {
                 (None, None)
             }
         };
-        let req = SpawnRequest { boot, child_main: actor.child_main(), boot_stderr };
+        let req = SpawnRequest { boot, child_main: actor.child_main(), boot_stderr, budgets };
         // The backend drops its copy of the write end once the child has its own. The fork
         // is requested at the first poll; the pump starts while it is under way (what the
         // child writes meanwhile waits in the pipe).
