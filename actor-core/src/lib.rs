@@ -76,6 +76,6 @@ pub mod backend {
     pub use crate::base::boot_stderr::{ChildStdio, capture_in_forked_child, dup_stderr};
     pub use crate::base::error::SpawnError;
     pub use crate::base::fork_hooks::fork_hooks;
-    pub use crate::base::spawn::{ChildBoot, ChildMain, SpawnBackend, SpawnRequest};
+    pub use crate::base::spawn::{ChildBoot, ChildMain, ChildRuntime, SpawnBackend, SpawnRequest};
     pub use crate::base::spawn_method::SpawnMethod;
 }

@@ -110,6 +110,8 @@ pub use scrub::{ScrubMethod, ScrubReport, close_inherited_fds, list_open_fds, va
 pub use signal_pipe::SignalPipe;
 #[cfg(feature = "async")]
 pub use signalfd::SignalFd;
-pub use startup::{DeliveredBy, Delivery, has_delivery, startup_hook_ran, take_delivery};
+pub use startup::{
+    DeliveredBy, Delivery, has_delivery, peek_delivery, startup_hook_ran, take_delivery,
+};
 pub use status::{ExitStatus, SignalName};
 pub use zygote::{ZYGOTE_MARKER_NAME, ZYGOTE_PROCESS_NAME, Zygote, ZygoteRequest};

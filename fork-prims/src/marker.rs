@@ -82,12 +82,16 @@ impl MarkerInfo {
 }
 
 /// The directory plough uses for sockets and markers: `$XDG_RUNTIME_DIR/plough`, or
-/// `/tmp/plough-<uid>`.
+/// `/tmp/plough-<uid>`. Read from the environment once per process (a forked child
+/// inherits the value and never reads the environment: another thread of its parent may
+/// have held the environment's lock at the fork).
 pub fn default_runtime_dir() -> PathBuf {
-    match std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from) {
+    static DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| match std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from) {
         Some(dir) if dir.is_absolute() => dir.join("plough"),
         _ => PathBuf::from(format!("/tmp/plough-{}", rustix::process::geteuid().as_raw())),
-    }
+    })
+    .clone()
 }
 
 /// Where markers live under a runtime directory.

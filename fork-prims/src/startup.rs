@@ -68,6 +68,12 @@ pub fn has_delivery() -> bool {
     DELIVERY.locked().is_some()
 }
 
+/// Looks at the boot waiting to be taken, if any, without taking it (e.g. a program that
+/// hands some of its children a payload of its own, as the benchmarks' floor does).
+pub fn peek_delivery<R>(f: impl FnOnce(Option<&Delivery>) -> R) -> R {
+    f(DELIVERY.locked().as_ref())
+}
+
 /// Whether the startup hook ran in this process. A process that finds [`BOOT_ENV`](crate::BOOT_ENV) set
 /// and this `false` was started as a child but lost the hook (see the crate docs): it must
 /// not run as a root.

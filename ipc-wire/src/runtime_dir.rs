@@ -22,11 +22,15 @@ pub const MAX_SOCKET_PATH: usize = 107;
 
 /// The default runtime directory: `$XDG_RUNTIME_DIR/plough`, or `/tmp/plough-<uid>` when
 /// `XDG_RUNTIME_DIR` is unset or not absolute. Does not create it; see [`ensure_private_dir`].
+/// Read from the environment once per process (a forked child inherits the value and
+/// never reads the environment, whose lock another thread of its parent may have held).
 pub fn default_dir() -> PathBuf {
-    match std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from) {
+    static DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| match std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from) {
         Some(dir) if dir.is_absolute() => dir.join("plough"),
         _ => PathBuf::from(format!("/tmp/plough-{}", rustix::process::geteuid().as_raw())),
-    }
+    })
+    .clone()
 }
 
 /// Why an address is not acceptable.

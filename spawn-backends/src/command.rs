@@ -31,10 +31,12 @@ impl ChildCommand {
         ChildCommand { program: PathBuf::from("/proc/self/exe"), argv0, args: argv.collect() }
     }
 
-    /// Another program (it must link plough and build the same registry), with this
-    /// process's argv.
+    /// Another program (it must link plough, build the same registry and reach
+    /// `Runtime::run`), run with no arguments: this process's argv belongs to this program.
+    /// Add some with [`ChildCommand::with_args`].
     pub fn program(program: impl Into<PathBuf>) -> ChildCommand {
-        ChildCommand { program: program.into(), ..ChildCommand::this_program() }
+        let program = program.into();
+        ChildCommand { argv0: program.clone().into_os_string(), program, args: Vec::new() }
     }
 
     /// The same program with `args` instead.

@@ -8,13 +8,64 @@
 //! current-thread** tokio runtime in `child_main`, connects back and handshakes exactly
 //! like an exec child. It never touches the parent's runtime or handles; its signals
 //! arrive through a `signalfd` it creates itself.
+//!
+//! A program compiled with tokio's `signal` or `process` feature (`features = ["full"]`)
+//! cannot fork this way: tokio's signal driver keeps process-global state (a socket pair
+//! made once per process) that a forked child inherits with its fds closed, so the child
+//! cannot build a runtime. Before its first fork of an actor, the backend forks a probe
+//! that only builds a runtime; if the probe fails, every spawn is refused with
+//! [`SpawnError::Unsupported`], naming the cause and `zygote` / `exec`, before anything
+//! else is forked.
 
 use futures::FutureExt;
 use futures::future::BoxFuture;
-use plough_actor_core::backend::{SpawnBackend, SpawnError, SpawnMethod, SpawnRequest};
+use plough_actor_core::backend::{
+    ChildRuntime, SpawnBackend, SpawnError, SpawnMethod, SpawnRequest,
+};
 use plough_fork_prims::{ChildHandle, ForkOptions};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, AsRawFd};
 use std::sync::Once;
+
+/// Whether a child forked from this process can build a tokio runtime: `Err(why)` when
+/// it cannot. Probed once per process (a forked child inherits the answer, which holds for
+/// it too: same program, same tokio).
+static FORKABLE: tokio::sync::OnceCell<Result<(), String>> = tokio::sync::OnceCell::const_new();
+
+/// Forks a child that builds a current-thread runtime the way an actor does, and tells
+/// whether it could.
+async fn probe() -> Result<(), String> {
+    let (read, write) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
+        .map_err(|e| format!("cannot probe: {e}"))?;
+    let opts = ForkOptions::default().keep_fd(write.as_raw_fd());
+    // Made here, as for an actor: making a builder reads the environment.
+    let mut builder = tokio::runtime::Builder::new_current_thread();
+    builder.enable_all();
+    let child = plough_fork_prims::fork(&opts, move || match builder.build() {
+        Ok(rt) => {
+            drop(rt);
+            0
+        }
+        Err(e) => {
+            let _ = rustix::io::write(&write, e.to_string().as_bytes());
+            1
+        }
+    })
+    .await
+    .map_err(|e| format!("cannot probe: {e}"))?;
+    let status = child.wait().await.map_err(|e| format!("cannot probe: {e}"))?;
+    if status.success() {
+        return Ok(());
+    }
+    let mut buf = vec![0u8; 512];
+    let n = rustix::io::read(read.as_fd(), &mut buf).unwrap_or(0);
+    let err = String::from_utf8_lossy(&buf[..n]).trim().to_owned();
+    Err(format!(
+        "a child forked from it cannot build its tokio runtime ({}): tokio's `signal` or \
+         `process` feature is compiled into this program (e.g. tokio = {{ features = [\"full\"] \
+         }}), and tokio's signal driver keeps process-global state that does not survive a fork",
+        if err.is_empty() { status.to_string() } else { err }
+    ))
+}
 
 /// Spawns children by forking from the forkserver thread.
 #[derive(Debug, Clone, Default)]
@@ -41,18 +92,31 @@ impl SpawnBackend for ForkserverBackend {
     fn spawn(&self, req: SpawnRequest) -> BoxFuture<'_, Result<ChildHandle, SpawnError>> {
         async move {
             let name = req.boot.name.clone();
+            if let Err(why) = FORKABLE.get_or_init(probe).await {
+                return Err(SpawnError::Unsupported {
+                    method: SpawnMethod::MainThreadForkserver.key().to_owned(),
+                    why: why.clone(),
+                    instead: format!(
+                        "`{}` (the default) or `{}`",
+                        SpawnMethod::Zygote.key(),
+                        SpawnMethod::Exec.key()
+                    ),
+                });
+            }
             let SpawnRequest { boot, child_main, boot_stderr, .. } = req;
             let mut opts = ForkOptions::default();
             if let Some(fd) = &boot_stderr {
                 opts = opts.keep_fd(fd.as_raw_fd());
             }
+            // Prepared here: making it reads the environment, which the child must not.
+            let runtime = ChildRuntime::prepare();
             // The body (and with it this process's copy of the boot pipe) is dropped in
             // the parent as soon as the fork is done.
             plough_fork_prims::fork(&opts, move || {
                 if let Some(fd) = boot_stderr {
                     plough_actor_core::backend::capture_in_forked_child(fd);
                 }
-                child_main(boot)
+                child_main(boot, runtime)
             })
             .await
             .map_err(|e| SpawnError::Os { name, message: e.to_string() })

@@ -8,7 +8,8 @@
 //! process's threads hold at spawn time (the allocator, stdio, a logger, `std::env`)
 //! cannot reach a child. Each child is cloned with `CLONE_PARENT`, so it is a child of this
 //! process — a real child handle, as with the other backends — and runs the program's
-//! `main` from its start until `Runtime::run`, where it finds its boot. A zygote that died
+//! `main` from its start until `Runtime::run`, where it finds its boot. The zygote goes
+//! when the actor that owns the backend shuts down (`SpawnBackend::shutdown`). A zygote that died
 //! is started again at the next spawn (a spawn that finds it dead retries once with a new
 //! one); one that does not answer within [`Budgets::fork_reply`] is killed.
 //!
@@ -116,6 +117,17 @@ impl SpawnBackend for ZygoteBackend {
                     }
                     Err(e) => return Err(os("the zygote could not fork it", e)),
                 }
+            }
+        }
+        .boxed()
+    }
+
+    fn shutdown(&self) -> BoxFuture<'_, ()> {
+        async move {
+            let zygote = self.zygote.lock().await.take();
+            if let Some(z) = zygote {
+                // Its drop waits (bounded) for the zygote's last replies and its exit.
+                let _ = tokio::task::spawn_blocking(move || drop(z)).await;
             }
         }
         .boxed()

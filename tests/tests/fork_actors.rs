@@ -137,7 +137,7 @@ impl SpawnBackend for DiesInBoot {
         req: SpawnRequest,
     ) -> futures::future::BoxFuture<'_, Result<ChildHandle, SpawnError>> {
         let death = self.1;
-        let die: plough_actor_core::backend::ChildMain = Arc::new(move |boot: ChildBoot| {
+        let die: plough_actor_core::backend::ChildMain = Arc::new(move |boot: ChildBoot, _| {
             use std::io::Write;
             match death {
                 Death::Exit => {

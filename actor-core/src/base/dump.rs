@@ -217,9 +217,14 @@ pub(crate) fn dump(actor_name: &str, actor_label: &str) -> std::io::Result<std::
     Ok(path)
 }
 
-/// Whether dumps are enabled: `PLOUGH_TASK_DUMP=0` turns them off.
+/// Whether dumps are enabled: `PLOUGH_TASK_DUMP=0` turns them off. Read once per process
+/// (see [`fork_hooks`](super::fork_hooks::fork_hooks): a forked child never reads the
+/// environment).
 pub(crate) fn enabled_by_env() -> bool {
-    std::env::var(super::names::TASK_DUMP_ENV).map_or(true, |v| v.trim() != "0")
+    static ENABLED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ENABLED.get_or_init(|| {
+        std::env::var(super::names::TASK_DUMP_ENV).map_or(true, |v| v.trim() != "0")
+    })
 }
 
 #[cfg(test)]

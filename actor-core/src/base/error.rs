@@ -157,6 +157,16 @@ pub enum SpawnError {
         /// The working choice.
         instead: String,
     },
+    /// The spawn method cannot work in this program (found before anything was forked).
+    #[error("spawn method `{method}` cannot start actors in this program: {why}; use {instead}")]
+    Unsupported {
+        /// The method asked for.
+        method: String,
+        /// What in this program rules it out.
+        why: String,
+        /// The methods that work.
+        instead: String,
+    },
     /// The child died before it connected back.
     #[error("actor {name} died during boot ({status}){}", stderr_tail(.stderr))]
     DiedDuringBoot {

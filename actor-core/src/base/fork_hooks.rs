@@ -2,6 +2,11 @@
 //! [`fork_hooks`] once, so that no lock of the runtime vars or the task table is held by
 //! another thread at the instant of a fork, and the child starts with neither the
 //! parent's settings nor its task table.
+//!
+//! A forked child must not take a lock that another thread of its parent may have held at
+//! the fork — the environment's included (`std::env::set_var` on another thread): so
+//! everything the child's runtime reads from the environment is read in the parent,
+//! before the fork, and inherited as a value ([`capture_environment`]).
 
 use super::{dump, runtime_vars};
 use plough_fork_prims::ForkHooks;
@@ -11,6 +16,7 @@ use plough_fork_prims::ForkHooks;
 pub fn fork_hooks() -> ForkHooks {
     ForkHooks::new()
         .prepare(|| {
+            capture_environment();
             runtime_vars::fork_prepare();
             dump::fork_prepare();
         })
@@ -25,4 +31,13 @@ pub fn fork_hooks() -> ForkHooks {
             runtime_vars::fork_child();
             let _ = runtime_vars::get(true);
         })
+}
+
+/// Reads, in the parent, what a child's runtime would otherwise read from the environment
+/// (each is read once per process and inherited by a fork): the runtime directories and
+/// the task-dump switch.
+pub(crate) fn capture_environment() {
+    let _ = plough_fork_prims::marker::default_runtime_dir();
+    let _ = plough_ipc_wire::runtime_dir::default_dir();
+    let _ = dump::enabled_by_env();
 }

@@ -95,8 +95,38 @@ impl ChildBoot {
 }
 
 /// The child's entry point, for backends that run it in-process (fork): it runs the
-/// child actor to completion and returns the process exit code.
-pub type ChildMain = Arc<dyn Fn(ChildBoot) -> i32 + Send + Sync>;
+/// child actor to completion (on the runtime its [`ChildRuntime`] builds) and returns the
+/// process exit code.
+pub type ChildMain = Arc<dyn Fn(ChildBoot, ChildRuntime) -> i32 + Send + Sync>;
+
+/// A child actor's tokio runtime, prepared before the fork and built in the child.
+///
+/// Making a tokio `Builder` reads the environment (tokio's own settings), and a forked
+/// child must never read it: another thread of its parent may have held the
+/// environment's lock at the instant of the fork, and the child would wait for it
+/// forever. So a forking backend prepares this in the parent and moves it into the child.
+pub struct ChildRuntime(tokio::runtime::Builder);
+
+impl ChildRuntime {
+    /// A current-thread runtime with every driver the runtime needs. Call it before the
+    /// fork.
+    pub fn prepare() -> ChildRuntime {
+        let mut builder = tokio::runtime::Builder::new_current_thread();
+        builder.enable_all();
+        ChildRuntime(builder)
+    }
+
+    /// Builds it (in the child).
+    pub(crate) fn build(mut self) -> std::io::Result<tokio::runtime::Runtime> {
+        self.0.build()
+    }
+}
+
+impl fmt::Debug for ChildRuntime {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ChildRuntime(current_thread)")
+    }
+}
 
 /// What a backend is asked to start.
 pub struct SpawnRequest {
@@ -126,6 +156,13 @@ pub trait SpawnBackend: Send + Sync + fmt::Debug + 'static {
     /// Starts the process; it will connect back to `req.boot.parent_addr`. The returned
     /// handle owns the process (its own process group; killed and reaped if dropped).
     fn spawn(&self, req: SpawnRequest) -> BoxFuture<'_, Result<ChildHandle, SpawnError>>;
+
+    /// Releases what the backend keeps for spawning (e.g. a zygote process), once the
+    /// actor that owns it has taken every child down and will spawn no more. A later
+    /// `spawn` may start it again. Default: nothing to release.
+    fn shutdown(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async {})
+    }
 }
 
 #[cfg(test)]

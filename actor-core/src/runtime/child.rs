@@ -10,7 +10,7 @@ use crate::base::config::RuntimeConfig;
 use crate::base::dump;
 use crate::base::error::{ActorError, SetupError};
 use crate::base::runtime_vars;
-use crate::base::spawn::{ChildBoot, ChildMain, SpawnBackend};
+use crate::base::spawn::{ChildBoot, ChildMain, ChildRuntime, SpawnBackend};
 use crate::base::spawn_method::SpawnMethod;
 use crate::registrar::client::RegistrarClient;
 use crate::registrar::entry::ActorEntry;
@@ -30,6 +30,7 @@ pub(crate) fn child_main(
     config: RuntimeConfig,
     backend: Option<Arc<dyn SpawnBackend>>,
     boot: ChildBoot,
+    runtime: ChildRuntime,
 ) -> i32 {
     ACTOR_RUNNING.store(true, Ordering::SeqCst);
     // Backstop for a parent that dies without closing our connection cleanly: SIGTERM
@@ -44,7 +45,7 @@ pub(crate) fn child_main(
         ));
         return 1;
     }
-    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let rt = match runtime.build() {
         Ok(rt) => rt,
         Err(e) => {
             let hint = if boot.method == SpawnMethod::MainThreadForkserver {
@@ -186,8 +187,8 @@ async fn child(
         spec.registry_addrs.first().cloned().unwrap_or_else(|| config.registry_addr.clone());
     let child_main: ChildMain = {
         let (registry, config, backend) = (registry.clone(), config.clone(), backend.clone());
-        Arc::new(move |b: ChildBoot| {
-            child_main(registry.clone(), config.clone(), backend.clone(), b)
+        Arc::new(move |b: ChildBoot, rt: ChildRuntime| {
+            child_main(registry.clone(), config.clone(), backend.clone(), b, rt)
         })
     };
     let actor = Actor::start(ActorParts {

@@ -12,7 +12,7 @@ use crate::base::dump;
 use crate::base::error::{ActorError, Misuse, SetupError};
 use crate::base::ids;
 use crate::base::runtime_vars;
-use crate::base::spawn::{ChildBoot, ChildMain, SpawnBackend};
+use crate::base::spawn::{ChildBoot, ChildMain, ChildRuntime, SpawnBackend};
 use crate::registrar::client::RegistrarClient;
 use crate::registrar::entry::ActorEntry;
 use crate::registrar::state::RegistrarState;
@@ -82,8 +82,8 @@ impl Runtime {
     pub fn child_main(&self) -> ChildMain {
         let (registry, config, backend) =
             (self.registry.clone(), self.config.clone(), self.backend.clone());
-        Arc::new(move |boot: ChildBoot| {
-            child_main(registry.clone(), config.clone(), backend.clone(), boot)
+        Arc::new(move |boot: ChildBoot, rt: ChildRuntime| {
+            child_main(registry.clone(), config.clone(), backend.clone(), boot, rt)
         })
     }
 
@@ -192,11 +192,11 @@ impl Runtime {
         let code = if own_thread {
             std::thread::Builder::new()
                 .name("plough-child".to_owned())
-                .spawn(move || child_main(registry, config, backend, boot))
+                .spawn(move || child_main(registry, config, backend, boot, ChildRuntime::prepare()))
                 .map(|t| t.join().unwrap_or(plough_fork_prims::exit_code::PANICKED))
                 .unwrap_or(plough_fork_prims::exit_code::PRELUDE_FAILED)
         } else {
-            child_main(registry, config, backend, boot)
+            child_main(registry, config, backend, boot, ChildRuntime::prepare())
         };
         std::process::exit(code)
     }

@@ -342,6 +342,11 @@ impl Actor {
             }
         };
         let _ = tokio::time::timeout(budgets.flush, flush).await;
+        // Every child is down: what the backend keeps for spawning (a zygote) goes now,
+        // not whenever the last task holding the backend is dropped.
+        if let Some(backend) = &self.inner.backend {
+            backend.shutdown().await;
+        }
         drop(self.inner.marker.locked().take());
     }
 
