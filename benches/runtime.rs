@@ -6,22 +6,23 @@
 //! `{"results": [{"name", "unit", "median", "p99", "baseline", "baseline_median", "ratio"}]}`.
 //! `--quick` takes fewer samples; the last line gives the total wall time.
 //!
-//! * spawn → first RPC answered, per actor (exec; forkserver), vs the raw floor: the same
-//!   binary started the same way (posix_spawn / fork from the forkserver thread) that only
-//!   connects back and writes one byte. Each is measured with 0, 100 MiB and 1 GiB of
-//!   *touched* heap added to the parent (root) process: a `Vec<u8>` with every byte
-//!   written, allocated before that size's measurements and freed after them. The
-//!   forkserver forks from a dedicated thread of the root's own process, so `fork` must copy
-//!   the page tables of everything the root has mapped (~2 MiB of page tables per GiB of
-//!   4 KiB pages) and its cost grows with the root's heap; exec (`posix_spawn`, which glibc
-//!   implements with `vfork`) shares the address space until the `execve` and should not.
-//!   A root holding a large heap is therefore expected to pay more per forkserver spawn —
-//!   the motivation for a later zygote backend that forks from a small process started
-//!   early. At each size, plough and floor samples alternate (floor first on even
-//!   samples, plough first on odd ones) inside one root, after one unrecorded warm-up
-//!   pair, so their ratio sees the same machine noise. Fewer samples are taken at the
-//!   larger heaps. plough runs over UDS here, the floor's transport; one more row per
-//!   backend (", tcp") measures the default TCP transport at 0 heap against the same floor;
+//! * spawn → first RPC answered, per actor (zygote; exec; forkserver), vs the raw floor:
+//!   the same binary started the same way (forked by a zygote of this binary / posix_spawn
+//!   / fork from the forkserver thread) that only connects back and writes one byte. Each
+//!   is measured with 0, 100 MiB and 1 GiB of *touched* heap added to the parent (root)
+//!   process: a `Vec<u8>` with every byte written, allocated before that size's
+//!   measurements and freed after them. The forkserver forks from a dedicated thread of the
+//!   root's own process, so `fork` must copy the page tables of everything the root has
+//!   mapped and its cost grows with the root's heap; exec (`posix_spawn`, which glibc
+//!   implements with `vfork`) shares the address space until the `execve`, and the zygote
+//!   forks its own small process, so neither should. At each size, plough and floor
+//!   samples alternate (floor first on even samples, plough first on odd ones) inside one
+//!   root, after one unrecorded warm-up pair, so their ratio sees the same machine noise.
+//!   Fewer samples are taken at the larger heaps. plough runs over UDS here, the floor's
+//!   transport; one more row per backend (", tcp") measures TCP at 0 heap against the same
+//!   floor;
+//! * the parent's cost of re-touching a 256 MiB heap after 100 spawns (zygote;
+//!   forkserver), next to the same re-touch after none;
 //! * root + 16 actors + one RPC each + teardown (every child reaped);
 //! * RPC round trip of a trivial function over UDS vs a raw UDS ping-pong between two
 //!   processes (one byte each way);
@@ -201,14 +202,19 @@ fn spawn_and_floor(method: SpawnMethod, n: usize, uds: bool) -> (Vec<f64>, Vec<f
         .expect("spawn bench")
 }
 
-/// The floor: start this binary (exec: posix_spawn; fork: through the forkserver thread)
-/// and wait until it has connected back and written one byte.
+/// The floor: start this binary (exec: posix_spawn; fork: through the forkserver thread;
+/// zygote: forked by a zygote of this binary) and wait until it has connected back and
+/// written one byte.
 struct Floor {
     method: SpawnMethod,
     dir: std::path::PathBuf,
     path: std::path::PathBuf,
     listener: UnixListener,
+    zygote: Option<plough::fork_prims::Zygote>,
 }
+
+/// The payload a zygote-forked floor child finds: the path to connect back to follows.
+const FLOOR_PAYLOAD: &[u8] = b"bench-floor:";
 
 impl Floor {
     fn new(method: SpawnMethod) -> Floor {
@@ -217,13 +223,34 @@ impl Floor {
         let path = dir.join("floor.sock");
         let _ = std::fs::remove_file(&path);
         let listener = UnixListener::bind(&path).unwrap();
-        Floor { method, dir, path, listener }
+        let zygote = (method == SpawnMethod::Zygote).then(|| {
+            let mut argv = std::env::args_os();
+            let argv0 = argv.next().unwrap_or_default();
+            plough::fork_prims::Zygote::start("/proc/self/exe".into(), argv0, argv.collect())
+                .expect("the floor's zygote starts")
+        });
+        Floor { method, dir, path, listener, zygote }
     }
 
     /// One sample, ms (blocking).
     fn sample(&self) -> f64 {
         let t = Instant::now();
         let handle = match self.method {
+            SpawnMethod::Zygote => {
+                use std::os::fd::AsFd;
+                let null = std::fs::File::open("/dev/null").unwrap();
+                let stderr = std::io::stderr();
+                let mut payload = FLOOR_PAYLOAD.to_vec();
+                payload.extend_from_slice(self.path.to_str().unwrap().as_bytes());
+                let req = plough::fork_prims::ZygoteRequest {
+                    payload: &payload,
+                    stdio: [null.as_fd(), null.as_fd(), stderr.as_fd()],
+                    deliver: &[],
+                    kill_on_drop: true,
+                };
+                let z = self.zygote.as_ref().expect("a zygote floor has its zygote");
+                z.spawn_blocking(&req, std::time::Duration::from_secs(5)).unwrap()
+            }
             SpawnMethod::Exec => {
                 let child = std::process::Command::new("/proc/self/exe")
                     .args([FLOOR_ARG, self.path.to_str().unwrap()])
@@ -296,6 +323,50 @@ fn tree16(method: SpawnMethod, n: usize) -> Vec<f64> {
             Ok(out)
         })
         .expect("tree bench")
+}
+
+/// The parent's cost of writing every page of a 256 MiB heap again after 100 spawns (each
+/// spawn + one RPC + teardown, 10 at a time), next to the same re-touch after none:
+/// `rounds` samples of each, alternating. A fork from this process write-protects every
+/// page it has, so each page faults on its next write; a zygote's fork leaves this process
+/// alone. Returns (after spawns, no spawns), ms.
+fn retouch_after_spawns(method: SpawnMethod, rounds: usize) -> (Vec<f64>, Vec<f64>) {
+    let mut heap = touched_heap(256 * MIB);
+    let retouch = |heap: &mut Vec<u8>| {
+        let t = Instant::now();
+        for page in heap.chunks_mut(4096) {
+            page[0] = page[0].wrapping_add(1);
+        }
+        std::hint::black_box(&heap);
+        t.elapsed().as_secs_f64() * 1e3
+    };
+    let (mut after, mut none) = (Vec::new(), Vec::new());
+    for _ in 0..rounds {
+        none.push(retouch(&mut heap));
+        runtime(method, true)
+            .run(|root| async move {
+                for _ in 0..10 {
+                    root.nursery(|nursery| async move {
+                        let spawns = (0..10).map(|i| {
+                            let nursery = nursery.clone();
+                            async move {
+                                let p = nursery.start_actor(&format!("r{i}")).await?;
+                                p.run::<_, u64>("ping", i as u64).await
+                            }
+                        });
+                        for r in futures::future::join_all(spawns).await {
+                            r?;
+                        }
+                        Ok(())
+                    })
+                    .await?;
+                }
+                Ok(())
+            })
+            .expect("re-touch bench");
+        after.push(retouch(&mut heap));
+    }
+    (after, none)
 }
 
 /// Round trips over UDS: `ping` through plough, and the floor — one byte each way over a
@@ -393,7 +464,15 @@ fn main() {
     if let Some(i) = args.iter().position(|a| a == FLOOR_ARG) {
         std::process::exit(connect_back(std::path::Path::new(&args[i + 1])));
     }
-    // Child-mode dispatch for exec'd bench actors (never returns in a child).
+    // A floor child forked by the floor's zygote: connect back and leave.
+    let floor_path = plough::fork_prims::peek_delivery(|d| {
+        d.and_then(|d| d.payload.strip_prefix(FLOOR_PAYLOAD))
+            .map(|p| std::path::PathBuf::from(String::from_utf8_lossy(p).into_owned()))
+    });
+    if let Some(path) = floor_path {
+        std::process::exit(connect_back(&path));
+    }
+    // Child-mode dispatch for zygote and exec bench actors (never returns in a child).
     if plough::started_as_child() {
         let _ = plough::Runtime::new(registry()).run(|_| async { Ok(()) });
         return;
@@ -411,6 +490,7 @@ fn main() {
         ("1 GiB heap", 1024 * MIB, if quick { 3 } else { 5 }),
     ];
     let backends = [
+        (SpawnMethod::Zygote, "zygote spawn -> first RPC", "floor: zygote fork + connect back"),
         (SpawnMethod::Exec, "exec spawn -> first RPC", "floor: exec + connect back"),
         (
             SpawnMethod::MainThreadForkserver,
@@ -450,6 +530,21 @@ fn main() {
         );
     }
     rows.extend(spawn_rows.into_iter().flatten());
+    rows.push((
+        Stat::new(
+            "zygote: root + 16 actors + 1 RPC each + teardown",
+            "ms",
+            tree16(SpawnMethod::Zygote, 3 * k),
+        ),
+        None,
+    ));
+    for method in [SpawnMethod::Zygote, SpawnMethod::MainThreadForkserver] {
+        let (after, none) = retouch_after_spawns(method, if quick { 2 } else { 5 });
+        rows.push((
+            Stat::new(&format!("{method}: re-touch 256 MiB after 100 spawns"), "ms", after),
+            Some(Stat::new("floor: re-touch 256 MiB, no spawns", "ms", none)),
+        ));
+    }
     rows.push((
         Stat::new(
             "exec: root + 16 actors + 1 RPC each + teardown",

@@ -81,10 +81,11 @@ impl Runtime {
         self
     }
 
-    /// For the `zygote` and `exec` backends: the program children run (default: this one).
-    /// It must build the same registry and call `Runtime::run` (or `run_async`).
+    /// For the `zygote` and `exec` backends: the program children run (default: this one),
+    /// with no arguments (set some with [`Runtime::child_args`]). It must build the same
+    /// registry and reach `Runtime::run` (or `run_async`).
     pub fn child_program(mut self, program: impl Into<std::path::PathBuf>) -> Self {
-        self.command.program = program.into();
+        self.command = backends::ChildCommand::program(program);
         self
     }
 

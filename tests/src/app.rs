@@ -32,6 +32,11 @@ async fn pid(_cx: Cx, _: ()) -> Result<u32, AppError> {
     Ok(std::process::id())
 }
 
+/// This process's argv (after argv[0]) and the value of the environment variable `name`.
+async fn argv_env(_cx: Cx, name: String) -> Result<(Vec<String>, Option<String>), AppError> {
+    Ok((std::env::args().skip(1).collect(), std::env::var(name).ok()))
+}
+
 /// Sleeps (cooperatively) for `ms` milliseconds.
 async fn sleep(_cx: Cx, ms: u64) -> Result<(), AppError> {
     tokio::time::sleep(Duration::from_millis(ms)).await;
@@ -175,6 +180,7 @@ pub fn registry() -> Registry {
         .func("add", add)
         .func("fail", fail)
         .func("pid", pid)
+        .func("argv_env", argv_env)
         .func("fds", fds)
         .func("sleep", sleep)
         .func("block", block)

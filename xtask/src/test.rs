@@ -37,9 +37,23 @@ struct Counts {
 struct Cell {
     name: String,
     env: Vec<(&'static str, &'static str)>,
-    /// `true`: the runtime suites (`tests/tests/runtime_*.rs`); `false`: everything else.
-    runtime_suites: bool,
+    suites: Suites,
 }
+
+/// Which tests a cell runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Suites {
+    /// Everything of the workspace but the runtime suites.
+    Workspace,
+    /// The runtime suites (`tests/tests/runtime_*.rs`), once per backend and transport.
+    Runtime,
+    /// `tests/user-app`: a user's program, a cargo project of its own (tokio "full",
+    /// `#[tokio::main]`, clap), built in its own target directory, always with `cargo test`.
+    UserApp,
+}
+
+/// The user's program, relative to the workspace root.
+const USER_APP: &str = "tests/user-app";
 
 /// The backends and transports every runtime suite must pass on.
 const METHODS: [&str; 3] = ["zygote", "exec", "main_thread_forkserver"];
@@ -51,16 +65,18 @@ pub(crate) fn run(args: &TestArgs) -> Result<()> {
     let runner = if nextest { "nextest" } else { "cargo test" };
     let start = Instant::now();
 
-    let mut cells = vec![Cell { name: "workspace".to_owned(), env: vec![], runtime_suites: false }];
+    let mut cells =
+        vec![Cell { name: "workspace".to_owned(), env: vec![], suites: Suites::Workspace }];
     for m in METHODS {
         for t in TRANSPORTS {
             cells.push(Cell {
                 name: format!("{m} x {t}"),
                 env: vec![("PLOUGH_SPAWN_METHOD", m), ("PLOUGH_TEST_TRANSPORT", t)],
-                runtime_suites: true,
+                suites: Suites::Runtime,
             });
         }
     }
+    cells.push(Cell { name: "user-app".to_owned(), env: vec![], suites: Suites::UserApp });
     let runtime_tests = runtime_test_targets(&root)?;
 
     // Some suites drive workspace programs that are not their own package's (the `plough`
@@ -79,29 +95,37 @@ pub(crate) fn run(args: &TestArgs) -> Result<()> {
         eprintln!("\nxtask: == {} ({runner})", cell.name);
         let mut cmd = Command::new(env!("CARGO"));
         cmd.current_dir(&root).envs(cell.env.iter().copied());
-        if nextest {
-            cmd.args(["nextest", "run", "--no-fail-fast"]);
+        let cell_nextest = nextest && cell.suites != Suites::UserApp;
+        match (cell.suites, cell_nextest) {
+            (Suites::UserApp, _) => {
+                let manifest = root.join(USER_APP).join("Cargo.toml");
+                cmd.args(["test", "--no-fail-fast", "--manifest-path"])
+                    .arg(manifest)
+                    .env("CARGO_TARGET_DIR", root.join("target/user-app"));
+            }
             // Always `--workspace`: the same feature resolution as the first cell, so the
             // matrix reuses its build instead of compiling a second variant.
-            if cell.runtime_suites {
-                cmd.args(["--workspace", "-E", "binary(/^runtime_/)"]);
-            } else {
-                cmd.args(["--workspace", "-E", "not binary(/^runtime_/)"]);
+            (Suites::Runtime, true) => {
+                cmd.args(["nextest", "run", "--no-fail-fast", "--workspace"]);
+                cmd.args(["-E", "binary(/^runtime_/)"]);
             }
-        } else {
-            cmd.args(["test", "--no-fail-fast"]);
-            if cell.runtime_suites {
-                cmd.args(["-p", "plough-tests"]);
+            (Suites::Workspace, true) => {
+                cmd.args(["nextest", "run", "--no-fail-fast", "--workspace"]);
+                cmd.args(["-E", "not binary(/^runtime_/)"]);
+            }
+            (Suites::Runtime, false) => {
+                cmd.args(["test", "--no-fail-fast", "-p", "plough-tests"]);
                 for t in &runtime_tests {
                     cmd.args(["--test", t]);
                 }
-            } else {
-                // cargo test cannot exclude targets: the runtime suites also run here once.
-                cmd.arg("--workspace");
+            }
+            // cargo test cannot exclude targets: the runtime suites also run here once.
+            (Suites::Workspace, false) => {
+                cmd.args(["test", "--no-fail-fast", "--workspace"]);
             }
         }
         if !args.extra.is_empty() {
-            if !nextest {
+            if !cell_nextest {
                 cmd.arg("--");
             }
             cmd.args(&args.extra);
@@ -117,7 +141,8 @@ pub(crate) fn run(args: &TestArgs) -> Result<()> {
         let before = plough_reaper::Snapshot::take_in(&plough_dir);
         let cell_start = Instant::now();
         let (ok, lines) = run_echoing(cmd).with_context(|| format!("could not run {runner}"))?;
-        let mut counts = if nextest { parse_nextest(&lines) } else { parse_cargo_test(&lines) };
+        let mut counts =
+            if cell_nextest { parse_nextest(&lines) } else { parse_cargo_test(&lines) };
         let leaks = check_leaks(&before, &plough_dir);
         if !leaks.is_empty() {
             counts.failed += 1;
