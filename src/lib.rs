@@ -20,8 +20,27 @@
 //!
 //! Every process of the program (the root and each child actor, exec'd or forked) builds
 //! the same [`Registry`]; [`Runtime::run`] dispatches child mode before the body runs.
-//! `PLOUGH_SPAWN_METHOD` overrides the program's spawn method and `PLOUGH_LOG` its log
-//! filter (e.g. `PLOUGH_LOG=debug`).
+//! `PLOUGH_SPAWN_METHOD` overrides the program's spawn method.
+//!
+//! # Logging
+//!
+//! plough logs with `tracing` and leaves the global subscriber to the program:
+//!
+//! * A program that installs its own global subscriber (in `main`, before
+//!   [`Runtime::run`] or [`Runtime::run_async`]: `zygote` and `exec` children run `main`
+//!   from its start, `main_thread_forkserver` children inherit it) gets plough's events in
+//!   it, and plough installs nothing.
+//! * A program without one gets plough's stderr subscriber only when it asks for it:
+//!   [`Runtime::log`] in the program, or `PLOUGH_LOG` in the environment (which wins;
+//!   `tracing_subscriber` `EnvFilter` syntax, e.g. `PLOUGH_LOG=debug`). Every line is
+//!   prefixed with the actor that wrote it: `[name@pid method] `. Without an ask a root
+//!   installs nothing and prints no log line.
+//! * A child actor process with no subscriber installs plough's, filtered by `PLOUGH_LOG`,
+//!   else the program's [`Runtime::log`] filter, else `warn`, so a child's errors are
+//!   always visible.
+//! * An ask that cannot be honoured because the program's own subscriber is in use is
+//!   never dropped silently: the root emits one warning, through that subscriber, naming
+//!   the filter that is not applied.
 
 pub use plough_actor_core as core;
 pub use plough_actor_core::{
@@ -74,8 +93,15 @@ impl Runtime {
         self
     }
 
-    /// The program's log filter (`EnvFilter` syntax, e.g. `info` or `plough=debug`);
-    /// `PLOUGH_LOG` in the environment wins. Default: `warn`.
+    /// Asks for plough's stderr subscriber with this filter (`tracing_subscriber`
+    /// `EnvFilter` syntax, e.g. `info` or `plough_actor_core=debug`); `PLOUGH_LOG` in the
+    /// environment wins over it. Lines are prefixed `[name@pid method] `.
+    ///
+    /// Without this call (and without `PLOUGH_LOG`) a root installs no subscriber at all;
+    /// child actors install plough's with filter `warn` when they have none. If the program
+    /// installed its own global subscriber, plough installs nothing and logs through it;
+    /// this filter is then not applied, and the root says so in one warning (through the
+    /// program's subscriber). See [the crate docs](crate#logging).
     pub fn log(mut self, filter: impl Into<String>) -> Self {
         self.log = Some(filter.into());
         self
@@ -134,7 +160,7 @@ impl Runtime {
 
     /// The core runtime with the spawn method (`PLOUGH_SPAWN_METHOD` wins) and its backend.
     fn into_core(mut self) -> Result<plough_actor_core::Runtime> {
-        logging::init(self.log.as_deref());
+        logging::init(self.log.as_deref(), false);
         match SpawnMethod::from_env() {
             Ok(Some(m)) => {
                 if m != self.config.spawn_method {
