@@ -54,7 +54,6 @@ pub use plough_ipc_wire::Address;
 pub use plough_spawn_backends as backends;
 
 mod logging;
-pub mod ps;
 pub mod testing;
 
 /// Environment variable with the log filter (`tracing_subscriber` `EnvFilter` syntax).

@@ -54,7 +54,7 @@ fn sigusr1_to_the_root_dumps_every_actor_of_the_tree() {
     let addr: plough::Address = registry.parse().unwrap();
     let mut entries = Vec::new();
     wait_until(Duration::from_secs(10), "7 actors registered", || {
-        entries = rt.block_on(plough::ps::query(&addr)).unwrap_or_default();
+        entries = rt.block_on(plough_ps::query(&addr)).unwrap_or_default();
         entries.len() == 7
     });
 
@@ -92,7 +92,7 @@ fn sigusr1_to_the_root_dumps_every_actor_of_the_tree() {
         }
     }
     // The tree is still alive and well: SIGINT takes it down gracefully.
-    assert_eq!(rt.block_on(plough::ps::query(&addr)).unwrap().len(), 7);
+    assert_eq!(rt.block_on(plough_ps::query(&addr)).unwrap().len(), 7);
     app.signal(plough_fork_prims::Signal::INT).unwrap();
     let st = app.wait_blocking().unwrap();
     let mut err = String::new();
@@ -132,7 +132,7 @@ fn a_dump_mid_stream_names_the_blocked_contexts_and_loses_nothing() {
     let addr: plough::Address = registry.parse().unwrap();
     let mut entries = Vec::new();
     wait_until(Duration::from_secs(10), "3 actors registered", || {
-        entries = rt.block_on(plough::ps::query(&addr)).unwrap_or_default();
+        entries = rt.block_on(plough_ps::query(&addr)).unwrap_or_default();
         entries.len() == 3
     });
     let dumps = plough_fork_prims::marker::default_runtime_dir().join("dumps");

@@ -7,13 +7,15 @@ use std::time::Duration;
 const APP: &str = env!("CARGO_BIN_EXE_plough_app");
 const LIMIT: Duration = Duration::from_secs(30);
 
-/// The `plough` binary of this workspace build (next to this test's directory).
+/// The `plough` binary (package `plough-ps`) of this workspace build, next to this
+/// test's directory.
 fn plough_bin() -> std::path::PathBuf {
     let exe = std::env::current_exe().unwrap();
     let bin = exe.parent().and_then(|deps| deps.parent()).unwrap().join("plough");
     assert!(
         bin.exists(),
-        "{} is not built (cargo xtask test builds every workspace binary)",
+        "{} is not built: `cargo build -p plough-ps` (cargo xtask test builds every \
+         workspace binary)",
         bin.display()
     );
     bin
@@ -39,7 +41,7 @@ fn ps_lists_exactly_the_live_tree() {
             let _ = a.run::<_, u32>("pid", ()).await?;
             let deadline = std::time::Instant::now() + Duration::from_secs(10);
             let entries = loop {
-                let e = plough::ps::query(&registry).await?;
+                let e = plough_ps::query(&registry).await?;
                 if e.len() == 5 {
                     break e;
                 }
@@ -56,7 +58,7 @@ fn ps_lists_exactly_the_live_tree() {
             assert!(by_name("root").parent.is_none());
             assert_eq!(by_name("alpha").parent.as_ref().unwrap().name, "root");
             assert_eq!(by_name("sleeper0").parent.as_ref().unwrap().name, "beta");
-            let tree = plough::ps::render_tree(&entries, plough::ps::now_ms());
+            let tree = plough_ps::render_tree(&entries, plough_ps::now_ms());
             assert!(tree.contains("\n  alpha@") && tree.contains("\n    sleeper0@"), "{tree}");
 
             // The CLI says the same (run off the runtime thread: the root serves it).
@@ -83,7 +85,7 @@ fn ps_lists_exactly_the_live_tree() {
             // An actor that exits is no longer shown.
             assert!(a.cancel_actor().await);
             tokio::time::timeout(Duration::from_secs(5), a.closed()).await.expect("alpha exits");
-            let after = plough::ps::query(&registry).await?;
+            let after = plough_ps::query(&registry).await?;
             assert!(!names(&after).contains(&"alpha".to_owned()), "{:?}", names(&after));
             assert_eq!(after.len(), 4);
             sleepers.abort();

@@ -80,9 +80,9 @@ pub(crate) fn run(args: &TestArgs) -> Result<()> {
     let runtime_tests = runtime_test_targets(&root)?;
 
     // Some suites drive workspace programs that are not their own package's (the `plough`
-    // CLI, the `daemon` example): build every binary and example first, with the same
-    // profile the runner uses (`cargo test --workspace` builds examples too; this makes
-    // sure of it for every runner and test selection).
+    // CLI of `plough-ps`, the `daemon` example): build every binary and example first,
+    // with the same profile the runner uses (`cargo test --workspace` builds examples
+    // too; this makes sure of it for every runner and test selection).
     let status = Command::new(env!("CARGO"))
         .current_dir(&root)
         .args(["build", "--workspace", "--bins", "--examples"])

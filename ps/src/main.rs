@@ -26,7 +26,7 @@ enum Cmd {
 
 fn main() {
     let Cmd::Ps { registry, json } = Cli::parse().cmd;
-    let addr: plough::Address = match registry.parse() {
+    let addr: plough_ipc_wire::Address = match registry.parse() {
         Ok(a) => a,
         Err(e) => {
             eprintln!("plough ps: {e}");
@@ -37,16 +37,16 @@ fn main() {
         .enable_all()
         .build()
         .expect("a tokio runtime");
-    match rt.block_on(plough::ps::query(&addr)) {
+    match rt.block_on(plough_ps::query(&addr)) {
         Ok(entries) => {
-            let now = plough::ps::now_ms();
+            let now = plough_ps::now_ms();
             if json {
-                println!("{}", plough::ps::render_json(&entries, now));
+                println!("{}", plough_ps::render_json(&entries, now));
             } else {
-                print!("{}", plough::ps::render_tree(&entries, now));
+                print!("{}", plough_ps::render_tree(&entries, now));
             }
         }
-        Err(plough::ActorError::TransportClosed { detail, .. }) => {
+        Err(plough_actor_core::ActorError::TransportClosed { detail, .. }) => {
             eprintln!("plough ps: no plough registrar answers at {addr} ({detail})");
             std::process::exit(1);
         }

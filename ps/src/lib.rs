@@ -1,4 +1,10 @@
 //! `plough ps`: the live actors of a tree, as its registrar knows them.
+//!
+//! The library behind the `plough` command of this package (`plough ps [--registry ADDR]
+//! [--json]`): [`query`] a registrar without registering anything, then render the
+//! entries as a tree ([`render_tree`]) or as JSON ([`render_json`]). It lives apart from
+//! the `plough` facade so that a program using plough compiles no CLI parser or JSON
+//! writer.
 
 use plough_actor_core::ActorError;
 use plough_actor_core::{ActorEntry, list_registry};
