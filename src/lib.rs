@@ -41,6 +41,13 @@
 //! * An ask that cannot be honoured because the program's own subscriber is in use is
 //!   never dropped silently: the root emits one warning, through that subscriber, naming
 //!   the filter that is not applied.
+//!
+//! plough's subscriber is the default cargo feature `log` (it brings `tracing-subscriber`
+//! and the regex crates behind its `EnvFilter`). A program that always installs its own
+//! subscriber may turn it off (`default-features = false`): plough then never installs
+//! one, a child's log lines exist only through the program's subscriber (its errors still
+//! come home as typed errors), and an ask is answered with one warning that it is not
+//! applied (on stderr when no subscriber listens).
 
 pub use plough_actor_core as core;
 pub use plough_actor_core::{
@@ -100,7 +107,9 @@ impl Runtime {
     /// child actors install plough's with filter `warn` when they have none. If the program
     /// installed its own global subscriber, plough installs nothing and logs through it;
     /// this filter is then not applied, and the root says so in one warning (through the
-    /// program's subscriber). See [the crate docs](crate#logging).
+    /// program's subscriber). Without the default `log` feature plough has no subscriber of
+    /// its own: the filter is not applied, and one warning says so. See
+    /// [the crate docs](crate#logging).
     pub fn log(mut self, filter: impl Into<String>) -> Self {
         self.log = Some(filter.into());
         self

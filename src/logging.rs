@@ -5,6 +5,11 @@
 //! The global subscriber belongs to the program: if one is installed, plough installs
 //! nothing, its events flow into the program's subscriber, and an ask for plough's own
 //! (`PLOUGH_LOG`, [`crate::Runtime::log`]) is answered with one warning through it.
+//!
+//! plough's own subscriber is the default-on cargo feature `log` (`tracing-subscriber`
+//! with `fmt` and `env-filter`, which brings `regex-automata`). A program that always
+//! installs its own subscriber can turn it off (`default-features = false`); an ask is then
+//! answered with one warning that it is not applied (on stderr if nothing listens).
 
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -97,11 +102,28 @@ pub(crate) fn init(program: Option<&str>, is_child: bool) {
                  subscriber instead)"
             );
         }
+        #[cfg(not(feature = "log"))]
+        Installed::NotBuilt => {
+            if is_child || WARNED.swap(true, Ordering::Relaxed) {
+                return;
+            }
+            let msg = format!(
+                "plough was built without its `log` feature: {ask} is not applied (install a \
+                 tracing subscriber in the program, or enable plough's `log` feature)"
+            );
+            if tracing::dispatcher::get_default(|d| d.is::<tracing::subscriber::NoSubscriber>()) {
+                eprintln!("plough: {msg}");
+            } else {
+                tracing::warn!("{msg}");
+            }
+        }
     }
 }
 
 /// What [`install`] found.
 #[derive(Debug)]
+// Without `log`, `install` only ever answers `NotBuilt`.
+#[cfg_attr(not(feature = "log"), allow(dead_code))]
 enum Installed {
     /// plough's subscriber is installed now.
     Now,
@@ -109,12 +131,21 @@ enum Installed {
     Before(&'static str),
     /// A global subscriber that is not plough's is installed.
     ProgramOwn,
+    /// plough has no subscriber of its own (built without the `log` feature).
+    #[cfg(not(feature = "log"))]
+    NotBuilt,
+}
+
+#[cfg(not(feature = "log"))]
+fn install(_ask: &Ask<'_>) -> Installed {
+    Installed::NotBuilt
 }
 
 /// Installs plough's stderr subscriber with `ask`'s filter as the global default, unless
 /// a global subscriber is installed already. `set_global_default` is the one exact test
 /// of that (`tracing::dispatcher::has_been_set` is private API, and also true for a
 /// thread's scoped default).
+#[cfg(feature = "log")]
 fn install(ask: &Ask<'_>) -> Installed {
     /// The filter of plough's subscriber, once it is installed in this process. (No lock
     /// around the install: a lock held by another thread at a fork would stay held in
@@ -149,6 +180,7 @@ fn install(ask: &Ask<'_>) -> Installed {
     Installed::Now
 }
 
+#[cfg(feature = "log")]
 mod format {
     use std::fmt;
     use tracing::{Event, Subscriber};
