@@ -168,7 +168,7 @@ impl Runtime {
 
     /// The core runtime with the spawn method (`PLOUGH_SPAWN_METHOD` wins) and its backend.
     fn into_core(mut self) -> Result<plough_actor_core::Runtime> {
-        logging::init(self.log.as_deref(), false);
+        logging::init(self.log.as_deref(), started_as_child());
         match SpawnMethod::from_env() {
             Ok(Some(m)) => {
                 if m != self.config.spawn_method {
