@@ -131,6 +131,11 @@ pub(crate) fn reset_in_child() -> io::Result<()> {
             return Err(io::Error::last_os_error());
         }
     }
+    unblock_all()
+}
+
+/// An empty signal mask for the calling thread.
+pub(crate) fn unblock_all() -> io::Result<()> {
     let mut empty = MaybeUninit::<libc::sigset_t>::uninit();
     // SAFETY: sigemptyset initialises the set it is given.
     unsafe { libc::sigemptyset(empty.as_mut_ptr()) };

@@ -476,8 +476,11 @@ fn in_child(parent: rustix::process::Pid, payload: Vec<u8>, mut fds: Vec<OwnedFd
         let _ = writeln!(io::stderr(), "plough: zygote child prelude failed: {what}: {e}");
         crate::prelude::exit(crate::prelude::exit_code::PRELUDE_FAILED)
     };
-    if let Err(e) = crate::signals::reset_in_child() {
-        fail("resetting signals", e);
+    // The zygote installed no handler (it runs before `main`, where the program's
+    // dispositions are exec's defaults, or those of a constructor that ran before ours and
+    // belongs to this very image): only the mask needs to be clean.
+    if let Err(e) = crate::signals::unblock_all() {
+        fail("unblocking signals", e);
     }
     if let Err(e) = rustix::process::setpgid(None, None) {
         fail("setpgid(0, 0)", e.into());
