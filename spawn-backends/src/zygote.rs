@@ -13,6 +13,10 @@
 //! is started again at the next spawn (a spawn that finds it dead retries once with a new
 //! one); one that does not answer within [`Budgets::fork_reply`] is killed.
 //!
+//! A child starts with the zygote's working directory, environment and resource limits:
+//! this process's when the zygote started (its first spawn). A `chdir` or `set_var` of
+//! this process after that is not seen by later children (with `exec`, it is).
+//!
 //! [`Budgets::fork_reply`]: plough_actor_core::Budgets::fork_reply
 
 use crate::command::ChildCommand;
