@@ -229,3 +229,42 @@ fn a_registry_address_held_by_something_else_is_a_clear_error() {
     assert!(t.elapsed() < Duration::from_secs(5), "took {:?}", t.elapsed());
     server.join().unwrap();
 }
+
+/// Open fds of this process.
+fn own_fds() -> usize {
+    plough_fork_prims::list_open_fds().expect("list fds").len()
+}
+
+#[test]
+fn ten_thousand_lookups_reuse_one_connection_per_peer() {
+    with_root(runtime(APP), LIMIT, |root| async move {
+        let r2 = root.clone();
+        root.nursery(|n| async move {
+            let target = n.start_actor("target").await?;
+            let target_fds = || async {
+                Ok::<_, plough::ActorError>(
+                    target.run::<_, Vec<(i32, String)>>("fds", ()).await?.len(),
+                )
+            };
+            // The first lookup opens the one connection the others reuse.
+            let first = r2.wait_for_actor("target").await?;
+            assert_eq!(
+                first.run::<_, u32>("pid", ()).await?,
+                target.run::<_, u32>("pid", ()).await?
+            );
+            let (root_before, target_before) = (own_fds(), target_fds().await?);
+            for i in 0..10_000u32 {
+                let p = r2.find_actor("target").await?.expect("still registered");
+                if i % 1000 == 0 {
+                    p.run::<_, u32>("pid", ()).await?;
+                }
+            }
+            let (root_after, target_after) = (own_fds(), target_fds().await?);
+            assert_eq!(root_after, root_before, "the root's fds grew over 10,000 lookups");
+            assert_eq!(target_after, target_before, "the target's fds grew over 10,000 lookups");
+            Ok(())
+        })
+        .await
+    })
+    .unwrap();
+}

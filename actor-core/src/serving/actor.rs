@@ -61,6 +61,10 @@ struct ActorInner {
     /// Children being spawned, by uuid: their connection goes to whoever waits.
     pending_spawns: Mutex<HashMap<Uuid, oneshot::Sender<Channel>>>,
     channels: Mutex<Vec<Channel>>,
+    /// The connections this actor dialed with [`Actor::connect`], by address: reused by
+    /// every later `connect` to the same address while open (lookups and portals share
+    /// one multiplexed connection per peer instead of one each).
+    dialed: Mutex<HashMap<Address, Channel>>,
     registrar: RegistrarLink,
     /// The address every actor of the tree registers with.
     registry_addr: Address,
@@ -122,6 +126,7 @@ impl Actor {
                 addr,
                 pending_spawns: Mutex::new(HashMap::new()),
                 channels: Mutex::new(Vec::new()),
+                dialed: Mutex::new(HashMap::new()),
                 registrar: RegistrarLink::new(parts.registrar),
                 registry_addr: parts.registry_addr,
                 is_root: parts.is_root,
@@ -184,16 +189,35 @@ impl Actor {
         Portal::new(channel, self.inner.aid.clone(), self.inner.config.budgets.ladder.ack_timeout)
     }
 
-    /// Connects to another actor (by address) and returns a portal to it.
+    /// Connects to another actor (by address) and returns a portal to it. A connection
+    /// this actor already has open to that address is reused (calls are multiplexed over
+    /// it), so a program that looks actors up again and again holds one connection per
+    /// peer, not one per lookup.
     ///
     /// # Errors
     ///
     /// `TransportClosed` when the address does not answer or the handshake fails.
     pub async fn connect(&self, addr: &Address) -> Result<Portal, ActorError> {
+        let open = self.inner.dialed.locked().get(addr).filter(|c| !c.is_closed()).cloned();
+        if let Some(channel) = open {
+            return Ok(self.portal(channel));
+        }
         let est = handshake::connect(addr, &self.hello(), &self.handshake_config()).await.map_err(
             |e| ActorError::TransportClosed { peer: addr.to_string(), detail: e.to_string() },
         )?;
-        Ok(self.portal(self.attach(est, true)))
+        let channel = self.attach(est, true);
+        let mut dialed = self.inner.dialed.locked();
+        dialed.retain(|_, c| !c.is_closed());
+        dialed.insert(addr.clone(), channel.clone());
+        drop(dialed);
+        Ok(self.portal(channel))
+    }
+
+    /// Closes the connection dialed to `addr`, if any (another actor answers there now).
+    pub(crate) fn hang_up(&self, addr: &Address) {
+        if let Some(channel) = self.inner.dialed.locked().remove(addr) {
+            channel.shutdown();
+        }
     }
 
     /// This actor's identity.

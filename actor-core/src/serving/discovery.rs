@@ -70,10 +70,11 @@ impl Actor {
     /// Connects to a registry entry; a stale one (nothing answers, or another actor
     /// answers there now) is removed from the registrar.
     async fn connect_entry(&self, entry: &ActorEntry) -> Result<Option<Portal>, ActorError> {
-        match self.connect(&entry.address()?).await {
+        let addr = entry.address()?;
+        match self.connect(&addr).await {
             Ok(p) if p.aid().uuid == entry.aid.uuid => Ok(Some(p)),
-            Ok(p) => {
-                p.channel().shutdown();
+            Ok(_) => {
+                self.hang_up(&addr);
                 self.forget_entry(entry).await;
                 Ok(None)
             }
