@@ -87,6 +87,11 @@ fn serve(rx: mpsc::Receiver<Request>, in_flight: &std::sync::atomic::AtomicUsize
             Request::Call(f) => f(),
         }
         in_flight.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+        // The fork locks were just released: let a thread that waits for one of them (the
+        // runtime's, for its task table) run before the next fork takes them again — in a
+        // burst of forks it would otherwise starve, and with it every child waiting for it
+        // to answer.
+        std::thread::yield_now();
     }
 }
 

@@ -51,9 +51,16 @@ impl LadderConfig {
 pub struct Budgets {
     /// The cancellation ladder.
     pub ladder: LadderConfig,
-    /// How long a spawned child has to connect back before it is killed and reaped and
-    /// the spawn fails with `ConnectTimeout` (10 s).
+    /// How long a spawned child may go without progress before it has connected back
+    /// (10 s): then it is killed and reaped and the spawn fails with `ConnectTimeout`.
+    /// Progress is the child using CPU, or another child of the same actor connecting
+    /// back meanwhile (under load the parent completes boots in turn: a child that waits
+    /// for its turn is not stuck). Bounded by [`Budgets::connect_cap`] in all.
     pub connect: Duration,
+    /// The longest a spawned child may take to connect back, progress or not (60 s).
+    /// Also what a child allows its parent to answer its connection, since the parent
+    /// decides when a boot took too long.
+    pub connect_cap: Duration,
     /// The deadline of each connection handshake, and of a child's wait for its spawn
     /// spec (10 s).
     pub handshake: Duration,
@@ -102,6 +109,7 @@ impl Default for Budgets {
         Budgets {
             ladder: LadderConfig::default(),
             connect: Duration::from_secs(10),
+            connect_cap: Duration::from_secs(60),
             handshake: Duration::from_secs(10),
             registrar_probe: Duration::from_secs(2),
             shutdown_slack: Duration::from_millis(500),

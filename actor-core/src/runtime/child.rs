@@ -109,13 +109,16 @@ async fn child(
     let aid = Aid { name: boot.name.clone(), uuid: boot.uuid, pid: std::process::id() };
     let hello = Hello { aid: aid.clone(), tree_proof: Default::default() };
     let hs = HandshakeConfig::default().with_deadline(config.budgets.handshake);
+    // The parent decides when a boot takes too long (it kills us then); until its cap, a
+    // busy parent that answers late is waited for.
+    let to_parent = HandshakeConfig::default().with_deadline(config.budgets.connect_cap);
     // Start connecting to the parent: the connection and our hello go out. While the
     // parent accepts and answers: our own listener (same transport as the parent's) and
     // our actor marker, which need nothing from it. From the marker on `plough-reap`
     // recognises this process; it exists before we answer anything (a handler that blocks
     // our only thread cannot keep it from being written), and it is removed however boot
     // ends.
-    let mut connecting = std::pin::pin!(handshake::connect(&boot.parent_addr, &hello, &hs));
+    let mut connecting = std::pin::pin!(handshake::connect(&boot.parent_addr, &hello, &to_parent));
     let mut early = futures::poll!(connecting.as_mut());
     if early.is_pending() {
         // A TCP connect is still in progress (on loopback, complete as soon as the reactor

@@ -60,6 +60,9 @@ struct ActorInner {
     addr: Address,
     /// Children being spawned, by uuid: their connection goes to whoever waits.
     pending_spawns: Mutex<HashMap<Uuid, oneshot::Sender<Channel>>>,
+    /// How many spawned children have connected back so far: booting children measure
+    /// this actor's boot progress with it.
+    boots_done: std::sync::atomic::AtomicU64,
     channels: Mutex<Vec<Channel>>,
     /// The connections this actor dialed with [`Actor::connect`], by address: reused by
     /// every later `connect` to the same address while open (lookups and portals share
@@ -127,6 +130,7 @@ impl Actor {
                 pending_spawns: Mutex::new(HashMap::new()),
                 channels: Mutex::new(Vec::new()),
                 dialed: Mutex::new(HashMap::new()),
+                boots_done: std::sync::atomic::AtomicU64::new(0),
                 registrar: RegistrarLink::new(parts.registrar),
                 registry_addr: parts.registry_addr,
                 is_root: parts.is_root,
@@ -166,6 +170,7 @@ impl Actor {
         let waiting = self.inner.pending_spawns.locked().remove(&uuid);
         let channel = self.attach(est, false);
         if let Some(tx) = waiting {
+            self.inner.boots_done.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let _ = tx.send(channel);
         }
     }
@@ -175,6 +180,11 @@ impl Actor {
         let channel = Channel::start(est, dialer, Arc::new(self.clone()));
         self.inner.channels.locked().push(channel.clone());
         channel
+    }
+
+    /// How many spawned children have connected back to this actor so far.
+    pub(crate) fn boots_done(&self) -> u64 {
+        self.inner.boots_done.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Waits for the child `uuid` (about to be spawned) to connect back.

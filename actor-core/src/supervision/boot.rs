@@ -105,17 +105,30 @@ impl Nursery {
         let process = spawned?;
         let mut booting = Booting { inner: &self.inner, process: Some(process), uuid };
         let process = booting.process.as_ref().expect("set above");
-        let timeout = budgets.connect;
-        let channel = tokio::select! {
-            ch = pending.connected() => ch,
-            st = process.wait() => {
-                let status = st.map(|s| s.to_string()).unwrap_or_else(|e| format!("unknown ({e})"));
-                booting.reaped();
-                let stderr = boot_tail(pump, budgets.boot_stderr).await;
-                return Err(SpawnError::DiedDuringBoot { name: name.to_owned(), status, stderr }.into());
+        let started = tokio::time::Instant::now();
+        let mut progress = BootProgress::now(actor, process.pid());
+        let channel = loop {
+            let window = budgets.connect.min(budgets.connect_cap.saturating_sub(started.elapsed()));
+            tokio::select! {
+                ch = pending.connected() => break ch,
+                st = process.wait() => {
+                    let status = st.map(|s| s.to_string()).unwrap_or_else(|e| format!("unknown ({e})"));
+                    booting.reaped();
+                    let stderr = boot_tail(pump, budgets.boot_stderr).await;
+                    return Err(SpawnError::DiedDuringBoot { name: name.to_owned(), status, stderr }.into());
+                }
+                () = tokio::time::sleep(window) => {
+                    let now = BootProgress::now(actor, process.pid());
+                    let moved = now.moved_since(&progress);
+                    progress = now;
+                    if !moved || started.elapsed() >= budgets.connect_cap {
+                        break None;
+                    }
+                    tracing::debug!(child = name, waited = ?started.elapsed(), "still booting, making progress: waiting on");
+                }
             }
-            () = tokio::time::sleep(timeout) => None,
         };
+        let timeout = started.elapsed();
         let Some(channel) = channel else {
             let _ = process.kill_group(Signal::KILL);
             let _ = process.kill();
@@ -175,5 +188,30 @@ impl Nursery {
         children.push(Arc::clone(&child));
         drop(children);
         Ok(child)
+    }
+}
+
+/// What counts as a booting child's progress (see [`Budgets::connect`]): its own CPU
+/// time, and its parent completing other children's boots.
+///
+/// [`Budgets::connect`]: crate::Budgets::connect
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct BootProgress {
+    cpu_ticks: Option<u64>,
+    boots_done: u64,
+}
+
+impl BootProgress {
+    fn now(actor: &crate::serving::actor::Actor, pid: u32) -> BootProgress {
+        let cpu_ticks = procfs::process::Process::new(pid as i32)
+            .and_then(|p| p.stat())
+            .ok()
+            .map(|s| s.utime + s.stime);
+        BootProgress { cpu_ticks, boots_done: actor.boots_done() }
+    }
+
+    fn moved_since(&self, before: &BootProgress) -> bool {
+        self.boots_done > before.boots_done
+            || matches!((self.cpu_ticks, before.cpu_ticks), (Some(now), Some(then)) if now > then)
     }
 }
