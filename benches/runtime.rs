@@ -24,6 +24,9 @@
 //! * the parent's cost of re-touching a 256 MiB heap after 100 spawns (zygote;
 //!   forkserver), next to the same re-touch after none;
 //! * root + 16 actors + one RPC each + teardown (every child reaped);
+//! * 1,000 actors started at once in one nursery + one call each + teardown, per backend
+//!   (the total, and each actor's spawn → booted: p50/p99), and the USS / PSS of an idle
+//!   actor (`/proc/<pid>/smaps_rollup`);
 //! * RPC round trip of a trivial function over UDS vs a raw UDS ping-pong between two
 //!   processes (one byte each way);
 //! * stream throughput child → parent, 64-byte messages with backpressure (default and
@@ -325,6 +328,64 @@ fn tree16(method: SpawnMethod, n: usize) -> Vec<f64> {
         .expect("tree bench")
 }
 
+/// 1,000 actors started at once in one nursery, one call each, then the nursery's exit
+/// (every child reaped): (total ms, each actor's spawn → booted ms).
+fn fan_out_1000(method: SpawnMethod) -> (f64, Vec<f64>) {
+    runtime(method, true)
+        .run(|root| async move {
+            let t = Instant::now();
+            let boots = root
+                .nursery(|nursery| async move {
+                    let spawns = (0..1000).map(|i| {
+                        let nursery = nursery.clone();
+                        async move {
+                            let s = Instant::now();
+                            let p = nursery.start_actor(&format!("f{i}")).await?;
+                            let booted = s.elapsed().as_secs_f64() * 1e3;
+                            p.run::<_, u64>("ping", i as u64).await?;
+                            Ok::<f64, plough::ActorError>(booted)
+                        }
+                    });
+                    futures::future::try_join_all(spawns).await
+                })
+                .await?;
+            Ok((t.elapsed().as_secs_f64() * 1e3, boots))
+        })
+        .expect("fan-out bench")
+}
+
+/// USS and PSS (KiB) of each of `n` idle actors, from `/proc/<pid>/smaps_rollup`.
+fn idle_actor_memory(method: SpawnMethod, n: usize) -> (Vec<f64>, Vec<f64>) {
+    runtime(method, true)
+        .run(|root| async move {
+            root.nursery(|nursery| async move {
+                let mut pids = Vec::new();
+                for i in 0..n {
+                    let p = nursery.start_actor(&format!("idle{i}")).await?;
+                    p.run::<_, u64>("ping", 0).await?;
+                    pids.push(p.aid().pid);
+                }
+                let (mut uss, mut pss) = (Vec::new(), Vec::new());
+                for pid in pids {
+                    let text = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))
+                        .expect("smaps_rollup");
+                    let field = |name: &str| -> f64 {
+                        text.lines()
+                            .find_map(|l| l.strip_prefix(name))
+                            .and_then(|v| v.split_whitespace().next())
+                            .and_then(|v| v.parse().ok())
+                            .unwrap_or(0.0)
+                    };
+                    uss.push(field("Private_Clean:") + field("Private_Dirty:"));
+                    pss.push(field("Pss:"));
+                }
+                Ok((uss, pss))
+            })
+            .await
+        })
+        .expect("memory bench")
+}
+
 /// The parent's cost of writing every page of a 256 MiB heap again after 100 spawns (each
 /// spawn + one RPC + teardown, 10 at a time), next to the same re-touch after none:
 /// `rounds` samples of each, alternating. A fork from this process write-protects every
@@ -544,6 +605,26 @@ fn main() {
             Stat::new(&format!("{method}: re-touch 256 MiB after 100 spawns"), "ms", after),
             Some(Stat::new("floor: re-touch 256 MiB, no spawns", "ms", none)),
         ));
+    }
+    for method in [SpawnMethod::Zygote, SpawnMethod::Exec, SpawnMethod::MainThreadForkserver] {
+        let t = Instant::now();
+        let (total, boots) = fan_out_1000(method);
+        rows.push((
+            Stat::new(
+                &format!("{method}: 1,000 actors at once + 1 call, total"),
+                "ms",
+                vec![total],
+            ),
+            None,
+        ));
+        rows.push((
+            Stat::new(&format!("{method}: 1,000 at once, each spawn -> booted"), "ms", boots),
+            None,
+        ));
+        let (uss, pss) = idle_actor_memory(method, 20);
+        rows.push((Stat::new(&format!("{method}: idle actor USS"), "KiB", uss), None));
+        rows.push((Stat::new(&format!("{method}: idle actor PSS"), "KiB", pss), None));
+        eprintln!("1,000-actor fan-out and memory, {method}: {:.1} s", t.elapsed().as_secs_f64());
     }
     rows.push((
         Stat::new(
