@@ -148,3 +148,16 @@ fn forked_children_boot_while_another_thread_is_inside_set_var() {
     hammer.join().unwrap();
     assert_eq!(booted, 100);
 }
+
+#[tokio::test]
+async fn the_blocking_run_inside_a_tokio_runtime_is_a_misuse_that_names_run_async() {
+    let err = plough::Runtime::new(registry())
+        .configure(|c| c.registry_addr = "tcp://127.0.0.1:0".parse().expect("an address"))
+        .run(|_root| async { Ok(()) })
+        .unwrap_err();
+    assert!(
+        matches!(err, plough::ActorError::Misuse(plough::Misuse::InsideTokioRuntime)),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("run_async"), "{err}");
+}

@@ -139,8 +139,10 @@ impl Runtime {
         Fut: Future<Output = Result<T, ActorError>>,
     {
         let _running = Running::claim()?;
-        let this = self.become_child_if_started_as_one(false)?;
-        if tokio::runtime::Handle::try_current().is_ok() {
+        // A child becomes itself even here (on a thread of its own); a root cannot.
+        let inside_a_runtime = tokio::runtime::Handle::try_current().is_ok();
+        let this = self.become_child_if_started_as_one(inside_a_runtime)?;
+        if inside_a_runtime {
             return Err(Misuse::InsideTokioRuntime.into());
         }
         let rt = tokio::runtime::Builder::new_current_thread()
