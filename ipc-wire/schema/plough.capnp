@@ -19,7 +19,12 @@
 #  4. Defaults are part of the wire format: never change one.
 #  5. A field that is "optional" is a struct pointer (absent = null, test with `has*`)
 #     or a union with a `none` member; do not use sentinel values.
-#  6. After an edit run `cargo xtask codegen` and commit the regenerated
+#  6. A new `Msg` member that belongs to a call is a struct whose first field is
+#     `cid @0 :UInt64` (as in every call-bearing member today): an old peer that cannot
+#     read the member still finds the call id in the first data word of the struct the
+#     union points at, and answers (or fails) that one call with a `badMessage` error
+#     instead of leaving it unanswered.
+#  7. After an edit run `cargo xtask codegen` and commit the regenerated
 #     `src/generated/`; CI runs `cargo xtask codegen --check`.
 
 @0x9ac4b605bfc446ca;
@@ -128,6 +133,9 @@ enum ErrorKind {
   setup @18;           # an actor's runtime could not be set up
   unknown @19;         # a kind the sender could not name more precisely
   protocol @20;        # a peer broke the protocol (a message that cannot come where it came)
+  badMessage @21;      # a message of the call could not be read (unknown variant or enum value,
+                       # a malformed field, a decode limit hit): that call fails, nothing else
+  tooManyCalls @22;    # the callee already serves its cap of calls from this connection
 }
 
 struct Error {

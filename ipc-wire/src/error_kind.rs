@@ -67,11 +67,19 @@ pub enum ErrorKind {
     /// A peer broke the protocol: a message arrived where it cannot come (e.g. something
     /// other than a spawn spec first, or a result of the wrong kind).
     Protocol,
+    /// A message of the call could not be read: a member of the `Msg` union or an enum
+    /// value this build does not know (a newer peer's), a malformed field, or a decode
+    /// limit hit. That call fails; the connection and every other call carry on.
+    BadMessage,
+    /// The callee already serves as many calls from this connection as its cap allows
+    /// (`Budgets::max_calls_in_flight` in plough): the call was refused, not queued. Retry
+    /// once some of the caller's other calls have finished.
+    TooManyCalls,
 }
 
 impl ErrorKind {
     /// Every kind, in schema order (`ALL[i]` is ordinal `i` on the wire).
-    pub const ALL: [ErrorKind; 21] = [
+    pub const ALL: [ErrorKind; 23] = [
         ErrorKind::User,
         ErrorKind::Cancelled,
         ErrorKind::StreamOverrun,
@@ -93,6 +101,8 @@ impl ErrorKind {
         ErrorKind::Setup,
         ErrorKind::Unknown,
         ErrorKind::Protocol,
+        ErrorKind::BadMessage,
+        ErrorKind::TooManyCalls,
     ];
 
     /// The type name that goes with a runtime kind, e.g. `"ContextCancelled"` for
@@ -121,6 +131,8 @@ impl ErrorKind {
             ErrorKind::Setup => "SetupError",
             ErrorKind::Unknown => "Unknown",
             ErrorKind::Protocol => "ProtocolError",
+            ErrorKind::BadMessage => "BadMessage",
+            ErrorKind::TooManyCalls => "TooManyCalls",
         }
     }
 
@@ -149,6 +161,8 @@ impl ErrorKind {
             Ok(S::Misuse) => ErrorKind::Misuse,
             Ok(S::Setup) => ErrorKind::Setup,
             Ok(S::Protocol) => ErrorKind::Protocol,
+            Ok(S::BadMessage) => ErrorKind::BadMessage,
+            Ok(S::TooManyCalls) => ErrorKind::TooManyCalls,
             Ok(S::Unknown) | Err(capnp::NotInSchema(_)) => ErrorKind::Unknown,
         }
     }
@@ -179,6 +193,8 @@ impl From<ErrorKind> for schema::ErrorKind {
             ErrorKind::Setup => S::Setup,
             ErrorKind::Unknown => S::Unknown,
             ErrorKind::Protocol => S::Protocol,
+            ErrorKind::BadMessage => S::BadMessage,
+            ErrorKind::TooManyCalls => S::TooManyCalls,
         }
     }
 }
@@ -194,14 +210,14 @@ mod tests {
             assert_eq!(u16::from(schema::ErrorKind::from(k)), i as u16, "{k:?}");
             assert_eq!(ErrorKind::from_wire(schema::ErrorKind::try_from(i as u16)), k);
         }
-        assert_eq!(ErrorKind::ALL.into_iter().collect::<HashSet<_>>().len(), 21);
+        assert_eq!(ErrorKind::ALL.into_iter().collect::<HashSet<_>>().len(), 23);
         // No ordinal past the last kind in the schema: ALL covers every enumerant.
         assert!(schema::ErrorKind::try_from(ErrorKind::ALL.len() as u16).is_err());
     }
 
     #[test]
     fn unknown_values_read_as_unknown() {
-        for raw in [21, 22, 255, u16::MAX] {
+        for raw in [23, 24, 255, u16::MAX] {
             assert_eq!(ErrorKind::from_wire(Err(capnp::NotInSchema(raw))), ErrorKind::Unknown);
         }
     }
@@ -230,6 +246,8 @@ mod tests {
             (ErrorKind::Setup, "SetupError"),
             (ErrorKind::Unknown, "Unknown"),
             (ErrorKind::Protocol, "ProtocolError"),
+            (ErrorKind::BadMessage, "BadMessage"),
+            (ErrorKind::TooManyCalls, "TooManyCalls"),
         ];
         assert_eq!(expected.map(|(k, _)| k), ErrorKind::ALL);
         for (k, name) in expected {

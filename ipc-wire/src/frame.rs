@@ -158,9 +158,131 @@ impl Frame {
         Ok(MsgView { kind, cid, payload })
     }
 
+    /// The call this frame belongs to, found even when the frame does not decode.
+    ///
+    /// Only fixed-size fields are read (a call id lives in the first data word of every
+    /// call-bearing member), so a message whose text, payload pointer or enum field is bad
+    /// still names its call, and its sender can be answered with an error for that call
+    /// instead of waiting forever. A member of the `Msg` union that this build does not know
+    /// is read by the schema's evolution rule 6: a new member that belongs to a call is a
+    /// struct whose field `cid @0 :UInt64` is its first data word. `None` for a message that
+    /// belongs to no call (`Hello`, `SpawnSpec`, an actor-level `Error`), an unknown member
+    /// that is not a struct with a non-zero first data word, or an unreadable root.
+    pub fn call_id(&self) -> Option<Cid> {
+        use capnp::traits::IntoInternalStructReader;
+        use schema::msg::Which as W;
+        let root = self.root().ok()?;
+        match root.which() {
+            Ok(W::Hello(_) | W::SpawnSpec(_)) => None,
+            Ok(W::Start(s)) => s.ok().map(|s| s.get_cid()),
+            Ok(W::StartAck(a)) => a.ok().map(|a| a.get_cid()),
+            Ok(W::Started(p) | W::Yield(p) | W::Return(p)) => p.ok().map(|p| p.get_cid()),
+            Ok(W::Stop(cid)) => Some(cid),
+            Ok(W::CancelAck(a)) => a.ok().map(|a| a.get_cid()),
+            Ok(W::Error(e)) => match e.ok()?.get_cid().which() {
+                Ok(schema::error::cid::Which::Id(id)) => Some(id),
+                _ => None,
+            },
+            Err(capnp::NotInSchema(_)) => {
+                // Every pointer member of the union shares the struct's pointer 0.
+                let member = root.into_internal_struct_reader().get_pointer_field(0);
+                if member.is_null() {
+                    return None;
+                }
+                // Its first data word; a struct without one reads as 0, which is no call
+                // anyone waits on (cids start at 1 and 2).
+                let cid = member.get_struct(None).ok()?.get_data_field::<u64>(0);
+                (cid != 0).then_some(cid)
+            }
+        }
+    }
+
     /// Turns payload bytes borrowed from this frame (e.g. [`MsgView::payload`]) into an owned
     /// [`Payload`] that shares the frame's buffer, without copying.
     pub fn share_payload(&self, borrowed: &[u8]) -> Payload {
         msg::share(self.bytes(), borrowed).into()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::FrameCodec;
+    use bytes::BytesMut;
+    use tokio_util::codec::Decoder;
+
+    /// Frames a message built by hand with the generated builder.
+    fn frame_of(build: impl FnOnce(schema::msg::Builder<'_>)) -> Frame {
+        let mut b = capnp::message::Builder::new_default();
+        build(b.init_root());
+        let mut buf = BytesMut::from(&capnp::serialize::write_message_to_words(&b)[..]);
+        FrameCodec::default().decode(&mut buf).unwrap().unwrap()
+    }
+
+    /// A `Start` of call `cid` whose `kind` field holds `raw_kind`, known or not.
+    pub(crate) fn start_with_kind(cid: u64, raw_kind: u16) -> Frame {
+        let f = frame_of(|m| {
+            let mut s = m.init_start();
+            s.set_cid(cid);
+            s.set_function("echo");
+            s.reborrow().init_caller().set_uuid(&[1; 16]);
+        });
+        // `kind` is the u16 right after the cid (data offset 4 in u16s, as the generated
+        // `set_kind` writes it): find the cid's word and patch the next one.
+        let mut bytes = f.bytes().to_vec();
+        let at =
+            bytes.chunks_exact(8).position(|w| w == cid.to_le_bytes()).expect("the cid's word") * 8;
+        bytes[at + 8..at + 10].copy_from_slice(&raw_kind.to_le_bytes());
+        let mut buf = BytesMut::from(&bytes[..]);
+        FrameCodec::default().decode(&mut buf).unwrap().unwrap()
+    }
+
+    #[test]
+    fn a_start_with_an_unknown_kind_fails_to_decode_but_names_its_call() {
+        let f = start_with_kind(41, 9);
+        assert_eq!(
+            f.decode(),
+            Err(MsgError::UnknownEnumValue { kind: MsgKind::Start, field: "kind", value: 9 })
+        );
+        assert_eq!(f.call_id(), Some(41));
+        assert_eq!(start_with_kind(43, 2).call_id(), Some(43), "a known kind too");
+    }
+
+    #[test]
+    fn a_malformed_field_still_names_its_call() {
+        let f = frame_of(|m| {
+            let mut p = m.init_return();
+            p.set_cid(17);
+            p.set_payload(&[1, 2, 3]);
+        });
+        // Point the payload past the segment's end: the pointer is out of bounds.
+        let mut bytes = f.bytes().to_vec();
+        let n = bytes.len();
+        bytes[n - 16..n - 8].copy_from_slice(&0x0000_00ff_0000_0001u64.to_le_bytes());
+        let mut buf = BytesMut::from(&bytes[..]);
+        let bad = FrameCodec::default().decode(&mut buf).unwrap().unwrap();
+        assert!(bad.decode().is_err(), "the payload pointer is out of bounds");
+        assert_eq!(bad.call_id(), Some(17));
+    }
+
+    #[test]
+    fn an_unknown_member_names_its_call_by_schema_rule_6() {
+        // A member of a newer schema: discriminant 200, a struct with `cid @0` at pointer 0.
+        let f = frame_of(|m| m.init_start_ack().set_cid(99));
+        let mut bytes = f.bytes().to_vec();
+        // Root struct: word 0 is the root pointer, word 1 the data word with the
+        // discriminant in its low 16 bits.
+        bytes[8 + 8..8 + 10].copy_from_slice(&200u16.to_le_bytes());
+        let mut buf = BytesMut::from(&bytes[..]);
+        let f = FrameCodec::default().decode(&mut buf).unwrap().unwrap();
+        assert_eq!(f.decode(), Err(MsgError::UnknownVariant { discriminant: 200 }));
+        assert_eq!(f.call_id(), Some(99));
+        // A member that is not a struct with a cid names no call.
+        let none = frame_of(|m| {
+            m.init_hello();
+        });
+        assert_eq!(none.call_id(), None);
+        let actor_level = frame_of(|m| m.init_error().get_cid().set_none(()));
+        assert_eq!(actor_level.call_id(), None);
     }
 }
