@@ -1,8 +1,10 @@
-//! Every timeout and grace period of the runtime, in one place.
+//! Every timeout and grace period of the runtime, and the per-peer cap on calls, in one
+//! place.
 //!
 //! The promise "cancellation is bounded" is only as good as the budgets behind it, so each
 //! of them is a named field here with its default and what it bounds; no other file of
-//! the crate writes a duration literal. [`LadderConfig::total`] is the longest one child
+//! the crate writes a duration literal. The bounds on a single frame (its size, the work
+//! and memory of decoding it) are ipc-wire's `Limits`. [`LadderConfig::total`] is the longest one child
 //! takes to go down the cancellation ladder; [`Budgets::tree_teardown`] the bound for a
 //! tree of a given depth.
 
@@ -102,6 +104,14 @@ pub struct Budgets {
     /// request before it is taken for hung, killed and restarted (5 s; a fork of its small
     /// process takes well under a millisecond).
     pub fork_reply: Duration,
+    /// How many calls one peer connection may have this actor serve at once (1024): from a
+    /// call's `Start` until its final answer (`Return`, `Error` or `CancelAck`) is queued.
+    /// A `Start` beyond it is not served and not queued: it is answered at once with an
+    /// error of kind [`ErrorKind::TooManyCalls`](plough_ipc_wire::ErrorKind::TooManyCalls)
+    /// for that call, so a peer flooding calls costs one small reply each, not a task and
+    /// its state. Calls from other connections are not affected. Stream credit and other
+    /// messages of calls already running are never refused.
+    pub max_calls_in_flight: usize,
 }
 
 impl Default for Budgets {
@@ -121,11 +131,16 @@ impl Default for Budgets {
             reaper_drain: Duration::from_secs(3),
             cleanup: Duration::from_millis(1500),
             fork_reply: Duration::from_secs(5),
+            max_calls_in_flight: Budgets::DEFAULT_MAX_CALLS_IN_FLIGHT,
         }
     }
 }
 
 impl Budgets {
+    /// The default of [`Budgets::max_calls_in_flight`]: 1024 calls served at once per peer
+    /// connection.
+    pub const DEFAULT_MAX_CALLS_IN_FLIGHT: usize = 1024;
+
     /// The cleanup budget of a cancelled plain function that declares none of its own
     /// ([`Registry::cleanup`](crate::Registry::cleanup)): zero, it is dropped at once and
     /// answered as cancelled. A plain function learns of a cancel only by selecting on

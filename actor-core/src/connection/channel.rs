@@ -18,17 +18,35 @@
 //! Credit grants travel as the reserved function `plough.credit` and are handled here,
 //! before the actor sees them.
 //!
-//! A message that fails to decode (an unknown variant from a newer peer) is logged and
-//! skipped: the next frame still arrives. A framing error or EOF ends the connection:
-//! every call in flight sees its mailbox close and reports `TransportClosed`.
+//! A message that fails to decode (an unknown variant or enum value from a newer peer, a
+//! malformed field, a decode limit hit) fails only the call it belongs to, with an error
+//! of kind [`ErrorKind::BadMessage`]: the call id is read from the frame's fixed-size
+//! fields ([`Frame::call_id`](plough_ipc_wire::Frame::call_id)), the local side of that
+//! call (a call we made, a context of either side) gets the error in its mailbox, and when
+//! the call is one the peer made (a `Start` we could not read, a message of a context it
+//! opened) the peer is answered with the same error, so nobody waits forever. A message
+//! that names no call is logged and skipped. Either way the next frame still arrives. A
+//! framing error or EOF ends the connection: every call in flight sees its mailbox close
+//! and reports `TransportClosed`.
+//!
+//! The calls a peer has us serve at once are capped
+//! ([`Budgets::max_calls_in_flight`](crate::Budgets::max_calls_in_flight)): a call is in
+//! flight from its `Start` until its final answer (`Return`, `Error` or `CancelAck` for its
+//! cid) is queued, and a `Start` over the cap is answered at once with an
+//! [`ErrorKind::TooManyCalls`] error instead of being served. Such answers, like the
+//! `BadMessage` ones, are queued by the reader task itself, waiting when the writer's queue
+//! is full: a peer that floods us without reading our answers stalls its own connection,
+//! and costs no memory beyond the queue.
 
 use super::{Conversation, Serve};
-use crate::base::error::ActorError;
+use crate::base::budgets::Budgets;
+use crate::base::error::{ActorError, RemoteActorError};
 use crate::base::names::CREDIT;
 use crate::base::sync::LockExt;
 use futures::{SinkExt, StreamExt};
+use plough_ipc_wire::MsgError;
 use plough_ipc_wire::handshake::Established;
-use plough_ipc_wire::msg::{Aid, Cid, Msg};
+use plough_ipc_wire::msg::{Aid, Cid, ErrorKind, Msg};
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -44,9 +62,19 @@ pub(crate) struct Channel {
 
 struct Inner {
     peer: Aid,
+    /// Who we are: the source of the errors this layer raises for a peer's call.
+    me: Aid,
+    /// Whether we dialed (our cids are odd) or accepted (even).
+    dialer: bool,
     tx: mpsc::Sender<Msg>,
     calls: Mutex<HashMap<Cid, Route>>,
     served: Mutex<HashMap<Cid, CancellationToken>>,
+    /// The peer's calls we serve and have not answered yet: cid → how many `Start`s with
+    /// it are open (a well-behaved peer never reuses a cid; a count keeps a hostile or
+    /// buggy one from getting calls uncounted).
+    in_flight: Mutex<InFlight>,
+    /// [`Budgets::max_calls_in_flight`].
+    max_in_flight: usize,
     next_cid: AtomicU64,
     /// Cancelled when the connection is gone (either direction).
     closed: CancellationToken,
@@ -63,6 +91,36 @@ impl fmt::Debug for Channel {
             .field("peer", &self.inner.peer.to_string())
             .field("closed", &self.inner.closed.is_cancelled())
             .finish()
+    }
+}
+
+/// The peer's calls we serve, counted against [`Budgets::max_calls_in_flight`].
+#[derive(Default)]
+struct InFlight {
+    by_cid: HashMap<Cid, u32>,
+    total: usize,
+}
+
+impl InFlight {
+    /// Counts a new call, unless `cap` calls are open already.
+    fn admit(&mut self, cid: Cid, cap: usize) -> bool {
+        if self.total >= cap {
+            return false;
+        }
+        *self.by_cid.entry(cid).or_default() += 1;
+        self.total += 1;
+        true
+    }
+
+    /// The call `cid` was answered (finally).
+    fn finish(&mut self, cid: Cid) {
+        if let std::collections::hash_map::Entry::Occupied(mut e) = self.by_cid.entry(cid) {
+            *e.get_mut() -= 1;
+            if *e.get() == 0 {
+                e.remove();
+            }
+            self.total -= 1;
+        }
     }
 }
 
@@ -104,14 +162,25 @@ impl Drop for CallRx {
 
 impl Channel {
     /// Starts the reader and writer tasks of an established connection. `dialer`: whether
-    /// we opened the connection (odd cids) or accepted it (even cids).
-    pub(crate) fn start(est: Established, dialer: bool, server: Arc<dyn Serve>) -> Channel {
+    /// we opened the connection (odd cids) or accepted it (even cids); `me`: who we are;
+    /// `budgets`: its [`Budgets::max_calls_in_flight`] caps the calls the peer has us serve.
+    pub(crate) fn start(
+        est: Established,
+        dialer: bool,
+        me: Aid,
+        budgets: &Budgets,
+        server: Arc<dyn Serve>,
+    ) -> Channel {
         let (tx, mut rx) = mpsc::channel::<Msg>(256);
         let inner = Arc::new(Inner {
             peer: est.peer.aid.clone(),
+            me,
+            dialer,
             tx,
             calls: Mutex::new(HashMap::new()),
             served: Mutex::new(HashMap::new()),
+            in_flight: Mutex::new(InFlight::default()),
+            max_in_flight: budgets.max_calls_in_flight,
             next_cid: AtomicU64::new(if dialer { 1 } else { 2 }),
             closed: CancellationToken::new(),
             shutdown: CancellationToken::new(),
@@ -158,15 +227,22 @@ impl Channel {
                     n = stream.next() => n,
                     () = r.inner.closed.cancelled() => break None,
                 };
-                match next {
+                let answer = match next {
                     None => break Some("peer closed the connection".to_owned()),
                     Some(Err(e)) => break Some(format!("framing error: {e}")),
                     Some(Ok(frame)) => match frame.decode() {
                         Ok(msg) => r.route(msg, &*server),
-                        Err(e) => {
-                            tracing::warn!(peer = %r.inner.peer, error = %e, "skipping a message that did not decode")
-                        }
+                        Err(e) => r.undecodable(frame.call_id(), &e),
                     },
+                };
+                // An answer of this layer's own (a refused or unreadable call): queued in
+                // order, waiting for room, so a flood cannot pile answers up in memory.
+                if let Some(answer) = answer {
+                    r.note_outgoing(&answer);
+                    tokio::select! {
+                        sent = r.inner.tx.send(answer) => if sent.is_err() { break None },
+                        () = r.inner.closed.cancelled() => break None,
+                    }
                 }
             };
             if let Some(reason) = reason {
@@ -177,7 +253,9 @@ impl Channel {
         channel
     }
 
-    fn route(&self, msg: Msg, server: &dyn Serve) {
+    /// Routes one message; returns the answer this layer sends itself, if any (a `Start`
+    /// over the cap).
+    fn route(&self, msg: Msg, server: &dyn Serve) -> Option<Msg> {
         if let Msg::Start(start) = msg {
             if start.function == CREDIT {
                 let calls = self.inner.calls.locked();
@@ -185,14 +263,27 @@ impl Channel {
                 {
                     c.grant(n);
                 }
-                return;
+                return None;
+            }
+            let cid = start.cid;
+            if !self.inner.in_flight.locked().admit(cid, self.inner.max_in_flight) {
+                tracing::debug!(peer = %self.inner.peer, cid, cap = self.inner.max_in_flight, "refusing a call over the cap");
+                let e = RemoteActorError::new(
+                    self.inner.me.clone(),
+                    ErrorKind::TooManyCalls,
+                    format!(
+                        "actor {} already serves {} calls from {}: call `{}` refused",
+                        self.inner.me, self.inner.max_in_flight, self.inner.peer, start.function
+                    ),
+                );
+                return Some(Msg::Error(e.to_msg(Some(cid))));
             }
             server.serve(self, start);
-            return;
+            return None;
         }
         let Some(cid) = msg.cid() else {
             tracing::warn!(peer = %self.inner.peer, kind = %msg.kind(), "unexpected message without a call id");
-            return;
+            return None;
         };
         let calls = self.inner.calls.locked();
         match calls.get(&cid) {
@@ -207,6 +298,71 @@ impl Channel {
             None => {
                 tracing::debug!(peer = %self.inner.peer, cid, kind = %msg.kind(), "reply for a call nobody waits for")
             }
+        }
+        None
+    }
+
+    /// Whether `cid` is one of the peer's (it made that call), not ours.
+    fn is_peers(&self, cid: Cid) -> bool {
+        // Ours are odd when we dialed, even when we accepted.
+        (cid % 2 == 1) != self.inner.dialer
+    }
+
+    /// A frame that did not decode: fails the call it names (see the module docs).
+    /// Returns the answer for the peer, when the call is one it made.
+    fn undecodable(&self, cid: Option<Cid>, err: &MsgError) -> Option<Msg> {
+        let Some(cid) = cid else {
+            tracing::warn!(peer = %self.inner.peer, error = %err, "skipping a message that did not decode and names no call");
+            return None;
+        };
+        tracing::warn!(peer = %self.inner.peer, cid, error = %err, "a message that did not decode fails its call");
+        let error = RemoteActorError::new(
+            self.inner.me.clone(),
+            ErrorKind::BadMessage,
+            format!(
+                "actor {} could not read a message from {} for call {cid}: {err}",
+                self.inner.me, self.inner.peer
+            ),
+        )
+        .to_msg(Some(cid));
+        let conv = {
+            let calls = self.inner.calls.locked();
+            match calls.get(&cid) {
+                Some(Route::Call(tx)) => {
+                    // A reply to our call: the call fails here; the peer is done with it.
+                    let _ = tx.send(Msg::Error(error));
+                    return None;
+                }
+                Some(Route::Conv(c)) => Some(Arc::clone(c)),
+                None => None,
+            }
+        };
+        match conv {
+            // A context, ours or the peer's: both sides fail it.
+            Some(c) => c.deliver(Msg::Error(error.clone()), self),
+            // Not a call of ours in flight: nobody here waits for it.
+            None if !self.is_peers(cid) => {
+                tracing::debug!(peer = %self.inner.peer, cid, "the unreadable message was for a call nobody waits for");
+                return None;
+            }
+            None => {}
+        }
+        Some(Msg::Error(error))
+    }
+
+    /// Notes what we send: a final answer to a call the peer made ends it in flight.
+    fn note_outgoing(&self, msg: &Msg) {
+        let cid = match msg {
+            Msg::Return { cid, .. }
+            | Msg::CancelAck(plough_ipc_wire::msg::CancelAck { cid, .. }) => *cid,
+            Msg::Error(e) => match e.cid {
+                Some(cid) => cid,
+                None => return,
+            },
+            _ => return,
+        };
+        if self.is_peers(cid) {
+            self.inner.in_flight.locked().finish(cid);
         }
     }
 
@@ -229,6 +385,13 @@ impl Channel {
         for (_, t) in self.inner.served.locked().drain() {
             t.cancel();
         }
+        *self.inner.in_flight.locked() = InFlight::default();
+    }
+
+    /// How many of the peer's calls we serve and have not answered yet.
+    #[cfg(test)]
+    pub(crate) fn calls_in_flight(&self) -> usize {
+        self.inner.in_flight.locked().total
     }
 
     /// The peer's identity (from the handshake).
@@ -256,6 +419,7 @@ impl Channel {
         if self.is_closed() {
             return Err(self.closed_error());
         }
+        self.note_outgoing(&msg);
         self.inner.tx.send(msg).await.map_err(|_| self.closed_error())
     }
 
@@ -296,11 +460,15 @@ impl Channel {
     /// Queues a message without waiting (for the reader task, which must never block):
     /// at once when the writer's queue has room, else from a short-lived task.
     pub(crate) fn send_detached(&self, msg: Msg) {
+        self.note_outgoing(&msg);
         if let Err(mpsc::error::TrySendError::Full(msg)) = self.inner.tx.try_send(msg) {
             let ch = self.clone();
             if let Ok(rt) = tokio::runtime::Handle::try_current() {
                 rt.spawn(async move {
-                    let _ = ch.send(msg).await;
+                    // Noted above already: not through `send`.
+                    if !ch.is_closed() {
+                        let _ = ch.inner.tx.send(msg).await;
+                    }
                 });
             }
         }

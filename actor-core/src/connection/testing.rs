@@ -6,6 +6,7 @@
 //! Everything here waits on events under a [`LIMIT`], never on a sleep.
 
 use super::{Channel, Serve};
+use crate::base::budgets::Budgets;
 use crate::base::names::CANCEL_CALL;
 use crate::base::sync::LockExt;
 use futures::{SinkExt, StreamExt};
@@ -103,15 +104,24 @@ pub(crate) async fn channels(
     acceptor_serve: Arc<dyn Serve>,
 ) -> (Channel, Channel) {
     let (ed, ea) = established_pair(dialer, acceptor).await;
-    (Channel::start(ed, true, dialer_serve), Channel::start(ea, false, acceptor_serve))
+    let b = Budgets::default();
+    (
+        Channel::start(ed, true, dialer.clone(), &b, dialer_serve),
+        Channel::start(ea, false, acceptor.clone(), &b, acceptor_serve),
+    )
 }
 
 /// One end a running [`Channel`] (the dialer, served by a [`TestServe`]), the other a
 /// bare framed connection the test drives by hand ([`RawPeer`]).
 pub(crate) async fn raw_pair() -> (Channel, Arc<TestServe>, RawPeer) {
+    raw_pair_with(&Budgets::default()).await
+}
+
+/// [`raw_pair`] with the channel under `budgets`.
+pub(crate) async fn raw_pair_with(budgets: &Budgets) -> (Channel, Arc<TestServe>, RawPeer) {
     let (ed, ea) = established_pair(&dialer_aid(), &acceptor_aid()).await;
     let serve = TestServe::new(dialer_aid());
-    let channel = Channel::start(ed, true, Arc::clone(&serve) as _);
+    let channel = Channel::start(ed, true, dialer_aid(), budgets, Arc::clone(&serve) as _);
     (channel, serve, RawPeer { framed: ea.framed, aid: acceptor_aid() })
 }
 

@@ -177,7 +177,13 @@ impl Actor {
 
     /// Starts serving an established connection.
     pub(crate) fn attach(&self, est: Established, dialer: bool) -> Channel {
-        let channel = Channel::start(est, dialer, Arc::new(self.clone()));
+        let channel = Channel::start(
+            est,
+            dialer,
+            self.inner.aid.clone(),
+            &self.inner.config.budgets,
+            Arc::new(self.clone()),
+        );
         self.inner.channels.locked().push(channel.clone());
         channel
     }

@@ -341,3 +341,217 @@ async fn served_calls_are_cancelled_by_cid_and_untracked() {
     p.acceptor.set_cancel_requested();
     assert!(p.acceptor.cancel_requested());
 }
+
+// ---- bad input fails one call, with a typed answer; a flood is refused, not queued ----
+
+/// The frame of `msg` with the `u16` right after its cid's word (a `Start`'s `kind`)
+/// replaced by `raw_kind`: an enum value this build may not know. `cid` must be a value
+/// no earlier word of the frame holds.
+fn with_raw_kind(msg: &Msg, cid: Cid, raw_kind: u16) -> Vec<u8> {
+    let mut bytes = frame_bytes(msg);
+    let at = word_of(&bytes, cid);
+    bytes[at + 8..at + 10].copy_from_slice(&raw_kind.to_le_bytes());
+    bytes
+}
+
+/// The frame of `msg` as it goes on the wire.
+fn frame_bytes(msg: &Msg) -> Vec<u8> {
+    use tokio_util::codec::Encoder;
+    let mut buf = Default::default();
+    plough_ipc_wire::FrameCodec::default().encode(msg, &mut buf).unwrap();
+    buf.to_vec()
+}
+
+/// The byte offset of the (first) word holding `value`.
+fn word_of(bytes: &[u8], value: u64) -> usize {
+    bytes.chunks_exact(8).position(|w| w == value.to_le_bytes()).expect("the word") * 8
+}
+
+/// The frame of `msg` with its `Msg` union discriminant set to `discriminant` (a member
+/// of a newer schema). The root struct's data word follows the segment table and the
+/// root pointer; the discriminant is its low 16 bits.
+fn with_discriminant(msg: &Msg, discriminant: u16) -> Vec<u8> {
+    let mut bytes = frame_bytes(msg);
+    bytes[16..18].copy_from_slice(&discriminant.to_le_bytes());
+    bytes
+}
+
+async fn write_raw(raw: &mut RawPeer, bytes: &[u8]) {
+    within("a raw write", raw.framed.get_mut().write_all(bytes)).await.unwrap();
+}
+
+/// Asserts `msg` is an `Error` of `kind` for call `cid` raised by `source`, whose message
+/// contains `text`.
+#[track_caller]
+fn assert_error(msg: &Msg, cid: Cid, kind: ErrorKind, source: &Aid, text: &str) {
+    match msg {
+        Msg::Error(e) => {
+            assert_eq!((e.cid, e.kind, &e.source), (Some(cid), kind, source), "{e:?}");
+            assert_eq!(e.type_name, kind.type_name());
+            assert!(e.message.contains(text), "{:?} does not contain {text:?}", e.message);
+        }
+        other => panic!("expected an Error for call {cid}, got {other:?}"),
+    }
+}
+
+use crate::connection::testing::{RawPeer, raw_pair_with};
+use plough_ipc_wire::msg::ErrorKind;
+
+#[tokio::test]
+async fn a_call_with_an_unknown_enum_value_is_answered_with_bad_message_and_the_next_call_answers()
+{
+    let (ch, serve, mut raw) = within("the pair", raw_pair()).await;
+    // A `Start` whose `kind` is 9: no such CallKind in this build. (A cid no other word
+    // of the frame holds, so the patch finds its word.)
+    const CID: Cid = 0x0123_4567_89ab_cdee;
+    let start = start_msg(CID, "echo", &1u64, &raw.aid);
+    write_raw(&mut raw, &with_raw_kind(&start, CID, 9)).await;
+    let answer = raw.expect().await;
+    assert_error(&answer, CID, ErrorKind::BadMessage, &dialer_aid(), "unknown value 9 for `kind`");
+    // The connection carries on: the next call is served and answered.
+    raw.send(start_msg(4, "echo", &5u64, &raw.aid)).await;
+    assert_eq!(
+        raw.expect().await,
+        Msg::Return { cid: 4, payload: Payload::encode(&5u64).unwrap() }
+    );
+    assert_eq!(serve.next_start().await.cid, 4);
+    assert_eq!(serve.served(), 1, "the unreadable call never reached Serve::serve");
+    assert_eq!(ch.calls_in_flight(), 0, "nothing stays counted");
+    assert!(!ch.is_closed());
+}
+
+#[tokio::test]
+async fn an_unknown_message_variant_fails_the_call_it_names_on_either_side() {
+    let (ch, serve, mut raw) = within("the pair", raw_pair()).await;
+    // A newer peer's member (discriminant 200) for a call of its own, cid 6.
+    let newer = Msg::StartAck(plough_ipc_wire::msg::StartAck { cid: 6, ..Default::default() });
+    write_raw(&mut raw, &with_discriminant(&newer, 200)).await;
+    let answer = raw.expect().await;
+    assert_error(&answer, 6, ErrorKind::BadMessage, &dialer_aid(), "unknown message variant 200");
+    // The same for a reply to a call we made: our call fails, the peer gets nothing.
+    let mut call = ch.open_call().unwrap();
+    let reply =
+        Msg::StartAck(plough_ipc_wire::msg::StartAck { cid: call.cid(), ..Default::default() });
+    write_raw(&mut raw, &with_discriminant(&reply, 201)).await;
+    let got = within("our call's error", call.recv()).await.unwrap();
+    assert_error(&got, call.cid(), ErrorKind::BadMessage, &dialer_aid(), "variant 201");
+    // An unknown member that names no call (no struct behind it) is skipped.
+    write_raw(&mut raw, &with_discriminant(&Msg::Stop { cid: 0 }, 202)).await;
+    raw.send(start_msg(8, "echo", &8u64, &raw.aid)).await;
+    assert_eq!(raw.expect().await.cid(), Some(8), "the first answer after it is the echo's");
+    assert_eq!(serve.next_start().await.cid, 8);
+    assert!(!ch.is_closed());
+}
+
+#[tokio::test]
+async fn a_malformed_reply_fails_our_call_and_a_malformed_context_message_fails_both_sides() {
+    let (ch, _serve, mut raw) = within("the pair", raw_pair()).await;
+    let mut call = ch.open_call().unwrap();
+    // A `Return` whose payload pointer points far past the end of its segment.
+    let reply = Msg::Return { cid: call.cid(), payload: Payload::from(vec![7u8; 8]) };
+    let mut bytes = frame_bytes(&reply);
+    let n = bytes.len();
+    bytes[n - 16..n - 8].copy_from_slice(&0x0000_00ff_0000_0001u64.to_le_bytes());
+    write_raw(&mut raw, &bytes).await;
+    let got = within("our call's error", call.recv()).await.unwrap();
+    assert_error(&got, call.cid(), ErrorKind::BadMessage, &dialer_aid(), "malformed return");
+    // A context: its conversation hears of it, and so does the peer.
+    let cid = ch.next_cid();
+    let conv = Arc::new(TestConv::default());
+    ch.register_conv(cid, Arc::clone(&conv) as _).unwrap();
+    let start = start_msg(cid, "ctx", &(), &raw.aid);
+    write_raw(&mut raw, &with_raw_kind(&start, cid, 77)).await;
+    assert_error(&raw.expect().await, cid, ErrorKind::BadMessage, &dialer_aid(), "77");
+    let delivered = conv.delivered.locked().clone();
+    assert_eq!(delivered.len(), 1, "{delivered:?}");
+    assert_error(&delivered[0], cid, ErrorKind::BadMessage, &dialer_aid(), "77");
+    assert!(!ch.is_closed());
+}
+
+#[tokio::test]
+async fn calls_over_the_cap_are_refused_with_too_many_calls_until_one_finishes() {
+    const CAP: usize = 8;
+    let budgets = Budgets { max_calls_in_flight: CAP, ..Budgets::default() };
+    let (ch, serve, mut raw) = within("the pair", raw_pair_with(&budgets)).await;
+    // `hold` is recorded and never answered: each stays in flight.
+    let held: Vec<Cid> = (1..=CAP as u64).map(|i| 2 * i).collect();
+    for &cid in &held {
+        raw.send(start_msg(cid, "hold", &(), &raw.aid)).await;
+    }
+    for _ in 0..CAP {
+        serve.next_start().await;
+    }
+    assert_eq!(ch.calls_in_flight(), CAP);
+    // Over the cap: each refused at once, with its own cid, never served.
+    let over: Vec<Cid> = (100..110).map(|i| 2 * i).collect();
+    for &cid in &over {
+        raw.send(start_msg(cid, "echo", &cid, &raw.aid)).await;
+    }
+    for &cid in &over {
+        assert_error(&raw.expect().await, cid, ErrorKind::TooManyCalls, &dialer_aid(), "refused");
+    }
+    assert_eq!(serve.served(), CAP);
+    // Stream credit and a reply to our own call are not calls: never refused.
+    let mut mine = ch.open_call().unwrap();
+    raw.send(Msg::Return { cid: mine.cid(), payload: Payload::encode(&1u8).unwrap() }).await;
+    assert!(matches!(within("our reply", mine.recv()).await.unwrap(), Msg::Return { .. }));
+    // One held call is answered: one more call fits, and is served.
+    ch.send(Msg::Return { cid: held[0], payload: Payload::encode(&()).unwrap() }).await.unwrap();
+    assert_eq!(raw.expect().await.cid(), Some(held[0]));
+    assert_eq!(ch.calls_in_flight(), CAP - 1);
+    raw.send(start_msg(1000, "echo", &3u64, &raw.aid)).await;
+    assert_eq!(
+        raw.expect().await,
+        Msg::Return { cid: 1000, payload: Payload::encode(&3u64).unwrap() }
+    );
+    assert_eq!(serve.served(), CAP + 1);
+    assert_eq!(ch.calls_in_flight(), CAP - 1, "the echo was answered: out of flight again");
+    assert!(!ch.is_closed());
+}
+
+/// A peer that floods calls and never reads our answers: once the writer's queue is full
+/// the reader stops reading that peer, instead of piling refusals up in memory (no task,
+/// no message beyond the queue); when the peer reads again, every call gets its refusal.
+#[tokio::test(flavor = "current_thread")]
+async fn a_flood_over_the_cap_from_a_peer_that_does_not_read_is_backpressured_not_queued() {
+    const FLOOD: usize = 20_000;
+    let budgets = Budgets { max_calls_in_flight: 0, ..Budgets::default() };
+    let (ch, serve, raw) = within("the pair", raw_pair_with(&budgets)).await;
+    let peer = raw.aid.clone();
+    let (mut read_half, mut write_half) = tokio::io::split(raw.framed.into_inner());
+    // 20,000 Starts (about 2 MB, far more than both socket buffers hold); nothing read.
+    let one = frame_bytes(&start_msg(2, "echo", &0u64, &peer));
+    let flood: Vec<u8> = one.iter().copied().cycle().take(one.len() * FLOOD).collect();
+    let tasks_before = tokio::runtime::Handle::current().metrics().num_alive_tasks();
+    let writer =
+        tokio::spawn(async move { write_half.write_all(&flood).await.map(|()| write_half) });
+    // The writer's queue fills up (the socket towards the peer is full)...
+    within("the writer queue to fill", async {
+        while ch.inner.tx.capacity() > 0 {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    // ...and then the reader waits for room instead of reading on: the flood is stuck,
+    // and no task was spawned per refusal.
+    for _ in 0..1000 {
+        tokio::task::yield_now().await;
+    }
+    assert!(!writer.is_finished(), "the flooder is backpressured");
+    let tasks = tokio::runtime::Handle::current().metrics().num_alive_tasks();
+    assert!(tasks <= tasks_before + 1, "{tasks} tasks alive, {tasks_before} before the flood");
+    assert_eq!(ch.inner.tx.capacity(), 0);
+    assert_eq!(serve.served(), 0, "no refused call reached Serve::serve");
+    // The peer reads: every call has its refusal, in order, and the flood completes.
+    let mut framed = tokio_util::codec::FramedRead::new(
+        &mut read_half,
+        plough_ipc_wire::FrameCodec::new(plough_ipc_wire::Limits::DEFAULT),
+    );
+    for _ in 0..FLOOD {
+        let frame = within("a refusal", framed.next()).await.unwrap().unwrap();
+        let msg = frame.decode().unwrap();
+        assert_error(&msg, 2, ErrorKind::TooManyCalls, &dialer_aid(), "refused");
+    }
+    within("the flood to be written", writer).await.unwrap().unwrap();
+    assert!(!ch.is_closed());
+}
