@@ -361,9 +361,9 @@ impl Channel {
             },
             _ => return,
         };
-        if self.is_peers(cid) {
-            self.inner.in_flight.locked().finish(cid);
-        }
+        // Whatever the cid's parity: a peer that numbers its calls wrongly still has them
+        // leave the count when they are answered.
+        self.inner.in_flight.locked().finish(cid);
     }
 
     fn mark_closed(&self, reason: String) {

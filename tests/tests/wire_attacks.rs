@@ -1,0 +1,166 @@
+//! Raw-socket attacks on a real child actor, from a client that does the handshake and
+//! then speaks the wire by hand: a call with an enum value this build does not know, and
+//! a flood of calls far over the per-connection cap. Each asserts a typed answer for every
+//! call, bounded memory in the child (its `VmHWM`, the peak resident set, from
+//! `/proc/<pid>/status`), and that a legitimate call answers meanwhile.
+
+use futures::{SinkExt, StreamExt};
+use plough::ipc_wire::handshake::{self, FramedConnection, HandshakeConfig};
+use plough::ipc_wire::msg::{Aid, CallKind, ErrorKind, Hello, Msg, Start, Uuid};
+use plough::ipc_wire::{FrameCodec, Payload};
+use plough::{Address, Result};
+use plough_tests::{runtime, with_root};
+use std::time::Duration;
+use tokio::io::AsyncWriteExt;
+use tokio_util::codec::Encoder;
+
+const APP: &str = env!("CARGO_BIN_EXE_plough_app");
+const LIMIT: Duration = Duration::from_secs(60);
+
+/// A `Start` of `function(args)` with call id `cid` (odd: the dialer's), from `caller`.
+fn start(cid: u64, function: &str, args: &impl serde::Serialize, caller: &Aid) -> Msg {
+    Msg::Start(Start {
+        cid,
+        function: function.to_owned(),
+        args: Payload::encode(args).expect("args encode"),
+        caller: caller.clone(),
+        kind: CallKind::Function,
+    })
+}
+
+fn frame_bytes(msg: &Msg) -> Vec<u8> {
+    let mut buf = bytes::BytesMut::new();
+    FrameCodec::default().encode(msg, &mut buf).expect("encodes");
+    buf.to_vec()
+}
+
+/// A handshaken raw connection to the actor at `addr`, speaking as `me`.
+async fn dial(addr: &Address, me: &Aid) -> FramedConnection {
+    let hello = Hello { aid: me.clone(), tree_proof: Default::default() };
+    let config = HandshakeConfig::default().with_deadline(LIMIT);
+    handshake::connect(addr, &hello, &config).await.expect("handshake").framed
+}
+
+fn attacker(n: u8) -> Aid {
+    Aid { name: format!("attacker-{n}"), uuid: Uuid([0xa0 + n; 16]), pid: std::process::id() }
+}
+
+/// A `VmRSS`/`VmHWM`-style field of `/proc/<pid>/status`, in KiB.
+fn status_kib(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    let line = status.lines().find(|l| l.starts_with(field)).expect("the field");
+    line.split_whitespace().nth(1).expect("a number").parse().expect("KiB")
+}
+
+/// The next message, decoded.
+async fn next_msg(
+    framed: &mut (
+             impl futures::Stream<
+        Item = std::result::Result<plough::ipc_wire::Frame, plough::ipc_wire::FrameError>,
+    > + Unpin
+         ),
+) -> Msg {
+    framed.next().await.expect("a frame, not EOF").expect("a frame").decode().expect("a message")
+}
+
+/// Starts actor `name` and returns its portal, pid and address.
+async fn target(
+    n: &plough::Nursery,
+    root: &plough::Actor,
+    name: &str,
+) -> Result<(plough::Portal, u32, Address)> {
+    let portal = n.start_actor(name).await?;
+    // An actor is registered by the time it answers.
+    let pid: u32 = portal.run("pid", ()).await?;
+    let entry = root.query_actor(name).await?.into_iter().next().expect("registered");
+    let addr: Address = entry.addr.parse().expect("an address");
+    assert_eq!(entry.aid.pid, pid);
+    Ok((portal, pid, addr))
+}
+
+#[test]
+fn a_call_with_an_unknown_enum_value_gets_a_typed_error_and_the_connection_serves_on() {
+    with_root(runtime(APP), LIMIT, |root| async move {
+        let r = root.clone();
+        r.nursery(|n| async move {
+            let (portal, _pid, addr) = target(&n, &root, "target").await?;
+            let me = attacker(1);
+            let mut framed = dial(&addr, &me).await;
+            // `kind` (the u16 after the cid's word) set to 9: no such CallKind here.
+            const CID: u64 = 0x0123_4567_89ab_cdef;
+            let mut bytes = frame_bytes(&start(CID, "add", &(1, 2), &me));
+            let at = bytes.chunks_exact(8).position(|w| w == CID.to_le_bytes()).unwrap() * 8;
+            bytes[at + 8..at + 10].copy_from_slice(&9u16.to_le_bytes());
+            framed.get_mut().write_all(&bytes).await.expect("write");
+            match next_msg(&mut framed).await {
+                Msg::Error(e) => {
+                    assert_eq!((e.cid, e.kind), (Some(CID), ErrorKind::BadMessage), "{e:?}");
+                    assert_eq!(e.source.name, "target");
+                    assert!(e.message.contains("unknown value 9 for `kind`"), "{}", e.message);
+                }
+                other => panic!("expected a BadMessage error, got {other:?}"),
+            }
+            // The same connection serves the next call.
+            framed.send(start(3, "add", &(40, 2), &me)).await.expect("send");
+            assert_eq!(
+                next_msg(&mut framed).await,
+                Msg::Return { cid: 3, payload: Payload::encode(&42i64).unwrap() }
+            );
+            assert_eq!(portal.run::<_, i64>("add", (1, 1)).await?, 2, "and so does the actor");
+            Ok(())
+        })
+        .await
+    })
+    .unwrap();
+}
+
+#[test]
+fn a_call_flood_over_the_cap_is_refused_with_too_many_calls_in_bounded_memory() {
+    const FLOOD: u64 = 50_000;
+    let cap = plough::Budgets::DEFAULT_MAX_CALLS_IN_FLIGHT as u64;
+    let (hwm_before, hwm_after) = with_root(runtime(APP), LIMIT, |root| async move {
+        let r = root.clone();
+        r.nursery(|n| async move {
+            let (portal, pid, addr) = target(&n, &root, "target").await?;
+            let me = attacker(2);
+            let framed = dial(&addr, &me).await;
+            // Warm up the actor (its first call allocates what every call reuses).
+            assert_eq!(portal.run::<_, i64>("add", (1, 2)).await?, 3);
+            let hwm_before = status_kib(pid, "VmHWM:");
+            let (mut sink, mut stream) = framed.split();
+            // 50,000 calls that would each hold for a minute, written in batches while
+            // the answers are read.
+            let writer = tokio::spawn(async move {
+                for i in 0..FLOOD {
+                    sink.feed(start(2 * i + 1, "sleep", &60_000u64, &me)).await.expect("feed");
+                    if i % 256 == 255 {
+                        sink.flush().await.expect("flush");
+                    }
+                }
+                sink.flush().await.expect("flush");
+                sink
+            });
+            let mut refused = 0u64;
+            while refused < FLOOD - cap {
+                match next_msg(&mut stream).await {
+                    Msg::Error(e) if e.kind == ErrorKind::TooManyCalls => {
+                        assert_eq!(e.cid.map(|c| c % 2), Some(1), "each names its call");
+                        refused += 1;
+                    }
+                    other => panic!("expected only TooManyCalls refusals, got {other:?}"),
+                }
+            }
+            let _sink = writer.await.expect("the flood was written");
+            let hwm_after = status_kib(pid, "VmHWM:");
+            // A legitimate call on another connection answers while `cap` calls are held.
+            assert_eq!(portal.run::<_, i64>("add", (2, 3)).await?, 5);
+            drop(stream); // the held calls are cancelled with their connection
+            Ok((hwm_before, hwm_after))
+        })
+        .await
+    })
+    .unwrap();
+    let grown = hwm_after.saturating_sub(hwm_before);
+    eprintln!("call flood: VmHWM {hwm_before} KiB -> {hwm_after} KiB (+{grown} KiB)");
+    assert!(grown < 32 * 1024, "the flood cost the actor {grown} KiB at its peak");
+}
