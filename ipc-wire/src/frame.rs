@@ -8,7 +8,9 @@
 //! connection down: every failure is a [`MsgError`] for this frame only. The reader is set
 //! up with a traversal limit proportional to the frame's size and an explicit nesting limit,
 //! so a small message crafted to be expensive to read (pointers aliasing one big list)
-//! cannot make a reader do unbounded work.
+//! cannot make a reader do unbounded work; and decoding holds the copies it makes to a
+//! budget proportional to the frame's size too ([`Limits::decode_factor`]), so such a
+//! message cannot make it allocate unbounded memory either.
 //!
 //! This module knows nothing of the codec: it takes its [`Limits`] from the leaf module
 //! that defines them, and the codec (above it) builds frames through a crate-private
@@ -58,6 +60,8 @@ impl ReaderSegments for FrameSegments {
 /// One received message, not yet interpreted. See the module docs.
 pub struct Frame {
     reader: Reader<FrameSegments>,
+    /// What [`Frame::decode`] may allocate ([`Limits::decode_factor`] × the frame's size).
+    decode_budget: usize,
 }
 
 impl std::fmt::Debug for Frame {
@@ -90,7 +94,8 @@ impl Frame {
                 .saturating_mul(limits.traversal_factor as usize)
                 .saturating_add(Limits::TRAVERSAL_SLACK_WORDS),
         ));
-        Self { reader: Reader::new(FrameSegments { bytes, bounds }, options) }
+        let decode_budget = limits.decode_budget(bytes.len());
+        Self { reader: Reader::new(FrameSegments { bytes, bounds }, options), decode_budget }
     }
 
     /// The whole frame as it came off the wire (segment table included).
@@ -115,13 +120,15 @@ impl Frame {
         msg::kind_of_reader(self.root()?)
     }
 
-    /// Decodes the owned message. Payloads share this frame's buffer (no copy).
+    /// Decodes the owned message. Payloads share this frame's buffer (no copy); the strings
+    /// and lists it copies take at most [`Limits::decode_factor`] times the frame's size
+    /// (plus [`Limits::DECODE_SLACK_BYTES`]), however the frame's pointers alias.
     ///
     /// # Errors
-    /// [`MsgError`] for an unknown variant, a malformed field or a limit hit — for this
-    /// message only.
+    /// [`MsgError`] for an unknown variant, a malformed field or a limit hit (traversal,
+    /// nesting, the decode budget) — for this message only.
     pub fn decode(&self) -> Result<Msg, MsgError> {
-        Msg::read(self.root()?, Some(self.bytes()))
+        Msg::read_within(self.root()?, Some(self.bytes()), self.decode_budget)
     }
 
     /// The hot-path view: kind, call id and payload bytes, borrowed, nothing allocated.

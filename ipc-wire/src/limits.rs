@@ -19,15 +19,27 @@ pub struct Limits {
     /// A frame of `n` words may be traversed `n × traversal_factor` (+ a small slack) words
     /// in total by all reads of it, which bounds the work a small, aliasing message can cause.
     pub traversal_factor: u32,
+    /// Decoding a frame of `n` bytes into an owned [`Msg`](crate::Msg) may allocate at most
+    /// `n × decode_factor` + [`Limits::DECODE_SLACK_BYTES`] bytes (4 by default). Every
+    /// string and list the decoder copies is charged against that budget *before* it is
+    /// allocated (a list at its exact length, so no growth doubles it), and a message
+    /// that needs more is a [`MsgError::LimitExceeded`](crate::MsgError::LimitExceeded)
+    /// for that message. The traversal limit alone does not bound memory: pointers that
+    /// alias one list let a reader see it many times, each time decoding it anew. Payloads
+    /// are shared with the frame, never copied, and cost nothing here. The most
+    /// expensive legitimate shape, a list of small nested errors, needs under 3×.
+    pub decode_factor: u32,
 }
 
 impl Limits {
-    /// The defaults after a handshake: 64 MiB frames, 16 segments, nesting 16, factor 4.
+    /// The defaults after a handshake: 64 MiB frames, 16 segments, nesting 16, traversal
+    /// factor 4, decode factor 4.
     pub const DEFAULT: Limits = Limits {
         max_frame_bytes: 64 << 20,
         max_segments: 16,
         nesting_limit: 16,
         traversal_factor: 4,
+        decode_factor: 4,
     };
 
     /// The limits before a handshake completes: 64 KiB frames, 4 segments.
@@ -38,6 +50,10 @@ impl Limits {
     pub const MAX_FRAME_CEILING: usize = 256 << 20;
 
     pub(crate) const TRAVERSAL_SLACK_WORDS: usize = 64;
+
+    /// What decoding any frame may allocate beyond `decode_factor ×` its size (4 KiB), so
+    /// that a tiny message's few small strings always fit.
+    pub const DECODE_SLACK_BYTES: usize = 4 << 10;
 
     /// [`Limits::DEFAULT`] with another maximum frame size (clamped to the ceiling).
     pub const fn with_max_frame_bytes(mut self, bytes: usize) -> Self {
@@ -62,6 +78,20 @@ impl Limits {
     pub const fn with_traversal_factor(mut self, f: u32) -> Self {
         self.traversal_factor = f;
         self
+    }
+
+    /// With another decode factor.
+    pub const fn with_decode_factor(mut self, f: u32) -> Self {
+        self.decode_factor = f;
+        self
+    }
+
+    /// The bytes decoding a frame of `frame_bytes` may allocate (see
+    /// [`Limits::decode_factor`]).
+    pub(crate) fn decode_budget(&self, frame_bytes: usize) -> usize {
+        frame_bytes
+            .saturating_mul(self.decode_factor as usize)
+            .saturating_add(Self::DECODE_SLACK_BYTES)
     }
 
     pub(crate) fn max_frame(&self) -> usize {

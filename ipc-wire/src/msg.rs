@@ -3,9 +3,12 @@
 //! Every generated reader getter can fail (a pointer out of bounds, invalid UTF-8, a limit
 //! hit) and every union can hold a member this build does not know. This module is where
 //! those outcomes become a typed [`MsgError`] for *that message* — it never panics and never
-//! allocates more than the frame it reads justifies (the frame's size and the traversal
-//! limit bound every string and list it copies). Payloads are not copied at all: a
-//! [`Payload`] decoded from a [`Frame`](crate::Frame) shares the frame's buffer.
+//! allocates more than the frame it reads justifies: every string and list it copies is
+//! charged, before it is allocated, against the frame's decode budget
+//! ([`Limits::decode_factor`](crate::Limits::decode_factor) times its size), which holds
+//! even when the frame's pointers alias one list so that a reader sees it many times over.
+//! Payloads are not copied at all: a [`Payload`] decoded from a [`Frame`](crate::Frame)
+//! shares the frame's buffer.
 //!
 //! Writing is infallible for any value of these types; only size is checked, by the codec.
 //!
@@ -376,21 +379,35 @@ impl Msg {
     }
 
     /// Reads a message from a generated reader. Payloads and the tree proof share `frame`
-    /// when the reader's bytes lie inside it, and are copied otherwise.
+    /// when the reader's bytes lie inside it, and are copied otherwise. Nothing bounds what
+    /// the copies may allocate but the reader's traversal limit: a received frame is read
+    /// with [`Frame::decode`](crate::Frame::decode), which also holds it to its decode
+    /// budget ([`Limits::decode_factor`](crate::Limits::decode_factor)).
     ///
     /// # Errors
     /// [`MsgError`] for an unknown variant or enum value, a malformed field, or a limit hit.
     pub fn read(r: schema::msg::Reader<'_>, frame: Option<&Bytes>) -> Result<Msg, MsgError> {
+        Self::read_within(r, frame, usize::MAX)
+    }
+
+    /// [`Msg::read`], allocating at most `budget` bytes for the strings and lists it copies:
+    /// each is charged before it is allocated (a list at its exact length), and one that
+    /// does not fit is a [`MsgError::LimitExceeded`].
+    pub(crate) fn read_within(
+        r: schema::msg::Reader<'_>,
+        frame: Option<&Bytes>,
+        budget: usize,
+    ) -> Result<Msg, MsgError> {
         use schema::msg::Which as W;
         let which = r.which().map_err(|e| MsgError::UnknownVariant { discriminant: e.0 })?;
         let kind = kind_of(&which);
-        let cx = Cx { kind, frame };
+        let cx = Cx { kind, frame, budget: std::cell::Cell::new(budget) };
         let msg = match which {
             W::Hello(h) => {
                 let h = cx.ok(h)?;
                 Msg::Hello(Hello {
                     aid: cx.aid(cx.ok(h.get_aid())?)?,
-                    tree_proof: cx.share(cx.ok(h.get_tree_proof())?),
+                    tree_proof: cx.share(cx.ok(h.get_tree_proof())?)?,
                 })
             }
             W::SpawnSpec(s) => Msg::SpawnSpec(cx.spawn_spec(cx.ok(s)?)?),
@@ -399,7 +416,7 @@ impl Msg {
                 Msg::Start(Start {
                     cid: s.get_cid(),
                     function: cx.text(s.get_function())?,
-                    args: cx.share(cx.ok(s.get_args())?).into(),
+                    args: cx.share(cx.ok(s.get_args())?)?.into(),
                     caller: cx.aid(cx.ok(s.get_caller())?)?,
                     kind: cx.call_kind(s.get_kind())?,
                 })
@@ -663,13 +680,41 @@ fn error_words(e: &ErrorMsg) -> usize {
 
 // ---- reading ----
 
-/// Reading context: the kind being read (for errors) and the frame to share bytes with.
+/// Reading context: the kind being read (for errors), the frame to share bytes with, and
+/// the bytes the copies may still allocate.
 struct Cx<'f> {
     kind: MsgKind,
     frame: Option<&'f Bytes>,
+    budget: std::cell::Cell<usize>,
 }
 
 impl Cx<'_> {
+    /// Takes `bytes` from the decode budget, before they are allocated.
+    fn charge(&self, bytes: usize) -> Result<(), MsgError> {
+        match self.budget.get().checked_sub(bytes) {
+            Some(left) => {
+                self.budget.set(left);
+                Ok(())
+            }
+            None => Err(MsgError::LimitExceeded {
+                kind: Some(self.kind),
+                reason: format!(
+                    "decoding needs more memory than the frame's decode budget allows \
+                     ({bytes} bytes more, {} left)",
+                    self.budget.get()
+                ),
+            }),
+        }
+    }
+
+    /// A `Vec` for a list the peer says has `len` elements, charged at its exact size (so
+    /// it never grows). A list of zero-sized structs can claim 2²⁹ elements while
+    /// occupying no byte of the frame: the charge refuses it before anything is reserved.
+    fn vec<T>(&self, len: u32) -> Result<Vec<T>, MsgError> {
+        self.charge((len as usize).saturating_mul(std::mem::size_of::<T>()))?;
+        Ok(Vec::with_capacity(len as usize))
+    }
+
     fn ok<T>(&self, r: capnp::Result<T>) -> Result<T, MsgError> {
         r.map_err(|e| MsgError::from_capnp(Some(self.kind), e))
     }
@@ -680,15 +725,19 @@ impl Cx<'_> {
 
     fn text(&self, r: capnp::Result<capnp::text::Reader<'_>>) -> Result<String, MsgError> {
         let t = self.ok(r)?;
+        self.charge(t.len())?;
         t.to_str()
             .map(str::to_owned)
             .map_err(|e| self.malformed(format!("invalid UTF-8 in a text field: {e}")))
     }
 
-    fn share(&self, data: &[u8]) -> Bytes {
+    fn share(&self, data: &[u8]) -> Result<Bytes, MsgError> {
         match self.frame {
-            Some(frame) => share(frame, data),
-            None => Bytes::copy_from_slice(data),
+            Some(frame) => Ok(share(frame, data)),
+            None => {
+                self.charge(data.len())?;
+                Ok(Bytes::copy_from_slice(data))
+            }
         }
     }
 
@@ -727,7 +776,7 @@ impl Cx<'_> {
         r: capnp::Result<schema::cid_payload::Reader<'_>>,
     ) -> Result<(Cid, Payload), MsgError> {
         let r = self.ok(r)?;
-        Ok((r.get_cid(), self.share(self.ok(r.get_payload())?).into()))
+        Ok((r.get_cid(), self.share(self.ok(r.get_payload())?)?.into()))
     }
 
     fn text_list(
@@ -735,7 +784,7 @@ impl Cx<'_> {
         r: capnp::Result<capnp::text_list::Reader<'_>>,
     ) -> Result<Vec<String>, MsgError> {
         let list = self.ok(r)?;
-        let mut out = Vec::with_capacity(initial_capacity(list.len()));
+        let mut out = self.vec(list.len())?;
         for item in list.iter() {
             out.push(self.text(item)?);
         }
@@ -746,16 +795,20 @@ impl Cx<'_> {
         &self,
         r: capnp::Result<capnp::text_list::Reader<'_>>,
     ) -> Result<Vec<Address>, MsgError> {
-        self.text_list(r)?
-            .into_iter()
-            .map(|s| s.parse().map_err(|e| self.malformed(format!("bad address `{s}`: {e}"))))
-            .collect()
+        let texts = self.text_list(r)?;
+        let mut out = self.vec(texts.len() as u32)?;
+        for s in texts {
+            // An address holds (at most) its text again, as a path or a host.
+            self.charge(s.len())?;
+            out.push(s.parse().map_err(|e| self.malformed(format!("bad address `{s}`: {e}")))?);
+        }
+        Ok(out)
     }
 
     fn spawn_spec(&self, s: schema::spawn_spec::Reader<'_>) -> Result<SpawnSpec, MsgError> {
         let v = self.ok(s.get_runtime_vars())?;
         let extra_list = self.ok(v.get_extra())?;
-        let mut extra = Vec::with_capacity(initial_capacity(extra_list.len()));
+        let mut extra = self.vec(extra_list.len())?;
         for kv in extra_list.iter() {
             extra.push((self.text(kv.get_key())?, self.text(kv.get_value())?));
         }
@@ -788,7 +841,7 @@ impl Cx<'_> {
             }
         };
         let path = self.ok(e.get_relay_path())?;
-        let mut relay_path = Vec::with_capacity(initial_capacity(path.len()));
+        let mut relay_path = self.vec(path.len())?;
         for aid in path.iter() {
             relay_path.push(self.aid(aid)?);
         }
@@ -803,7 +856,7 @@ impl Cx<'_> {
             None
         };
         let nested_r = self.ok(e.get_nested())?;
-        let mut nested = Vec::with_capacity(initial_capacity(nested_r.len()));
+        let mut nested = self.vec(nested_r.len())?;
         for n in nested_r.iter() {
             nested.push(self.error(n)?);
         }
@@ -821,14 +874,6 @@ impl Cx<'_> {
             nested,
         })
     }
-}
-
-/// A `Vec` capacity for a list the peer says has `len` elements. Not `len` itself: a list
-/// of zero-sized structs can claim 2²⁹ elements while occupying no bytes of the frame (the
-/// traversal limit stops the *reading* of it, but only after a `with_capacity(len)` would
-/// have reserved gigabytes). Beyond this the `Vec` grows as elements actually decode.
-fn initial_capacity(len: u32) -> usize {
-    (len as usize).min(64)
 }
 
 /// `sub` as a `Bytes` sharing `frame`'s buffer when it lies inside it (no copy), or a copy

@@ -1,12 +1,13 @@
 //! Raw-socket attacks on a real child actor, from a client that does the handshake and
-//! then speaks the wire by hand: a call with an enum value this build does not know, and
-//! a flood of calls far over the per-connection cap. Each asserts a typed answer for every
+//! then speaks the wire by hand: a call with an enum value this build does not know, a
+//! flood of calls far over the per-connection cap, and a frame whose aliasing pointers
+//! would make decoding allocate many times its size. Each asserts a typed answer for every
 //! call, bounded memory in the child (its `VmHWM`, the peak resident set, from
 //! `/proc/<pid>/status`), and that a legitimate call answers meanwhile.
 
 use futures::{SinkExt, StreamExt};
 use plough::ipc_wire::handshake::{self, FramedConnection, HandshakeConfig};
-use plough::ipc_wire::msg::{Aid, CallKind, ErrorKind, Hello, Msg, Start, Uuid};
+use plough::ipc_wire::msg::{Aid, CallKind, ErrorKind, ErrorMsg, Hello, Msg, Start, Uuid};
 use plough::ipc_wire::{FrameCodec, Payload};
 use plough::{Address, Result};
 use plough_tests::{runtime, with_root};
@@ -163,4 +164,86 @@ fn a_call_flood_over_the_cap_is_refused_with_too_many_calls_in_bounded_memory() 
     let grown = hwm_after.saturating_sub(hwm_before);
     eprintln!("call flood: VmHWM {hwm_before} KiB -> {hwm_after} KiB (+{grown} KiB)");
     assert!(grown < 32 * 1024, "the flood cost the actor {grown} KiB at its peak");
+}
+
+const MARK: u64 = 0x6d61_726b_0000_0000;
+
+fn word(buf: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(buf[at * 8..at * 8 + 8].try_into().unwrap())
+}
+
+fn find(buf: &[u8], value: u64) -> usize {
+    (0..buf.len() / 8).find(|&w| word(buf, w) == value).expect("the marker word")
+}
+
+/// An `Error` for call `cid` whose `nested` holds `m` errors, the first with `k` nested
+/// leaves; every other of the `m` then has its `nested` pointer rewritten to alias the
+/// first's list: `m + k` small errors on the wire, `m × k` for a reader. (As in
+/// ipc-wire's `tests/wire/amplification.rs`.)
+fn amplifying_frame(cid: u64, m: usize, k: usize) -> Vec<u8> {
+    let small = Aid { name: String::new(), uuid: Uuid([1; 16]), pid: 1 };
+    let leaf = || ErrorMsg { source: small.clone(), ..Default::default() };
+    let mut nested: Vec<ErrorMsg> =
+        (0..m).map(|j| ErrorMsg { cid: Some(MARK + j as u64), ..leaf() }).collect();
+    nested[0].nested = (0..k).map(|_| leaf()).collect();
+    let top = ErrorMsg { cid: Some(cid), source: small.clone(), nested, ..Default::default() };
+    let mut buf = frame_bytes(&Msg::Error(top));
+    // `nested` is an `Error`'s last pointer, 9 words after its cid's id.
+    let first = find(&buf, MARK) + 9;
+    let pointer = word(&buf, first);
+    let target = first as i64 + 1 + i64::from((pointer as u32 as i32) >> 2);
+    for j in 1..m {
+        let at = find(&buf, MARK + j as u64) + 9;
+        let offset = (target - at as i64 - 1) as i32;
+        let aliased = (pointer & !0xffff_ffff) | u64::from(((offset << 2) as u32) | 1);
+        buf[at * 8..at * 8 + 8].copy_from_slice(&aliased.to_le_bytes());
+    }
+    buf
+}
+
+#[test]
+fn an_amplification_frame_is_refused_for_its_call_in_memory_bounded_by_its_size() {
+    let (len, hwm_before, hwm_after) = with_root(runtime(APP), LIMIT, |root| async move {
+        let r = root.clone();
+        r.nursery(|n| async move {
+            let (portal, pid, addr) = target(&n, &root, "target").await?;
+            let me = attacker(3);
+            let mut framed = dial(&addr, &me).await;
+            assert_eq!(portal.run::<_, i64>("add", (1, 2)).await?, 3);
+            // About 5 MB on the wire; 160,000 errors (some 60 MB decoded) for a reader.
+            let frame = amplifying_frame(5, 4, 40_000);
+            let hwm_before = status_kib(pid, "VmHWM:");
+            framed.get_mut().write_all(&frame).await.expect("write");
+            // And a legitimate call behind it, on the same connection.
+            framed.send(start(7, "add", &(2, 2), &me)).await.expect("send");
+            // Its answer comes first: the frame's call is refused, the connection serves on.
+            let mut refused = None;
+            loop {
+                match next_msg(&mut framed).await {
+                    Msg::Error(e) if e.cid == Some(5) => refused = Some(e),
+                    Msg::Return { cid: 7, payload } => {
+                        assert_eq!(payload.decode::<i64>().unwrap(), 4);
+                        break;
+                    }
+                    other => panic!("unexpected {:?}", other.kind()),
+                }
+            }
+            let hwm_after = status_kib(pid, "VmHWM:");
+            let e = refused.expect("the frame's call is answered before the next call");
+            assert_eq!(e.kind, ErrorKind::BadMessage, "{}", e.message);
+            assert!(e.message.contains("decode budget"), "{}", e.message);
+            assert_eq!(portal.run::<_, i64>("add", (3, 3)).await?, 6);
+            Ok((frame.len() as u64, hwm_before, hwm_after))
+        })
+        .await
+    })
+    .unwrap();
+    let grown = hwm_after.saturating_sub(hwm_before) * 1024;
+    eprintln!(
+        "amplification frame: {len} bytes; VmHWM {hwm_before} KiB -> {hwm_after} KiB \
+         (+{grown} bytes, {:.1}x the frame)",
+        grown as f64 / len as f64
+    );
+    // The frame itself (read buffer) plus at most the decode budget and slack.
+    assert!(grown < 6 * len + (8 << 20), "{grown} bytes for a {len}-byte frame");
 }

@@ -2,6 +2,7 @@
 //! link instead of five; the global allocator below counts allocations for all of them).
 
 mod alloc_counter;
+mod amplification;
 mod error_kind;
 mod handshake;
 mod limits;
