@@ -32,7 +32,7 @@
 //! The calls a peer has us serve at once are capped
 //! ([`Budgets::max_calls_in_flight`](crate::Budgets::max_calls_in_flight)): a call is in
 //! flight from its `Start` until its final answer (`Return`, `Error` or `CancelAck` for its
-//! cid) is queued, and a `Start` over the cap is answered at once with an
+//! cid; not a stream-overrun `Error`, which is told mid-stream) is queued, and a `Start` over the cap is answered at once with an
 //! [`ErrorKind::TooManyCalls`] error instead of being served. Such answers, like the
 //! `BadMessage` ones, are queued by the reader task itself, waiting when the writer's queue
 //! is full: a peer that floods us without reading our answers stalls its own connection,
@@ -350,12 +350,15 @@ impl Channel {
         Some(Msg::Error(error))
     }
 
-    /// Notes what we send: a final answer to a call the peer made ends it in flight.
+    /// Notes what we send: a final answer to a call the peer made (`Return`, `CancelAck`,
+    /// an `Error` other than a stream overrun, which a context tells its peer mid-stream)
+    /// ends it in flight.
     fn note_outgoing(&self, msg: &Msg) {
         let cid = match msg {
             Msg::Return { cid, .. }
             | Msg::CancelAck(plough_ipc_wire::msg::CancelAck { cid, .. }) => *cid,
-            Msg::Error(e) => match e.cid {
+            // A stream overrun is told mid-context, not as its answer.
+            Msg::Error(e) if e.kind != ErrorKind::StreamOverrun => match e.cid {
                 Some(cid) => cid,
                 None => return,
             },

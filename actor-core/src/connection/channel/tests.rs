@@ -495,6 +495,11 @@ async fn calls_over_the_cap_are_refused_with_too_many_calls_until_one_finishes()
     let mut mine = ch.open_call().unwrap();
     raw.send(Msg::Return { cid: mine.cid(), payload: Payload::encode(&1u8).unwrap() }).await;
     assert!(matches!(within("our reply", mine.recv()).await.unwrap(), Msg::Return { .. }));
+    // A stream overrun told mid-context is not an answer: the call stays in flight.
+    let overrun = RemoteActorError::new(dialer_aid(), ErrorKind::StreamOverrun, "too fast");
+    ch.send(Msg::Error(overrun.to_msg(Some(held[0])))).await.unwrap();
+    assert_eq!(raw.expect().await.cid(), Some(held[0]));
+    assert_eq!(ch.calls_in_flight(), CAP);
     // One held call is answered: one more call fits, and is served.
     ch.send(Msg::Return { cid: held[0], payload: Payload::encode(&()).unwrap() }).await.unwrap();
     assert_eq!(raw.expect().await.cid(), Some(held[0]));
