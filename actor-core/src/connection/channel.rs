@@ -32,7 +32,8 @@
 //! The calls a peer has us serve at once are capped
 //! ([`Budgets::max_calls_in_flight`](crate::Budgets::max_calls_in_flight)): a call is in
 //! flight from its `Start` until its final answer (`Return`, `Error` or `CancelAck` for its
-//! cid; not a stream-overrun `Error`, which is told mid-stream) is queued, and a `Start` over the cap is answered at once with an
+//! cid, as the serving layer sends it; not a stream-overrun `Error`, which is told
+//! mid-stream) is queued, and a `Start` over the cap is answered at once with an
 //! [`ErrorKind::TooManyCalls`] error instead of being served. Such answers, like the
 //! `BadMessage` ones, are queued by the reader task itself, waiting when the writer's queue
 //! is full: a peer that floods us without reading our answers stalls its own connection,
@@ -236,9 +237,11 @@ impl Channel {
                     },
                 };
                 // An answer of this layer's own (a refused or unreadable call): queued in
-                // order, waiting for room, so a flood cannot pile answers up in memory.
+                // order, waiting for room, so a flood cannot pile answers up in memory. Not
+                // counted as a call's final answer: a refused or unreadable `Start` was
+                // never counted, and a context whose message was unreadable still runs
+                // until its own answer.
                 if let Some(answer) = answer {
-                    r.note_outgoing(&answer);
                     tokio::select! {
                         sent = r.inner.tx.send(answer) => if sent.is_err() { break None },
                         () = r.inner.closed.cancelled() => break None,

@@ -465,6 +465,19 @@ async fn a_malformed_reply_fails_our_call_and_a_malformed_context_message_fails_
     let delivered = conv.delivered.locked().clone();
     assert_eq!(delivered.len(), 1, "{delivered:?}");
     assert_error(&delivered[0], cid, ErrorKind::BadMessage, &dialer_aid(), "77");
+    // A context the peer opened and we serve: an unreadable `Yield` of it is answered, but
+    // the context still runs until its own answer, so it stays counted in flight.
+    raw.send(start_msg(2, "ctx", &(), &raw.aid)).await;
+    assert_eq!(_serve.next_start().await.cid, 2);
+    let served = Arc::new(TestConv::default());
+    ch.register_conv(2, Arc::clone(&served) as _).unwrap();
+    let mut bytes = frame_bytes(&Msg::Yield { cid: 2, payload: Payload::from(vec![7u8; 8]) });
+    let n = bytes.len();
+    bytes[n - 16..n - 8].copy_from_slice(&0x0000_00ff_0000_0001u64.to_le_bytes());
+    write_raw(&mut raw, &bytes).await;
+    assert_error(&raw.expect().await, 2, ErrorKind::BadMessage, &dialer_aid(), "malformed yield");
+    assert_eq!(served.delivered.locked().len(), 1);
+    assert_eq!(ch.calls_in_flight(), 1, "the served context is still in flight");
     assert!(!ch.is_closed());
 }
 
