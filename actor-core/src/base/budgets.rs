@@ -109,8 +109,9 @@ pub struct Budgets {
     /// A `Start` beyond it is not served and not queued: it is answered at once with an
     /// error of kind [`ErrorKind::TooManyCalls`](plough_ipc_wire::ErrorKind::TooManyCalls)
     /// for that call, so a peer flooding calls costs one small reply each, not a task and
-    /// its state. Calls from other connections are not affected. Stream credit and other
-    /// messages of calls already running are never refused.
+    /// its state. Calls from other connections are not affected. Stream credit, the
+    /// runtime's cancels (`plough.cancel_actor`, `plough.cancel_call`) and the messages of
+    /// calls already running are never refused.
     pub max_calls_in_flight: usize,
 }
 

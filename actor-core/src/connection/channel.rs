@@ -34,7 +34,9 @@
 //! flight from its `Start` until its final answer (`Return`, `Error` or `CancelAck` for its
 //! cid, as the serving layer sends it; not a stream-overrun `Error`, which is told
 //! mid-stream) is queued, and a `Start` over the cap is answered at once with an
-//! [`ErrorKind::TooManyCalls`] error instead of being served. Such answers, like the
+//! [`ErrorKind::TooManyCalls`] error instead of being served. The runtime's cancels
+//! (`plough.cancel_actor`, `plough.cancel_call`) are neither counted nor refused: they are
+//! answered at once, and must reach an actor most of all when it is saturated. Such answers, like the
 //! `BadMessage` ones, are queued by the reader task itself, waiting when the writer's queue
 //! is full: a peer that floods us without reading our answers stalls its own connection,
 //! and costs no memory beyond the queue.
@@ -42,7 +44,7 @@
 use super::{Conversation, Serve};
 use crate::base::budgets::Budgets;
 use crate::base::error::{ActorError, RemoteActorError};
-use crate::base::names::CREDIT;
+use crate::base::names::{CANCEL_ACTOR, CANCEL_CALL, CREDIT};
 use crate::base::sync::LockExt;
 use futures::{SinkExt, StreamExt};
 use plough_ipc_wire::MsgError;
@@ -269,7 +271,10 @@ impl Channel {
                 return None;
             }
             let cid = start.cid;
-            if !self.inner.in_flight.locked().admit(cid, self.inner.max_in_flight) {
+            // Cancels are never refused (the ladder's graceful step, or a caller that gave
+            // up, must reach a saturated actor) nor counted: they are answered at once.
+            let control = start.function == CANCEL_ACTOR || start.function == CANCEL_CALL;
+            if !control && !self.inner.in_flight.locked().admit(cid, self.inner.max_in_flight) {
                 tracing::debug!(peer = %self.inner.peer, cid, cap = self.inner.max_in_flight, "refusing a call over the cap");
                 let e = RemoteActorError::new(
                     self.inner.me.clone(),

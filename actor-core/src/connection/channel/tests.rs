@@ -504,6 +504,15 @@ async fn calls_over_the_cap_are_refused_with_too_many_calls_until_one_finishes()
         assert_error(&raw.expect().await, cid, ErrorKind::TooManyCalls, &dialer_aid(), "refused");
     }
     assert_eq!(serve.served(), CAP);
+    // A cancel is never refused, nor counted: it reaches the saturated actor.
+    let cancel = start_msg(300, crate::base::names::CANCEL_CALL, &held[1], &raw.aid);
+    raw.send(cancel).await;
+    match raw.expect().await {
+        Msg::CancelAck(a) => assert_eq!(a.cid, 300),
+        other => panic!("expected the cancel's ack, got {other:?}"),
+    }
+    assert_eq!(serve.next_start().await.cid, 300);
+    assert_eq!(ch.calls_in_flight(), CAP);
     // Stream credit and a reply to our own call are not calls: never refused.
     let mut mine = ch.open_call().unwrap();
     raw.send(Msg::Return { cid: mine.cid(), payload: Payload::encode(&1u8).unwrap() }).await;
@@ -522,7 +531,7 @@ async fn calls_over_the_cap_are_refused_with_too_many_calls_until_one_finishes()
         raw.expect().await,
         Msg::Return { cid: 1000, payload: Payload::encode(&3u64).unwrap() }
     );
-    assert_eq!(serve.served(), CAP + 1);
+    assert_eq!(serve.served(), CAP + 2, "the held calls, the cancel, the echo");
     assert_eq!(ch.calls_in_flight(), CAP - 1, "the echo was answered: out of flight again");
     assert!(!ch.is_closed());
 }
