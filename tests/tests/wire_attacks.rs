@@ -1,7 +1,7 @@
 //! Raw-socket attacks on a real child actor, from a client that does the handshake and
 //! then speaks the wire by hand: a call with an enum value this build does not know, a
-//! flood of calls far over the per-connection cap, and a frame whose aliasing pointers
-//! would make decoding allocate many times its size. Each asserts a typed answer for every
+//! message variant of a newer schema, a flood of calls far over the per-connection cap,
+//! and a frame whose aliasing pointers would make decoding allocate many times its size. Each asserts a typed answer for every
 //! call, bounded memory in the child (its `VmHWM`, the peak resident set, from
 //! `/proc/<pid>/status`), and that a legitimate call answers meanwhile.
 
@@ -80,7 +80,7 @@ async fn target(
 }
 
 #[test]
-fn a_call_with_an_unknown_enum_value_gets_a_typed_error_and_the_connection_serves_on() {
+fn a_call_with_an_unknown_enum_value_or_variant_gets_a_typed_error_and_the_connection_serves_on() {
     with_root(runtime(APP), LIMIT, |root| async move {
         let r = root.clone();
         r.nursery(|n| async move {
@@ -98,6 +98,19 @@ fn a_call_with_an_unknown_enum_value_gets_a_typed_error_and_the_connection_serve
                     assert_eq!((e.cid, e.kind), (Some(CID), ErrorKind::BadMessage), "{e:?}");
                     assert_eq!(e.source.name, "target");
                     assert!(e.message.contains("unknown value 9 for `kind`"), "{}", e.message);
+                }
+                other => panic!("expected a BadMessage error, got {other:?}"),
+            }
+            // A `Msg` member of a newer schema (discriminant 200, the low 16 bits of the
+            // root's data word) that belongs to call 9: answered for that call too.
+            let newer = Msg::StartAck(plough::ipc_wire::StartAck { cid: 9, ..Default::default() });
+            let mut bytes = frame_bytes(&newer);
+            bytes[16..18].copy_from_slice(&200u16.to_le_bytes());
+            framed.get_mut().write_all(&bytes).await.expect("write");
+            match next_msg(&mut framed).await {
+                Msg::Error(e) => {
+                    assert_eq!((e.cid, e.kind), (Some(9), ErrorKind::BadMessage), "{e:?}");
+                    assert!(e.message.contains("unknown message variant 200"), "{}", e.message);
                 }
                 other => panic!("expected a BadMessage error, got {other:?}"),
             }
