@@ -224,8 +224,16 @@ impl ActorMarker {
         // leaves a file that `clear_dead_actor` can attribute (and a recycled pid's own
         // marker in the making is never taken for it).
         let tmp = temp_path(&dir, pid, &info.uuid);
-        std::fs::write(&tmp, info.render())?;
-        std::fs::rename(&tmp, &path)?;
+        // Whatever fails after the file exists removes it: a marker is in place whole or
+        // not at all. (A process killed in between leaves the `.tmp` file, which
+        // [`clear_dead_pid`], [`clear_dead_actor`] and `plough-reap --uds` remove once its
+        // writer is dead: see [`half_written_is_stale`].)
+        if let Err(e) =
+            write_new(&tmp, info.render().as_bytes()).and_then(|()| std::fs::rename(&tmp, &path))
+        {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
+        }
         set_process_name(&format!("plough:{}", info.name));
         Ok(ActorMarker { path, owner: pid })
     }
@@ -280,14 +288,108 @@ pub fn clear_dead_actor(runtime_dir: &Path, pid: u32, uuid: &str) -> io::Result<
 /// # Errors
 ///
 /// As [`clear_dead_actor`].
+///
+/// Half-written markers of `pid` (`.<pid>.<uuid>.tmp`, whatever the uuid: a child killed
+/// between writing its marker and the rename, before anyone learnt its uuid) are removed
+/// too when their writer is dead ([`half_written_is_stale`]: a recycled pid's own marker
+/// in the making stays).
 pub fn clear_dead_pid(runtime_dir: &Path, pid: u32) -> io::Result<bool> {
+    let mut removed = false;
+    for (tmp, _) in half_written_markers(runtime_dir).into_iter().filter(|(_, p)| *p == pid) {
+        if half_written_is_stale(&tmp, pid) {
+            remove_if_present(&tmp)?;
+            removed = true;
+        }
+    }
     let path = markers_dir(runtime_dir).join(pid.to_string());
-    let Ok(text) = std::fs::read_to_string(&path) else { return Ok(false) };
-    let Some(info) = MarkerInfo::parse(&text) else { return Ok(false) };
-    clear_dead_actor(runtime_dir, pid, &info.uuid)
+    let Ok(text) = std::fs::read_to_string(&path) else { return Ok(removed) };
+    let Some(info) = MarkerInfo::parse(&text) else { return Ok(removed) };
+    Ok(clear_dead_actor(runtime_dir, pid, &info.uuid)? || removed)
 }
 
-/// Where a marker is written before it is renamed into place.
+/// The pid and uuid in a half-written marker's file name (`.<pid>.<uuid>.tmp`).
+pub fn parse_temp_name(file_name: &str) -> Option<(u32, &str)> {
+    let (pid, uuid) = file_name.strip_prefix('.')?.strip_suffix(".tmp")?.split_once('.')?;
+    let pid: u32 = pid.parse().ok()?;
+    (pid != 0 && !uuid.is_empty()).then_some((pid, uuid))
+}
+
+/// Every half-written marker (`.<pid>.<uuid>.tmp`) under `runtime_dir`, with the pid of
+/// the process that wrote it, sorted by path. Whether its writer is alive is
+/// [`half_written_is_stale`]'s question.
+pub fn half_written_markers(runtime_dir: &Path) -> Vec<(PathBuf, u32)> {
+    let Ok(entries) = std::fs::read_dir(markers_dir(runtime_dir)) else { return Vec::new() };
+    let mut out: Vec<(PathBuf, u32)> = entries
+        .flatten()
+        .filter_map(|e| {
+            let pid = parse_temp_name(e.file_name().to_str()?)?.0;
+            Some((e.path(), pid))
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// Whether the process that wrote the half-written marker `path` (named `.<pid>.*.tmp`)
+/// is certainly gone, so that the file can never become a marker.
+///
+/// Only the process with that pid writes that name (in a directory only our uid can
+/// write), and its uuid makes the name unique, so the question is whether the process
+/// that has `pid` now (if any) is the writer:
+/// * no process has `pid`: stale;
+/// * the file is complete up to its `start_time=` line (the writer's start time): stale
+///   exactly when the process with `pid` now started at another time (a recycled pid);
+/// * the file was cut short (its writer was killed inside the write, or is writing it
+///   right now): stale only when the process with `pid` now started clearly (2 s: boot
+///   time is known to the second) after the file was last written, so it cannot be the
+///   writer. Otherwise it is left alone — a live process's marker in the making.
+pub fn half_written_is_stale(path: &Path, pid: u32) -> bool {
+    let Some(now) = process_start_time(pid) else { return true };
+    let Ok(bytes) = std::fs::read(path) else { return false };
+    if let Some(start) = complete_start_time(&bytes) {
+        return start != now;
+    }
+    let Ok(modified) = std::fs::symlink_metadata(path).and_then(|m| m.modified()) else {
+        return false;
+    };
+    started_after(now, modified, std::time::Duration::from_secs(2))
+}
+
+/// The `start_time=` value of a (possibly cut) marker text, if its line is complete.
+fn complete_start_time(bytes: &[u8]) -> Option<u64> {
+    let text = std::str::from_utf8(bytes).ok()?;
+    // The last piece has no newline yet: a line cut in the middle is never read.
+    let (complete, _) = text.rsplit_once('\n')?;
+    complete.lines().find_map(|l| l.strip_prefix("start_time=")?.parse().ok())
+}
+
+/// Whether a process whose start time is `start_ticks` (clock ticks since boot) started
+/// more than `margin` after the wall-clock time `t`.
+fn started_after(start_ticks: u64, t: std::time::SystemTime, margin: std::time::Duration) -> bool {
+    let Ok(boot) = procfs::boot_time_secs() else { return false };
+    let tps = procfs::ticks_per_second();
+    let started = std::time::UNIX_EPOCH
+        + std::time::Duration::from_secs(boot)
+        + std::time::Duration::from_secs_f64(start_ticks as f64 / tps.max(1) as f64);
+    started.duration_since(t).is_ok_and(|d| d > margin)
+}
+
+/// Writes `bytes` to a new file at `path` (mode 0600), in one `write` for a marker's size.
+fn write_new(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(bytes)
+}
+
+/// Where a marker is written before it is renamed into place: `.<pid>.<uuid>.tmp`, in
+/// the markers directory itself (so a rename never crosses a file system, and
+/// `plough-reap` sweeps where it is written).
 fn temp_path(markers_dir: &Path, pid: u32, uuid: &str) -> PathBuf {
     let tag: String = uuid.chars().filter(|c| c.is_ascii_alphanumeric() || *c == '-').collect();
     markers_dir.join(format!(".{pid}.{tag}.tmp"))
@@ -405,6 +507,69 @@ mod tests {
         assert!(!ours.exists());
         assert!(other.exists(), "another actor's file (same pid, other uuid) stays");
         assert!(!clear_dead_actor(&dir, 4242, "a-1").unwrap(), "nothing left to clear");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_marker_that_cannot_be_put_in_place_leaves_no_file() {
+        let dir = std::env::temp_dir().join(format!("plough-marker-fail-{}", std::process::id()));
+        let markers = markers_dir(&dir);
+        ensure_private_dir(&markers).unwrap();
+        // A directory where the marker goes: the rename fails after the write.
+        let blocker = markers.join(std::process::id().to_string());
+        std::fs::create_dir_all(blocker.join("full")).unwrap();
+        let info = MarkerInfo { name: "w".into(), uuid: "u-1".into(), ..Default::default() };
+        assert!(ActorMarker::create(&dir, info).is_err());
+        let left: Vec<_> =
+            std::fs::read_dir(&markers).unwrap().flatten().map(|e| e.path()).collect();
+        assert_eq!(left, vec![blocker], "only what was there before");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn half_written_markers_are_stale_only_when_their_writer_is_gone() {
+        let dir = std::env::temp_dir().join(format!("plough-marker-half-{}", std::process::id()));
+        let markers = markers_dir(&dir);
+        ensure_private_dir(&markers).unwrap();
+        let me = std::process::id();
+        let start = own_start_time().unwrap();
+        let full =
+            MarkerInfo { name: "w".into(), pid: me, start_time: start, ..Default::default() }
+                .render();
+        let write = |name: &str, text: &str| {
+            let p = markers.join(name);
+            std::fs::write(&p, text).unwrap();
+            p
+        };
+        // Ours, complete: a live process's marker in the making.
+        let live = write(&format!(".{me}.a-1.tmp"), &full);
+        assert!(!half_written_is_stale(&live, me));
+        // Same pid, another start time: a previous holder of the pid wrote it.
+        let recycled = write(&format!(".{me}.b-2.tmp"), &full.replace(&start.to_string(), "1"));
+        assert!(half_written_is_stale(&recycled, me));
+        // Cut short (no complete start_time line): kept while it may be ours...
+        let cut = write(&format!(".{me}.c-3.tmp"), &full[..full.find("start_time").unwrap() + 12]);
+        assert_eq!(complete_start_time(std::fs::read(&cut).unwrap().as_slice()), None);
+        assert!(!half_written_is_stale(&cut, me));
+        // ... stale once it is older than the process that has its pid now.
+        let long_ago = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_000);
+        std::fs::File::options().write(true).open(&cut).unwrap().set_modified(long_ago).unwrap();
+        assert!(half_written_is_stale(&cut, me));
+        // Empty (killed right after the create), of a pid nobody has: stale.
+        let gone = write(&format!(".{}.d-4.tmp", u32::MAX), "");
+        assert!(half_written_is_stale(&gone, u32::MAX));
+        let found: Vec<u32> = half_written_markers(&dir).into_iter().map(|(_, p)| p).collect();
+        assert_eq!(found, vec![me, me, me, u32::MAX]);
+        assert!(read_markers(&dir).is_empty());
+        // clear_dead_pid removes the stale ones of that pid only.
+        assert!(clear_dead_pid(&dir, me).unwrap());
+        assert!(live.exists() && !recycled.exists() && !cut.exists() && gone.exists());
+        assert!(clear_dead_pid(&dir, u32::MAX).unwrap());
+        assert!(!gone.exists());
+        assert_eq!(parse_temp_name(".12.u-1.tmp"), Some((12, "u-1")));
+        for bad in ["12", ".12.tmp", ".x.u.tmp", ".0.u.tmp", "12.u.tmp", ".12.u.tmpx"] {
+            assert_eq!(parse_temp_name(bad), None, "{bad}");
+        }
         let _ = std::fs::remove_dir_all(&dir);
     }
 

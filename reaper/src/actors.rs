@@ -8,7 +8,7 @@
 
 use crate::error::ReapError;
 use crate::procs::{ProcInfo, ProcTable, our_uid};
-use plough_fork_prims::marker::{MarkerInfo, markers_dir, read_markers};
+use plough_fork_prims::marker::{MarkerInfo, half_written_markers, markers_dir, read_markers};
 use serde::Serialize;
 use std::collections::{HashMap, HashSet};
 use std::os::unix::fs::MetadataExt;
@@ -95,6 +95,25 @@ pub fn own_markers(runtime_dir: &Path) -> Result<Vec<(PathBuf, MarkerInfo)>, Rea
     }
     let uid = our_uid();
     Ok(read_markers(runtime_dir)
+        .into_iter()
+        .filter(|(p, _)| std::fs::symlink_metadata(p).is_ok_and(|m| m.uid() == uid && m.is_file()))
+        .collect())
+}
+
+/// Every half-written marker (`.<pid>.<uuid>.tmp`: a marker whose writer had not yet
+/// renamed it into place) under `runtime_dir` whose file is ours, with its writer's pid;
+/// the directories are checked first (see [`check_own_dir`]). Whether its writer is gone
+/// is [`plough_fork_prims::marker::half_written_is_stale`]'s question: a live actor's
+/// marker in the making must stay.
+///
+/// # Errors
+/// The runtime or markers directory cannot be trusted.
+pub fn own_half_written(runtime_dir: &Path) -> Result<Vec<(PathBuf, u32)>, ReapError> {
+    if !check_own_dir(runtime_dir)? || !check_own_dir(&markers_dir(runtime_dir))? {
+        return Ok(Vec::new());
+    }
+    let uid = our_uid();
+    Ok(half_written_markers(runtime_dir)
         .into_iter()
         .filter(|(p, _)| std::fs::symlink_metadata(p).is_ok_and(|m| m.uid() == uid && m.is_file()))
         .collect())

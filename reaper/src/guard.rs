@@ -107,6 +107,8 @@ impl LeakGuard {
             |p| crate::uds::socket_owner_pid(p).is_some_and(|pid| in_scope.contains(&pid)),
             |_| false,
         );
+        // A half-written marker is attributable by its writer's pid only while that runs.
+        leaks.half_written.retain(|(_, pid)| in_scope.contains(pid));
         leaks
     }
 

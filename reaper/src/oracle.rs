@@ -1,13 +1,14 @@
 //! The leak oracle: what plough left behind between two points in time.
 //!
 //! A [`Snapshot`] records the live actors of ours (pid + start time, from markers), the
-//! socket files in the runtime directory and our `/dev/shm` entries. A later snapshot
+//! half-written markers (`actors/.<pid>.<uuid>.tmp`, live writer or not), the socket files
+//! in the runtime directory and our `/dev/shm` entries. A later snapshot
 //! minus an earlier one is the [`Leaks`]: everything that appeared in between and is
 //! still alive or present. Identity is never a bare pid or name: actors are (pid, start
 //! time), shm segments (device, inode), so a recycled pid or a re-created file is seen
 //! as new.
 
-use crate::actors::{Actor, marker_is_ours_and_live, own_markers};
+use crate::actors::{Actor, marker_is_ours_and_live, own_half_written, own_markers};
 use crate::procs::ProcInfo;
 use crate::reap::{ActorReport, DEFAULT_GRACE, reap_actors};
 use crate::shm::{self, FileAction, SHM_DIR, ShmEntry, ShmVerdict};
@@ -25,6 +26,8 @@ pub struct Snapshot {
     shm_dir: PathBuf,
     /// Live actors of ours, with their marker file.
     pub actors: Vec<(PathBuf, MarkerInfo)>,
+    /// Half-written markers (`.<pid>.<uuid>.tmp`), with their writer's pid.
+    pub half_written: Vec<(PathBuf, u32)>,
     /// Socket files in the runtime directory.
     pub sockets: Vec<PathBuf>,
     /// Our `/dev/shm` entries.
@@ -54,6 +57,7 @@ impl Snapshot {
             runtime_dir: runtime_dir.to_owned(),
             shm_dir: shm_dir.to_owned(),
             actors,
+            half_written: own_half_written(runtime_dir).unwrap_or_default(),
             sockets: uds::own_sockets(runtime_dir),
             shm: shm::own_entries(shm_dir, None),
         }
@@ -75,6 +79,7 @@ impl Snapshot {
     pub fn new_since(&self, before: &Snapshot) -> Leaks {
         let old_actors: HashSet<(u32, u64)> =
             before.actors.iter().map(|(_, m)| (m.pid, m.start_time)).collect();
+        let old_half: HashSet<&PathBuf> = before.half_written.iter().map(|(p, _)| p).collect();
         let old_sockets: HashSet<&PathBuf> = before.sockets.iter().collect();
         let old_shm: HashSet<(u64, u64)> = before.shm.iter().map(|e| (e.dev, e.ino)).collect();
         Leaks {
@@ -84,6 +89,12 @@ impl Snapshot {
                 .iter()
                 .filter(|(_, m)| !old_actors.contains(&(m.pid, m.start_time)))
                 .filter(|(_, m)| marker_is_ours_and_live(m, ProcInfo::read(m.pid).as_ref()))
+                .cloned()
+                .collect(),
+            half_written: self
+                .half_written
+                .iter()
+                .filter(|(p, _)| !old_half.contains(p) && p.exists())
                 .cloned()
                 .collect(),
             sockets: self
@@ -108,6 +119,10 @@ pub struct Leaks {
     runtime_dir: PathBuf,
     /// Live actors (marker file, marker).
     pub actors: Vec<(PathBuf, MarkerInfo)>,
+    /// Half-written markers (`.<pid>.<uuid>.tmp`, with the writer's pid): an actor
+    /// killed between writing its marker and renaming it into place, or one still
+    /// writing it (then it is a leaked actor too).
+    pub half_written: Vec<(PathBuf, u32)>,
     /// Socket files.
     pub sockets: Vec<PathBuf>,
     /// `/dev/shm` entries.
@@ -117,10 +132,14 @@ pub struct Leaks {
 impl Leaks {
     /// Whether nothing leaked.
     pub fn is_empty(&self) -> bool {
-        self.actors.is_empty() && self.sockets.is_empty() && self.shm.is_empty()
+        self.actors.is_empty()
+            && self.half_written.is_empty()
+            && self.sockets.is_empty()
+            && self.shm.is_empty()
     }
 
-    /// Keeps only what `keep_actor` / `keep_socket` / `keep_shm` accept.
+    /// Keeps only what `keep_actor` / `keep_socket` / `keep_shm` accept (half-written
+    /// markers are not filtered here: [`Leaks::half_written`] is public).
     pub fn retain(
         &mut self,
         keep_actor: impl Fn(&MarkerInfo) -> bool,
@@ -144,6 +163,9 @@ impl fmt::Display for Leaks {
                 "leaked actor {}@{} (tree {}, parent {}, {})",
                 m.name, m.pid, m.tree, m.parent_pid, m.method
             )?;
+        }
+        for (p, pid) in &self.half_written {
+            writeln!(f, "leaked half-written marker {} (pid {pid})", p.display())?;
         }
         for s in &self.sockets {
             writeln!(f, "leaked socket {}", s.display())?;
@@ -197,8 +219,8 @@ pub fn reap(leaks: &Leaks) -> ReapReport {
 }
 
 /// Reaps what leaked: the ladder for the actors (each re-verified by start time and uid
-/// first), then removes their markers, the leaked socket files that are stale by then,
-/// and the leaked shm segments that nothing maps or holds open.
+/// first), then removes their markers, the leaked half-written markers and socket files
+/// that are stale by then, and the leaked shm segments that nothing maps or holds open.
 pub fn reap_with(leaks: &Leaks, grace: Duration) -> ReapReport {
     let actors: Vec<Actor> = leaks
         .actors
@@ -206,6 +228,20 @@ pub fn reap_with(leaks: &Leaks, grace: Duration) -> ReapReport {
         .map(|(path, m)| Actor { info: m.clone(), marker: path.clone(), reason: "leaked".into() })
         .collect();
     let (actors, mut files) = reap_actors(&leaks.runtime_dir, actors, grace, false);
+    // After the actors: a half-written marker whose writer was just reaped is stale now.
+    let half: HashSet<&PathBuf> = leaks.half_written.iter().map(|(p, _)| p).collect();
+    let swept: HashSet<PathBuf> = files.iter().map(|f| f.path.clone()).collect();
+    files.extend(
+        uds::remove_stale_half_written(&leaks.runtime_dir, |_| true)
+            .into_iter()
+            .filter(|f| half.contains(&f.path) && !swept.contains(&f.path)),
+    );
+    for (path, pid) in &leaks.half_written {
+        if path.exists() && !files.iter().any(|f| f.path == *path) {
+            let why = format!("half-written marker of pid {pid}: its writer still runs");
+            files.push(FileVerdict { path: path.clone(), action: FileAction::Kept, why });
+        }
+    }
     if !leaks.sockets.is_empty() {
         files.extend(
             uds::sweep(&leaks.runtime_dir, Some(&leaks.sockets), false).unwrap_or_default(),

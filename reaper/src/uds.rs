@@ -7,10 +7,11 @@
 //! `registry@<port>.sock`, whose number is no pid) are stale when nothing is bound to
 //! them. A file that is not a socket, or not ours, is never touched.
 
-use crate::actors::{check_own_dir, marker_is_ours_and_live, own_markers};
+use crate::actors::{check_own_dir, marker_is_ours_and_live, own_half_written, own_markers};
 use crate::error::ReapError;
 use crate::procs::{ProcInfo, our_uid};
 use crate::shm::FileAction;
+use plough_fork_prims::marker::half_written_is_stale;
 use procfs::FromRead;
 use procfs::net::UnixNetEntries;
 use serde::Serialize;
@@ -109,7 +110,9 @@ fn socket_in_use(
     }
 }
 
-/// Removes (or lists, with `dry_run`) stale socket files and stale markers in
+/// Removes (or lists, with `dry_run`) stale socket files, stale markers and stale
+/// half-written markers (`.<pid>.<uuid>.tmp` whose writer is gone: see
+/// [`half_written_is_stale`]; a live actor's marker in the making stays) in
 /// `runtime_dir`. Only files to remove are returned. With `only`, just those socket
 /// files are considered (and no markers).
 ///
@@ -149,6 +152,12 @@ pub fn sweep(
                 .filter(|(_, m)| !live.contains(&m.pid))
                 .map(|(p, m)| (p.clone(), format!("marker of {} (pid {}) gone", m.name, m.pid))),
         );
+        stale.extend(
+            own_half_written(runtime_dir)?
+                .into_iter()
+                .filter(|(p, pid)| half_written_is_stale(p, *pid))
+                .map(|(p, pid)| (p, format!("half-written marker of pid {pid}, writer gone"))),
+        );
     }
     Ok(stale
         .into_iter()
@@ -175,12 +184,13 @@ pub fn sweep(
 
 /// Removes the markers of the given pids when their process is gone (after a reap), and
 /// the socket file each names as its address (`uds://...`) when that is a socket of ours
-/// inside `runtime_dir` that nothing is bound to.
+/// inside `runtime_dir` that nothing is bound to; and the half-written markers of those
+/// pids whose writer is gone.
 pub fn remove_dead_markers(runtime_dir: &Path, pids: &[u32]) -> Vec<FileVerdict> {
     let Ok(markers) = own_markers(runtime_dir) else { return Vec::new() };
     let bound = bound_socket_paths();
     let sockets = own_sockets(runtime_dir);
-    let mut out = Vec::new();
+    let mut out = remove_stale_half_written(runtime_dir, |pid| pids.contains(&pid));
     for (path, m) in markers {
         if !pids.contains(&m.pid) || marker_is_ours_and_live(&m, ProcInfo::read(m.pid).as_ref()) {
             continue;
@@ -201,6 +211,28 @@ pub fn remove_dead_markers(runtime_dir: &Path, pids: &[u32]) -> Vec<FileVerdict>
         }
     }
     out
+}
+
+/// Removes the half-written markers of ours whose pid `which` picks and whose writer is
+/// gone (see [`half_written_is_stale`]).
+pub(crate) fn remove_stale_half_written(
+    runtime_dir: &Path,
+    which: impl Fn(u32) -> bool,
+) -> Vec<FileVerdict> {
+    let Ok(half) = own_half_written(runtime_dir) else { return Vec::new() };
+    half.into_iter()
+        .filter(|(p, pid)| which(*pid) && half_written_is_stale(p, *pid))
+        .map(|(path, pid)| {
+            let (action, why) = match fs::remove_file(&path) {
+                Ok(()) => (FileAction::Removed, format!("half-written marker of dead pid {pid}")),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    (FileAction::Removed, format!("half-written marker of dead pid {pid}"))
+                }
+                Err(e) => (FileAction::Failed, e.to_string()),
+            };
+            FileVerdict { path, action, why }
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -100,3 +100,63 @@ fn uds_sweep_removes_stale_sockets_and_keeps_bound_ones() {
     assert!(live.exists() && live_registry.exists() && other_file.exists());
     assert_eq!(reap(&dir, &["--uds"]).code, 0, "nothing left to find");
 }
+
+/// `.<pid>.<uuid>.tmp` files: those of a dead writer go (`--uds`), a live writer's stays;
+/// the leak oracle reports both and its reap removes only the stale one.
+#[test]
+fn half_written_markers_of_dead_writers_are_swept_and_live_ones_kept() {
+    let rt = RuntimeDir::new();
+    let dir = rt.path();
+    let markers = plough_fork_prims::marker::markers_dir(&dir);
+    plough_fork_prims::marker::ensure_private_dir(&markers).unwrap();
+    let before = plough_reaper::Snapshot::take_in(&dir);
+    let dead = {
+        let mut c = std::process::Command::new("true").spawn().unwrap();
+        let pid = c.id();
+        c.wait().unwrap();
+        pid
+    };
+    let me = std::process::id();
+    let my_start = plough_fork_prims::marker::process_start_time(me).unwrap();
+    // Killed after the create, before any byte was written.
+    let stale_empty = markers.join(format!(".{dead}.a-1.tmp"));
+    std::fs::write(&stale_empty, "").unwrap();
+    // Complete, but its writer is gone.
+    let stale_full = markers.join(format!(".{dead}.b-2.tmp"));
+    std::fs::write(&stale_full, format!("name=x\npid={dead}\nstart_time=1\n")).unwrap();
+    // A live process's marker in the making (ours, with our start time).
+    let live = markers.join(format!(".{me}.c-3.tmp"));
+    std::fs::write(&live, format!("name=y\npid={me}\nstart_time={my_start}\n")).unwrap();
+
+    let leaks = before.leaked_since();
+    let mut half: Vec<_> = leaks.half_written.iter().map(|(p, _)| p.clone()).collect();
+    half.sort();
+    let mut all = vec![stale_empty.clone(), stale_full.clone(), live.clone()];
+    all.sort();
+    assert_eq!(half, all);
+    assert!(leaks.to_string().contains("leaked half-written marker"), "{leaks}");
+
+    let dry = reap(&dir, &["--uds", "--dry-run"]);
+    let mut expect = vec![
+        (stale_empty.clone(), "would_remove".to_owned()),
+        (stale_full.clone(), "would_remove".to_owned()),
+    ];
+    expect.sort();
+    assert_eq!(dry.files("files"), expect, "{}", dry.stdout);
+    let run = reap(&dir, &["--uds"]);
+    assert_eq!(run.code, 1, "{}", run.stdout);
+    assert!(!stale_empty.exists() && !stale_full.exists(), "{}", run.stdout);
+    assert!(live.exists(), "a live writer's file must stay");
+    assert_eq!(reap(&dir, &["--uds"]).code, 0, "nothing left to find");
+
+    // The oracle's reap: again a stale one next to the live one.
+    std::fs::write(&stale_empty, "").unwrap();
+    let leaks = before.leaked_since();
+    assert_eq!(leaks.half_written.len(), 2, "{leaks}");
+    let report = plough_reaper::reap(&leaks);
+    assert!(!stale_empty.exists(), "{report}");
+    assert!(live.exists(), "{report}");
+    assert!(!report.all_gone(), "the live writer's file is still there: {report}");
+    std::fs::remove_file(&live).unwrap();
+    assert!(before.leaked_since().is_empty());
+}
