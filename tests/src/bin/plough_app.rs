@@ -4,7 +4,9 @@
 //! Scenarios: `sleepers N` (start N children, print `pids <p1> <p2>...`, then wait
 //! forever: for the SIGINT and SIGKILL tests); `sleepers-selfint N` (the same, then a
 //! background task sends SIGINT to this process); `tree` (root -> 2 children -> 2
-//! sleepers each, then wait forever: for the reaper's tests).
+//! sleepers each, then wait forever: for the reaper's tests); `burst N` (N children
+//! started concurrently, printing `spawning` first and `started N` once all run, then
+//! wait forever: for the SIGINT-during-spawns test).
 //!
 //! Lifecycle scenarios (`runtime_lifecycle.rs`), each printing `ready` when set up and
 //! `shutdown requested` when `Actor::shutdown_requested` fires:
@@ -235,6 +237,24 @@ fn main() {
                     }
                     let relayed = ctx.result::<u64>().await?;
                     println!("delivered {next} of {n} (relayed {relayed:?})");
+                    Ok(())
+                })
+                .await
+            }
+            "burst" => {
+                // N children started concurrently (one join of N `start_actor`s): prints
+                // `spawning` before the first, `started N` once every one runs, then
+                // waits forever (for the SIGINT-during-spawns test).
+                let n: u32 = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(100);
+                root.nursery(|nursery| async move {
+                    let names: Vec<String> = (0..n).map(|i| format!("burst{i}")).collect();
+                    say("spawning");
+                    let portals = futures::future::try_join_all(
+                        names.iter().map(|name| nursery.start_actor(name)),
+                    )
+                    .await?;
+                    say(&format!("started {}", portals.len()));
+                    std::future::pending::<()>().await;
                     Ok(())
                 })
                 .await
