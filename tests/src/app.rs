@@ -174,6 +174,30 @@ async fn ctx_relay(ctx: Context, n: u64) -> Result<u64, ActorError> {
     .await
 }
 
+/// A chain below this actor, `level` levels deep from the root: `remaining` more actors,
+/// `chain<level + 1>`, each running `ctx_chain(level + 1, remaining - 1)` on the next.
+/// `started` with the pids of this actor and of every one below it, top first, then
+/// holds the chain until cancelled — or until the context on the next actor fails (e.g.
+/// it was killed), which fails this one.
+async fn ctx_chain(ctx: Context, (level, remaining): (u32, u32)) -> Result<(), ActorError> {
+    let me = std::process::id();
+    if remaining == 0 {
+        ctx.started(&vec![me]).await?;
+        ctx.cancelled().await;
+        return Ok(());
+    }
+    let cx = ctx.cx().expect("the child side has a Cx").clone();
+    cx.nursery(|nursery| async move {
+        let next = nursery.start_actor(&format!("chain{}", level + 1)).await?;
+        let (below, mut pids) =
+            next.open_context::<_, Vec<u32>>("ctx_chain", (level + 1, remaining - 1)).await?;
+        pids.insert(0, me);
+        ctx.started(&pids).await?;
+        below.result::<()>().await.map(drop)
+    })
+    .await
+}
+
 /// The registry of the test program.
 pub fn registry() -> Registry {
     crate::lifecycle::register(Registry::new())
@@ -192,6 +216,7 @@ pub fn registry() -> Registry {
         .context("ctx_simple", ctx_simple)
         .context("ctx_numbers", ctx_numbers)
         .context("ctx_relay", ctx_relay)
+        .context("ctx_chain", ctx_chain)
         .context("ctx_started_twice", ctx_started_twice)
         .context("ctx_stream_before_started", ctx_stream_before_started)
         .context("ctx_cancel_target", ctx_cancel_target)

@@ -232,6 +232,12 @@ impl Nursery {
                 () = inner.scope.cancelled() => None,
             }
         };
+        // A body that failed because a connection to one of this nursery's children was
+        // lost (a call or context on it) says how that child died, if it did.
+        let outcome = match outcome {
+            Some(Err(e)) => Some(Err(n.explain_lost_child(e).await)),
+            other => other,
+        };
         // The body is done (or dropped). Collect the run_in_actor results; the first
         // failure (now or already recorded) takes every other child down.
         inner.exiting.store(true, Ordering::SeqCst);
@@ -266,6 +272,8 @@ impl Nursery {
         let value = match outcome {
             Some(Ok(v)) => Some(v),
             Some(Err(e)) => {
+                // One death, one report: the monitor's for the same child goes.
+                errors.retain(|x| !same_death(x, &e));
                 errors.insert(0, e);
                 None
             }
@@ -281,6 +289,19 @@ impl Nursery {
                     inner.actor.canceller().unwrap_or_else(|| inner.actor.aid().clone());
                 Err(ActorError::ContextCancelled { canceller })
             }
+        }
+    }
+
+    /// [`Nursery::explain`] for an error that names its peer only: a lost connection to
+    /// one of this nursery's children becomes [`ActorError::ActorDied`] when that child
+    /// died (waiting at most `Budgets::exit_status` for its status).
+    async fn explain_lost_child(&self, e: ActorError) -> ActorError {
+        let ActorError::TransportClosed { peer, .. } = &e else { return e };
+        let child =
+            self.inner.children.locked().iter().find(|c| c.aid.to_string() == *peer).cloned();
+        match child {
+            Some(child) => self.explain(&child, e).await,
+            None => e,
         }
     }
 
@@ -441,4 +462,12 @@ impl Cx {
         Nursery::run(self.runtime().clone(), self.cancel_token(), Some(self.open_nurseries()), body)
             .await
     }
+}
+
+/// Whether `a` and `b` both report the death of the same actor.
+fn same_death(a: &ActorError, b: &ActorError) -> bool {
+    matches!(
+        (a, b),
+        (ActorError::ActorDied { actor: x, .. }, ActorError::ActorDied { actor: y, .. }) if x == y
+    )
 }
