@@ -59,7 +59,8 @@
 //! uses only modules below it (`tests/module_order.rs` holds the crate to this list).
 //!
 //! * `drain` ([`drain_reaper`]): waits until `forkserver` and `reap_queue` are idle.
-//! * `startup`: the pre-`main` hook ([`take_delivery`]); runs the zygote's server.
+//! * `startup`: the pre-`main` hook ([`take_delivery`]); runs the zygote's server, and
+//!   `init` in a process that is PID 1.
 //! * `zygote` ([`Zygote`]): the fork-server process, both sides; started on the
 //!   forkserver thread.
 //! * `forkserver`: the forking thread; builds [`ChildHandle`]s, runs `prelude` in the
@@ -67,7 +68,8 @@
 //! * `child` ([`ChildHandle`]): its `Drop` hands a running child to `reap_queue`.
 //! * `reap_queue`: the background reaper thread.
 //! * `prelude` (uses `scrub`, `signals`, `hooks`), then the leaves, which import no other
-//!   module of the crate but `sync`: `hooks`, `scrub`, `signals`, `signalfd`, `signal_pipe`, `status`,
+//!   module of the crate but `sync`: `hooks`, `scrub`, `signals`, `signalfd`, `signal_pipe`,
+//!   `init` (PID 1's init, [`INIT_ENV`]), `status`,
 //!   `marker`, `handoff` (messages with fds), `per_process`, and last `sync`.
 //!
 //! # Unsafe
@@ -80,6 +82,7 @@ mod drain;
 mod forkserver;
 mod handoff;
 mod hooks;
+mod init;
 pub mod marker;
 mod per_process;
 mod prelude;
@@ -102,6 +105,7 @@ pub use forkserver::fork;
 pub use forkserver::{FORKSERVER_THREAD_NAME, fork_blocking, forkserver_started};
 pub use handoff::{BOOT_ENV, EXEC_MODE, boot_socket};
 pub use hooks::{ForkHooks, register_fork_hooks};
+pub use init::{FORWARDED_SIGNALS, INIT_ENV};
 pub use prelude::{ForkOptions, exit_code};
 pub use reap_queue::pending_reaps;
 pub use rustix::process::Signal;

@@ -3,7 +3,8 @@
 //!
 //! Every program that links this crate runs [`startup`] as a module constructor, before
 //! `main` and before any thread of the program exists. It does nothing unless
-//! [`BOOT_ENV`](crate::BOOT_ENV) is set; then it removes the variable at once (so neither the program nor
+//! [`BOOT_ENV`](crate::BOOT_ENV) is set (or the process is PID 1: then the program runs
+//! behind an init of its own, see [`INIT_ENV`](crate::INIT_ENV)); then it removes the variable at once (so neither the program nor
 //! anything it starts sees it; it is safe to change the environment here, with one thread)
 //! and:
 //!
@@ -89,7 +90,11 @@ fn plough_startup() {
 /// The hook's body; see the module docs.
 fn startup() {
     HOOK_RAN.store(true, Ordering::SeqCst);
-    let Some(mode) = std::env::var_os(BOOT_ENV) else { return };
+    let Some(mode) = std::env::var_os(BOOT_ENV) else {
+        // An ordinary start; as PID 1, behind an init of its own (see `init`).
+        crate::init::split();
+        return;
+    };
     // SAFETY: before `main`, in a process whose only thread is this one: nothing can read
     // the environment concurrently.
     unsafe { std::env::remove_var(BOOT_ENV) };

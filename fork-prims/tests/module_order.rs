@@ -17,6 +17,7 @@ const ORDER: &[&str] = &[
     "signals",
     "signalfd",
     "signal_pipe",
+    "init",
     "status",
     "marker",
     "handoff",

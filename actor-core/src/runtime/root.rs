@@ -127,6 +127,12 @@ impl Runtime {
     /// [`Actor::shutdown_requested`] / [`Cx::shutdown_requested`](crate::Cx::shutdown_requested):
     /// they also fire on a parent's cancel and a parent's death.
     ///
+    /// A program started as PID 1 (a container without an init) runs as PID 2 behind a
+    /// minimal init that plough's startup hook forks before `main`: it reaps the
+    /// namespace's orphans and passes SIGINT and SIGTERM (and SIGHUP, SIGQUIT, SIGUSR1,
+    /// SIGUSR2, SIGWINCH) sent to PID 1 on to the program, so they work as anywhere else;
+    /// see `plough_fork_prims::INIT_ENV` (`PLOUGH_INIT=0` keeps the program as PID 1).
+    ///
     /// # Errors
     ///
     /// `body`'s error; [`Misuse::ActorAlreadyRunning`]

@@ -6,7 +6,8 @@
 //! background task sends SIGINT to this process); `tree` (root -> 2 children -> 2
 //! sleepers each, then wait forever: for the reaper's tests); `burst N` (N children
 //! started concurrently, printing `spawning` first and `started N` once all run, then
-//! wait forever: for the SIGINT-during-spawns test).
+//! wait forever: for the SIGINT-during-spawns test); `pid1` (for `runtime_pid1.rs`, run
+//! as a pid namespace's first process: see the scenario).
 //!
 //! Lifecycle scenarios (`runtime_lifecycle.rs`), each printing `ready` when set up and
 //! `shutdown requested` when `Actor::shutdown_requested` fires:
@@ -55,6 +56,28 @@ async fn hold_files_with(
     while !files.iter().all(|f| f.exists()) {
         assert!(std::time::Instant::now() < deadline, "the holders did not create their files");
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    Ok(())
+}
+
+/// Makes an orphan (a grandchild whose parent `sh` exits at once, and which exits 50 ms
+/// later) and says whether it is reaped (`orphan reaped`) or stays a zombie (`orphan
+/// zombie`, after `Budgets::reap_bound`).
+async fn pid1_orphan() -> plough::Result<()> {
+    let out = std::process::Command::new("sh")
+        .args(["-c", "sleep 0.05 >/dev/null 2>&1 & echo $!"])
+        .output()
+        .map_err(plough::ActorError::other)?;
+    let orphan: u32 =
+        String::from_utf8_lossy(&out.stdout).trim().parse().map_err(plough::ActorError::other)?;
+    let bound = plough::Budgets::default().reap_bound;
+    let start = std::time::Instant::now();
+    loop {
+        match plough_tests::proc_state(orphan) {
+            None => break say("orphan reaped"),
+            Some(_) if start.elapsed() > bound => break say("orphan zombie"),
+            Some(_) => tokio::time::sleep(std::time::Duration::from_millis(5)).await,
+        }
     }
     Ok(())
 }
@@ -237,6 +260,26 @@ fn main() {
                     }
                     let relayed = ctx.result::<u64>().await?;
                     println!("delivered {next} of {n} (relayed {relayed:?})");
+                    Ok(())
+                })
+                .await
+            }
+            "pid1" => {
+                // Run as the first process of a pid namespace: says where it runs
+                // (`pid P ppid Q`), makes an orphan (`pid1_orphan`; not with
+                // `pid1 no-orphan`, which says `no orphan`), then starts a child and
+                // waits for a signal (`ready <child pid>`).
+                let (pid, ppid) = (std::process::id(), std::os::unix::process::parent_id());
+                say(&format!("pid {pid} ppid {ppid}"));
+                if args.get(2).is_some_and(|a| a == "no-orphan") {
+                    say("no orphan");
+                } else {
+                    pid1_orphan().await?;
+                }
+                root.nursery(|nursery| async move {
+                    let worker = nursery.start_actor("worker").await?;
+                    say(&format!("ready {}", worker.run::<_, u32>("pid", ()).await?));
+                    std::future::pending::<()>().await;
                     Ok(())
                 })
                 .await
