@@ -16,6 +16,16 @@
 //! message as scratch space, and many small frames queued with `SinkExt::feed` leave in one
 //! `write` when the sink is flushed.
 //!
+//! A frame that started arriving is timed: the codec records in a shared
+//! [`PartialFrameClock`] when the first byte of the frame it is waiting for arrived (the
+//! read that brought it, as the codec saw it), and clears it when that frame completes. It
+//! measures and never decides: the reader that owns the connection reads the clock and
+//! drops a peer whose frame takes longer than its deadline (plough's channel does, under
+//! `Budgets::frame_read`). Progress within a frame does not move the clock: the deadline
+//! is per frame, from its first byte, so a peer cannot hold a buffer by trickling a byte
+//! a second; a peer whose frames each complete in time may be as slow between frames as
+//! it likes.
+//!
 //! The codec sits above [`crate::frame`] (it produces frames) and both sit above the leaf
 //! module that defines [`Limits`], re-exported here as `codec::Limits`.
 
@@ -26,7 +36,33 @@ use crate::generated::plough_capnp as schema;
 pub use crate::limits::Limits;
 use crate::msg::Msg;
 use bytes::{Buf, BytesMut};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Instant;
 use tokio_util::codec::{Decoder, Encoder};
+
+/// When the first byte of the frame a [`FrameCodec`] is waiting for arrived, shared with
+/// whoever enforces a deadline on it (see the module docs). Cheap to clone: clones read
+/// the same clock.
+#[derive(Debug, Clone, Default)]
+pub struct PartialFrameClock(Arc<Mutex<Option<Instant>>>);
+
+impl PartialFrameClock {
+    /// When the first byte of the partial frame in the read buffer arrived; `None` while
+    /// the buffer holds no partial frame (between frames).
+    pub fn since(&self) -> Option<Instant> {
+        *self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn set(&self, at: Option<Instant>) {
+        *self.0.lock().unwrap_or_else(PoisonError::into_inner) = at;
+    }
+
+    /// Starts the clock at `now` unless it runs already.
+    fn start(&self) {
+        let mut at = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        at.get_or_insert_with(Instant::now);
+    }
+}
 
 /// A validated segment table of the frame at the front of the read buffer.
 #[derive(Debug, Clone)]
@@ -36,17 +72,33 @@ struct Head {
 }
 
 /// The framing codec: [`Decoder`] of [`Frame`]s, [`Encoder`] of [`Msg`]s. See the module docs.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Default)]
 pub struct FrameCodec {
     limits: Limits,
     /// The head of a frame whose body has not fully arrived yet (saves re-parsing).
     pending: Option<Head>,
+    /// When the partial frame in the read buffer started arriving.
+    clock: PartialFrameClock,
+}
+
+impl Clone for FrameCodec {
+    /// The same limits and state, with a clock of its own (the clone reads another buffer).
+    fn clone(&self) -> Self {
+        let clock = PartialFrameClock::default();
+        clock.set(self.clock.since());
+        Self { limits: self.limits, pending: self.pending.clone(), clock }
+    }
 }
 
 impl FrameCodec {
     /// A codec enforcing `limits`.
     pub fn new(limits: Limits) -> Self {
-        Self { limits, pending: None }
+        Self { limits, pending: None, clock: PartialFrameClock::default() }
+    }
+
+    /// The clock of the partial frame this codec waits for (see the module docs).
+    pub fn partial_frame_clock(&self) -> PartialFrameClock {
+        self.clock.clone()
     }
 
     /// The limits in force.
@@ -59,6 +111,25 @@ impl FrameCodec {
     pub fn set_limits(&mut self, limits: Limits) {
         self.limits = limits;
         self.pending = None;
+    }
+
+    /// The frame at the front of `src`, once it is all there.
+    fn decode_frame(&mut self, src: &mut BytesMut) -> Result<Option<Frame>, FrameError> {
+        let head = match self.pending.take() {
+            Some(head) => head,
+            None => match self.parse_head(src)? {
+                Some(head) => head,
+                None => return Ok(None),
+            },
+        };
+        if src.len() < head.total {
+            // Within the limit (checked above): now, and only now, reserve the whole frame.
+            src.reserve(head.total - src.len());
+            self.pending = Some(head);
+            return Ok(None);
+        }
+        let bytes = src.split_to(head.total).freeze();
+        Ok(Some(Frame::new(bytes, head.bounds, &self.limits)))
     }
 
     /// Parses and checks the segment table at the front of `src`; `None` until it is all there.
@@ -117,21 +188,18 @@ impl Decoder for FrameCodec {
     type Error = FrameError;
 
     fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Frame>, FrameError> {
-        let head = match self.pending.take() {
-            Some(head) => head,
-            None => match self.parse_head(src)? {
-                Some(head) => head,
-                None => return Ok(None),
-            },
-        };
-        if src.len() < head.total {
-            // Within the limit (checked above): now, and only now, reserve the whole frame.
-            src.reserve(head.total - src.len());
-            self.pending = Some(head);
-            return Ok(None);
+        let frame = self.decode_frame(src)?;
+        // The clock runs while the buffer holds part of a frame. Bytes left after a frame
+        // are the next frame's, which arrived just now (in the read that completed this
+        // one, or an earlier one the reader had not got to: never earlier than that).
+        if src.is_empty() {
+            self.clock.set(None);
+        } else if frame.is_some() {
+            self.clock.set(Some(Instant::now()));
+        } else {
+            self.clock.start();
         }
-        let bytes = src.split_to(head.total).freeze();
-        Ok(Some(Frame::new(bytes, head.bounds, &self.limits)))
+        Ok(frame)
     }
 
     fn decode_eof(&mut self, src: &mut BytesMut) -> Result<Option<Frame>, FrameError> {
@@ -142,6 +210,7 @@ impl Decoder for FrameCodec {
                 let need = self.pending.take().map(|h| h.total as u64);
                 let have = src.len();
                 src.advance(have);
+                self.clock.set(None);
                 Err(FrameError::Truncated { have, need })
             }
         }
@@ -344,5 +413,51 @@ mod tests {
             FrameCodec::default().decode_eof(&mut partial_table),
             Err(FrameError::Truncated { have: 2, need: None })
         ));
+    }
+
+    #[test]
+    fn the_partial_frame_clock_runs_from_a_frames_first_byte_until_it_completes() {
+        let mut codec = FrameCodec::default();
+        let clock = codec.partial_frame_clock();
+        let mut wire = BytesMut::new();
+        codec.encode(&yield_msg(100), &mut wire).unwrap();
+        codec.encode(&yield_msg(5), &mut wire).unwrap();
+        let first_len = wire.len() - {
+            let mut b = BytesMut::new();
+            codec.encode(&yield_msg(5), &mut b).unwrap();
+            b.len()
+        };
+        let mut buf = BytesMut::new();
+        assert!(codec.decode(&mut buf).unwrap().is_none());
+        assert_eq!(clock.since(), None, "an empty buffer holds no partial frame");
+        // Two bytes of the segment table: the clock starts.
+        let before = Instant::now();
+        buf.extend_from_slice(&wire.split_to(2));
+        assert!(codec.decode(&mut buf).unwrap().is_none());
+        let started = clock.since().expect("running");
+        assert!(started >= before);
+        // Progress (the rest of the table, half the body) does not move it.
+        buf.extend_from_slice(&wire.split_to(first_len / 2 - 2));
+        assert!(codec.decode(&mut buf).unwrap().is_none());
+        assert_eq!(clock.since(), Some(started));
+        // The rest of the first frame and one byte of the next: the first frame is yielded
+        // and the clock restarts for the second, no earlier than now.
+        let mid = Instant::now();
+        buf.extend_from_slice(&wire.split_to(first_len - first_len / 2 + 1));
+        assert_eq!(codec.decode(&mut buf).unwrap().unwrap().decode().unwrap(), yield_msg(100));
+        let second = clock.since().expect("the next frame's byte");
+        assert!(second >= mid && second > started);
+        assert!(codec.decode(&mut buf).unwrap().is_none());
+        assert_eq!(clock.since(), Some(second));
+        // The second frame completes: nothing partial left, the clock stops.
+        buf.extend_from_slice(&wire);
+        assert_eq!(codec.decode(&mut buf).unwrap().unwrap().decode().unwrap(), yield_msg(5));
+        assert_eq!(clock.since(), None);
+        // A clone of the codec has a clock of its own.
+        buf.extend_from_slice(&[0]);
+        let mut other = codec.clone();
+        assert!(other.decode(&mut buf.clone()).unwrap().is_none());
+        assert!(other.partial_frame_clock().since().is_some());
+        assert_eq!(clock.since(), None);
     }
 }
