@@ -3,7 +3,9 @@
 //! message variant of a newer schema, a flood of calls far over the per-connection cap,
 //! and a frame whose aliasing pointers would make decoding allocate many times its size. Each asserts a typed answer for every
 //! call, bounded memory in the child (its `VmHWM`, the peak resident set, from
-//! `/proc/<pid>/status`), and that a legitimate call answers meanwhile.
+//! `/proc/<pid>/status`), and that a legitimate call answers meanwhile. A frame that
+//! stalls after its first bytes is dropped at the frame read deadline, on an actor and on
+//! the registrar, and the actor's fds return to their baseline.
 
 use futures::{SinkExt, StreamExt};
 use plough::ipc_wire::handshake::{self, FramedConnection, HandshakeConfig};
@@ -259,4 +261,86 @@ fn an_amplification_frame_is_refused_for_its_call_in_memory_bounded_by_its_size(
     );
     // The frame itself (read buffer) plus at most the decode budget and slack.
     assert!(grown < 6 * len + (8 << 20), "{grown} bytes for a {len}-byte frame");
+}
+
+/// Open fds of `pid`.
+fn fd_count(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).expect("the fd dir").count()
+}
+
+/// Polls `cond` every 10 ms until it holds, or panics naming `what` after `limit`.
+async fn until(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+    let end = tokio::time::Instant::now() + limit;
+    while !cond() {
+        assert!(tokio::time::Instant::now() < end, "timed out after {limit:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// The stalled frame of issue 21: a segment table claiming 1,000 words, then 10 bytes.
+fn stalled_frame() -> Vec<u8> {
+    let mut head = vec![0u8; 8];
+    head[4..8].copy_from_slice(&1000u32.to_le_bytes());
+    head.extend_from_slice(&[0xee; 10]);
+    head
+}
+
+/// Sends the stalled frame on `framed` and returns how long until the peer closed it
+/// (EOF, or a reset).
+async fn stall(mut framed: FramedConnection) -> Duration {
+    framed.get_mut().write_all(&stalled_frame()).await.expect("write");
+    let sent = std::time::Instant::now();
+    match tokio::time::timeout(LIMIT, framed.next()).await.expect("dropped within the limit") {
+        None | Some(Err(_)) => sent.elapsed(),
+        Some(Ok(f)) => panic!("expected the connection to close, got {:?}", f.decode()),
+    }
+}
+
+#[test]
+fn a_stalled_frame_is_dropped_at_the_frame_read_deadline_by_an_actor_and_by_the_registrar() {
+    // The root (the registrar) under a short deadline of its own; the child (its own
+    // program's runtime) under the default.
+    let root_deadline = Duration::from_secs(2);
+    let child_deadline = plough::Budgets::default().frame_read;
+    let rt = runtime(APP).configure(|c| c.budgets.frame_read = root_deadline);
+    let (to_actor, to_registrar) = with_root(rt, LIMIT, |root| async move {
+        let r = root.clone();
+        r.nursery(|n| async move {
+            let (portal, pid, addr) = target(&n, &root, "target").await?;
+            assert_eq!(portal.run::<_, i64>("add", (1, 2)).await?, 3);
+            let fds_before = fd_count(pid);
+            // The root is the registrar: it serves the registry on its own listener.
+            let registrar = root.addr().clone();
+            let actor_conn = dial(&addr, &attacker(4)).await;
+            let registrar_conn = dial(&registrar, &attacker(5)).await;
+            let actor_drop = tokio::spawn(stall(actor_conn));
+            let registrar_drop = tokio::spawn(stall(registrar_conn));
+            // While both connections hold a stalled frame, the actor and the registrar
+            // serve their other peers.
+            assert_eq!(portal.run::<_, i64>("add", (2, 3)).await?, 5);
+            assert_eq!(root.query_actor("target").await?.len(), 1);
+            let to_registrar = registrar_drop.await.expect("the registrar's drop");
+            assert_eq!(portal.run::<_, i64>("add", (3, 4)).await?, 7, "after the registrar's drop");
+            let to_actor = actor_drop.await.expect("the actor's drop");
+            until(Duration::from_secs(5), "the actor's fds back at baseline", || {
+                fd_count(pid) == fds_before
+            })
+            .await;
+            assert_eq!(portal.run::<_, i64>("add", (4, 5)).await?, 9, "and after its own");
+            assert_eq!(root.query_actor("target").await?.len(), 1);
+            Ok((to_actor, to_registrar))
+        })
+        .await
+    })
+    .unwrap();
+    eprintln!(
+        "stalled frame: dropped by the actor after {to_actor:.2?} (deadline {child_deadline:?}), \
+         by the registrar after {to_registrar:.2?} (deadline {root_deadline:?})"
+    );
+    let slack = Duration::from_secs(2);
+    assert!(to_actor >= child_deadline && to_actor < child_deadline + slack, "{to_actor:?}");
+    assert!(
+        to_registrar >= root_deadline && to_registrar < root_deadline + slack,
+        "{to_registrar:?}"
+    );
 }

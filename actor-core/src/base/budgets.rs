@@ -113,6 +113,15 @@ pub struct Budgets {
     /// runtime's cancels (`plough.cancel_actor`, `plough.cancel_call`) and the messages of
     /// calls already running are never refused.
     pub max_calls_in_flight: usize,
+    /// How long one frame may take to arrive once its first byte has (10 s), on every
+    /// handshaken connection of the actor, dialed or accepted, TCP or UDS (the handshake
+    /// has its own deadline, [`Budgets::handshake`]). The deadline is per frame and
+    /// progress does not extend it: a peer that sends part of a frame and stalls, or
+    /// trickles it a byte at a time, is dropped with a logged reason when it expires
+    /// (every call on that connection fails with `TransportClosed`), so it cannot pin the
+    /// frame's buffer. A peer may be as slow as it likes *between* frames. Over a link
+    /// slower than the largest frame you send divided by this budget, raise it.
+    pub frame_read: Duration,
 }
 
 impl Default for Budgets {
@@ -133,6 +142,7 @@ impl Default for Budgets {
             cleanup: Duration::from_millis(1500),
             fork_reply: Duration::from_secs(5),
             max_calls_in_flight: Budgets::DEFAULT_MAX_CALLS_IN_FLIGHT,
+            frame_read: Duration::from_secs(10),
         }
     }
 }

@@ -29,6 +29,13 @@
 //! framing error or EOF ends the connection: every call in flight sees its mailbox close
 //! and reports `TransportClosed`.
 //!
+//! A frame must arrive within [`Budgets::frame_read`](crate::Budgets::frame_read) of its
+//! first byte: the codec's [`PartialFrameClock`] says when the partial frame in the read
+//! buffer started, and the reader drops a peer whose frame is overdue with a logged reason
+//! (`frame read deadline`), whatever its calls are doing. The timer is checked only after
+//! the stream has read all it can, so a frame whose bytes wait in the socket is never
+//! taken for stalled.
+//!
 //! The calls a peer has us serve at once are capped
 //! ([`Budgets::max_calls_in_flight`](crate::Budgets::max_calls_in_flight)): a call is in
 //! flight from its `Start` until its final answer (`Return`, `Error` or `CancelAck` for its
@@ -47,9 +54,9 @@ use crate::base::error::{ActorError, RemoteActorError};
 use crate::base::names::{CANCEL_ACTOR, CANCEL_CALL, CREDIT};
 use crate::base::sync::LockExt;
 use futures::{SinkExt, StreamExt};
-use plough_ipc_wire::MsgError;
 use plough_ipc_wire::handshake::Established;
 use plough_ipc_wire::msg::{Aid, Cid, ErrorKind, Msg};
+use plough_ipc_wire::{FrameError, MsgError, PartialFrameClock};
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -191,6 +198,8 @@ impl Channel {
             cancel_requested: AtomicBool::new(false),
         });
         let channel = Channel { inner };
+        let clock = est.framed.codec().partial_frame_clock();
+        let frame_read = budgets.frame_read;
         let (mut sink, mut stream) = est.framed.split();
 
         // Writer: coalesce everything queued, flush once; on shutdown, drain and close.
@@ -225,12 +234,24 @@ impl Channel {
         // Reader: route until EOF, a framing error, or shutdown.
         let r = channel.clone();
         tokio::spawn(async move {
+            let mut overdue = std::pin::pin!(tokio::time::sleep(frame_read));
             let reason = loop {
                 let next = tokio::select! {
-                    n = stream.next() => n,
+                    n = next_within(&mut stream, &clock, frame_read, overdue.as_mut()) => n,
                     () = r.inner.closed.cancelled() => break None,
                 };
                 let answer = match next {
+                    Err(late) => {
+                        let reason = format!(
+                            "frame read deadline: a frame started {:.1?} ago has not arrived (the limit is {frame_read:?})",
+                            late
+                        );
+                        tracing::warn!(peer = %r.inner.peer, "dropping the connection: {reason}");
+                        break Some(reason);
+                    }
+                    Ok(next) => next,
+                };
+                let answer = match answer {
                     None => break Some("peer closed the connection".to_owned()),
                     Some(Err(e)) => break Some(format!("framing error: {e}")),
                     Some(Ok(frame)) => match frame.decode() {
@@ -519,6 +540,37 @@ impl Channel {
     pub(crate) fn shutdown(&self) {
         self.inner.shutdown.cancel();
     }
+}
+
+/// The next item of `stream`, or `Err(elapsed)` once the partial frame `clock` times has
+/// been arriving for longer than `limit`. `timer` is reused between calls. The stream is
+/// polled first, so bytes already in the socket complete a frame before the timer is
+/// looked at; the clock only changes while the stream is polled (the codec sets it), so
+/// the timer is re-armed from it after every poll.
+async fn next_within<S>(
+    stream: &mut S,
+    clock: &PartialFrameClock,
+    limit: std::time::Duration,
+    mut timer: std::pin::Pin<&mut tokio::time::Sleep>,
+) -> Result<Option<Result<plough_ipc_wire::Frame, FrameError>>, std::time::Duration>
+where
+    S: futures::Stream<Item = Result<plough_ipc_wire::Frame, FrameError>> + Unpin,
+{
+    std::future::poll_fn(|cx| {
+        if let std::task::Poll::Ready(n) = stream.poll_next_unpin(cx) {
+            return std::task::Poll::Ready(Ok(n));
+        }
+        let Some(since) = clock.since() else { return std::task::Poll::Pending };
+        let at = tokio::time::Instant::from_std(since) + limit;
+        if timer.deadline() != at {
+            timer.as_mut().reset(at);
+        }
+        match timer.as_mut().poll(cx) {
+            std::task::Poll::Ready(()) => std::task::Poll::Ready(Err(since.elapsed())),
+            std::task::Poll::Pending => std::task::Poll::Pending,
+        }
+    })
+    .await
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@ use futures::FutureExt;
 use plough_ipc_wire::msg::Msg;
 use plough_ipc_wire::payload::Payload;
 use std::collections::BTreeSet;
+use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 
 /// A [`Conversation`] that records what the reader task hands it.
@@ -580,5 +581,65 @@ async fn a_flood_over_the_cap_from_a_peer_that_does_not_read_is_backpressured_no
         assert_error(&msg, 2, ErrorKind::TooManyCalls, &dialer_aid(), "refused");
     }
     within("the flood to be written", writer).await.unwrap().unwrap();
+    assert!(!ch.is_closed());
+}
+
+/// A peer that sends a segment table claiming 1,000 words, then 10 bytes, then nothing, is
+/// dropped once its frame is [`Budgets::frame_read`] late, with the reason, while a call of
+/// ours on the same connection is failed (not left waiting).
+#[tokio::test]
+async fn a_stalled_frame_is_dropped_at_the_frame_read_deadline() {
+    let frame_read = Duration::from_millis(300);
+    let budgets = Budgets { frame_read, ..Budgets::default() };
+    let (ch, _serve, mut raw) = within("the pair", raw_pair_with(&budgets)).await;
+    // Slow between frames is fine: nothing partial, no deadline.
+    raw.send(start_msg(2, "echo", &1u64, &raw.aid)).await;
+    assert_eq!(
+        raw.expect().await,
+        Msg::Return { cid: 2, payload: Payload::encode(&1u64).unwrap() }
+    );
+    let mut ours = ch.open_call().unwrap();
+    let mut head = vec![0u8; 8];
+    head[4..8].copy_from_slice(&1000u32.to_le_bytes());
+    head.extend_from_slice(&[0xee; 10]);
+    let sent = std::time::Instant::now();
+    raw.framed.get_mut().write_all(&head).await.unwrap();
+    within("the stalled peer's drop", ch.closed()).await;
+    let took = sent.elapsed();
+    assert!(took >= frame_read, "dropped after {took:?}, before the deadline");
+    assert!(took < frame_read + Duration::from_millis(700), "dropped only after {took:?}");
+    match ch.closed_error() {
+        ActorError::TransportClosed { detail, .. } => {
+            assert!(detail.contains("frame read deadline"), "{detail}")
+        }
+        other => panic!("expected TransportClosed, got {other:?}"),
+    }
+    assert!(matches!(
+        within("our call's end", ours.recv()).await,
+        Err(ActorError::TransportClosed { .. })
+    ));
+    assert!(raw.recv().await.is_none(), "the stalled peer sees its connection closed");
+}
+
+/// A peer that sends every frame slowly, in pieces, each frame within the deadline but all
+/// of them together over it, is served: the deadline is per frame, from its first byte.
+#[tokio::test]
+async fn a_slow_peer_whose_frames_each_arrive_in_time_is_served() {
+    let frame_read = Duration::from_millis(400);
+    let budgets = Budgets { frame_read, ..Budgets::default() };
+    let (ch, serve, mut raw) = within("the pair", raw_pair_with(&budgets)).await;
+    let began = std::time::Instant::now();
+    for i in 0..5u64 {
+        let cid = 2 * (i + 1);
+        let bytes = frame_bytes(&start_msg(cid, "echo", &i, &raw.aid));
+        // Four pieces 50 ms apart: each frame takes ~150 ms of its 400 ms.
+        for piece in bytes.chunks(bytes.len().div_ceil(4)) {
+            raw.framed.get_mut().write_all(piece).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(raw.expect().await, Msg::Return { cid, payload: Payload::encode(&i).unwrap() });
+    }
+    assert!(began.elapsed() > frame_read * 2, "the frames together took longer than one deadline");
+    assert_eq!(serve.served(), 5);
     assert!(!ch.is_closed());
 }
