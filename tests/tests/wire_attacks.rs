@@ -298,10 +298,14 @@ async fn stall(mut framed: FramedConnection) -> Duration {
 
 #[test]
 fn a_stalled_frame_is_dropped_at_the_frame_read_deadline_by_an_actor_and_by_the_registrar() {
-    // The root (the registrar) under a short deadline of its own; the child (its own
-    // program's runtime) under the default.
+    // The root (the registrar) under a short deadline of its own; the child under the
+    // default of `plough_app`'s own runtime, or, forked from this program's forkserver
+    // thread, under this runtime's configuration.
     let root_deadline = Duration::from_secs(2);
-    let child_deadline = plough::Budgets::default().frame_read;
+    let child_deadline = match std::env::var("PLOUGH_SPAWN_METHOD").as_deref() {
+        Ok("main_thread_forkserver") => root_deadline,
+        _ => plough::Budgets::default().frame_read,
+    };
     let rt = runtime(APP).configure(|c| c.budgets.frame_read = root_deadline);
     let (to_actor, to_registrar) = with_root(rt, LIMIT, |root| async move {
         let r = root.clone();
