@@ -26,6 +26,16 @@
 //! a second; a peer whose frames each complete in time may be as slow between frames as
 //! it likes.
 //!
+//! Partial frames can share a [`FrameBudget`] (plough gives one to every connection of an
+//! actor): the bytes a frame's segment table claims are charged to it when the codec
+//! reserves the buffer for a frame that has not fully arrived, and given back when the
+//! frame completes, the connection ends or the codec is dropped. A frame that would take
+//! the budget over its limit is a [`FrameError::OverBudget`] for its connection alone,
+//! before anything is reserved: N peers each holding a large partial frame cost at most
+//! the budget, not N frames. A frame that arrives whole in one read is never charged
+//! (its bytes are already here). The codec bounds partial frames, not frames the reader
+//! has yet to take from its buffer, nor what a consumer queues after decoding.
+//!
 //! The codec sits above [`crate::frame`] (it produces frames) and both sit above the leaf
 //! module that defines [`Limits`], re-exported here as `codec::Limits`.
 
@@ -36,6 +46,7 @@ use crate::generated::plough_capnp as schema;
 pub use crate::limits::Limits;
 use crate::msg::Msg;
 use bytes::{Buf, BytesMut};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 use tokio_util::codec::{Decoder, Encoder};
@@ -64,6 +75,48 @@ impl PartialFrameClock {
     }
 }
 
+/// A budget of buffered partial-frame bytes shared by many codecs (see the module docs).
+/// Cheap to clone: clones charge the same budget.
+#[derive(Debug, Clone)]
+pub struct FrameBudget(Arc<BudgetInner>);
+
+#[derive(Debug)]
+struct BudgetInner {
+    used: AtomicUsize,
+    limit: usize,
+}
+
+impl FrameBudget {
+    /// A budget of `limit` bytes of partial frames in all.
+    pub fn new(limit: usize) -> Self {
+        Self(Arc::new(BudgetInner { used: AtomicUsize::new(0), limit }))
+    }
+
+    /// The limit.
+    pub fn limit(&self) -> usize {
+        self.0.limit
+    }
+
+    /// Bytes charged now, by every codec sharing the budget.
+    pub fn used(&self) -> usize {
+        self.0.used.load(Ordering::Relaxed)
+    }
+
+    /// Charges `n` bytes, or says how much was charged already if that would exceed it.
+    fn charge(&self, n: usize) -> Result<(), usize> {
+        self.0
+            .used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
+                used.checked_add(n).filter(|&total| total <= self.0.limit)
+            })
+            .map(|_| ())
+    }
+
+    fn release(&self, n: usize) {
+        self.0.used.fetch_sub(n, Ordering::AcqRel);
+    }
+}
+
 /// A validated segment table of the frame at the front of the read buffer.
 #[derive(Debug, Clone)]
 struct Head {
@@ -79,21 +132,54 @@ pub struct FrameCodec {
     pending: Option<Head>,
     /// When the partial frame in the read buffer started arriving.
     clock: PartialFrameClock,
+    /// The budget partial frames are charged to, and what is charged now.
+    budget: Option<FrameBudget>,
+    charged: usize,
+}
+
+impl Drop for FrameCodec {
+    fn drop(&mut self) {
+        self.release();
+    }
 }
 
 impl Clone for FrameCodec {
-    /// The same limits and state, with a clock of its own (the clone reads another buffer).
+    /// The same limits and budget, with a clock of its own and no partial frame (the clone
+    /// reads another buffer).
     fn clone(&self) -> Self {
         let clock = PartialFrameClock::default();
         clock.set(self.clock.since());
-        Self { limits: self.limits, pending: self.pending.clone(), clock }
+        // A clone charges nothing until its own partial frame.
+        let (pending, budget) = (None, self.budget.clone());
+        Self { limits: self.limits, pending, clock, budget, charged: 0 }
     }
 }
 
 impl FrameCodec {
     /// A codec enforcing `limits`.
     pub fn new(limits: Limits) -> Self {
-        Self { limits, pending: None, clock: PartialFrameClock::default() }
+        Self {
+            limits,
+            pending: None,
+            clock: PartialFrameClock::default(),
+            budget: None,
+            charged: 0,
+        }
+    }
+
+    /// Charges this codec's partial frames to `budget` from now on (see the module docs);
+    /// what was charged to a previous budget is given back to it.
+    pub fn set_frame_budget(&mut self, budget: FrameBudget) {
+        self.release();
+        self.pending = None;
+        self.budget = Some(budget);
+    }
+
+    /// Gives back what the partial frame was charged.
+    fn release(&mut self) {
+        if let Some(budget) = &self.budget {
+            budget.release(std::mem::take(&mut self.charged));
+        }
     }
 
     /// The clock of the partial frame this codec waits for (see the module docs).
@@ -110,6 +196,7 @@ impl FrameCodec {
     /// peer is known). A partially received frame is re-checked against the new limits.
     pub fn set_limits(&mut self, limits: Limits) {
         self.limits = limits;
+        self.release();
         self.pending = None;
     }
 
@@ -123,11 +210,23 @@ impl FrameCodec {
             },
         };
         if src.len() < head.total {
-            // Within the limit (checked above): now, and only now, reserve the whole frame.
+            // Within the limit (checked above) and the budget: now, and only now, reserve
+            // the whole frame.
+            if self.charged == 0 {
+                if let Some(budget) = &self.budget {
+                    budget.charge(head.total).map_err(|buffered| FrameError::OverBudget {
+                        claimed: head.total as u64,
+                        buffered,
+                        limit: budget.limit(),
+                    })?;
+                    self.charged = head.total;
+                }
+            }
             src.reserve(head.total - src.len());
             self.pending = Some(head);
             return Ok(None);
         }
+        self.release();
         let bytes = src.split_to(head.total).freeze();
         Ok(Some(Frame::new(bytes, head.bounds, &self.limits)))
     }
@@ -208,6 +307,7 @@ impl Decoder for FrameCodec {
             None if src.is_empty() => Ok(None),
             None => {
                 let need = self.pending.take().map(|h| h.total as u64);
+                self.release();
                 let have = src.len();
                 src.advance(have);
                 self.clock.set(None);
@@ -459,5 +559,59 @@ mod tests {
         assert!(other.decode(&mut buf.clone()).unwrap().is_none());
         assert!(other.partial_frame_clock().since().is_some());
         assert_eq!(clock.since(), None);
+    }
+
+    #[test]
+    fn partial_frames_are_charged_to_a_shared_budget_and_one_over_it_is_refused() {
+        let budget = FrameBudget::new(3000);
+        let mut codecs: Vec<FrameCodec> = (0..3).map(|_| FrameCodec::default()).collect();
+        for c in &mut codecs {
+            c.set_frame_budget(budget.clone());
+        }
+        let frame = |n| {
+            let mut b = BytesMut::new();
+            FrameCodec::default().encode(&yield_msg(n), &mut b).unwrap();
+            b
+        };
+        let whole = frame(1200);
+        let total = whole.len();
+        // Two connections each hold part of a ~1.2 KB frame: both charged in full.
+        let mut bufs: Vec<BytesMut> = (0..3).map(|_| BytesMut::from(&whole[..100])).collect();
+        for i in 0..2 {
+            assert!(codecs[i].decode(&mut bufs[i]).unwrap().is_none());
+        }
+        assert_eq!(budget.used(), 2 * total);
+        // More of the same frame charges nothing more.
+        bufs[0].extend_from_slice(&whole[100..200]);
+        assert!(codecs[0].decode(&mut bufs[0]).unwrap().is_none());
+        assert_eq!(budget.used(), 2 * total);
+        // A third would go over: refused, nothing reserved, nothing charged.
+        let cap = bufs[2].capacity();
+        match codecs[2].decode(&mut bufs[2]) {
+            Err(FrameError::OverBudget { claimed, buffered, limit }) => {
+                assert_eq!((claimed, buffered, limit), (total as u64, 2 * total, 3000));
+            }
+            other => panic!("expected OverBudget, got {other:?}"),
+        }
+        assert_eq!(bufs[2].capacity(), cap);
+        assert_eq!(budget.used(), 2 * total);
+        // A small frame arriving whole is never charged, even with the budget all but used.
+        let mut small = frame(10);
+        assert!(codecs[2].decode(&mut small).unwrap().is_some());
+        // The first frame completes: its charge is given back, and the third fits now.
+        bufs[0].extend_from_slice(&whole[200..]);
+        assert_eq!(
+            codecs[0].decode(&mut bufs[0]).unwrap().unwrap().decode().unwrap(),
+            yield_msg(1200)
+        );
+        assert_eq!(budget.used(), total);
+        let mut third = BytesMut::from(&whole[..100]);
+        assert!(codecs[2].decode(&mut third).unwrap().is_none());
+        assert_eq!(budget.used(), 2 * total);
+        // A connection that ends mid-frame, or a codec dropped mid-frame, gives its charge back.
+        assert!(matches!(codecs[1].decode_eof(&mut bufs[1]), Err(FrameError::Truncated { .. })));
+        assert_eq!(budget.used(), total);
+        drop(codecs);
+        assert_eq!(budget.used(), 0);
     }
 }

@@ -39,6 +39,20 @@ pub enum FrameError {
         /// Total size of the frame, when the segment table was complete.
         need: Option<u64>,
     },
+    /// A partial frame would take the buffered partial frames of every connection sharing
+    /// the codec's [`FrameBudget`](crate::FrameBudget) over its limit: this connection is
+    /// closed, the others keep theirs.
+    #[error(
+        "a partial frame of {claimed} bytes would take the buffered partial frames over the budget of {limit} bytes ({buffered} already buffered)"
+    )]
+    OverBudget {
+        /// Bytes the frame claims (segment table included).
+        claimed: u64,
+        /// Bytes of partial frames already charged to the budget by all its connections.
+        buffered: usize,
+        /// The budget's limit.
+        limit: usize,
+    },
     /// The underlying socket failed.
     #[error("i/o error on the connection")]
     Io(#[from] std::io::Error),

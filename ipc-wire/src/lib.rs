@@ -91,7 +91,7 @@ pub mod runtime_dir;
 pub mod transport;
 
 pub use address::{Address, AddressError};
-pub use codec::{FrameCodec, Limits, PartialFrameClock};
+pub use codec::{FrameBudget, FrameCodec, Limits, PartialFrameClock};
 pub use error::{FrameError, MsgError, SegmentTableError};
 pub use frame::{Frame, MsgView};
 pub use handshake::{
