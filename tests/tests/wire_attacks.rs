@@ -348,3 +348,96 @@ fn a_stalled_frame_is_dropped_at_the_frame_read_deadline_by_an_actor_and_by_the_
         "{to_registrar:?}"
     );
 }
+
+#[test]
+fn partial_frame_hogs_past_the_actor_wide_budget_are_closed_and_the_actor_stays_bounded() {
+    // Each hog claims a 60 MiB frame (under the 64 MiB cap), sends 24 MiB of it and
+    // stalls. The child's default budget (256 MiB) admits 4 such claims: the others close.
+    const HOGS: usize = 6;
+    const CLAIM_WORDS: u32 = (60 << 20) / 8;
+    const SENT: usize = 24 << 20;
+    let budget = plough::Budgets::DEFAULT_PARTIAL_FRAMES;
+    let claim = 8 + CLAIM_WORDS as usize * 8;
+    let admitted = budget / claim;
+    assert_eq!(admitted, 4);
+    let (rss_before, hwm_before, rss_held, hwm_held, closed) =
+        with_root(runtime(APP), LIMIT, |root| async move {
+            let r = root.clone();
+            r.nursery(|n| async move {
+                let (portal, pid, addr) = target(&n, &root, "target").await?;
+                assert_eq!(portal.run::<_, i64>("add", (1, 2)).await?, 3);
+                let fds_before = fd_count(pid);
+                let (rss_before, hwm_before) =
+                    (status_kib(pid, "VmRSS:"), status_kib(pid, "VmHWM:"));
+                let mut frame = vec![0u8; 8 + SENT];
+                frame[4..8].copy_from_slice(&CLAIM_WORDS.to_le_bytes());
+                let frame = std::sync::Arc::new(frame);
+                let (tx, mut closed_rx) = tokio::sync::mpsc::unbounded_channel();
+                let (wtx, mut written_rx) = tokio::sync::mpsc::unbounded_channel();
+                let mut hogs = Vec::new();
+                for i in 0..HOGS {
+                    let mut framed = dial(&addr, &attacker(10 + i as u8)).await;
+                    let (frame, tx, wtx) = (frame.clone(), tx.clone(), wtx.clone());
+                    hogs.push(tokio::spawn(async move {
+                        // A refused hog's write fails once the actor has closed it.
+                        if framed.get_mut().write_all(&frame).await.is_ok() {
+                            let _ = wtx.send(i);
+                        }
+                        let _ = tokio::time::timeout(LIMIT, framed.next())
+                            .await
+                            .expect("closed in time");
+                        let _ = tx.send(i);
+                    }));
+                }
+                drop(wtx);
+                // The hogs over the budget are closed at once (the others only at the
+                // frame read deadline, 10 s after their first byte).
+                let mut closed = Vec::new();
+                for _ in admitted..HOGS {
+                    closed.push(closed_rx.recv().await.expect("a hog closed"));
+                }
+                // The admitted hogs' bytes are all written (the actor read all but what
+                // the socket buffers hold).
+                let mut written = 0;
+                while let Some(i) = written_rx.recv().await {
+                    assert!(!closed.contains(&i), "a closed hog's write went through");
+                    written += 1;
+                    if written == admitted {
+                        break;
+                    }
+                }
+                // A legitimate call answers while the admitted hogs hold their frames.
+                assert_eq!(portal.run::<_, i64>("add", (2, 3)).await?, 5);
+                let (rss_held, hwm_held) = (status_kib(pid, "VmRSS:"), status_kib(pid, "VmHWM:"));
+                assert!(
+                    closed_rx.try_recv().is_err(),
+                    "only the hogs over the budget closed so far"
+                );
+                // The rest go at the frame read deadline; the actor's fds return to baseline.
+                for h in hogs {
+                    h.await.expect("a hog task");
+                }
+                until(Duration::from_secs(5), "the actor's fds back at baseline", || {
+                    fd_count(pid) == fds_before
+                })
+                .await;
+                assert_eq!(portal.run::<_, i64>("add", (3, 4)).await?, 7);
+                Ok((rss_before, hwm_before, rss_held, hwm_held, closed))
+            })
+            .await
+        })
+        .unwrap();
+    let sent_kib = (SENT >> 10) as u64;
+    eprintln!(
+        "partial-frame hogs: {HOGS} x {} MiB claimed, {} MiB sent each; closed over the budget: {closed:?}; \
+         VmRSS {rss_before} -> {rss_held} KiB, VmHWM {hwm_before} -> {hwm_held} KiB \
+         (unbounded: +{} KiB)",
+        claim >> 20,
+        SENT >> 20,
+        HOGS as u64 * sent_kib
+    );
+    assert_eq!(closed.len(), HOGS - admitted);
+    // At most what the admitted hogs sent, plus slack: never the refused hogs' bytes.
+    let grown = hwm_held.saturating_sub(hwm_before);
+    assert!(grown < admitted as u64 * sent_kib + 16 * 1024, "grew {grown} KiB");
+}

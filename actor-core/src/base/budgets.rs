@@ -122,6 +122,16 @@ pub struct Budgets {
     /// frame's buffer. A peer may be as slow as it likes *between* frames. Over a link
     /// slower than the largest frame you send divided by this budget, raise it.
     pub frame_read: Duration,
+    /// How many bytes of partial frames all the peer connections of this actor may hold
+    /// in all (256 MiB): a frame that has started arriving is charged the size its segment
+    /// table claims (up to the frame cap, 64 MiB) until it completes or its connection
+    /// ends. A connection whose partial frame would take the actor over this budget is
+    /// closed with a logged reason (`framing error: a partial frame of ... bytes would take
+    /// the buffered partial frames over the budget`), and the actor keeps serving the
+    /// others: N peers each holding a large partial frame cost at most this, not N
+    /// frames. A frame that arrives in one read is not charged. Stream buffers are bounded
+    /// in messages, not bytes, and are not counted here.
+    pub partial_frames: usize,
 }
 
 impl Default for Budgets {
@@ -143,6 +153,7 @@ impl Default for Budgets {
             fork_reply: Duration::from_secs(5),
             max_calls_in_flight: Budgets::DEFAULT_MAX_CALLS_IN_FLIGHT,
             frame_read: Duration::from_secs(10),
+            partial_frames: Budgets::DEFAULT_PARTIAL_FRAMES,
         }
     }
 }
@@ -151,6 +162,9 @@ impl Budgets {
     /// The default of [`Budgets::max_calls_in_flight`]: 1024 calls served at once per peer
     /// connection.
     pub const DEFAULT_MAX_CALLS_IN_FLIGHT: usize = 1024;
+
+    /// The default of [`Budgets::partial_frames`]: 256 MiB of partial frames per actor.
+    pub const DEFAULT_PARTIAL_FRAMES: usize = 256 << 20;
 
     /// The cleanup budget of a cancelled plain function that declares none of its own
     /// ([`Registry::cleanup`](crate::Registry::cleanup)): zero, it is dropped at once and

@@ -253,6 +253,11 @@ impl Channel {
                 };
                 let answer = match answer {
                     None => break Some("peer closed the connection".to_owned()),
+                    Some(Err(e @ FrameError::OverBudget { .. })) => {
+                        let reason = format!("framing error: {e}");
+                        tracing::warn!(peer = %r.inner.peer, "dropping the connection: {reason}");
+                        break Some(reason);
+                    }
                     Some(Err(e)) => break Some(format!("framing error: {e}")),
                     Some(Ok(frame)) => match frame.decode() {
                         Ok(msg) => r.route(msg, &*server),

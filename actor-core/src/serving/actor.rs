@@ -74,6 +74,9 @@ struct ActorInner {
     is_root: bool,
     /// This process's actor marker (removed at the end of shutdown).
     marker: Mutex<Option<ActorMarker>>,
+    /// The partial frames of every connection this actor serves are charged to this
+    /// ([`Budgets::partial_frames`]).
+    frame_budget: plough_ipc_wire::FrameBudget,
 }
 
 /// What an actor is made of (the runtime layer assembles it).
@@ -115,6 +118,7 @@ impl Actor {
     /// Builds the actor and starts accepting connections.
     pub(crate) fn start(parts: ActorParts) -> Actor {
         let addr = parts.listener.local_addr().clone();
+        let frame_budget = plough_ipc_wire::FrameBudget::new(parts.config.budgets.partial_frames);
         let actor = Actor {
             inner: Arc::new(ActorInner {
                 aid: parts.aid,
@@ -135,6 +139,7 @@ impl Actor {
                 registry_addr: parts.registry_addr,
                 is_root: parts.is_root,
                 marker: Mutex::new(None),
+                frame_budget,
             }),
         };
         let hello = actor.hello();
@@ -176,7 +181,8 @@ impl Actor {
     }
 
     /// Starts serving an established connection.
-    pub(crate) fn attach(&self, est: Established, dialer: bool) -> Channel {
+    pub(crate) fn attach(&self, mut est: Established, dialer: bool) -> Channel {
+        est.framed.codec_mut().set_frame_budget(self.inner.frame_budget.clone());
         let channel = Channel::start(
             est,
             dialer,

@@ -643,3 +643,63 @@ async fn a_slow_peer_whose_frames_each_arrive_in_time_is_served() {
     assert_eq!(serve.served(), 5);
     assert!(!ch.is_closed());
 }
+
+/// Connections sharing a [`FrameBudget`](plough_ipc_wire::FrameBudget) (as an actor's
+/// do): the one whose partial frame would take it over the budget is closed with the
+/// reason; the one holding a partial frame within it, and others, serve on.
+#[tokio::test]
+async fn a_partial_frame_over_the_shared_budget_closes_its_connection_only() {
+    let budget = plough_ipc_wire::FrameBudget::new(1500);
+    let mut ends = Vec::new();
+    for _ in 0..3 {
+        let (mut ed, ea) =
+            crate::connection::testing::established_pair(&dialer_aid(), &acceptor_aid()).await;
+        ed.framed.codec_mut().set_frame_budget(budget.clone());
+        let serve = crate::connection::testing::TestServe::new(dialer_aid());
+        let ch =
+            Channel::start(ed, true, dialer_aid(), &Budgets::default(), Arc::clone(&serve) as _);
+        ends.push((ch, RawPeer { framed: ea.framed, aid: acceptor_aid() }));
+    }
+    // A table claiming 1,000 words (8,008 bytes: over the budget on its own) vs 100 words.
+    let head = |words: u32| {
+        let mut h = vec![0u8; 8];
+        h[4..8].copy_from_slice(&words.to_le_bytes());
+        h.extend_from_slice(&[0; 16]);
+        h
+    };
+    ends[0].1.framed.get_mut().write_all(&head(100)).await.unwrap();
+    within("the first partial frame charged", async {
+        while budget.used() == 0 {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    assert_eq!(budget.used(), 8 + 800);
+    ends[1].1.framed.get_mut().write_all(&head(1000)).await.unwrap();
+    within("the hog's connection closed", ends[1].0.closed()).await;
+    match ends[1].0.closed_error() {
+        ActorError::TransportClosed { detail, .. } => {
+            assert!(detail.contains("over the budget"), "{detail}")
+        }
+        other => panic!("expected TransportClosed, got {other:?}"),
+    }
+    assert_eq!(budget.used(), 8 + 800, "the refused frame was never charged");
+    // The third connection serves calls, and so does the first once its frame completes.
+    let (ch2, raw2) = &mut ends[2];
+    raw2.send(start_msg(2, "echo", &5u64, &raw2.aid)).await;
+    assert_eq!(
+        raw2.expect().await,
+        Msg::Return { cid: 2, payload: Payload::encode(&5u64).unwrap() }
+    );
+    assert!(!ch2.is_closed() && !ends[0].0.is_closed());
+    // The first ends mid-frame: its charge is given back.
+    let (ch0, raw0) = ends.remove(0);
+    drop(raw0);
+    within("the first connection's end", ch0.closed()).await;
+    within("the charge given back", async {
+        while budget.used() != 0 {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+}
