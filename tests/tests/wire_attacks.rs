@@ -5,7 +5,9 @@
 //! call, bounded memory in the child (its `VmHWM`, the peak resident set, from
 //! `/proc/<pid>/status`), and that a legitimate call answers meanwhile. A frame that
 //! stalls after its first bytes is dropped at the frame read deadline, on an actor and on
-//! the registrar, and the actor's fds return to their baseline.
+//! the registrar, and the actor's fds return to their baseline; peers holding large
+//! partial frames past the actor-wide budget of partial-frame bytes are closed at once,
+//! and the actor's peak memory grows by what the admitted ones sent only.
 
 use futures::{SinkExt, StreamExt};
 use plough::ipc_wire::handshake::{self, FramedConnection, HandshakeConfig};
