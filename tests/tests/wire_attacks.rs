@@ -309,7 +309,7 @@ fn a_stalled_frame_is_dropped_at_the_frame_read_deadline_by_an_actor_and_by_the_
         _ => plough::Budgets::default().frame_read,
     };
     let rt = runtime(APP).configure(|c| c.budgets.frame_read = root_deadline);
-    let (to_actor, to_registrar) = with_root(rt, LIMIT, |root| async move {
+    let (to_actor, to_registrar, slow_took) = with_root(rt, LIMIT, |root| async move {
         let r = root.clone();
         r.nursery(|n| async move {
             let (portal, pid, addr) = target(&n, &root, "target").await?;
@@ -321,11 +321,32 @@ fn a_stalled_frame_is_dropped_at_the_frame_read_deadline_by_an_actor_and_by_the_
             let registrar_conn = dial(&registrar, &attacker(5)).await;
             let actor_drop = tokio::spawn(stall(actor_conn));
             let registrar_drop = tokio::spawn(stall(registrar_conn));
+            // A slow but moving peer of the registrar: three calls, each frame sent in
+            // four pieces 300 ms apart (~1.2 s of its 2 s), ~3.6 s in all: all answered.
+            let mut slow = dial(&registrar, &attacker(6)).await;
+            let slow_peer = tokio::spawn(async move {
+                let began = std::time::Instant::now();
+                for i in 0..3i64 {
+                    let cid = 2 * i as u64 + 1;
+                    let bytes = frame_bytes(&start(cid, "add", &(i, 1), &attacker(6)));
+                    for piece in bytes.chunks(bytes.len().div_ceil(4)) {
+                        slow.get_mut().write_all(piece).await.expect("a slow write");
+                        tokio::time::sleep(Duration::from_millis(300)).await;
+                    }
+                    assert_eq!(
+                        next_msg(&mut slow).await,
+                        Msg::Return { cid, payload: Payload::encode(&(i + 1)).unwrap() }
+                    );
+                }
+                began.elapsed()
+            });
             // While both connections hold a stalled frame, the actor and the registrar
             // serve their other peers.
             assert_eq!(portal.run::<_, i64>("add", (2, 3)).await?, 5);
             assert_eq!(root.query_actor("target").await?.len(), 1);
             let to_registrar = registrar_drop.await.expect("the registrar's drop");
+            let slow_took = slow_peer.await.expect("the slow peer served");
+            assert!(slow_took > root_deadline, "the slow peer took {slow_took:?} in all");
             assert_eq!(portal.run::<_, i64>("add", (3, 4)).await?, 7, "after the registrar's drop");
             let to_actor = actor_drop.await.expect("the actor's drop");
             until(Duration::from_secs(5), "the actor's fds back at baseline", || {
@@ -334,14 +355,15 @@ fn a_stalled_frame_is_dropped_at_the_frame_read_deadline_by_an_actor_and_by_the_
             .await;
             assert_eq!(portal.run::<_, i64>("add", (4, 5)).await?, 9, "and after its own");
             assert_eq!(root.query_actor("target").await?.len(), 1);
-            Ok((to_actor, to_registrar))
+            Ok((to_actor, to_registrar, slow_took))
         })
         .await
     })
     .unwrap();
     eprintln!(
         "stalled frame: dropped by the actor after {to_actor:.2?} (deadline {child_deadline:?}), \
-         by the registrar after {to_registrar:.2?} (deadline {root_deadline:?})"
+         by the registrar after {to_registrar:.2?} (deadline {root_deadline:?}); \
+         a slow peer's 3 calls answered over {slow_took:.2?}"
     );
     let slack = Duration::from_secs(2);
     assert!(to_actor >= child_deadline && to_actor < child_deadline + slack, "{to_actor:?}");
