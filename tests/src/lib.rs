@@ -123,7 +123,11 @@ pub fn runtime(app: &str) -> plough::Runtime {
 /// Pids of every live process below this one (children, grandchildren...), found by
 /// walking `/proc`. With [`become_subreaper`], orphans of the tree count too.
 pub fn descendants() -> Vec<u32> {
-    let me = std::process::id();
+    descendants_of(std::process::id())
+}
+
+/// Pids of every process below `ancestor` (by parent pid, from `/proc`), sorted.
+pub fn descendants_of(ancestor: u32) -> Vec<u32> {
     let mut parent_of = std::collections::HashMap::new();
     for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
         if let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>()
@@ -139,7 +143,7 @@ pub fn descendants() -> Vec<u32> {
             let mut p = pid;
             for _ in 0..64 {
                 match parent_of.get(&p) {
-                    Some(&pp) if pp == me => return true,
+                    Some(&pp) if pp == ancestor => return true,
                     Some(&pp) if pp > 1 => p = pp,
                     _ => return false,
                 }

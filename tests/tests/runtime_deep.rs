@@ -38,31 +38,6 @@ fn an_error_at_the_leaf_of_a_depth_10_chain_reaches_the_root_with_its_whole_rela
     assert!(e.to_string().contains("(relayed via d2.0@"), "{e}");
 }
 
-/// Every process below `pid` (by parent pid, from `/proc`).
-fn process_descendants(pid: u32) -> Vec<u32> {
-    let all: Vec<(u32, u32)> = std::fs::read_dir("/proc")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| {
-            let p: u32 = e.file_name().to_str()?.parse().ok()?;
-            Some((p, proc_ppid(p)?))
-        })
-        .collect();
-    let mut out = Vec::new();
-    let mut frontier = vec![pid];
-    while let Some(p) = frontier.pop() {
-        for &(c, pp) in &all {
-            if pp == p && !out.contains(&c) {
-                out.push(c);
-                frontier.push(c);
-            }
-        }
-    }
-    out.sort_unstable();
-    out
-}
-
 /// Gone or a zombie: it has exited.
 fn exited(pid: u32) -> bool {
     proc_state(pid).is_none_or(|s| s == 'Z')
@@ -78,7 +53,7 @@ fn sigkill_at_depth_5_of_a_depth_10_chain_takes_everything_below_down_within_the
                 top.open_context::<_, Vec<u32>>("ctx_chain", (1u32, DEPTH - 1)).await?;
             assert_eq!(pids.len(), DEPTH as usize, "{pids:?}");
             let middle = pids[4]; // chain5, at depth 5
-            let below = process_descendants(middle);
+            let below = plough_tests::descendants_of(middle);
             for p in &pids[5..] {
                 assert!(below.contains(p), "chain actor {p} is below the middle: {below:?}");
             }

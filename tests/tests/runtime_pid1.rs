@@ -34,30 +34,6 @@ fn files_below(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
-/// Every process below `pid` (from this namespace's `/proc`), with its state.
-fn below(pid: u32) -> Vec<(u32, char)> {
-    let all: Vec<(u32, u32)> = std::fs::read_dir("/proc")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| {
-            let p: u32 = e.file_name().to_str()?.parse().ok()?;
-            Some((p, proc_ppid(p)?))
-        })
-        .collect();
-    let mut out = Vec::new();
-    let mut frontier = vec![pid];
-    while let Some(p) = frontier.pop() {
-        for &(c, pp) in &all {
-            if pp == p && !out.iter().any(|&(x, _)| x == c) {
-                out.push((c, proc_state(c).unwrap_or('?')));
-                frontier.push(c);
-            }
-        }
-    }
-    out
-}
-
 /// Runs `plough_app pid1` in a new pid namespace, sends `signal` to the namespace's
 /// PID 1 once the tree is up, and returns how unshare (which exits as its child, the
 /// namespace's PID 1, did) ended; `None` when `unshare` is missing. `with_init: false`
@@ -113,7 +89,10 @@ fn run_in_pid_namespace(
     let ready = next_line();
     assert!(ready.starts_with("ready "), "{ready}");
     // The namespace's PID 1, as this namespace sees it: unshare's child.
-    let inside = below(unshare.pid());
+    let inside: Vec<(u32, char)> = plough_tests::descendants_of(unshare.pid())
+        .into_iter()
+        .map(|c| (c, proc_state(c).unwrap_or('?')))
+        .collect();
     let init = inside.iter().find(|(p, _)| proc_ppid(*p) == Some(unshare.pid())).unwrap().0;
     let least = if with_init { 3 } else { 2 };
     assert!(
