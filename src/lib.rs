@@ -54,6 +54,7 @@ pub use plough_actor_core::{
     Actor, ActorEntry, ActorError, Budgets, Context, Cx, ErrorKind, FanOut, LadderConfig, Misuse,
     MsgStream, MsgTypes, Nursery, Outcome, Portal, Registry, RemoteActorError, Result, RunHandle,
     RuntimeConfig, STREAM_BUFFER, SetupError, SpawnError, SpawnMethod, StreamConfig, Subscriber,
+    TreeSecret,
 };
 pub use plough_fork_prims as fork_prims;
 pub use plough_ipc_wire as ipc_wire;

@@ -51,7 +51,7 @@ mod serving;
 mod supervision;
 
 pub use base::budgets::{Budgets, LadderConfig};
-pub use base::config::RuntimeConfig;
+pub use base::config::{RuntimeConfig, TreeSecret};
 pub use base::error::{ActorError, Misuse, RemoteActorError, Result, SetupError, SpawnError};
 pub use base::runtime_vars::actor_label;
 pub use base::spawn_method::{SPAWN_METHOD_ENV, SpawnMethod, UnknownSpawnMethod};

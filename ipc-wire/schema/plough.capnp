@@ -36,12 +36,16 @@ struct Aid {
   pid @2 :UInt32;    # OS process id
 }
 
-# The opening message of a connection, sent by both ends before anything else.
+# The opening message of a connection, sent by both ends before anything else. Each end
+# then answers the other's `nonce` with a `proof` (see `Msg.proof`); nothing else is read
+# from a peer until its proof checked out.
 struct Hello {
   aid @0 :Aid;
-  # Reserved for tree authentication (a proof derived from a per-tree secret). Empty
-  # today; a peer that does not check it ignores it.
-  treeProof @1 :Data;
+  # Never written: tree authentication is the `nonce` below and `Msg.proof`.
+  obsoleteTreeProof @1 :Data;
+  # 32 fresh random bytes: the challenge the peer's proof must answer (so that a recorded
+  # proof is worth nothing on another connection).
+  nonce @2 :Data;
 }
 
 struct KeyValue {
@@ -136,6 +140,8 @@ enum ErrorKind {
   badMessage @21;      # a message of the call could not be read (unknown variant or enum value,
                        # a malformed field, a decode limit hit): that call fails, nothing else
   tooManyCalls @22;    # the callee already serves its cap of calls from this connection
+  refused @23;         # the connection was refused before it was authenticated: another uid,
+                       # a bad proof, too many connections waiting; `message` says which
 }
 
 struct Error {
@@ -168,5 +174,8 @@ struct Msg {
     return @7 :CidPayload;
     cancelAck @8 :CancelAck;
     error @9 :Error;
+    proof @10 :Data;       # the answer to the peer's `Hello.nonce`: HMAC-SHA256 under the
+                           # tree's secret of this connection's two hellos (see ipc-wire's
+                           # `auth` module), sent once, right after the hellos
   }
 }

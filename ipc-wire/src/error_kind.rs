@@ -75,11 +75,15 @@ pub enum ErrorKind {
     /// (`Budgets::max_calls_in_flight` in plough): the call was refused, not queued. Retry
     /// once some of the caller's other calls have finished.
     TooManyCalls,
+    /// The connection was refused before its peer was authenticated: a Unix peer of
+    /// another uid, a proof that did not check out (no secret, the wrong one, a replay),
+    /// or too many connections waiting to authenticate. The message says which.
+    Refused,
 }
 
 impl ErrorKind {
     /// Every kind, in schema order (`ALL[i]` is ordinal `i` on the wire).
-    pub const ALL: [ErrorKind; 23] = [
+    pub const ALL: [ErrorKind; 24] = [
         ErrorKind::User,
         ErrorKind::Cancelled,
         ErrorKind::StreamOverrun,
@@ -103,6 +107,7 @@ impl ErrorKind {
         ErrorKind::Protocol,
         ErrorKind::BadMessage,
         ErrorKind::TooManyCalls,
+        ErrorKind::Refused,
     ];
 
     /// The type name that goes with a runtime kind, e.g. `"ContextCancelled"` for
@@ -133,6 +138,7 @@ impl ErrorKind {
             ErrorKind::Protocol => "ProtocolError",
             ErrorKind::BadMessage => "BadMessage",
             ErrorKind::TooManyCalls => "TooManyCalls",
+            ErrorKind::Refused => "Refused",
         }
     }
 
@@ -163,6 +169,7 @@ impl ErrorKind {
             Ok(S::Protocol) => ErrorKind::Protocol,
             Ok(S::BadMessage) => ErrorKind::BadMessage,
             Ok(S::TooManyCalls) => ErrorKind::TooManyCalls,
+            Ok(S::Refused) => ErrorKind::Refused,
             Ok(S::Unknown) | Err(capnp::NotInSchema(_)) => ErrorKind::Unknown,
         }
     }
@@ -195,6 +202,7 @@ impl From<ErrorKind> for schema::ErrorKind {
             ErrorKind::Protocol => S::Protocol,
             ErrorKind::BadMessage => S::BadMessage,
             ErrorKind::TooManyCalls => S::TooManyCalls,
+            ErrorKind::Refused => S::Refused,
         }
     }
 }
@@ -210,14 +218,14 @@ mod tests {
             assert_eq!(u16::from(schema::ErrorKind::from(k)), i as u16, "{k:?}");
             assert_eq!(ErrorKind::from_wire(schema::ErrorKind::try_from(i as u16)), k);
         }
-        assert_eq!(ErrorKind::ALL.into_iter().collect::<HashSet<_>>().len(), 23);
+        assert_eq!(ErrorKind::ALL.into_iter().collect::<HashSet<_>>().len(), 24);
         // No ordinal past the last kind in the schema: ALL covers every enumerant.
         assert!(schema::ErrorKind::try_from(ErrorKind::ALL.len() as u16).is_err());
     }
 
     #[test]
     fn unknown_values_read_as_unknown() {
-        for raw in [23, 24, 255, u16::MAX] {
+        for raw in [24, 25, 255, u16::MAX] {
             assert_eq!(ErrorKind::from_wire(Err(capnp::NotInSchema(raw))), ErrorKind::Unknown);
         }
     }
@@ -248,6 +256,7 @@ mod tests {
             (ErrorKind::Protocol, "ProtocolError"),
             (ErrorKind::BadMessage, "BadMessage"),
             (ErrorKind::TooManyCalls, "TooManyCalls"),
+            (ErrorKind::Refused, "Refused"),
         ];
         assert_eq!(expected.map(|(k, _)| k), ErrorKind::ALL);
         for (k, name) in expected {

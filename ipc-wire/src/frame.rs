@@ -142,7 +142,7 @@ impl Frame {
         let kind = msg::kind_of(&which);
         let fail = |e| MsgError::from_capnp(Some(kind), e);
         let (cid, payload) = match which {
-            W::Hello(_) | W::SpawnSpec(_) => (None, None),
+            W::Hello(_) | W::SpawnSpec(_) | W::Proof(_) => (None, None),
             W::Start(s) => {
                 let s = s.map_err(fail)?;
                 (Some(s.get_cid()), Some(s.get_args().map_err(fail)?))
@@ -180,7 +180,7 @@ impl Frame {
         use schema::msg::Which as W;
         let root = self.root().ok()?;
         match root.which() {
-            Ok(W::Hello(_) | W::SpawnSpec(_)) => None,
+            Ok(W::Hello(_) | W::SpawnSpec(_) | W::Proof(_)) => None,
             Ok(W::Start(s)) => s.ok().map(|s| s.get_cid()),
             Ok(W::StartAck(a)) => a.ok().map(|a| a.get_cid()),
             Ok(W::Started(p) | W::Yield(p) | W::Return(p)) => p.ok().map(|p| p.get_cid()),

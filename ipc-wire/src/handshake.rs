@@ -1,31 +1,53 @@
-//! The opening exchange: both ends send a `Hello` (their [`Aid`](crate::Aid)) and read the
-//! other's, under a deadline and under much smaller frame limits than after.
+//! The opening exchange: both ends say who they are ([`Hello`]: an [`Aid`] and a fresh
+//! nonce), then prove that they hold the tree's [`Secret`] ([`Msg::Proof`], see
+//! [`auth`](crate::auth)) — all under a deadline and under much smaller frame limits than
+//! after.
 //!
 //! An accepting actor is exposed to whoever can connect, before it knows who they are.
-//! The hazards designed out: a silent peer holding a connection (and its task and buffer)
-//! forever — the deadline drops it; a garbage or hostile peer making us allocate — until
-//! the handshake completes only [`Limits::HANDSHAKE`] frames (64 KiB) are accepted; a flood
-//! of connections — at most [`HandshakeConfig::max_pending`] handshakes run at once, the
-//! rest wait in the kernel's backlog; and one bad peer delaying good ones — each handshake
-//! runs in its own task, so a good peer completes while silent ones wait out their
-//! deadline. `Hello` carries a `tree_proof` field, empty for now, where tree
-//! authentication will go.
+//! The hazards designed out:
+//!
+//! * **A stranger reaching the runtime**: nothing a peer sends after its hello is read
+//!   until its proof checked out; a peer that fails gets one [`ErrorKind::Refused`] error
+//!   frame saying why (another uid, a bad proof, too many waiting, too slow) and the
+//!   connection closes. The refusal is logged with the peer's address or uid.
+//! * **A silent peer holding a connection** (its task and buffer) forever: the deadline
+//!   drops it.
+//! * **A garbage or hostile peer making us allocate**: until the handshake completes only
+//!   [`Limits::HANDSHAKE`] frames (64 KiB) are accepted.
+//! * **A flood of connections locking everyone out**: at most
+//!   [`HandshakeConfig::max_pending`] handshakes run at once, and when one more arrives the
+//!   *oldest* is dropped (told so) — never the newcomer. A legitimate peer authenticates in
+//!   well under a millisecond, so it is through long before silent or slow connections can
+//!   push it out; they are the ones that age into eviction. Connections never wait in the
+//!   kernel's backlog for a slot, so a flood of silent ones cannot stall an honest dialer
+//!   for their whole deadline.
+//! * **One bad peer delaying good ones**: each handshake runs in its own task.
+//!
+//! [`Aid`]: crate::Aid
+//! [`ErrorKind::Refused`]: crate::ErrorKind::Refused
 
 use crate::Address;
+use crate::auth::{self, Role, Secret, Transcript};
 use crate::codec::FrameCodec;
 use crate::error::{FrameError, MsgError};
 use crate::limits::Limits;
-use crate::msg::{Hello, Msg};
+use crate::msg::{Aid, ErrorKind, ErrorMsg, Hello, Msg};
 use crate::msg_kind::MsgKind;
-use crate::transport::{self, AcceptError, Connection, Listener, TransportError};
+use crate::transport::{self, AcceptError, Connection, Listener, Peer, TransportError};
 use futures::{SinkExt, StreamExt};
+use std::collections::VecDeque;
 use std::time::Duration;
 use tokio::task::JoinSet;
 use tokio_util::codec::Framed;
+use tokio_util::sync::CancellationToken;
 
 /// A framed connection: a `Stream` of [`Frame`](crate::Frame)s and a `Sink` of
 /// [`Msg`]s (owned or by reference).
 pub type FramedConnection = Framed<Connection, FrameCodec>;
+
+/// How long a refusal frame may take to leave: it is a courtesy to the refused peer, and
+/// a peer that does not read must not hold the connection open with it.
+const REFUSAL_WRITE: Duration = Duration::from_millis(200);
 
 /// Handshake settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,7 +55,8 @@ pub type FramedConnection = Framed<Connection, FrameCodec>;
 pub struct HandshakeConfig {
     /// How long the whole exchange may take (default 10 s).
     pub deadline: Duration,
-    /// How many handshakes an [`Acceptor`] runs at once (default 64, at least 1).
+    /// How many handshakes an [`Acceptor`] runs at once (default 256, at least 1); one
+    /// more evicts the oldest.
     pub max_pending: usize,
     /// Limits while the peer is unknown (default [`Limits::HANDSHAKE`]).
     pub handshake_limits: Limits,
@@ -45,7 +68,7 @@ impl Default for HandshakeConfig {
     fn default() -> Self {
         Self {
             deadline: Duration::from_secs(10),
-            max_pending: 64,
+            max_pending: 256,
             handshake_limits: Limits::HANDSHAKE,
             limits: Limits::DEFAULT,
         }
@@ -72,14 +95,60 @@ impl HandshakeConfig {
     }
 }
 
-/// A connection whose peer has said who it is.
+/// Who this end of a connection is, and the secret it proves that with.
+#[derive(Debug, Clone)]
+pub struct Credentials {
+    /// Who is speaking.
+    pub aid: Aid,
+    /// The tree's secret.
+    pub secret: Secret,
+}
+
+/// A connection whose peer has said who it is and proved it holds the secret.
 #[derive(Debug)]
 pub struct Established {
-    /// The peer's `Hello`.
-    pub peer: Hello,
+    /// Who the peer is.
+    pub peer: Aid,
     /// The framed connection, now under the post-handshake limits. Bytes the peer sent
-    /// right after its `Hello` are already buffered in it: nothing is lost.
+    /// right after its proof are already buffered in it: nothing is lost.
     pub framed: FramedConnection,
+}
+
+/// Why a connection was refused before its peer was authenticated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Refusal {
+    /// The peer's proof did not check out.
+    #[error(
+        "bad proof: the peer does not hold this tree's secret (or replayed another \
+         connection's proof)"
+    )]
+    BadProof,
+    /// The peer's first message was not a hello, or its second not a proof.
+    #[error("protocol: expected a {expected} message, got a {got} message")]
+    Protocol {
+        /// What should have come.
+        expected: MsgKind,
+        /// What came.
+        got: MsgKind,
+    },
+    /// The peer did not complete the exchange within the deadline.
+    #[error("too slow: the handshake was not completed within {0:?}")]
+    TooSlow(Duration),
+    /// More peers were authenticating at once than the acceptor allows; this one, the
+    /// oldest, was dropped to make room.
+    #[error(
+        "too many connections: more than {0} were waiting to authenticate; this one, the oldest, was dropped"
+    )]
+    TooManyPending(usize),
+    /// A Unix peer of another uid.
+    #[error("wrong uid: connections from uid {uid} are refused; only uid {ours} may connect")]
+    ForeignUid {
+        /// The peer's uid.
+        uid: u32,
+        /// Ours.
+        ours: u32,
+    },
 }
 
 /// The handshake failed; only this connection is affected.
@@ -89,64 +158,111 @@ pub enum HandshakeError {
     /// The peer did not complete the exchange in time.
     #[error("handshake not completed within {0:?}")]
     TimedOut(Duration),
-    /// The peer closed the connection before sending its `Hello`.
+    /// The peer closed the connection before the exchange was complete.
     #[error("peer closed the connection during the handshake")]
     Closed,
-    /// The peer's first message was not a `Hello`.
-    #[error("expected a hello as the first message, got a {0} message")]
-    UnexpectedFirst(MsgKind),
+    /// The peer's first message was not a `Hello` (or its second not a proof).
+    #[error("expected a {expected} message in the handshake, got a {got} message")]
+    Unexpected {
+        /// What should have come.
+        expected: MsgKind,
+        /// What came.
+        got: MsgKind,
+    },
     /// The peer's bytes could not be framed (garbage, or a frame over the handshake limit).
     #[error("bad frame during the handshake")]
     Frame(#[from] FrameError),
-    /// The peer's first frame was not a readable message.
-    #[error("bad first message")]
+    /// A message of the handshake was not readable.
+    #[error("bad handshake message")]
     Msg(#[from] MsgError),
+    /// The peer's proof did not check out: it does not hold our secret. The peer was told.
+    #[error("the peer {peer} did not prove it holds this tree's secret; refused it")]
+    BadProof {
+        /// Who the peer said it was.
+        peer: String,
+    },
+    /// We were refused by the peer, which said why.
+    #[error("refused by the peer: {reason}")]
+    Refused {
+        /// The peer's reason, e.g. "bad proof: ...".
+        reason: String,
+    },
+    /// This pending handshake was dropped to make room (see [`HandshakeConfig::max_pending`]).
+    #[error("{0}")]
+    Evicted(Refusal),
     /// Connecting failed.
     #[error(transparent)]
     Connect(#[from] TransportError),
     /// Accepting failed (or the peer's uid was refused).
     #[error(transparent)]
     Accept(#[from] AcceptError),
+    /// The kernel's random source failed (no nonce).
+    #[error("cannot draw a nonce: {0}")]
+    Random(std::io::Error),
 }
 
-/// Runs the handshake on a fresh connection: sends `ours`, reads the peer's `Hello`.
+impl HandshakeError {
+    /// Why the peer is told it was refused; `None` when the failure is ours or the peer
+    /// is gone (nobody to tell).
+    fn refusal(&self, deadline: Duration) -> Option<Refusal> {
+        match self {
+            HandshakeError::BadProof { .. } => Some(Refusal::BadProof),
+            HandshakeError::Unexpected { expected, got } => {
+                Some(Refusal::Protocol { expected: *expected, got: *got })
+            }
+            HandshakeError::TimedOut(_) => Some(Refusal::TooSlow(deadline)),
+            HandshakeError::Evicted(r) => Some(*r),
+            _ => None,
+        }
+    }
+}
+
+/// The connecting end's handshake over `conn`: hellos both ways, our proof, then the
+/// peer's, which must check out.
 ///
 /// # Errors
-/// [`HandshakeError`] on timeout, EOF, garbage, an oversized frame or a wrong first message.
+/// [`HandshakeError`] on timeout, EOF, garbage, an oversized frame, a wrong message, a
+/// refusal by the peer ([`HandshakeError::Refused`], with its reason), or a peer that
+/// does not prove it holds the secret ([`HandshakeError::BadProof`]).
 ///
 /// # Panics
 /// Outside a Tokio runtime with the time driver enabled (the deadline needs it).
-pub async fn handshake(
+pub async fn initiate(
     conn: Connection,
-    ours: &Hello,
+    me: &Credentials,
     config: &HandshakeConfig,
 ) -> Result<Established, HandshakeError> {
-    let mut framed = Framed::new(conn, FrameCodec::new(config.handshake_limits));
-    let exchange = async {
-        framed.send(&Msg::Hello(ours.clone())).await?;
-        let frame = framed.next().await.ok_or(HandshakeError::Closed)??;
-        match frame.decode()? {
-            Msg::Hello(h) => Ok(h),
-            other => Err(HandshakeError::UnexpectedFirst(other.kind())),
-        }
-    };
-    let peer = tokio::time::timeout(config.deadline, exchange)
-        .await
-        .map_err(|_| HandshakeError::TimedOut(config.deadline))??;
-    framed.codec_mut().set_limits(config.limits);
-    Ok(Established { peer, framed })
+    exchange(conn, me, Role::Connecting, config, None).await
 }
 
-/// Connects to `addr` and runs the handshake; the deadline covers both.
+/// The accepting end's handshake over `conn` (as [`Acceptor`] runs it, or over a
+/// connection that arrived some other way, such as a socket pair): hellos both ways, the
+/// peer's proof, which must check out (else the peer is told and the connection
+/// closes), then ours.
 ///
 /// # Errors
-/// [`HandshakeError::Connect`] when connecting fails, otherwise as [`handshake`].
+/// As [`initiate`].
 ///
 /// # Panics
-/// As [`handshake`].
+/// As [`initiate`].
+pub async fn respond(
+    conn: Connection,
+    me: &Credentials,
+    config: &HandshakeConfig,
+) -> Result<Established, HandshakeError> {
+    exchange(conn, me, Role::Accepting, config, None).await
+}
+
+/// Connects to `addr` and runs the connecting end's handshake; the deadline covers both.
+///
+/// # Errors
+/// [`HandshakeError::Connect`] when connecting fails, otherwise as [`initiate`].
+///
+/// # Panics
+/// As [`initiate`].
 pub async fn connect(
     addr: &Address,
-    ours: &Hello,
+    me: &Credentials,
     config: &HandshakeConfig,
 ) -> Result<Established, HandshakeError> {
     let started = tokio::time::Instant::now();
@@ -154,7 +270,141 @@ pub async fn connect(
         .await
         .map_err(|_| HandshakeError::TimedOut(config.deadline))??;
     let left = config.deadline.saturating_sub(started.elapsed());
-    handshake(conn, ours, &HandshakeConfig { deadline: left, ..*config }).await
+    initiate(conn, me, &HandshakeConfig { deadline: left, ..*config }).await
+}
+
+/// The exchange for either role; `evict` (an acceptor's) ends it early with a
+/// [`Refusal::TooManyPending`].
+async fn exchange(
+    conn: Connection,
+    me: &Credentials,
+    role: Role,
+    config: &HandshakeConfig,
+    evict: Option<(CancellationToken, usize)>,
+) -> Result<Established, HandshakeError> {
+    let peer_addr = conn.peer();
+    let mut framed = Framed::new(conn, FrameCodec::new(config.handshake_limits));
+    let ours = auth::nonce().map_err(HandshakeError::Random)?;
+    let steps = steps(&mut framed, me, role, &ours);
+    let evicted = async {
+        match &evict {
+            Some((token, cap)) => {
+                token.cancelled().await;
+                *cap
+            }
+            None => std::future::pending().await,
+        }
+    };
+    let out = tokio::select! {
+        out = tokio::time::timeout(config.deadline, steps) => {
+            out.unwrap_or(Err(HandshakeError::TimedOut(config.deadline)))
+        }
+        cap = evicted => Err(HandshakeError::Evicted(Refusal::TooManyPending(cap))),
+    };
+    match out {
+        Ok(peer) => {
+            framed.codec_mut().set_limits(config.limits);
+            Ok(Established { peer, framed })
+        }
+        Err(e) => {
+            if let Some(why) = e.refusal(config.deadline) {
+                log_refusal(role, &peer_addr, &why);
+                refuse(&mut framed, &me.aid, &why).await;
+            }
+            Err(e)
+        }
+    }
+}
+
+/// The messages of the exchange, in order; the peer's aid once it proved itself.
+async fn steps(
+    framed: &mut FramedConnection,
+    me: &Credentials,
+    role: Role,
+    ours: &[u8; auth::KEY_LEN],
+) -> Result<Aid, HandshakeError> {
+    let hello = Hello { aid: me.aid.clone(), nonce: bytes::Bytes::copy_from_slice(ours) };
+    framed.send(&Msg::Hello(hello)).await?;
+    let peer = match next(framed).await? {
+        Msg::Hello(h) => h,
+        other => return Err(unexpected(MsgKind::Hello, &other)),
+    };
+    let t = |prover: Role, prover_nonce, verifier_nonce, prover_uuid, verifier_uuid| Transcript {
+        role: prover,
+        prover_nonce,
+        verifier_nonce,
+        prover_uuid,
+        verifier_uuid,
+    };
+    let (mine, theirs) = (&me.aid.uuid.0[..], &peer.aid.uuid.0[..]);
+    let my_proof = |secret: &Secret| secret.prove(&t(role, ours, &peer.nonce, mine, theirs));
+    let check = |proof: &[u8]| {
+        let other = match role {
+            Role::Connecting => Role::Accepting,
+            Role::Accepting => Role::Connecting,
+        };
+        me.secret.verify(&t(other, &peer.nonce, ours, theirs, mine), proof)
+    };
+    let bad = || HandshakeError::BadProof { peer: peer.aid.to_string() };
+    // The connecting end proves itself first; the accepting end answers only a peer that
+    // did, so a stranger never sees a proof of ours.
+    if role == Role::Connecting {
+        framed.send(&Msg::Proof(my_proof(&me.secret).to_vec().into())).await?;
+    }
+    match next(framed).await? {
+        Msg::Proof(p) if check(&p) => {}
+        Msg::Proof(_) => return Err(bad()),
+        other => return Err(unexpected(MsgKind::Proof, &other)),
+    }
+    if role == Role::Accepting {
+        framed.send(&Msg::Proof(my_proof(&me.secret).to_vec().into())).await?;
+    }
+    Ok(peer.aid)
+}
+
+/// The next message of the handshake; a refusal from the peer is [`HandshakeError::Refused`].
+async fn next(framed: &mut FramedConnection) -> Result<Msg, HandshakeError> {
+    let frame = framed.next().await.ok_or(HandshakeError::Closed)??;
+    match frame.decode()? {
+        Msg::Error(e) if e.kind == ErrorKind::Refused => {
+            Err(HandshakeError::Refused { reason: e.message })
+        }
+        msg => Ok(msg),
+    }
+}
+
+fn unexpected(expected: MsgKind, got: &Msg) -> HandshakeError {
+    HandshakeError::Unexpected { expected, got: got.kind() }
+}
+
+fn log_refusal(role: Role, peer: &Peer, why: &Refusal) {
+    let side = if role == Role::Accepting { "accepted" } else { "dialed" };
+    match peer {
+        Peer::Tcp(addr) => {
+            tracing::warn!(peer = %addr, reason = %why, "refused a {side} connection")
+        }
+        Peer::Uds { uid, pid, .. } => {
+            tracing::warn!(uid, ?pid, reason = %why, "refused a {side} connection");
+        }
+    }
+}
+
+/// Tells the peer why it is refused (one error frame, best effort and briefly), then
+/// closes our side.
+async fn refuse(framed: &mut FramedConnection, me: &Aid, why: &Refusal) {
+    let msg = Msg::Error(ErrorMsg {
+        cid: None,
+        source: me.clone(),
+        kind: ErrorKind::Refused,
+        type_name: ErrorKind::Refused.type_name().to_owned(),
+        message: why.to_string(),
+        ..ErrorMsg::default()
+    });
+    let _ = tokio::time::timeout(REFUSAL_WRITE, async {
+        SinkExt::<&Msg>::send(framed, &msg).await?;
+        SinkExt::<&Msg>::close(framed).await
+    })
+    .await;
 }
 
 /// What [`Acceptor::accept_event`] saw.
@@ -167,8 +417,8 @@ pub enum AcceptEvent {
 }
 
 /// Accepts connections and runs their handshakes concurrently, at most
-/// [`HandshakeConfig::max_pending`] at a time. Dropping it aborts pending handshakes and,
-/// for UDS, removes the socket file.
+/// [`HandshakeConfig::max_pending`] at a time: one more evicts the oldest (which is told
+/// so). Dropping it aborts pending handshakes and, for UDS, removes the socket file.
 ///
 /// # Panics
 /// Its accept methods spawn the handshakes as tasks on the current Tokio runtime, which
@@ -176,19 +426,22 @@ pub enum AcceptEvent {
 #[derive(Debug)]
 pub struct Acceptor {
     listener: Listener,
-    ours: Hello,
+    me: Credentials,
     config: HandshakeConfig,
     pending: JoinSet<Result<Established, HandshakeError>>,
+    /// The handshakes not yet evicted, oldest first: their task and eviction token.
+    order: VecDeque<(tokio::task::Id, CancellationToken)>,
 }
 
 impl Acceptor {
-    /// An acceptor answering with `ours`.
-    pub fn new(listener: Listener, ours: Hello, config: HandshakeConfig) -> Self {
+    /// An acceptor that answers as `me`.
+    pub fn new(listener: Listener, me: Credentials, config: HandshakeConfig) -> Self {
         Self {
             listener,
-            ours,
+            me,
             config: config.with_max_pending(config.max_pending),
             pending: JoinSet::new(),
+            order: VecDeque::new(),
         }
     }
 
@@ -197,29 +450,43 @@ impl Acceptor {
         self.listener.local_addr()
     }
 
-    /// Handshakes in progress (never more than `max_pending`).
+    /// Handshakes in progress that may still complete (never more than `max_pending`).
     pub fn pending(&self) -> usize {
-        self.pending.len()
+        self.order.len()
     }
 
     /// The next completed or failed handshake. Cancel-safe: dropping the future loses no
     /// connection (pending handshakes stay owned by the acceptor).
     pub async fn accept_event(&mut self) -> AcceptEvent {
         loop {
-            let room = self.pending.len() < self.config.max_pending;
             tokio::select! {
-                Some(done) = self.pending.join_next(), if !self.pending.is_empty() => {
+                biased;
+                Some(done) = self.pending.join_next_with_id(), if !self.pending.is_empty() => {
+                    let id = match &done {
+                        Ok((id, _)) => *id,
+                        Err(e) => e.id(),
+                    };
+                    self.order.retain(|(t, _)| *t != id);
                     return match done {
-                        Ok(Ok(est)) => AcceptEvent::Established(Box::new(est)),
-                        Ok(Err(e)) => AcceptEvent::Rejected(e),
+                        Ok((_, Ok(est))) => AcceptEvent::Established(Box::new(est)),
+                        Ok((_, Err(e))) => AcceptEvent::Rejected(e),
                         // A handshake task cannot panic short of a bug; report it as closed.
                         Err(_) => AcceptEvent::Rejected(HandshakeError::Closed),
                     };
                 }
-                accepted = self.listener.accept(), if room => match accepted {
-                    Ok(conn) => {
-                        let (ours, config) = (self.ours.clone(), self.config);
-                        self.pending.spawn(async move { handshake(conn, &ours, &config).await });
+                accepted = self.listener.accept() => match accepted {
+                    Ok(conn) => self.start(conn),
+                    Err(AcceptError::PeerRefused { uid, pid, ours, conn }) => {
+                        // Told why, briefly, in a task of its own; the connection is then
+                        // dropped. Nothing of it counts against the pending handshakes.
+                        let me = self.me.aid.clone();
+                        self.pending.spawn(async move {
+                            let why = Refusal::ForeignUid { uid, ours };
+                            log_refusal(Role::Accepting, &conn.peer(), &why);
+                            let mut framed = Framed::new(*conn, FrameCodec::new(Limits::HANDSHAKE));
+                            refuse(&mut framed, &me, &why).await;
+                            Err(AcceptError::PeerRefused { uid, pid, ours, conn: Box::new(framed.into_inner()) }.into())
+                        });
                     }
                     Err(e) => return AcceptEvent::Rejected(e.into()),
                 },
@@ -227,8 +494,26 @@ impl Acceptor {
         }
     }
 
+    /// Starts the handshake of a new connection, evicting the oldest pending one when
+    /// all slots are taken.
+    fn start(&mut self, conn: Connection) {
+        let cap = self.config.max_pending;
+        while self.order.len() >= cap {
+            if let Some((_, token)) = self.order.pop_front() {
+                token.cancel();
+            }
+        }
+        let (me, config, token) = (self.me.clone(), self.config, CancellationToken::new());
+        let evict = Some((token.clone(), cap));
+        let task = self
+            .pending
+            .spawn(async move { exchange(conn, &me, Role::Accepting, &config, evict).await });
+        self.order.push_back((task.id(), token));
+    }
+
     /// The next peer that completes its handshake; refused connections and failed
-    /// handshakes are logged (at `debug`) and skipped.
+    /// handshakes are logged (at `debug`; refusals at `warn` where they happen) and
+    /// skipped.
     pub async fn accept(&mut self) -> Established {
         loop {
             match self.accept_event().await {

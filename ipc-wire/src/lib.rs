@@ -3,23 +3,25 @@
 //!
 //! ```
 //! use futures::{SinkExt, StreamExt};
-//! use plough_ipc_wire::{Aid, Hello, HandshakeConfig, Listener, Msg, Payload, Uuid, handshake};
+//! use plough_ipc_wire::{Aid, Credentials, HandshakeConfig, Listener, Msg, Payload, Secret, Uuid, handshake};
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let dir = tempfile::tempdir()?;
 //! let addr = plough_ipc_wire::Address::uds_for_actor(dir.path(), "root", std::process::id())?;
-//! let hello = |name: &str| Hello {
+//! // Both ends hold the tree's secret (a user's lives in the runtime directory; see `auth`).
+//! let secret = Secret::generate()?;
+//! let me = |name: &str| Credentials {
 //!     aid: Aid { name: name.into(), uuid: Uuid([7; 16]), pid: std::process::id() },
-//!     ..Hello::default()
+//!     secret: secret.clone(),
 //! };
 //! let config = HandshakeConfig::default();
-//! let mut acceptor = plough_ipc_wire::Acceptor::new(Listener::bind(&addr).await?, hello("root"), config);
+//! let mut acceptor = plough_ipc_wire::Acceptor::new(Listener::bind(&addr).await?, me("root"), config);
 //!
-//! let child = hello("child");
+//! let child = me("child");
 //! let (server, client) = tokio::join!(acceptor.accept(), handshake::connect(&addr, &child, &config));
 //! let (mut server, mut client) = (server, client?);
-//! assert_eq!(server.peer.aid.name, "child");
+//! assert_eq!(server.peer.name, "child");
 //!
 //! // Payloads are MessagePack by default; the frame shares its buffer with the payload.
 //! client.framed.send(Msg::Return { cid: 1, payload: Payload::encode(&(1, "two"))? }).await?;
@@ -41,7 +43,9 @@
 //! * [`FrameCodec`], [`Limits`], [`Frame`], [`MsgView`] — framing with the limits checked
 //!   before allocation; a frame decodes to a `Msg` or, zero-copy, to a `MsgView`.
 //! * [`Address`], [`runtime_dir`], [`Listener`], [`Connection`], [`connect`] — transports.
-//! * [`handshake`], [`Acceptor`] — the `Hello` exchange under a deadline.
+//! * [`auth`] — the tree's [`Secret`] (a user's in a `0600` file) and the proof of it.
+//! * [`handshake`], [`Acceptor`] — the `Hello` exchange and the mutual proof under a
+//!   deadline; strangers are refused, told why, and bounded.
 //!
 //! # Module layering
 //!
@@ -55,8 +59,8 @@
 //! 3. [`msg`] on the layers below: the owned messages and their conversion to and from
 //!    the generated code.
 //! 4. [`frame`] on `msg` and `limits`; then [`codec`] on `frame`, `arena` and `limits`.
-//! 5. [`transport`] on `address` and `runtime_dir`; then [`handshake`] on `codec` and
-//!    `transport`.
+//! 5. [`transport`] on `address` and `runtime_dir`; [`auth`] on `runtime_dir`; then
+//!    [`handshake`] on `codec`, `transport` and `auth`.
 //!
 //! A type that two modules need lives in the lower one and is re-exported where it has
 //! always been found: `msg::MsgKind`, `codec::Limits`, `address::AddressError`, and
@@ -77,6 +81,7 @@
 
 pub mod address;
 mod arena;
+pub mod auth;
 pub mod codec;
 pub mod error;
 mod error_kind;
@@ -91,11 +96,13 @@ pub mod runtime_dir;
 pub mod transport;
 
 pub use address::{Address, AddressError};
+pub use auth::{Secret, SecretError};
 pub use codec::{FrameBudget, FrameCodec, Limits, PartialFrameClock};
 pub use error::{FrameError, MsgError, SegmentTableError};
 pub use frame::{Frame, MsgView};
 pub use handshake::{
-    AcceptEvent, Acceptor, Established, FramedConnection, HandshakeConfig, HandshakeError,
+    AcceptEvent, Acceptor, Credentials, Established, FramedConnection, HandshakeConfig,
+    HandshakeError, Refusal,
 };
 pub use msg::{
     Aid, CallKind, CancelAck, Cid, ErrorKind, ErrorMsg, Hello, InvalidUuid, Msg, MsgKind,

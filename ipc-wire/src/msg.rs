@@ -117,13 +117,15 @@ impl fmt::Display for Aid {
     }
 }
 
-/// The opening message of every connection, both ways.
+/// The opening message of every connection, both ways; each end then answers the other's
+/// nonce with a [`Msg::Proof`] (see [`auth`](crate::auth)).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Hello {
     /// Who is speaking.
     pub aid: Aid,
-    /// Reserved for tree authentication; empty today.
-    pub tree_proof: Bytes,
+    /// The challenge: fresh random bytes (32 from this crate's handshake) that the peer's
+    /// proof must cover.
+    pub nonce: Bytes,
 }
 
 /// Process-global runtime settings a parent hands to a child.
@@ -279,6 +281,9 @@ pub enum Msg {
     },
     CancelAck(CancelAck),
     Error(ErrorMsg),
+    /// The answer to the peer's [`Hello::nonce`]: a MAC under the tree's secret of both
+    /// hellos (see [`auth`](crate::auth)). Sent once per connection, right after the hellos.
+    Proof(Bytes),
 }
 
 impl Msg {
@@ -295,13 +300,14 @@ impl Msg {
             Msg::Return { .. } => MsgKind::Return,
             Msg::CancelAck(_) => MsgKind::CancelAck,
             Msg::Error(_) => MsgKind::Error,
+            Msg::Proof(_) => MsgKind::Proof,
         }
     }
 
     /// The call id, for the kinds that belong to a call.
     pub fn cid(&self) -> Option<Cid> {
         match self {
-            Msg::Hello(_) | Msg::SpawnSpec(_) => None,
+            Msg::Hello(_) | Msg::SpawnSpec(_) | Msg::Proof(_) => None,
             Msg::Start(s) => Some(s.cid),
             Msg::StartAck(a) => Some(a.cid),
             Msg::Started { cid, .. }
@@ -347,8 +353,8 @@ impl Msg {
             Msg::Hello(h) => {
                 let mut hb = b.init_hello();
                 write_aid(&h.aid, hb.reborrow().init_aid());
-                if !h.tree_proof.is_empty() {
-                    hb.set_tree_proof(&h.tree_proof);
+                if !h.nonce.is_empty() {
+                    hb.set_nonce(&h.nonce);
                 }
             }
             Msg::SpawnSpec(s) => write_spawn_spec(s, b.init_spawn_spec()),
@@ -375,6 +381,7 @@ impl Msg {
                 ab.set_acked(a.acked);
             }
             Msg::Error(e) => write_error(e, b.init_error()),
+            Msg::Proof(mac) => b.set_proof(mac),
         }
     }
 
@@ -407,7 +414,7 @@ impl Msg {
                 let h = cx.ok(h)?;
                 Msg::Hello(Hello {
                     aid: cx.aid(cx.ok(h.get_aid())?)?,
-                    tree_proof: cx.share(cx.ok(h.get_tree_proof())?)?,
+                    nonce: cx.share(cx.ok(h.get_nonce())?)?,
                 })
             }
             W::SpawnSpec(s) => Msg::SpawnSpec(cx.spawn_spec(cx.ok(s)?)?),
@@ -443,6 +450,7 @@ impl Msg {
                 Msg::CancelAck(CancelAck { cid: a.get_cid(), acked: a.get_acked() })
             }
             W::Error(e) => Msg::Error(cx.error(cx.ok(e)?)?),
+            W::Proof(mac) => Msg::Proof(cx.share(cx.ok(mac)?)?),
         };
         Ok(msg)
     }
@@ -452,9 +460,7 @@ impl Msg {
     pub(crate) fn size_hint_words(&self) -> usize {
         let body = match self {
             Msg::Hello(h) => {
-                words::<schema::hello::Builder<'_>>()
-                    + aid_words(&h.aid)
-                    + data_words(&h.tree_proof)
+                words::<schema::hello::Builder<'_>>() + aid_words(&h.aid) + data_words(&h.nonce)
             }
             Msg::SpawnSpec(s) => spawn_spec_words(s),
             Msg::Start(s) => {
@@ -472,6 +478,7 @@ impl Msg {
             Msg::Stop { .. } => 0,
             Msg::CancelAck(_) => words::<schema::cancel_ack::Builder<'_>>(),
             Msg::Error(e) => error_words(e),
+            Msg::Proof(mac) => data_words(mac),
         };
         1 + words::<schema::msg::Builder<'_>>() + body
     }
@@ -480,7 +487,8 @@ impl Msg {
     /// it carries. Lets the encoder refuse an oversized message before building it.
     pub(crate) fn size_floor_bytes(&self) -> usize {
         match self {
-            Msg::Hello(h) => h.aid.name.len() + h.tree_proof.len(),
+            Msg::Hello(h) => h.aid.name.len() + h.nonce.len(),
+            Msg::Proof(mac) => mac.len(),
             Msg::Start(s) => s.function.len() + s.args.len() + s.caller.name.len(),
             Msg::Started { payload, .. }
             | Msg::Yield { payload, .. }
@@ -491,8 +499,8 @@ impl Msg {
     }
 }
 
-pub(crate) fn kind_of<A, B, C, D, E, F, G, H, I>(
-    w: &schema::msg::Which<A, B, C, D, E, F, G, H, I>,
+pub(crate) fn kind_of<A, B, C, D, E, F, G, H, I, J>(
+    w: &schema::msg::Which<A, B, C, D, E, F, G, H, I, J>,
 ) -> MsgKind {
     use schema::msg::Which as W;
     match w {
@@ -506,6 +514,7 @@ pub(crate) fn kind_of<A, B, C, D, E, F, G, H, I>(
         W::Return(_) => MsgKind::Return,
         W::CancelAck(_) => MsgKind::CancelAck,
         W::Error(_) => MsgKind::Error,
+        W::Proof(_) => MsgKind::Proof,
     }
 }
 

@@ -22,6 +22,7 @@ pub enum MsgKind {
     Return,
     CancelAck,
     Error,
+    Proof,
 }
 
 impl MsgKind {
@@ -38,6 +39,7 @@ impl MsgKind {
             MsgKind::Return => "return",
             MsgKind::CancelAck => "cancel_ack",
             MsgKind::Error => "error",
+            MsgKind::Proof => "proof",
         }
     }
 }

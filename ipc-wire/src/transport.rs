@@ -246,7 +246,9 @@ pub enum TransportError {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum AcceptError {
-    /// A Unix peer of another uid connected; the connection was closed.
+    /// A Unix peer of another uid connected. Nothing may be read from it; the connection
+    /// is handed back only so the refusal can be said (the handshake's acceptor sends one
+    /// error frame), and closes when dropped.
     #[error("refused a connection from uid {uid} (pid {pid:?}); only uid {ours} may connect")]
     PeerRefused {
         /// The peer's uid.
@@ -255,6 +257,8 @@ pub enum AcceptError {
         pid: Option<i32>,
         /// Ours.
         ours: u32,
+        /// The refused connection.
+        conn: Box<Connection>,
     },
     /// `accept` (or reading the peer's credentials) failed.
     #[error("failed to accept a connection")]

@@ -98,6 +98,16 @@ pub fn root_lock() -> std::sync::MutexGuard<'static, ()> {
     LOCK.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// The user's tree secret (the `secret` file in the runtime directory, as a root of this
+/// user makes it on first use): what a raw test client proves to reach the actors.
+///
+/// # Panics
+/// When there is none, or it is refused.
+pub fn user_secret() -> plough::ipc_wire::Secret {
+    let dir = plough::ipc_wire::runtime_dir::default_dir();
+    plough::ipc_wire::Secret::load_or_create(&dir).expect("the user's secret")
+}
+
 /// A private registry address for one test: TCP port 0, or (with
 /// `PLOUGH_TEST_TRANSPORT=uds`) a socket in a fresh directory.
 pub fn private_registry() -> plough::Address {

@@ -10,8 +10,8 @@
 //! and the actor's peak memory grows by what the admitted ones sent only.
 
 use futures::{SinkExt, StreamExt};
-use plough::ipc_wire::handshake::{self, FramedConnection, HandshakeConfig};
-use plough::ipc_wire::msg::{Aid, CallKind, ErrorKind, ErrorMsg, Hello, Msg, Start, Uuid};
+use plough::ipc_wire::handshake::{self, Credentials, FramedConnection, HandshakeConfig};
+use plough::ipc_wire::msg::{Aid, CallKind, ErrorKind, ErrorMsg, Msg, Start, Uuid};
 use plough::ipc_wire::{FrameCodec, Payload};
 use plough::{Address, Result};
 use plough_tests::{runtime, with_root};
@@ -39,11 +39,12 @@ fn frame_bytes(msg: &Msg) -> Vec<u8> {
     buf.to_vec()
 }
 
-/// A handshaken raw connection to the actor at `addr`, speaking as `me`.
+/// A handshaken raw connection to the actor at `addr`, speaking as `me` with the user's
+/// secret: a trusted peer that is broken or hostile all the same.
 async fn dial(addr: &Address, me: &Aid) -> FramedConnection {
-    let hello = Hello { aid: me.clone(), tree_proof: Default::default() };
+    let creds = Credentials { aid: me.clone(), secret: plough_tests::user_secret() };
     let config = HandshakeConfig::default().with_deadline(LIMIT);
-    handshake::connect(addr, &hello, &config).await.expect("handshake").framed
+    handshake::connect(addr, &creds, &config).await.expect("handshake").framed
 }
 
 fn attacker(n: u8) -> Aid {

@@ -165,7 +165,8 @@ fn make_private_dir(dir: &std::path::Path) -> Result<()> {
 }
 
 /// What a cell left behind in its runtime directory (and `/dev/shm`): live actors and
-/// sockets through the oracle (then reaped), plus any file at all left in the directory.
+/// sockets through the oracle (then reaped), plus any file at all left in the directory
+/// but the user's secret (`plough_ipc_wire::auth::SECRET_FILE`), which is meant to stay.
 fn check_leaks(before: &plough_reaper::Snapshot, dir: &std::path::Path) -> Vec<String> {
     let mut out = Vec::new();
     let leaks = before.leaked_since();
@@ -182,6 +183,8 @@ fn check_leaks(before: &plough_reaper::Snapshot, dir: &std::path::Path) -> Vec<S
             let p = e.path();
             if p.is_dir() {
                 stack.push(p);
+            } else if p == dir.join(plough_ipc_wire::auth::SECRET_FILE) {
+                // The user's secret: kept across runs, as it is on a user's machine.
             } else if !out.iter().any(|l| l.contains(&*p.to_string_lossy())) {
                 out.push(format!("file left behind: {}", p.display()));
             }

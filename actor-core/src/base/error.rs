@@ -418,6 +418,21 @@ pub enum SetupError {
         /// What connecting there gave.
         detail: String,
     },
+    /// The plough registrar at the registry address refused our proof: it belongs to
+    /// another user or another tree.
+    #[error(
+        "the plough registrar at {addr} belongs to another user or tree: {detail}; give this \
+         tree a registry address of its own (`PLOUGH_REGISTRY` or `RuntimeConfig::registry_addr`)"
+    )]
+    RegistryOfAnotherTree {
+        /// The registry address.
+        addr: String,
+        /// Its refusal.
+        detail: String,
+    },
+    /// The tree's secret could not be had (see [`TreeSecret`](crate::TreeSecret)).
+    #[error("cannot get the tree's secret: {0}")]
+    Secret(String),
     /// The registrar at the registry address refused our registration.
     #[error("the plough actor at the registry address refused to register us: {detail}")]
     RegistrationRefused {

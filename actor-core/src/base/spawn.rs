@@ -11,8 +11,8 @@ use super::error::SpawnError;
 use super::spawn_method::SpawnMethod;
 use futures::future::BoxFuture;
 use plough_fork_prims::ChildHandle;
-use plough_ipc_wire::Address;
 use plough_ipc_wire::msg::Uuid;
+use plough_ipc_wire::{Address, Secret};
 use std::fmt;
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
@@ -37,6 +37,10 @@ pub struct ChildBoot {
     /// The parent's pid: a child that finds another parent (the real one died before the
     /// child armed its parent-death signal) leaves at once.
     pub parent_pid: u32,
+    /// The tree's secret. A boot travels only over the child's private channel (the
+    /// zygote's or exec's boot socket, or the fork itself), never on argv or in the
+    /// environment.
+    pub secret: Secret,
 }
 
 /// The first field of an encoded [`ChildBoot`]: the format's name and version.
@@ -54,6 +58,7 @@ impl ChildBoot {
             self.uuid.simple().to_string(),
             self.tree.simple().to_string(),
             self.name.clone(),
+            self.secret.to_bytes().iter().map(|b| format!("{b:02x}")).collect(),
         ];
         let mut out = Vec::new();
         for f in fields {
@@ -77,8 +82,8 @@ impl ChildBoot {
             fields.push(std::str::from_utf8(field).map_err(|_| "a field is not UTF-8")?);
             bytes = rest;
         }
-        let [format, addr, method, ppid, uuid, tree, name] = fields[..] else {
-            return Err(format!("{} fields, not 7", fields.len()));
+        let [format, addr, method, ppid, uuid, tree, name, secret] = fields[..] else {
+            return Err(format!("{} fields, not 8", fields.len()));
         };
         if format != BOOT_FORMAT {
             return Err(format!("format `{format}`, not `{BOOT_FORMAT}`"));
@@ -90,8 +95,21 @@ impl ChildBoot {
             parent_addr: addr.parse().map_err(|e| format!("bad parent address: {e}"))?,
             method: method.parse().map_err(|e| format!("{e}"))?,
             parent_pid: ppid.parse().map_err(|_| format!("bad parent pid `{ppid}`"))?,
+            secret: decode_secret(secret).ok_or("a bad secret")?,
         })
     }
+}
+
+/// The secret's 64 hex digits, back to bytes.
+fn decode_secret(hex: &str) -> Option<Secret> {
+    let mut bytes = [0u8; plough_ipc_wire::auth::KEY_LEN];
+    if hex.len() != 2 * bytes.len() {
+        return None;
+    }
+    for (i, b) in bytes.iter_mut().enumerate() {
+        *b = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(Secret::from_bytes(bytes))
 }
 
 /// The child's entry point, for backends that run it in-process (fork): it runs the
@@ -178,13 +196,14 @@ mod tests {
             parent_addr: "tcp://127.0.0.1:4000".parse().unwrap(),
             method: SpawnMethod::Zygote,
             parent_pid: 77,
+            secret: Secret::from_bytes([0x5c; 32]),
         };
         let bytes = boot.encode();
         assert_eq!(ChildBoot::decode(&bytes).unwrap(), boot);
         assert!(ChildBoot::decode(&bytes[..bytes.len() - 1]).unwrap_err().contains("cut"));
         assert!(ChildBoot::decode(&[]).unwrap_err().contains("0 fields"));
         let mut other = Vec::new();
-        for f in ["plough-boot/9", "a", "b", "c", "d", "e", "f"] {
+        for f in ["plough-boot/9", "a", "b", "c", "d", "e", "f", "g"] {
             other.extend_from_slice(&(f.len() as u32).to_le_bytes());
             other.extend_from_slice(f.as_bytes());
         }

@@ -183,7 +183,7 @@ impl Channel {
     ) -> Channel {
         let (tx, mut rx) = mpsc::channel::<Msg>(256);
         let inner = Arc::new(Inner {
-            peer: est.peer.aid.clone(),
+            peer: est.peer.clone(),
             me,
             dialer,
             tx,

@@ -10,8 +10,10 @@ use crate::base::budgets::Budgets;
 use crate::base::names::CANCEL_CALL;
 use crate::base::sync::LockExt;
 use futures::{SinkExt, StreamExt};
-use plough_ipc_wire::handshake::{self, Established, FramedConnection, HandshakeConfig};
-use plough_ipc_wire::msg::{Aid, CancelAck, Hello, Msg, Start, Uuid};
+use plough_ipc_wire::handshake::{
+    self, Credentials, Established, FramedConnection, HandshakeConfig,
+};
+use plough_ipc_wire::msg::{Aid, CancelAck, Msg, Start, Uuid};
 use plough_ipc_wire::payload::Payload;
 use plough_ipc_wire::transport::Connection;
 use std::future::Future;
@@ -54,19 +56,18 @@ pub(crate) async fn established_pair(a_aid: &Aid, b_aid: &Aid) -> (Established, 
     let ca = Connection::from_unix(sa).expect("peer credentials of a socketpair end");
     let cb = Connection::from_unix(sb).expect("peer credentials of a socketpair end");
     let config = HandshakeConfig::default().with_deadline(LIMIT);
-    let (ha, hb) = (hello(a_aid), hello(b_aid));
-    let (ea, eb) = tokio::join!(
-        handshake::handshake(ca, &ha, &config),
-        handshake::handshake(cb, &hb, &config)
-    );
+    let (ha, hb) = (creds(a_aid), creds(b_aid));
+    let (ea, eb) =
+        tokio::join!(handshake::initiate(ca, &ha, &config), handshake::respond(cb, &hb, &config));
     let (ea, eb) = (ea.expect("handshake a"), eb.expect("handshake b"));
-    assert_eq!(&ea.peer.aid, b_aid);
-    assert_eq!(&eb.peer.aid, a_aid);
+    assert_eq!(&ea.peer, b_aid);
+    assert_eq!(&eb.peer, a_aid);
     (ea, eb)
 }
 
-fn hello(aid: &Aid) -> Hello {
-    Hello { aid: aid.clone(), tree_proof: Default::default() }
+/// `aid` with the tests' tree secret.
+fn creds(aid: &Aid) -> Credentials {
+    Credentials { aid: aid.clone(), secret: plough_ipc_wire::Secret::from_bytes([0x42; 32]) }
 }
 
 /// Both ends of one connection, each a running [`Channel`] served by a [`TestServe`].

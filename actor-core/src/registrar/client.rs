@@ -12,8 +12,9 @@ use crate::base::sync::LockExt;
 use crate::calls::portal::Portal;
 use futures::{SinkExt, StreamExt};
 use plough_ipc_wire::Address;
-use plough_ipc_wire::handshake::{self, HandshakeConfig};
-use plough_ipc_wire::msg::{Aid, CallKind, Hello, Msg, Start, Uuid};
+use plough_ipc_wire::handshake::{self, Credentials, HandshakeConfig};
+use plough_ipc_wire::msg::{Aid, CallKind, Msg, Start, Uuid};
+use plough_ipc_wire::{Secret, runtime_dir};
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -175,8 +176,11 @@ pub async fn list_registry(
     let me = Aid { name: "plough-ps".to_owned(), uuid: Uuid::new_v4(), pid: std::process::id() };
     let ask = async {
         let hs = HandshakeConfig::default().with_deadline(timeout);
-        let hello = Hello { aid: me.clone(), tree_proof: Default::default() };
-        let mut est = handshake::connect(registry, &hello, &hs)
+        let secret =
+            Secret::load(&runtime_dir::default_dir().join(plough_ipc_wire::auth::SECRET_FILE))
+                .map_err(|e| unreachable(format!("cannot read the user's secret: {e}")))?;
+        let creds = Credentials { aid: me.clone(), secret };
+        let mut est = handshake::connect(registry, &creds, &hs)
             .await
             .map_err(|e| unreachable(error_chain(&e)))?;
         let start = Start {

@@ -19,8 +19,8 @@ use crate::serving::registry::Registry;
 use futures::StreamExt;
 use plough_fork_prims::Signal;
 use plough_ipc_wire::Address;
-use plough_ipc_wire::handshake::{self, HandshakeConfig};
-use plough_ipc_wire::msg::{Aid, Hello, Msg, RuntimeVars};
+use plough_ipc_wire::handshake::{self, Credentials, HandshakeConfig};
+use plough_ipc_wire::msg::{Aid, Msg, RuntimeVars};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -107,7 +107,7 @@ async fn child(
         _ => Signals::process_wide(&watch),
     };
     let aid = Aid { name: boot.name.clone(), uuid: boot.uuid, pid: std::process::id() };
-    let hello = Hello { aid: aid.clone(), tree_proof: Default::default() };
+    let me = Credentials { aid: aid.clone(), secret: boot.secret.clone() };
     let hs = HandshakeConfig::default().with_deadline(config.budgets.handshake);
     // The parent decides when a boot takes too long (it kills us then); until its cap, a
     // busy parent that answers late is waited for.
@@ -118,7 +118,7 @@ async fn child(
     // recognises this process; it exists before we answer anything (a handler that blocks
     // our only thread cannot keep it from being written), and it is removed however boot
     // ends.
-    let mut connecting = std::pin::pin!(handshake::connect(&boot.parent_addr, &hello, &to_parent));
+    let mut connecting = std::pin::pin!(handshake::connect(&boot.parent_addr, &me, &to_parent));
     let mut early = futures::poll!(connecting.as_mut());
     if early.is_pending() {
         // A TCP connect is still in progress (on loopback, complete as soon as the reactor
@@ -196,6 +196,7 @@ async fn child(
     };
     let actor = Actor::start(ActorParts {
         aid: aid.clone(),
+        secret: boot.secret.clone(),
         registry,
         config,
         backend,
@@ -230,7 +231,7 @@ async fn child(
         parent
     } else {
         // Its own connection to the registrar; the parent's calls wait in the socket.
-        match handshake::connect(&registry_addr, &actor.hello(), &hs).await {
+        match handshake::connect(&registry_addr, &actor.credentials(), &hs).await {
             Ok(reg) => {
                 let client = RegistrarClient::new(actor.portal(actor.attach(reg, true)));
                 match client.register(&entry).await {

@@ -7,7 +7,7 @@ use super::child::child_main;
 use super::listen::{bind, ephemeral_like, is_absent, is_private};
 use super::signals::{Signals, dump_and_relay, name, watched};
 use crate::base::boot_stderr;
-use crate::base::config::RuntimeConfig;
+use crate::base::config::{RuntimeConfig, TreeSecret};
 use crate::base::dump;
 use crate::base::error::{ActorError, Misuse, SetupError};
 use crate::base::ids;
@@ -20,8 +20,9 @@ use crate::serving::actor::{Actor, ActorParts};
 use crate::serving::registry::Registry;
 use futures::FutureExt;
 use plough_fork_prims::Signal;
-use plough_ipc_wire::handshake::{self, HandshakeConfig};
-use plough_ipc_wire::msg::{Aid, Hello, RuntimeVars, Uuid};
+use plough_ipc_wire::handshake::{self, Credentials, HandshakeConfig, HandshakeError};
+use plough_ipc_wire::msg::{Aid, RuntimeVars, Uuid};
+use plough_ipc_wire::{Secret, runtime_dir};
 use std::future::Future;
 use std::os::fd::OwnedFd;
 use std::panic::AssertUnwindSafe;
@@ -221,7 +222,8 @@ impl Runtime {
         let signals = Signals::process_wide(&watched(&[Signal::INT, Signal::TERM], dumps));
         let aid =
             Aid { name: self.config.name.clone(), uuid: Uuid::new_v4(), pid: std::process::id() };
-        let hello = Hello { aid: aid.clone(), tree_proof: Default::default() };
+        let secret = tree_secret(&self.config.secret)?;
+        let me = Credentials { aid: aid.clone(), secret: secret.clone() };
         let registry_addr = self.config.registry_addr.clone();
 
         // Join the registrar that answers, or become it.
@@ -230,9 +232,13 @@ impl Runtime {
         } else {
             let probe =
                 HandshakeConfig::default().with_deadline(self.config.budgets.registrar_probe);
-            match handshake::connect(&registry_addr, &hello, &probe).await {
+            match handshake::connect(&registry_addr, &me, &probe).await {
                 Ok(est) => Some(est),
                 Err(e) if is_absent(&e) => None,
+                Err(e @ (HandshakeError::Refused { .. } | HandshakeError::BadProof { .. })) => {
+                    let (addr, detail) = (registry_addr.to_string(), e.to_string());
+                    return Err(SetupError::RegistryOfAnotherTree { addr, detail }.into());
+                }
                 Err(e) => {
                     let (addr, detail) = (registry_addr.to_string(), e.to_string());
                     return Err(SetupError::RegistryAddressTaken { addr, detail }.into());
@@ -250,6 +256,7 @@ impl Runtime {
         let child_main = self.child_main();
         let actor = Actor::start(ActorParts {
             aid: aid.clone(),
+            secret,
             registry: self.registry,
             config: self.config.clone(),
             backend: self.backend,
@@ -352,6 +359,16 @@ pub(super) fn delivered_boot() -> Result<Option<(ChildBoot, Vec<OwnedFd>)>, Acto
         return Err(SetupError::ChildBoot(why).into());
     }
     Ok(None)
+}
+
+/// The secret a root's tree proves (see [`TreeSecret`]).
+fn tree_secret(which: &TreeSecret) -> Result<Secret, ActorError> {
+    let secret = match which {
+        TreeSecret::PerUser => Secret::load_or_create(&runtime_dir::default_dir()),
+        TreeSecret::PerTree => Secret::generate(),
+        TreeSecret::Given(s) => Ok(s.clone()),
+    };
+    secret.map_err(|e| SetupError::Secret(e.to_string()).into())
 }
 
 /// Whether the body ended because of a signal.

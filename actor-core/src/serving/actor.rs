@@ -22,8 +22,8 @@ use crate::connection::Channel;
 use crate::registrar::client::RegistrarLink;
 use crate::registrar::state::RegistrarState;
 use plough_fork_prims::marker::{ActorMarker, MarkerInfo, default_runtime_dir};
-use plough_ipc_wire::handshake::{self, Acceptor, Established, HandshakeConfig};
-use plough_ipc_wire::msg::{Aid, ErrorKind, ErrorMsg, Hello, Msg, Uuid};
+use plough_ipc_wire::handshake::{self, Acceptor, Credentials, Established, HandshakeConfig};
+use plough_ipc_wire::msg::{Aid, ErrorKind, ErrorMsg, Msg, Uuid};
 use plough_ipc_wire::{Address, Listener};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -48,6 +48,8 @@ impl std::fmt::Debug for Actor {
 
 struct ActorInner {
     aid: Aid,
+    /// The tree's secret: proved on every connection, handed to every child it spawns.
+    secret: plough_ipc_wire::Secret,
     registry: Registry,
     config: RuntimeConfig,
     backend: Option<Arc<dyn SpawnBackend>>,
@@ -82,6 +84,7 @@ struct ActorInner {
 /// What an actor is made of (the runtime layer assembles it).
 pub(crate) struct ActorParts {
     pub(crate) aid: Aid,
+    pub(crate) secret: plough_ipc_wire::Secret,
     pub(crate) registry: Registry,
     pub(crate) config: RuntimeConfig,
     pub(crate) backend: Option<Arc<dyn SpawnBackend>>,
@@ -122,6 +125,7 @@ impl Actor {
         let actor = Actor {
             inner: Arc::new(ActorInner {
                 aid: parts.aid,
+                secret: parts.secret,
                 registry: parts.registry,
                 config: parts.config,
                 backend: parts.backend,
@@ -142,8 +146,8 @@ impl Actor {
                 frame_budget,
             }),
         };
-        let hello = actor.hello();
-        let mut acceptor = Acceptor::new(parts.listener, hello, actor.handshake_config());
+        let mut acceptor =
+            Acceptor::new(parts.listener, actor.credentials(), actor.handshake_config());
         let a = actor.clone();
         // The accept loop owns the listener: it ends (and the socket file goes) when the
         // actor is cancelled. During shutdown nobody new may join.
@@ -160,9 +164,14 @@ impl Actor {
         actor
     }
 
-    /// What this actor says first on every connection.
-    pub(crate) fn hello(&self) -> Hello {
-        Hello { aid: self.inner.aid.clone(), tree_proof: Default::default() }
+    /// Who this actor is on every connection, and the tree's secret it proves.
+    pub(crate) fn credentials(&self) -> Credentials {
+        Credentials { aid: self.inner.aid.clone(), secret: self.inner.secret.clone() }
+    }
+
+    /// The tree's secret (for a child's boot).
+    pub(crate) fn secret(&self) -> &plough_ipc_wire::Secret {
+        &self.inner.secret
     }
 
     /// The handshake settings of every connection this actor makes or accepts.
@@ -171,7 +180,7 @@ impl Actor {
     }
 
     fn accepted(&self, est: Established) {
-        let uuid = est.peer.aid.uuid;
+        let uuid = est.peer.uuid;
         let waiting = self.inner.pending_spawns.locked().remove(&uuid);
         let channel = self.attach(est, false);
         if let Some(tx) = waiting {
@@ -224,9 +233,10 @@ impl Actor {
         if let Some(channel) = open {
             return Ok(self.portal(channel));
         }
-        let est = handshake::connect(addr, &self.hello(), &self.handshake_config()).await.map_err(
-            |e| ActorError::TransportClosed { peer: addr.to_string(), detail: e.to_string() },
-        )?;
+        let est =
+            handshake::connect(addr, &self.credentials(), &self.handshake_config()).await.map_err(
+                |e| ActorError::TransportClosed { peer: addr.to_string(), detail: e.to_string() },
+            )?;
         let channel = self.attach(est, true);
         let mut dialed = self.inner.dialed.locked();
         dialed.retain(|_, c| !c.is_closed());

@@ -77,6 +77,7 @@ impl Nursery {
             parent_addr: actor.addr().clone(),
             method: backend.method(),
             parent_pid: std::process::id(),
+            secret: actor.secret().clone(),
         };
         // The child's boot stderr comes through us, so a boot death can say what it wrote.
         // Without a pipe (no fds left) the child inherits stderr and the error has none.

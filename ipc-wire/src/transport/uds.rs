@@ -66,7 +66,8 @@ impl UdsListener {
         match peer {
             Peer::Uds { uid, pid, .. } if uid != ours => {
                 tracing::warn!(uid, ?pid, path = %self.path.display(), "refused a connection from another user");
-                Err(AcceptError::PeerRefused { uid, pid, ours })
+                let conn = Box::new(Connection { stream: super::Stream::Uds(stream), peer });
+                Err(AcceptError::PeerRefused { uid, pid, ours, conn })
             }
             _ => Ok(Connection { stream: super::Stream::Uds(stream), peer }),
         }

@@ -1,9 +1,12 @@
-//! The handshake: deadline, small pre-handshake limits, bounded pending, isolation.
+//! The handshake: deadline, small pre-handshake limits, bounded pending, isolation, and
+//! the proof: a wrong secret, a replayed proof and a reflected one are refused, with the
+//! reason told to the refused peer.
 
-use crate::support::{hello, run, yield_msg};
+use crate::support::{creds, run, yield_msg};
 use futures::{SinkExt, StreamExt};
 use plough_ipc_wire::{
-    AcceptEvent, Acceptor, Address, FrameError, HandshakeConfig, HandshakeError, Listener, MsgKind,
+    AcceptEvent, Acceptor, Address, Credentials, ErrorKind, FrameCodec, FrameError,
+    FramedConnection, HandshakeConfig, HandshakeError, Listener, Msg, MsgKind, Refusal, Secret,
     connect, handshake,
 };
 use std::time::Duration;
@@ -11,7 +14,7 @@ use tokio::io::AsyncWriteExt;
 
 async fn uds_acceptor(dir: &std::path::Path, config: HandshakeConfig) -> Acceptor {
     let addr = Address::uds_for_actor(dir, "server", std::process::id()).unwrap();
-    Acceptor::new(Listener::bind(&addr).await.unwrap(), hello("server"), config)
+    Acceptor::new(Listener::bind(&addr).await.unwrap(), creds("server"), config)
 }
 
 #[test]
@@ -34,7 +37,7 @@ fn bad_peers_are_dropped_while_a_good_peer_completes_its_handshake() {
         );
         wrong_first.send(yield_msg(1, b"hi")).await.unwrap();
 
-        let client_hello = hello("good");
+        let client_hello = creds("good");
         let client = handshake::connect(&addr, &client_hello, &config);
         let events = async {
             let mut rejected = Vec::new();
@@ -55,8 +58,8 @@ fn bad_peers_are_dropped_while_a_good_peer_completes_its_handshake() {
         };
         let (client, (mut server, rejected)) = tokio::join!(client, events);
         let mut client = client.expect("the good peer completes");
-        assert_eq!(server.peer.aid.name, "good");
-        assert_eq!(client.peer.aid.name, "server");
+        assert_eq!(server.peer.name, "good");
+        assert_eq!(client.peer.name, "server");
 
         let has = |f: &dyn Fn(&HandshakeError) -> bool| rejected.iter().any(f);
         assert!(has(&|e| matches!(e, HandshakeError::TimedOut(_))), "{rejected:?}");
@@ -70,7 +73,10 @@ fn bad_peers_are_dropped_while_a_good_peer_completes_its_handshake() {
             "{rejected:?}"
         );
         assert!(
-            has(&|e| matches!(e, HandshakeError::UnexpectedFirst(MsgKind::Yield))),
+            has(&|e| matches!(
+                e,
+                HandshakeError::Unexpected { expected: MsgKind::Hello, got: MsgKind::Yield }
+            )),
             "{rejected:?}"
         );
 
@@ -88,36 +94,216 @@ fn bad_peers_are_dropped_while_a_good_peer_completes_its_handshake() {
 }
 
 #[test]
-fn pending_handshakes_are_bounded() {
+fn pending_handshakes_are_bounded_and_the_oldest_make_room() {
     run(async {
         let tmp = tempfile::tempdir().unwrap();
-        let config = HandshakeConfig::default()
-            .with_deadline(Duration::from_millis(300))
-            .with_max_pending(2);
+        // A deadline far beyond the test's budget: room is made by eviction, not timeouts.
+        let config =
+            HandshakeConfig::default().with_deadline(Duration::from_secs(600)).with_max_pending(2);
         let mut acceptor = uds_acceptor(tmp.path(), config).await;
         let addr = acceptor.local_addr().clone();
         let mut silent = Vec::new();
         for _ in 0..4 {
-            silent.push(connect(&addr).await.unwrap());
+            silent
+                .push(FramedConnection::new(connect(&addr).await.unwrap(), FrameCodec::default()));
         }
-        let client_hello = hello("late");
+        let late = creds("late");
         let patient = HandshakeConfig::default();
-        let client = handshake::connect(&addr, &client_hello, &patient);
+        let client = handshake::connect(&addr, &late, &patient);
         let events = async {
-            let (mut timeouts, mut established) = (0, 0);
-            while timeouts + established < 5 {
+            let (mut evicted, mut established) = (0, None);
+            while evicted < 3 || established.is_none() {
                 match acceptor.accept_event().await {
-                    AcceptEvent::Established(_) => established += 1,
-                    AcceptEvent::Rejected(HandshakeError::TimedOut(_)) => timeouts += 1,
+                    AcceptEvent::Established(est) => established = Some(est),
+                    AcceptEvent::Rejected(HandshakeError::Evicted(Refusal::TooManyPending(2))) => {
+                        evicted += 1
+                    }
                     AcceptEvent::Rejected(e) => panic!("unexpected rejection: {e}"),
                 }
                 assert!(acceptor.pending() <= 2, "pending handshakes: {}", acceptor.pending());
             }
-            (timeouts, established)
+            (evicted, established.unwrap())
         };
-        let (client, counts) = tokio::join!(client, events);
-        client.expect("the late peer gets a slot once silent ones time out");
-        assert_eq!(counts, (4, 1));
+        let (client, (evicted, server)) = tokio::join!(client, events);
+        client.expect("the late peer is served at once, not after the silent ones' deadline");
+        assert_eq!((evicted, server.peer.name.as_str()), (3, "late"));
+        // The three oldest silent peers were told why: one refusal naming the cap. The youngest still holds its slot.
+        for framed in &mut silent[..3] {
+            let mut msg = framed.next().await.unwrap().unwrap().decode().unwrap();
+            // (A handshake evicted before it ran at all has not sent its hello yet.)
+            if msg.kind() == MsgKind::Hello {
+                msg = framed.next().await.unwrap().unwrap().decode().unwrap();
+            }
+            let Msg::Error(e) = msg else { panic!("expected a refusal, got {msg:?}") };
+            assert_eq!(e.kind, ErrorKind::Refused);
+            assert!(e.message.contains("too many connections"), "{}", e.message);
+            assert!(framed.next().await.is_none(), "then the connection closes");
+        }
+        assert_eq!(acceptor.pending(), 1);
+    });
+}
+
+/// An acceptor with `secret` on a fresh socket, accepting one event.
+async fn one_event(
+    tmp: &std::path::Path,
+    secret: Secret,
+    client: Credentials,
+) -> (Result<plough_ipc_wire::Established, HandshakeError>, AcceptEvent) {
+    let addr = Address::uds_for_actor(tmp, "server", std::process::id()).unwrap();
+    let me = Credentials { secret, ..creds("server") };
+    let mut acceptor =
+        Acceptor::new(Listener::bind(&addr).await.unwrap(), me, HandshakeConfig::default());
+    let config = HandshakeConfig::default();
+    tokio::join!(handshake::connect(&addr, &client, &config), acceptor.accept_event())
+}
+
+#[test]
+fn a_peer_without_the_secret_is_refused_and_told_why() {
+    run(async {
+        let tmp = tempfile::tempdir().unwrap();
+        let stranger = Credentials { secret: Secret::generate().unwrap(), ..creds("stranger") };
+        let (client, event) = one_event(tmp.path(), crate::support::secret(), stranger).await;
+        match client {
+            Err(HandshakeError::Refused { reason }) => {
+                assert!(reason.starts_with("bad proof"), "{reason}")
+            }
+            other => panic!("the stranger must be refused, got {other:?}"),
+        }
+        match event {
+            AcceptEvent::Rejected(HandshakeError::BadProof { peer }) => {
+                assert!(peer.starts_with("stranger@"), "{peer}")
+            }
+            other => panic!("expected BadProof, got {other:?}"),
+        }
+    });
+}
+
+#[test]
+fn an_acceptor_without_the_secret_is_not_trusted_by_the_connecting_end() {
+    run(async {
+        // The connecting end proves first, so the acceptor (here the impostor) refuses
+        // it; the connecting end never takes the impostor for the tree.
+        let tmp = tempfile::tempdir().unwrap();
+        let (client, _) = one_event(tmp.path(), Secret::generate().unwrap(), creds("client")).await;
+        let err = client.expect_err("an impostor listener must not be trusted");
+        assert!(
+            matches!(err, HandshakeError::Refused { .. } | HandshakeError::BadProof { .. }),
+            "{err}"
+        );
+    });
+}
+
+/// Forwards bytes between `a` and `b` both ways; returns what `a` sent.
+async fn relay(mut a: tokio::net::UnixStream, mut b: tokio::net::UnixStream) -> Vec<u8> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (mut ar, mut aw) = a.split();
+    let (mut br, mut bw) = b.split();
+    let mut recorded = Vec::new();
+    let up = async {
+        let mut buf = [0u8; 4096];
+        loop {
+            let n = ar.read(&mut buf).await.unwrap_or(0);
+            if n == 0 || bw.write_all(&buf[..n]).await.is_err() {
+                break;
+            }
+            recorded.extend_from_slice(&buf[..n]);
+        }
+        let _ = bw.shutdown().await;
+    };
+    let down = async {
+        let _ = tokio::io::copy(&mut br, &mut aw).await;
+        let _ = aw.shutdown().await;
+    };
+    tokio::join!(up, down);
+    recorded
+}
+
+#[test]
+fn a_recorded_proof_replayed_on_a_new_connection_is_refused() {
+    run(async {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut acceptor = uds_acceptor(tmp.path(), HandshakeConfig::default()).await;
+        let addr = acceptor.local_addr().clone();
+        // An eavesdropper in the middle records a legitimate peer's whole handshake.
+        let (client_end, tap_end) = tokio::net::UnixStream::pair().unwrap();
+        let upstream = tokio::net::UnixStream::connect(addr.uds_path().unwrap()).await.unwrap();
+        let tap = tokio::spawn(relay(tap_end, upstream));
+        let conn = plough_ipc_wire::Connection::from_unix(client_end).unwrap();
+        let config = HandshakeConfig::default();
+        let legit = creds("legit");
+        let (client, server) =
+            tokio::join!(handshake::initiate(conn, &legit, &config), acceptor.accept());
+        let client = client.expect("the legitimate peer gets in through the tap");
+        drop((client, server));
+        let recorded = tap.await.unwrap();
+        assert!(!recorded.is_empty());
+
+        // Its bytes, replayed verbatim on a connection of the eavesdropper's own.
+        let mut replay = connect(&addr).await.unwrap();
+        use tokio::io::AsyncWriteExt;
+        replay.write_all(&recorded).await.unwrap();
+        let mut framed = FramedConnection::new(replay, FrameCodec::default());
+        let (event, refusal) = tokio::join!(acceptor.accept_event(), async {
+            let hello = framed.next().await.unwrap().unwrap().decode().unwrap();
+            assert_eq!(hello.kind(), MsgKind::Hello);
+            framed.next().await.unwrap().unwrap().decode().unwrap()
+        });
+        assert!(
+            matches!(event, AcceptEvent::Rejected(HandshakeError::BadProof { .. })),
+            "{event:?}"
+        );
+        let Msg::Error(e) = refusal else { panic!("expected a refusal, got {refusal:?}") };
+        assert_eq!(e.kind, ErrorKind::Refused);
+        assert!(e.message.starts_with("bad proof"), "{}", e.message);
+    });
+}
+
+#[test]
+fn an_acceptors_proof_reflected_back_as_a_connectors_is_refused() {
+    run(async {
+        // The reflection: open two connections to the acceptor, hand each the other's
+        // hello, and present the acceptor's own proof as ours. The accepting end proves
+        // only after the connecting end did, so there is never a proof of its own to
+        // reflect; and a proof is bound to its role in any case.
+        let tmp = tempfile::tempdir().unwrap();
+        let mut acceptor = uds_acceptor(tmp.path(), HandshakeConfig::default()).await;
+        let addr = acceptor.local_addr().clone();
+        let mut a = FramedConnection::new(connect(&addr).await.unwrap(), FrameCodec::default());
+        let mut b = FramedConnection::new(connect(&addr).await.unwrap(), FrameCodec::default());
+        let events = async {
+            let mut out = Vec::new();
+            for _ in 0..2 {
+                out.push(acceptor.accept_event().await);
+            }
+            out
+        };
+        let attack = async {
+            let ha = a.next().await.unwrap().unwrap().decode().unwrap();
+            let hb = b.next().await.unwrap().unwrap().decode().unwrap();
+            let (Msg::Hello(ha), Msg::Hello(hb)) = (ha, hb) else { panic!("hellos first") };
+            // Each connection gets a hello that carries the other's nonce as its own.
+            let echo = |h: &plough_ipc_wire::Hello| {
+                Msg::Hello(plough_ipc_wire::Hello {
+                    aid: crate::support::aid("mirror"),
+                    nonce: h.nonce.clone(),
+                })
+            };
+            a.send(echo(&hb)).await.unwrap();
+            b.send(echo(&ha)).await.unwrap();
+            // Neither side has a proof to offer: send garbage and read the verdicts.
+            a.send(Msg::Proof(vec![0; 32].into())).await.unwrap();
+            b.send(Msg::Proof(vec![0; 32].into())).await.unwrap();
+            let ra = a.next().await.unwrap().unwrap().decode().unwrap();
+            let rb = b.next().await.unwrap().unwrap().decode().unwrap();
+            (ra, rb)
+        };
+        let (events, (ra, rb)) = tokio::join!(events, attack);
+        for e in &events {
+            assert!(matches!(e, AcceptEvent::Rejected(HandshakeError::BadProof { .. })), "{e:?}");
+        }
+        for r in [ra, rb] {
+            assert!(matches!(&r, Msg::Error(e) if e.kind == ErrorKind::Refused), "{r:?}");
+        }
     });
 }
 
@@ -127,16 +313,15 @@ fn tcp_binds_loopback_and_handshakes() {
         let listener = Listener::bind(&Address::tcp_loopback_any()).await.unwrap();
         let Address::Tcp(sa) = listener.local_addr().clone() else { panic!("tcp") };
         assert!(sa.ip().is_loopback() && sa.port() != 0);
-        let mut acceptor = Acceptor::new(listener, hello("server"), HandshakeConfig::default());
+        let mut acceptor = Acceptor::new(listener, creds("server"), HandshakeConfig::default());
         let addr = acceptor.local_addr().clone();
-        let mut proof_hello = hello("client");
-        proof_hello.tree_proof = bytes::Bytes::from_static(b"reserved for tree auth");
+        let client_creds = creds("client");
         let config = HandshakeConfig::default();
         let (server, client) =
-            tokio::join!(acceptor.accept(), handshake::connect(&addr, &proof_hello, &config));
+            tokio::join!(acceptor.accept(), handshake::connect(&addr, &client_creds, &config));
         let mut client = client.unwrap();
         let mut server = server;
-        assert_eq!(server.peer, proof_hello);
+        assert_eq!(server.peer, client_creds.aid);
         assert!(matches!(server.framed.get_ref().peer(), plough_ipc_wire::Peer::Tcp(_)));
         client.framed.send(yield_msg(1, b"over tcp")).await.unwrap();
         assert_eq!(
@@ -160,7 +345,7 @@ fn a_peer_that_hangs_up_is_reported_closed_and_connect_errors_are_typed() {
             other => panic!("expected Closed, got {other:?}"),
         }
         let nowhere = Address::Uds(tmp.path().join("nobody-here.sock"));
-        let err = handshake::connect(&nowhere, &hello("c"), &HandshakeConfig::default())
+        let err = handshake::connect(&nowhere, &creds("c"), &HandshakeConfig::default())
             .await
             .unwrap_err();
         assert!(matches!(err, HandshakeError::Connect(_)), "{err}");

@@ -1,6 +1,8 @@
 //! Shared helpers: sample messages, a bounded runtime, a framed socket pair.
 
-use plough_ipc_wire::{Aid, Connection, FrameCodec, Hello, Limits, Msg, Payload, Uuid};
+use plough_ipc_wire::{
+    Aid, Connection, Credentials, FrameCodec, Limits, Msg, Payload, Secret, Uuid,
+};
 use std::future::Future;
 use std::time::Duration;
 use tokio::net::UnixStream;
@@ -20,8 +22,14 @@ pub fn aid(name: &str) -> Aid {
     Aid { name: name.into(), uuid: Uuid([0x5a; 16]), pid: std::process::id() }
 }
 
-pub fn hello(name: &str) -> Hello {
-    Hello { aid: aid(name), ..Hello::default() }
+/// The tests' tree secret.
+pub fn secret() -> Secret {
+    Secret::from_bytes([0x42; 32])
+}
+
+/// `name` with the tests' secret.
+pub fn creds(name: &str) -> Credentials {
+    Credentials { aid: aid(name), secret: secret() }
 }
 
 pub fn yield_msg(cid: u64, payload: &[u8]) -> Msg {
