@@ -22,6 +22,11 @@
 //!   kernel's backlog for a slot, so a flood of silent ones cannot stall an honest dialer
 //!   for their whole deadline.
 //! * **One bad peer delaying good ones**: each handshake runs in its own task.
+//! * **A racer taking an expected peer's place** (a spawned child connecting back): an
+//!   acceptor can hold [`PeerKeys`], a one-time key per expected peer uuid; a peer whose
+//!   hello names such a uuid must prove that key, not the tree's secret, so a racer who
+//!   learnt the uuid is refused and the real peer still gets in. Such a handshake, once
+//!   its hello named an expected uuid, is never evicted.
 //!
 //! [`Aid`]: crate::Aid
 //! [`ErrorKind::Refused`]: crate::ErrorKind::Refused
@@ -36,6 +41,8 @@ use crate::msg_kind::MsgKind;
 use crate::transport::{self, AcceptError, Connection, Listener, Peer, TransportError};
 use futures::{SinkExt, StreamExt};
 use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tokio::task::JoinSet;
 use tokio_util::codec::Framed;
@@ -102,6 +109,21 @@ pub struct Credentials {
     pub aid: Aid,
     /// The tree's secret.
     pub secret: Secret,
+}
+
+/// One-time keys of expected peers, by the uuid their hello names (see the module docs):
+/// `Some(key)` for a peer that must prove `key` instead of the tree's secret.
+pub type PeerKeys = Arc<dyn Fn(&crate::msg::Uuid) -> Option<Secret> + Send + Sync>;
+
+/// What an acceptor's handshake task is given: when to give up its slot, and how to keep it.
+struct Slot {
+    /// Cancelled when the acceptor evicts this handshake.
+    evict: CancellationToken,
+    /// The acceptor's `max_pending` (for the refusal's message).
+    cap: usize,
+    /// Set once the peer named an expected uuid: never evicted from then on.
+    protected: Arc<AtomicBool>,
+    keys: Option<PeerKeys>,
 }
 
 /// A connection whose peer has said who it is and proved it holds the secret.
@@ -273,24 +295,24 @@ pub async fn connect(
     initiate(conn, me, &HandshakeConfig { deadline: left, ..*config }).await
 }
 
-/// The exchange for either role; `evict` (an acceptor's) ends it early with a
+/// The exchange for either role; an acceptor's `slot` may end it early with a
 /// [`Refusal::TooManyPending`].
 async fn exchange(
     conn: Connection,
     me: &Credentials,
     role: Role,
     config: &HandshakeConfig,
-    evict: Option<(CancellationToken, usize)>,
+    slot: Option<Slot>,
 ) -> Result<Established, HandshakeError> {
     let peer_addr = conn.peer();
     let mut framed = Framed::new(conn, FrameCodec::new(config.handshake_limits));
     let ours = auth::nonce().map_err(HandshakeError::Random)?;
-    let steps = steps(&mut framed, me, role, &ours);
+    let steps = steps(&mut framed, me, role, &ours, slot.as_ref());
     let evicted = async {
-        match &evict {
-            Some((token, cap)) => {
-                token.cancelled().await;
-                *cap
+        match &slot {
+            Some(slot) => {
+                slot.evict.cancelled().await;
+                slot.cap
             }
             None => std::future::pending().await,
         }
@@ -322,12 +344,22 @@ async fn steps(
     me: &Credentials,
     role: Role,
     ours: &[u8; auth::KEY_LEN],
+    slot: Option<&Slot>,
 ) -> Result<Aid, HandshakeError> {
     let hello = Hello { aid: me.aid.clone(), nonce: bytes::Bytes::copy_from_slice(ours) };
     framed.send(&Msg::Hello(hello)).await?;
     let peer = match next(framed).await? {
         Msg::Hello(h) => h,
         other => return Err(unexpected(MsgKind::Hello, &other)),
+    };
+    // An expected peer proves its one-time key (and is answered with it), nothing else.
+    let key = slot.and_then(|s| Some((s, s.keys.as_ref()?(&peer.aid.uuid)?)));
+    let secret = match &key {
+        Some((slot, key)) => {
+            slot.protected.store(true, Ordering::Relaxed);
+            key
+        }
+        None => &me.secret,
     };
     let t = |prover: Role, prover_nonce, verifier_nonce, prover_uuid, verifier_uuid| Transcript {
         role: prover,
@@ -343,13 +375,13 @@ async fn steps(
             Role::Connecting => Role::Accepting,
             Role::Accepting => Role::Connecting,
         };
-        me.secret.verify(&t(other, &peer.nonce, ours, theirs, mine), proof)
+        secret.verify(&t(other, &peer.nonce, ours, theirs, mine), proof)
     };
     let bad = || HandshakeError::BadProof { peer: peer.aid.to_string() };
     // The connecting end proves itself first; the accepting end answers only a peer that
     // did, so a stranger never sees a proof of ours.
     if role == Role::Connecting {
-        framed.send(&Msg::Proof(my_proof(&me.secret).to_vec().into())).await?;
+        framed.send(&Msg::Proof(my_proof(secret).to_vec().into())).await?;
     }
     match next(framed).await? {
         Msg::Proof(p) if check(&p) => {}
@@ -357,7 +389,7 @@ async fn steps(
         other => return Err(unexpected(MsgKind::Proof, &other)),
     }
     if role == Role::Accepting {
-        framed.send(&Msg::Proof(my_proof(&me.secret).to_vec().into())).await?;
+        framed.send(&Msg::Proof(my_proof(secret).to_vec().into())).await?;
     }
     Ok(peer.aid)
 }
@@ -423,14 +455,26 @@ pub enum AcceptEvent {
 /// # Panics
 /// Its accept methods spawn the handshakes as tasks on the current Tokio runtime, which
 /// must have the I/O and time drivers enabled.
-#[derive(Debug)]
 pub struct Acceptor {
     listener: Listener,
     me: Credentials,
     config: HandshakeConfig,
     pending: JoinSet<Result<Established, HandshakeError>>,
-    /// The handshakes not yet evicted, oldest first: their task and eviction token.
-    order: VecDeque<(tokio::task::Id, CancellationToken)>,
+    /// The handshakes not yet evicted, oldest first: their task, eviction token, and
+    /// whether they are protected from eviction.
+    order: VecDeque<(tokio::task::Id, CancellationToken, Arc<AtomicBool>)>,
+    keys: Option<PeerKeys>,
+}
+
+impl std::fmt::Debug for Acceptor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Acceptor")
+            .field("addr", self.listener.local_addr())
+            .field("aid", &self.me.aid)
+            .field("pending", &self.order.len())
+            .field("peer_keys", &self.keys.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Acceptor {
@@ -442,7 +486,14 @@ impl Acceptor {
             config: config.with_max_pending(config.max_pending),
             pending: JoinSet::new(),
             order: VecDeque::new(),
+            keys: None,
         }
+    }
+
+    /// With one-time keys for expected peers (see [`PeerKeys`]).
+    pub fn with_peer_keys(mut self, keys: PeerKeys) -> Self {
+        self.keys = Some(keys);
+        self
     }
 
     /// The listener's address.
@@ -466,7 +517,7 @@ impl Acceptor {
                         Ok((id, _)) => *id,
                         Err(e) => e.id(),
                     };
-                    self.order.retain(|(t, _)| *t != id);
+                    self.order.retain(|(t, ..)| *t != id);
                     return match done {
                         Ok((_, Ok(est))) => AcceptEvent::Established(Box::new(est)),
                         Ok((_, Err(e))) => AcceptEvent::Rejected(e),
@@ -494,21 +545,31 @@ impl Acceptor {
         }
     }
 
-    /// Starts the handshake of a new connection, evicting the oldest pending one when
-    /// all slots are taken.
+    /// Starts the handshake of a new connection, evicting the oldest pending one that is
+    /// not protected when all slots are taken.
     fn start(&mut self, conn: Connection) {
         let cap = self.config.max_pending;
         while self.order.len() >= cap {
-            if let Some((_, token)) = self.order.pop_front() {
+            let Some(i) = self.order.iter().position(|(.., p)| !p.load(Ordering::Relaxed)) else {
+                // Every slot holds an expected peer: they are few, and finish quickly.
+                break;
+            };
+            if let Some((_, token, _)) = self.order.remove(i) {
                 token.cancel();
             }
         }
-        let (me, config, token) = (self.me.clone(), self.config, CancellationToken::new());
-        let evict = Some((token.clone(), cap));
+        let (me, config) = (self.me.clone(), self.config);
+        let slot = Slot {
+            evict: CancellationToken::new(),
+            cap,
+            protected: Arc::new(AtomicBool::new(false)),
+            keys: self.keys.clone(),
+        };
+        let (token, protected) = (slot.evict.clone(), Arc::clone(&slot.protected));
         let task = self
             .pending
-            .spawn(async move { exchange(conn, &me, Role::Accepting, &config, evict).await });
-        self.order.push_back((task.id(), token));
+            .spawn(async move { exchange(conn, &me, Role::Accepting, &config, Some(slot)).await });
+        self.order.push_back((task.id(), token, protected));
     }
 
     /// The next peer that completes its handshake; refused connections and failed

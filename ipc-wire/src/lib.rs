@@ -102,7 +102,7 @@ pub use error::{FrameError, MsgError, SegmentTableError};
 pub use frame::{Frame, MsgView};
 pub use handshake::{
     AcceptEvent, Acceptor, Credentials, Established, FramedConnection, HandshakeConfig,
-    HandshakeError, Refusal,
+    HandshakeError, PeerKeys, Refusal,
 };
 pub use msg::{
     Aid, CallKind, CancelAck, Cid, ErrorKind, ErrorMsg, Hello, InvalidUuid, Msg, MsgKind,

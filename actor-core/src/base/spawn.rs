@@ -41,6 +41,9 @@ pub struct ChildBoot {
     /// zygote's or exec's boot socket, or the fork itself), never on argv or in the
     /// environment.
     pub secret: Secret,
+    /// The one-time key the child proves to its parent when it connects back (instead of
+    /// the tree's secret): how the parent knows the connection is this child's.
+    pub token: Secret,
 }
 
 /// The first field of an encoded [`ChildBoot`]: the format's name and version.
@@ -58,7 +61,8 @@ impl ChildBoot {
             self.uuid.simple().to_string(),
             self.tree.simple().to_string(),
             self.name.clone(),
-            self.secret.to_bytes().iter().map(|b| format!("{b:02x}")).collect(),
+            hex(&self.secret),
+            hex(&self.token),
         ];
         let mut out = Vec::new();
         for f in fields {
@@ -82,8 +86,8 @@ impl ChildBoot {
             fields.push(std::str::from_utf8(field).map_err(|_| "a field is not UTF-8")?);
             bytes = rest;
         }
-        let [format, addr, method, ppid, uuid, tree, name, secret] = fields[..] else {
-            return Err(format!("{} fields, not 8", fields.len()));
+        let [format, addr, method, ppid, uuid, tree, name, secret, token] = fields[..] else {
+            return Err(format!("{} fields, not 9", fields.len()));
         };
         if format != BOOT_FORMAT {
             return Err(format!("format `{format}`, not `{BOOT_FORMAT}`"));
@@ -96,8 +100,14 @@ impl ChildBoot {
             method: method.parse().map_err(|e| format!("{e}"))?,
             parent_pid: ppid.parse().map_err(|_| format!("bad parent pid `{ppid}`"))?,
             secret: decode_secret(secret).ok_or("a bad secret")?,
+            token: decode_secret(token).ok_or("a bad spawn token")?,
         })
     }
+}
+
+/// A secret as 64 hex digits.
+fn hex(secret: &Secret) -> String {
+    secret.to_bytes().iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The secret's 64 hex digits, back to bytes.
@@ -197,13 +207,14 @@ mod tests {
             method: SpawnMethod::Zygote,
             parent_pid: 77,
             secret: Secret::from_bytes([0x5c; 32]),
+            token: Secret::from_bytes([0x3e; 32]),
         };
         let bytes = boot.encode();
         assert_eq!(ChildBoot::decode(&bytes).unwrap(), boot);
         assert!(ChildBoot::decode(&bytes[..bytes.len() - 1]).unwrap_err().contains("cut"));
         assert!(ChildBoot::decode(&[]).unwrap_err().contains("0 fields"));
         let mut other = Vec::new();
-        for f in ["plough-boot/9", "a", "b", "c", "d", "e", "f", "g"] {
+        for f in ["plough-boot/9", "a", "b", "c", "d", "e", "f", "g", "h"] {
             other.extend_from_slice(&(f.len() as u32).to_le_bytes());
             other.extend_from_slice(f.as_bytes());
         }

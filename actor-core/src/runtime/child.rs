@@ -107,7 +107,8 @@ async fn child(
         _ => Signals::process_wide(&watch),
     };
     let aid = Aid { name: boot.name.clone(), uuid: boot.uuid, pid: std::process::id() };
-    let me = Credentials { aid: aid.clone(), secret: boot.secret.clone() };
+    // To the parent we prove our one-time spawn token: it tells us from a racer.
+    let me = Credentials { aid: aid.clone(), secret: boot.token.clone() };
     let hs = HandshakeConfig::default().with_deadline(config.budgets.handshake);
     // The parent decides when a boot takes too long (it kills us then); until its cap, a
     // busy parent that answers late is waited for.

@@ -61,7 +61,9 @@ struct ActorInner {
     tasks: TaskTracker,
     addr: Address,
     /// Children being spawned, by uuid: their connection goes to whoever waits.
-    pending_spawns: Mutex<HashMap<Uuid, oneshot::Sender<Channel>>>,
+    /// Children being spawned, by uuid: the one-time key each must prove when it connects
+    /// back (see `plough_ipc_wire::PeerKeys`), and who waits for its connection.
+    pending_spawns: Mutex<HashMap<Uuid, (plough_ipc_wire::Secret, oneshot::Sender<Channel>)>>,
     /// How many spawned children have connected back so far: booting children measure
     /// this actor's boot progress with it.
     boots_done: std::sync::atomic::AtomicU64,
@@ -146,8 +148,13 @@ impl Actor {
                 frame_budget,
             }),
         };
+        let inner = Arc::downgrade(&actor.inner);
+        let keys: plough_ipc_wire::PeerKeys = Arc::new(move |uuid| {
+            Some(inner.upgrade()?.pending_spawns.locked().get(uuid)?.0.clone())
+        });
         let mut acceptor =
-            Acceptor::new(parts.listener, actor.credentials(), actor.handshake_config());
+            Acceptor::new(parts.listener, actor.credentials(), actor.handshake_config())
+                .with_peer_keys(keys);
         let a = actor.clone();
         // The accept loop owns the listener: it ends (and the socket file goes) when the
         // actor is cancelled. During shutdown nobody new may join.
@@ -183,7 +190,7 @@ impl Actor {
         let uuid = est.peer.uuid;
         let waiting = self.inner.pending_spawns.locked().remove(&uuid);
         let channel = self.attach(est, false);
-        if let Some(tx) = waiting {
+        if let Some((_, tx)) = waiting {
             self.inner.boots_done.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let _ = tx.send(channel);
         }
@@ -208,10 +215,10 @@ impl Actor {
         self.inner.boots_done.load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    /// Waits for the child `uuid` (about to be spawned) to connect back.
-    pub(crate) fn expect_child(&self, uuid: Uuid) -> PendingChild {
+    /// Waits for the child `uuid` (about to be spawned) to connect back, proving `token`.
+    pub(crate) fn expect_child(&self, uuid: Uuid, token: plough_ipc_wire::Secret) -> PendingChild {
         let (tx, rx) = oneshot::channel();
-        self.inner.pending_spawns.locked().insert(uuid, tx);
+        self.inner.pending_spawns.locked().insert(uuid, (token, tx));
         PendingChild { actor: self.clone(), uuid, rx }
     }
 

@@ -68,8 +68,14 @@ impl Nursery {
         };
         backend.method().ensure_implemented()?;
         let uuid = Uuid::new_v4();
+        // The child proves this one-time key when it connects back: a racer that learnt
+        // its uuid (from its marker, say) is refused, and the real child still gets in.
+        let token = plough_ipc_wire::Secret::generate().map_err(|e| SpawnError::Os {
+            name: name.to_owned(),
+            message: format!("no spawn token: {e}"),
+        })?;
         // Forgotten however this ends (the guard's drop).
-        let mut pending = actor.expect_child(uuid);
+        let mut pending = actor.expect_child(uuid, token.clone());
         let boot = ChildBoot {
             name: name.to_owned(),
             uuid,
@@ -78,6 +84,7 @@ impl Nursery {
             method: backend.method(),
             parent_pid: std::process::id(),
             secret: actor.secret().clone(),
+            token,
         };
         // The child's boot stderr comes through us, so a boot death can say what it wrote.
         // Without a pipe (no fds left) the child inherits stderr and the error has none.

@@ -351,3 +351,41 @@ fn a_peer_that_hangs_up_is_reported_closed_and_connect_errors_are_typed() {
         assert!(matches!(err, HandshakeError::Connect(_)), "{err}");
     });
 }
+
+#[test]
+fn an_expected_peer_must_prove_its_one_time_key_so_a_racer_with_its_uuid_is_refused() {
+    run(async {
+        let tmp = tempfile::tempdir().unwrap();
+        let token = Secret::generate().unwrap();
+        let expected = creds("child").aid.uuid;
+        let key = token.clone();
+        let keys: plough_ipc_wire::PeerKeys =
+            std::sync::Arc::new(move |uuid| (*uuid == expected).then(|| key.clone()));
+        let mut acceptor =
+            uds_acceptor(tmp.path(), HandshakeConfig::default()).await.with_peer_keys(keys);
+        let addr = acceptor.local_addr().clone();
+        let config = HandshakeConfig::default();
+        // The racer knows the uuid and even the tree's secret, but not the token.
+        let racer = creds("child");
+        let (raced, event) =
+            tokio::join!(handshake::connect(&addr, &racer, &config), acceptor.accept_event());
+        assert!(matches!(raced, Err(HandshakeError::Refused { .. })), "{raced:?}");
+        assert!(matches!(event, AcceptEvent::Rejected(HandshakeError::BadProof { .. })));
+        // The real child, with its token, still gets in; peers that are not expected
+        // prove the tree's secret as before.
+        let child = Credentials { secret: token, ..creds("child") };
+        let (real, server) =
+            tokio::join!(handshake::connect(&addr, &child, &config), acceptor.accept());
+        real.expect("the real child gets in");
+        assert_eq!(server.peer.name, "child");
+        let other = Credentials {
+            aid: plough_ipc_wire::Aid {
+                uuid: plough_ipc_wire::Uuid([1; 16]),
+                ..creds("other").aid
+            },
+            ..creds("other")
+        };
+        let (ok, _) = tokio::join!(handshake::connect(&addr, &other, &config), acceptor.accept());
+        ok.expect("an unexpected peer with the tree's secret gets in");
+    });
+}
