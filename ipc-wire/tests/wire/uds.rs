@@ -102,8 +102,9 @@ const NOBODY: u32 = 65534;
 /// Not a test of its own: the body of the helper process that
 /// `another_uid_is_refused_by_permissions_and_by_peercred` re-executes this binary as. It
 /// drops to `nobody` and connects to the socket named in the environment, then reports
-/// with its exit code: 0 = connected and then closed by the server, 3 = connect refused by
-/// file permissions.
+/// with its exit code: 0 = connected and then closed by the server without a word, 3 =
+/// connect refused by file permissions, 4 = told "wrong uid" in one refusal frame, then
+/// closed.
 #[test]
 fn helper_connect_as_nobody() {
     let Some(path) = std::env::var_os(HELPER_ENV) else { return };
@@ -115,11 +116,26 @@ fn helper_connect_as_nobody() {
         use tokio::io::AsyncReadExt;
         match tokio::net::UnixStream::connect(&path).await {
             Ok(mut s) => {
-                let mut buf = [0u8; 1];
-                // The server refuses us by closing: wait for that EOF (or a reset).
-                let n = s.read(&mut buf).await.unwrap_or(0);
-                assert_eq!(n, 0, "the server must not talk to a foreign uid");
-                0
+                let mut got = Vec::new();
+                // The server refuses us by closing (a bare listener), or by one refusal
+                // frame and then closing (an acceptor): read to that EOF (or a reset).
+                let _ = s.read_to_end(&mut got).await;
+                if got.is_empty() {
+                    return 0;
+                }
+                let mut buf = bytes::BytesMut::from(&got[..]);
+                use tokio_util::codec::Decoder;
+                let frame = plough_ipc_wire::FrameCodec::default().decode(&mut buf);
+                match frame.ok().flatten().map(|f| f.decode()) {
+                    Some(Ok(plough_ipc_wire::Msg::Error(e)))
+                        if e.kind == plough_ipc_wire::ErrorKind::Refused
+                            && e.message.starts_with("wrong uid: connections from uid 65534")
+                            && buf.is_empty() =>
+                    {
+                        4
+                    }
+                    other => panic!("expected one refusal frame, got {other:?}"),
+                }
             }
             Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => 3,
             Err(e) => panic!("unexpected connect error: {e}"),
@@ -185,7 +201,27 @@ fn another_uid_is_refused_by_permissions_and_by_peercred() {
         let (refused, code) = tokio::join!(refused, run_helper(&path));
         assert_eq!(refused, (NOBODY, 0));
         assert_eq!(code, 0, "the helper connected and was then closed on");
-        drop(listener);
+
+        // Behind an acceptor the refused peer is also told why, in one error frame.
+        let creds = crate::support::creds("root");
+        let mut acceptor = plough_ipc_wire::Acceptor::new(
+            listener,
+            creds,
+            plough_ipc_wire::HandshakeConfig::default(),
+        );
+        let refused = async {
+            match acceptor.accept_event().await {
+                plough_ipc_wire::AcceptEvent::Rejected(
+                    plough_ipc_wire::HandshakeError::Accept(AcceptError::PeerRefused {
+                        uid, ..
+                    }),
+                ) => uid,
+                other => panic!("expected PeerRefused, got {other:?}"),
+            }
+        };
+        let (uid, code) = tokio::join!(refused, run_helper(&path));
+        assert_eq!((uid, code), (NOBODY, 4), "told `wrong uid`, then closed");
+        drop(acceptor);
         assert!(!path.exists());
     });
 }
