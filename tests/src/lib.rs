@@ -108,6 +108,27 @@ pub fn user_secret() -> plough::ipc_wire::Secret {
     plough::ipc_wire::Secret::load_or_create(&dir).expect("the user's secret")
 }
 
+/// Every file (not directory) below `dir` (a runtime directory, or an `XDG_RUNTIME_DIR`
+/// holding one in `plough/`), sorted — what a tree left behind — but the user's secret
+/// (`secret` in the runtime directory), which is meant to stay.
+pub fn files_left_in(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let file = plough::ipc_wire::auth::SECRET_FILE;
+    let secrets = [dir.join(file), dir.join("plough").join(file)];
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                stack.push(e.path());
+            } else if !secrets.contains(&e.path()) {
+                out.push(e.path());
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
 /// A private registry address for one test: TCP port 0, or (with
 /// `PLOUGH_TEST_TRANSPORT=uds`) a socket in a fresh directory.
 pub fn private_registry() -> plough::Address {

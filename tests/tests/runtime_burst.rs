@@ -9,30 +9,12 @@ use plough_fork_prims::ChildHandle;
 use plough_tests::{assert_no_descendants, become_subreaper, wait_until};
 use std::io::{BufRead, BufReader};
 use std::os::unix::process::CommandExt as _;
-use std::path::{Path, PathBuf};
+
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const APP: &str = env!("CARGO_BIN_EXE_plough_app");
 const N: usize = 100;
-
-/// Every file (not directory) below `dir`.
-fn files_below(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-            let p = e.path();
-            if e.file_type().is_ok_and(|t| t.is_dir()) {
-                stack.push(p);
-            } else {
-                out.push(p);
-            }
-        }
-    }
-    out.sort();
-    out
-}
 
 /// Whom the SIGINT goes to.
 #[derive(Debug, Clone, Copy)]
@@ -104,7 +86,7 @@ fn trial(at: usize, to: To) -> usize {
     assert_eq!(status.code(), Some(130), "{status}; stdout: {rest}");
     assert!(rest.contains("result err interrupted"), "{rest}");
     assert_no_descendants(budgets.reap_bound);
-    let left = files_below(tmp.path());
+    let left = plough_tests::files_left_in(tmp.path());
     assert!(left.is_empty(), "SIGINT ({to:?}) at {seen} markers left files behind: {left:#?}");
     seen
 }

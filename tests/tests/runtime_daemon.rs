@@ -141,20 +141,6 @@ fn wait_exit(handle: &ChildHandle, limit: Duration) -> Option<ExitStatus> {
     }
 }
 
-/// Every file (not directory) under `dir`.
-fn files_under(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-            let p = e.path();
-            if p.is_dir() { stack.push(p) } else { out.push(p) }
-        }
-    }
-    out.sort();
-    out
-}
-
 /// Starts `daemon client` for `name`, streaming `count` numbers to the service at `addr`.
 fn start_client(rt_dir: &Path, addr: &str, name: &str, count: u64) -> Run {
     let count = count.to_string();
@@ -280,7 +266,7 @@ fn serve_two_clients_then_stop(signal: Signal, code: i32) {
     broken.check(!pid_file.exists(), || {
         format!("the service's file is left: {}", pid_file.display())
     });
-    let files = files_under(rt_dir);
+    let files = plough_tests::files_left_in(rt_dir);
     broken.check(files.is_empty(), || format!("files left in the runtime dir: {files:?}"));
     broken.check(left.is_empty(), || format!("processes left behind (now killed): {left:?}"));
     assert!(broken.0.is_empty(), "the daemon did not stop cleanly:\n  {}", broken.0.join("\n  "));

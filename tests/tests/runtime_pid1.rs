@@ -12,27 +12,10 @@ use plough_fork_prims::ChildHandle;
 use plough_tests::{assert_no_descendants, become_subreaper, proc_ppid, proc_state, wait_until};
 use std::io::{BufRead, BufReader};
 
-use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const APP: &str = env!("CARGO_BIN_EXE_plough_app");
-
-/// Every file (not directory) below `dir`.
-fn files_below(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-            if e.file_type().is_ok_and(|t| t.is_dir()) {
-                stack.push(e.path());
-            } else {
-                out.push(e.path());
-            }
-        }
-    }
-    out
-}
 
 /// Runs `plough_app pid1` in a new pid namespace, sends `signal` to the namespace's
 /// PID 1 once the tree is up, and returns how unshare (which exits as its child, the
@@ -114,7 +97,7 @@ fn run_in_pid_namespace(
     eprintln!("{signal:?} to the namespace's PID 1: {status} after {:?}", t.elapsed());
     let rest: String = lines.try_iter().collect::<Vec<_>>().join("\n");
     assert_no_descendants(budgets.reap_bound);
-    let left = files_below(tmp.path());
+    let left = plough_tests::files_left_in(tmp.path());
     assert!(left.is_empty(), "files left behind: {left:#?}");
     wait_until(budgets.reap_bound, "the namespace gone", || proc_state(init).is_none());
     assert!(rest.contains("result err"), "{rest}");
