@@ -4,7 +4,8 @@
 //! `cargo xtask bench` (or `cargo bench -p plough --bench runtime`) prints a table and
 //! writes `target/plough-bench.json`:
 //! `{"results": [{"name", "unit", "median", "p99", "baseline", "baseline_median", "ratio"}]}`.
-//! `--quick` takes fewer samples; the last line gives the total wall time.
+//! `--quick` takes fewer samples; `--only <group>` runs one group of rows (spawn, tree,
+//! retouch, fan-out, rpc, stream); the last line gives the total wall time.
 //!
 //! * spawn → first RPC answered, per actor (zygote; exec; forkserver), vs the raw floor:
 //!   the same binary started the same way (forked by a zygote of this binary / posix_spawn
@@ -539,6 +540,9 @@ fn main() {
         return;
     }
     let quick = args.iter().any(|a| a == "--quick");
+    // `--only <group>` runs one group of rows: spawn, tree, retouch, fan-out, rpc, stream.
+    let only = args.iter().position(|a| a == "--only").and_then(|i| args.get(i + 1)).cloned();
+    let run = |group: &str| only.as_deref().is_none_or(|o| o == group);
     let k = if quick { 1 } else { 3 };
     let mut rows: Vec<(Stat, Option<Stat>)> = Vec::new();
     let started = Instant::now();
@@ -559,103 +563,123 @@ fn main() {
             "floor: forkserver fork + connect back",
         ),
     ];
-    let mut spawn_rows: Vec<Vec<(Stat, Option<Stat>)>> = vec![Vec::new(); backends.len()];
-    for (label, bytes, n) in sizes {
-        let t = Instant::now();
-        let heap = touched_heap(bytes);
-        let touched = t.elapsed().as_secs_f64();
-        for (rows_of, &(method, name, floor_name)) in spawn_rows.iter_mut().zip(&backends) {
-            let (rpc, raw) = spawn_and_floor(method, n, true);
-            rows_of.push((
-                Stat::new(&format!("{name}, {label}"), "ms", rpc),
-                Some(Stat::new(&format!("{floor_name}, {label}"), "ms", raw)),
-            ));
-            if bytes == 0 {
-                // The default registry transport, against the same (UDS) floor.
-                let (rpc, raw) = spawn_and_floor(method, n, false);
+    if run("spawn") {
+        let mut spawn_rows: Vec<Vec<(Stat, Option<Stat>)>> = vec![Vec::new(); backends.len()];
+        for (label, bytes, n) in sizes {
+            let t = Instant::now();
+            let heap = touched_heap(bytes);
+            let touched = t.elapsed().as_secs_f64();
+            for (rows_of, &(method, name, floor_name)) in spawn_rows.iter_mut().zip(&backends) {
+                let (rpc, raw) = spawn_and_floor(method, n, true);
                 rows_of.push((
-                    Stat::new(&format!("{name}, {label}, tcp"), "ms", rpc),
-                    Some(Stat::new(
-                        &format!("{floor_name}, {label} (uds), next to the tcp row"),
-                        "ms",
-                        raw,
-                    )),
+                    Stat::new(&format!("{name}, {label}"), "ms", rpc),
+                    Some(Stat::new(&format!("{floor_name}, {label}"), "ms", raw)),
                 ));
+                if bytes == 0 {
+                    // The default registry transport, against the same (UDS) floor.
+                    let (rpc, raw) = spawn_and_floor(method, n, false);
+                    rows_of.push((
+                        Stat::new(&format!("{name}, {label}, tcp"), "ms", rpc),
+                        Some(Stat::new(
+                            &format!("{floor_name}, {label} (uds), next to the tcp row"),
+                            "ms",
+                            raw,
+                        )),
+                    ));
+                }
             }
+            std::hint::black_box(&heap);
+            drop(heap);
+            eprintln!(
+                "spawn -> first RPC, {label}: {n} samples/backend, {:.1} s (heap touched in {touched:.2} s)",
+                t.elapsed().as_secs_f64()
+            );
         }
-        std::hint::black_box(&heap);
-        drop(heap);
-        eprintln!(
-            "spawn -> first RPC, {label}: {n} samples/backend, {:.1} s (heap touched in {touched:.2} s)",
-            t.elapsed().as_secs_f64()
-        );
+        rows.extend(spawn_rows.into_iter().flatten());
     }
-    rows.extend(spawn_rows.into_iter().flatten());
-    rows.push((
-        Stat::new(
-            "zygote: root + 16 actors + 1 RPC each + teardown",
-            "ms",
-            tree16(SpawnMethod::Zygote, 3 * k),
-        ),
-        None,
-    ));
-    for method in [SpawnMethod::Zygote, SpawnMethod::MainThreadForkserver] {
-        let (after, none) = retouch_after_spawns(method, if quick { 2 } else { 5 });
-        rows.push((
-            Stat::new(&format!("{method}: re-touch 256 MiB after 100 spawns"), "ms", after),
-            Some(Stat::new("floor: re-touch 256 MiB, no spawns", "ms", none)),
-        ));
-    }
-    for method in [SpawnMethod::Zygote, SpawnMethod::Exec, SpawnMethod::MainThreadForkserver] {
-        let t = Instant::now();
-        let (total, boots) = fan_out_1000(method);
+    if run("tree") {
         rows.push((
             Stat::new(
-                &format!("{method}: 1,000 actors at once + 1 call, total"),
+                "zygote: root + 16 actors + 1 RPC each + teardown",
                 "ms",
-                vec![total],
+                tree16(SpawnMethod::Zygote, 3 * k),
+            ),
+            None,
+        ));
+    }
+    if run("retouch") {
+        for method in [SpawnMethod::Zygote, SpawnMethod::MainThreadForkserver] {
+            let (after, none) = retouch_after_spawns(method, if quick { 2 } else { 5 });
+            rows.push((
+                Stat::new(&format!("{method}: re-touch 256 MiB after 100 spawns"), "ms", after),
+                Some(Stat::new("floor: re-touch 256 MiB, no spawns", "ms", none)),
+            ));
+        }
+    }
+    if run("fan-out") {
+        for method in [SpawnMethod::Zygote, SpawnMethod::Exec, SpawnMethod::MainThreadForkserver] {
+            let t = Instant::now();
+            let (total, boots) = fan_out_1000(method);
+            rows.push((
+                Stat::new(
+                    &format!("{method}: 1,000 actors at once + 1 call, total"),
+                    "ms",
+                    vec![total],
+                ),
+                None,
+            ));
+            rows.push((
+                Stat::new(&format!("{method}: 1,000 at once, each spawn -> booted"), "ms", boots),
+                None,
+            ));
+            let (uss, pss) = idle_actor_memory(method, 20);
+            rows.push((Stat::new(&format!("{method}: idle actor USS"), "KiB", uss), None));
+            rows.push((Stat::new(&format!("{method}: idle actor PSS"), "KiB", pss), None));
+            eprintln!(
+                "1,000-actor fan-out and memory, {method}: {:.1} s",
+                t.elapsed().as_secs_f64()
+            );
+        }
+    }
+    if run("tree") {
+        rows.push((
+            Stat::new(
+                "exec: root + 16 actors + 1 RPC each + teardown",
+                "ms",
+                tree16(SpawnMethod::Exec, 3 * k),
             ),
             None,
         ));
         rows.push((
-            Stat::new(&format!("{method}: 1,000 at once, each spawn -> booted"), "ms", boots),
+            Stat::new(
+                "forkserver: root + 16 actors + 1 RPC each + teardown",
+                "ms",
+                tree16(SpawnMethod::MainThreadForkserver, 3 * k),
+            ),
             None,
         ));
-        let (uss, pss) = idle_actor_memory(method, 20);
-        rows.push((Stat::new(&format!("{method}: idle actor USS"), "KiB", uss), None));
-        rows.push((Stat::new(&format!("{method}: idle actor PSS"), "KiB", pss), None));
-        eprintln!("1,000-actor fan-out and memory, {method}: {:.1} s", t.elapsed().as_secs_f64());
     }
-    rows.push((
-        Stat::new(
-            "exec: root + 16 actors + 1 RPC each + teardown",
-            "ms",
-            tree16(SpawnMethod::Exec, 3 * k),
-        ),
-        None,
-    ));
-    rows.push((
-        Stat::new(
-            "forkserver: root + 16 actors + 1 RPC each + teardown",
-            "ms",
-            tree16(SpawnMethod::MainThreadForkserver, 3 * k),
-        ),
-        None,
-    ));
-    let (rpc, raw, tok) = rpc_and_raw_round_trips(2000 * k);
-    let raw = Stat::new("floor: raw UDS ping-pong", "us", raw);
-    let tok = Stat::new("tokio UDS ping-pong (current-thread, both sides)", "us", tok);
-    let rpc = Stat::new("RPC round trip (UDS)", "us", rpc);
-    rows.push((rpc, Some(raw.clone())));
-    rows.push((tok, Some(raw)));
-    let n = 200_000 * k as u64;
-    let floor = Stat::new("floor: raw UDS stream, 64 B records", "k/s", raw_stream(n, 3));
-    let default_buf =
-        Stat::new("stream 64 B, backpressure, buffer 64", "k/s", stream_throughput(n, 64, 3));
-    let big_buf =
-        Stat::new("stream 64 B, backpressure, buffer 1024", "k/s", stream_throughput(n, 1024, 3));
-    rows.push((default_buf, Some(floor.clone())));
-    rows.push((big_buf, Some(floor)));
+    if run("rpc") {
+        let (rpc, raw, tok) = rpc_and_raw_round_trips(2000 * k);
+        let raw = Stat::new("floor: raw UDS ping-pong", "us", raw);
+        let tok = Stat::new("tokio UDS ping-pong (current-thread, both sides)", "us", tok);
+        let rpc = Stat::new("RPC round trip (UDS)", "us", rpc);
+        rows.push((rpc, Some(raw.clone())));
+        rows.push((tok, Some(raw)));
+    }
+    if run("stream") {
+        let n = 200_000 * k as u64;
+        let floor = Stat::new("floor: raw UDS stream, 64 B records", "k/s", raw_stream(n, 3));
+        let default_buf =
+            Stat::new("stream 64 B, backpressure, buffer 64", "k/s", stream_throughput(n, 64, 3));
+        let big_buf = Stat::new(
+            "stream 64 B, backpressure, buffer 1024",
+            "k/s",
+            stream_throughput(n, 1024, 3),
+        );
+        rows.push((default_buf, Some(floor.clone())));
+        rows.push((big_buf, Some(floor)));
+    }
 
     println!(
         "\n{:<54} {:>10} {:>10} {:>12} {:>7}",
