@@ -16,14 +16,16 @@
 //!
 //! Three hazards are designed out here:
 //!
-//! * **A silent drop.** Every stream buffer is bounded ([`STREAM_BUFFER`](crate::STREAM_BUFFER) messages). The
+//! * **A silent drop.** Every stream buffer is bounded ([`STREAM_BUFFER`](crate::STREAM_BUFFER) messages and
+//!   [`STREAM_BUFFER_BYTES`](crate::STREAM_BUFFER_BYTES) of payload; all of a connection's together by
+//!   [`Budgets::stream_buffers`](crate::Budgets::stream_buffers)). The
 //!   connection's reader task must never wait on one slow consumer (that would stall every
 //!   other conversation on the connection), so a message that finds the buffer full is an
 //!   *overrun*: the receiver keeps what it buffered, reports [`ActorError::StreamOverrun`](crate::ActorError::StreamOverrun)
 //!   after it, and tells the sender, whose next `send`/`recv` fails with the same typed
 //!   error. A sender that opted into backpressure ([`StreamConfig::backpressure`](crate::StreamConfig::backpressure)) never
-//!   overruns: it holds credit for the receiver's free buffer slots, waits when it has
-//!   none, and the receiver grants credit back as it consumes. Memory stays bounded and
+//!   overruns: it holds credit for the receiver's free buffer slots and bytes, waits when
+//!   it has too little, and the receiver grants credit back as it consumes. Memory stays bounded and
 //!   nothing is dropped, whatever the speed mismatch.
 //!
 //!   Without backpressure even a prompt receiver can be overrun by a fast sender: the
@@ -32,9 +34,10 @@
 //!   ([`StreamConfig::with_buffer`](crate::StreamConfig::with_buffer)) lets a backpressured sender run further ahead.
 //!
 //!   Credit grants travel as the reserved function `plough.credit` (a `Start` whose cid
-//!   is the context's and whose argument is the count), handled by the connection before
+//!   is the context's and whose argument is the pair `(messages, bytes)` freed; see
+//!   [`credit`] for how both sides agree on bytes), handled by the connection before
 //!   the actor sees it. No schema change was needed, grants are batched (one per half
-//!   buffer consumed, so their size does not matter), and an old peer that does not know
+//!   buffer or 1 MiB consumed, so their size does not matter), and an old peer that does not know
 //!   them answers a harmless `NoSuchFunction` instead of failing to decode a new variant.
 //! * **A cancel that masks a failure.** A cancelled child is given a grace period to
 //!   finish its own cleanup; a real error it raises meanwhile is what the parent gets.
@@ -43,6 +46,7 @@
 //!   `cancel_actor`) is *raised* as [`ActorError::ContextCancelled`](crate::ActorError::ContextCancelled) naming the canceller.
 
 pub(crate) mod context;
+pub(crate) mod credit;
 pub(crate) mod fan_out;
 pub(crate) mod inbox;
 pub(crate) mod portal;

@@ -7,10 +7,12 @@
 //! * [`Conversation`]: the routed half of a long-lived call (a context), into which the
 //!   reader task delivers that call's messages.
 
+mod buffered;
 mod channel;
 #[cfg(test)]
 pub(crate) mod testing;
 
+pub(crate) use buffered::BufferedBytes;
 pub(crate) use channel::{CallRx, Channel};
 
 use crate::base::error::ActorError;
@@ -30,8 +32,19 @@ pub(crate) trait Serve: Send + Sync + 'static {
 pub(crate) trait Conversation: Send + Sync + 'static {
     /// One message from the peer for this call.
     fn deliver(&self, msg: Msg, channel: &Channel);
-    /// The peer granted `n` more messages of stream credit.
-    fn grant(&self, n: u32);
+    /// The peer granted more stream credit.
+    fn grant(&self, credit: Credit);
     /// The connection is gone.
     fn transport_closed(&self, err: ActorError);
+}
+
+/// Stream credit a receiver grants back to its sender: the messages and bytes of its
+/// buffer that it freed (or added). It travels as the argument of the reserved function
+/// `plough.credit`, a `(messages, bytes)` pair.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Credit {
+    /// Messages.
+    pub(crate) messages: u32,
+    /// Bytes of payload.
+    pub(crate) bytes: u64,
 }

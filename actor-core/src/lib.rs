@@ -52,13 +52,15 @@ mod supervision;
 
 pub use base::budgets::{Budgets, LadderConfig};
 pub use base::config::{RuntimeConfig, TreeSecret};
-pub use base::error::{ActorError, Misuse, RemoteActorError, Result, SetupError, SpawnError};
+pub use base::error::{
+    ActorError, Misuse, OverrunBound, RemoteActorError, Result, SetupError, SpawnError,
+};
 pub use base::runtime_vars::actor_label;
 pub use base::spawn_method::{SPAWN_METHOD_ENV, SpawnMethod, UnknownSpawnMethod};
 pub use calls::context::{Context, Outcome};
 pub use calls::fan_out::{FanOut, Subscriber};
 pub use calls::portal::Portal;
-pub use calls::stream::{MsgStream, STREAM_BUFFER, StreamConfig};
+pub use calls::stream::{MsgStream, STREAM_BUFFER, STREAM_BUFFER_BYTES, StreamConfig};
 pub use calls::types::MsgTypes;
 pub use plough_ipc_wire::msg::ErrorKind;
 pub use registrar::client::list_registry;

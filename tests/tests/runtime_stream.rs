@@ -63,7 +63,7 @@ fn sending_65_to_a_peer_that_never_reads_is_an_overrun_parent_to_child() {
         // The overrun is reported to the sender's stream (and fails further sends).
         let e = s.recv::<u32>().await.unwrap_err();
         match &e {
-            ActorError::StreamOverrun { sender, receiver } => {
+            ActorError::StreamOverrun { sender, receiver, .. } => {
                 assert_eq!((sender, receiver), (&me, p.aid()), "{e}");
             }
             other => panic!("{other:?}"),

@@ -1,10 +1,12 @@
-//! Every timeout and grace period of the runtime, and the per-peer cap on calls, in one
-//! place.
+//! Every timeout and grace period of the runtime, and the per-peer caps on calls and on
+//! buffered bytes, in one place.
 //!
 //! The promise "cancellation is bounded" is only as good as the budgets behind it, so each
 //! of them is a named field here with its default and what it bounds; no other file of
 //! the crate writes a duration literal. The bounds on a single frame (its size, the work
-//! and memory of decoding it) are ipc-wire's `Limits`. [`LadderConfig::total`] is the longest one child
+//! and memory of decoding it) are ipc-wire's `Limits`; the bound of one stream's buffer
+//! (messages and bytes) is its [`StreamConfig`](crate::StreamConfig), because both ends
+//! of a stream must agree on its defaults. [`LadderConfig::total`] is the longest one child
 //! takes to go down the cancellation ladder; [`Budgets::tree_teardown`] the bound for a
 //! tree of a given depth.
 
@@ -129,9 +131,27 @@ pub struct Budgets {
     /// closed with a logged reason (`framing error: a partial frame of ... bytes would take
     /// the buffered partial frames over the budget`), and the actor keeps serving the
     /// others: N peers each holding a large partial frame cost at most this, not N
-    /// frames. A frame that arrives in one read is not charged. Stream buffers are bounded
-    /// in messages, not bytes, and are not counted here.
+    /// frames. A frame that arrives in one read is not charged. Complete frames waiting in
+    /// stream buffers are bounded by [`Budgets::stream_buffers`], not counted here.
     pub partial_frames: usize,
+    /// How many bytes of stream messages the buffers of all the contexts of one peer
+    /// connection may hold in all (256 MiB: 16 streams at their full
+    /// [`STREAM_BUFFER_BYTES`](crate::STREAM_BUFFER_BYTES)). Each stream's buffer is bounded on its
+    /// own, in messages and bytes ([`StreamConfig`](crate::StreamConfig)); this bounds what a
+    /// peer with many contexts open can make this actor hold. A message that would take
+    /// the sum over it is refused as an overrun of its stream
+    /// ([`OverrunBound::Connection`](crate::OverrunBound::Connection)), backpressure or
+    /// not: the stream fails, its context and the connection serve on. A message that
+    /// finds nothing buffered on the connection is always admitted.
+    pub stream_buffers: usize,
+    /// How many bytes of large messages (a payload of 64 KiB or more) one peer connection
+    /// may have queued for writing (64 MiB). A `send` of a large message waits for room
+    /// until the writer has written what is queued before it (one larger than the whole
+    /// budget waits until no large message is queued): a peer that reads slowly, or not
+    /// at all, makes this actor's senders wait instead of piling its messages up in
+    /// memory (256 queued stream messages of 16 MiB were 4 GiB). Smaller messages are
+    /// bounded by the queue's length (256). The reader task's own answers never wait.
+    pub outgoing_bytes: usize,
 }
 
 impl Default for Budgets {
@@ -154,6 +174,8 @@ impl Default for Budgets {
             max_calls_in_flight: Budgets::DEFAULT_MAX_CALLS_IN_FLIGHT,
             frame_read: Duration::from_secs(10),
             partial_frames: Budgets::DEFAULT_PARTIAL_FRAMES,
+            stream_buffers: Budgets::DEFAULT_STREAM_BUFFERS,
+            outgoing_bytes: Budgets::DEFAULT_OUTGOING_BYTES,
         }
     }
 }
@@ -165,6 +187,14 @@ impl Budgets {
 
     /// The default of [`Budgets::partial_frames`]: 256 MiB of partial frames per actor.
     pub const DEFAULT_PARTIAL_FRAMES: usize = 256 << 20;
+
+    /// The default of [`Budgets::stream_buffers`]: 256 MiB of buffered stream messages per
+    /// peer connection.
+    pub const DEFAULT_STREAM_BUFFERS: usize = 256 << 20;
+
+    /// The default of [`Budgets::outgoing_bytes`]: 64 MiB of large messages queued for
+    /// writing per peer connection.
+    pub const DEFAULT_OUTGOING_BYTES: usize = 64 << 20;
 
     /// The cleanup budget of a cancelled plain function that declares none of its own
     /// ([`Registry::cleanup`](crate::Registry::cleanup)): zero, it is dropped at once and

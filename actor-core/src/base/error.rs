@@ -216,13 +216,16 @@ pub enum ActorError {
     /// A payload did not decode as the expected type.
     #[error(transparent)]
     MsgType(#[from] plough_ipc_wire::MsgTypeError),
-    /// A stream's receiver fell too far behind.
-    #[error("stream overrun: {sender} sent faster than {receiver} read")]
+    /// A stream's receiver fell too far behind: a message found its buffer full.
+    #[error("stream overrun: {sender} sent faster than {receiver} read: {bound}")]
     StreamOverrun {
         /// The overrunning sender.
         sender: Aid,
         /// The slow receiver.
         receiver: Aid,
+        /// Which bound of the receiver's buffer the message would have broken (boxed: it
+        /// is the rare error, and every `Result` of the crate carries its size).
+        bound: Box<OverrunBound>,
     },
     /// A fan-out subscriber fell behind and missed `missed` messages (it continues with
     /// the oldest message still held).
@@ -461,6 +464,64 @@ pub enum SetupError {
     UnknownSpawnMethod(#[from] super::spawn_method::UnknownSpawnMethod),
 }
 
+/// Which bound of a stream's receive buffer an overrun broke
+/// ([`ActorError::StreamOverrun`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OverrunBound {
+    /// The buffer held its `limit` messages already.
+    Messages {
+        /// The receiver's buffer, in messages.
+        limit: usize,
+    },
+    /// A message of `arriving` bytes found `buffered` bytes in the buffer: over its byte
+    /// budget of `limit`.
+    Bytes {
+        /// The receiver's byte budget.
+        limit: usize,
+        /// What its buffer held.
+        buffered: usize,
+        /// The size of the refused message's payload.
+        arriving: usize,
+    },
+    /// A message of `arriving` bytes found `buffered` bytes in the buffers of all the
+    /// contexts of its connection: over the connection's budget of `limit`
+    /// ([`Budgets::stream_buffers`](crate::Budgets::stream_buffers)).
+    Connection {
+        /// The connection's budget.
+        limit: usize,
+        /// What the connection's stream buffers held.
+        buffered: usize,
+        /// The size of the refused message's payload.
+        arriving: usize,
+    },
+    /// The sender's side: the receiver reported the overrun, in these words.
+    Reported {
+        /// The receiver's account of which bound broke.
+        detail: String,
+    },
+}
+
+impl fmt::Display for OverrunBound {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            OverrunBound::Messages { limit } => {
+                write!(f, "its buffer of {limit} messages was full")
+            }
+            OverrunBound::Bytes { limit, buffered, arriving } => write!(
+                f,
+                "a message of {arriving} bytes would take the {buffered} bytes buffered \
+                 over the stream's budget of {limit} bytes"
+            ),
+            OverrunBound::Connection { limit, buffered, arriving } => write!(
+                f,
+                "a message of {arriving} bytes would take the {buffered} bytes buffered by \
+                 the connection's streams over their budget of {limit} bytes"
+            ),
+            OverrunBound::Reported { detail } => f.write_str(detail),
+        }
+    }
+}
+
 fn join(errs: &[ActorError]) -> String {
     errs.iter().map(|e| format!("[{e}]")).collect::<Vec<_>>().join(", ")
 }
@@ -644,7 +705,11 @@ mod tests {
         let cases: Vec<(ActorError, ErrorKind)> = vec![
             (ActorError::ContextCancelled { canceller: aid("root", 1) }, ErrorKind::Cancelled),
             (
-                ActorError::StreamOverrun { sender: aid("w", 3), receiver: me.clone() },
+                ActorError::StreamOverrun {
+                    sender: aid("w", 3),
+                    receiver: me.clone(),
+                    bound: Box::new(OverrunBound::Messages { limit: 64 }),
+                },
                 ErrorKind::StreamOverrun,
             ),
             (
@@ -669,8 +734,14 @@ mod tests {
         let cancel = relay(&ActorError::ContextCancelled { canceller: aid("root", 1) }, &me);
         assert_eq!(cancel.canceller, Some(aid("root", 1)));
         assert!(cancel.is_cancel() && ActorError::from(cancel).is_cancel());
-        let overrun =
-            relay(&ActorError::StreamOverrun { sender: aid("w", 3), receiver: me.clone() }, &me);
+        let overrun = relay(
+            &ActorError::StreamOverrun {
+                sender: aid("w", 3),
+                receiver: me.clone(),
+                bound: Box::new(OverrunBound::Bytes { limit: 16, buffered: 10, arriving: 7 }),
+            },
+            &me,
+        );
         assert_eq!(overrun.overrun_sender, Some(aid("w", 3)));
         // A remote error keeps its source and kind, and gains the hop.
         let leaf = RemoteActorError::new(aid("leaf", 30), ErrorKind::Panic, "boom");

@@ -8,7 +8,7 @@ use super::wire::{cancel_call_msg, credit_msg, remote_to_error, type_error};
 use crate::base::dump::{TaskGuard, TaskKind};
 use crate::base::error::{ActorError, Misuse, encode};
 use crate::base::sync::LockExt;
-use crate::connection::Channel;
+use crate::connection::{Channel, Credit};
 use plough_ipc_wire::msg::{Aid, CallKind, Cid, Msg, MsgKind, Start};
 use plough_ipc_wire::payload::Payload;
 use serde::Serialize;
@@ -141,7 +141,8 @@ impl Context {
             );
         }
         let cid = channel.next_cid();
-        let conv = Conv::new(me.clone(), channel.peer().clone(), cid, Side::Parent);
+        let peer = channel.peer().clone();
+        let conv = Conv::new(me.clone(), peer, cid, Side::Parent, channel.buffered_bytes());
         channel.register_conv(cid, Arc::clone(&conv) as _)?;
         let ctx = Context {
             shared: Arc::new(Shared {
@@ -193,7 +194,8 @@ impl Context {
         types: MsgTypes,
     ) -> Context {
         let cid = call.cid();
-        let conv = Conv::new(call.me().clone(), channel.peer().clone(), cid, Side::Child);
+        let (me, peer) = (call.me().clone(), channel.peer().clone());
+        let conv = Conv::new(me, peer, cid, Side::Child, channel.buffered_bytes());
         // A closed channel is seen by the first stream operation.
         let _ = channel.register_conv(cid, Arc::clone(&conv) as _);
         Context {
@@ -400,15 +402,16 @@ impl Context {
         });
         let extra = {
             let mut ib = self.shared.conv.lock();
-            let extra = config.buffer.saturating_sub(ib.capacity);
+            let messages = config.buffer.saturating_sub(ib.capacity);
+            let bytes = config.buffer_bytes.saturating_sub(ib.byte_capacity);
             ib.capacity = ib.capacity.max(config.buffer);
-            extra
+            ib.byte_capacity = ib.byte_capacity.max(config.buffer_bytes);
+            Credit { messages: u32::try_from(messages).unwrap_or(u32::MAX), bytes: bytes as u64 }
         };
-        if extra > 0 {
-            // The sender started with STREAM_BUFFER credit: give it the rest of our room.
-            let n = u32::try_from(extra).unwrap_or(u32::MAX);
+        if extra != Credit::default() {
+            // The sender started with the default credit: give it the rest of our room.
             let (cid, me) = (self.shared.cid, &self.shared.conv.me);
-            self.shared.channel.send(credit_msg(cid, me, n)).await?;
+            self.shared.channel.send(credit_msg(cid, me, extra)).await?;
         }
         Ok(MsgStream {
             ctx: self.clone(),
@@ -465,18 +468,18 @@ impl Context {
             return Err(Misuse::WrongSide { call: "result", side: "parent" }.into());
         }
         let mut discarded = 0usize;
-        let mut grant = 0u32;
+        let mut grant = Credit::default();
         let cid = self.shared.cid;
         let channel = self.shared.channel.clone();
         let me = self.shared.conv.me.clone();
+        let conv = &self.shared.conv;
         let outcome = loop {
             let r = self
                 .wait(|ib| {
-                    if !ib.yields.is_empty() {
-                        let n = ib.yields.len();
-                        ib.yields.clear();
+                    if ib.buffered() > 0 {
+                        let (n, credit) = conv.discard(ib);
                         discarded += n;
-                        grant += n as u32;
+                        grant = credit;
                         return Some(Ok(None));
                     }
                     if let Some(m) = &ib.outcome {
@@ -485,9 +488,8 @@ impl Context {
                     ib.closed.clone().map(Err)
                 })
                 .await;
-            if grant > 0 {
-                let _ = channel.send(credit_msg(cid, &me, grant)).await;
-                grant = 0;
+            if grant != Credit::default() {
+                let _ = channel.send(credit_msg(cid, &me, std::mem::take(&mut grant))).await;
             }
             match r {
                 Ok(Some(m)) => break Ok(m),

@@ -1,19 +1,22 @@
 //! A context's inbox: what the connection's reader task delivers a context's messages
 //! into (this layer's [`Conversation`]), and the wake-ups of the tasks that wait on it.
 //!
-//! Delivery never blocks: a stream buffer is bounded, and a message that finds it full is
-//! an overrun that both sides are told about, never a silent drop (see the layer doc).
+//! Delivery never blocks: a stream buffer is bounded, in messages and in bytes (its own
+//! budget and its connection's), and a message that finds it full is an overrun that both
+//! sides are told about, never a silent drop (see the layer doc). The bounds hold whatever
+//! the sender does: one that ignores its credit is overrun like any other.
 
-use super::stream::STREAM_BUFFER;
-use crate::base::error::{ActorError, RemoteActorError};
+use super::credit::{GRANT_BYTES, SendCredit, admits};
+use super::stream::{STREAM_BUFFER, STREAM_BUFFER_BYTES};
+use crate::base::error::{ActorError, OverrunBound, RemoteActorError};
 use crate::base::sync::LockExt;
-use crate::connection::{Channel, Conversation};
+use crate::connection::{BufferedBytes, Channel, Conversation, Credit};
 use plough_ipc_wire::msg::{Aid, Cid, ErrorKind, Msg};
 use plough_ipc_wire::payload::Payload;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::Notify;
 
 /// Which end of the conversation this is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,12 +31,18 @@ pub(crate) enum Side {
 pub(crate) struct Inbox {
     /// The buffer's bound: [`STREAM_BUFFER`] until this side opens its stream with more.
     pub(crate) capacity: usize,
+    /// The buffer's byte budget: [`STREAM_BUFFER_BYTES`] until this side opens its stream
+    /// with more.
+    pub(crate) byte_capacity: usize,
     /// The child's first value (parent side), until taken.
     pub(crate) started: Option<Payload>,
-    /// Stream messages not yet received, at most [`STREAM_BUFFER`].
-    pub(crate) yields: VecDeque<Payload>,
+    /// Stream messages not yet received, at most `capacity`, and of at most
+    /// `byte_capacity` bytes but for the oversized message [`admits`] allows.
+    yields: VecDeque<Payload>,
+    /// The payload bytes in `yields`, all charged to the connection's budget too.
+    buffered_bytes: usize,
     /// Consumed since the last credit grant.
-    pub(crate) consumed: u32,
+    consumed: Credit,
     /// The peer closed its sending half.
     pub(crate) peer_stopped: bool,
     /// The child's final message (parent side): `Return` or `Error`.
@@ -44,6 +53,18 @@ pub(crate) struct Inbox {
     pub(crate) overrun: bool,
     /// The connection is gone.
     pub(crate) closed: Option<ActorError>,
+}
+
+impl Inbox {
+    /// How many messages wait in the buffer.
+    pub(crate) fn buffered(&self) -> usize {
+        self.yields.len()
+    }
+
+    /// How many payload bytes wait in the buffer.
+    pub(crate) fn buffered_bytes(&self) -> usize {
+        self.buffered_bytes
+    }
 }
 
 /// The routed half of a context: what the connection's reader task delivers into.
@@ -58,11 +79,19 @@ pub(crate) struct Conv {
     /// nobody waits, which is the common case of a busy stream.
     pub(crate) waiters: AtomicUsize,
     /// Our credit for sending in backpressure mode; closed when the conversation ends.
-    pub(crate) credit: Semaphore,
+    pub(crate) credit: SendCredit,
+    /// What the stream buffers of the connection hold in all.
+    connection_bytes: Arc<BufferedBytes>,
 }
 
 impl Conv {
-    pub(crate) fn new(me: Aid, peer: Aid, cid: Cid, side: Side) -> Arc<Conv> {
+    pub(crate) fn new(
+        me: Aid,
+        peer: Aid,
+        cid: Cid,
+        side: Side,
+        connection_bytes: Arc<BufferedBytes>,
+    ) -> Arc<Conv> {
         Arc::new(Conv {
             me,
             peer,
@@ -70,9 +99,11 @@ impl Conv {
             side,
             inbox: Mutex::new(Inbox {
                 capacity: STREAM_BUFFER,
+                byte_capacity: STREAM_BUFFER_BYTES,
                 started: None,
                 yields: VecDeque::new(),
-                consumed: 0,
+                buffered_bytes: 0,
+                consumed: Credit::default(),
                 peer_stopped: false,
                 outcome: None,
                 stream_error: None,
@@ -81,8 +112,35 @@ impl Conv {
             }),
             notify: Notify::new(),
             waiters: AtomicUsize::new(0),
-            credit: Semaphore::new(STREAM_BUFFER),
+            credit: SendCredit::new(),
+            connection_bytes,
         })
+    }
+
+    /// Takes the next buffered message, and the credit to grant back if a batch is due
+    /// (half the message buffer, or [`GRANT_BYTES`], consumed since the last grant).
+    pub(crate) fn pop(&self, ib: &mut Inbox) -> Option<(Payload, Option<Credit>)> {
+        let p = ib.yields.pop_front()?;
+        ib.buffered_bytes -= p.len();
+        self.connection_bytes.release(p.len());
+        ib.consumed.messages += 1;
+        ib.consumed.bytes += p.len() as u64;
+        let due = ib.consumed.messages as usize >= ib.capacity / 2
+            || ib.consumed.bytes >= GRANT_BYTES as u64;
+        Some((p, due.then(|| std::mem::take(&mut ib.consumed))))
+    }
+
+    /// Discards every buffered message; returns how many, and the credit to grant back
+    /// (everything consumed and not granted yet).
+    pub(crate) fn discard(&self, ib: &mut Inbox) -> (usize, Credit) {
+        let n = ib.yields.len();
+        let bytes = std::mem::take(&mut ib.buffered_bytes);
+        ib.yields.clear();
+        self.connection_bytes.release(bytes);
+        let mut credit = std::mem::take(&mut ib.consumed);
+        credit.messages = credit.messages.saturating_add(u32::try_from(n).unwrap_or(u32::MAX));
+        credit.bytes += bytes as u64;
+        (n, credit)
     }
 
     pub(crate) fn lock(&self) -> MutexGuard<'_, Inbox> {
@@ -99,12 +157,40 @@ impl Conv {
     }
 }
 
-impl Conversation for Conv {
-    /// The peer granted `n` more messages of credit.
-    fn grant(&self, n: u32) {
-        if !self.credit.is_closed() {
-            self.credit.add_permits(n as usize);
+impl Conv {
+    /// Buffers a stream message, or says which bound it would break: the buffer's
+    /// messages, its bytes ([`admits`]), the connection's bytes.
+    fn admit(&self, ib: &mut Inbox, payload: Payload) -> Result<(), OverrunBound> {
+        let len = payload.len();
+        if ib.yields.len() >= ib.capacity {
+            return Err(OverrunBound::Messages { limit: ib.capacity });
         }
+        if !admits(ib.buffered_bytes, ib.byte_capacity, len) {
+            let (limit, buffered) = (ib.byte_capacity, ib.buffered_bytes);
+            return Err(OverrunBound::Bytes { limit, buffered, arriving: len });
+        }
+        if let Err(buffered) = self.connection_bytes.charge(len) {
+            let limit = self.connection_bytes.limit();
+            return Err(OverrunBound::Connection { limit, buffered, arriving: len });
+        }
+        ib.buffered_bytes += len;
+        ib.yields.push_back(payload);
+        Ok(())
+    }
+}
+
+impl Drop for Conv {
+    fn drop(&mut self) {
+        // What is still buffered leaves the connection's budget with the conversation.
+        let ib = self.inbox.get_mut().unwrap_or_else(std::sync::PoisonError::into_inner);
+        self.connection_bytes.release(std::mem::take(&mut ib.buffered_bytes));
+    }
+}
+
+impl Conversation for Conv {
+    /// The peer granted more credit.
+    fn grant(&self, credit: Credit) {
+        self.credit.grant(credit);
     }
 
     /// Delivers one message from the peer. Runs on the reader task: never blocks.
@@ -118,22 +204,24 @@ impl Conversation for Conv {
                 if ib.overrun {
                     return;
                 }
-                if ib.yields.len() >= ib.capacity {
-                    ib.overrun = true;
-                    ib.stream_error = Some(ActorError::StreamOverrun {
-                        sender: self.peer.clone(),
-                        receiver: self.me.clone(),
-                    });
-                    tracing::warn!(cid = self.cid, sender = %self.peer, capacity = ib.capacity, "stream overrun: the buffer is full; telling the sender");
-                    let mut e = RemoteActorError::new(
-                        self.me.clone(),
-                        ErrorKind::StreamOverrun,
-                        format!("{} sent faster than {} read", self.peer, self.me),
-                    );
-                    e.overrun_sender = Some(self.peer.clone());
-                    channel.send_detached(Msg::Error(e.to_msg(Some(self.cid))));
-                } else {
-                    ib.yields.push_back(payload);
+                match self.admit(&mut ib, payload) {
+                    Ok(()) => {}
+                    Err(bound) => {
+                        ib.overrun = true;
+                        tracing::warn!(cid = self.cid, sender = %self.peer, %bound, "stream overrun: telling the sender");
+                        let mut e = RemoteActorError::new(
+                            self.me.clone(),
+                            ErrorKind::StreamOverrun,
+                            format!("{} sent faster than {} read: {bound}", self.peer, self.me),
+                        );
+                        e.overrun_sender = Some(self.peer.clone());
+                        channel.send_detached(Msg::Error(e.to_msg(Some(self.cid))));
+                        ib.stream_error = Some(ActorError::StreamOverrun {
+                            sender: self.peer.clone(),
+                            receiver: self.me.clone(),
+                            bound: Box::new(bound),
+                        });
+                    }
                 }
             }
             Msg::Stop { .. } => ib.peer_stopped = true,
@@ -142,9 +230,14 @@ impl Conversation for Conv {
                     && e.overrun_sender.as_ref() == Some(&self.me) =>
             {
                 // The peer tells us we overran it: our stream is broken, the context not.
+                let detail = match e.message.split_once(" read: ") {
+                    Some((_, bound)) => bound.to_owned(),
+                    None => e.message.clone(),
+                };
                 ib.stream_error = Some(ActorError::StreamOverrun {
                     sender: self.me.clone(),
                     receiver: self.peer.clone(),
+                    bound: Box::new(OverrunBound::Reported { detail }),
                 });
                 self.credit.close();
             }

@@ -1,5 +1,6 @@
 //! A context's two-way stream ([`MsgStream`]) and how a side's stream behaves
-//! ([`StreamConfig`]): bounded buffers, optional credit backpressure.
+//! ([`StreamConfig`]): buffers bounded in messages and bytes, optional credit
+//! backpressure (see [`credit`](super::credit) for how the two sides agree on bytes).
 
 use super::context::Context;
 use super::fan_out::{FanOut, Hub};
@@ -18,22 +19,40 @@ use std::sync::atomic::{AtomicBool, Ordering};
 /// [`StreamConfig::with_buffer`]); every sender starts with this much credit.
 pub const STREAM_BUFFER: usize = 64;
 
+/// How many payload bytes a receiver buffers by default (and a backpressured sender may
+/// have outstanding) per context and direction: 16 MiB. A receiver may buffer more (see
+/// [`StreamConfig::with_buffer_bytes`]); every sender starts with this much byte credit.
+///
+/// One message larger than the room left is admitted when the buffer holds at most 1 MiB
+/// (so a 60 MiB message still goes, alone), which makes the most one stream buffer holds
+/// its budget, or 1 MiB plus one message. The buffers of all the contexts of a connection
+/// share [`Budgets::stream_buffers`](crate::Budgets::stream_buffers) besides.
+pub const STREAM_BUFFER_BYTES: usize = 16 << 20;
+
 /// How a side's stream behaves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StreamConfig {
-    /// `send` waits for credit (the receiver's free buffer slots) instead of overrunning a
-    /// slow receiver: lossless, bounded memory. Off by default (tractor's behaviour: an
-    /// overrun is an error).
+    /// `send` waits for credit (the receiver's free buffer slots and bytes) instead of
+    /// overrunning a slow receiver: lossless, bounded memory. Off by default (tractor's
+    /// behaviour: an overrun is an error).
     pub backpressure: bool,
     /// How many messages this side buffers for receiving: at least [`STREAM_BUFFER`]
     /// (the credit every sender starts with). A larger buffer lets a backpressured sender
     /// run further ahead: more throughput for small messages, more memory.
     pub buffer: usize,
+    /// How many payload bytes this side buffers for receiving: at least
+    /// [`STREAM_BUFFER_BYTES`] (the byte credit every sender starts with). A message that
+    /// would take the buffer over it is an overrun (or, with backpressure, waits).
+    pub buffer_bytes: usize,
 }
 
 impl Default for StreamConfig {
     fn default() -> Self {
-        StreamConfig { backpressure: false, buffer: STREAM_BUFFER }
+        StreamConfig {
+            backpressure: false,
+            buffer: STREAM_BUFFER,
+            buffer_bytes: STREAM_BUFFER_BYTES,
+        }
     }
 }
 
@@ -46,6 +65,12 @@ impl StreamConfig {
     /// This config with a receive buffer of `n` messages (raised to [`STREAM_BUFFER`]).
     pub fn with_buffer(self, n: usize) -> Self {
         StreamConfig { buffer: n.max(STREAM_BUFFER), ..self }
+    }
+
+    /// This config with a receive budget of `n` payload bytes (raised to
+    /// [`STREAM_BUFFER_BYTES`]).
+    pub fn with_buffer_bytes(self, n: usize) -> Self {
+        StreamConfig { buffer_bytes: n.max(STREAM_BUFFER_BYTES), ..self }
     }
 }
 
@@ -75,7 +100,14 @@ impl MsgStream {
     /// How many received messages wait in this side's buffer (at most its
     /// [`StreamConfig::buffer`]).
     pub fn buffered(&self) -> usize {
-        self.ctx.shared.conv.lock().yields.len()
+        self.ctx.shared.conv.lock().buffered()
+    }
+
+    /// How many payload bytes the received messages waiting in this side's buffer hold (at
+    /// most its [`StreamConfig::buffer_bytes`], or 1 MiB and one larger message: see
+    /// [`STREAM_BUFFER_BYTES`]).
+    pub fn buffered_bytes(&self) -> usize {
+        self.ctx.shared.conv.lock().buffered_bytes()
     }
 
     /// How this side sends.
@@ -83,7 +115,9 @@ impl MsgStream {
         self.config
     }
 
-    /// Sends one message to the peer. With backpressure, waits for credit first.
+    /// Sends one message to the peer. With backpressure, waits for credit first: a free
+    /// slot of the receiver's buffer and room for the payload's bytes (see
+    /// [`STREAM_BUFFER_BYTES`] for a message larger than the receiver's whole budget).
     ///
     /// # Errors
     ///
@@ -110,12 +144,12 @@ impl MsgStream {
         self.check_send()?;
         if self.config.backpressure {
             let shared = &self.ctx.shared;
-            let permit = tokio::select! {
-                p = shared.conv.credit.acquire() => p,
+            let credit = tokio::select! {
+                c = shared.conv.credit.acquire(payload.len()) => c,
                 () = shared.cancel.cancelled() => return Err(self.ctx.cancelled_error()),
             };
-            match permit {
-                Ok(p) => p.forget(),
+            match credit {
+                Ok(()) => {}
                 Err(_) => {
                     self.check_send()?;
                     return Err(ActorError::Protocol {
@@ -177,15 +211,13 @@ impl MsgStream {
         if shared.side == Side::Parent && shared.flags().cancel_called {
             return Err(self.ctx.cancelled_error());
         }
-        let mut grant = 0u32;
+        let mut grant = None;
+        let conv = &shared.conv;
         let r = self
             .ctx
             .wait(|ib| {
-                if let Some(p) = ib.yields.pop_front() {
-                    ib.consumed += 1;
-                    if ib.consumed as usize >= ib.capacity / 2 {
-                        grant = std::mem::take(&mut ib.consumed);
-                    }
+                if let Some((p, due)) = conv.pop(ib) {
+                    grant = due;
                     return Some(Ok(Some(p)));
                 }
                 if let Some(e) = &ib.stream_error {
@@ -202,7 +234,7 @@ impl MsgStream {
                 ib.closed.clone().map(Err)
             })
             .await;
-        if grant > 0 {
+        if let Some(grant) = grant {
             // Best effort: if the connection is gone, credit is moot — and the value (or
             // the peer's final error) already received must still be returned, not
             // replaced by a TransportClosed from the grant.
@@ -261,5 +293,9 @@ mod tests {
         assert_eq!(StreamConfig::default().buffer, STREAM_BUFFER);
         assert_eq!(StreamConfig::backpressure().with_buffer(1).buffer, STREAM_BUFFER);
         assert_eq!(StreamConfig::default().with_buffer(1000).buffer, 1000);
+        assert_eq!(StreamConfig::default().buffer_bytes, STREAM_BUFFER_BYTES);
+        let small = StreamConfig::default().with_buffer_bytes(1 << 20);
+        assert_eq!(small.buffer_bytes, STREAM_BUFFER_BYTES);
+        assert_eq!(small.with_buffer_bytes(64 << 20).buffer_bytes, 64 << 20);
     }
 }

@@ -8,13 +8,15 @@
 
 use super::context::{Context, Outcome, ServedCall};
 use super::portal::Portal;
-use super::stream::{MsgStream, STREAM_BUFFER, StreamConfig};
+use super::stream::{MsgStream, STREAM_BUFFER, STREAM_BUFFER_BYTES, StreamConfig};
 use super::types::MsgTypes;
-use crate::base::error::{ActorError, Misuse, RemoteActorError, relay};
+use crate::base::budgets::Budgets;
+use crate::base::error::{ActorError, Misuse, OverrunBound, RemoteActorError, relay};
 use crate::base::names::{CANCEL_ACTOR, CANCEL_CALL};
 use crate::base::sync::LockExt;
 use crate::connection::testing::{
-    Pair, acceptor_aid, aid, assert_transport_closed, boom, dialer_aid, pair, start_msg, within,
+    Pair, acceptor_aid, aid, assert_transport_closed, boom, dialer_aid, pair, pair_with, start_msg,
+    within,
 };
 use futures::{FutureExt, StreamExt};
 use plough_ipc_wire::msg::{Aid, CallKind, CancelAck, Cid, Msg, MsgKind, Start};
@@ -147,7 +149,7 @@ fn assert_cancelled_by(e: ActorError, canceller: &Aid) {
 #[track_caller]
 fn assert_overrun(e: ActorError) {
     match e {
-        ActorError::StreamOverrun { sender, receiver } => {
+        ActorError::StreamOverrun { sender, receiver, .. } => {
             assert_eq!((sender, receiver), (acceptor_aid(), dialer_aid()));
         }
         other => panic!("expected StreamOverrun child -> parent, got {other:?}"),
@@ -341,8 +343,9 @@ async fn a_childs_return_is_the_result_and_unread_messages_are_discarded_with_cr
     for n in 0..5u32 {
         cs.send(&n).await.unwrap();
     }
-    let credit = || child.ctx.shared.conv.credit.available_permits();
-    assert_eq!(credit(), STREAM_BUFFER - 5);
+    let credit = || child.ctx.shared.conv.credit.available();
+    let sent = 5 * Payload::encode(&0u32).unwrap().len() as i64;
+    assert_eq!(credit(), ((STREAM_BUFFER - 5) as u64, STREAM_BUFFER_BYTES as i64 - sent));
     child.returns(&p, &"done").await;
     let out = within("the result", parent.result::<String>()).await.unwrap();
     assert_eq!(out, Outcome::Returned("done".to_owned()));
@@ -351,7 +354,11 @@ async fn a_childs_return_is_the_result_and_unread_messages_are_discarded_with_cr
     assert_eq!(ps.buffered(), 0, "the 5 unread messages were discarded");
     assert_eq!(within("end of stream", ps.recv::<u32>()).await.unwrap(), None);
     acceptor_caught_up(&p).await;
-    assert_eq!(credit(), STREAM_BUFFER, "the discarded messages' credit was granted back");
+    assert_eq!(
+        credit(),
+        (STREAM_BUFFER as u64, STREAM_BUFFER_BYTES as i64),
+        "the discarded messages' credit was granted back, messages and bytes"
+    );
     assert_misuse(
         ps.send(&1u8).await.unwrap_err(),
         Misuse::SendAfterReturn { function: "ctx".to_owned() },
@@ -490,7 +497,7 @@ async fn with_backpressure_a_fast_sender_waits_and_nothing_is_lost() {
     for n in 0..STREAM_BUFFER as u32 {
         cs.send(&n).await.unwrap();
     }
-    assert_eq!(child.ctx.shared.conv.credit.available_permits(), 0);
+    assert_eq!(child.ctx.shared.conv.credit.available().0, 0);
     assert!(cs.send(&0u32).now_or_never().is_none(), "out of credit: the next send waits");
     let send = async {
         for n in STREAM_BUFFER as u32..N {
@@ -517,7 +524,7 @@ async fn a_larger_receive_buffer_grants_the_sender_the_extra_credit() {
     let ps = parent.open_stream_with(StreamConfig::backpressure().with_buffer(256)).await.unwrap();
     acceptor_caught_up(&p).await; // the grant travelled ahead of the marker
     let cs = child.ctx.open_stream_with(StreamConfig::backpressure()).await.unwrap();
-    assert_eq!(child.ctx.shared.conv.credit.available_permits(), 256);
+    assert_eq!(child.ctx.shared.conv.credit.available(), (256, STREAM_BUFFER_BYTES as i64));
     for n in 0..256u32 {
         cs.send(&n).await.unwrap();
     }
@@ -751,4 +758,130 @@ async fn open_stream_from_opens_a_stream_kind_context() {
     child.returns(&p, &()).await;
     let got: Vec<u32> = within("items", ps.items::<u32>().map(Result::unwrap).collect()).await;
     assert_eq!(got, [0, 1, 2], "the buffered messages, then end of stream at the return");
+}
+
+/// A raw payload of `len` bytes whose first 8 are `index`.
+fn blob(index: u64, len: usize) -> Payload {
+    let mut v = vec![0x5a; len.max(8)];
+    v[..8].copy_from_slice(&index.to_le_bytes());
+    Payload::from(v)
+}
+
+fn index_of(p: &Payload) -> u64 {
+    u64::from_le_bytes(p.as_bytes()[..8].try_into().unwrap())
+}
+
+const MIB: usize = 1 << 20;
+
+#[tokio::test]
+async fn an_overrun_of_the_byte_budget_names_the_bytes_on_both_sides_and_the_context_serves_on() {
+    let p = within("the pair", pair()).await;
+    let (parent, child) = open(&p).await;
+    let (ps, cs) = streams(&parent, &child, StreamConfig::default()).await;
+    // 10 MiB fits the 16 MiB budget; a second 10 MiB does not (6 MiB of room left).
+    for i in 0..3 {
+        cs.send_payload(blob(i, 10 * MIB)).await.expect("the sender does not know yet");
+    }
+    match within("the child to hear", cs.recv::<u32>()).await.unwrap_err() {
+        ActorError::StreamOverrun { bound, .. }
+            if matches!(*bound, OverrunBound::Reported { .. }) =>
+        {
+            let detail = bound.to_string();
+            assert!(detail.contains("bytes"), "{detail}");
+            assert!(detail.contains(&STREAM_BUFFER_BYTES.to_string()), "{detail}");
+        }
+        other => panic!("expected the reported byte overrun, got {other:?}"),
+    }
+    assert_eq!((ps.buffered(), ps.buffered_bytes()), (1, 10 * MIB), "what was admitted");
+    let first = within("the buffered message", ps.recv_payload()).await.unwrap().unwrap();
+    assert_eq!(index_of(&first), 0);
+    let e = within("the overrun", ps.recv_payload()).await.unwrap_err();
+    let ActorError::StreamOverrun { bound, .. } = &e else { panic!("an overrun: {e:?}") };
+    let (limit, buffered, arriving) = (STREAM_BUFFER_BYTES, 10 * MIB, 10 * MIB);
+    assert_eq!(**bound, OverrunBound::Bytes { limit, buffered, arriving });
+    assert!(e.to_string().contains("over the stream's budget of 16777216 bytes"), "{e}");
+    assert_eq!(p.dialer.buffered_bytes().used(), 0, "nothing left charged to the connection");
+    child.returns(&p, &5u8).await;
+    assert_eq!(within("result", parent.result::<u8>()).await.unwrap(), Outcome::Returned(5));
+}
+
+#[tokio::test]
+async fn with_backpressure_messages_larger_than_the_budget_go_one_at_a_time_in_order() {
+    let p = within("the pair", pair()).await;
+    let (parent, child) = open(&p).await;
+    let (ps, cs) = streams(&parent, &child, StreamConfig::backpressure()).await;
+    const N: u64 = 6;
+    // 20 MiB each, over the whole 16 MiB budget; small ones between them.
+    let send = async {
+        for i in 0..N {
+            cs.send_payload(blob(i, if i % 2 == 0 { 20 * MIB } else { 100 })).await.unwrap();
+        }
+        cs.close().await.unwrap();
+    };
+    let read = async {
+        let mut got = Vec::new();
+        let mut most = 0;
+        loop {
+            // A slow reader: the sender gets every chance to run ahead.
+            for _ in 0..20 {
+                tokio::task::yield_now().await;
+            }
+            most = most.max(ps.buffered_bytes());
+            match ps.recv_payload().await.unwrap() {
+                Some(m) => got.push((index_of(&m), m.len())),
+                None => break,
+            }
+        }
+        (got, most)
+    };
+    let ((), (got, most)) = within("the whole stream", async { tokio::join!(send, read) }).await;
+    let expected: Vec<(u64, usize)> =
+        (0..N).map(|i| (i, if i % 2 == 0 { 20 * MIB } else { 100 })).collect();
+    assert_eq!(got, expected, "every message, once, in order");
+    assert!(most <= 20 * MIB + MIB, "the buffer held {most} bytes");
+}
+
+#[tokio::test]
+async fn the_streams_of_one_connection_share_its_byte_budget_and_one_over_it_overruns() {
+    let budgets = Budgets { stream_buffers: 3 * MIB, ..Budgets::default() };
+    let p = within("the pair", pair_with(&budgets)).await;
+    let (parent_a, child_a) = open(&p).await;
+    let (parent_b, child_b) = open(&p).await;
+    let (pa, ca) = streams(&parent_a, &child_a, StreamConfig::default()).await;
+    let (pb, cb) = streams(&parent_b, &child_b, StreamConfig::default()).await;
+    // Each stream's own budget (16 MiB) admits 2 MiB; the connection's 3 MiB only one.
+    ca.send_payload(blob(0, 2 * MIB)).await.unwrap();
+    within("a's message", async {
+        while pa.buffered() == 0 {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    cb.send_payload(blob(0, 2 * MIB)).await.unwrap();
+    let e = within("b's overrun", pb.recv_payload()).await.unwrap_err();
+    let ActorError::StreamOverrun { bound, .. } = &e else { panic!("an overrun: {e:?}") };
+    let (limit, buffered, arriving) = (3 * MIB, 2 * MIB, 2 * MIB);
+    assert_eq!(**bound, OverrunBound::Connection { limit, buffered, arriving });
+    assert!(matches!(
+        within("b hears", cb.recv::<u8>()).await,
+        Err(ActorError::StreamOverrun { .. })
+    ));
+    // Stream a is not affected, and once it is read the connection has room again.
+    assert_eq!(index_of(&pa.recv_payload().await.unwrap().unwrap()), 0);
+    assert_eq!(p.dialer.buffered_bytes().used(), 0);
+    ca.send_payload(blob(1, 2 * MIB)).await.unwrap();
+    assert_eq!(index_of(&within("a again", pa.recv_payload()).await.unwrap().unwrap()), 1);
+    // A context dropped with messages still buffered gives their bytes back.
+    ca.send_payload(blob(2, MIB)).await.unwrap();
+    within("a's last message", async {
+        while pa.buffered() == 0 {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    assert_eq!(p.dialer.buffered_bytes().used(), MIB);
+    child_a.returns(&p, &()).await;
+    child_b.returns(&p, &()).await;
+    drop((pa, pb, parent_a, parent_b));
+    assert_eq!(p.dialer.buffered_bytes().used(), 0);
 }

@@ -2,6 +2,7 @@
 
 use crate::base::error::{ActorError, RemoteActorError};
 use crate::base::names::{CANCEL_CALL, CREDIT};
+use crate::connection::Credit;
 use plough_ipc_wire::msg::{Aid, CallKind, Cid, ErrorKind, Msg, MsgKind, Start};
 use plough_ipc_wire::payload::Payload;
 
@@ -16,12 +17,12 @@ pub(crate) fn cancel_call_msg(target: Cid, me: &Aid) -> Msg {
     })
 }
 
-/// A stream-credit grant of `n` messages for context `cid`.
-pub(crate) fn credit_msg(cid: Cid, me: &Aid, n: u32) -> Msg {
+/// A stream-credit grant for context `cid`: `(messages, bytes)` as its argument.
+pub(crate) fn credit_msg(cid: Cid, me: &Aid, credit: Credit) -> Msg {
     Msg::Start(Start {
         cid,
         function: CREDIT.to_owned(),
-        args: Payload::encode(&n).expect("u32 encodes"),
+        args: Payload::encode(&(credit.messages, credit.bytes)).expect("integers encode"),
         caller: me.clone(),
         kind: CallKind::Function,
     })

@@ -3,7 +3,9 @@
 //! One reader task routes every incoming message: a `Start` goes to the local actor to be
 //! served; anything carrying the cid of a call *we* made goes to that call's mailbox. One
 //! writer task owns the sink and coalesces: it writes every queued message, then flushes
-//! once, so a burst of small messages costs one syscall.
+//! once, so a burst of small messages costs one syscall. Its queue is bounded in messages
+//! and, for large ones, in bytes ([`Budgets::outgoing_bytes`](crate::Budgets::outgoing_bytes)):
+//! a peer that does not read makes our senders wait, not our memory grow.
 //!
 //! Both sides start calls on the same connection, so call ids are split by parity: the
 //! side that dialed uses odd cids, the side that accepted even ones. A cid therefore
@@ -16,7 +18,9 @@
 //! connection), so a full buffer is an overrun that both sides are told about, never a
 //! silent drop, and a sender that opted into backpressure waits for credit instead.
 //! Credit grants travel as the reserved function `plough.credit` and are handled here,
-//! before the actor sees them.
+//! before the actor sees them. What the stream buffers of all the contexts of a connection
+//! hold is bounded in bytes too ([`Budgets::stream_buffers`](crate::Budgets::stream_buffers),
+//! see [`BufferedBytes`]).
 //!
 //! A message that fails to decode (an unknown variant or enum value from a newer peer, a
 //! malformed field, a decode limit hit) fails only the call it belongs to, with an error
@@ -48,7 +52,7 @@
 //! is full: a peer that floods us without reading our answers stalls its own connection,
 //! and costs no memory beyond the queue.
 
-use super::{Conversation, Serve};
+use super::{BufferedBytes, Conversation, Credit, Serve};
 use crate::base::budgets::Budgets;
 use crate::base::error::{ActorError, RemoteActorError};
 use crate::base::names::{CANCEL_ACTOR, CANCEL_CALL, CREDIT};
@@ -61,7 +65,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use tokio::sync::mpsc;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 
 /// A connection to one peer actor. Cheap to clone.
@@ -76,7 +80,11 @@ struct Inner {
     me: Aid,
     /// Whether we dialed (our cids are odd) or accepted (even).
     dialer: bool,
-    tx: mpsc::Sender<Msg>,
+    tx: mpsc::Sender<Queued>,
+    /// Bytes of large messages queued for the writer ([`Budgets::outgoing_bytes`]).
+    outgoing: Arc<Semaphore>,
+    /// The permits of [`Inner::outgoing`] one message may take at most.
+    outgoing_max: u32,
     calls: Mutex<HashMap<Cid, Route>>,
     served: Mutex<HashMap<Cid, CancellationToken>>,
     /// The peer's calls we serve and have not answered yet: cid → how many `Start`s with
@@ -85,6 +93,9 @@ struct Inner {
     in_flight: Mutex<InFlight>,
     /// [`Budgets::max_calls_in_flight`].
     max_in_flight: usize,
+    /// What the stream buffers of this connection's contexts hold in all
+    /// ([`Budgets::stream_buffers`]).
+    buffered: Arc<BufferedBytes>,
     next_cid: AtomicU64,
     /// Cancelled when the connection is gone (either direction).
     closed: CancellationToken,
@@ -134,6 +145,26 @@ impl InFlight {
     }
 }
 
+/// A message queued for the writer, with the permits of
+/// [`Budgets::outgoing_bytes`] it holds until it is written (large messages only).
+struct Queued {
+    msg: Msg,
+    bytes: Option<OwnedSemaphorePermit>,
+}
+
+impl From<Msg> for Queued {
+    fn from(msg: Msg) -> Self {
+        Queued { msg, bytes: None }
+    }
+}
+
+/// A payload this large (64 KiB) or larger is charged to [`Budgets::outgoing_bytes`] while
+/// its message waits for the writer; smaller ones are bounded by the length of the queue.
+pub(crate) const LARGE_MESSAGE: usize = 64 << 10;
+
+/// How many messages the writer's queue holds.
+const QUEUE: usize = 256;
+
 /// Where the messages of one conversation go.
 enum Route {
     /// A function call we made: its replies.
@@ -181,16 +212,22 @@ impl Channel {
         budgets: &Budgets,
         server: Arc<dyn Serve>,
     ) -> Channel {
-        let (tx, mut rx) = mpsc::channel::<Msg>(256);
+        let (tx, mut rx) = mpsc::channel::<Queued>(QUEUE);
+        let outgoing_max = u32::try_from(budgets.outgoing_bytes.min(Semaphore::MAX_PERMITS))
+            .unwrap_or(u32::MAX)
+            .max(1);
         let inner = Arc::new(Inner {
             peer: est.peer.clone(),
             me,
             dialer,
             tx,
+            outgoing: Arc::new(Semaphore::new(outgoing_max as usize)),
+            outgoing_max,
             calls: Mutex::new(HashMap::new()),
             served: Mutex::new(HashMap::new()),
             in_flight: Mutex::new(InFlight::default()),
             max_in_flight: budgets.max_calls_in_flight,
+            buffered: Arc::new(BufferedBytes::new(budgets.stream_buffers)),
             next_cid: AtomicU64::new(if dialer { 1 } else { 2 }),
             closed: CancellationToken::new(),
             shutdown: CancellationToken::new(),
@@ -202,10 +239,12 @@ impl Channel {
         let frame_read = budgets.frame_read;
         let (mut sink, mut stream) = est.framed.split();
 
-        // Writer: coalesce everything queued, flush once; on shutdown, drain and close.
+        // Writer: coalesce everything queued, flush once; on shutdown, drain and close. The
+        // large messages' permits are held until their bytes are flushed.
         let w = channel.clone();
         tokio::spawn(async move {
             let result: Result<(), String> = async {
+                let mut written = Vec::new();
                 loop {
                     let first = tokio::select! {
                         biased;
@@ -214,14 +253,17 @@ impl Channel {
                         () = w.inner.closed.cancelled() => return Ok(()),
                     };
                     let Some(first) = first else { break };
-                    sink.feed(first).await.map_err(|e| e.to_string())?;
-                    while let Ok(m) = rx.try_recv() {
-                        sink.feed(m).await.map_err(|e| e.to_string())?;
+                    sink.feed(first.msg).await.map_err(|e| e.to_string())?;
+                    written.push(first.bytes);
+                    while let Ok(q) = rx.try_recv() {
+                        sink.feed(q.msg).await.map_err(|e| e.to_string())?;
+                        written.push(q.bytes);
                     }
                     sink.flush().await.map_err(|e| e.to_string())?;
+                    written.clear();
                 }
-                while let Ok(m) = rx.try_recv() {
-                    sink.feed(m).await.map_err(|e| e.to_string())?;
+                while let Ok(q) = rx.try_recv() {
+                    sink.feed(q.msg).await.map_err(|e| e.to_string())?;
                 }
                 sink.close().await.map_err(|e| e.to_string())
             }
@@ -271,7 +313,7 @@ impl Channel {
                 // until its own answer.
                 if let Some(answer) = answer {
                     tokio::select! {
-                        sent = r.inner.tx.send(answer) => if sent.is_err() { break None },
+                        sent = r.inner.tx.send(answer.into()) => if sent.is_err() { break None },
                         () = r.inner.closed.cancelled() => break None,
                     }
                 }
@@ -290,9 +332,10 @@ impl Channel {
         if let Msg::Start(start) = msg {
             if start.function == CREDIT {
                 let calls = self.inner.calls.locked();
-                if let (Some(Route::Conv(c)), Ok(n)) = (calls.get(&start.cid), start.args.decode())
+                if let (Some(Route::Conv(c)), Ok((messages, bytes))) =
+                    (calls.get(&start.cid), start.args.decode::<(u32, u64)>())
                 {
-                    c.grant(n);
+                    c.grant(Credit { messages, bytes });
                 }
                 return None;
             }
@@ -451,13 +494,26 @@ impl Channel {
         ActorError::TransportClosed { peer: self.inner.peer.to_string(), detail }
     }
 
-    /// Queues a message for the peer.
+    /// Queues a message for the peer. One with a large payload ([`LARGE_MESSAGE`]) first
+    /// waits for room in [`Budgets::outgoing_bytes`]: for the writer to have written what
+    /// is queued before it (one larger than the whole budget waits for all of it).
     pub(crate) async fn send(&self, msg: Msg) -> Result<(), ActorError> {
         if self.is_closed() {
             return Err(self.closed_error());
         }
+        let len = msg.payload().map_or(0, |p| p.len());
+        let bytes = if len >= LARGE_MESSAGE {
+            let n = u32::try_from(len).unwrap_or(u32::MAX).min(self.inner.outgoing_max);
+            let room = Arc::clone(&self.inner.outgoing).acquire_many_owned(n);
+            tokio::select! {
+                permit = room => Some(permit.map_err(|_| self.closed_error())?),
+                () = self.inner.closed.cancelled() => return Err(self.closed_error()),
+            }
+        } else {
+            None
+        };
         self.note_outgoing(&msg);
-        self.inner.tx.send(msg).await.map_err(|_| self.closed_error())
+        self.inner.tx.send(Queued { msg, bytes }).await.map_err(|_| self.closed_error())
     }
 
     /// Registers a new outgoing call and returns its mailbox; the caller sends the `Start`.
@@ -489,6 +545,11 @@ impl Channel {
         Ok(())
     }
 
+    /// The budget every context of this connection charges its buffered stream bytes to.
+    pub(crate) fn buffered_bytes(&self) -> Arc<BufferedBytes> {
+        Arc::clone(&self.inner.buffered)
+    }
+
     /// Stops routing context `cid`.
     pub(crate) fn unregister_conv(&self, cid: Cid) {
         self.inner.calls.locked().remove(&cid);
@@ -498,7 +559,7 @@ impl Channel {
     /// at once when the writer's queue has room, else from a short-lived task.
     pub(crate) fn send_detached(&self, msg: Msg) {
         self.note_outgoing(&msg);
-        if let Err(mpsc::error::TrySendError::Full(msg)) = self.inner.tx.try_send(msg) {
+        if let Err(mpsc::error::TrySendError::Full(msg)) = self.inner.tx.try_send(msg.into()) {
             let ch = self.clone();
             if let Ok(rt) = tokio::runtime::Handle::try_current() {
                 rt.spawn(async move {

@@ -84,15 +84,17 @@ pub(crate) struct Pair {
 
 /// A connected [`Pair`] of channels.
 pub(crate) async fn pair() -> Pair {
+    pair_with(&Budgets::default()).await
+}
+
+/// [`pair`] with both channels under `budgets`.
+pub(crate) async fn pair_with(budgets: &Budgets) -> Pair {
     let (dialer_serve, acceptor_serve) =
         (TestServe::new(dialer_aid()), TestServe::new(acceptor_aid()));
-    let (dialer, acceptor) = channels(
-        &dialer_aid(),
-        Arc::clone(&dialer_serve) as _,
-        &acceptor_aid(),
-        Arc::clone(&acceptor_serve) as _,
-    )
-    .await;
+    let (ed, ea) = established_pair(&dialer_aid(), &acceptor_aid()).await;
+    let dialer = Channel::start(ed, true, dialer_aid(), budgets, Arc::clone(&dialer_serve) as _);
+    let acceptor =
+        Channel::start(ea, false, acceptor_aid(), budgets, Arc::clone(&acceptor_serve) as _);
     Pair { dialer, acceptor, dialer_serve, acceptor_serve }
 }
 

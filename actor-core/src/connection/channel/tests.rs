@@ -17,7 +17,7 @@ use tokio::io::AsyncWriteExt;
 #[derive(Default)]
 struct TestConv {
     delivered: Mutex<Vec<Msg>>,
-    grants: Mutex<Vec<u32>>,
+    grants: Mutex<Vec<Credit>>,
     closed: Mutex<Option<ActorError>>,
     gone: CancellationToken,
 }
@@ -26,8 +26,8 @@ impl Conversation for TestConv {
     fn deliver(&self, msg: Msg, _channel: &Channel) {
         self.delivered.locked().push(msg);
     }
-    fn grant(&self, n: u32) {
-        self.grants.locked().push(n);
+    fn grant(&self, credit: Credit) {
+        self.grants.locked().push(credit);
     }
     fn transport_closed(&self, err: ActorError) {
         *self.closed.locked() = Some(err);
@@ -250,14 +250,17 @@ async fn credit_goes_to_its_conversation_and_never_to_serve() {
     let cid = ch.next_cid();
     let conv = Arc::new(TestConv::default());
     ch.register_conv(cid, Arc::clone(&conv) as _).unwrap();
-    raw.send(start_msg(cid, CREDIT, &7u32, &raw.aid)).await;
-    raw.send(start_msg(cid + 100, CREDIT, &5u32, &raw.aid)).await; // nobody's
+    raw.send(start_msg(cid, CREDIT, &(7u32, 700u64), &raw.aid)).await;
+    raw.send(start_msg(cid + 100, CREDIT, &(5u32, 0u64), &raw.aid)).await; // nobody's
     raw.send(start_msg(cid, CREDIT, &"not a count", &raw.aid)).await; // undecodable
-    raw.send(start_msg(cid, CREDIT, &3u32, &raw.aid)).await;
+    raw.send(start_msg(cid, CREDIT, &(3u32, 1u64 << 40), &raw.aid)).await;
     // A marker behind them: once it is served, the credit was routed.
     raw.send(start_msg(2, "echo", &0u64, &raw.aid)).await;
     assert_eq!(serve.next_start().await.function, "echo");
-    assert_eq!(*conv.grants.locked(), [7, 3]);
+    assert_eq!(
+        *conv.grants.locked(),
+        [Credit { messages: 7, bytes: 700 }, Credit { messages: 3, bytes: 1 << 40 }]
+    );
     assert!(conv.delivered.locked().is_empty(), "credit is not a delivered message");
     assert_eq!(serve.served(), 1, "no credit reached Serve::serve");
     assert_eq!(raw.expect().await.cid(), Some(2));
@@ -702,4 +705,44 @@ async fn a_partial_frame_over_the_shared_budget_closes_its_connection_only() {
         }
     })
     .await;
+}
+
+#[tokio::test]
+async fn a_large_message_waits_for_the_writer_while_the_outgoing_bytes_are_over_the_budget() {
+    const MIB: usize = 1 << 20;
+    let budgets = Budgets { outgoing_bytes: MIB, ..Budgets::default() };
+    let (ch, _serve, mut raw) = within("the pair", raw_pair_with(&budgets)).await;
+    let big = |i: u8| Msg::Return { cid: 2, payload: Payload::from(vec![i; 3 * MIB / 4]) };
+    // The peer does not read: the first large message stays queued or half written.
+    within("the first send", ch.send(big(1))).await.unwrap();
+    let mut second = Box::pin(ch.send(big(2)));
+    assert!((&mut second).now_or_never().is_none(), "3/4 MiB queued: the next waits");
+    // Small messages are not held back.
+    within("a small send", ch.send(start_msg(3, "small", &(), &dialer_aid()))).await.unwrap();
+    // A message larger than the whole budget waits for the queue of large ones to empty.
+    let huge = Msg::Return { cid: 4, payload: Payload::from(vec![9; 3 * MIB]) };
+    let reader = async {
+        let mut got = Vec::new();
+        while got.len() < 4 {
+            let m = raw.expect().await;
+            got.push((m.cid(), m.payload().map(|p| p.len())));
+        }
+        got
+    };
+    let sends = async {
+        second.await.unwrap();
+        ch.send(huge).await.unwrap();
+    };
+    let (got, ()) = within("the peer reads", async { tokio::join!(reader, sends) }).await;
+    let small = Payload::encode(&()).unwrap().len();
+    assert_eq!(
+        got,
+        [
+            (Some(2), Some(3 * MIB / 4)),
+            (Some(3), Some(small)),
+            (Some(2), Some(3 * MIB / 4)),
+            (Some(4), Some(3 * MIB))
+        ],
+        "everything arrives, in the order it was queued"
+    );
 }
