@@ -344,7 +344,9 @@ async fn ctx_fast_source(ctx: Context, (n, bp): (u64, bool)) -> Result<u64, Acto
     Ok(n)
 }
 
-/// Sends `n` payloads of `size` bytes (backpressure if `bp`), then closes.
+/// Sends raw payloads of `size` bytes, each starting with its index (8 bytes, little
+/// endian): `n` of them (`0`: until its stream fails), with backpressure if `bp`; then
+/// closes and returns how many it sent. Its stream's failure is its error.
 async fn ctx_bytes_source(
     ctx: Context,
     (n, size, bp): (u64, usize, bool),
@@ -352,18 +354,15 @@ async fn ctx_bytes_source(
     ctx.started(&()).await?;
     let s =
         ctx.open_stream_with(StreamConfig { backpressure: bp, ..StreamConfig::default() }).await?;
-    let blob = serde_bytes_vec(size);
-    let payload = plough::ipc_wire::payload::Payload::encode(&blob)
-        .map_err(|e| ActorError::other(e.to_string()))?;
-    for _ in 0..n {
-        s.send_payload(payload.clone()).await?;
+    let mut blob = vec![0x5a; size.max(8)];
+    let mut i = 0u64;
+    while n == 0 || i < n {
+        blob[..8].copy_from_slice(&i.to_le_bytes());
+        s.send_payload(plough::ipc_wire::payload::Payload::from(blob.clone())).await?;
+        i += 1;
     }
     s.close().await?;
-    Ok(n)
-}
-
-fn serde_bytes_vec(size: usize) -> Vec<u8> {
-    vec![7u8; size]
+    Ok(i)
 }
 
 /// Echoes `x + 1` for every `x` until the parent closes; returns how many.
