@@ -105,24 +105,34 @@ impl SendCredit {
     /// (see the module docs). Cancel-safe: nothing is taken until it returns `Ok`.
     pub(crate) async fn acquire(&self, len: usize) -> Result<(), CreditClosed> {
         let len = i64::try_from(len).unwrap_or(i64::MAX);
+        // Fast path, the common case of a sender with credit: no waiter registration.
+        if let Some(r) = self.try_take(len) {
+            return r;
+        }
         loop {
             let notified = self.notify.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            {
-                let mut s = self.state.locked();
-                if s.closed {
-                    return Err(CreditClosed);
-                }
-                let room_ok = len <= s.bytes || s.bytes >= OVERSIZE_ROOM as i64;
-                if s.messages > 0 && room_ok {
-                    s.messages -= 1;
-                    s.bytes -= len;
-                    return Ok(());
-                }
+            if let Some(r) = self.try_take(len) {
+                return r;
             }
             notified.await;
         }
+    }
+
+    /// Takes the credit for a message of `len` bytes if there is enough; `None` to wait.
+    fn try_take(&self, len: i64) -> Option<Result<(), CreditClosed>> {
+        let mut s = self.state.locked();
+        if s.closed {
+            return Some(Err(CreditClosed));
+        }
+        let room_ok = len <= s.bytes || s.bytes >= OVERSIZE_ROOM as i64;
+        if s.messages > 0 && room_ok {
+            s.messages -= 1;
+            s.bytes -= len;
+            return Some(Ok(()));
+        }
+        None
     }
 }
 
