@@ -41,7 +41,9 @@ pub(crate) struct Inbox {
     yields: VecDeque<Payload>,
     /// The payload bytes in `yields`, all charged to the connection's budget too.
     buffered_bytes: usize,
-    /// Consumed since the last credit grant.
+    /// Consumed since the last credit grant; its bytes are still charged to the
+    /// connection's budget, and released with the grant (one atomic operation per batch,
+    /// not per message).
     consumed: Credit,
     /// The peer closed its sending half.
     pub(crate) peer_stopped: bool,
@@ -122,12 +124,16 @@ impl Conv {
     pub(crate) fn pop(&self, ib: &mut Inbox) -> Option<(Payload, Option<Credit>)> {
         let p = ib.yields.pop_front()?;
         ib.buffered_bytes -= p.len();
-        self.connection_bytes.release(p.len());
         ib.consumed.messages += 1;
         ib.consumed.bytes += p.len() as u64;
         let due = ib.consumed.messages as usize >= ib.capacity / 2
             || ib.consumed.bytes >= GRANT_BYTES as u64;
-        Some((p, due.then(|| std::mem::take(&mut ib.consumed))))
+        if !due {
+            return Some((p, None));
+        }
+        let grant = std::mem::take(&mut ib.consumed);
+        self.connection_bytes.release(grant.bytes as usize);
+        Some((p, Some(grant)))
     }
 
     /// Discards every buffered message; returns how many, and the credit to grant back
@@ -136,8 +142,8 @@ impl Conv {
         let n = ib.yields.len();
         let bytes = std::mem::take(&mut ib.buffered_bytes);
         ib.yields.clear();
-        self.connection_bytes.release(bytes);
         let mut credit = std::mem::take(&mut ib.consumed);
+        self.connection_bytes.release(bytes + credit.bytes as usize);
         credit.messages = credit.messages.saturating_add(u32::try_from(n).unwrap_or(u32::MAX));
         credit.bytes += bytes as u64;
         (n, credit)
@@ -183,7 +189,8 @@ impl Drop for Conv {
     fn drop(&mut self) {
         // What is still buffered leaves the connection's budget with the conversation.
         let ib = self.inbox.get_mut().unwrap_or_else(std::sync::PoisonError::into_inner);
-        self.connection_bytes.release(std::mem::take(&mut ib.buffered_bytes));
+        let held = std::mem::take(&mut ib.buffered_bytes) + ib.consumed.bytes as usize;
+        self.connection_bytes.release(held);
     }
 }
 

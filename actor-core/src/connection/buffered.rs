@@ -5,7 +5,10 @@
 //! byte budget each). The contexts of a connection therefore charge what they buffer to
 //! the connection's budget too, [`Budgets::stream_buffers`](crate::Budgets::stream_buffers):
 //! a message that would take the sum over it is refused like one over its own stream's
-//! budget, as an overrun of that stream, and the connection serves on.
+//! budget, as an overrun of that stream, and the connection serves on. A stream gives
+//! back what its reader consumed with each credit batch (half its message buffer, or
+//! 1 MiB), so the sum may count up to one batch per stream that was read already: never
+//! less than the buffers hold.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -37,12 +40,14 @@ impl BufferedBytes {
     /// limit. One message is always admitted while nothing is charged, whatever its size,
     /// so that a budget below the frame size never wedges a stream.
     pub(crate) fn charge(&self, n: usize) -> Result<(), usize> {
-        self.used
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
-                let total = used.saturating_add(n);
-                (used == 0 || total <= self.limit).then_some(total)
-            })
-            .map(|_| ())
+        // One atomic add in the common case (this runs for every stream message); a
+        // charge over the limit is taken back at once.
+        let used = self.used.fetch_add(n, Ordering::AcqRel);
+        if used == 0 || used.saturating_add(n) <= self.limit {
+            return Ok(());
+        }
+        self.used.fetch_sub(n, Ordering::AcqRel);
+        Err(used)
     }
 
     /// Returns `n` bytes charged before.
