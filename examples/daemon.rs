@@ -2,8 +2,8 @@
 //! registrar, talk over two-way streams, and a clean stop on SIGTERM (or SIGINT).
 //!
 //! ```sh
-//! cargo run --example daemon -- serve --registry tcp://127.0.0.1:1616 --dir /tmp
-//! cargo run --example daemon -- client --registry tcp://127.0.0.1:1616 --name alice --count 5
+//! cargo run --example daemon -- serve --registry tcp://127.0.0.1:4100 --dir /tmp
+//! cargo run --example daemon -- client --registry tcp://127.0.0.1:4100 --name alice --count 5
 //! ```
 //!
 //! `serve` runs a root that is the registrar on `--registry` and starts one child actor,
@@ -40,7 +40,8 @@ const FIND_TIMEOUT: Duration = Duration::from_secs(10);
 const USAGE: &str = "usage:
   daemon serve  [--registry ADDR] [--dir DIR]
   daemon client [--registry ADDR] --name NAME [--count K]
-ADDR is tcp://IP:PORT or uds:///PATH (default tcp://127.0.0.1:1616); DIR defaults to the temp dir";
+ADDR is tcp://IP:PORT or uds:///PATH (default: $PLOUGH_REGISTRY, else the per-user socket
+<runtime dir>/registry.sock); DIR defaults to the temp dir";
 
 /// What the service answers for each number a client sends.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -51,7 +51,7 @@ mod serving;
 mod supervision;
 
 pub use base::budgets::{Budgets, LadderConfig};
-pub use base::config::{RuntimeConfig, TreeSecret};
+pub use base::config::{REGISTRY_ENV, RuntimeConfig, TreeSecret};
 pub use base::error::{
     ActorError, Misuse, OverrunBound, RemoteActorError, Result, SetupError, SpawnError,
 };

@@ -1,4 +1,4 @@
-//! Where an actor listens: `tcp://127.0.0.1:1616` or `uds:///run/user/1000/plough/name@pid.sock`.
+//! Where an actor listens: `tcp://127.0.0.1:4000` or `uds:///run/user/1000/plough/name@pid.sock`.
 //!
 //! Addresses travel inside messages (`SpawnSpec`) as text, so the text form is the
 //! contract: [`FromStr`] and [`Display`](fmt::Display) round-trip exactly. TCP hosts are IP
@@ -16,8 +16,11 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
-/// The port of the root registry.
+/// The port of [`Address::default_registry_tcp`], the opt-in TCP registry.
 pub const DEFAULT_REGISTRY_PORT: u16 = 1616;
+
+/// The file name of the default registry socket in the runtime directory.
+pub const REGISTRY_SOCKET: &str = "registry.sock";
 
 /// A transport address.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -29,17 +32,18 @@ pub enum Address {
 }
 
 impl Address {
-    /// The root registry over TCP: `tcp://127.0.0.1:1616`.
+    /// A host-wide registry over TCP: `tcp://127.0.0.1:1616`. Opt-in only: every user of
+    /// the host can reach it, and whoever binds it first owns it; the default registry is
+    /// [`Address::default_registry_uds`].
     pub fn default_registry_tcp() -> Self {
         Address::Tcp(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), DEFAULT_REGISTRY_PORT))
     }
 
-    /// The root registry over UDS: `<runtime dir>/registry@1616.sock`
-    /// (see [`runtime_dir::default_dir`]).
+    /// The default registry: `<runtime dir>/registry.sock`, in the user's private (0700)
+    /// runtime directory (see [`runtime_dir::default_dir`]), so two users — or one user's
+    /// two runtime directories — never share a registrar.
     pub fn default_registry_uds() -> Self {
-        Address::Uds(
-            runtime_dir::default_dir().join(format!("registry@{DEFAULT_REGISTRY_PORT}.sock")),
-        )
+        Address::Uds(runtime_dir::default_dir().join(REGISTRY_SOCKET))
     }
 
     /// A loopback TCP address with port 0 (the kernel picks one at bind).
@@ -125,7 +129,7 @@ mod tests {
     fn defaults() {
         assert_eq!(Address::default_registry_tcp().to_string(), "tcp://127.0.0.1:1616");
         let uds = Address::default_registry_uds().to_string();
-        assert!(uds.starts_with("uds:///") && uds.ends_with("/registry@1616.sock"), "{uds}");
+        assert!(uds.starts_with("uds:///") && uds.ends_with("/registry.sock"), "{uds}");
         assert!(uds.contains("/plough/") || uds.contains("/plough-"), "{uds}");
     }
 

@@ -15,9 +15,11 @@ struct Cli {
 enum Cmd {
     /// List the live actors registered at a registrar, as a tree.
     Ps {
-        /// The registrar's address (`tcp://host:port` or `uds:///path`).
-        #[arg(long, default_value = "tcp://127.0.0.1:1616")]
-        registry: String,
+        /// The registrar's address (`tcp://host:port` or `uds:///path`). Default: what a
+        /// program with default settings uses, `$PLOUGH_REGISTRY` or the per-user socket
+        /// `<runtime dir>/registry.sock`.
+        #[arg(long)]
+        registry: Option<String>,
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
@@ -26,7 +28,11 @@ enum Cmd {
 
 fn main() {
     let Cmd::Ps { registry, json } = Cli::parse().cmd;
-    let addr: plough_ipc_wire::Address = match registry.parse() {
+    let addr: Result<plough_ipc_wire::Address, String> = match registry {
+        Some(r) => r.parse().map_err(|e| format!("--registry: {e}")),
+        None => plough_actor_core::RuntimeConfig::default_registry().map_err(|e| e.to_string()),
+    };
+    let addr = match addr {
         Ok(a) => a,
         Err(e) => {
             eprintln!("plough ps: {e}");

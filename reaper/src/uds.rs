@@ -3,9 +3,9 @@
 //!
 //! Actor sockets are named `<actor>@<pid>.sock`. One is stale when no socket is bound to
 //! it any more (it is absent from `/proc/net/unix`), no live marker has that pid, and the
-//! pid is not a running process of ours. Other socket files (the registrar's
-//! `registry@<port>.sock`, whose number is no pid) are stale when nothing is bound to
-//! them. A file that is not a socket, or not ours, is never touched.
+//! pid is not a running process of ours. Other socket files (the default registry's
+//! `registry.sock`, or an older `registry@<port>.sock`, whose number is no pid) are stale
+//! when nothing is bound to them. A file that is not a socket, or not ours, is never touched.
 
 use crate::actors::{check_own_dir, marker_is_ours_and_live, own_half_written, own_markers};
 use crate::error::ReapError;

@@ -459,6 +459,17 @@ pub enum SetupError {
     /// A spawned child did not get its spawn spec.
     #[error("no spawn spec from the parent: {0}")]
     NoSpawnSpec(String),
+    /// An environment variable that chooses an address (`PLOUGH_REGISTRY`) holds
+    /// something that is not one.
+    #[error("{var}=`{value}` is not a registry address: {detail}")]
+    BadRegistryEnv {
+        /// The variable.
+        var: &'static str,
+        /// Its value (lossily as text).
+        value: String,
+        /// Why it does not parse.
+        detail: String,
+    },
     /// `PLOUGH_SPAWN_METHOD` (or the configuration) names no spawn method.
     #[error(transparent)]
     UnknownSpawnMethod(#[from] super::spawn_method::UnknownSpawnMethod),

@@ -226,6 +226,9 @@ impl Runtime {
         let me = Credentials { aid: aid.clone(), secret: secret.clone() };
         let registry_addr = self.config.registry_addr.clone();
 
+        if let Some(e) = self.config.registry_env_error() {
+            return Err(e.into());
+        }
         // Join the registrar that answers, or become it.
         let joined = if is_private(&registry_addr) {
             None
