@@ -11,9 +11,11 @@
 //! * [`root`]: [`Runtime`](root::Runtime), the root actor, SIGINT;
 //! * [`child`]: a spawned child from its entry point to its exit;
 //! * [`signals`]: signals as typed values, from a `signalfd`;
-//! * [`listen`]: binding and addresses.
+//! * [`listen`]: binding and addresses;
+//! * [`failover`]: joining or becoming the registrar, and registering again when it is lost.
 
 pub(crate) mod child;
+pub(crate) mod failover;
 pub(crate) mod listen;
 pub(crate) mod root;
 pub(crate) mod signals;

@@ -71,6 +71,24 @@ pub struct Budgets {
     /// How long a root probes the registry address for a registrar to join before it
     /// gives up on it (2 s).
     pub registrar_probe: Duration,
+    /// After the registrar is lost (its root exited or was killed): the first pause before
+    /// an actor tries to join or become its successor (5 ms). Each later try waits twice
+    /// as long, up to [`Budgets::registrar_retry_max`], and every pause is jittered
+    /// (drawn from its upper half, the first from all of it), so the survivors do not
+    /// hammer the address in step. See [`Budgets::registrar_retry`].
+    pub registrar_retry_min: Duration,
+    /// The longest pause between two tries to reach a registrar after it was lost
+    /// (100 ms): the cost of waiting for a registrar that does not come back is one
+    /// connect per actor this often. With the defaults the first seven tries fall within
+    /// about 0.3 s, well inside the 1 s a failover may take.
+    pub registrar_retry_max: Duration,
+    /// How long a lookup ([`Actor::find_actor`](crate::Actor::find_actor),
+    /// [`Actor::list_actors`](crate::Actor::list_actors), ...) issued while the registrar
+    /// is being replaced waits for the successor before it fails with the lost
+    /// connection's error (3 s); and after how long without a registrar the actor warns.
+    /// [`Actor::wait_for_actor`](crate::Actor::wait_for_actor) waits a failover out
+    /// without a bound of its own.
+    pub registrar_gap: Duration,
     /// Beyond the ladder's total: how much longer an exiting actor waits for its served
     /// calls and their nurseries to finish their own cancellation (0.5 s).
     pub shutdown_slack: Duration,
@@ -162,6 +180,9 @@ impl Default for Budgets {
             connect_cap: Duration::from_secs(60),
             handshake: Duration::from_secs(10),
             registrar_probe: Duration::from_secs(2),
+            registrar_retry_min: Duration::from_millis(5),
+            registrar_retry_max: Duration::from_millis(100),
+            registrar_gap: Duration::from_secs(3),
             shutdown_slack: Duration::from_millis(500),
             unregister: Duration::from_millis(500),
             flush: Duration::from_millis(500),
@@ -220,6 +241,18 @@ impl Budgets {
         self.served_calls() + self.unregister + self.flush
     }
 
+    /// The pause before try `attempt` (0, 1, ...) to reach a registrar after losing one,
+    /// given a random number `random`: `min * 2^attempt`, capped at
+    /// [`Budgets::registrar_retry_max`], taken from its upper half at random (from all of
+    /// it for the first try: the survivors of one registrar then spread out at once).
+    pub fn registrar_retry(&self, attempt: u32, random: u64) -> Duration {
+        let cap = self.registrar_retry_max.max(self.registrar_retry_min);
+        let full = self.registrar_retry_min.saturating_mul(1u32 << attempt.min(16)).min(cap);
+        let floor = if attempt == 0 { Duration::ZERO } else { full / 2 };
+        let span = (full - floor).as_micros().max(1) as u64;
+        floor + Duration::from_micros(random % (span + 1))
+    }
+
     /// A bound for cancelling a tree `depth` levels deep below the nursery that cancels
     /// it: a parent waits for each child at most [`LadderConfig::total`] (children go down
     /// in parallel), after which the child's process group is SIGKILLed and its own
@@ -242,6 +275,32 @@ mod tests {
         assert_eq!(b.actor_exit(), b.served_calls() + Duration::from_secs(1));
         assert_eq!(b.tree_teardown(3), l.total() * 3);
         assert_eq!(b.tree_teardown(0), l.total());
+    }
+
+    #[test]
+    fn registrar_retries_back_off_jittered_up_to_the_cap_and_reach_a_successor_within_1s() {
+        let b = Budgets::default();
+        let (min, max) = (b.registrar_retry_min, b.registrar_retry_max);
+        assert_eq!((min, max), (Duration::from_millis(5), Duration::from_millis(100)));
+        for random in [0, 1, 77, 4_999, u64::MAX / 3, u64::MAX] {
+            assert!(b.registrar_retry(0, random) <= min);
+            for attempt in 1..40 {
+                let full = (min * 2u32.pow(attempt.min(16))).min(max);
+                let d = b.registrar_retry(attempt, random);
+                assert!(
+                    d >= full / 2 && d <= full,
+                    "try {attempt}: {d:?} outside {full:?}/2..{full:?}"
+                );
+            }
+        }
+        // Jittered: different draws give different pauses.
+        let draws: std::collections::HashSet<Duration> =
+            (0..50u64).map(|r| b.registrar_retry(3, r * 7919)).collect();
+        assert!(draws.len() > 10, "{draws:?}");
+        // The worst case of the first seven tries stays far inside a second.
+        let worst: Duration = (0..7).map(|a| b.registrar_retry(a, u64::MAX)).sum();
+        assert!(worst <= Duration::from_millis(400), "{worst:?}");
+        assert!(b.registrar_gap > Duration::from_secs(1));
     }
 
     #[test]

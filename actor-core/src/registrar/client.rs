@@ -18,6 +18,7 @@ use plough_ipc_wire::{Secret, runtime_dir};
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tokio::sync::watch;
 
 /// An actor's connection to its tree's registrar (when it is not the registrar itself).
 #[derive(Debug, Clone)]
@@ -68,93 +69,231 @@ impl RegistrarClient {
     pub(crate) async fn list(&self) -> Result<Vec<ActorEntry>, ActorError> {
         self.portal.run(REGISTRAR_LIST, ()).await
     }
+
+    /// Whether the connection to the registrar is gone.
+    pub(crate) fn is_closed(&self) -> bool {
+        self.portal.channel().is_closed()
+    }
+
+    /// Resolves when the connection to the registrar is gone.
+    pub(crate) async fn closed(&self) {
+        self.portal.channel().closed().await
+    }
+
+    /// Closes the connection unless it is the parent's (a registration that failed).
+    pub(crate) fn close(&self) {
+        if !self.shared {
+            self.portal.channel().shutdown();
+        }
+    }
 }
 
 /// How one actor reaches its tree's registrar: it is the registrar (the state lives here),
-/// or it registered with one over a connection (a client), or neither (yet).
-#[derive(Default)]
+/// or it registered with one over a connection (a client), or neither (yet, or for the
+/// moment: the registrar it had is gone and a new one is being found).
+///
+/// The link changes over an actor's life — a root that joined a registrar becomes the
+/// registrar itself when the old one dies, or joins the successor — so every change is
+/// announced on a watch, and a lookup that finds the link broken (its call failed because
+/// the registrar's connection closed, or no link is up) waits for the next change instead
+/// of failing, for as long as the caller allows and only while someone is [`recovering`]
+/// the link. Hazard designed out: a lookup during a registrar's failover failing with
+/// "transport closed" although a successor is a few milliseconds away.
+///
+/// [`recovering`]: RegistrarLink::set_recovering
 pub(crate) struct RegistrarLink {
-    state: Option<Arc<RegistrarState>>,
+    state: Mutex<Option<Arc<RegistrarState>>>,
     client: Mutex<Option<RegistrarClient>>,
+    /// Someone re-establishes the link when it breaks (an actor that registered over a
+    /// connection of its own).
+    recovering: std::sync::atomic::AtomicBool,
+    /// Bumped on every change of `state`, `client` or `recovering`.
+    changed: watch::Sender<u64>,
+}
+
+impl Default for RegistrarLink {
+    fn default() -> Self {
+        RegistrarLink::new(None)
+    }
 }
 
 impl std::fmt::Debug for RegistrarLink {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RegistrarLink")
-            .field("is_registrar", &self.state.is_some())
+            .field("is_registrar", &self.state.locked().is_some())
             .field("client", &self.client.locked().is_some())
             .finish()
     }
 }
 
+/// What a lookup goes through: the local state, or a client.
+enum Via {
+    Local(Arc<RegistrarState>),
+    Remote(RegistrarClient),
+}
+
 impl RegistrarLink {
     /// The link of an actor that is its tree's registrar (`Some`), or will join one.
     pub(crate) fn new(state: Option<Arc<RegistrarState>>) -> Self {
-        RegistrarLink { state, client: Mutex::new(None) }
+        RegistrarLink {
+            state: Mutex::new(state),
+            client: Mutex::new(None),
+            recovering: std::sync::atomic::AtomicBool::new(false),
+            changed: watch::channel(0).0,
+        }
+    }
+
+    fn bump(&self) {
+        self.changed.send_modify(|v| *v = v.wrapping_add(1));
     }
 
     /// The registrar's state, when this actor is the registrar.
-    pub(crate) fn state(&self) -> Option<&Arc<RegistrarState>> {
-        self.state.as_ref()
+    pub(crate) fn state(&self) -> Option<Arc<RegistrarState>> {
+        self.state.locked().clone()
+    }
+
+    /// This actor is the registrar from now on (it won the election after the registrar
+    /// it had was lost); the client it had, if any, is dropped.
+    pub(crate) fn become_registrar(&self, state: Arc<RegistrarState>) {
+        *self.state.locked() = Some(state);
+        *self.client.locked() = None;
+        self.bump();
     }
 
     /// Uses `client` from now on (after a successful registration).
     pub(crate) fn set_client(&self, client: RegistrarClient) {
         *self.client.locked() = Some(client);
+        self.bump();
     }
 
-    /// Takes the client away (the actor is exiting and unregisters).
+    /// Whether a broken link is re-established by someone (lookups then wait for it).
+    pub(crate) fn set_recovering(&self, on: bool) {
+        self.recovering.store(on, std::sync::atomic::Ordering::SeqCst);
+        self.bump();
+    }
+
+    fn is_recovering(&self) -> bool {
+        self.recovering.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Takes the client away (the actor is exiting and unregisters); nobody recovers the
+    /// link from now on.
     pub(crate) fn take_client(&self) -> Option<RegistrarClient> {
-        self.client.locked().take()
+        self.recovering.store(false, std::sync::atomic::Ordering::SeqCst);
+        let client = self.client.locked().take();
+        self.bump();
+        client
     }
 
-    fn client(&self) -> Option<RegistrarClient> {
+    /// The current client, if any.
+    pub(crate) fn client(&self) -> Option<RegistrarClient> {
         self.client.locked().clone()
     }
 
-    /// Every live actor of the tree; `None` without a registrar.
-    pub(crate) async fn list(&self) -> Option<Result<Vec<ActorEntry>, ActorError>> {
-        match (&self.state, self.client()) {
-            (Some(state), _) => Some(Ok(state.list())),
-            (None, Some(c)) => Some(c.list().await),
-            (None, None) => None,
+    fn via(&self) -> Option<Via> {
+        if let Some(state) = self.state() {
+            return Some(Via::Local(state));
+        }
+        self.client().map(Via::Remote)
+    }
+
+    /// Runs `ask` over the link; while the link is broken and being recovered, waits for
+    /// it (at most `gap` in all) and asks again. `None` without a registrar to ask.
+    async fn ask<T, F, Fut>(&self, gap: Option<Duration>, ask: F) -> Option<Result<T, ActorError>>
+    where
+        F: Fn(Via) -> Fut,
+        Fut: Future<Output = Result<T, ActorError>>,
+    {
+        let deadline = gap.map(|g| tokio::time::Instant::now() + g);
+        let mut rx = self.changed.subscribe();
+        loop {
+            rx.borrow_and_update();
+            let via = self.via();
+            let last_error = match via {
+                Some(via) => {
+                    let remote = match &via {
+                        Via::Remote(c) => Some(c.clone()),
+                        Via::Local(_) => None,
+                    };
+                    match ask(via).await {
+                        Ok(v) => return Some(Ok(v)),
+                        // Only a lost link is waited out; the registrar's own answer is final.
+                        Err(e) if remote.as_ref().is_some_and(|c| c.is_closed()) => Some(e),
+                        Err(e) => return Some(Err(e)),
+                    }
+                }
+                None => None,
+            };
+            if !self.is_recovering() {
+                return last_error.map(Err);
+            }
+            let wait = rx.changed();
+            let waited = match deadline {
+                Some(d) => tokio::time::timeout_at(d, wait).await.ok(),
+                None => Some(wait.await),
+            };
+            if !matches!(waited, Some(Ok(()))) {
+                return last_error.map(Err);
+            }
         }
     }
 
-    /// The actors named `name`; `None` without a registrar.
-    pub(crate) async fn find(&self, name: &str) -> Option<Result<Vec<ActorEntry>, ActorError>> {
-        match (&self.state, self.client()) {
-            (Some(state), _) => Some(Ok(state.find(name))),
-            (None, Some(c)) => Some(c.find(name).await),
-            (None, None) => None,
-        }
+    /// Every live actor of the tree; `None` without a registrar. Waits out a failover of
+    /// the registrar for at most `gap`.
+    pub(crate) async fn list(&self, gap: Duration) -> Option<Result<Vec<ActorEntry>, ActorError>> {
+        self.ask(Some(gap), |via| async move {
+            match via {
+                Via::Local(state) => Ok(state.list()),
+                Via::Remote(c) => c.list().await,
+            }
+        })
+        .await
     }
 
-    /// The actors named `name`, once there is one; a local wait ends empty when `stop`
-    /// resolves. `None` without a registrar.
+    /// The actors named `name`; `None` without a registrar. Waits out a failover of the
+    /// registrar for at most `gap`.
+    pub(crate) async fn find(
+        &self,
+        name: &str,
+        gap: Duration,
+    ) -> Option<Result<Vec<ActorEntry>, ActorError>> {
+        self.ask(Some(gap), |via| async move {
+            match via {
+                Via::Local(state) => Ok(state.find(name)),
+                Via::Remote(c) => c.find(name).await,
+            }
+        })
+        .await
+    }
+
+    /// The actors named `name`, once there is one; the wait ends empty when `stop`
+    /// resolves. A failover of the registrar meanwhile is waited out (the wait has no
+    /// bound of its own). `None` without a registrar.
     pub(crate) async fn wait_for(
         &self,
         name: &str,
         stop: impl Future<Output = ()>,
     ) -> Option<Result<Vec<ActorEntry>, ActorError>> {
-        match (&self.state, self.client()) {
-            (Some(state), _) => Some(Ok(tokio::select! {
-                e = state.wait_for(name) => e,
-                () = stop => Vec::new(),
-            })),
-            (None, Some(c)) => Some(c.wait_for(name).await),
-            (None, None) => None,
+        let wait = self.ask(None, |via| async move {
+            match via {
+                Via::Local(state) => Ok(state.wait_for(name).await),
+                Via::Remote(c) => c.wait_for(name).await,
+            }
+        });
+        tokio::select! {
+            found = wait => found,
+            () = stop => Some(Ok(Vec::new())),
         }
     }
 
     /// Removes the entry of `uuid` (best effort).
     pub(crate) async fn forget(&self, uuid: &Uuid) {
-        match (&self.state, self.client()) {
-            (Some(state), _) => state.remove(uuid),
-            (None, Some(c)) => {
+        match self.via() {
+            Some(Via::Local(state)) => state.remove(uuid),
+            Some(Via::Remote(c)) => {
                 let _ = c.forget(uuid).await;
             }
-            (None, None) => {}
+            None => {}
         }
     }
 }

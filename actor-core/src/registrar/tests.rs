@@ -386,7 +386,7 @@ async fn a_client_via_the_parent_leaves_the_shared_connection_open() {
 #[tokio::test]
 async fn a_link_answers_from_its_state_from_its_client_or_not_at_all() {
     let none = RegistrarLink::new(None);
-    assert!(none.list().await.is_none() && none.find("a").await.is_none());
+    assert!(none.list(GAP).await.is_none() && none.find("a", GAP).await.is_none());
     assert!(none.wait_for("a", std::future::pending()).await.is_none());
     none.forget(&aid("a", 1).uuid).await; // no registrar: nothing to do
 
@@ -394,8 +394,8 @@ async fn a_link_answers_from_its_state_from_its_client_or_not_at_all() {
     let local = RegistrarLink::new(Some(Arc::clone(&state)));
     assert!(local.state().is_some());
     state.add(entry("a", 1), None);
-    assert_eq!(local.find("a").await.unwrap().unwrap(), [entry("a", 1)]);
-    assert_eq!(local.list().await.unwrap().unwrap(), [entry("a", 1)]);
+    assert_eq!(local.find("a", GAP).await.unwrap().unwrap(), [entry("a", 1)]);
+    assert_eq!(local.list(GAP).await.unwrap().unwrap(), [entry("a", 1)]);
     let stop = CancellationToken::new();
     stop.cancel();
     let stopped = local.wait_for("never", stop.cancelled()).await.unwrap().unwrap();
@@ -408,10 +408,68 @@ async fn a_link_answers_from_its_state_from_its_client_or_not_at_all() {
     let remote = RegistrarLink::new(None);
     remote.set_client(RegistrarClient::new(c.portal()));
     r.state.add(entry("b", 3), None);
-    assert_eq!(within("find", remote.find("b")).await.unwrap().unwrap(), [entry("b", 3)]);
+    assert_eq!(within("find", remote.find("b", GAP)).await.unwrap().unwrap(), [entry("b", 3)]);
     let waited = within("wait_for", remote.wait_for("b", std::future::pending())).await;
     assert_eq!(waited.unwrap().unwrap(), [entry("b", 3)]);
     within("forget", remote.forget(&aid("b", 3).uuid)).await;
     assert!(r.state.list().is_empty());
-    assert!(remote.take_client().is_some() && remote.list().await.is_none());
+    assert!(remote.take_client().is_some() && remote.list(GAP).await.is_none());
+}
+
+/// How long the link tests let a lookup wait out a failover.
+const GAP: Duration = Duration::from_secs(5);
+
+/// A lookup whose registrar connection closes waits for the link that replaces it (while
+/// someone recovers the link) and answers from there; without a recovery, and once the
+/// gap is over, it fails with the closed connection's error.
+#[tokio::test]
+async fn a_lookup_waits_out_a_registrar_failover_and_fails_only_without_one() {
+    let old = Registrar::new();
+    let c = old.connect("me", 1).await;
+    let link = Arc::new(RegistrarLink::new(None));
+    link.set_client(RegistrarClient::new(c.portal()));
+    link.set_recovering(true);
+    c.ch.shutdown();
+    within("the old connection to close", c.ch.closed()).await;
+
+    // During the gap: the lookups wait (they are pending), then the successor answers.
+    let new = Registrar::new();
+    new.state.add(entry("b", 3), None);
+    let (l2, l3) = (Arc::clone(&link), Arc::clone(&link));
+    let find = tokio::spawn(async move { l2.find("b", GAP).await });
+    let wait = tokio::spawn(async move { l3.wait_for("b", std::future::pending()).await });
+    tokio::task::yield_now().await;
+    assert!(!find.is_finished() && !wait.is_finished(), "a lookup failed during the gap");
+    let c2 = new.connect("me", 1).await;
+    link.set_client(RegistrarClient::new(c2.portal()));
+    assert_eq!(within("find", find).await.unwrap().unwrap().unwrap(), [entry("b", 3)]);
+    assert_eq!(within("wait_for", wait).await.unwrap().unwrap().unwrap(), [entry("b", 3)]);
+
+    // A successor that becomes the registrar itself answers locally.
+    c2.ch.shutdown();
+    within("the second connection to close", c2.ch.closed()).await;
+    let l4 = Arc::clone(&link);
+    let list = tokio::spawn(async move { l4.list(GAP).await });
+    let mine = Arc::new(RegistrarState::new());
+    mine.add(entry("me", 1), None);
+    link.become_registrar(Arc::clone(&mine));
+    assert_eq!(within("list", list).await.unwrap().unwrap().unwrap(), [entry("me", 1)]);
+    assert!(link.client().is_none());
+
+    // No recovery: a closed link is an error at once.
+    let lone = RegistrarLink::new(None);
+    let c3 = Registrar::new().connect("me", 1).await;
+    lone.set_client(RegistrarClient::new(c3.portal()));
+    c3.ch.shutdown();
+    within("the third connection to close", c3.ch.closed()).await;
+    let e = within("find", lone.find("b", GAP)).await.unwrap().unwrap_err();
+    assert!(matches!(e, crate::base::error::ActorError::TransportClosed { .. }), "{e:?}");
+
+    // Recovery that does not finish within the gap: the error, after the gap.
+    lone.set_recovering(true);
+    let short = Duration::from_millis(50);
+    let t = tokio::time::Instant::now();
+    let e = within("find", lone.find("b", short)).await.unwrap().unwrap_err();
+    assert!(t.elapsed() >= short, "gave up before the gap was over");
+    assert!(matches!(e, crate::base::error::ActorError::TransportClosed { .. }), "{e:?}");
 }

@@ -2,7 +2,8 @@
 //! back to its parent, gets its spawn spec, registers, serves until its parent cancels it
 //! (or goes away, or a signal asks), and shuts down.
 
-use super::listen::{bind, ephemeral_like};
+use super::failover::keep_registered;
+use super::listen::{bind, ephemeral_like, is_private};
 use super::root::ACTOR_RUNNING;
 use super::signals::{Signals, dump_and_relay, name, watched};
 use crate::base::boot_stderr;
@@ -243,6 +244,12 @@ async fn child(
             Err(e) => {
                 tracing::warn!(error = %e, registry = %registry_addr, "registrar unreachable")
             }
+        }
+        // This registrar is not our parent: it may go away while we live (its root exited,
+        // or it was killed), and then we register with its successor. A child never binds
+        // the registry address itself: the surviving roots elect the registrar.
+        if !is_private(&registry_addr) {
+            keep_registered(&actor, entry, false);
         }
         actor.attach(est, true)
     };

@@ -4,9 +4,11 @@
 //! SIGINT as a graceful cancel of the tree, then shuts down and reaps everything.
 
 use super::child::child_main;
-use super::listen::{bind, ephemeral_like, is_absent, is_private};
+use super::failover::{ElectError, Elected, elect, keep_registered, random};
+use super::listen::{bind, ephemeral_like, is_private};
 use super::signals::{Signals, dump_and_relay, name, watched};
 use crate::base::boot_stderr;
+use crate::base::budgets::Budgets;
 use crate::base::config::{RuntimeConfig, TreeSecret};
 use crate::base::dump;
 use crate::base::error::{ActorError, Misuse, SetupError};
@@ -20,9 +22,9 @@ use crate::serving::actor::{Actor, ActorParts};
 use crate::serving::registry::Registry;
 use futures::FutureExt;
 use plough_fork_prims::Signal;
-use plough_ipc_wire::handshake::{self, Credentials, HandshakeConfig, HandshakeError};
+use plough_ipc_wire::handshake::{Credentials, HandshakeError};
 use plough_ipc_wire::msg::{Aid, RuntimeVars, Uuid};
-use plough_ipc_wire::{Secret, runtime_dir};
+use plough_ipc_wire::{Address, Secret, runtime_dir};
 use std::future::Future;
 use std::os::fd::OwnedFd;
 use std::panic::AssertUnwindSafe;
@@ -230,31 +232,24 @@ impl Runtime {
             return Err(e.into());
         }
         // Join the registrar that answers, or become it.
-        let joined = if is_private(&registry_addr) {
-            None
+        let private = is_private(&registry_addr);
+        let (joined, listener, registrar) = if private {
+            (None, bind(&registry_addr).await?, Some(Arc::new(RegistrarState::new())))
         } else {
-            let probe =
-                HandshakeConfig::default().with_deadline(self.config.budgets.registrar_probe);
-            match handshake::connect(&registry_addr, &me, &probe).await {
-                Ok(est) => Some(est),
-                Err(e) if is_absent(&e) => None,
-                Err(e @ (HandshakeError::Refused { .. } | HandshakeError::BadProof { .. })) => {
-                    let (addr, detail) = (registry_addr.to_string(), e.to_string());
-                    return Err(SetupError::RegistryOfAnotherTree { addr, detail }.into());
+            match elect_at_start(&registry_addr, &me, &self.config.budgets).await? {
+                Elected::Joined(est) => {
+                    let own = bind(&ephemeral_like(&registry_addr, &aid.name)?).await?;
+                    (Some(*est), own, None)
                 }
-                Err(e) => {
-                    let (addr, detail) = (registry_addr.to_string(), e.to_string());
-                    return Err(SetupError::RegistryAddressTaken { addr, detail }.into());
+                Elected::Became(listener) => {
+                    (None, listener, Some(Arc::new(RegistrarState::new())))
                 }
             }
         };
-        let (listener, registrar) = match &joined {
-            Some(_) => (bind(&ephemeral_like(&registry_addr, &aid.name)?).await?, None),
-            None => (bind(&registry_addr).await?, Some(Arc::new(RegistrarState::new()))),
-        };
-        let registry_addr = match (&joined, &registrar) {
-            (None, Some(_)) => listener.local_addr().clone(),
-            _ => registry_addr,
+        // A registrar on a private address (TCP port 0) is where the kernel bound it.
+        let registry_addr = match &registrar {
+            Some(_) => listener.local_addr().clone(),
+            None => registry_addr,
         };
         let child_main = self.child_main();
         let actor = Actor::start(ActorParts {
@@ -279,6 +274,10 @@ impl Runtime {
         let entry = ActorEntry::new(aid.clone(), actor.addr().to_string(), None, "root");
         if let Some(state) = actor.registrar().state() {
             state.add(entry, None);
+            if !private {
+                let registry = actor.registry_addr();
+                tracing::info!(actor = %aid, %registry, "became the registrar at {registry}");
+            }
         } else if let Some(est) = joined {
             let client = RegistrarClient::new(actor.portal(actor.attach(est, true)));
             if let Err(e) = client.register(&entry).await {
@@ -286,6 +285,10 @@ impl Runtime {
                 return Err(SetupError::RegistrationRefused { detail: e.to_string() }.into());
             }
             actor.registrar().set_client(client);
+            let registry = actor.registry_addr();
+            tracing::info!(actor = %aid, %registry, "joined the registrar at {registry}");
+            // When that registrar goes away, run the election again and register there.
+            keep_registered(&actor, entry, true);
         }
         tracing::info!(actor = %aid, addr = %actor.addr(), registrar = actor.is_registrar(), "root actor up");
 
@@ -303,6 +306,47 @@ impl Runtime {
             Ok(out) => out,
             Err(panic) => std::panic::resume_unwind(panic),
         }
+    }
+}
+
+/// The election of a starting root: joins the registrar at `addr` or becomes it. A race
+/// with another root binding the address at the same moment is retried (paced by the
+/// registrar backoff) until [`Budgets::registrar_probe`] is over.
+///
+/// # Errors
+///
+/// [`SetupError::RegistryAddressTaken`] when something that is not a plough registrar
+/// answers there (or the race does not settle in time); [`SetupError::Listen`] when the
+/// free address cannot be bound.
+async fn elect_at_start(
+    addr: &Address,
+    me: &Credentials,
+    budgets: &Budgets,
+) -> Result<Elected, ActorError> {
+    let deadline = std::time::Instant::now() + budgets.registrar_probe;
+    let mut attempt = 0u32;
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let taken =
+            |detail: String| SetupError::RegistryAddressTaken { addr: addr.to_string(), detail };
+        match elect(addr, me, budgets.registrar_probe, true).await {
+            Ok(elected) => return Ok(elected),
+            Err(ElectError::Taken(
+                e @ (HandshakeError::Refused { .. } | HandshakeError::BadProof { .. }),
+            )) => {
+                let (addr, detail) = (addr.to_string(), e.to_string());
+                return Err(SetupError::RegistryOfAnotherTree { addr, detail }.into());
+            }
+            Err(ElectError::Taken(e)) => return Err(taken(e.to_string()).into()),
+            Err(ElectError::Bind(e)) => {
+                let (addr, detail) = (addr.to_string(), e.to_string());
+                return Err(SetupError::Listen { addr, detail }.into());
+            }
+            Err(ElectError::Again(why)) if left.is_zero() => return Err(taken(why).into()),
+            Err(ElectError::Again(_)) => {}
+        }
+        tokio::time::sleep(budgets.registrar_retry(attempt, random())).await;
+        attempt = attempt.saturating_add(1);
     }
 }
 

@@ -148,17 +148,23 @@ impl Actor {
                 frame_budget,
             }),
         };
-        let inner = Arc::downgrade(&actor.inner);
+        actor.serve_listener(parts.listener);
+        actor
+    }
+
+    /// Accepts connections on `listener` too, as on the actor's own: a root that becomes
+    /// the registrar after the old one was lost serves the registry address this way.
+    /// The accept loop owns the listener: it ends (and a socket file goes) when the actor
+    /// is cancelled. During shutdown nobody new may join.
+    pub(crate) fn serve_listener(&self, listener: Listener) {
+        let inner = Arc::downgrade(&self.inner);
         let keys: plough_ipc_wire::PeerKeys = Arc::new(move |uuid| {
             Some(inner.upgrade()?.pending_spawns.locked().get(uuid)?.0.clone())
         });
-        let mut acceptor =
-            Acceptor::new(parts.listener, actor.credentials(), actor.handshake_config())
-                .with_peer_keys(keys);
-        let a = actor.clone();
-        // The accept loop owns the listener: it ends (and the socket file goes) when the
-        // actor is cancelled. During shutdown nobody new may join.
-        let stop = actor.inner.cancel.clone();
+        let mut acceptor = Acceptor::new(listener, self.credentials(), self.handshake_config())
+            .with_peer_keys(keys);
+        let a = self.clone();
+        let stop = self.inner.cancel.clone();
         tokio::spawn(async move {
             loop {
                 tokio::select! {
@@ -168,7 +174,6 @@ impl Actor {
             }
             drop(acceptor);
         });
-        actor
     }
 
     /// Who this actor is on every connection, and the tree's secret it proves.

@@ -11,30 +11,40 @@ impl Actor {
         SetupError::NoRegistrar { actor: self.aid().clone() }.into()
     }
 
-    /// Every live actor of the tree, as the registrar knows them.
+    /// Every live actor of the tree, as the registrar knows them. While the registrar is
+    /// being replaced (its root exited or was killed), waits for the successor, at most
+    /// [`Budgets::registrar_gap`](crate::Budgets::registrar_gap).
     ///
     /// # Errors
     ///
-    /// The registrar is unreachable.
+    /// The registrar is unreachable (and no successor came within the gap).
     pub async fn list_actors(&self) -> Result<Vec<ActorEntry>, ActorError> {
-        self.registrar().list().await.unwrap_or_else(|| Err(self.no_registrar()))
+        self.registrar()
+            .list(self.budgets().registrar_gap)
+            .await
+            .unwrap_or_else(|| Err(self.no_registrar()))
     }
 
-    /// The registered actors named `name` (several when names are shared).
+    /// The registered actors named `name` (several when names are shared). A failover of
+    /// the registrar is waited out as by [`Actor::list_actors`].
     ///
     /// # Errors
     ///
-    /// The registrar is unreachable.
+    /// The registrar is unreachable (and no successor came within the gap).
     pub async fn query_actor(&self, name: &str) -> Result<Vec<ActorEntry>, ActorError> {
-        self.registrar().find(name).await.unwrap_or_else(|| Err(self.no_registrar()))
+        self.registrar()
+            .find(name, self.budgets().registrar_gap)
+            .await
+            .unwrap_or_else(|| Err(self.no_registrar()))
     }
 
     /// A portal to an actor named `name`, if one is registered (the first one that
-    /// answers). An entry that no longer answers is removed from the registrar.
+    /// answers). An entry that no longer answers is removed from the registrar. A failover
+    /// of the registrar is waited out as by [`Actor::list_actors`].
     ///
     /// # Errors
     ///
-    /// The registrar is unreachable.
+    /// The registrar is unreachable (and no successor came within the gap).
     pub async fn find_actor(&self, name: &str) -> Result<Option<Portal>, ActorError> {
         for entry in self.query_actor(name).await? {
             if let Some(p) = self.connect_entry(&entry).await? {
@@ -44,7 +54,8 @@ impl Actor {
         Ok(None)
     }
 
-    /// Waits until an actor named `name` registers, and returns a portal to it.
+    /// Waits until an actor named `name` registers, and returns a portal to it. A failover
+    /// of the registrar meanwhile is waited out (bound the whole wait with a timeout).
     ///
     /// # Errors
     ///

@@ -129,7 +129,7 @@ impl Serve for Actor {
             }
             f if f.starts_with(REGISTRAR_PREFIX) => match self.registrar().state() {
                 Some(state) => service::serve(
-                    state,
+                    &state,
                     self.aid(),
                     channel,
                     start,
