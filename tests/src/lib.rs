@@ -286,3 +286,103 @@ pub fn clear_killed_actor(pid: u32) {
         marker::clear_dead_actor(&dir, pid, &info.uuid).expect("clear the killed actor's files");
     }
 }
+
+/// Waits for `handle` to exit (on its pidfd, bounded by `limit`) and reaps it; `None` if
+/// it still runs then.
+pub fn wait_exit(
+    handle: &plough_fork_prims::ChildHandle,
+    limit: Duration,
+) -> Option<plough_fork_prims::ExitStatus> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(st) = handle.try_wait().expect("try_wait") {
+            return Some(st);
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return None;
+        }
+        match handle.pidfd() {
+            Some(fd) => {
+                let mut fds = [rustix::event::PollFd::new(&fd, rustix::event::PollFlags::IN)];
+                let timeout = rustix::event::Timespec::try_from(left).expect("a timeout");
+                match rustix::event::poll(&mut fds, Some(&timeout)) {
+                    Ok(_) | Err(rustix::io::Errno::INTR) => {}
+                    Err(e) => panic!("poll pidfd of {}: {e}", handle.pid()),
+                }
+            }
+            None => std::thread::sleep(left.min(Duration::from_millis(5))),
+        }
+    }
+}
+
+/// A child program's stdout, read line by line on a thread of its own.
+#[derive(Debug)]
+pub struct OutputLines {
+    rx: std::sync::mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl OutputLines {
+    /// Starts reading `stdout`.
+    pub fn read(stdout: impl Read + Send + 'static) -> OutputLines {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        OutputLines { rx, seen: Vec::new() }
+    }
+
+    /// The next line that starts with `prefix`, waiting at most `limit` for it; `None`
+    /// when none came (the output ended, or the time is up).
+    pub fn expect_line(&mut self, prefix: &str, limit: Duration) -> Option<String> {
+        let deadline = Instant::now() + limit;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = self.rx.recv_timeout(left).ok()?;
+            self.seen.push(line.clone());
+            if line.starts_with(prefix) {
+                return Some(line);
+            }
+        }
+    }
+
+    /// Everything printed until the output ends (every holder of the pipe exited),
+    /// waiting at most `limit`; `None` when it is still open then.
+    pub fn rest(&mut self, limit: Duration) -> Option<Vec<String>> {
+        let deadline = Instant::now() + limit;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.rx.recv_timeout(left) {
+                Ok(line) => self.seen.push(line),
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                    return Some(self.seen.clone());
+                }
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => return None,
+            }
+        }
+    }
+
+    /// Every line read so far.
+    pub fn seen(&self) -> &[String] {
+        &self.seen
+    }
+}
+
+/// Reaps `pid` if it is (now) our child (an orphan adopted by this subreaper), giving it
+/// `limit` to exit on its own and killing it after that; whether it exited on its own.
+pub fn reap_adopted(pid: u32, limit: Duration) -> bool {
+    let Ok(h) = plough_fork_prims::ChildHandle::adopt(pid) else { return true };
+    h.set_kill_on_drop(true);
+    if wait_exit(&h, limit).is_some() {
+        return true;
+    }
+    let _ = h.kill();
+    let _ = h.wait_blocking();
+    false
+}

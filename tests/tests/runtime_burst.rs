@@ -9,7 +9,6 @@ use plough_fork_prims::ChildHandle;
 use plough_tests::{assert_no_descendants, become_subreaper, wait_until};
 use std::io::{BufRead, BufReader};
 use std::os::unix::process::CommandExt as _;
-
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 

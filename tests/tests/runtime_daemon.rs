@@ -14,12 +14,11 @@
 use plough::Address;
 use plough_fork_prims::{ChildHandle, ExitStatus, Signal};
 use plough_tests::{
-    assert_no_descendants, become_subreaper, descendants, private_registry, proc_ppid, root_lock,
+    OutputLines, assert_no_descendants, become_subreaper, descendants, private_registry, proc_ppid,
+    reap_adopted, root_lock, wait_exit,
 };
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 /// Bounds starting the daemon, and each client's whole run.
@@ -46,8 +45,7 @@ fn daemon_bin() -> PathBuf {
 struct Run {
     what: String,
     handle: ChildHandle,
-    lines: mpsc::Receiver<String>,
-    seen: Vec<String>,
+    out: OutputLines,
 }
 
 impl Run {
@@ -59,85 +57,31 @@ impl Run {
             .stdout(Stdio::piped())
             .spawn()
             .unwrap_or_else(|e| panic!("spawn {what}: {e}"));
-        let stdout = child.stdout.take().unwrap();
+        let out = OutputLines::read(child.stdout.take().unwrap());
         let handle = ChildHandle::from_std(child).unwrap();
         handle.set_kill_on_drop(true);
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Run { what: what.to_owned(), handle, lines, seen: Vec::new() }
+        Run { what: what.to_owned(), handle, out }
     }
 
     /// The next line that starts with `prefix`, waiting at most `limit` for it.
     fn expect_line(&mut self, prefix: &str, limit: Duration) -> String {
-        let deadline = Instant::now() + limit;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) => {
-                    self.seen.push(line.clone());
-                    if line.starts_with(prefix) {
-                        return line;
-                    }
-                }
-                Err(e) => panic!(
-                    "{}: no line `{prefix}...` ({e:?} after {limit:?}); it printed {:?}; exit {:?}",
-                    self.what,
-                    self.seen,
-                    self.handle.try_wait()
-                ),
-            }
-        }
+        self.out.expect_line(prefix, limit).unwrap_or_else(|| {
+            let (what, seen, exit) = (&self.what, self.out.seen(), self.handle.try_wait());
+            panic!(
+                "{what}: no line `{prefix}...` after {limit:?}; it printed {seen:?}; exit {exit:?}"
+            )
+        })
     }
 
     /// Everything it prints until its stdout closes (every holder of the pipe exited),
     /// waiting at most `limit`; `None` when the pipe is still open then.
     fn rest(&mut self, limit: Duration) -> Option<Vec<String>> {
-        let deadline = Instant::now() + limit;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) => self.seen.push(line),
-                Err(mpsc::RecvTimeoutError::Disconnected) => return Some(self.seen.clone()),
-                Err(mpsc::RecvTimeoutError::Timeout) => return None,
-            }
-        }
+        self.out.rest(limit)
     }
 
     /// Its exit status, waiting at most `limit` (on its pidfd); `None` if it still runs.
     fn wait_exit(&self, limit: Duration) -> Option<ExitStatus> {
         wait_exit(&self.handle, limit)
-    }
-}
-
-/// Waits for `handle` to exit (polling its pidfd, bounded by `limit`) and reaps it.
-fn wait_exit(handle: &ChildHandle, limit: Duration) -> Option<ExitStatus> {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(st) = handle.try_wait().unwrap() {
-            return Some(st);
-        }
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return None;
-        }
-        match handle.pidfd() {
-            Some(fd) => {
-                let mut fds = [rustix::event::PollFd::new(&fd, rustix::event::PollFlags::IN)];
-                let timeout = rustix::event::Timespec::try_from(left).unwrap();
-                match rustix::event::poll(&mut fds, Some(&timeout)) {
-                    Ok(_) | Err(rustix::io::Errno::INTR) => {}
-                    Err(e) => panic!("poll pidfd of {}: {e}", handle.pid()),
-                }
-            }
-            None => std::thread::sleep(left.min(Duration::from_millis(5))),
-        }
     }
 }
 
@@ -170,17 +114,6 @@ impl Broken {
     }
 }
 
-/// Reaps `pid` if it is (now) our child; kills it first if it does not exit within `limit`.
-fn reap_adopted(pid: u32, limit: Duration) {
-    if let Ok(h) = ChildHandle::adopt(pid) {
-        h.set_kill_on_drop(true);
-        if wait_exit(&h, limit).is_none() {
-            let _ = h.kill();
-            let _ = h.wait_blocking();
-        }
-    }
-}
-
 /// Kills and reaps whatever is left below this process when a check panics midway (the
 /// daemon itself goes first: a `Run` kills its process on drop).
 struct KillLeftovers;
@@ -188,7 +121,7 @@ struct KillLeftovers;
 impl Drop for KillLeftovers {
     fn drop(&mut self) {
         for pid in descendants() {
-            reap_adopted(pid, Duration::ZERO);
+            let _ = reap_adopted(pid, Duration::ZERO);
         }
     }
 }
@@ -241,7 +174,7 @@ fn serve_two_clients_then_stop(signal: Signal, code: i32) {
     // A service whose root exited without reaping it was reparented to us.
     let orphaned = proc_ppid(service) == Some(std::process::id());
     if orphaned {
-        reap_adopted(service, bound);
+        let _ = reap_adopted(service, bound);
     }
     let output = daemon.rest(DRAIN);
     let deadline = Instant::now() + Duration::from_secs(2);
@@ -259,7 +192,7 @@ fn serve_two_clients_then_stop(signal: Signal, code: i32) {
     broken.check(took < bound, || format!("the daemon took {took:?} to stop (bound {bound:?})"));
     broken.check(!orphaned, || format!("the daemon exited before reaping its service ({service})"));
     broken.check(output.is_some(), || format!("its stdout still open {DRAIN:?} after it exited"));
-    let output = output.unwrap_or_else(|| daemon.seen.clone());
+    let output = output.unwrap_or_else(|| daemon.out.seen().to_vec());
     broken.check(output.iter().any(|l| l.starts_with("cleanup done")), || {
         format!("the service printed no `cleanup done`: {output:?}")
     });
