@@ -24,6 +24,15 @@
 //! * `idle`: no nursery, the body waits forever;
 //! * `stubborn`: a child that blocks its only thread (ignores every cancel) for a minute;
 //!   prints `body dropped` when the runtime drops the body.
+//!
+//! `failover NAME` (`runtime_registrar_failover.rs`): a root named NAME with one child
+//! `NAME-kid`, on the registry its environment chooses (`PLOUGH_REGISTRY`, or the
+//! per-user default); prints `ready <pid> <kid pid> registrar=<bool>`, then answers one
+//! command per stdin line until `quit` (or stdin closes):
+//! * `find X`: one `find_actor(X)`, printed as `find X some|none|err <ms> [error]`;
+//! * `wait X`: `wait_for_actor(X)` (at most 10 s): `wait X ok|err <ms> [error]`;
+//! * `list`: the names `list_actors` gives, sorted: `list a,b,...` or `list err <error>`;
+//! * `status`: `registrar=<bool>`.
 
 use plough_tests::app::registry;
 
@@ -82,6 +91,49 @@ async fn pid1_orphan() -> plough::Result<()> {
     Ok(())
 }
 
+/// The commands of the `failover` scenario, one per stdin line, until `quit` or EOF.
+async fn failover_commands(root: &plough::Actor) {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    std::thread::spawn(move || {
+        for line in std::io::BufRead::lines(std::io::stdin().lock()) {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    while let Some(line) = rx.recv().await {
+        let t = std::time::Instant::now();
+        let ms = || t.elapsed().as_millis();
+        match line.split_whitespace().collect::<Vec<_>>()[..] {
+            ["find", x] => match root.find_actor(x).await {
+                Ok(Some(_)) => say(&format!("find {x} some {}", ms())),
+                Ok(None) => say(&format!("find {x} none {}", ms())),
+                Err(e) => say(&format!("find {x} err {} {e}", ms())),
+            },
+            ["wait", x] => {
+                let limit = std::time::Duration::from_secs(10);
+                match tokio::time::timeout(limit, root.wait_for_actor(x)).await {
+                    Ok(Ok(_)) => say(&format!("wait {x} ok {}", ms())),
+                    Ok(Err(e)) => say(&format!("wait {x} err {} {e}", ms())),
+                    Err(_) => say(&format!("wait {x} err {} timed out", ms())),
+                }
+            }
+            ["list"] => match root.list_actors().await {
+                Ok(entries) => {
+                    let mut names: Vec<String> = entries.into_iter().map(|e| e.aid.name).collect();
+                    names.sort();
+                    say(&format!("list {}", names.join(",")));
+                }
+                Err(e) => say(&format!("list err {e}")),
+            },
+            ["status"] => say(&format!("registrar={}", root.is_registrar())),
+            ["quit"] => break,
+            _ => say(&format!("unknown command `{line}`")),
+        }
+    }
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let scenario = args.get(1).cloned().unwrap_or_default();
@@ -95,9 +147,13 @@ fn main() {
             }
         });
     }
+    let root_name = (scenario == "failover").then(|| args.get(2).cloned()).flatten();
     let runtime = plough::Runtime::new(registry()).configure(|c| {
         if let Ok(addr) = std::env::var("PLOUGH_TEST_REGISTRY") {
             c.registry_addr = addr.parse().expect("PLOUGH_TEST_REGISTRY");
+        }
+        if let Some(name) = &root_name {
+            c.name = name.clone();
         }
     });
     let result = runtime.run(|root| async move {
@@ -298,6 +354,23 @@ fn main() {
                     .await?;
                     say(&format!("started {}", portals.len()));
                     std::future::pending::<()>().await;
+                    Ok(())
+                })
+                .await
+            }
+            "failover" => {
+                let name = root.aid().name.clone();
+                let r = root.clone();
+                root.nursery(|nursery| async move {
+                    let kid = nursery.start_actor(&format!("{name}-kid")).await?;
+                    let kid_pid: u32 = kid.run("pid", ()).await?;
+                    say(&format!(
+                        "ready {} {kid_pid} registrar={}",
+                        std::process::id(),
+                        r.is_registrar()
+                    ));
+                    failover_commands(&r).await;
+                    nursery.cancel().await;
                     Ok(())
                 })
                 .await
