@@ -105,9 +105,12 @@ fn is_addr_in_use(e: &TransportError) -> bool {
 }
 
 /// An exclusive `flock(2)` on the directory of a UDS registry address, held while a root
-/// probes and binds it (released when dropped, or when the process dies). Nothing for TCP,
-/// or when the directory does not exist yet (then no socket can be there to race over:
-/// the bind creates the directory).
+/// probes and binds it (released when dropped, or when the process dies); the directory
+/// is created (private, as the bind would) if it does not exist yet. Nothing for TCP.
+///
+/// Without it two roots starting at once race: a bound socket refuses connections until
+/// it listens, so the other root's bind, probing it in that instant, takes it for stale
+/// and unlinks it — and both become "the" registrar.
 struct ElectionLock {
     /// The locked directory (unlocked when closed).
     _dir: Option<OwnedFd>,
@@ -120,13 +123,17 @@ impl ElectionLock {
             return Ok(ElectionLock { _dir: None });
         };
         let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
-        let fd = match open(dir, flags, Mode::empty()) {
-            Ok(fd) => fd,
-            Err(rustix::io::Errno::NOENT) => return Ok(ElectionLock { _dir: None }),
-            Err(e) => {
-                return Err(ElectError::Again(format!("cannot open {}: {e}", dir.display())));
-            }
-        };
+        let mut opened = open(dir, flags, Mode::empty());
+        if matches!(opened, Err(rustix::io::Errno::NOENT)) {
+            // The first root here: make the private directory (as the bind would), so
+            // that the lock exists before anyone binds in it.
+            plough_ipc_wire::runtime_dir::ensure_private_dir(dir)
+                .map_err(|e| ElectError::Bind(TransportError::RuntimeDir(e)))?;
+            opened = open(dir, flags, Mode::empty());
+        }
+        let fd = opened.map_err(|e| {
+            ElectError::Again(format!("cannot open {} to lock it: {e}", dir.display()))
+        })?;
         match flock(&fd, FlockOperation::NonBlockingLockExclusive) {
             Ok(()) => Ok(ElectionLock { _dir: Some(fd) }),
             Err(rustix::io::Errno::WOULDBLOCK) => {
@@ -235,5 +242,70 @@ async fn successor(a: &Actor, addr: &Address, entry: &ActorEntry, may_elect: boo
             tracing::warn!(actor = %a.aid(), registry = %addr, "still no registrar at {addr} after {:?} ({why}); trying every {:?}", started.elapsed(), budgets.registrar_retry_max);
         }
         attempt = attempt.saturating_add(1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A fresh directory of this test's own (removed by the test).
+    fn scratch(tag: &str) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("plough-elect-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir(&dir).unwrap();
+        dir
+    }
+
+    /// The election lock is what keeps two roots from both binding a UDS address: while
+    /// one holds it, another's election waits its turn (tries again) instead of
+    /// reclaiming the file; without a registrar and without the right to bind (a child)
+    /// it is the same; the free address goes to the one holding the lock.
+    #[tokio::test]
+    async fn a_uds_election_binds_only_under_the_lock_and_a_non_root_never_binds() {
+        let dir = scratch("lock");
+        let addr = Address::Uds(dir.join("registry.sock"));
+        let hello = Hello::default();
+        let probe = Duration::from_secs(2);
+        let again = |r: Result<Elected, ElectError>| match r {
+            Err(ElectError::Again(why)) => why,
+            Err(e) => panic!("expected to try again, got {e}"),
+            Ok(_) => panic!("expected to try again, got an election"),
+        };
+
+        let held = ElectionLock::take(&addr).ok().expect("the lock");
+        let why = again(elect(&addr, &hello, probe, true).await);
+        assert!(why.contains("another root is binding"), "{why}");
+        assert!(!dir.join("registry.sock").exists(), "bound without the lock");
+        drop(held);
+
+        let why = again(elect(&addr, &hello, probe, false).await);
+        assert!(why.contains("no registrar answers"), "{why}");
+        assert!(!dir.join("registry.sock").exists(), "a non-root bound the address");
+
+        match elect(&addr, &hello, probe, true).await {
+            Ok(Elected::Became(listener)) => {
+                assert_eq!(listener.local_addr(), &addr);
+                drop(listener);
+            }
+            Ok(Elected::Joined(_)) => panic!("joined a registrar that does not exist"),
+            Err(e) => panic!("the free address was not bound: {e}"),
+        }
+        assert!(!dir.join("registry.sock").exists(), "the listener's file outlived it");
+        std::fs::remove_dir(&dir).unwrap();
+    }
+
+    /// TCP needs no lock (its bind is atomic); a TCP address held by a listener that
+    /// speaks no plough is `Taken`, not retried forever.
+    #[tokio::test]
+    async fn a_tcp_address_held_by_a_stranger_is_taken() {
+        let stranger = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = Address::Tcp(stranger.local_addr().unwrap());
+        let r = elect(&addr, &Hello::default(), Duration::from_millis(200), true).await;
+        assert!(
+            matches!(r, Err(ElectError::Taken(_))),
+            "{}",
+            r.err().map(|e| e.to_string()).unwrap_or_default()
+        );
     }
 }
