@@ -76,25 +76,29 @@ impl Node {
     /// Starts it with runtime directory `rt_dir` and `PLOUGH_REGISTRY=registry` (`None`:
     /// the default registry) and waits for `ready`.
     fn start(name: &str, rt_dir: &Path, registry: Option<&str>) -> Node {
+        let mut node = Node::spawn(name, rt_dir, registry);
+        node.ready();
+        node
+    }
+
+    /// Starts it without waiting for `ready` (see [`Node::ready`]).
+    fn spawn(name: &str, rt_dir: &Path, registry: Option<&str>) -> Node {
         let mut child =
             command(name, rt_dir, registry).spawn().unwrap_or_else(|e| panic!("spawn {name}: {e}"));
         let (stdin, out) = (child.stdin.take(), OutputLines::read(child.stdout.take().unwrap()));
         let handle = ChildHandle::from_std(child).unwrap();
         handle.set_kill_on_drop(true);
-        let mut node = Node {
-            name: name.to_owned(),
-            handle,
-            stdin,
-            out,
-            kid_pid: 0,
-            registrar_at_start: false,
-        };
-        let ready = node.expect_line("ready ", START);
+        let name = name.to_owned();
+        Node { name, handle, stdin, out, kid_pid: 0, registrar_at_start: false }
+    }
+
+    /// Waits for its `ready` line and reads it.
+    fn ready(&mut self) {
+        let ready = self.expect_line("ready ", START);
         let words: Vec<&str> = ready.split_whitespace().collect();
-        assert_eq!(words[1], node.handle.pid().to_string(), "{ready}");
-        node.kid_pid = words[2].parse().unwrap();
-        node.registrar_at_start = words[3] == "registrar=true";
-        node
+        assert_eq!(words[1], self.handle.pid().to_string(), "{ready}");
+        self.kid_pid = words[2].parse().unwrap();
+        self.registrar_at_start = words[3] == "registrar=true";
     }
 
     /// The next line that starts with `prefix`, waiting at most `limit`.
@@ -198,6 +202,14 @@ fn until_listed(node: &mut Node, want: &[&str], limit: Duration) -> Duration {
     }
 }
 
+/// Asks every one of `nodes` to quit (each must exit cleanly), then [`assert_clean`].
+fn finish(rt_dir: &Path, nodes: impl IntoIterator<Item = Node>) {
+    for node in nodes {
+        node.quit();
+    }
+    assert_clean(rt_dir);
+}
+
 /// After every program exited: sweeps what the SIGKILLed ones could not remove (their
 /// markers and socket files), then asserts that nothing at all is left in `rt_dir`, and
 /// no process below this one.
@@ -279,9 +291,7 @@ fn when_the_registrars_root_is_killed_the_survivors_elect_a_successor_and_find_e
     until_listed(&mut other, &last, START);
     successor.reap_killed(&successor_below);
 
-    other.quit();
-    delta.quit();
-    assert_clean(rt.path());
+    finish(rt.path(), [other, delta]);
 }
 
 /// A registrar restarted on its address — the registrar's root died, and before any
@@ -367,4 +377,47 @@ fn a_malformed_plough_registry_is_a_setup_error_naming_the_variable() {
         assert!(out.seen().iter().all(|l| !l.starts_with("ready")), "{:?}", out.seen());
     }
     assert_clean(rt.path());
+}
+
+/// The registrar's root exits cleanly (it is asked to quit): the same failover as after
+/// a SIGKILL, and nothing of its tree is left listed.
+#[test]
+fn when_the_registrars_root_exits_cleanly_the_survivors_elect_a_successor() {
+    let (_g, rt, registry) = scene();
+    let (alpha, mut bravo, mut charlie) = three_roots(rt.path(), &registry);
+    alpha.quit();
+    let gone = Instant::now();
+    let survivors = ["bravo", "bravo-kid", "charlie", "charlie-kid"];
+    until_listed(&mut bravo, &survivors, START);
+    until_listed(&mut charlie, &survivors, START);
+    let took = gone.elapsed();
+    eprintln!("clean exit: the survivors listed each other again {took:?} after alpha exited");
+    assert!(took < FAILOVER_ASSERTED, "{took:?}");
+    assert!(bravo.is_registrar() != charlie.is_registrar(), "exactly one successor");
+    finish(rt.path(), [bravo, charlie]);
+}
+
+/// Roots started at the same moment on a free address race for it: exactly one binds
+/// it (a UDS bind happens under the election lock, so no root reclaims another's fresh
+/// socket as stale), the others join it, and it lists every one of them.
+#[test]
+fn roots_started_at_once_elect_exactly_one_registrar() {
+    let (_g, rt, registry) = scene();
+    let names = ["r0", "r1", "r2", "r3", "r4"];
+    let mut nodes: Vec<Node> =
+        names.iter().map(|n| Node::spawn(n, rt.path(), Some(&registry))).collect();
+    for node in &mut nodes {
+        node.ready();
+    }
+    let registrars: Vec<&str> =
+        nodes.iter().filter(|n| n.registrar_at_start).map(|n| n.name.as_str()).collect();
+    assert_eq!(registrars.len(), 1, "registrars: {registrars:?}");
+    let mut all: Vec<String> =
+        names.iter().flat_map(|n| [n.to_string(), format!("{n}-kid")]).collect();
+    all.sort();
+    let all: Vec<&str> = all.iter().map(String::as_str).collect();
+    for node in &mut nodes {
+        until_listed(node, &all, START);
+    }
+    finish(rt.path(), nodes);
 }
