@@ -1,6 +1,7 @@
 //! [`Runtime`]: a program's handlers, settings and spawn backend; [`Runtime::run`]
 //! dispatches child mode (see the layer doc) or runs the root actor: it joins the
-//! registrar that answers on the registry address or becomes it, runs the body with
+//! registrar that answers on the registry address or becomes it (and, having joined,
+//! takes part in electing a successor when that registrar goes), runs the body with
 //! SIGINT as a graceful cancel of the tree, then shuts down and reaps everything.
 
 use super::child::child_main;

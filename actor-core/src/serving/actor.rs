@@ -284,7 +284,9 @@ impl Actor {
         self.inner.is_root
     }
 
-    /// Whether this actor is its tree's registrar.
+    /// Whether this actor is its tree's registrar now. A root that joined another
+    /// program's registrar becomes it when that registrar's root goes away and this root
+    /// wins the election for the registry address.
     pub fn is_registrar(&self) -> bool {
         self.inner.registrar.state().is_some()
     }
