@@ -15,8 +15,8 @@
 
 use plough_fork_prims::{ChildHandle, Signal};
 use plough_tests::{
-    OutputLines, assert_no_descendants, become_subreaper, descendants_of, files_below,
-    reap_adopted, root_lock, wait_exit,
+    OutputLines, assert_no_descendants, become_subreaper, descendants_of, reap_adopted, root_lock,
+    wait_exit,
 };
 use std::io::Write;
 use std::path::Path;
@@ -219,7 +219,7 @@ fn assert_clean(rt_dir: &Path) {
     if plough_dir.exists() {
         plough_reaper::uds::sweep(&plough_dir, None, false).expect("sweep the runtime dir");
     }
-    let left = files_below(rt_dir);
+    let left = plough_tests::files_left_in(rt_dir);
     assert!(left.is_empty(), "left behind in the runtime directory: {left:?}");
 }
 

@@ -257,6 +257,13 @@ mod tests {
         dir
     }
 
+    fn test_creds() -> Credentials {
+        Credentials {
+            aid: plough_ipc_wire::Aid::default(),
+            secret: plough_ipc_wire::Secret::from_bytes([0x42; 32]),
+        }
+    }
+
     /// The election lock is what keeps two roots from both binding a UDS address: while
     /// one holds it, another's election waits its turn (tries again) instead of
     /// reclaiming the file; without a registrar and without the right to bind (a child)
@@ -265,7 +272,7 @@ mod tests {
     async fn a_uds_election_binds_only_under_the_lock_and_a_non_root_never_binds() {
         let dir = scratch("lock");
         let addr = Address::Uds(dir.join("registry.sock"));
-        let hello = Hello::default();
+        let hello = test_creds();
         let probe = Duration::from_secs(2);
         let again = |r: Result<Elected, ElectError>| match r {
             Err(ElectError::Again(why)) => why,
@@ -301,7 +308,7 @@ mod tests {
     async fn a_tcp_address_held_by_a_stranger_is_taken() {
         let stranger = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = Address::Tcp(stranger.local_addr().unwrap());
-        let r = elect(&addr, &Hello::default(), Duration::from_millis(200), true).await;
+        let r = elect(&addr, &test_creds(), Duration::from_millis(200), true).await;
         assert!(
             matches!(r, Err(ElectError::Taken(_))),
             "{}",
