@@ -67,11 +67,17 @@ impl fmt::Debug for ChildHandle {
 impl ChildHandle {
     /// Builds the handle for a child we just forked (pidfd opened here, before anything
     /// can reap it).
+    ///
+    /// # Errors
+    ///
+    /// No pidfd could be opened (out of fds): the child is killed and reaped first, so a
+    /// failed handle never leaves a zombie or an orphan.
     pub(crate) fn new_forked(pid: Pid, pgid: Option<Pid>, kill_on_drop: bool) -> io::Result<Self> {
+        let pidfd = open_pidfd(pid).inspect_err(|_| kill_and_reap(pid))?;
         Ok(ChildHandle {
             pid,
             owner: rustix::process::getpid(),
-            pidfd: open_pidfd(pid)?,
+            pidfd,
             pgid,
             status: Mutex::new(None),
             kill_on_drop: AtomicBool::new(kill_on_drop),
@@ -165,10 +171,18 @@ impl ChildHandle {
     /// # Errors
     ///
     /// As [`ChildHandle::adopt`].
+    ///
+    /// Unlike [`ChildHandle::adopt`], a child this fails to own (no pidfd: out of fds) is
+    /// killed and reaped before the error returns: `child` was its only other owner, and
+    /// it is gone.
     pub fn from_std(child: std::process::Child) -> io::Result<Self> {
         let pid = child.id();
         drop(child); // std never waits on drop
-        Self::adopt(pid)
+        Self::adopt(pid).inspect_err(|_| {
+            if let Some(raw) = i32::try_from(pid).ok().and_then(Pid::from_raw) {
+                kill_and_reap(raw);
+            }
+        })
     }
 
     /// The child's pid.
@@ -270,30 +284,33 @@ impl ChildHandle {
     ///
     /// # Errors
     ///
-    /// As [`ChildHandle::try_wait`], plus reactor registration errors (no tokio runtime
-    /// with I/O enabled).
+    /// As [`ChildHandle::try_wait`]. (Out of fds, it polls with a backoff of at most
+    /// 50 ms instead of waiting on the pidfd.)
     #[cfg(feature = "async")]
     pub async fn wait(&self) -> io::Result<ExitStatus> {
         use tokio::io::{Interest, unix::AsyncFd};
         if let Some(status) = self.try_wait()? {
             return Ok(status);
         }
-        match &self.pidfd {
-            Some(fd) => {
-                // A duplicate per waiter: epoll refuses the same fd registered twice.
-                let dup = fd.try_clone()?;
-                #[allow(unsafe_code)]
-                // SAFETY: `dup` is an `OwnedFd` we just created; the `AsyncFd` owns it and
-                // nothing else closes or replaces it while registered.
-                let afd = unsafe { AsyncFd::register_with_interest(dup, Interest::READABLE)? };
-                loop {
-                    let mut ready = afd.readable().await?;
-                    if let Some(status) = self.try_wait()? {
-                        return Ok(status);
-                    }
-                    ready.clear_ready();
+        // A duplicate of the pidfd per waiter: epoll refuses the same fd registered twice.
+        // Without one (out of fds, or the reactor refuses to register it) the wait polls instead, as
+        // without a pidfd: a waiter never fails, nor takes a live child for dead, for want
+        // of an fd.
+        let registered = self.pidfd.as_ref().and_then(|fd| {
+            let dup = fd.try_clone().ok()?;
+            #[allow(unsafe_code)]
+            // SAFETY: `dup` is an `OwnedFd` we just created; the `AsyncFd` owns it and
+            // nothing else closes or replaces it while registered.
+            unsafe { AsyncFd::register_with_interest(dup, Interest::READABLE) }.ok()
+        });
+        match registered {
+            Some(afd) => loop {
+                let mut ready = afd.readable().await?;
+                if let Some(status) = self.try_wait()? {
+                    return Ok(status);
                 }
-            }
+                ready.clear_ready();
+            },
             None => {
                 let mut backoff = Backoff::new();
                 loop {
@@ -405,6 +422,27 @@ impl Drop for ChildHandle {
         }
         crate::reap_queue::hand_off(self.pid, self.pidfd.take());
     }
+}
+
+/// SIGKILLs an unreaped child of ours that no handle owns (its handle could not be made)
+/// with its process group, waits for it (immediate after SIGKILL) and reaps it by its pid,
+/// then clears an actor marker it may have written.
+pub(crate) fn kill_and_reap(pid: Pid) {
+    // Only an unreaped child of ours: then the pid cannot have been reused.
+    let ours = rustix::process::waitid(
+        WaitId::Pid(pid),
+        WaitIdOptions::EXITED | WaitIdOptions::NOHANG | WaitIdOptions::NOWAIT,
+    );
+    if ours.is_err() {
+        return;
+    }
+    let _ = rustix::process::kill_process_group(pid, Signal::KILL);
+    let _ = rustix::process::kill_process(pid, Signal::KILL);
+    while let Err(rustix::io::Errno::INTR) =
+        rustix::process::waitid(WaitId::Pid(pid), WaitIdOptions::EXITED)
+    {}
+    let raw = pid.as_raw_nonzero().get() as u32;
+    let _ = crate::marker::clear_dead_pid(&crate::marker::default_runtime_dir(), raw);
 }
 
 /// Opens a pidfd for `pid`; `None` when the kernel (or a seccomp filter) has none.

@@ -84,11 +84,34 @@ pub(crate) fn send(sock: BorrowedFd<'_>, bytes: &[u8], fds: &[BorrowedFd<'_>]) -
     Ok(())
 }
 
+/// What [`recv_lossy`] got: as [`Received`], with whether fds were cut.
+pub(crate) type Lossy = Option<(Vec<u8>, Vec<OwnedFd>, bool)>;
+
 /// What [`recv`] got: `None` at end of file (the peer closed its end).
 pub(crate) type Received = Option<(Vec<u8>, Vec<OwnedFd>)>;
 
 /// Receives one message. `nonblocking`: `WouldBlock` when none is queued.
+///
+/// # Errors
+///
+/// As [`recv_lossy`], and a message whose fds did not all arrive (`InvalidData`).
 pub(crate) fn recv(sock: BorrowedFd<'_>, nonblocking: bool) -> io::Result<Received> {
+    match recv_lossy(sock, nonblocking)? {
+        Some((_, _, true)) => Err(io::Error::new(io::ErrorKind::InvalidData, "message truncated")),
+        Some((bytes, fds, false)) => Ok(Some((bytes, fds))),
+        None => Ok(None),
+    }
+}
+
+/// [`recv`] that keeps a message whose fds were cut (`MSG_CTRUNC`: this process had no fd
+/// left for them, the kernel dropped them): `(bytes, the fds that came, cut)`. The bytes
+/// may name what the lost fds were for (the zygote's reply names the child whose pidfd
+/// was lost).
+///
+/// # Errors
+///
+/// `recvmsg` failed, or the bytes were cut (`MSG_TRUNC`).
+pub(crate) fn recv_lossy(sock: BorrowedFd<'_>, nonblocking: bool) -> io::Result<Lossy> {
     let mut buf = vec![0u8; MAX_BYTES];
     let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS))];
     let mut control = RecvAncillaryBuffer::new(&mut space);
@@ -108,16 +131,15 @@ pub(crate) fn recv(sock: BorrowedFd<'_>, nonblocking: bool) -> io::Result<Receiv
             fds.extend(rights);
         }
     }
-    if got.flags.contains(rustix::net::ReturnFlags::CTRUNC)
-        || got.flags.contains(rustix::net::ReturnFlags::TRUNC)
-    {
+    if got.flags.contains(rustix::net::ReturnFlags::TRUNC) {
         return Err(io::Error::new(io::ErrorKind::InvalidData, "message truncated"));
     }
-    if got.bytes == 0 && fds.is_empty() {
+    let cut = got.flags.contains(rustix::net::ReturnFlags::CTRUNC);
+    if got.bytes == 0 && fds.is_empty() && !cut {
         return Ok(None);
     }
     buf.truncate(got.bytes);
-    Ok(Some((buf, fds)))
+    Ok(Some((buf, fds, cut)))
 }
 
 /// The pid and uid of the process at the other end of a Unix socket.

@@ -69,7 +69,8 @@
 //! * `reap_queue`: the background reaper thread.
 //! * `prelude` (uses `scrub`, `signals`, `hooks`), then the leaves, which import no other
 //!   module of the crate but `sync`: `hooks`, `scrub`, `signals`, `signalfd`, `signal_pipe`,
-//!   `init` (PID 1's init, [`INIT_ENV`]), `status`,
+//!   `init` (PID 1's init, [`INIT_ENV`]), `status`, `fds` (fd counts and limits,
+//!   [`is_out_of_fds`]),
 //!   `marker`, `handoff` (messages with fds), `per_process`, and last `sync`.
 //!
 //! # Unsafe
@@ -79,6 +80,7 @@
 
 mod child;
 mod drain;
+mod fds;
 mod forkserver;
 mod handoff;
 mod hooks;
@@ -100,6 +102,7 @@ mod zygote;
 
 pub use child::{ChildHandle, KillTarget};
 pub use drain::drain_reaper;
+pub use fds::{fd_headroom, is_out_of_fds, nofile_soft_limit, open_fd_count};
 #[cfg(feature = "async")]
 pub use forkserver::fork;
 pub use forkserver::{FORKSERVER_THREAD_NAME, fork_blocking, forkserver_started};

@@ -120,6 +120,16 @@ fn own_start_time() -> Option<u64> {
 /// --bench start_time`). The parsing, the part with the subtle cases, is procfs's
 /// (about 1 µs more than the hand parser this replaced).
 fn start_time_at(path: &str) -> Option<u64> {
+    stat_at(path).map(|s| s.starttime)
+}
+
+/// The parent pid of a process (field 4 of `/proc/<pid>/stat`), `None` when it is gone.
+pub fn parent_pid(pid: u32) -> Option<u32> {
+    stat_at(&format!("/proc/{pid}/stat")).and_then(|s| u32::try_from(s.ppid).ok())
+}
+
+/// A `stat` file, read as [`start_time_at`] explains.
+fn stat_at(path: &str) -> Option<procfs::process::Stat> {
     use std::io::Read;
     // procfs reports size 0, so `read_to_end` would grow from 32 bytes, one syscall per
     // doubling; a stat line is ~300 bytes.
@@ -128,7 +138,7 @@ fn start_time_at(path: &str) -> Option<u64> {
     let mut len = 0;
     while len < buf.len() {
         match f.read(&mut buf[len..]) {
-            Ok(0) => return start_time_from_stat(&buf[..len]),
+            Ok(0) => return stat_from(&buf[..len]),
             Ok(n) => len += n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(_) => return None,
@@ -137,15 +147,15 @@ fn start_time_at(path: &str) -> Option<u64> {
     // Longer than any stat line seen: read the rest rather than parse a cut one.
     let mut long = buf.to_vec();
     f.read_to_end(&mut long).ok()?;
-    start_time_from_stat(&long)
+    stat_from(&long)
 }
 
 /// Field 22 (`starttime`) of a `/proc/<pid>/stat` line. procfs parses after the *last*
 /// `)` and converts lossily: the `comm` before it may hold any bytes (spaces,
 /// parentheses, a cut UTF-8 sequence).
-fn start_time_from_stat(stat: &[u8]) -> Option<u64> {
+fn stat_from(stat: &[u8]) -> Option<procfs::process::Stat> {
     use procfs::FromRead;
-    procfs::process::Stat::from_read(stat).ok().map(|s| s.starttime)
+    procfs::process::Stat::from_read(stat).ok()
 }
 
 /// Sets this process's name (`comm`, 15 bytes at most) for `ps`.
@@ -165,35 +175,98 @@ pub fn set_process_name(name: &str) {
     }
 }
 
-/// Creates `dir` (and parents) for our uid only: mode 0700, owned by us, not a symlink.
+/// Why a directory was refused as private (see [`ensure_private_dir`]).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PrivateDirError {
+    /// The path is a symbolic link (someone may be redirecting our sockets and markers).
+    #[error("{0} is a symlink; refusing to use it as a private directory")]
+    Symlink(PathBuf),
+    /// The path exists and is not a directory.
+    #[error("{0} exists and is not a directory")]
+    NotADirectory(PathBuf),
+    /// The directory belongs to another user.
+    #[error("{path} is owned by uid {owner}, not by us (uid {ours}); refusing to use it")]
+    ForeignOwner {
+        /// The directory.
+        path: PathBuf,
+        /// Its owner.
+        owner: u32,
+        /// Our effective uid.
+        ours: u32,
+    },
+    /// The directory is ours but others may write in it (mode `0o020` or `0o002`): they
+    /// may have planted files in it already.
+    #[error("{path} is writable by others (mode {mode:o}); refusing to use it")]
+    WritableByOthers {
+        /// The directory.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
+    /// Creating, inspecting or tightening the directory failed.
+    #[error("failed to prepare private directory {path}: {source}")]
+    Io {
+        /// The directory.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl From<PrivateDirError> for io::Error {
+    fn from(e: PrivateDirError) -> io::Error {
+        let kind = match &e {
+            PrivateDirError::Io { source, .. } => source.kind(),
+            _ => io::ErrorKind::PermissionDenied,
+        };
+        io::Error::new(kind, e)
+    }
+}
+
+/// Creates `dir` (and missing parents) with mode 0700 if needed, then checks it: not a
+/// symlink, a directory, owned by our effective uid, writable by nobody else. A directory
+/// of ours that others may only read or search is tightened to 0700.
+///
+/// The check runs *after* creation, so a directory someone else created in the race
+/// window is caught too. The one check of plough's private directories: the runtime
+/// directory (sockets, markers), its `actors` and `dumps`, whatever the transport.
 ///
 /// # Errors
 ///
-/// The directory cannot be created, or exists but is a symlink, foreign, or group/world
-/// accessible.
-pub fn ensure_private_dir(dir: &Path) -> io::Result<()> {
-    let meta = match std::fs::symlink_metadata(dir) {
-        Ok(meta) => meta,
+/// [`PrivateDirError`] when the directory is refused or cannot be created.
+pub fn ensure_private_dir(dir: &Path) -> Result<(), PrivateDirError> {
+    use std::os::unix::fs::PermissionsExt;
+    let io_err = |source| PrivateDirError::Io { path: dir.to_owned(), source };
+    match std::fs::symlink_metadata(dir) {
+        Ok(_) => {}
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
-            std::fs::symlink_metadata(dir)?
+            std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(io_err)?;
         }
-        Err(e) => return Err(e),
-    };
-    if meta.file_type().is_symlink() || !meta.is_dir() {
-        return Err(io::Error::other(format!("{} is not a plain directory", dir.display())));
+        Err(e) => return Err(io_err(e)),
     }
-    if meta.uid() != rustix::process::geteuid().as_raw() {
-        return Err(io::Error::new(
-            io::ErrorKind::PermissionDenied,
-            format!("{} belongs to uid {}", dir.display(), meta.uid()),
-        ));
+    let meta = std::fs::symlink_metadata(dir).map_err(io_err)?;
+    if meta.file_type().is_symlink() {
+        return Err(PrivateDirError::Symlink(dir.to_owned()));
     }
-    if meta.mode() & 0o077 != 0 {
-        return Err(io::Error::new(
-            io::ErrorKind::PermissionDenied,
-            format!("{} is accessible to others (mode {:o})", dir.display(), meta.mode() & 0o777),
-        ));
+    if !meta.is_dir() {
+        return Err(PrivateDirError::NotADirectory(dir.to_owned()));
+    }
+    let ours = rustix::process::geteuid().as_raw();
+    if meta.uid() != ours {
+        return Err(PrivateDirError::ForeignOwner {
+            path: dir.to_owned(),
+            owner: meta.uid(),
+            ours,
+        });
+    }
+    let mode = meta.mode() & 0o7777;
+    if mode & 0o022 != 0 {
+        return Err(PrivateDirError::WritableByOthers { path: dir.to_owned(), mode });
+    }
+    if mode & 0o777 != 0o700 {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(io_err)?;
     }
     Ok(())
 }
@@ -211,8 +284,11 @@ impl ActorMarker {
     ///
     /// # Errors
     ///
-    /// The marker directory is unusable (see [`ensure_private_dir`]) or not writable.
+    /// The runtime directory or the marker directory is unusable (see
+    /// [`ensure_private_dir`]), or not writable.
     pub fn create(runtime_dir: &Path, mut info: MarkerInfo) -> io::Result<ActorMarker> {
+        // The runtime directory first: `actors` inside a squatted one is not private.
+        ensure_private_dir(runtime_dir)?;
         let dir = markers_dir(runtime_dir);
         ensure_private_dir(&dir)?;
         let pid = std::process::id();
@@ -454,18 +530,20 @@ mod tests {
         let real = std::fs::read("/proc/self/stat").unwrap();
         let tail = &real[real.iter().rposition(|&b| b == b')').unwrap()..];
         let start = own_start_time().unwrap();
-        assert_eq!(start_time_from_stat(&real), Some(start));
+        assert_eq!(stat_from(&real).map(|s| s.starttime), Some(start));
+        assert_eq!(parent_pid(std::process::id()), Some(std::os::unix::process::parent_id()));
+        assert_eq!(parent_pid(u32::MAX), None);
         for comm in
             [&b"plough:w1"[..], b"a) b (c", b") 1 2 3 (", b"abcdefghijklmn\xc3", b"\xff\xfe", b""]
         {
             let mut line = b"77 (".to_vec();
             line.extend_from_slice(comm);
             line.extend_from_slice(tail);
-            assert_eq!(start_time_from_stat(&line), Some(start), "{comm:?}");
+            assert_eq!(stat_from(&line).map(|s| s.starttime), Some(start), "{comm:?}");
         }
-        assert_eq!(start_time_from_stat(b"77 (x) S 1"), None, "cut short");
-        assert_eq!(start_time_from_stat(b""), None);
-        assert_eq!(start_time_from_stat(&real[..real.len() / 2]), None, "cut in half");
+        assert_eq!(stat_from(b"77 (x) S 1").map(|s| s.starttime), None, "cut short");
+        assert_eq!(stat_from(b"").map(|s| s.starttime), None);
+        assert_eq!(stat_from(&real[..real.len() / 2]).map(|s| s.starttime), None, "cut in half");
     }
 
     #[test]

@@ -6,6 +6,11 @@
 //! are polled with `waitid(P_PID, WNOHANG)` every 50 ms. Each entry is reaped by its own
 //! pid: never `waitpid(-1)`.
 //!
+//! Out of fds is designed in, not a panic: the thread's wake-up eventfd is made when the
+//! first child is handed over, which is exactly when a process that ran out of fds drops
+//! the child of a failed spawn. Without it the thread polls every 50 ms (as for a child
+//! without a pidfd), so the child is still reaped.
+//!
 //! Below `child` (whose `Drop` hands children here) and `forkserver`: this module knows
 //! neither. Waiting for both to be idle is `drain`'s.
 
@@ -27,7 +32,8 @@ struct Entry {
 struct Reaper {
     incoming: Mutex<Vec<Entry>>,
     pending: AtomicUsize,
-    wake: OwnedFd,
+    /// `None` when no fd was left for it: the thread then polls on a 50 ms tick.
+    wake: Option<OwnedFd>,
     started: AtomicBool,
 }
 
@@ -46,7 +52,9 @@ pub(crate) fn hand_off(pid: Pid, pidfd: Option<OwnedFd>) {
             reaper.started.store(false, Ordering::SeqCst);
         }
     }
-    let _ = rustix::io::write(&reaper.wake, &1u64.to_ne_bytes());
+    if let Some(wake) = &reaper.wake {
+        let _ = rustix::io::write(wake, &1u64.to_ne_bytes());
+    }
 }
 
 /// How many dropped children of this process the reaper still waits for.
@@ -55,8 +63,7 @@ pub fn pending_reaps() -> usize {
 }
 
 fn new_reaper() -> Reaper {
-    let wake = rustix::event::eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)
-        .expect("eventfd for the reaper thread");
+    let wake = rustix::event::eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK).ok();
     Reaper {
         incoming: Mutex::new(Vec::new()),
         pending: AtomicUsize::new(0),
@@ -73,16 +80,20 @@ fn run(reaper: &'static Reaper) {
         mine.retain(|e| !reap(e));
         reaper.pending.fetch_sub(before - mine.len(), Ordering::SeqCst);
 
-        let tick = mine.iter().any(|e| e.pidfd.is_none());
+        let tick = reaper.wake.is_none() || mine.iter().any(|e| e.pidfd.is_none());
         let mut fds: Vec<PollFd<'_>> = Vec::with_capacity(mine.len() + 1);
-        fds.push(PollFd::new(&reaper.wake, PollFlags::IN));
+        if let Some(wake) = &reaper.wake {
+            fds.push(PollFd::new(wake, PollFlags::IN));
+        }
         fds.extend(
             mine.iter().filter_map(|e| e.pidfd.as_ref()).map(|fd| PollFd::new(fd, PollFlags::IN)),
         );
         let timeout = tick.then_some(rustix::time::Timespec { tv_sec: 0, tv_nsec: 50_000_000 });
         let _ = rustix::event::poll(&mut fds, timeout.as_ref());
-        let mut buf = [0u8; 8];
-        let _ = rustix::io::read(&reaper.wake, &mut buf);
+        if let Some(wake) = &reaper.wake {
+            let mut buf = [0u8; 8];
+            let _ = rustix::io::read(wake, &mut buf);
+        }
     }
 }
 

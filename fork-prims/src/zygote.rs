@@ -157,8 +157,12 @@ impl Zygote {
 
     /// The handle for a reply, or `None` for a stale reply (a request whose caller gave
     /// up: its child is killed and reaped as the handle drops).
-    fn decode(&self, id: u64, reply: fdmsg::Received) -> io::Result<Option<ChildHandle>> {
-        let Some((bytes, mut fds)) = reply else { return Err(self.died()) };
+    ///
+    /// A reply whose pidfd did not arrive (this process had no fd left for it) still names
+    /// the child, a child of ours (`CLONE_PARENT`) that nothing owns: it is killed and
+    /// reaped here, and the error says why (`EMFILE`).
+    fn decode(&self, id: u64, reply: fdmsg::Lossy) -> io::Result<Option<ChildHandle>> {
+        let Some((bytes, mut fds, cut)) = reply else { return Err(self.died()) };
         let bad = || io::Error::new(io::ErrorKind::InvalidData, "malformed zygote reply");
         let (tag, rest) = bytes.split_first().ok_or_else(bad)?;
         let got = u64::from_le_bytes(rest.get(..8).ok_or_else(bad)?.try_into().map_err(|_| bad())?);
@@ -169,7 +173,21 @@ impl Zygote {
                     rest.get(..4).ok_or_else(bad)?.try_into().map_err(|_| bad())?,
                 );
                 let kill_on_drop = rest.get(4).is_some_and(|b| *b == 1);
-                let pidfd = fds.pop().ok_or_else(bad)?;
+                let Some(pidfd) = fds.pop().filter(|_| !cut) else {
+                    if let Some(raw) =
+                        i32::try_from(pid).ok().and_then(rustix::process::Pid::from_raw)
+                    {
+                        crate::child::kill_and_reap(raw);
+                    }
+                    if !cut {
+                        return Err(bad());
+                    }
+                    let emfile = io::Error::from_raw_os_error(libc::EMFILE);
+                    return Err(io::Error::other(format!(
+                        "the zygote forked pid {pid}, but its pidfd could not be received \
+                         here ({emfile}): the child was killed and reaped"
+                    )));
+                };
                 Some(ChildHandle::from_clone(pid, pidfd, kill_on_drop || got != id)?)
             }
             1 => {
@@ -221,7 +239,7 @@ impl Zygote {
                 Ok(_) | Err(rustix::io::Errno::INTR) => {}
                 Err(e) => return Err(e.into()),
             }
-            match fdmsg::recv(self.sock(), true) {
+            match fdmsg::recv_lossy(self.sock(), true) {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
                 got => {
                     if let Some(handle) = self.decode(id, got?)? {
@@ -256,9 +274,11 @@ impl Zygote {
         use tokio::io::{Interest, unix::AsyncFd};
         let _turn = self.turn.lock().await;
         let (id, bytes, fds) = self.encode(req)?;
+        // The fd to wait on first: out of fds, nothing is asked of the zygote (a request
+        // sent and then not waited for would fork a child only the next request reaps).
+        let dup = self.sock().try_clone_to_owned()?;
         fdmsg::send(self.sock(), &bytes, &fds).map_err(|_| self.died())?;
         drop(fds);
-        let dup = self.sock().try_clone_to_owned()?;
         // The dup shares the open file description, so this makes our end non-blocking
         // (the zygote's end is a description of its own).
         rustix::io::ioctl_fionbio(&dup, true)?;
@@ -268,7 +288,7 @@ impl Zygote {
         let exchange = async {
             loop {
                 let mut ready = afd.readable().await?;
-                match fdmsg::recv(afd.get_ref().as_fd(), true) {
+                match fdmsg::recv_lossy(afd.get_ref().as_fd(), true) {
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => ready.clear_ready(),
                     got => {
                         if let Some(handle) = self.decode(id, got?)? {
@@ -303,7 +323,7 @@ impl Drop for Zygote {
                     Ok(_) | Err(rustix::io::Errno::INTR) => {}
                     Err(_) => break,
                 }
-                match fdmsg::recv(sock.as_fd(), true) {
+                match fdmsg::recv_lossy(sock.as_fd(), true) {
                     Ok(None) => break,
                     Ok(reply) => drop(self.decode(0, reply)),
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}

@@ -19,6 +19,7 @@ const ORDER: &[&str] = &[
     "signal_pipe",
     "init",
     "status",
+    "fds",
     "marker",
     "handoff",
     "per_process",

@@ -1,0 +1,93 @@
+//! How close this process is to running out of file descriptors, and whether an error
+//! says it did.
+//!
+//! Running out of fds (`EMFILE`, or `ENFILE` for the whole system) is a state a process
+//! under a connection flood, or with a low `RLIMIT_NOFILE`, reaches in normal operation:
+//! the code that allocates fds must report it as a value, never panic on it. What is
+//! designed out here is guessing: [`open_fd_count`] counts the real table
+//! (`/proc/self/fd`), [`nofile_soft_limit`] reads the limit at the moment of asking (a
+//! program may lower or raise it at any time), and [`is_out_of_fds`] recognises the
+//! condition also in an error that was given context on the way (`io::Error::new(kind,
+//! "pidfd_open(...) failed: Too many open files")` has lost its errno).
+//!
+//! A leaf: imports no other module of the crate.
+
+use std::io;
+
+/// The soft `RLIMIT_NOFILE` of this process now; `None` when it is unlimited.
+pub fn nofile_soft_limit() -> Option<u64> {
+    rustix::process::getrlimit(rustix::process::Resource::Nofile).current
+}
+
+/// How many fds this process has open now (the entries of `/proc/self/fd`, less the one
+/// the count itself opens).
+///
+/// # Errors
+///
+/// `/proc/self/fd` cannot be read — with `EMFILE` when not even that one fd is left.
+pub fn open_fd_count() -> io::Result<usize> {
+    let dir = std::fs::read_dir("/proc/self/fd")?;
+    // The directory's own fd is listed too.
+    Ok(dir.count().saturating_sub(1))
+}
+
+/// How many more fds this process may open before `EMFILE`: `None` when the limit is
+/// unlimited; `Some(0)` when none is left (or the table cannot even be counted).
+pub fn fd_headroom() -> Option<u64> {
+    let limit = nofile_soft_limit()?;
+    match open_fd_count() {
+        Ok(open) => Some(limit.saturating_sub(open as u64)),
+        Err(_) => Some(0),
+    }
+}
+
+/// Whether `e` (or an error it was made from) means "no fd left": `EMFILE` or `ENFILE`,
+/// by errno or, for an error that only kept the text, by its message.
+pub fn is_out_of_fds(e: &io::Error) -> bool {
+    if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) {
+        return true;
+    }
+    let mut source: Option<&(dyn std::error::Error + 'static)> = e.get_ref().map(|s| s as _);
+    while let Some(s) = source {
+        if let Some(io) = s.downcast_ref::<io::Error>()
+            && matches!(io.raw_os_error(), Some(libc::EMFILE | libc::ENFILE))
+        {
+            return true;
+        }
+        source = s.source();
+    }
+    // strerror(EMFILE) and strerror(ENFILE), as an error with context spells them.
+    e.to_string().contains("Too many open files")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fd_exhaustion_is_recognised_by_errno_and_by_text() {
+        assert!(is_out_of_fds(&io::Error::from_raw_os_error(libc::EMFILE)));
+        assert!(is_out_of_fds(&io::Error::from_raw_os_error(libc::ENFILE)));
+        let with_context = io::Error::other(format!(
+            "pidfd_open(7) failed: {}",
+            io::Error::from_raw_os_error(libc::EMFILE)
+        ));
+        assert!(is_out_of_fds(&with_context), "{with_context}");
+        let wrapped = io::Error::other(io::Error::from_raw_os_error(libc::EMFILE));
+        assert!(is_out_of_fds(&wrapped));
+        assert!(!is_out_of_fds(&io::Error::from_raw_os_error(libc::EAGAIN)));
+        assert!(!is_out_of_fds(&io::Error::other("broken pipe")));
+    }
+
+    #[test]
+    fn the_count_sees_our_fds_and_the_headroom_is_below_the_limit() {
+        let fds: Vec<_> = (0..8).map(|_| rustix::pipe::pipe().unwrap()).collect();
+        let open = open_fd_count().unwrap();
+        assert!(open >= 16 + 3, "{open} fds open with 16 pipe ends held");
+        if let Some(limit) = nofile_soft_limit() {
+            let room = fd_headroom().unwrap();
+            assert!(room <= limit - 16, "{room} of {limit} left with 16 held");
+        }
+        drop(fds);
+    }
+}
