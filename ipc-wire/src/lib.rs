@@ -109,4 +109,4 @@ pub use msg::{
     RuntimeVars, SpawnSpec, Start, StartAck, TypeErrorInfo, Uuid,
 };
 pub use payload::{MsgPack, MsgTypeError, Payload, PayloadCodec, PayloadEncodeError};
-pub use transport::{AcceptError, Connection, Listener, Peer, TransportError, connect};
+pub use transport::{AcceptError, Connection, FdReserve, Listener, Peer, TransportError, connect};

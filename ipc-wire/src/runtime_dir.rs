@@ -8,13 +8,13 @@
 //! `/tmp/plough-1000` first. Socket names are `<actor>@<pid>.sock`, sanitized and shortened
 //! (with a hash of the full name, so two long names stay distinct) to fit `sun_path`.
 //!
+//! Whatever the transport, the same directory holds the actor markers (see
+//! `plough_fork_prims::marker`), so the check itself is fork-prims' and shared.
+//!
 //! A leaf of the crate's module graph: `address` builds on it, so
 //! [`AddressError`], which [`socket_path`] returns, is defined here and re-exported as
 //! `plough_ipc_wire::address::AddressError` (and at the crate root).
 
-use std::fs;
-use std::io;
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 /// Longest socket path that fits in `sockaddr_un.sun_path` (108 bytes with the NUL).
@@ -24,13 +24,10 @@ pub const MAX_SOCKET_PATH: usize = 107;
 /// `XDG_RUNTIME_DIR` is unset or not absolute. Does not create it; see [`ensure_private_dir`].
 /// Read from the environment once per process (a forked child inherits the value and
 /// never reads the environment, whose lock another thread of its parent may have held).
+/// The same directory actor markers use: this is
+/// `plough_fork_prims::marker::default_runtime_dir`.
 pub fn default_dir() -> PathBuf {
-    static DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    DIR.get_or_init(|| match std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from) {
-        Some(dir) if dir.is_absolute() => dir.join("plough"),
-        _ => PathBuf::from(format!("/tmp/plough-{}", rustix::process::geteuid().as_raw())),
-    })
-    .clone()
+    plough_fork_prims::marker::default_runtime_dir()
 }
 
 /// Why an address is not acceptable.
@@ -61,74 +58,22 @@ pub enum AddressError {
     },
 }
 
-/// Why a runtime directory was refused.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum RuntimeDirError {
-    /// The path is a symbolic link (someone may be redirecting our sockets).
-    #[error("{0} is a symlink; refusing to use it as a socket directory")]
-    Symlink(PathBuf),
-    /// The path exists and is not a directory.
-    #[error("{0} exists and is not a directory")]
-    NotADirectory(PathBuf),
-    /// The directory belongs to another user.
-    #[error("{path} is owned by uid {owner}, not by us (uid {ours}); refusing to use it")]
-    ForeignOwner {
-        /// The directory.
-        path: PathBuf,
-        /// Its owner.
-        owner: u32,
-        /// Our effective uid.
-        ours: u32,
-    },
-    /// Creating, inspecting or tightening the directory failed.
-    #[error("failed to prepare socket directory {path}")]
-    Io {
-        /// The directory.
-        path: PathBuf,
-        /// The cause.
-        #[source]
-        source: io::Error,
-    },
-}
+/// Why a runtime directory was refused: a symlink, not a directory, another user's, or
+/// writable by others (`plough_fork_prims::marker::PrivateDirError`, the one check that
+/// sockets and markers share).
+pub use plough_fork_prims::marker::PrivateDirError as RuntimeDirError;
 
 /// Creates `dir` (and missing parents) with mode 0700 if needed, then checks it: not a
-/// symlink, a directory, owned by our effective uid. A directory of ours with looser
-/// permissions is tightened to 0700.
-///
-/// The check runs *after* creation, so a directory someone else created in the race
-/// window is caught too.
+/// symlink, a directory, owned by our effective uid, writable by nobody else; a directory
+/// of ours that others may only read or search is tightened to 0700. The check runs
+/// *after* creation, so a directory someone else created in the race window is caught
+/// too. (`plough_fork_prims::marker::ensure_private_dir`: markers and sockets are checked
+/// alike.)
 ///
 /// # Errors
 /// [`RuntimeDirError`] when the directory is refused or cannot be created.
 pub fn ensure_private_dir(dir: &Path) -> Result<(), RuntimeDirError> {
-    let io_err = |source| RuntimeDirError::Io { path: dir.to_owned(), source };
-    match fs::symlink_metadata(dir) {
-        Ok(_) => {}
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(io_err)?;
-        }
-        Err(e) => return Err(io_err(e)),
-    }
-    let meta = fs::symlink_metadata(dir).map_err(io_err)?;
-    if meta.file_type().is_symlink() {
-        return Err(RuntimeDirError::Symlink(dir.to_owned()));
-    }
-    if !meta.is_dir() {
-        return Err(RuntimeDirError::NotADirectory(dir.to_owned()));
-    }
-    let ours = rustix::process::geteuid().as_raw();
-    if meta.uid() != ours {
-        return Err(RuntimeDirError::ForeignOwner {
-            path: dir.to_owned(),
-            owner: meta.uid(),
-            ours,
-        });
-    }
-    if meta.mode() & 0o777 != 0o700 {
-        fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(io_err)?;
-    }
-    Ok(())
+    plough_fork_prims::marker::ensure_private_dir(dir)
 }
 
 /// `<dir>/<name>@<pid>.sock`, with `name` sanitized (only `[A-Za-z0-9._-]` kept, others
@@ -171,7 +116,9 @@ fn fnv1a(bytes: &[u8]) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
     use std::os::unix::fs::symlink;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
 
     #[test]
     fn names_are_sanitized_and_shortened_to_fit() {
@@ -206,6 +153,14 @@ mod tests {
         fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).unwrap();
         ensure_private_dir(&dir).unwrap();
         assert_eq!(fs::metadata(&dir).unwrap().mode() & 0o777, 0o700);
+        // Writable by others: they may have planted files already. Refused, not tightened.
+        for mode in [0o777, 0o1777, 0o770, 0o702] {
+            fs::set_permissions(&dir, fs::Permissions::from_mode(mode)).unwrap();
+            let err = ensure_private_dir(&dir).unwrap_err();
+            assert!(matches!(err, RuntimeDirError::WritableByOthers { .. }), "{mode:o}: {err}");
+            assert!(err.to_string().contains("writable by others"), "{err}");
+            assert_eq!(fs::metadata(&dir).unwrap().mode() & 0o7777, mode, "left as found");
+        }
     }
 
     #[test]

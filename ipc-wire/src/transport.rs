@@ -7,10 +7,14 @@
 //! but only after a connect proves nobody listens behind it); a live listener's file being
 //! unlinked by someone else's cleanup (a listener removes only the file it created, checked
 //! by device and inode); and accidental exposure over TCP (addresses are explicit IPs, and
-//! the defaults are loopback).
+//! the defaults are loopback); and a flooded listener taking the process's last fds (it
+//! keeps an fd reserve for the rest of the process: see [`FdReserve`]).
 
+mod fd_reserve;
 mod tcp;
 mod uds;
+
+pub use fd_reserve::FdReserve;
 
 use crate::address::{Address, AddressError};
 use crate::runtime_dir::RuntimeDirError;
@@ -44,6 +48,8 @@ pub enum Peer {
 pub struct Connection {
     stream: Stream,
     peer: Peer,
+    /// For an accepted connection: its drop tells waiting listeners an fd came free.
+    slot: Option<fd_reserve::Slot>,
 }
 
 #[derive(Debug)]
@@ -65,7 +71,7 @@ impl Connection {
     /// The `SO_PEERCRED` query failed.
     pub fn from_unix(stream: UnixStream) -> io::Result<Self> {
         let peer = uds::peer_of(&stream)?;
-        Ok(Self { stream: Stream::Uds(stream), peer })
+        Ok(Self { stream: Stream::Uds(stream), peer, slot: None })
     }
 
     /// Wraps an already connected TCP stream.
@@ -75,7 +81,15 @@ impl Connection {
     pub fn from_tcp(stream: TcpStream) -> io::Result<Self> {
         let peer = Peer::Tcp(stream.peer_addr()?);
         stream.set_nodelay(true)?;
-        Ok(Self { stream: Stream::Tcp(stream), peer })
+        Ok(Self { stream: Stream::Tcp(stream), peer, slot: None })
+    }
+
+    /// Our end's address, for a TCP connection.
+    fn local_tcp(&self) -> Option<SocketAddr> {
+        match &self.stream {
+            Stream::Tcp(s) => s.local_addr().ok(),
+            Stream::Uds(_) => None,
+        }
     }
 }
 
@@ -139,6 +153,7 @@ impl AsyncWrite for Connection {
 pub struct Listener {
     inner: ListenerKind,
     local: Address,
+    gate: fd_reserve::Gate,
 }
 
 #[derive(Debug)]
@@ -160,11 +175,16 @@ impl Listener {
         match addr {
             Address::Tcp(sa) => {
                 let (l, local) = tcp::bind(*sa).await?;
-                Ok(Self { inner: ListenerKind::Tcp(l), local: Address::Tcp(local) })
+                Ok(Self {
+                    inner: ListenerKind::Tcp(l),
+                    local: Address::Tcp(local),
+                    gate: fd_reserve::Gate::new(FdReserve::default()),
+                })
             }
             Address::Uds(path) => Ok(Self {
                 inner: ListenerKind::Uds(uds::UdsListener::bind(path)?),
                 local: addr.clone(),
+                gate: fd_reserve::Gate::new(FdReserve::default()),
             }),
         }
     }
@@ -174,13 +194,45 @@ impl Listener {
         &self.local
     }
 
+    /// The same listener keeping `reserve` (default: [`FdReserve::default`]).
+    pub fn with_fd_reserve(mut self, reserve: FdReserve) -> Self {
+        self.gate = fd_reserve::Gate::new(reserve);
+        self
+    }
+
+    /// The fd reserve this listener keeps.
+    pub fn fd_reserve(&self) -> FdReserve {
+        self.gate.reserve
+    }
+
     /// Accepts one connection. Cancel-safe.
+    ///
+    /// Inside the process's fd reserve only this process's own children are admitted;
+    /// other connections are closed, and running out of fds is waited out, not returned
+    /// (see [`FdReserve`]).
     ///
     /// # Errors
     /// [`AcceptError::PeerRefused`] for a Unix peer of another uid (the connection is
-    /// closed), [`AcceptError::Io`] when `accept` itself failed. Either way the listener is
-    /// still usable: call `accept` again.
+    /// closed), [`AcceptError::Io`] when `accept` itself failed for another reason than
+    /// fd exhaustion. Either way the listener is still usable: call `accept` again.
     pub async fn accept(&self) -> Result<Connection, AcceptError> {
+        loop {
+            match self.accept_one().await {
+                Ok(conn) => match self.gate.admit(conn, &self.local.to_string()) {
+                    fd_reserve::Admit::Yes(conn) => return Ok(conn),
+                    // Turned away: the next one (a flood is served at the rate it comes,
+                    // with a turn of the runtime between two).
+                    fd_reserve::Admit::Closed => tokio::task::yield_now().await,
+                },
+                Err(AcceptError::Io(e)) if plough_fork_prims::is_out_of_fds(&e) => {
+                    self.gate.out_of_fds(&self.local.to_string(), &e).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    async fn accept_one(&self) -> Result<Connection, AcceptError> {
         match &self.inner {
             ListenerKind::Tcp(l) => {
                 let (s, _) = l.accept().await?;

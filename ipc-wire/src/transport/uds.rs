@@ -66,10 +66,11 @@ impl UdsListener {
         match peer {
             Peer::Uds { uid, pid, .. } if uid != ours => {
                 tracing::warn!(uid, ?pid, path = %self.path.display(), "refused a connection from another user");
-                let conn = Box::new(Connection { stream: super::Stream::Uds(stream), peer });
+                let conn =
+                    Box::new(Connection { stream: super::Stream::Uds(stream), peer, slot: None });
                 Err(AcceptError::PeerRefused { uid, pid, ours, conn })
             }
-            _ => Ok(Connection { stream: super::Stream::Uds(stream), peer }),
+            _ => Ok(Connection { stream: super::Stream::Uds(stream), peer, slot: None }),
         }
     }
 }
@@ -131,5 +132,5 @@ pub(super) async fn connect(path: &Path) -> Result<Connection, TransportError> {
     {
         return Err(TransportError::PeerRefused { addr: addr(), uid, ours });
     }
-    Ok(Connection { stream: super::Stream::Uds(stream), peer })
+    Ok(Connection { stream: super::Stream::Uds(stream), peer, slot: None })
 }
