@@ -49,10 +49,8 @@ impl SpawnBackend for ExecBackend {
         async move {
             let SpawnRequest { boot, boot_stderr, .. } = req;
             let name = boot.name.clone();
-            let os = |what: &str, e: std::io::Error| SpawnError::Os {
-                name: name.clone(),
-                message: format!("{what}: {e}"),
-            };
+            // Out of fds at any step is `SpawnError::OutOfFds`, naming the step.
+            let os = |what: &str, e: std::io::Error| SpawnError::from_io(&name, what, &e);
             let stdio =
                 ChildStdio::new(boot_stderr).map_err(|e| os("cannot set up its stdio", e))?;
             let [out, err] = &stdio.deliver;

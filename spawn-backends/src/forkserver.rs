@@ -32,10 +32,10 @@ use std::sync::Once;
 static FORKABLE: tokio::sync::OnceCell<Result<(), String>> = tokio::sync::OnceCell::const_new();
 
 /// Forks a child that builds a current-thread runtime the way an actor does, and tells
-/// whether it could.
-async fn probe() -> Result<(), String> {
-    let (read, write) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
-        .map_err(|e| format!("cannot probe: {e}"))?;
+/// whether it could: `Ok(Err(why))` when it could not. `Err` when the probe itself could
+/// not run (e.g. out of fds): that answer is not kept, the next spawn probes again.
+async fn probe() -> std::io::Result<Result<(), String>> {
+    let (read, write) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
     let opts = ForkOptions::default().keep_fd(write.as_raw_fd());
     // Made here, as for an actor: making a builder reads the environment.
     let mut builder = tokio::runtime::Builder::new_current_thread();
@@ -50,21 +50,20 @@ async fn probe() -> Result<(), String> {
             1
         }
     })
-    .await
-    .map_err(|e| format!("cannot probe: {e}"))?;
-    let status = child.wait().await.map_err(|e| format!("cannot probe: {e}"))?;
+    .await?;
+    let status = child.wait().await?;
     if status.success() {
-        return Ok(());
+        return Ok(Ok(()));
     }
     let mut buf = vec![0u8; 512];
     let n = rustix::io::read(read.as_fd(), &mut buf).unwrap_or(0);
     let err = String::from_utf8_lossy(&buf[..n]).trim().to_owned();
-    Err(format!(
+    Ok(Err(format!(
         "a child forked from it cannot build its tokio runtime ({}): tokio's `signal` or \
          `process` feature is compiled into this program (e.g. tokio = {{ features = [\"full\"] \
          }}), and tokio's signal driver keeps process-global state that does not survive a fork",
         if err.is_empty() { status.to_string() } else { err }
-    ))
+    )))
 }
 
 /// Spawns children by forking from the forkserver thread.
@@ -92,7 +91,11 @@ impl SpawnBackend for ForkserverBackend {
     fn spawn(&self, req: SpawnRequest) -> BoxFuture<'_, Result<ChildHandle, SpawnError>> {
         async move {
             let name = req.boot.name.clone();
-            if let Err(why) = FORKABLE.get_or_init(probe).await {
+            let forkable = FORKABLE
+                .get_or_try_init(probe)
+                .await
+                .map_err(|e| SpawnError::from_io(&name, "the fork probe", &e))?;
+            if let Err(why) = forkable {
                 return Err(SpawnError::Unsupported {
                     method: SpawnMethod::MainThreadForkserver.key().to_owned(),
                     why: why.clone(),
@@ -119,7 +122,8 @@ impl SpawnBackend for ForkserverBackend {
                 child_main(boot, runtime)
             })
             .await
-            .map_err(|e| SpawnError::Os { name, message: e.to_string() })
+            // A child forked but not owned (no pidfd) was killed and reaped by the fork.
+            .map_err(|e| SpawnError::from_io(&name, "fork", &e))
         }
         .boxed()
     }

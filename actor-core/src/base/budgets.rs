@@ -170,6 +170,23 @@ pub struct Budgets {
     /// memory (256 queued stream messages of 16 MiB were 4 GiB). Smaller messages are
     /// bounded by the queue's length (256). The reader task's own answers never wait.
     pub outgoing_bytes: usize,
+    /// How many fds the actor's listeners leave free for everything but accepting (64, or
+    /// a quarter of the soft `RLIMIT_NOFILE` when that is less): once the process has no
+    /// more than this many fds left, a listener accepts only its own children connecting
+    /// back (see `plough_ipc_wire::FdReserve`), so spawning, reaping and the cancel path
+    /// keep working while a listener is flooded. Keep it at least [`Budgets::spawn_fds`].
+    pub fd_reserve: usize,
+    /// How many free fds a spawn needs in the parent at its peak (16: the boot-stderr
+    /// pipe, the child's stdio and boot socket, its pidfd and a waiter's duplicate of it,
+    /// its connection back): with fewer free, `start_actor` fails at once with
+    /// [`SpawnError::OutOfFds`](crate::SpawnError::OutOfFds), before anything is forked.
+    pub spawn_fds: usize,
+    /// While a listener is at its fd reserve (or `accept` failed for want of fds): how long
+    /// it waits before it looks again, unless one of its connections closes first (50 ms).
+    pub accept_backoff: Duration,
+    /// The least time between two warnings that a listener is holding connections back at
+    /// its fd reserve (10 s).
+    pub fd_warn_interval: Duration,
 }
 
 impl Default for Budgets {
@@ -197,6 +214,10 @@ impl Default for Budgets {
             partial_frames: Budgets::DEFAULT_PARTIAL_FRAMES,
             stream_buffers: Budgets::DEFAULT_STREAM_BUFFERS,
             outgoing_bytes: Budgets::DEFAULT_OUTGOING_BYTES,
+            fd_reserve: plough_ipc_wire::FdReserve::DEFAULT_RESERVE,
+            spawn_fds: 16,
+            accept_backoff: Duration::from_millis(50),
+            fd_warn_interval: Duration::from_secs(10),
         }
     }
 }
@@ -260,6 +281,15 @@ impl Budgets {
     pub fn tree_teardown(&self, depth: u32) -> Duration {
         self.ladder.total() * depth.max(1)
     }
+
+    /// The fd reserve the actor's listeners keep ([`Budgets::fd_reserve`] and its timing).
+    pub fn listener_fd_reserve(&self) -> plough_ipc_wire::FdReserve {
+        plough_ipc_wire::FdReserve {
+            reserve: self.fd_reserve,
+            backoff: self.accept_backoff,
+            warn_interval: self.fd_warn_interval,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -310,5 +340,15 @@ mod tests {
         assert!(b.cleanup < b.ladder.ack_timeout + b.ladder.exit_timeout, "{b:?}");
         assert!(b.cleanup < b.served_calls(), "{b:?}");
         assert_eq!(Budgets::FUNCTION_CLEANUP, Duration::ZERO);
+    }
+
+    #[test]
+    fn the_fd_reserve_covers_a_spawn() {
+        let b = Budgets::default();
+        assert_eq!((b.fd_reserve, b.spawn_fds), (64, 16));
+        assert!(b.spawn_fds <= b.fd_reserve);
+        // At a soft limit of 64 a quarter is kept: still room for one spawn.
+        assert_eq!(b.listener_fd_reserve().effective(Some(64)), 16);
+        assert_eq!(b.listener_fd_reserve().effective(Some(1024)), 64);
     }
 }

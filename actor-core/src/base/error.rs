@@ -195,6 +195,50 @@ pub enum SpawnError {
         /// The OS error with context.
         message: String,
     },
+    /// This process ran out of file descriptors (`EMFILE`/`ENFILE`) at one step of the
+    /// spawn, or had too few left to start it ([`Budgets::spawn_fds`]). Nothing of the
+    /// child is left: a process forked before the step failed was killed and reaped. The
+    /// running tree is not affected; a spawn may succeed once fds are freed.
+    ///
+    /// [`Budgets::spawn_fds`]: crate::Budgets::spawn_fds
+    #[error(
+        "cannot spawn actor {name}: out of file descriptors at {step} (RLIMIT_NOFILE soft limit {}){}",
+        limit_text(*.limit),
+        stderr_tail(.detail)
+    )]
+    OutOfFds {
+        /// The actor's name.
+        name: String,
+        /// The step that found no fd: `the boot stderr pipe`, `pidfd_open`, ...
+        step: String,
+        /// The soft `RLIMIT_NOFILE` at the time (`None`: unlimited, so the system's table
+        /// is full).
+        limit: Option<u64>,
+        /// The OS error with context (empty for the up-front check).
+        detail: String,
+    },
+}
+
+impl SpawnError {
+    /// The error for `e`, an OS failure at `step` of spawning `name`:
+    /// [`SpawnError::OutOfFds`] when it means no fd was left (see
+    /// `plough_fork_prims::is_out_of_fds`), [`SpawnError::Os`] otherwise.
+    pub fn from_io(name: &str, step: &str, e: &std::io::Error) -> SpawnError {
+        if plough_fork_prims::is_out_of_fds(e) {
+            SpawnError::OutOfFds {
+                name: name.to_owned(),
+                step: step.to_owned(),
+                limit: plough_fork_prims::nofile_soft_limit(),
+                detail: e.to_string(),
+            }
+        } else {
+            SpawnError::Os { name: name.to_owned(), message: format!("{step}: {e}") }
+        }
+    }
+}
+
+fn limit_text(limit: Option<u64>) -> String {
+    limit.map_or_else(|| "unlimited".to_owned(), |l| l.to_string())
 }
 
 fn stderr_tail(s: &str) -> String {
@@ -470,6 +514,17 @@ pub enum SetupError {
         /// Why it does not parse.
         detail: String,
     },
+    /// The runtime directory (sockets, actor markers: `$XDG_RUNTIME_DIR/plough` or
+    /// `/tmp/plough-<uid>`) is not private — a symlink, not a directory, another user's, or
+    /// writable by others — so nothing of ours is written through it, whatever the
+    /// transport.
+    #[error("refusing the runtime directory {path}: {detail}")]
+    RuntimeDir {
+        /// The directory.
+        path: String,
+        /// What is wrong with it.
+        detail: String,
+    },
     /// `PLOUGH_SPAWN_METHOD` (or the configuration) names no spawn method.
     #[error(transparent)]
     UnknownSpawnMethod(#[from] super::spawn_method::UnknownSpawnMethod),
@@ -708,6 +763,26 @@ mod tests {
             instead: "main_thread_forkserver".into(),
         };
         assert!(e.to_string().contains("use `main_thread_forkserver`"));
+    }
+
+    #[test]
+    fn fd_exhaustion_is_its_own_variant_naming_step_and_limit() {
+        let emfile = std::io::Error::from_raw_os_error(libc_emfile());
+        let e = SpawnError::from_io("w", "pidfd_open", &emfile);
+        let SpawnError::OutOfFds { name, step, limit, .. } = &e else { panic!("{e:?}") };
+        assert_eq!((name.as_str(), step.as_str()), ("w", "pidfd_open"));
+        assert_eq!(*limit, plough_fork_prims::nofile_soft_limit());
+        let text = e.to_string();
+        assert!(text.contains("out of file descriptors at pidfd_open"), "{text}");
+        assert!(text.contains("RLIMIT_NOFILE soft limit"), "{text}");
+        let other = SpawnError::from_io("w", "fork", &std::io::Error::from_raw_os_error(11));
+        assert!(matches!(other, SpawnError::Os { .. }), "{other:?}");
+        assert!(other.to_string().contains("fork: "), "{other}");
+    }
+
+    /// `EMFILE` (24 on every Linux architecture).
+    fn libc_emfile() -> i32 {
+        24
     }
 
     #[test]

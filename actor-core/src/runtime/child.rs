@@ -3,7 +3,7 @@
 //! (or goes away, or a signal asks), and shuts down.
 
 use super::failover::keep_registered;
-use super::listen::{bind, ephemeral_like, is_private};
+use super::listen::{bind, check_runtime_dir, ephemeral_like, is_private};
 use super::root::ACTOR_RUNNING;
 use super::signals::{Signals, dump_and_relay, name, watched};
 use crate::base::boot_stderr;
@@ -107,6 +107,9 @@ async fn child(
         SpawnMethod::MainThreadForkserver => Signals::until_exit(&watch),
         _ => Signals::process_wide(&watch),
     };
+    // Nothing is written through a runtime directory someone else controls (its parent
+    // checked it, but it may have been replaced since).
+    check_runtime_dir()?;
     let aid = Aid { name: boot.name.clone(), uuid: boot.uuid, pid: std::process::id() };
     // To the parent we prove our one-time spawn token: it tells us from a racer.
     let me = Credentials { aid: aid.clone(), secret: boot.token.clone() };

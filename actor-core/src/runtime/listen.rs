@@ -17,6 +17,15 @@ pub(super) fn is_absent(e: &HandshakeError) -> bool {
     matches!(e, HandshakeError::Connect(TransportError::Io { source, .. }) if matches!(source.kind(), ConnectionRefused | NotFound))
 }
 
+/// Checks (creating it if missing) this process's runtime directory, where its markers go
+/// and, on UDS, its sockets: an actor starts only if it is private, on every transport.
+pub(super) fn check_runtime_dir() -> Result<(), ActorError> {
+    let dir = plough_fork_prims::marker::default_runtime_dir();
+    plough_fork_prims::marker::ensure_private_dir(&dir).map_err(|e| {
+        SetupError::RuntimeDir { path: dir.display().to_string(), detail: e.to_string() }.into()
+    })
+}
+
 pub(super) async fn bind(addr: &Address) -> Result<Listener, ActorError> {
     Listener::bind(addr)
         .await

@@ -6,7 +6,7 @@
 
 use super::child::child_main;
 use super::failover::{ElectError, Elected, elect, keep_registered, random};
-use super::listen::{bind, ephemeral_like, is_private};
+use super::listen::{bind, check_runtime_dir, ephemeral_like, is_private};
 use super::signals::{Signals, dump_and_relay, name, watched};
 use crate::base::boot_stderr;
 use crate::base::budgets::Budgets;
@@ -223,6 +223,8 @@ impl Runtime {
         // never a sudden death that leaves a marker or socket behind.
         let dumps = self.config.task_dump && dump::enabled_by_env();
         let signals = Signals::process_wide(&watched(&[Signal::INT, Signal::TERM], dumps));
+        // Nothing is written through a runtime directory someone else controls.
+        check_runtime_dir()?;
         let aid =
             Aid { name: self.config.name.clone(), uuid: Uuid::new_v4(), pid: std::process::id() };
         let secret = tree_secret(&self.config.secret)?;

@@ -157,6 +157,9 @@ impl Actor {
     /// The accept loop owns the listener: it ends (and a socket file goes) when the actor
     /// is cancelled. During shutdown nobody new may join.
     pub(crate) fn serve_listener(&self, listener: Listener) {
+        // The listener keeps fds free for spawning, reaping and cancelling (see
+        // `Budgets::fd_reserve`).
+        let listener = listener.with_fd_reserve(self.budgets().listener_fd_reserve());
         let inner = Arc::downgrade(&self.inner);
         let keys: plough_ipc_wire::PeerKeys = Arc::new(move |uuid| {
             Some(inner.upgrade()?.pending_spawns.locked().get(uuid)?.0.clone())

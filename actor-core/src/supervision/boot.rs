@@ -36,6 +36,18 @@ async fn boot_tail(pump: Option<boot_stderr::Pump>, wait: Duration) -> String {
 }
 
 impl Booting<'_> {
+    /// The boot failed with the child still running (a step after the fork found no fd):
+    /// SIGKILL it and its group and hand it to the reaper thread at once, which reaps it
+    /// (it dies at once) and clears what it may have written. Not left for the nursery's
+    /// exit: a long-lived nursery would keep it a zombie until then.
+    fn failed(&mut self) {
+        if let Some(process) = self.process.take() {
+            let _ = process.kill_group(Signal::KILL);
+            let _ = process.kill();
+            drop(process);
+        }
+    }
+
     /// The child died (and was reaped) during boot: remove what it may have left — its
     /// marker, its socket file, a half-written marker — now rather than when the nursery
     /// exits, and do not signal its (recyclable) pid or process group again.
@@ -67,6 +79,21 @@ impl Nursery {
             return Err(Misuse::NoSpawnBackend.into());
         };
         backend.method().ensure_implemented()?;
+        // Too few fds for a spawn: say so now, before anything is forked or half-made.
+        if let Some(room) = plough_fork_prims::fd_headroom()
+            && room < budgets.spawn_fds as u64
+        {
+            return Err(SpawnError::OutOfFds {
+                name: name.to_owned(),
+                step: format!(
+                    "the check before the spawn ({room} fds free, a spawn needs {})",
+                    budgets.spawn_fds
+                ),
+                limit: plough_fork_prims::nofile_soft_limit(),
+                detail: String::new(),
+            }
+            .into());
+        }
         let uuid = Uuid::new_v4();
         // The child proves this one-time key when it connects back: a racer that learnt
         // its uuid (from its marker, say) is refused, and the real child still gets in.
@@ -87,9 +114,12 @@ impl Nursery {
             token,
         };
         // The child's boot stderr comes through us, so a boot death can say what it wrote.
-        // Without a pipe (no fds left) the child inherits stderr and the error has none.
+        // No fd left for the pipe: the spawn would fail at its next step anyway.
         let (read, boot_stderr) = match boot_stderr::pipe() {
             Ok((read, write)) => (Some(read), Some(write)),
+            Err(e) if plough_fork_prims::is_out_of_fds(&e) => {
+                return Err(SpawnError::from_io(name, "the boot stderr pipe", &e).into());
+            }
             Err(e) => {
                 tracing::debug!(error = %e, "boot stderr not captured");
                 (None, None)
@@ -120,7 +150,14 @@ impl Nursery {
             tokio::select! {
                 ch = pending.connected() => break ch,
                 st = process.wait() => {
-                    let status = st.map(|s| s.to_string()).unwrap_or_else(|e| format!("unknown ({e})"));
+                    let status = match st {
+                        Ok(status) => status.to_string(),
+                        // Not known to have died: not reaped, so not taken for dead.
+                        Err(e) => {
+                            booting.failed();
+                            return Err(SpawnError::from_io(name, "waiting for its boot", &e).into());
+                        }
+                    };
                     booting.reaped();
                     let stderr = boot_tail(pump, budgets.boot_stderr).await;
                     return Err(SpawnError::DiedDuringBoot { name: name.to_owned(), status, stderr }.into());
@@ -140,8 +177,9 @@ impl Nursery {
         let Some(channel) = channel else {
             let _ = process.kill_group(Signal::KILL);
             let _ = process.kill();
-            if let Ok(Ok(_)) = tokio::time::timeout(budgets.reap_bound, process.wait()).await {
-                booting.reaped();
+            match tokio::time::timeout(budgets.reap_bound, process.wait()).await {
+                Ok(Ok(_)) => booting.reaped(),
+                _ => booting.failed(),
             }
             let stderr = boot_tail(pump, budgets.boot_stderr).await;
             return Err(SpawnError::ConnectTimeout {
@@ -158,7 +196,10 @@ impl Nursery {
             enable_handlers: actor.registry().names().map(str::to_owned).collect(),
             parent: Some(actor.aid().clone()),
         };
-        channel.send(Msg::SpawnSpec(spec)).await?;
+        if let Err(e) = channel.send(Msg::SpawnSpec(spec)).await {
+            booting.failed();
+            return Err(e);
+        }
         let process = booting.process.take().expect("still booting");
         let method = backend.method().key();
         let child = Arc::new_cyclic(|me: &std::sync::Weak<ChildActor>| {
