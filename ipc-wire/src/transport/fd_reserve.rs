@@ -7,8 +7,10 @@
 //! the reserve ([`FdReserve::effective`]: 64, or a quarter of the soft limit when that is
 //! less) would be left, the connection is admitted only if it comes from one of this
 //! process's own children connecting back (over a Unix socket: `SO_PEERCRED`'s pid has us
-//! as its parent; over TCP: the peer's socket belongs to our uid, per `/proc/net/tcp`) —
-//! a spawn in progress must be able to finish. Any other connection is **accepted and
+//! as its parent; over TCP: one of our children holds a socket bound to the peer's address
+//! — asked of the children's sockets through `pidfd_getfd`, or, where the kernel refuses
+//! that, found in `/proc/net/tcp` with our uid and among a child's fds) — a spawn in
+//! progress must be able to finish. These checks run only inside the reserve. Any other connection is **accepted and
 //! closed** at once rather than left in the backlog: the backlog is a queue, and a
 //! child's connection queued behind a flood would never be reached. Closing costs the fd
 //! only for the instant of the accept, and a legitimate peer sees a closed connection it
@@ -155,25 +157,88 @@ fn from_own_child(conn: &Connection) -> bool {
             .and_then(plough_fork_prims::marker::parent_pid)
             .is_some_and(|ppid| ppid == std::process::id()),
         Peer::Uds { pid: None, .. } => false,
-        Peer::Tcp(peer) => match conn.local_tcp() {
-            Some(local) => tcp_owner_uid(peer, local) == Some(rustix::process::geteuid().as_raw()),
-            None => false,
+        Peer::Tcp(peer) => match tcp_peer_is_own_child(peer) {
+            Some(found) => found,
+            // Not allowed to look into the children's fds (ptrace policy): by the tables.
+            None => conn.local_tcp().is_some_and(|local| {
+                // A foreign uid's socket is turned away without looking further.
+                tcp_peer_socket(peer, local).is_some_and(|(uid, inode)| {
+                    uid == rustix::process::geteuid().as_raw() && held_by_own_child(inode)
+                })
+            }),
         },
     }
 }
 
-/// The uid owning the TCP socket bound to `peer` and connected to `local` (the other end of
-/// one of our connections), from `/proc/net/tcp` or `/proc/net/tcp6`.
-fn tcp_owner_uid(peer: std::net::SocketAddr, local: std::net::SocketAddr) -> Option<u32> {
+/// The pids of this process's children.
+fn children() -> Vec<String> {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else { return Vec::new() };
+    tasks
+        .flatten()
+        .flat_map(|task| {
+            let text = std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
+            text.split_whitespace().map(str::to_owned).collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+/// Whether one of our children holds a TCP socket bound to `peer`: each child's sockets
+/// are duplicated here (`pidfd_getfd`, which a parent may do to its children) and asked
+/// their address — a few syscalls per child socket, against reading the whole
+/// `/proc/net/tcp` (which a flood makes long) per connection. `None` when the kernel
+/// refuses to duplicate them.
+fn tcp_peer_is_own_child(peer: std::net::SocketAddr) -> Option<bool> {
+    use rustix::process::{PidfdFlags, PidfdGetfdFlags, pidfd_getfd, pidfd_open};
+    for child in children() {
+        let Some(pid) = child.parse().ok().and_then(rustix::process::Pid::from_raw) else {
+            continue;
+        };
+        let Ok(pidfd) = pidfd_open(pid, PidfdFlags::empty()) else { continue };
+        let Ok(fds) = std::fs::read_dir(format!("/proc/{child}/fd")) else { continue };
+        for fd in fds.flatten() {
+            let is_socket = std::fs::read_link(fd.path())
+                .is_ok_and(|l| l.to_string_lossy().starts_with("socket:"));
+            let Some(n) = fd.file_name().to_str().and_then(|n| n.parse().ok()) else { continue };
+            if !is_socket {
+                continue;
+            }
+            match pidfd_getfd(&pidfd, n, PidfdGetfdFlags::empty()) {
+                Ok(dup) => {
+                    if std::net::TcpStream::from(dup).local_addr().is_ok_and(|a| a == peer) {
+                        return Some(true);
+                    }
+                }
+                Err(rustix::io::Errno::PERM | rustix::io::Errno::NOSYS) => return None,
+                Err(_) => {}
+            }
+        }
+    }
+    Some(false)
+}
+
+/// The uid and inode of the TCP socket bound to `peer` and connected to `local` (the other
+/// end of one of our connections), from `/proc/net/tcp` or `/proc/net/tcp6`.
+fn tcp_peer_socket(peer: std::net::SocketAddr, local: std::net::SocketAddr) -> Option<(u32, u64)> {
     let table = if peer.is_ipv4() { "/proc/net/tcp" } else { "/proc/net/tcp6" };
     let text = std::fs::read_to_string(table).ok()?;
     let (want_local, want_remote) = (proc_net_addr(peer), proc_net_addr(local));
     text.lines().skip(1).find_map(|line| {
         let f: Vec<&str> = line.split_whitespace().collect();
-        let (l, r, uid) = (f.get(1)?, f.get(2)?, f.get(7)?);
-        (l.eq_ignore_ascii_case(&want_local) && r.eq_ignore_ascii_case(&want_remote))
-            .then(|| uid.parse().ok())
-            .flatten()
+        let (l, r, uid, inode) = (f.get(1)?, f.get(2)?, f.get(7)?, f.get(9)?);
+        if !(l.eq_ignore_ascii_case(&want_local) && r.eq_ignore_ascii_case(&want_remote)) {
+            return None;
+        }
+        Some((uid.parse().ok()?, inode.parse().ok()?))
+    })
+}
+
+/// Whether a child of this process holds the socket with inode `inode` among its fds.
+fn held_by_own_child(inode: u64) -> bool {
+    let want = format!("socket:[{inode}]");
+    children().iter().any(|child| {
+        let Ok(fds) = std::fs::read_dir(format!("/proc/{child}/fd")) else { return false };
+        fds.flatten()
+            .any(|fd| std::fs::read_link(fd.path()).is_ok_and(|l| l.as_os_str() == want.as_str()))
     })
 }
 
@@ -218,14 +283,17 @@ mod tests {
     }
 
     #[test]
-    fn a_tcp_peer_of_ours_is_found_with_our_uid() {
+    fn a_tcp_peer_of_ours_is_found_with_our_uid_and_is_no_child() {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let local = listener.local_addr().unwrap();
         let client = std::net::TcpStream::connect(local).unwrap();
         let (_server, peer) = listener.accept().unwrap();
         assert_eq!(peer, client.local_addr().unwrap());
-        assert_eq!(tcp_owner_uid(peer, local), Some(rustix::process::geteuid().as_raw()));
+        let (uid, inode) = tcp_peer_socket(peer, local).expect("in /proc/net/tcp");
+        assert_eq!(uid, rustix::process::geteuid().as_raw());
+        // The client socket is ours, not a child's.
+        assert!(!held_by_own_child(inode));
         let elsewhere: std::net::SocketAddr = "127.0.0.1:1".parse().unwrap();
-        assert_eq!(tcp_owner_uid(peer, elsewhere), None);
+        assert_eq!(tcp_peer_socket(peer, elsewhere), None);
     }
 }
