@@ -25,6 +25,18 @@
 //! * `stubborn`: a child that blocks its only thread (ignores every cancel) for a minute;
 //!   prints `body dropped` when the runtime drops the body.
 //!
+//! Fd-limit scenarios (`runtime_fd_limits.rs`), run with the soft `RLIMIT_NOFILE` set to
+//! LIMIT before plough starts (its children, which run `main` again or are forked from
+//! it, have the same):
+//! * `fd-limit LIMIT N`: starts a `keeper` child, then N more one after the other, keeping
+//!   the ones that start; prints `spawn-err <error>` for each that fails, then
+//!   `spawned ok=A out_of_fds=B other=C` and `zombies Z` (children in state Z once the
+//!   reaper had its bounded time), then `ready`; on a line on stdin the keeper answers a
+//!   call (`keeper 3`) and the tree shuts down;
+//! * `flood LIMIT`: prints `addr <its listener>`, `fds <open fds>` and `ready`, then serves
+//!   commands from stdin: `spawn` (a child started and called: `spawned <answer> fds <n>`),
+//!   `fds` (`fds <n>`), `quit`.
+//!
 //! `failover NAME` (`runtime_registrar_failover.rs`): a root named NAME with one child
 //! `NAME-kid`, on the registry its environment chooses (`PLOUGH_REGISTRY`, or the
 //! per-user default); prints `ready <pid> <kid pid> registrar=<bool>`, then answers one
@@ -134,6 +146,77 @@ async fn failover_commands(root: &plough::Actor) {
     }
 }
 
+/// `fd-limit`: see the module docs.
+async fn fd_limit(nursery: &plough::Nursery, n: u32) -> plough::Result<()> {
+    let keeper = nursery.start_actor("keeper").await?;
+    assert_eq!(keeper.run::<_, i64>("add", (1i64, 2i64)).await?, 3);
+    let (mut ok, mut out_of_fds, mut other) = (Vec::new(), 0, 0);
+    for i in 0..n {
+        match nursery.start_actor(&format!("s{i}")).await {
+            Ok(p) => ok.push(p),
+            Err(e) => {
+                match &e {
+                    plough::ActorError::Spawn(plough::SpawnError::OutOfFds { .. }) => {
+                        out_of_fds += 1;
+                    }
+                    _ => other += 1,
+                }
+                say(&format!("spawn-err {e}"));
+            }
+        }
+    }
+    say(&format!("spawned ok={} out_of_fds={out_of_fds} other={other}", ok.len()));
+    // The failed spawns' children are reaped by the reaper thread: give it its time.
+    let deadline = std::time::Instant::now() + plough::Budgets::default().reap_bound;
+    let zombies = loop {
+        let z = plough_tests::descendants_of(std::process::id())
+            .into_iter()
+            .filter(|&p| plough_tests::proc_state(p) == Some('Z'))
+            .count();
+        if z == 0 || std::time::Instant::now() > deadline {
+            break z;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    };
+    say(&format!("zombies {zombies}"));
+    say("ready");
+    read_stdin_line().await;
+    say(&format!("keeper {}", keeper.run::<_, i64>("add", (1i64, 2i64)).await?));
+    Ok(())
+}
+
+/// `flood`: see the module docs.
+async fn flood(root: &plough::Actor, nursery: &plough::Nursery) -> plough::Result<()> {
+    let fds = || plough_fork_prims::open_fd_count().map_or(-1, |n| n as i64);
+    say(&format!("addr {}", root.addr()));
+    say(&format!("fds {}", fds()));
+    say("ready");
+    let mut spawned = 0;
+    loop {
+        match read_stdin_line().await.as_str() {
+            "spawn" => {
+                let p = nursery.start_actor(&format!("under-flood{spawned}")).await?;
+                spawned += 1;
+                let answer = p.run::<_, i64>("add", (40i64, 2i64)).await?;
+                say(&format!("spawned {answer} fds {}", fds()));
+            }
+            "fds" => say(&format!("fds {}", fds())),
+            _ => return Ok(()),
+        }
+    }
+}
+
+/// One line from stdin (empty at its end).
+async fn read_stdin_line() -> String {
+    tokio::task::spawn_blocking(|| {
+        let mut line = String::new();
+        let _ = std::io::stdin().read_line(&mut line);
+        line.trim().to_owned()
+    })
+    .await
+    .unwrap_or_default()
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let scenario = args.get(1).cloned().unwrap_or_default();
@@ -148,6 +231,12 @@ fn main() {
         });
     }
     let root_name = (scenario == "failover").then(|| args.get(2).cloned()).flatten();
+    if scenario == "fd-limit" || scenario == "flood" {
+        let limit: u64 = args.get(2).and_then(|s| s.parse().ok()).expect("LIMIT");
+        let hard = rustix::process::getrlimit(rustix::process::Resource::Nofile).maximum;
+        let soft = rustix::process::Rlimit { current: Some(limit), maximum: hard };
+        rustix::process::setrlimit(rustix::process::Resource::Nofile, soft).expect("setrlimit");
+    }
     let runtime = plough::Runtime::new(registry()).configure(|c| {
         if let Ok(addr) = std::env::var("PLOUGH_TEST_REGISTRY") {
             c.registry_addr = addr.parse().expect("PLOUGH_TEST_REGISTRY");
@@ -374,6 +463,14 @@ fn main() {
                     Ok(())
                 })
                 .await
+            }
+            "fd-limit" => {
+                let n: u32 = args.get(3).and_then(|s| s.parse().ok()).expect("N");
+                root.nursery(|nursery| async move { fd_limit(&nursery, n).await }).await
+            }
+            "flood" => {
+                let me = root.clone();
+                root.nursery(|nursery| async move { flood(&me, &nursery).await }).await
             }
             other => Err(plough::ActorError::other(format!("unknown scenario `{other}`"))),
         }
