@@ -5,7 +5,8 @@
 //! under a connection flood, or with a low `RLIMIT_NOFILE`, reaches in normal operation:
 //! the code that allocates fds must report it as a value, never panic on it. What is
 //! designed out here is guessing: [`open_fd_count`] counts the real table
-//! (`/proc/self/fd`), [`nofile_soft_limit`] reads the limit at the moment of asking (a
+//! (`/proc/self/fd`; [`fd_headroom`] first tries the cheap bound [`fd_table_size`]),
+//! [`nofile_soft_limit`] reads the limit at the moment of asking (a
 //! program may lower or raise it at any time), and [`is_out_of_fds`] recognises the
 //! condition also in an error that was given context on the way (`io::Error::new(kind,
 //! "pidfd_open(...) failed: Too many open files")` has lost its errno).
@@ -31,10 +32,27 @@ pub fn open_fd_count() -> io::Result<usize> {
     Ok(dir.count().saturating_sub(1))
 }
 
-/// How many more fds this process may open before `EMFILE`: `None` when the limit is
-/// unlimited; `Some(0)` when none is left (or the table cannot even be counted).
-pub fn fd_headroom() -> Option<u64> {
+/// The size of this process's fd table (`FDSize` in `/proc/self/status`): more than the
+/// highest open fd, so at least the number of open fds. Reading it costs the same at 10
+/// fds and at 10,000, unlike counting them.
+pub fn fd_table_size() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    status.lines().find_map(|l| l.strip_prefix("FDSize:")).and_then(|v| v.trim().parse().ok())
+}
+
+/// How many more fds this process may open before `EMFILE`, at least: `None` when the
+/// limit is unlimited; `Some(0)` when none is left (or the table cannot even be counted).
+///
+/// When the whole fd table fits under the limit with `enough` to spare, that is the answer
+/// (cheap); only closer to the limit are the open fds counted ([`open_fd_count`]: 0.2 ms
+/// at 100 open fds, 2 ms at 1,000).
+pub fn fd_headroom(enough: u64) -> Option<u64> {
     let limit = nofile_soft_limit()?;
+    if let Some(table) = fd_table_size()
+        && table.saturating_add(enough) <= limit
+    {
+        return Some(limit - table);
+    }
     match open_fd_count() {
         Ok(open) => Some(limit.saturating_sub(open as u64)),
         Err(_) => Some(0),
@@ -84,9 +102,14 @@ mod tests {
         let fds: Vec<_> = (0..8).map(|_| rustix::pipe::pipe().unwrap()).collect();
         let open = open_fd_count().unwrap();
         assert!(open >= 16 + 3, "{open} fds open with 16 pipe ends held");
+        let table = fd_table_size().expect("FDSize");
+        assert!(table >= open as u64, "the table ({table}) holds every open fd ({open})");
         if let Some(limit) = nofile_soft_limit() {
-            let room = fd_headroom().unwrap();
+            let room = fd_headroom(16).unwrap();
             assert!(room <= limit - 16, "{room} of {limit} left with 16 held");
+            // Asked for more than the table leaves: counted, so at least as much room.
+            let counted = fd_headroom(limit).unwrap();
+            assert!(counted >= room && counted <= limit - open as u64 + 8, "{counted}");
         }
         drop(fds);
     }

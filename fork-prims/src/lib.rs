@@ -102,7 +102,7 @@ mod zygote;
 
 pub use child::{ChildHandle, KillTarget};
 pub use drain::drain_reaper;
-pub use fds::{fd_headroom, is_out_of_fds, nofile_soft_limit, open_fd_count};
+pub use fds::{fd_headroom, fd_table_size, is_out_of_fds, nofile_soft_limit, open_fd_count};
 #[cfg(feature = "async")]
 pub use forkserver::fork;
 pub use forkserver::{FORKSERVER_THREAD_NAME, fork_blocking, forkserver_started};

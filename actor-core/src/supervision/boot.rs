@@ -80,7 +80,7 @@ impl Nursery {
         };
         backend.method().ensure_implemented()?;
         // Too few fds for a spawn: say so now, before anything is forked or half-made.
-        if let Some(room) = plough_fork_prims::fd_headroom()
+        if let Some(room) = plough_fork_prims::fd_headroom(budgets.spawn_fds as u64)
             && room < budgets.spawn_fds as u64
         {
             return Err(SpawnError::OutOfFds {
