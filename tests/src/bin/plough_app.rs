@@ -28,11 +28,12 @@
 //! Fd-limit scenarios (`runtime_fd_limits.rs`), run with the soft `RLIMIT_NOFILE` set to
 //! LIMIT before plough starts (its children, which run `main` again or are forked from
 //! it, have the same):
-//! * `fd-limit LIMIT N`: starts a `keeper` child, then N more one after the other, keeping
+//! * `fd-limit LIMIT N [unchecked]`: starts a `keeper` child, then N more one after the other, keeping
 //!   the ones that start; prints `spawn-err <error>` for each that fails, then
 //!   `spawned ok=A out_of_fds=B other=C` and `zombies Z` (children in state Z once the
 //!   reaper had its bounded time), then `ready`; on a line on stdin the keeper answers a
-//!   call (`keeper 3`) and the tree shuts down;
+//!   call (`keeper 3`) and the tree shuts down. `unchecked`: with `Budgets::spawn_fds` 4
+//!   instead of 16, so spawns fail at their own steps;
 //! * `flood LIMIT`: prints `addr <its listener>`, `fds <open fds>` and `ready`, then serves
 //!   commands from stdin: `spawn` (a child started and called: `spawned <answer> fds <n>`),
 //!   `fds` (`fds <n>`), `quit`.
@@ -237,12 +238,19 @@ fn main() {
         let soft = rustix::process::Rlimit { current: Some(limit), maximum: hard };
         rustix::process::setrlimit(rustix::process::Resource::Nofile, soft).expect("setrlimit");
     }
+    // `fd-limit LIMIT N unchecked`: an up-front check that lets a spawn start with only 4
+    // fds free (enough to admit its child's connection, not for its steps), so spawns run
+    // until one of their own steps finds none.
+    let unchecked = scenario == "fd-limit" && args.get(4).is_some_and(|a| a == "unchecked");
     let runtime = plough::Runtime::new(registry()).configure(|c| {
         if let Ok(addr) = std::env::var("PLOUGH_TEST_REGISTRY") {
             c.registry_addr = addr.parse().expect("PLOUGH_TEST_REGISTRY");
         }
         if let Some(name) = &root_name {
             c.name = name.clone();
+        }
+        if unchecked {
+            c.budgets.spawn_fds = 4;
         }
     });
     let result = runtime.run(|root| async move {
