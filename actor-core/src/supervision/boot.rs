@@ -86,7 +86,7 @@ impl Nursery {
             return Err(SpawnError::OutOfFds {
                 name: name.to_owned(),
                 step: format!(
-                    "the check before the spawn ({room} fds free, a spawn needs {})",
+                    "the check before the spawn (only {room} fds free, a spawn needs {})",
                     budgets.spawn_fds
                 ),
                 limit: plough_fork_prims::nofile_soft_limit(),

@@ -2,9 +2,8 @@
 //! rest of the process — spawning a child, reaping one, the cancel path — still finds the
 //! fds it needs while the listener is flooded.
 //!
-//! After each accept the listener compares the process's open fds (the real table,
-//! whoever opened them: bounded by `FDSize`, counted in `/proc/self/fd` near the limit)
-//! against the soft `RLIMIT_NOFILE`. When no more than
+//! After each accept the listener asks how many more fds the process could open (the real
+//! table, whoever opened them) under the soft `RLIMIT_NOFILE`. When no more than
 //! the reserve ([`FdReserve::effective`]: 64, or a quarter of the soft limit when that is
 //! less) would be left, the connection is admitted only if it comes from one of this
 //! process's own children connecting back (over a Unix socket: `SO_PEERCRED`'s pid has us
@@ -21,9 +20,9 @@
 //! never reaches the caller. Both states are logged at `warn`, at most once per
 //! [`FdReserve::warn_interval`], with how many connections were turned away meanwhile.
 //!
-//! Counting the table is not free (a `getdents` pass over `/proc/self/fd`: 0.2 ms at 100
-//! open fds, 2 ms at 1,000), so it is counted at most once per [`FdReserve::backoff`] and
-//! kept up to date in between with the listener's admits and closes (see `Gate::inside`).
+//! The room is asked of `plough_fork_prims::fd_headroom` (a bound from `FDSize`, or near
+//! the limit a probe that opens and closes the reserve's worth of fds), never counted:
+//! a pass over `/proc/self/fd` costs 0.2 ms at 100 open fds, 2 ms at 1,000.
 
 use super::{Connection, Peer};
 use std::sync::Mutex;
@@ -71,28 +70,14 @@ impl Default for FdReserve {
 /// One of the process's accepted connections closed: an fd came free.
 static RELEASED: Notify = Notify::const_new();
 
-/// How many of the process's accepted connections have closed.
-static RELEASED_COUNT: AtomicU64 = AtomicU64::new(0);
-
 /// Held by every accepted [`Connection`]; its drop wakes listeners waiting for room.
 #[derive(Debug)]
 pub(super) struct Slot(());
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        RELEASED_COUNT.fetch_add(1, Ordering::Relaxed);
         RELEASED.notify_waiters();
     }
-}
-
-/// The last count of the process's fds, and the admits and closes since which it is
-/// brought up to date.
-#[derive(Debug, Clone, Copy)]
-struct Count {
-    at: Instant,
-    open: u64,
-    admitted: u64,
-    released: u64,
 }
 
 /// What a listener's accept loop keeps for its reserve.
@@ -101,8 +86,6 @@ pub(super) struct Gate {
     pub(super) reserve: FdReserve,
     turned_away: AtomicU64,
     last_warn: Mutex<Option<Instant>>,
-    admitted: AtomicU64,
-    count: Mutex<Option<Count>>,
 }
 
 /// What [`Gate::admit`] decided.
@@ -115,64 +98,32 @@ pub(super) enum Admit {
 
 impl Gate {
     pub(super) fn new(reserve: FdReserve) -> Gate {
-        Gate {
-            reserve,
-            turned_away: AtomicU64::new(0),
-            last_warn: Mutex::new(None),
-            admitted: AtomicU64::new(0),
-            count: Mutex::new(None),
-        }
+        Gate { reserve, turned_away: AtomicU64::new(0), last_warn: Mutex::new(None) }
     }
 
     /// Admits `conn`, just accepted on `addr`, or closes it (see the module docs).
     pub(super) fn admit(&self, mut conn: Connection, addr: &str) -> Admit {
-        if let Some((open, limit)) = self.inside()
+        if let Some((free, limit)) = self.inside()
             && !from_own_child(&conn)
         {
             drop(conn);
-            self.turned_away(addr, &format!("{open} of {limit} fds open"));
+            self.turned_away(addr, &format!("only {free} of {limit} fds free"));
             return Admit::Closed;
         }
-        self.admitted.fetch_add(1, Ordering::Relaxed);
         conn.slot = Some(Slot(()));
         Admit::Yes(conn)
     }
 
     /// Whether the process, having just accepted a connection, is inside its reserve:
-    /// `(open fds, soft limit)` then.
-    ///
-    /// While the whole fd table (`FDSize`) fits with the reserve to spare, nothing is
-    /// counted. Counting costs a `getdents` pass over `/proc/self/fd` (measured here: 57 µs
-    /// at 16 open fds, 206 µs at 106, 2.1 ms at 1006), too much for every connection of a
-    /// flood. So near the limit the table is counted at most once per
-    /// [`FdReserve::backoff`], and in between the count is kept up to date with this
-    /// listener's admits and the process's closed connections (other fds the process
-    /// opens meanwhile are seen at the next count, at most one backoff later).
+    /// `(free fds, soft limit)` then. Asked of `plough_fork_prims::fd_headroom`: one small
+    /// read while the whole fd table fits with the reserve to spare, else a probe that
+    /// opens and closes up to the reserve's worth of fds (never a count of the table, which
+    /// costs 2 ms at 1,000 fds).
     fn inside(&self) -> Option<(u64, u64)> {
         let limit = plough_fork_prims::nofile_soft_limit()?;
         let reserve = self.reserve.effective(Some(limit));
-        // The whole table fits with the reserve to spare: no need to count.
-        if plough_fork_prims::fd_table_size().is_some_and(|t| t + reserve <= limit) {
-            return None;
-        }
-        let mut count = self.count.lock().unwrap_or_else(|p| p.into_inner());
-        let (admitted, released) =
-            (self.admitted.load(Ordering::Relaxed), RELEASED_COUNT.load(Ordering::Relaxed));
-        let fresh = count.filter(|c| c.at.elapsed() < self.reserve.backoff);
-        let c = match fresh {
-            Some(c) => c,
-            None => {
-                // Not even the count's own fd: certainly inside.
-                let open = plough_fork_prims::open_fd_count().map_or(limit, |n| n as u64);
-                let c = Count { at: Instant::now(), open, admitted, released };
-                *count = Some(c);
-                c
-            }
-        };
-        // This accept's own fd is counted by a fresh count, and not yet in `admitted`.
-        let extra = u64::from(fresh.is_some());
-        let open = (c.open + (admitted - c.admitted) + extra).saturating_sub(released - c.released);
-        (open + reserve > limit).then_some((open, limit))
+        let free = plough_fork_prims::fd_headroom(reserve)?;
+        (free < reserve).then_some((free, limit))
     }
 
     /// `accept` found no fd: waits for one to come free (or the backoff).
