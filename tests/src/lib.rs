@@ -186,24 +186,6 @@ pub fn descendants_of(ancestor: u32) -> Vec<u32> {
     out
 }
 
-/// Every file (not directory) below `dir`, sorted: what a tree left in its runtime
-/// directory.
-pub fn files_below(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-            if e.file_type().is_ok_and(|t| t.is_dir()) {
-                stack.push(e.path());
-            } else {
-                out.push(e.path());
-            }
-        }
-    }
-    out.sort();
-    out
-}
-
 /// Asserts, within `limit`, that nothing of ours is left below this process.
 #[track_caller]
 pub fn assert_no_descendants(limit: std::time::Duration) {

@@ -6,7 +6,7 @@
 
 use plough::Budgets;
 use plough_fork_prims::ChildHandle;
-use plough_tests::{assert_no_descendants, become_subreaper, files_below, wait_until};
+use plough_tests::{assert_no_descendants, become_subreaper, wait_until};
 use std::io::{BufRead, BufReader};
 use std::os::unix::process::CommandExt as _;
 use std::process::{Command, Stdio};

@@ -17,7 +17,7 @@ use plough::Budgets;
 use plough_fork_prims::ChildHandle;
 use plough_fork_prims::marker::{MarkerInfo, markers_dir};
 use plough_tests::{
-    assert_no_descendants, become_subreaper, descendants_of, files_below, proc_state,
+    assert_no_descendants, become_subreaper, descendants_of, files_left_in, proc_state,
 };
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -184,7 +184,8 @@ fn past_the_fd_limit(unchecked: bool) {
         assert!(info.is_live(), "a dead actor's marker: {info:?}");
     }
     if uds_cell() {
-        for f in files_below(&rt_dir).iter().filter(|f| f.extension().is_some_and(|e| e == "sock"))
+        for f in
+            files_left_in(&rt_dir).iter().filter(|f| f.extension().is_some_and(|e| e == "sock"))
         {
             let pid: u32 = f
                 .file_stem()
@@ -203,7 +204,7 @@ fn past_the_fd_limit(unchecked: bool) {
     assert_eq!(root.exit_code(b.actor_exit()), Some(0));
     assert_no_descendants(b.reap_bound);
     let left: Vec<PathBuf> =
-        files_below(tmp.path()).into_iter().filter(|f| !f.ends_with("stderr")).collect();
+        files_left_in(tmp.path()).into_iter().filter(|f| !f.ends_with("stderr")).collect();
     assert!(left.is_empty(), "left behind: {left:#?}");
 }
 
@@ -289,7 +290,7 @@ fn refused(what: &str, squat: impl Fn(&Path), expect: &str) {
         let tmp = scratch("plough-squat-");
         let rt_dir = tmp.path().join("plough");
         squat(&rt_dir);
-        let before = files_below(tmp.path());
+        let before = files_left_in(tmp.path());
         let stderr = std::fs::File::create(tmp.path().join("stderr")).unwrap();
         let mut root = Root::start(&["idle"], tmp.path(), uds, stderr);
         let b = Budgets::default();
@@ -303,7 +304,7 @@ fn refused(what: &str, squat: impl Fn(&Path), expect: &str) {
         );
         assert_eq!(root.exit_code(b.actor_exit()), Some(1), "{what} on {transport}");
         let after: Vec<PathBuf> =
-            files_below(tmp.path()).into_iter().filter(|f| !f.ends_with("stderr")).collect();
+            files_left_in(tmp.path()).into_iter().filter(|f| !f.ends_with("stderr")).collect();
         assert_eq!(after, before, "{what} on {transport}: nothing written through it");
         eprintln!("{what} on {transport}: {line}");
     }

@@ -9,9 +9,7 @@
 
 use plough::Budgets;
 use plough_fork_prims::ChildHandle;
-use plough_tests::{
-    assert_no_descendants, become_subreaper, files_below, proc_ppid, proc_state, wait_until,
-};
+use plough_tests::{assert_no_descendants, become_subreaper, proc_ppid, proc_state, wait_until};
 use std::io::{BufRead, BufReader};
 
 use std::process::{Command, Stdio};
