@@ -33,8 +33,31 @@ static FORKABLE: tokio::sync::OnceCell<Result<(), String>> = tokio::sync::OnceCe
 
 /// Forks a child that builds a current-thread runtime the way an actor does, and tells
 /// whether it could: `Ok(Err(why))` when it could not. `Err` when the probe itself could
-/// not run (e.g. out of fds): that answer is not kept, the next spawn probes again.
+/// not run (e.g. out of fds), or its child was killed by a signal every time (e.g. a
+/// SIGINT to the parent's process group in the instant before the child had left it):
+/// that answer is not kept, the next spawn probes again.
 async fn probe() -> std::io::Result<Result<(), String>> {
+    const TRIES: usize = 3;
+    let mut killed = None;
+    for _ in 0..TRIES {
+        match probe_once().await? {
+            Probe::Killed(status) => killed = Some(status),
+            Probe::Answered(answer) => return Ok(answer),
+        }
+    }
+    let status = killed.map(|s| s.to_string()).unwrap_or_default();
+    Err(std::io::Error::other(format!("its child was {status} before it answered, {TRIES} times")))
+}
+
+/// One probe's outcome.
+enum Probe {
+    /// The child said whether it could build a runtime.
+    Answered(Result<(), String>),
+    /// A signal killed it first: no verdict about the program.
+    Killed(plough_fork_prims::ExitStatus),
+}
+
+async fn probe_once() -> std::io::Result<Probe> {
     let (read, write) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
     let opts = ForkOptions::default().keep_fd(write.as_raw_fd());
     // Made here, as for an actor: making a builder reads the environment.
@@ -53,17 +76,20 @@ async fn probe() -> std::io::Result<Result<(), String>> {
     .await?;
     let status = child.wait().await?;
     if status.success() {
-        return Ok(Ok(()));
+        return Ok(Probe::Answered(Ok(())));
+    }
+    if status.signal().is_some() {
+        return Ok(Probe::Killed(status));
     }
     let mut buf = vec![0u8; 512];
     let n = rustix::io::read(read.as_fd(), &mut buf).unwrap_or(0);
     let err = String::from_utf8_lossy(&buf[..n]).trim().to_owned();
-    Ok(Err(format!(
+    Ok(Probe::Answered(Err(format!(
         "a child forked from it cannot build its tokio runtime ({}): tokio's `signal` or \
          `process` feature is compiled into this program (e.g. tokio = {{ features = [\"full\"] \
          }}), and tokio's signal driver keeps process-global state that does not survive a fork",
         if err.is_empty() { status.to_string() } else { err }
-    )))
+    ))))
 }
 
 /// Spawns children by forking from the forkserver thread.
