@@ -1,7 +1,8 @@
 //! Nobody else gets in: every connection proves the tree's secret. A process of another
 //! uid (65534) is refused, on TCP by the proof and on UDS by the socket's permissions,
 //! and is told why; a process of our uid without the secret is refused with "bad proof";
-//! a racer that claims a booting child's uuid loses to the real child; and floods of
+//! a handshake recorded on the way to the root and replayed is refused; a racer that
+//! claims a booting child's uuid loses to the real child; and floods of
 //! unauthenticated connections — 1,000 that try a wrong proof, 200 that never say a word —
 //! neither stop legitimate calls nor spawns, and the root's fds return to their baseline.
 
@@ -334,6 +335,69 @@ fn two_hundred_silent_connections_do_not_stall_spawns() {
         println!("10 spawns beside 200 silent connections: {:?}", started.elapsed());
         drop(silent);
         fds_settle(baseline, "after the silent connections closed").await;
+        Ok(())
+    })
+    .unwrap();
+}
+
+/// Forwards bytes both ways between `a` and `b` until both directions end; returns what
+/// `a` sent.
+async fn tap(a: tokio::net::UnixStream, b: plough::ipc_wire::Connection) -> Vec<u8> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (mut ar, mut aw) = tokio::io::split(a);
+    let (mut br, mut bw) = tokio::io::split(b);
+    let up = async {
+        let (mut recorded, mut buf) = (Vec::new(), [0u8; 4096]);
+        loop {
+            let n = ar.read(&mut buf).await.unwrap_or(0);
+            if n == 0 || bw.write_all(&buf[..n]).await.is_err() {
+                break;
+            }
+            recorded.extend_from_slice(&buf[..n]);
+        }
+        let _ = bw.shutdown().await;
+        recorded
+    };
+    let down = async {
+        let _ = tokio::io::copy(&mut br, &mut aw).await;
+        let _ = aw.shutdown().await;
+    };
+    tokio::join!(up, down).0
+}
+
+#[test]
+fn a_recorded_handshake_replayed_to_the_root_is_refused() {
+    with_root(runtime(APP), LIMIT, |root| async move {
+        // An eavesdropper between a legitimate peer of ours and the root records the
+        // peer's whole side of the handshake and a call.
+        let (client_end, tap_end) = tokio::net::UnixStream::pair().expect("socketpair");
+        let upstream = plough::ipc_wire::connect(root.addr()).await.expect("connect");
+        let recording = tokio::spawn(tap(tap_end, upstream));
+        let me = Credentials {
+            aid: Aid { name: "legit".to_owned(), uuid: Uuid::new_v4(), pid: std::process::id() },
+            secret: user_secret(),
+        };
+        let conn = plough::ipc_wire::Connection::from_unix(client_end).expect("a socketpair end");
+        let config = HandshakeConfig::default().with_deadline(Duration::from_secs(10));
+        let est =
+            handshake::initiate(conn, &me, &config).await.expect("the legitimate peer gets in");
+        drop(est);
+        let recorded = recording.await.unwrap();
+        assert!(!recorded.is_empty());
+        // Its bytes, replayed verbatim on the eavesdropper's own connection: the root's
+        // fresh nonce makes the recorded proof worthless.
+        let mut replay = plough::ipc_wire::connect(root.addr()).await.expect("connect");
+        tokio::io::AsyncWriteExt::write_all(&mut replay, &recorded).await.unwrap();
+        let mut framed = FramedConnection::new(replay, FrameCodec::default());
+        let mut got = Vec::new();
+        while let Some(Ok(frame)) = framed.next().await {
+            got.push(frame.decode().expect("decodes"));
+        }
+        let kinds: Vec<_> = got.iter().map(|m| m.kind().as_str()).collect();
+        assert_eq!(kinds, ["hello", "error"], "{got:?}");
+        let Msg::Error(e) = &got[1] else { unreachable!() };
+        assert_eq!(e.kind, ErrorKind::Refused);
+        assert!(e.message.starts_with("bad proof"), "{}", e.message);
         Ok(())
     })
     .unwrap();
