@@ -4,6 +4,9 @@
 //! * `small/*`: encode + decode of one message with a 64-byte payload, in memory.
 //! * `large/*`: 1 MiB payloads through a real Unix socket pair (writer thread → reader),
 //!   reported as throughput.
+//! * `handshake/*`: opening a connection over a Unix socket pair: the authenticated
+//!   handshake (hellos with nonces, then the mutual proof) next to its floor, the bare
+//!   hello exchange that was the whole handshake before authentication.
 //!
 //! Run: `cargo bench -p plough-ipc-wire -- --warm-up-time 1 --measurement-time 3`.
 
@@ -165,5 +168,58 @@ fn large(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, small, large);
+/// Two framed ends of a fresh Unix socket pair.
+fn framed_pair() -> (plough_ipc_wire::FramedConnection, plough_ipc_wire::FramedConnection) {
+    let (a, b) = tokio::net::UnixStream::pair().unwrap();
+    let conn = |s| plough_ipc_wire::Connection::from_unix(s).unwrap();
+    (
+        plough_ipc_wire::FramedConnection::new(conn(a), FrameCodec::default()),
+        plough_ipc_wire::FramedConnection::new(conn(b), FrameCodec::default()),
+    )
+}
+
+/// One end of the bare hello exchange: send ours, read theirs.
+async fn say_hello(f: &mut plough_ipc_wire::FramedConnection, hello: Msg) -> Msg {
+    f.send(hello).await.unwrap();
+    f.next().await.unwrap().unwrap().decode().unwrap()
+}
+
+fn handshake(c: &mut Criterion) {
+    use plough_ipc_wire::{Aid, Credentials, HandshakeConfig, Hello, Secret, Uuid, handshake};
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let aid = |n: u8| Aid { name: format!("actor-{n}"), uuid: Uuid([n; 16]), pid: 1 };
+    let secret = Secret::from_bytes([7; 32]);
+    let (ca, cb) =
+        (Credentials { aid: aid(1), secret: secret.clone() }, Credentials { aid: aid(2), secret });
+    let config = HandshakeConfig::default();
+    let mut g = c.benchmark_group("handshake");
+    g.bench_function("floor_hello_exchange_socketpair", |b| {
+        b.iter(|| {
+            rt.block_on(async {
+                let (mut a, mut b) = framed_pair();
+                let hello = |aid| Msg::Hello(Hello { aid, nonce: vec![0; 32].into() });
+                black_box(tokio::join!(
+                    say_hello(&mut a, hello(aid(1))),
+                    say_hello(&mut b, hello(aid(2)))
+                ))
+            })
+        })
+    });
+    g.bench_function("authenticated_handshake_socketpair", |b| {
+        b.iter(|| {
+            rt.block_on(async {
+                let (x, y) = tokio::net::UnixStream::pair().unwrap();
+                let conn = |s| plough_ipc_wire::Connection::from_unix(s).unwrap();
+                let (ea, eb) = tokio::join!(
+                    handshake::initiate(conn(x), &ca, &config),
+                    handshake::respond(conn(y), &cb, &config)
+                );
+                black_box((ea.unwrap().peer, eb.unwrap().peer))
+            })
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, small, large, handshake);
 criterion_main!(benches);
