@@ -13,6 +13,13 @@
 //!   next connection has a fresh nonce of ours, so the recording is worth nothing.
 //! * **Reflection**: the role is in the transcript, so an acceptor's proof sent back to it
 //!   as a connector's does not verify (nor the other way round).
+//! * **Relay**: someone who gets one of our actors to dial them (squatting a TCP port it
+//!   dials) and passes every byte on to another of our actors would otherwise end up in
+//!   the middle of an authenticated connection. Over TCP the transcript also names the
+//!   connection's two endpoints as the prover sees them; through a relay the two ends see
+//!   different ones, so the relayed proof fails. (So plaintext TCP through a proxy or NAT
+//!   is refused too; across hosts plough uses mutual TLS. Over UDS a listener of another
+//!   uid is refused before any byte, and one of ours already holds the secret.)
 //! * **An oracle for strangers**: the accepting end proves itself only after the connecting
 //!   end's proof checked out, so a stranger never gets a MAC of ours to study.
 //! * **The secret leaking**: it never travels: not on the wire, not on argv, not in the
@@ -231,7 +238,14 @@ impl Secret {
         let mut mac = Hmac::<Sha256>::new_from_slice(&self.0[..]).expect("HMAC takes any key");
         mac.update(LABEL);
         mac.update(&[t.role as u8]);
-        for part in [t.prover_nonce, t.verifier_nonce, t.prover_uuid, t.verifier_uuid] {
+        let parts = [
+            t.prover_nonce,
+            t.verifier_nonce,
+            t.prover_uuid,
+            t.verifier_uuid,
+            t.endpoints.as_bytes(),
+        ];
+        for part in parts {
             // Length-prefixed, so no two transcripts run together into the same bytes.
             mac.update(&(part.len() as u32).to_be_bytes());
             mac.update(part);
@@ -257,6 +271,10 @@ pub(crate) struct Transcript<'a> {
     pub(crate) verifier_nonce: &'a [u8],
     pub(crate) prover_uuid: &'a [u8],
     pub(crate) verifier_uuid: &'a [u8],
+    /// The connection's two TCP endpoints as the prover sees them (`local>peer`), empty
+    /// for UDS: through a relay the two ends see different endpoints, so a proof relayed
+    /// by someone in the middle does not verify.
+    pub(crate) endpoints: &'a str,
 }
 
 /// A fresh nonce.
@@ -289,6 +307,7 @@ mod tests {
             verifier_nonce: b,
             prover_uuid: b"uuid-a",
             verifier_uuid: b"uuid-b",
+            endpoints: "127.0.0.1:1>127.0.0.1:2",
         }
     }
 

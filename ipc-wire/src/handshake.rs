@@ -305,9 +305,10 @@ async fn exchange(
     slot: Option<Slot>,
 ) -> Result<Established, HandshakeError> {
     let peer_addr = conn.peer();
+    let endpoints = conn.tcp_endpoints();
     let mut framed = Framed::new(conn, FrameCodec::new(config.handshake_limits));
     let ours = auth::nonce().map_err(HandshakeError::Random)?;
-    let steps = steps(&mut framed, me, role, &ours, slot.as_ref());
+    let steps = steps(&mut framed, me, role, &ours, slot.as_ref(), endpoints);
     let evicted = async {
         match &slot {
             Some(slot) => {
@@ -345,7 +346,13 @@ async fn steps(
     role: Role,
     ours: &[u8; auth::KEY_LEN],
     slot: Option<&Slot>,
+    endpoints: Option<(std::net::SocketAddr, std::net::SocketAddr)>,
 ) -> Result<Aid, HandshakeError> {
+    // Each end's view of the TCP endpoints (local, peer): the peer's view is ours swapped.
+    let (my_view, their_view) = match endpoints {
+        Some((local, peer)) => (format!("{local}>{peer}"), format!("{peer}>{local}")),
+        None => (String::new(), String::new()),
+    };
     let hello = Hello { aid: me.aid.clone(), nonce: bytes::Bytes::copy_from_slice(ours) };
     framed.send(&Msg::Hello(hello)).await?;
     let peer = match next(framed).await? {
@@ -361,21 +368,25 @@ async fn steps(
         }
         None => &me.secret,
     };
-    let t = |prover: Role, prover_nonce, verifier_nonce, prover_uuid, verifier_uuid| Transcript {
-        role: prover,
-        prover_nonce,
-        verifier_nonce,
-        prover_uuid,
-        verifier_uuid,
+    let t = |prover: Role, prover_nonce, verifier_nonce, prover_uuid, verifier_uuid, endpoints| {
+        Transcript {
+            role: prover,
+            prover_nonce,
+            verifier_nonce,
+            prover_uuid,
+            verifier_uuid,
+            endpoints,
+        }
     };
     let (mine, theirs) = (&me.aid.uuid.0[..], &peer.aid.uuid.0[..]);
-    let my_proof = |secret: &Secret| secret.prove(&t(role, ours, &peer.nonce, mine, theirs));
+    let my_proof =
+        |secret: &Secret| secret.prove(&t(role, ours, &peer.nonce, mine, theirs, &my_view));
     let check = |proof: &[u8]| {
         let other = match role {
             Role::Connecting => Role::Accepting,
             Role::Accepting => Role::Connecting,
         };
-        secret.verify(&t(other, &peer.nonce, ours, theirs, mine), proof)
+        secret.verify(&t(other, &peer.nonce, ours, theirs, mine, &their_view), proof)
     };
     let bad = || HandshakeError::BadProof { peer: peer.aid.to_string() };
     // The connecting end proves itself first; the accepting end answers only a peer that

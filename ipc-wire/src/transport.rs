@@ -64,6 +64,14 @@ impl Connection {
         self.peer
     }
 
+    /// For TCP, the connection's endpoints as this end sees them: (local, peer).
+    pub fn tcp_endpoints(&self) -> Option<(SocketAddr, SocketAddr)> {
+        match (&self.stream, self.peer) {
+            (Stream::Tcp(s), Peer::Tcp(peer)) => Some((s.local_addr().ok()?, peer)),
+            _ => None,
+        }
+    }
+
     /// Wraps an already connected Unix stream (e.g. one half of a `socketpair`), reading its
     /// peer credentials. No uid check is made: the caller vouches for the peer.
     ///

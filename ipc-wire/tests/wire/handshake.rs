@@ -389,3 +389,39 @@ fn an_expected_peer_must_prove_its_one_time_key_so_a_racer_with_its_uuid_is_refu
         ok.expect("an unexpected peer with the tree's secret gets in");
     });
 }
+
+#[test]
+fn a_tcp_relay_in_the_middle_cannot_pass_a_proof_on() {
+    run(async {
+        // The relay listens where a peer of ours dials, and passes every byte on, both
+        // ways, to a real acceptor of ours: each end then sees other TCP endpoints than
+        // the other, and the proof (which names them) fails.
+        let listener = Listener::bind(&Address::tcp_loopback_any()).await.unwrap();
+        let mut acceptor = Acceptor::new(listener, creds("server"), HandshakeConfig::default());
+        let Address::Tcp(real) = acceptor.local_addr().clone() else { panic!("tcp") };
+        let relay = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let relay_addr = Address::Tcp(relay.local_addr().unwrap());
+        tokio::spawn(async move {
+            let (mut a, _) = relay.accept().await.unwrap();
+            let mut b = tokio::net::TcpStream::connect(real).await.unwrap();
+            let _ = tokio::io::copy_bidirectional(&mut a, &mut b).await;
+        });
+        let victim = creds("victim");
+        let config = HandshakeConfig::default();
+        let (client, event) = tokio::join!(
+            handshake::connect(&relay_addr, &victim, &config),
+            acceptor.accept_event()
+        );
+        assert!(
+            matches!(event, AcceptEvent::Rejected(HandshakeError::BadProof { .. })),
+            "the relayed proof must fail: {event:?}"
+        );
+        assert!(matches!(client, Err(HandshakeError::Refused { .. })), "{client:?}");
+        // Directly, the same peer gets in.
+        let direct = Address::Tcp(real);
+        let (client, server) =
+            tokio::join!(handshake::connect(&direct, &victim, &config), acceptor.accept());
+        client.expect("the direct connection is accepted");
+        assert_eq!(server.peer.name, "victim");
+    });
+}
