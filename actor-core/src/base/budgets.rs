@@ -62,11 +62,10 @@ pub struct Budgets {
     /// for its turn is not stuck). Bounded by [`Budgets::connect_cap`] in all.
     pub connect: Duration,
     /// The longest a spawned child may take to connect back, progress or not (60 s).
-    /// Also what a child allows its parent to answer its connection, since the parent
-    /// decides when a boot took too long.
+    /// Also what a child allows its parent to answer its connection and send its spawn
+    /// spec, since the parent decides when a boot took too long.
     pub connect_cap: Duration,
-    /// The deadline of each connection handshake, and of a child's wait for its spawn
-    /// spec (10 s).
+    /// The deadline of each connection handshake (10 s).
     pub handshake: Duration,
     /// How long a root probes the registry address for a registrar to join before it
     /// gives up on it (2 s).

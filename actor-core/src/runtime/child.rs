@@ -166,10 +166,13 @@ async fn child(
     // Connected: boot is over as far as the parent is concerned. The real stderr goes
     // back onto fd 2, which ends the parent's copy of our boot output.
     boot_stderr::restore();
-    let first =
-        tokio::time::timeout(config.budgets.handshake, est.framed.next()).await.map_err(|_| {
-            SetupError::NoSpawnSpec(format!("none within {:?}", config.budgets.handshake))
-        })?;
+    // As for the connection: the parent decides when our boot takes too long (it kills
+    // us then), so a parent busy booting many children at once is waited for up to its
+    // cap, not for one handshake's budget.
+    let wait = config.budgets.connect_cap;
+    let first = tokio::time::timeout(wait, est.framed.next())
+        .await
+        .map_err(|_| SetupError::NoSpawnSpec(format!("none within {wait:?}")))?;
     let spec = match first {
         Some(Ok(frame)) => match frame.decode() {
             Ok(Msg::SpawnSpec(spec)) => spec,
