@@ -1,6 +1,6 @@
 //! The opening exchange: both ends say who they are ([`Hello`]: an [`Aid`] and a fresh
 //! nonce), then prove that they hold the tree's [`Secret`] ([`Msg::Proof`], see
-//! [`auth`](crate::auth)) — all under a deadline and under much smaller frame limits than
+//! [`auth`]) — all under a deadline and under much smaller frame limits than
 //! after.
 //!
 //! An accepting actor is exposed to whoever can connect, before it knows who they are.
