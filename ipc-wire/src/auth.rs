@@ -1,7 +1,8 @@
 //! Who may talk to an actor: a tree's [`Secret`], the file that keeps a user's, and the
 //! proof each end of a connection gives that it holds it.
 //!
-//! The handshake (see [`handshake`](crate::handshake)) is a mutual challenge–response: each
+//! The handshake (the `handshake` module, which builds on this one) is a mutual
+//! challenge–response: each
 //! end sends a [`Hello`](crate::Hello) with 32 fresh random bytes (its nonce), then answers
 //! the other's nonce with a [`Msg::Proof`](crate::Msg::Proof), an HMAC-SHA256 under the
 //! secret of a transcript that names the prover's role (connecting or accepting), both

@@ -118,7 +118,7 @@ impl fmt::Display for Aid {
 }
 
 /// The opening message of every connection, both ways; each end then answers the other's
-/// nonce with a [`Msg::Proof`] (see [`auth`](crate::auth)).
+/// nonce with a [`Msg::Proof`] (the scheme is in the `auth` module, a layer above this one).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Hello {
     /// Who is speaking.
@@ -282,7 +282,7 @@ pub enum Msg {
     CancelAck(CancelAck),
     Error(ErrorMsg),
     /// The answer to the peer's [`Hello::nonce`]: a MAC under the tree's secret of both
-    /// hellos (see [`auth`](crate::auth)). Sent once per connection, right after the hellos.
+    /// hellos (see the `auth` module). Sent once per connection, right after the hellos.
     Proof(Bytes),
 }
 
