@@ -2,11 +2,11 @@
 //! proof each end of a connection gives that it holds it.
 //!
 //! The handshake (the `handshake` module, which builds on this one) is a mutual
-//! challenge–response: each
-//! end sends a [`Hello`](crate::Hello) with 32 fresh random bytes (its nonce), then answers
-//! the other's nonce with a [`Msg::Proof`](crate::Msg::Proof), an HMAC-SHA256 under the
-//! secret of a transcript that names the prover's role (connecting or accepting), both
-//! nonces and both actors' uuids. What is designed out:
+//! challenge–response: each end sends a [`Hello`](crate::Hello) with 32 fresh random bytes
+//! (its nonce), then answers the other's nonce with a [`Msg::Proof`](crate::Msg::Proof), an
+//! HMAC-SHA256 under the secret of a transcript that names the prover's role (connecting or
+//! accepting), both nonces, both actors' uuids and, over TCP, the connection's endpoints.
+//! What is designed out:
 //!
 //! * **A stranger reaching an actor's functions**: without the secret no proof checks out,
 //!   and the acceptor reads nothing else from a peer before its proof did.
