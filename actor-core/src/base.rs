@@ -13,6 +13,7 @@
 //!   table ([`dump`]), the boot-stderr pipe ([`boot_stderr`]), the fork hooks that keep
 //!   them consistent across `fork` ([`fork_hooks`]), and [`ids`] (fresh uuids, the tree's
 //!   uuid);
+//! * [`fate`]: a child's exit status, for the layers that report its death;
 //! * [`sync`]: the lock helper.
 
 pub(crate) mod boot_stderr;
@@ -20,6 +21,7 @@ pub(crate) mod budgets;
 pub(crate) mod config;
 pub(crate) mod dump;
 pub(crate) mod error;
+pub(crate) mod fate;
 pub(crate) mod fork_hooks;
 pub(crate) mod ids;
 pub(crate) mod names;

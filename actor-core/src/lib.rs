@@ -35,7 +35,7 @@
 //! 3. **calls** — [`Portal`], [`Context`], [`MsgStream`], [`FanOut`], [`MsgTypes`];
 //! 4. **registrar** — its state, its service, its clients ([`ActorEntry`]);
 //! 5. **serving** — [`Actor`], [`Registry`], [`Cx`], dispatch, discovery;
-//! 6. **supervision** — [`Nursery`], boot, the cancellation ladder;
+//! 6. **supervision** — [`Nursery`], [`Supervisor`], boot, the cancellation ladder;
 //! 7. **runtime** — [`Runtime`]: root and child entry, signals.
 //!
 //! What only a spawn backend needs is in [`backend`].
@@ -50,10 +50,11 @@ mod runtime;
 mod serving;
 mod supervision;
 
-pub use base::budgets::{Budgets, LadderConfig};
+pub use base::budgets::{Budgets, LadderConfig, RestartIntensity};
 pub use base::config::{REGISTRY_ENV, RuntimeConfig, TreeSecret};
 pub use base::error::{
-    ActorError, Misuse, OverrunBound, RemoteActorError, Result, SetupError, SpawnError,
+    ActorError, ChildExit, During, Misuse, OverrunBound, RemoteActorError, Result, SetupError,
+    SpawnError,
 };
 pub use base::runtime_vars::actor_label;
 pub use base::spawn_method::{SPAWN_METHOD_ENV, SpawnMethod, UnknownSpawnMethod};
@@ -62,6 +63,7 @@ pub use calls::fan_out::{FanOut, Subscriber};
 pub use calls::portal::Portal;
 pub use calls::stream::{MsgStream, STREAM_BUFFER, STREAM_BUFFER_BYTES, StreamConfig};
 pub use calls::types::MsgTypes;
+pub use plough_fork_prims::ExitStatus;
 pub use plough_ipc_wire::msg::ErrorKind;
 pub use registrar::client::list_registry;
 pub use registrar::entry::ActorEntry;
@@ -70,6 +72,9 @@ pub use serving::actor::Actor;
 pub use serving::cx::Cx;
 pub use serving::registry::Registry;
 pub use supervision::nursery::{Nursery, RunHandle};
+pub use supervision::supervisor::{
+    ChildExits, ChildSpec, Restart, Strategy, Supervised, Supervisor,
+};
 
 /// What a spawn backend needs, and nothing a program needs: the trait a backend
 /// implements, what it is asked to start, and the process-level hooks a forking backend

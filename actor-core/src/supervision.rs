@@ -3,8 +3,10 @@
 //! * [`nursery`]: [`Nursery`](nursery::Nursery), one-cancels-all, `run_in_actor` results,
 //!   the drop guard; `Actor::nursery` and `Cx::nursery` are defined here;
 //! * [`boot`]: a child from its spawn until it is the nursery's member;
-//! * [`ladder`]: the cancellation ladder for one child, and reaping.
+//! * [`ladder`]: the cancellation ladder for one child, and reaping;
+//! * [`supervisor`]: OTP restart strategies over children, with restart intensity.
 
 pub(crate) mod boot;
 pub(crate) mod ladder;
 pub(crate) mod nursery;
+pub(crate) mod supervisor;

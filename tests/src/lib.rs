@@ -5,6 +5,7 @@
 //! bare sleep, and bound async bodies with `tokio::time::timeout`.
 
 pub mod app;
+pub mod crash;
 mod lifecycle;
 
 use std::io::{BufRead, BufReader, Read};

@@ -3,7 +3,7 @@
 //! bypassing the `PLOUGH_SPAWN_METHOD` override.
 
 use plough::backends::ChildCommand;
-use plough::{ActorError, SpawnError, SpawnMethod};
+use plough::{ActorError, During, SpawnError, SpawnMethod};
 use plough_actor_core::backend::{ChildBoot, SpawnBackend, SpawnRequest};
 use plough_fork_prims::ChildHandle;
 use plough_tests::{
@@ -200,8 +200,9 @@ fn a_child_that_dies_during_boot_is_a_quick_spawn_error_with_its_status_and_stde
             .unwrap_err();
         assert!(t.elapsed() < Duration::from_secs(1), "took {:?}", t.elapsed());
         match &err {
-            ActorError::Spawn(SpawnError::DiedDuringBoot { name, status, stderr }) => {
-                assert_eq!(name, "doomed");
+            ActorError::ActorDied { actor, status, during: During::Boot, stderr } => {
+                assert_eq!(actor.name, "doomed");
+                let status = status.to_string();
                 assert!(status.starts_with(want_status), "{status} (want {want_status})");
                 if want_stderr.is_empty() {
                     assert_eq!(stderr, "", "nothing was written");

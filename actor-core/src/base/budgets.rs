@@ -49,6 +49,30 @@ impl LadderConfig {
     }
 }
 
+/// A supervisor's restart intensity (OTP's `intensity` and `period`): a restart that would
+/// make more than `max_restarts` restarts within `period` ends the supervisor instead
+/// ([`ActorError::SupervisorGaveUp`](crate::ActorError::SupervisorGaveUp)). OTP's default,
+/// 1 restart in 5 s.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RestartIntensity {
+    /// How many restarts `period` may hold.
+    pub max_restarts: u32,
+    /// The sliding window.
+    pub period: Duration,
+}
+
+impl Default for RestartIntensity {
+    fn default() -> Self {
+        RestartIntensity { max_restarts: 1, period: Duration::from_secs(5) }
+    }
+}
+
+impl RestartIntensity {
+    /// How many [`ChildExit`](crate::ChildExit) events a supervisor holds for a watcher
+    /// that reads them late (one that falls further behind is told it lagged).
+    pub const EXIT_EVENTS: usize = 1024;
+}
+
 /// Every budget of a runtime. `Budgets::default()` is what plough uses; tests shorten the
 /// ladder.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

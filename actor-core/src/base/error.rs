@@ -12,6 +12,8 @@
 //! [`Misuse`] for a call the API does not allow, [`SetupError`] for a runtime that could
 //! not start, [`ActorError::ActorDied`], [`ActorError::Protocol`] — never a bare string.
 
+use super::budgets::RestartIntensity;
+use plough_fork_prims::ExitStatus;
 use plough_ipc_wire::msg::{Aid, ErrorKind, ErrorMsg, TypeErrorInfo};
 use plough_ipc_wire::payload::Payload;
 use std::fmt;
@@ -167,16 +169,6 @@ pub enum SpawnError {
         /// The methods that work.
         instead: String,
     },
-    /// The child died before it connected back.
-    #[error("actor {name} died during boot ({status}){}", stderr_tail(.stderr))]
-    DiedDuringBoot {
-        /// The actor's name.
-        name: String,
-        /// How it ended, e.g. `exited with code 1`.
-        status: String,
-        /// The end of what it wrote to stderr, if captured.
-        stderr: String,
-    },
     /// The child did not connect back within the deadline (it was killed and reaped).
     #[error("actor {name} did not connect back within {secs:.1} s{}", stderr_tail(.stderr))]
     ConnectTimeout {
@@ -245,6 +237,79 @@ fn stderr_tail(s: &str) -> String {
     if s.is_empty() { String::new() } else { format!(": {}", s.trim_end()) }
 }
 
+/// One exit of a supervised child, as its supervisor saw it (see
+/// [`Supervised::exits`](crate::Supervised::exits)).
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ChildExit {
+    /// The child's id in its supervisor (its [`ChildSpec`](crate::ChildSpec) id, also its
+    /// actor name).
+    pub id: String,
+    /// The actor that exited; `None` when its spawn failed before it had one.
+    pub actor: Option<Aid>,
+    /// How its process ended, when it did (a run child whose function returned is
+    /// still alive when its exit is reported: `None`).
+    pub status: Option<ExitStatus>,
+    /// What it was doing: booting, idle, or which call was in flight.
+    pub during: During,
+    /// Why the exit is abnormal; `None` for a normal exit (a run child's function
+    /// returned `Ok` or was cancelled, a serving child exited with code 0).
+    pub error: Option<ActorError>,
+    /// How often this child had been restarted before this exit.
+    pub restarts: u32,
+    /// Whether the supervisor restarts it (the strategy may also restart others).
+    pub restarting: bool,
+}
+
+impl fmt::Display for ChildExit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.actor {
+            Some(a) => write!(f, "{} ({a})", self.id)?,
+            None => f.write_str(&self.id)?,
+        }
+        match (&self.error, self.status) {
+            (Some(e), _) => write!(f, ": {e}")?,
+            (None, Some(s)) => write!(f, ": {s}")?,
+            (None, None) => f.write_str(": returned")?,
+        }
+        if self.restarts > 0 {
+            write!(f, " (after {} restarts)", self.restarts)?;
+        }
+        Ok(())
+    }
+}
+
+fn join_exits(exits: &[ChildExit]) -> String {
+    exits.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
+}
+
+/// What a child was doing when it died (see [`ActorError::ActorDied`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum During {
+    /// It had not connected back to its parent yet.
+    Boot,
+    /// It was up, and no call of the observer's was in flight.
+    Idle,
+    /// It was serving this call (a function or a context).
+    Call {
+        /// The function or context name.
+        function: String,
+        /// The call's id on its connection.
+        cid: u64,
+    },
+}
+
+impl fmt::Display for During {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            During::Boot => f.write_str("during boot"),
+            During::Idle => f.write_str("while idle"),
+            During::Call { function, cid } => write!(f, "during call `{function}` (cid {cid})"),
+        }
+    }
+}
+
 /// Every error the runtime hands to user code.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum ActorError {
@@ -302,15 +367,33 @@ pub enum ActorError {
     /// Several children of one nursery failed: every failure, in arrival order.
     #[error("{} actors failed: {}", .0.len(), join(.0))]
     Multi(Vec<ActorError>),
-    /// A child actor died when nobody asked it to: it crashed, was killed, or dropped
-    /// its connection while alive.
-    #[error("actor {actor} died unexpectedly ({status})")]
+    /// A child actor died: it crashed, was killed, exited on its own, or died during its
+    /// boot. Every path that sees a child of ours die — a call or context on it, a
+    /// stream, its boot, the nursery's or supervisor's watch — reports this variant.
+    #[error("actor {actor} died {during} ({status}){}", stderr_tail(.stderr))]
     ActorDied {
         /// The actor.
         actor: Aid,
-        /// How it ended, e.g. `killed by SIGKILL`, `exited with code 3`; or what is known
-        /// when the status could not be read.
-        status: String,
+        /// How its process ended: the exit code, or the signal and whether it dumped core.
+        status: ExitStatus,
+        /// What it was doing when it died, as the observer saw it: booting, idle, or
+        /// serving a call (the one the observer made, or the oldest one in flight).
+        during: During,
+        /// The end of what it wrote to stderr, when the runtime captured it (a death
+        /// during boot); empty otherwise.
+        stderr: String,
+    },
+    /// A supervisor's children exited more often than its restart intensity allows: it
+    /// took every child down (in reverse start order) and ended. `exits` holds the exits
+    /// of the window that broke the limit, oldest first, the last one included.
+    #[error("supervisor {supervisor} gave up: more than {} restarts in {:.1?}; exits: {}", .intensity.max_restarts, .intensity.period, join_exits(.exits))]
+    SupervisorGaveUp {
+        /// The actor the supervisor ran in.
+        supervisor: Aid,
+        /// The limit that was broken.
+        intensity: RestartIntensity,
+        /// The recent exits.
+        exits: Vec<ChildExit>,
     },
     /// A peer broke the protocol: a message came where it cannot.
     #[error("protocol error from {peer}: {detail}")]
@@ -425,6 +508,13 @@ pub enum Misuse {
     NoResult {
         /// The actor that ran the call.
         actor: Aid,
+    },
+    /// No child of this id runs under the supervisor: the id is unknown, the child
+    /// was terminated and is not restarted, or the supervisor has ended.
+    #[error("no child `{id}` runs under this supervisor")]
+    NoSuchChild {
+        /// The child id asked for.
+        id: String,
     },
 }
 
@@ -628,7 +718,7 @@ impl ActorError {
             ActorError::ActorTooSlow { .. } => ErrorKind::ActorTooSlow,
             ActorError::TransportClosed { .. } => ErrorKind::TransportClosed,
             ActorError::Spawn(_) => ErrorKind::Spawn,
-            ActorError::Multi(_) => ErrorKind::Multi,
+            ActorError::Multi(_) | ActorError::SupervisorGaveUp { .. } => ErrorKind::Multi,
             ActorError::ActorDied { .. } => ErrorKind::ActorDied,
             ActorError::Protocol { .. } => ErrorKind::Protocol,
             ActorError::Encode { .. } => ErrorKind::PayloadEncode,
@@ -636,6 +726,18 @@ impl ActorError {
             ActorError::Misuse(_) => ErrorKind::Misuse,
             ActorError::Setup(_) => ErrorKind::Setup,
             ActorError::Other(_) => ErrorKind::User,
+        }
+    }
+
+    /// A death as one call saw it: that call was in flight (any other error is returned
+    /// as it is).
+    pub(crate) fn in_call(self, function: &str, cid: u64) -> Self {
+        match self {
+            ActorError::ActorDied { actor, status, during, stderr } if during != During::Boot => {
+                let during = During::Call { function: function.to_owned(), cid };
+                ActorError::ActorDied { actor, status, during, stderr }
+            }
+            other => other,
         }
     }
 
@@ -697,6 +799,9 @@ pub(crate) fn relay(err: &ActorError, me: &Aid) -> RemoteActorError {
         ActorError::MsgType(t) => e.type_error = Some(t.into()),
         ActorError::StreamOverrun { sender, .. } => e.overrun_sender = Some(sender.clone()),
         ActorError::Multi(errs) => e.nested = errs.iter().map(|x| relay(x, me)).collect(),
+        ActorError::SupervisorGaveUp { exits, .. } => {
+            e.nested = exits.iter().filter_map(|x| x.error.as_ref()).map(|x| relay(x, me)).collect()
+        }
         _ => {}
     }
     e
@@ -751,12 +856,23 @@ mod tests {
 
     #[test]
     fn spawn_errors_read_well() {
-        let e = SpawnError::DiedDuringBoot {
-            name: "w".into(),
-            status: "exited with code 3".into(),
+        let e = ActorError::ActorDied {
+            actor: aid("w", 3),
+            status: ExitStatus::Exited(3),
+            during: During::Boot,
             stderr: "boom\n".into(),
         };
-        assert_eq!(e.to_string(), "actor w died during boot (exited with code 3): boom");
+        assert_eq!(e.to_string(), "actor w@3 died during boot (exited with code 3): boom");
+        let e = ActorError::ActorDied {
+            actor: aid("w", 3),
+            status: ExitStatus::Signaled { signal: 11, core_dumped: true },
+            during: During::Call { function: "work".into(), cid: 5 },
+            stderr: String::new(),
+        };
+        assert_eq!(
+            e.to_string(),
+            "actor w@3 died during call `work` (cid 5) (killed by SIGSEGV (core dumped))"
+        );
         let e = SpawnError::NotImplemented {
             method: "subint_forkserver".into(),
             why: "reserved".into(),
@@ -799,7 +915,12 @@ mod tests {
                 ErrorKind::StreamOverrun,
             ),
             (
-                ActorError::ActorDied { actor: aid("w", 3), status: "x".into() },
+                ActorError::ActorDied {
+                    actor: aid("w", 3),
+                    status: ExitStatus::Exited(1),
+                    during: During::Idle,
+                    stderr: String::new(),
+                },
                 ErrorKind::ActorDied,
             ),
             (Misuse::SendAfterClose.into(), ErrorKind::Misuse),

@@ -143,7 +143,7 @@ impl Context {
         let cid = channel.next_cid();
         let peer = channel.peer().clone();
         let conv = Conv::new(me.clone(), peer, cid, Side::Parent, channel.buffered_bytes());
-        channel.register_conv(cid, Arc::clone(&conv) as _)?;
+        channel.register_conv(cid, function, Arc::clone(&conv) as _)?;
         let ctx = Context {
             shared: Arc::new(Shared {
                 conv,
@@ -197,7 +197,7 @@ impl Context {
         let (me, peer) = (call.me().clone(), channel.peer().clone());
         let conv = Conv::new(me, peer, cid, Side::Child, channel.buffered_bytes());
         // A closed channel is seen by the first stream operation.
-        let _ = channel.register_conv(cid, Arc::clone(&conv) as _);
+        let _ = channel.register_conv(cid, function, Arc::clone(&conv) as _);
         Context {
             shared: Arc::new(Shared {
                 conv,

@@ -77,7 +77,7 @@ impl Portal {
     }
 
     async fn start(&self, function: &str, args: Payload) -> Result<CallRx, ActorError> {
-        let call = self.channel.open_call()?;
+        let call = self.channel.open_call(function)?;
         let start = Start {
             cid: call.cid(),
             function: function.to_owned(),

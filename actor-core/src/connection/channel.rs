@@ -54,7 +54,8 @@
 
 use super::{BufferedBytes, Conversation, Credit, Serve};
 use crate::base::budgets::Budgets;
-use crate::base::error::{ActorError, RemoteActorError};
+use crate::base::error::{ActorError, During, RemoteActorError};
+use crate::base::fate::Fate;
 use crate::base::names::{CANCEL_ACTOR, CANCEL_CALL, CREDIT};
 use crate::base::sync::LockExt;
 use futures::{SinkExt, StreamExt};
@@ -64,7 +65,8 @@ use plough_ipc_wire::{FrameError, MsgError, PartialFrameClock};
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 
@@ -104,6 +106,12 @@ struct Inner {
     reason: Mutex<Option<String>>,
     /// We asked the peer to cancel itself (its exit is then expected).
     cancel_requested: AtomicBool,
+    /// How the peer's process ends, when the peer is a child of ours.
+    fate: OnceLock<Fate>,
+    /// How long a lost connection waits for the peer's fate ([`Budgets::exit_status`]).
+    exit_status: Duration,
+    /// The peer died: how, and the oldest of our calls then in flight.
+    death: Mutex<Option<(plough_fork_prims::ExitStatus, During)>>,
 }
 
 impl fmt::Debug for Channel {
@@ -167,16 +175,26 @@ const QUEUE: usize = 256;
 
 /// Where the messages of one conversation go.
 enum Route {
-    /// A function call we made: its replies.
-    Call(mpsc::UnboundedSender<Msg>),
-    /// A context, opened by us or served by us (cids of both sides never collide).
-    Conv(Arc<dyn Conversation>),
+    /// A function call we made (to this function): its replies.
+    Call(mpsc::UnboundedSender<Msg>, Arc<str>),
+    /// A context of this function, opened by us or served by us (cids of both sides never
+    /// collide).
+    Conv(Arc<dyn Conversation>, Arc<str>),
+}
+
+impl Route {
+    fn function(&self) -> &str {
+        match self {
+            Route::Call(_, f) | Route::Conv(_, f) => f,
+        }
+    }
 }
 
 /// The replies to one call we made; dropping it forgets the call.
 #[derive(Debug)]
 pub(crate) struct CallRx {
     cid: Cid,
+    function: Arc<str>,
     rx: mpsc::UnboundedReceiver<Msg>,
     channel: Channel,
 }
@@ -186,11 +204,12 @@ impl CallRx {
         self.cid
     }
 
-    /// The next reply, or `TransportClosed` once the connection is gone.
+    /// The next reply; once the connection is gone, `ActorDied` during this call when
+    /// the peer is a child of ours that died, `TransportClosed` otherwise.
     pub(crate) async fn recv(&mut self) -> Result<Msg, ActorError> {
         match self.rx.recv().await {
             Some(m) => Ok(m),
-            None => Err(self.channel.closed_error()),
+            None => Err(self.channel.closed_error().in_call(&self.function, self.cid)),
         }
     }
 }
@@ -233,6 +252,9 @@ impl Channel {
             shutdown: CancellationToken::new(),
             reason: Mutex::new(None),
             cancel_requested: AtomicBool::new(false),
+            fate: OnceLock::new(),
+            exit_status: budgets.exit_status,
+            death: Mutex::new(None),
         });
         let channel = Channel { inner };
         let clock = est.framed.codec().partial_frame_clock();
@@ -269,7 +291,7 @@ impl Channel {
             }
             .await;
             if let Err(e) = result {
-                w.mark_closed(format!("write failed: {e}"));
+                w.finish(format!("write failed: {e}")).await;
             }
         });
 
@@ -319,7 +341,7 @@ impl Channel {
                 }
             };
             if let Some(reason) = reason {
-                r.mark_closed(reason);
+                r.finish(reason).await;
             }
             server.closed(&r);
         });
@@ -332,7 +354,7 @@ impl Channel {
         if let Msg::Start(start) = msg {
             if start.function == CREDIT {
                 let calls = self.inner.calls.locked();
-                if let (Some(Route::Conv(c)), Ok((messages, bytes))) =
+                if let (Some(Route::Conv(c, _)), Ok((messages, bytes))) =
                     (calls.get(&start.cid), start.args.decode::<(u32, u64)>())
                 {
                     c.grant(Credit { messages, bytes });
@@ -364,10 +386,10 @@ impl Channel {
         };
         let calls = self.inner.calls.locked();
         match calls.get(&cid) {
-            Some(Route::Call(tx)) => {
+            Some(Route::Call(tx, _)) => {
                 let _ = tx.send(msg);
             }
-            Some(Route::Conv(c)) => {
+            Some(Route::Conv(c, _)) => {
                 let c = Arc::clone(c);
                 drop(calls);
                 c.deliver(msg, self);
@@ -405,12 +427,12 @@ impl Channel {
         let conv = {
             let calls = self.inner.calls.locked();
             match calls.get(&cid) {
-                Some(Route::Call(tx)) => {
+                Some(Route::Call(tx, _)) => {
                     // A reply to our call: the call fails here; the peer is done with it.
                     let _ = tx.send(Msg::Error(error));
                     return None;
                 }
-                Some(Route::Conv(c)) => Some(Arc::clone(c)),
+                Some(Route::Conv(c, _)) => Some(Arc::clone(c)),
                 None => None,
             }
         };
@@ -446,6 +468,31 @@ impl Channel {
         self.inner.in_flight.locked().finish(cid);
     }
 
+    /// The connection is lost: when the peer is a child of ours that we did not ask to
+    /// stop, first learn how it ended (waiting at most [`Budgets::exit_status`]), so that
+    /// every call in flight is told it died rather than that a connection closed.
+    async fn finish(&self, reason: String) {
+        // A child we asked to go (the ladder, `cancel_actor`) did not die: it was stopped.
+        if let Some(fate) = self.inner.fate.get()
+            && !self.is_closed()
+            && !self.cancel_requested()
+            && let Some(status) = fate.within(self.inner.exit_status).await
+        {
+            let calls = self.inner.calls.locked();
+            let oldest = calls
+                .iter()
+                .filter(|(cid, _)| !self.is_peers(**cid))
+                .min_by_key(|(cid, _)| **cid)
+                .map_or(During::Idle, |(cid, r)| During::Call {
+                    function: r.function().to_owned(),
+                    cid: *cid,
+                });
+            drop(calls);
+            self.inner.death.locked().get_or_insert((status, oldest));
+        }
+        self.mark_closed(reason);
+    }
+
     fn mark_closed(&self, reason: String) {
         let mut r = self.inner.reason.locked();
         if r.is_none() {
@@ -457,9 +504,9 @@ impl Channel {
         // Close every call's mailbox: their `recv` reports TransportClosed.
         let calls = std::mem::take(&mut *self.inner.calls.locked());
         let err = self.closed_error();
-        for (_, route) in calls {
-            if let Route::Conv(c) = route {
-                c.transport_closed(err.clone());
+        for (cid, route) in calls {
+            if let Route::Conv(c, function) = route {
+                c.transport_closed(err.clone().in_call(&function, cid));
             }
         }
         for (_, t) in self.inner.served.locked().drain() {
@@ -489,9 +536,25 @@ impl Channel {
         self.inner.closed.cancelled().await
     }
 
+    /// Why the connection is gone: [`ActorError::ActorDied`] when the peer is a child of
+    /// ours whose process ended (during the oldest of our calls then in flight), else
+    /// [`ActorError::TransportClosed`] with what is known.
     pub(crate) fn closed_error(&self) -> ActorError {
+        if let Some((status, during)) = self.inner.death.locked().clone() {
+            return ActorError::ActorDied {
+                actor: self.inner.peer.clone(),
+                status,
+                during,
+                stderr: String::new(),
+            };
+        }
         let detail = self.inner.reason.locked().clone().unwrap_or_default();
         ActorError::TransportClosed { peer: self.inner.peer.to_string(), detail }
+    }
+
+    /// The peer is a child of ours: `fate` says how its process ends. Set once.
+    pub(crate) fn set_fate(&self, fate: Fate) {
+        let _ = self.inner.fate.set(fate);
     }
 
     /// Queues a message for the peer. One with a large payload ([`LARGE_MESSAGE`]) first
@@ -513,18 +576,29 @@ impl Channel {
             None
         };
         self.note_outgoing(&msg);
-        self.inner.tx.send(Queued { msg, bytes }).await.map_err(|_| self.closed_error())
+        match self.inner.tx.send(Queued { msg, bytes }).await {
+            Ok(()) => Ok(()),
+            Err(_) => Err(self.lost().await),
+        }
+    }
+
+    /// The writer is gone: why, once the connection is marked closed (a child's fate is
+    /// looked up first, so wait for that, within [`Budgets::exit_status`]).
+    async fn lost(&self) -> ActorError {
+        let _ = tokio::time::timeout(self.inner.exit_status, self.inner.closed.cancelled()).await;
+        self.closed_error()
     }
 
     /// Registers a new outgoing call and returns its mailbox; the caller sends the `Start`.
-    pub(crate) fn open_call(&self) -> Result<CallRx, ActorError> {
+    pub(crate) fn open_call(&self, function: &str) -> Result<CallRx, ActorError> {
         if self.is_closed() {
             return Err(self.closed_error());
         }
         let cid = self.inner.next_cid.fetch_add(2, Ordering::Relaxed);
         let (tx, rx) = mpsc::unbounded_channel();
-        self.inner.calls.locked().insert(cid, Route::Call(tx));
-        Ok(CallRx { cid, rx, channel: self.clone() })
+        let function: Arc<str> = Arc::from(function);
+        self.inner.calls.locked().insert(cid, Route::Call(tx, Arc::clone(&function)));
+        Ok(CallRx { cid, function, rx, channel: self.clone() })
     }
 
     /// A fresh cid for a context we open.
@@ -532,16 +606,18 @@ impl Channel {
         self.inner.next_cid.fetch_add(2, Ordering::Relaxed)
     }
 
-    /// Routes the messages of context `cid` (opened or served by us) to `conv`.
+    /// Routes the messages of context `cid` of `function` (opened or served by us) to
+    /// `conv`.
     pub(crate) fn register_conv(
         &self,
         cid: Cid,
+        function: &str,
         conv: Arc<dyn Conversation>,
     ) -> Result<(), ActorError> {
         if self.is_closed() {
-            return Err(self.closed_error());
+            return Err(self.closed_error().in_call(function, cid));
         }
-        self.inner.calls.locked().insert(cid, Route::Conv(conv));
+        self.inner.calls.locked().insert(cid, Route::Conv(conv, Arc::from(function)));
         Ok(())
     }
 

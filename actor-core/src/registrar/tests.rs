@@ -198,7 +198,7 @@ impl Registrar {
 impl Client {
     /// Sends `function(args)` without waiting for the answer.
     async fn call(&self, function: &str, args: &impl serde::Serialize) -> CallRx {
-        let call = self.ch.open_call().unwrap();
+        let call = self.ch.open_call("f").unwrap();
         self.ch.send(start_msg(call.cid(), function, args, &self.aid)).await.unwrap();
         call
     }

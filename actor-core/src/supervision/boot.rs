@@ -8,12 +8,13 @@ use super::ladder::clear_dead_child_files;
 use super::nursery::{ChildActor, Inner, Nursery};
 use crate::base::boot_stderr;
 use crate::base::dump::{Relay, TaskGuard};
-use crate::base::error::{ActorError, Misuse, SpawnError};
+use crate::base::error::{ActorError, During, Misuse, SpawnError};
+use crate::base::fate::fate;
 use crate::base::runtime_vars;
 use crate::base::spawn::{ChildBoot, SpawnRequest};
 use crate::base::sync::LockExt;
 use plough_fork_prims::{ChildHandle, Signal};
-use plough_ipc_wire::msg::{Msg, SpawnSpec, Uuid};
+use plough_ipc_wire::msg::{Aid, Msg, SpawnSpec, Uuid};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -151,16 +152,17 @@ impl Nursery {
                 ch = pending.connected() => break ch,
                 st = process.wait() => {
                     let status = match st {
-                        Ok(status) => status.to_string(),
+                        Ok(status) => status,
                         // Not known to have died: not reaped, so not taken for dead.
                         Err(e) => {
                             booting.failed();
                             return Err(SpawnError::from_io(name, "waiting for its boot", &e).into());
                         }
                     };
+                    let actor = Aid { name: name.to_owned(), uuid, pid: process.pid() };
                     booting.reaped();
                     let stderr = boot_tail(pump, budgets.boot_stderr).await;
-                    return Err(SpawnError::DiedDuringBoot { name: name.to_owned(), status, stderr }.into());
+                    return Err(ActorError::ActorDied { actor, status, during: During::Boot, stderr });
                 }
                 () = tokio::time::sleep(window) => {
                     let now = BootProgress::now(actor, process.pid());
@@ -202,6 +204,10 @@ impl Nursery {
         }
         let process = booting.process.take().expect("still booting");
         let method = backend.method().key();
+        // Every call, context and stream on this connection that sees it lost is told how
+        // the child died (the fate is set by the task below, from its pidfd).
+        let (fate_tx, fate) = fate();
+        channel.set_fate(fate);
         let child = Arc::new_cyclic(|me: &std::sync::Weak<ChildActor>| {
             let me = me.clone();
             let aid = channel.peer().clone();
@@ -218,6 +224,7 @@ impl Nursery {
                 process,
                 cancelling: AtomicBool::new(false),
                 down: std::sync::Mutex::new(None),
+                ladder: std::sync::OnceLock::new(),
             }
         });
         // Joining is checked under the children's lock, against `closed`: a boot that
@@ -233,6 +240,12 @@ impl Nursery {
             // clears its marker.
             return Err(Misuse::NurseryExited { name: name.to_owned() }.into());
         }
+        let watched = Arc::clone(&child);
+        tokio::spawn(async move {
+            if let Ok(status) = watched.process.wait().await {
+                fate_tx.set(status);
+            }
+        });
         tracing::info!(parent = %actor.aid(), child = %child.aid, method = %backend.method(), "spawned");
         children.push(Arc::clone(&child));
         drop(children);

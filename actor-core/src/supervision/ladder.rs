@@ -4,7 +4,7 @@
 //! runtime's [`Budgets`](crate::Budgets)).
 
 use super::nursery::{ChildActor, Nursery};
-use crate::base::error::ActorError;
+use crate::base::error::{ActorError, During};
 use crate::base::sync::LockExt;
 use plough_fork_prims::{ChildHandle, ExitStatus, Signal};
 use plough_ipc_wire::msg::{Aid, Uuid};
@@ -38,9 +38,19 @@ impl Nursery {
         }
         let wait = self.inner.actor.budgets().exit_status;
         match tokio::time::timeout(wait, child.process.wait()).await {
-            Ok(Ok(status)) => died(&child.aid, status),
+            Ok(Ok(status)) => died(&child.aid, status, During::Idle),
             _ => e,
         }
+    }
+
+    /// How a child whose process or connection is gone ended: the connection's report
+    /// (once it has looked up the child's fate, within `Budgets::exit_status`), or what
+    /// the process's status says.
+    pub(super) async fn death_of(&self, child: &ChildActor) -> ActorError {
+        let wait = self.inner.actor.budgets().exit_status;
+        let channel = child.portal.channel();
+        let _ = tokio::time::timeout(wait, channel.closed()).await;
+        self.explain(child, channel.closed_error()).await
     }
 
     /// Takes one child down through the ladder; returns once it is reaped. Every call for
@@ -66,8 +76,10 @@ impl Nursery {
     /// The ladder for one child; returns once it is reaped.
     async fn ladder(&self, child: &ChildActor) {
         let budgets = *self.inner.actor.budgets();
-        let cfg = budgets.ladder;
+        let cfg = child.ladder.get().copied().unwrap_or(budgets.ladder);
         child.cancelling.store(true, Ordering::SeqCst);
+        // Its exit is ours: calls on it are told the connection closed, not that it died.
+        child.portal.channel().set_cancel_requested();
         if child.process.try_wait().ok().flatten().is_none() {
             let ladder = async {
                 let acked = !child.portal.is_closed()
@@ -128,6 +140,6 @@ pub(super) fn clear_dead_child_files(pid: u32, uuid: &Uuid) {
 }
 
 /// A child that went down when nobody asked it to.
-pub(super) fn died(aid: &Aid, status: ExitStatus) -> ActorError {
-    ActorError::ActorDied { actor: aid.clone(), status: status.to_string() }
+pub(super) fn died(aid: &Aid, status: ExitStatus, during: During) -> ActorError {
+    ActorError::ActorDied { actor: aid.clone(), status, during, stderr: String::new() }
 }

@@ -52,6 +52,8 @@ pub(super) struct ChildActor {
         Mutex<Option<futures::future::Shared<futures::future::BoxFuture<'static, ()>>>>,
     /// Its entry in the task table (SIGUSR1 dumps list it and relay the signal to it).
     pub(super) _task: TaskGuard,
+    /// Its own shutdown budget (a supervised child's), instead of the actor's ladder.
+    pub(super) ladder: std::sync::OnceLock<crate::base::budgets::LadderConfig>,
 }
 
 /// Starts child actors whose lifetime is bounded by the nursery's scope. Cheap to clone;
@@ -423,7 +425,7 @@ impl Nursery {
                 tracing::info!(child = %child.aid, "daemon child exited cleanly on its own");
                 return;
             }
-            let e = n.explain(&child, child.portal.channel().closed_error()).await;
+            let e = n.death_of(&child).await;
             if !expected() {
                 n.fail(e);
             }

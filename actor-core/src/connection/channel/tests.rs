@@ -37,7 +37,7 @@ impl Conversation for TestConv {
 
 /// Opens a call, sends its `Start` of `function(arg)`, returns its mailbox.
 async fn start_call(ch: &Channel, function: &str, arg: u64) -> CallRx {
-    let call = ch.open_call().expect("open a call");
+    let call = ch.open_call("f").expect("open a call");
     ch.send(start_msg(call.cid(), function, &arg, &dialer_aid())).await.expect("send the start");
     call
 }
@@ -66,14 +66,14 @@ fn yield_msg(cid: Cid, n: u64) -> Msg {
 async fn cids_are_odd_for_the_dialer_and_even_for_the_acceptor() {
     let p = within("the pair", pair()).await;
     let d: Vec<Cid> = vec![
-        p.dialer.open_call().unwrap().cid(),
+        p.dialer.open_call("f").unwrap().cid(),
         p.dialer.next_cid(),
-        p.dialer.open_call().unwrap().cid(),
+        p.dialer.open_call("f").unwrap().cid(),
     ];
     let a: Vec<Cid> = vec![
-        p.acceptor.open_call().unwrap().cid(),
+        p.acceptor.open_call("f").unwrap().cid(),
         p.acceptor.next_cid(),
-        p.acceptor.open_call().unwrap().cid(),
+        p.acceptor.open_call("f").unwrap().cid(),
     ];
     assert_eq!(d, [1, 3, 5], "calls and contexts share the dialer's odd cids");
     assert_eq!(a, [2, 4, 6], "calls and contexts share the acceptor's even cids");
@@ -117,7 +117,7 @@ async fn concurrent_calls_from_both_sides_each_get_their_own_reply() {
 #[tokio::test]
 async fn a_reply_nobody_waits_for_is_dropped_and_the_connection_carries_on() {
     let (ch, serve, mut raw) = within("the pair", raw_pair()).await;
-    let mut call = ch.open_call().unwrap();
+    let mut call = ch.open_call("f").unwrap();
     assert_eq!(call.cid(), 1);
     // Replies for calls nobody made, a message without a cid, then the real reply.
     raw.send(Msg::Return { cid: 77, payload: Payload::encode(&"stray").unwrap() }).await;
@@ -144,8 +144,8 @@ async fn a_reply_nobody_waits_for_is_dropped_and_the_connection_carries_on() {
 #[tokio::test]
 async fn dropping_a_call_rx_forgets_the_call_and_its_late_reply_is_dropped() {
     let (ch, _serve, mut raw) = within("the pair", raw_pair()).await;
-    let call = ch.open_call().unwrap();
-    let kept = ch.open_call().unwrap();
+    let call = ch.open_call("f").unwrap();
+    let kept = ch.open_call("f").unwrap();
     assert_eq!(routes(&ch), 2);
     let forgotten = call.cid();
     drop(call);
@@ -168,9 +168,9 @@ async fn dropping_a_call_rx_forgets_the_call_and_its_late_reply_is_dropped() {
 #[tokio::test]
 async fn eof_closes_every_call_and_conversation_with_transport_closed_and_tells_serve() {
     let (ch, serve, raw) = within("the pair", raw_pair()).await;
-    let mut calls: Vec<CallRx> = (0..3).map(|_| ch.open_call().unwrap()).collect();
+    let mut calls: Vec<CallRx> = (0..3).map(|_| ch.open_call("f").unwrap()).collect();
     let conv = Arc::new(TestConv::default());
-    ch.register_conv(ch.next_cid(), Arc::clone(&conv) as _).unwrap();
+    ch.register_conv(ch.next_cid(), "ctx", Arc::clone(&conv) as _).unwrap();
     let served = CancellationToken::new();
     ch.track_served(42, served.clone());
     let peer = raw.aid.clone();
@@ -194,8 +194,8 @@ async fn eof_closes_every_call_and_conversation_with_transport_closed_and_tells_
     within("closed()", ch.closed()).await;
     assert_eq!(routes(&ch), 0);
     assert_transport_closed(&ch.send(yield_msg(1, 0)).await.unwrap_err(), &peer, "peer closed");
-    assert_transport_closed(&ch.open_call().unwrap_err(), &peer, "peer closed");
-    let again = ch.register_conv(99, Arc::new(TestConv::default()) as _).unwrap_err();
+    assert_transport_closed(&ch.open_call("f").unwrap_err(), &peer, "peer closed");
+    let again = ch.register_conv(99, "ctx", Arc::new(TestConv::default()) as _).unwrap_err();
     assert_transport_closed(&again, &peer, "peer closed");
     drop(calls);
 }
@@ -203,7 +203,7 @@ async fn eof_closes_every_call_and_conversation_with_transport_closed_and_tells_
 #[tokio::test]
 async fn a_framing_error_closes_the_connection_naming_it() {
     let (ch, serve, mut raw) = within("the pair", raw_pair()).await;
-    let mut call = ch.open_call().unwrap();
+    let mut call = ch.open_call("f").unwrap();
     // Not a frame: a segment table claiming billions of segments.
     raw.framed.get_mut().write_all(&[0xff; 64]).await.unwrap();
     let e = within("the mailbox to close", call.recv()).await.unwrap_err();
@@ -215,7 +215,7 @@ async fn a_framing_error_closes_the_connection_naming_it() {
 #[tokio::test]
 async fn a_peer_channel_shutting_down_closes_both_ends() {
     let p = within("the pair", pair()).await;
-    let mut pending = p.dialer.open_call().unwrap();
+    let mut pending = p.dialer.open_call("f").unwrap();
     p.acceptor.shutdown();
     let e = within("the dialer's call to close", pending.recv()).await.unwrap_err();
     assert_transport_closed(&e, &acceptor_aid(), "peer closed the connection");
@@ -249,7 +249,7 @@ async fn credit_goes_to_its_conversation_and_never_to_serve() {
     let (ch, serve, mut raw) = within("the pair", raw_pair()).await;
     let cid = ch.next_cid();
     let conv = Arc::new(TestConv::default());
-    ch.register_conv(cid, Arc::clone(&conv) as _).unwrap();
+    ch.register_conv(cid, "ctx", Arc::clone(&conv) as _).unwrap();
     raw.send(start_msg(cid, CREDIT, &(7u32, 700u64), &raw.aid)).await;
     raw.send(start_msg(cid + 100, CREDIT, &(5u32, 0u64), &raw.aid)).await; // nobody's
     raw.send(start_msg(cid, CREDIT, &"not a count", &raw.aid)).await; // undecodable
@@ -271,7 +271,7 @@ async fn a_conversation_gets_its_messages_until_unregistered() {
     let (ch, serve, mut raw) = within("the pair", raw_pair()).await;
     let cid = ch.next_cid();
     let conv = Arc::new(TestConv::default());
-    ch.register_conv(cid, Arc::clone(&conv) as _).unwrap();
+    ch.register_conv(cid, "ctx", Arc::clone(&conv) as _).unwrap();
     let started = Msg::Started { cid, payload: Payload::encode(&"hi").unwrap() };
     raw.send(started.clone()).await;
     raw.send(yield_msg(cid, 1)).await;
@@ -333,7 +333,7 @@ async fn served_calls_are_cancelled_by_cid_and_untracked() {
     // Over the wire: the peer's plough.cancel_call reaches the TestServe, which cancels.
     let c = CancellationToken::new();
     p.acceptor.track_served(16, c.clone());
-    let mut ack = p.dialer.open_call().unwrap();
+    let mut ack = p.dialer.open_call("f").unwrap();
     let cancel = start_msg(ack.cid(), crate::base::names::CANCEL_CALL, &16u64, &dialer_aid());
     p.dialer.send(cancel).await.unwrap();
     match within("the ack", ack.recv()).await.unwrap() {
@@ -433,7 +433,7 @@ async fn an_unknown_message_variant_fails_the_call_it_names_on_either_side() {
     let answer = raw.expect().await;
     assert_error(&answer, 6, ErrorKind::BadMessage, &dialer_aid(), "unknown message variant 200");
     // The same for a reply to a call we made: our call fails, the peer gets nothing.
-    let mut call = ch.open_call().unwrap();
+    let mut call = ch.open_call("f").unwrap();
     let reply =
         Msg::StartAck(plough_ipc_wire::msg::StartAck { cid: call.cid(), ..Default::default() });
     write_raw(&mut raw, &with_discriminant(&reply, 201)).await;
@@ -450,7 +450,7 @@ async fn an_unknown_message_variant_fails_the_call_it_names_on_either_side() {
 #[tokio::test]
 async fn a_malformed_reply_fails_our_call_and_a_malformed_context_message_fails_both_sides() {
     let (ch, _serve, mut raw) = within("the pair", raw_pair()).await;
-    let mut call = ch.open_call().unwrap();
+    let mut call = ch.open_call("f").unwrap();
     // A `Return` whose payload pointer points far past the end of its segment.
     let reply = Msg::Return { cid: call.cid(), payload: Payload::from(vec![7u8; 8]) };
     let mut bytes = frame_bytes(&reply);
@@ -462,7 +462,7 @@ async fn a_malformed_reply_fails_our_call_and_a_malformed_context_message_fails_
     // A context: its conversation hears of it, and so does the peer.
     let cid = ch.next_cid();
     let conv = Arc::new(TestConv::default());
-    ch.register_conv(cid, Arc::clone(&conv) as _).unwrap();
+    ch.register_conv(cid, "ctx", Arc::clone(&conv) as _).unwrap();
     let start = start_msg(cid, "ctx", &(), &raw.aid);
     write_raw(&mut raw, &with_raw_kind(&start, cid, 77)).await;
     assert_error(&raw.expect().await, cid, ErrorKind::BadMessage, &dialer_aid(), "77");
@@ -474,7 +474,7 @@ async fn a_malformed_reply_fails_our_call_and_a_malformed_context_message_fails_
     raw.send(start_msg(2, "ctx", &(), &raw.aid)).await;
     assert_eq!(_serve.next_start().await.cid, 2);
     let served = Arc::new(TestConv::default());
-    ch.register_conv(2, Arc::clone(&served) as _).unwrap();
+    ch.register_conv(2, "ctx", Arc::clone(&served) as _).unwrap();
     let mut bytes = frame_bytes(&Msg::Yield { cid: 2, payload: Payload::from(vec![7u8; 8]) });
     let n = bytes.len();
     bytes[n - 16..n - 8].copy_from_slice(&0x0000_00ff_0000_0001u64.to_le_bytes());
@@ -518,7 +518,7 @@ async fn calls_over_the_cap_are_refused_with_too_many_calls_until_one_finishes()
     assert_eq!(serve.next_start().await.cid, 300);
     assert_eq!(ch.calls_in_flight(), CAP);
     // Stream credit and a reply to our own call are not calls: never refused.
-    let mut mine = ch.open_call().unwrap();
+    let mut mine = ch.open_call("f").unwrap();
     raw.send(Msg::Return { cid: mine.cid(), payload: Payload::encode(&1u8).unwrap() }).await;
     assert!(matches!(within("our reply", mine.recv()).await.unwrap(), Msg::Return { .. }));
     // A stream overrun told mid-context is not an answer: the call stays in flight.
@@ -601,7 +601,7 @@ async fn a_stalled_frame_is_dropped_at_the_frame_read_deadline() {
         raw.expect().await,
         Msg::Return { cid: 2, payload: Payload::encode(&1u64).unwrap() }
     );
-    let mut ours = ch.open_call().unwrap();
+    let mut ours = ch.open_call("f").unwrap();
     let mut head = vec![0u8; 8];
     head[4..8].copy_from_slice(&1000u32.to_le_bytes());
     head.extend_from_slice(&[0xee; 10]);
