@@ -4,9 +4,11 @@
 //!   the drop guard; `Actor::nursery` and `Cx::nursery` are defined here;
 //! * [`boot`]: a child from its spawn until it is the nursery's member;
 //! * [`ladder`]: the cancellation ladder for one child, and reaping;
-//! * [`supervisor`]: OTP restart strategies over children, with restart intensity.
+//! * [`supervisor`]: OTP restart strategies over children, with restart intensity;
+//! * [`pool`]: a worker pool whose jobs survive their workers' deaths.
 
 pub(crate) mod boot;
 pub(crate) mod ladder;
 pub(crate) mod nursery;
+pub(crate) mod pool;
 pub(crate) mod supervisor;

@@ -112,6 +112,12 @@ async fn job_once_fatal(_cx: Cx, (x, dir): (u64, String)) -> Result<u64, ActorEr
     Ok(x)
 }
 
+/// Its pid, after `ms` milliseconds (a pool job that holds its worker a while).
+async fn pid_after(_cx: Cx, ms: u64) -> Result<u32, ActorError> {
+    tokio::time::sleep(Duration::from_millis(ms)).await;
+    Ok(std::process::id())
+}
+
 pub(crate) fn register(r: Registry) -> Registry {
     r.func("crash", crash)
         .func("crash_after", crash_after)
@@ -121,4 +127,5 @@ pub(crate) fn register(r: Registry) -> Registry {
         .func("sub_supervisor", sub_supervisor)
         .func("job", job)
         .func("job_once_fatal", job_once_fatal)
+        .func("pid_after", pid_after)
 }

@@ -395,6 +395,17 @@ pub enum ActorError {
         /// The recent exits.
         exits: Vec<ChildExit>,
     },
+    /// A pool job killed every worker it ran on: it ran `1 + retries` times and each
+    /// time its worker died ([`PoolConfig::retries`](crate::PoolConfig::retries)).
+    #[error("job {job} (`{function}`) is poisoned: it killed {} workers: {}", .deaths.len(), join(.deaths))]
+    JobPoisoned {
+        /// The job's id ([`JobHandle::id`](crate::JobHandle::id)).
+        job: u64,
+        /// Its function.
+        function: String,
+        /// Every death it caused, oldest first.
+        deaths: Vec<ActorError>,
+    },
     /// A peer broke the protocol: a message came where it cannot.
     #[error("protocol error from {peer}: {detail}")]
     Protocol {
@@ -509,6 +520,9 @@ pub enum Misuse {
         /// The actor that ran the call.
         actor: Aid,
     },
+    /// A job submitted to (or still queued in) a pool that has ended.
+    #[error("the worker pool has ended")]
+    PoolClosed,
     /// No child of this id runs under the supervisor: the id is unknown, the child
     /// was terminated and is not restarted, or the supervisor has ended.
     #[error("no child `{id}` runs under this supervisor")]
@@ -719,7 +733,7 @@ impl ActorError {
             ActorError::TransportClosed { .. } => ErrorKind::TransportClosed,
             ActorError::Spawn(_) => ErrorKind::Spawn,
             ActorError::Multi(_) | ActorError::SupervisorGaveUp { .. } => ErrorKind::Multi,
-            ActorError::ActorDied { .. } => ErrorKind::ActorDied,
+            ActorError::ActorDied { .. } | ActorError::JobPoisoned { .. } => ErrorKind::ActorDied,
             ActorError::Protocol { .. } => ErrorKind::Protocol,
             ActorError::Encode { .. } => ErrorKind::PayloadEncode,
             ActorError::Interrupted | ActorError::Terminated => ErrorKind::Interrupted,

@@ -114,6 +114,16 @@ impl Portal {
         function: &str,
         args: Payload,
     ) -> Result<R, ActorError> {
+        let payload = self.run_payload(function, args).await?;
+        payload.decode::<R>().map_err(|e| type_error(e, MsgKind::Return))
+    }
+
+    /// [`Portal::run_raw`] with the result left encoded.
+    pub(crate) async fn run_payload(
+        &self,
+        function: &str,
+        args: Payload,
+    ) -> Result<Payload, ActorError> {
         let mut call = self.start(function, args).await?;
         let me = self.me.clone();
         let mut guard = CallGuard { channel: &self.channel, cid: call.cid(), me: &me, done: false };
@@ -130,7 +140,7 @@ impl Portal {
                 Ok(Msg::StartAck(_)) => continue,
                 Ok(Msg::Return { payload, .. }) => {
                     guard.done = true;
-                    return payload.decode::<R>().map_err(|e| type_error(e, MsgKind::Return));
+                    return Ok(payload);
                 }
                 Ok(Msg::Error(e)) => {
                     guard.done = true;
