@@ -5,7 +5,7 @@
 //! writes `target/plough-bench.json`:
 //! `{"results": [{"name", "unit", "median", "p99", "baseline", "baseline_median", "ratio"}]}`.
 //! `--quick` takes fewer samples; `--only <group>` runs one group of rows (spawn, tree,
-//! retouch, fan-out, rpc, stream); the last line gives the total wall time.
+//! retouch, fan-out, rpc, supervision, stream); the last line gives the total wall time.
 //!
 //! * spawn → first RPC answered, per actor (zygote; exec; forkserver), vs the raw floor:
 //!   the same binary started the same way (forked by a zygote of this binary / posix_spawn
@@ -30,6 +30,10 @@
 //!   actor (`/proc/<pid>/smaps_rollup`);
 //! * RPC round trip of a trivial function over UDS vs a raw UDS ping-pong between two
 //!   processes (one byte each way);
+//! * supervision: restart latency (a supervised child's death seen by a caller → its
+//!   replacement answering its first call) per backend, next to spawn → first RPC in the
+//!   same run; a pool of 4 workers on trivial jobs next to the same jobs through
+//!   `Portal::run` on 4 fixed workers;
 //! * stream throughput child → parent, 64-byte messages with backpressure (default and
 //!   1024-message buffers), vs a raw UDS stream of 64-byte records between two processes.
 
@@ -56,8 +60,119 @@ async fn source(ctx: plough::Context, (n, size): (u64, usize)) -> Result<u64, pl
     Ok(n)
 }
 
+/// Dies of SIGABRT (the restart-latency rows).
+async fn crash(_cx: Cx, _: ()) -> Result<(), std::convert::Infallible> {
+    std::process::abort()
+}
+
 fn registry() -> Registry {
-    Registry::new().func("ping", ping).context("source", source)
+    Registry::new().func("ping", ping).func("crash", crash).context("source", source)
+}
+
+/// Restart latency (a supervised child's death seen by a caller → its replacement
+/// answering its first call) and, alternating with it in the same root, spawn → first
+/// RPC; `n` samples each, ms.
+fn restart_and_spawn(method: SpawnMethod, n: usize) -> (Vec<f64>, Vec<f64>) {
+    use plough::{ChildSpec, Strategy, Supervisor};
+    runtime(method, true)
+        .run(|root| async move {
+            let sup = Supervisor::new(Strategy::OneForOne)
+                .intensity(u32::MAX, std::time::Duration::from_secs(1))
+                .child(ChildSpec::actor("w"));
+            let (mut restart, mut spawn) = (Vec::with_capacity(n), Vec::with_capacity(n));
+            let r = root.clone();
+            r.supervise(sup, |s| async move {
+                for i in 0..=n {
+                    let spawn_ms = root
+                        .nursery(|nursery| async move {
+                            let t = Instant::now();
+                            let p = nursery.start_actor("b").await?;
+                            let _: u64 = p.run("ping", 1u64).await?;
+                            Ok(t.elapsed().as_secs_f64() * 1e3)
+                        })
+                        .await?;
+                    let p = s.portal("w").await?;
+                    let _: u64 = p.run("ping", 1u64).await?;
+                    let died = p.run::<_, ()>("crash", ()).await;
+                    let t = Instant::now();
+                    assert!(matches!(died, Err(plough::ActorError::ActorDied { .. })), "{died:?}");
+                    let _: u64 = s.portal("w").await?.run("ping", 1u64).await?;
+                    let restart_ms = t.elapsed().as_secs_f64() * 1e3;
+                    if i > 0 {
+                        restart.push(restart_ms);
+                        spawn.push(spawn_ms);
+                    }
+                }
+                Ok((restart, spawn))
+            })
+            .await
+        })
+        .expect("restart bench")
+}
+
+/// Pool throughput on trivial jobs (4 workers, `n` jobs submitted as fast as the queue
+/// takes them, results as they complete) and the floor: the same jobs through
+/// `Portal::run` on 4 fixed workers, one lane of sequential calls each. Jobs/s (k), one
+/// sample per run, alternating.
+fn pool_and_fixed(n: u64, runs: usize) -> (Vec<f64>, Vec<f64>) {
+    use futures::StreamExt;
+    use futures::stream::FuturesUnordered;
+    runtime(SpawnMethod::Zygote, true)
+        .run(|root| async move {
+            let (mut pool_k, mut fixed_k) = (Vec::new(), Vec::new());
+            for _ in 0..runs {
+                let r = root.clone();
+                let k = root
+                    .pool(plough::PoolConfig::new(4).queue(256), |pool| async move {
+                        // Boot the workers outside the timing.
+                        let warm: Vec<_> = futures::future::join_all(
+                            (0..8).map(|i| pool.submit::<_, u64>("ping", i as u64)),
+                        )
+                        .await;
+                        for h in warm {
+                            h?.await?;
+                        }
+                        let t = Instant::now();
+                        let mut pending = FuturesUnordered::new();
+                        for i in 0..n {
+                            pending.push(pool.submit::<_, u64>("ping", i).await?);
+                            while pending.len() > 512 {
+                                pending.next().await.expect("pending")?;
+                            }
+                        }
+                        while let Some(r) = pending.next().await {
+                            r?;
+                        }
+                        Ok(n as f64 / t.elapsed().as_secs_f64() / 1e3)
+                    })
+                    .await?;
+                pool_k.push(k);
+                let k = r
+                    .nursery(|nursery| async move {
+                        let mut workers = Vec::new();
+                        for i in 0..4 {
+                            let p = nursery.start_actor(&format!("fixed-{i}")).await?;
+                            let _: u64 = p.run("ping", 0u64).await?;
+                            workers.push(p);
+                        }
+                        let t = Instant::now();
+                        let lanes = workers.iter().map(|p| async move {
+                            for i in 0..n / 4 {
+                                let _: u64 = p.run("ping", i).await?;
+                            }
+                            Ok::<(), plough::ActorError>(())
+                        });
+                        for r in futures::future::join_all(lanes).await {
+                            r?;
+                        }
+                        Ok(n as f64 / t.elapsed().as_secs_f64() / 1e3)
+                    })
+                    .await?;
+                fixed_k.push(k);
+            }
+            Ok((pool_k, fixed_k))
+        })
+        .expect("pool bench")
 }
 
 /// Messages per second (in thousands) of a `n`-message, 64-byte backpressured stream,
@@ -540,7 +655,8 @@ fn main() {
         return;
     }
     let quick = args.iter().any(|a| a == "--quick");
-    // `--only <group>` runs one group of rows: spawn, tree, retouch, fan-out, rpc, stream.
+    // `--only <group>` runs one group of rows: spawn, tree, retouch, fan-out, rpc,
+    // supervision, stream.
     let only = args.iter().position(|a| a == "--only").and_then(|i| args.get(i + 1)).cloned();
     let run = |group: &str| only.as_deref().is_none_or(|o| o == group);
     let k = if quick { 1 } else { 3 };
@@ -666,6 +782,20 @@ fn main() {
         let rpc = Stat::new("RPC round trip (UDS)", "us", rpc);
         rows.push((rpc, Some(raw.clone())));
         rows.push((tok, Some(raw)));
+    }
+    if run("supervision") {
+        for method in [SpawnMethod::Zygote, SpawnMethod::Exec, SpawnMethod::MainThreadForkserver] {
+            let (restart, spawn) = restart_and_spawn(method, 10 * k);
+            rows.push((
+                Stat::new(&format!("{method}: restart (death seen -> first call)"), "ms", restart),
+                Some(Stat::new(&format!("{method}: spawn -> first RPC (same run)"), "ms", spawn)),
+            ));
+        }
+        let (pool, fixed) = pool_and_fixed(20_000 * k as u64, 3);
+        rows.push((
+            Stat::new("pool of 4: trivial jobs", "k/s", pool),
+            Some(Stat::new("floor: Portal::run on 4 fixed workers", "k/s", fixed)),
+        ));
     }
     if run("stream") {
         let n = 200_000 * k as u64;
