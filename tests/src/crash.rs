@@ -118,6 +118,19 @@ async fn pid_after(_cx: Cx, ms: u64) -> Result<u32, ActorError> {
     Ok(std::process::id())
 }
 
+/// Fails with `message` after `ms` milliseconds.
+async fn fail_after(_cx: Cx, (ms, message): (u64, String)) -> Result<(), crate::app::AppError> {
+    tokio::time::sleep(Duration::from_millis(ms)).await;
+    Err(crate::app::AppError(message))
+}
+
+/// Waits for the actor named `peer` through the registrar, then has it add `(x, 1)`
+/// (two run-in-actor peers that call each other).
+async fn call_peer(cx: Cx, (peer, x): (String, i64)) -> Result<i64, ActorError> {
+    let p = cx.runtime().wait_for_actor(&peer).await?;
+    p.run::<_, i64>("add", (x, 1i64)).await
+}
+
 pub(crate) fn register(r: Registry) -> Registry {
     r.func("crash", crash)
         .func("crash_after", crash_after)
@@ -128,4 +141,6 @@ pub(crate) fn register(r: Registry) -> Registry {
         .func("job", job)
         .func("job_once_fatal", job_once_fatal)
         .func("pid_after", pid_after)
+        .func("fail_after", fail_after)
+        .func("call_peer", call_peer)
 }

@@ -3,12 +3,12 @@
 //! `actor.nursery(|n| async { ... })` runs the body; the body starts children through `n`.
 //! The call returns only after every child has exited **and been reaped**:
 //!
-//! * body done: wait for the `run_in_actor` results (as tractor does, a `run_in_actor`
-//!   failure is collected when the body is done, so a body that starts 25 failing actors
-//!   back to back gets all 25 errors), then cancel the remaining (daemon) children through
-//!   the ladder;
-//! * a failure — the body's error, a `run_in_actor` error once the body is done, or a
-//!   daemon child that dies (crashes, is killed, or drops its connection while alive; a
+//! * body done: wait for the `run_in_actor` results (as tractor does, each one is
+//!   collected, and a failure cancels no sibling: 25 children that fail together give 25
+//!   errors), then cancel the remaining (daemon) children through the ladder. A
+//!   `run_in_actor` child stays up, serving calls, until then — also after its function
+//!   returned;
+//! * a failure — the body's error, or a daemon child that dies (crashes, is killed, or drops its connection while alive; a
 //!   clean exit with code 0 is its own graceful cancel, not a failure) while the body
 //!   runs — is one-cancels-all: the body is dropped
 //!   (cancelled), every child goes down the ladder, and every failure comes back together
@@ -94,15 +94,37 @@ pub(super) struct Inner {
     /// by a cancel): killed at once, reaped before the nursery returns. Without this they
     /// would go to the process's reaper thread, and be orphaned if this actor then exits.
     pub(super) abandoned: Mutex<Vec<(ChildHandle, Uuid)>>,
-    /// The body is done: a `run_in_actor` failure now cancels the rest at once.
-    pub(super) exiting: AtomicBool,
+    /// Fired when the body is done: the run-in-actor children are collected.
+    pub(super) body_done: CancellationToken,
+    /// The `run_in_actor` functions still running (closed when the body is done): their
+    /// children stay up until it is empty, so peers that call each other find each other.
+    pub(super) runs: TaskTracker,
 }
 
-/// The result of a [`Nursery::run_in_actor`] call, available once the nursery has exited.
+/// The result of a [`Nursery::run_in_actor`] call: await it in the body with
+/// [`RunHandle::result`] (as often as you like: it is kept), or take it once the nursery
+/// has exited with [`RunHandle::into_result`].
 #[derive(Debug)]
 pub struct RunHandle<T> {
-    slot: Arc<Mutex<Option<Result<T, ActorError>>>>,
+    slot: Arc<RunSlot<T>>,
     aid: Aid,
+}
+
+/// Where a `run_in_actor` task leaves its result.
+#[derive(Debug)]
+struct RunSlot<T> {
+    value: Mutex<Option<Result<T, ActorError>>>,
+    /// Fired when the task is done, with a result or without one (it was dropped).
+    done: CancellationToken,
+}
+
+/// Fires its slot's `done` when dropped: however the task ends, a waiter wakes.
+struct SlotDone<T>(Arc<RunSlot<T>>);
+
+impl<T> Drop for SlotDone<T> {
+    fn drop(&mut self) {
+        self.0.done.cancel();
+    }
 }
 
 impl<T> RunHandle<T> {
@@ -111,14 +133,34 @@ impl<T> RunHandle<T> {
         &self.aid
     }
 
+    /// Waits for the call's result and returns a copy of it; later calls return the same.
+    /// An error is still the nursery's too (it is collected when the nursery exits).
+    ///
+    /// # Errors
+    ///
+    /// The call's error; [`Misuse::NoResult`] when the call never finished (the nursery
+    /// was cancelled first).
+    pub async fn result(&self) -> Result<T, ActorError>
+    where
+        T: Clone,
+    {
+        self.slot.done.cancelled().await;
+        self.slot
+            .value
+            .locked()
+            .clone()
+            .unwrap_or_else(|| Err(Misuse::NoResult { actor: self.aid.clone() }.into()))
+    }
+
     /// The call's result.
     ///
     /// # Errors
     ///
-    /// The call's error; or, before the nursery has exited (or when the call never
-    /// finished because the nursery was cancelled), [`Misuse::NoResult`].
+    /// The call's error; or, before the call finished (or when it never did because the
+    /// nursery was cancelled), [`Misuse::NoResult`].
     pub fn into_result(self) -> Result<T, ActorError> {
         self.slot
+            .value
             .locked()
             .take()
             .unwrap_or_else(|| Err(Misuse::NoResult { actor: self.aid.clone() }.into()))
@@ -221,7 +263,8 @@ impl Nursery {
             monitors: TaskTracker::new(),
             closed: AtomicBool::new(false),
             abandoned: Mutex::new(Vec::new()),
-            exiting: AtomicBool::new(false),
+            body_done: CancellationToken::new(),
+            runs: TaskTracker::new(),
         });
         let mut guard = DropGuard(Some(Arc::clone(&inner)));
         let n = Nursery { inner: Arc::clone(&inner) };
@@ -242,7 +285,8 @@ impl Nursery {
         };
         // The body is done (or dropped). Collect the run_in_actor results; the first
         // failure (now or already recorded) takes every other child down.
-        inner.exiting.store(true, Ordering::SeqCst);
+        inner.body_done.cancel();
+        inner.runs.close();
         let failed_early = !inner.errors.locked().is_empty();
         if !matches!(outcome, Some(Ok(_))) || failed_early {
             inner.failed.cancel();
@@ -327,9 +371,11 @@ impl Nursery {
         Ok(portal)
     }
 
-    /// Starts a child actor that runs `function(args)` and is then cancelled. The result
-    /// (or error) is collected at nursery exit: read it from the returned handle then. An
-    /// error cancels the whole nursery (one-cancels-all).
+    /// Starts a child actor that runs `function(args)`. The child keeps serving calls
+    /// until the body is done, then is cancelled; its result can be awaited in the body
+    /// ([`RunHandle::result`]) and is collected at nursery exit: an error is one of the
+    /// nursery's errors (it cancels no sibling; a failure of the body or of a daemon
+    /// child still cancels every child, this one included).
     ///
     /// # Errors
     ///
@@ -345,7 +391,7 @@ impl Nursery {
         R: DeserializeOwned + Send + 'static,
     {
         let child = self.spawn_child(name).await?;
-        let slot = Arc::new(Mutex::new(None));
+        let slot = Arc::new(RunSlot { value: Mutex::new(None), done: CancellationToken::new() });
         let handle = RunHandle { slot: Arc::clone(&slot), aid: child.aid.clone() };
         let args = encode(&args)?;
         let inner = Arc::clone(&self.inner);
@@ -355,25 +401,37 @@ impl Nursery {
             // No select on cancellation here: when the nursery cancels, the ladder makes the
             // child answer (ContextCancelled, or its real error if it had one) or kills it,
             // so the call always completes and no failure is lost.
+            let done = SlotDone(Arc::clone(&slot));
+            let running = inner.runs.token();
             let out = child.portal.run_raw::<R>(&function, args).await;
+            drop(running);
             match out {
-                Ok(v) => *slot.locked() = Some(Ok(v)),
+                Ok(v) => *slot.value.locked() = Some(Ok(v)),
                 Err(e) => {
                     let taken_down = child.cancelling.load(Ordering::SeqCst)
                         || child.portal.channel().cancel_requested();
                     let e = n.explain(&child, e).await;
-                    *slot.locked() = Some(Err(e.clone()));
+                    *slot.value.locked() = Some(Err(e.clone()));
                     if taken_down && (e.is_cancel() || !matches!(e, ActorError::Remote(_))) {
                         // The consequence of our own cancel, not a failure of the child.
                     } else {
+                        // Collected, as tractor does: a failure once the body is done
+                        // cancels no sibling (each run-in-actor child's outcome is
+                        // reported: none is lost to a cancel it raced).
                         n.record(e);
-                        if inner.exiting.load(Ordering::SeqCst) {
-                            inner.failed.cancel();
-                        }
                     }
                 }
             }
-            // Its job is done: take it down now rather than at nursery exit.
+            drop(done);
+            // As in tractor, the child stays up, serving (its peers may still call it),
+            // until the nursery collects it: once the body is done and every other
+            // run-in-actor function has returned too.
+            tokio::select! {
+                () = inner.runs.wait() => {}
+                () = inner.failed.cancelled() => {}
+                () = inner.scope.cancelled() => {}
+                () = child.portal.channel().closed() => {}
+            }
             n.take_down(&child).await;
         });
         Ok(handle)

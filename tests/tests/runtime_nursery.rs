@@ -1,0 +1,88 @@
+//! Nursery semantics tractor's users rely on: failures that race the one-cancels-all are
+//! all reported; a run-in-actor child keeps serving until the nursery collects it; its
+//! result can be awaited inside the body.
+
+use plough::ActorError;
+use plough_tests::{in_nursery, runtime};
+use std::time::Duration;
+
+const APP: &str = env!("CARGO_BIN_EXE_plough_app");
+const LIMIT: Duration = Duration::from_secs(60);
+
+#[test]
+fn twenty_five_children_failing_together_give_twenty_five_errors() {
+    for round in 0..3 {
+        let err = in_nursery(runtime(APP), LIMIT, |n| async move {
+            for i in 0..25 {
+                let args = (500u64, format!("failure {i}"));
+                n.run_in_actor::<_, ()>(&format!("f{i}"), "fail_after", args).await?;
+            }
+            Ok(())
+        })
+        .unwrap_err();
+        let failures = err.failures();
+        let mut names: Vec<String> = failures
+            .iter()
+            .map(|f| f.as_remote().unwrap_or_else(|| panic!("remote: {f:?}")).source.name.clone())
+            .collect();
+        names.sort();
+        names.dedup();
+        assert_eq!(failures.len(), 25, "round {round}: {err}");
+        assert_eq!(names.len(), 25, "each failure names its own actor");
+        assert!(failures.iter().all(|f| !f.is_cancel()), "{err}");
+    }
+}
+
+#[test]
+fn run_in_actor_peers_that_call_each_other_always_find_each_other_up() {
+    for round in 0..10 {
+        let (a, b) = in_nursery(runtime(APP), LIMIT, |n| async move {
+            let a = n
+                .run_in_actor::<_, i64>(
+                    &format!("peer-a{round}"),
+                    "call_peer",
+                    (format!("peer-b{round}"), 10i64),
+                )
+                .await?;
+            let b = n
+                .run_in_actor::<_, i64>(
+                    &format!("peer-b{round}"),
+                    "call_peer",
+                    (format!("peer-a{round}"), 20i64),
+                )
+                .await?;
+            Ok((a, b))
+        })
+        .unwrap();
+        assert_eq!(a.into_result().unwrap(), 11, "round {round}");
+        assert_eq!(b.into_result().unwrap(), 21, "round {round}");
+    }
+}
+
+#[test]
+fn a_run_in_actor_child_serves_after_its_function_returned_until_the_body_is_done() {
+    in_nursery(runtime(APP), LIMIT, |n| async move {
+        let h = n.run_in_actor::<_, i64>("quick", "add", (2i64, 3i64)).await?;
+        // Awaited in the body, and again: the result is kept.
+        assert_eq!(h.result().await?, 5);
+        assert_eq!(h.result().await?, 5);
+        // The function returned, but the child is still up: reach it by name.
+        let p = n.actor().wait_for_actor("quick").await?;
+        assert_eq!(p.run::<_, i64>("add", (1i64, 1i64)).await?, 2);
+        Ok(())
+    })
+    .unwrap();
+}
+
+#[test]
+fn a_run_handle_awaited_in_the_body_gives_the_error_which_the_nursery_also_reports() {
+    let err = in_nursery(runtime(APP), LIMIT, |n| async move {
+        let h = n.run_in_actor::<_, ()>("failing", "fail", "bad input").await?;
+        let e = h.result().await.unwrap_err();
+        assert!(e.to_string().contains("bad input"), "{e}");
+        Ok(())
+    })
+    .unwrap_err();
+    assert!(err.to_string().contains("bad input"), "{err}");
+    assert!(matches!(err, ActorError::Remote(_)), "{err:?}");
+}
