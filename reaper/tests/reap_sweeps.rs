@@ -46,7 +46,7 @@ fn shm_sweep_removes_only_unused_segments_of_ours() {
     assert!(files.0.iter().all(|p| p.exists()), "--dry-run removed something");
 
     let run = reap(&rt.path(), &args);
-    assert_eq!(run.code, 1, "{}", run.stdout);
+    assert_eq!(run.code, 0, "removed, so nothing left behind: {}", run.stdout);
     let removed: Vec<PathBuf> = run.files("shm").into_iter().map(|(p, _)| p).collect();
     assert!(removed.contains(&path("orphan")) && !path("orphan").exists());
     assert!(path("mapped").exists(), "a segment mapped by a live process was removed");
@@ -93,11 +93,24 @@ fn uds_sweep_removes_stale_sockets_and_keeps_bound_ones() {
     expect.sort();
     assert_eq!(dry.files("files"), expect, "{}", dry.stdout);
     assert!(stale.exists() && stale_registry.exists(), "--dry-run removed something");
+    assert_eq!(dry.code, 1, "found, and left in place: {}", dry.stdout);
+    let check_dry = reap(&dir, &["--uds", "--check", "--dry-run"]);
+    assert_eq!(check_dry.code, 1, "--check --dry-run: found: {}", check_dry.stdout);
+    assert!(stale.exists() && stale_registry.exists(), "--check --dry-run removed something");
 
-    let run = reap(&dir, &["--uds"]);
-    assert_eq!(run.code, 1, "{}", run.stdout);
+    // --check sweeps as usual, and still fails the run: something had been left behind.
+    let run = reap(&dir, &["--uds", "--check"]);
+    assert_eq!(run.code, 1, "--check: found (and removed): {}", run.stdout);
     assert!(!stale.exists() && !stale_registry.exists());
     assert!(live.exists() && live_registry.exists() && other_file.exists());
+    assert_eq!(reap(&dir, &["--uds", "--check"]).code, 0, "--check: nothing left to find");
+
+    // Without --check, a sweep that removes everything it found exits 0 (set -e friendly).
+    drop(UnixListener::bind(&stale).unwrap());
+    let run = reap(&dir, &["--uds"]);
+    assert_eq!(run.code, 0, "removed, so nothing left behind: {}", run.stdout);
+    assert_eq!(run.files("files"), vec![(stale.clone(), "removed".to_owned())], "{}", run.stdout);
+    assert!(!stale.exists());
     assert_eq!(reap(&dir, &["--uds"]).code, 0, "nothing left to find");
 }
 
@@ -144,7 +157,7 @@ fn half_written_markers_of_dead_writers_are_swept_and_live_ones_kept() {
     expect.sort();
     assert_eq!(dry.files("files"), expect, "{}", dry.stdout);
     let run = reap(&dir, &["--uds"]);
-    assert_eq!(run.code, 1, "{}", run.stdout);
+    assert_eq!(run.code, 0, "removed, so nothing left behind: {}", run.stdout);
     assert!(!stale_empty.exists() && !stale_full.exists(), "{}", run.stdout);
     assert!(live.exists(), "a live writer's file must stay");
     assert_eq!(reap(&dir, &["--uds"]).code, 0, "nothing left to find");
