@@ -110,3 +110,66 @@ fn ps_without_a_registrar_says_so() {
     assert!(err.contains(&format!("no plough registrar answers at {addr}")), "{err}");
     assert!(err.contains("Connection refused"), "{err}");
 }
+
+/// On a pipe `plough ps` prints one line per actor (a long name whole, no colour), and
+/// `--watch` lists again and again, each listing after a blank line, until it is stopped.
+#[test]
+fn ps_on_a_pipe_is_plain_and_watch_lists_again() {
+    let long = "an-actor-whose-name-is-long-enough-to-break-fixed-width-columns-of-ps";
+    with_root(runtime(APP), LIMIT, |root| async move {
+        let registry = root.registry_addr().to_string();
+        root.nursery(|n| async move {
+            let a = n.start_actor(long).await?;
+            let _ = a.run::<_, u32>("pid", ()).await?;
+            let out = tokio::task::spawn_blocking({
+                let reg = registry.clone();
+                move || {
+                    std::process::Command::new(plough_bin())
+                        .args(["ps", "--registry", &reg])
+                        .env_remove("NO_COLOR")
+                        .env("COLUMNS", "60")
+                        .output()
+                }
+            })
+            .await
+            .unwrap()
+            .unwrap();
+            let text = String::from_utf8_lossy(&out.stdout).into_owned();
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            assert!(!text.contains('\x1b'), "colour into a pipe: {text:?}");
+            let line = text.lines().find(|l| l.contains(long)).unwrap_or_else(|| panic!("{text}"));
+            assert!(line.starts_with(&format!("  {long}@")), "{text}");
+
+            // --watch: two listings on the pipe, then it is stopped (it runs until then).
+            let watch = tokio::task::spawn_blocking(move || {
+                let mut child = std::process::Command::new(plough_bin())
+                    .args(["ps", "--registry", &registry, "--watch", "0.05"])
+                    .stdout(std::process::Stdio::piped())
+                    .spawn()
+                    .unwrap();
+                let mut lines = plough_tests::OutputLines::read(child.stdout.take().unwrap());
+                let handle = plough_fork_prims::ChildHandle::from_std(child).unwrap();
+                handle.set_kill_on_drop(true);
+                let first = lines.expect_line("ACTOR", LIMIT).map(|_| ());
+                let named = lines.expect_line(&format!("  {long}@"), LIMIT).map(|_| ());
+                let second = lines.expect_line("ACTOR", LIMIT).map(|_| ());
+                let running = handle.try_wait().unwrap().is_none();
+                handle.kill().unwrap();
+                let status = plough_tests::wait_exit(&handle, LIMIT).expect("plough ps exits");
+                (first, named, second, running, status, lines.seen().to_vec())
+            })
+            .await
+            .unwrap();
+            let (first, named, second, running, status, seen) = watch;
+            assert!(first.and(named).and(second).is_some(), "two listings: {seen:#?}");
+            let blank = seen.iter().position(|l| l.is_empty()).expect("a blank line between");
+            assert_eq!(seen.get(blank + 1).map(|l| l.starts_with("ACTOR")), Some(true), "{seen:#?}");
+            assert!(running, "--watch ended by itself: {seen:#?}");
+            assert!(!status.success(), "{status}");
+            assert!(seen.iter().all(|l| !l.contains('\x1b')), "{seen:#?}");
+            Ok(())
+        })
+        .await
+    })
+    .unwrap();
+}
