@@ -56,8 +56,9 @@ struct Cli {
     /// mmap a segment is briefly unused).
     #[arg(long, value_name = "SECS", default_value_t = 5.0)]
     shm_min_age: f64,
-    /// Also remove socket files whose owner is gone, stale markers, and half-written
-    /// markers (actors/.PID.UUID.tmp) whose writer is gone (a live one's stays).
+    /// Also remove socket files whose owner is gone, stale markers, half-written
+    /// markers (actors/.PID.UUID.tmp) whose writer is gone (a live one's stays), and the
+    /// task dumps (dumps/TREE/) of trees that have no live actor left.
     #[arg(long)]
     uds: bool,
     /// The runtime directory (default: $XDG_RUNTIME_DIR/plough or /tmp/plough-UID).
