@@ -52,10 +52,10 @@ mod supervision;
 
 pub use base::budgets::{Budgets, LadderConfig};
 pub use base::config::{REGISTRY_ENV, RuntimeConfig, TreeSecret};
+pub use base::dump::DUMPS_KEPT;
 pub use base::error::{
     ActorError, Misuse, OverrunBound, RemoteActorError, Result, SetupError, SpawnError,
 };
-pub use base::dump::DUMPS_KEPT;
 pub use base::runtime_vars::actor_label;
 pub use base::spawn_method::{SPAWN_METHOD_ENV, SpawnMethod, UnknownSpawnMethod};
 pub use calls::context::{Context, Outcome};

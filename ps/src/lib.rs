@@ -192,7 +192,11 @@ mod tests {
             method: if parent.is_some() { "zygote".into() } else { "root".into() },
             started_ms,
         };
-        vec![entry(&root, None, 1_000), entry(&long, Some(&root), 2_000), entry(&grand, Some(&long), 3_000)]
+        vec![
+            entry(&root, None, 1_000),
+            entry(&long, Some(&root), 2_000),
+            entry(&grand, Some(&long), 3_000),
+        ]
     }
 
     #[test]

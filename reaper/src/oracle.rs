@@ -9,8 +9,8 @@
 //! time), shm segments (device, inode), so a recycled pid or a re-created file is seen
 //! as new.
 
-use crate::dumps;
 use crate::actors::{Actor, marker_is_ours_and_live, own_half_written, own_markers};
+use crate::dumps;
 use crate::procs::ProcInfo;
 use crate::reap::{ActorReport, DEFAULT_GRACE, reap_actors};
 use crate::shm::{self, FileAction, SHM_DIR, ShmEntry, ShmVerdict};

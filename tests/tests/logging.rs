@@ -193,7 +193,8 @@ fn a_terminal_gets_colour_unless_no_color_is_set() {
     let _g = root_lock();
     become_subreaper();
     for (env, colour) in [(&[][..], true), (&[("NO_COLOR", "1")][..], false)] {
-        let master = openpt(OpenptFlags::RDWR | OpenptFlags::NOCTTY | OpenptFlags::CLOEXEC).unwrap();
+        let master =
+            openpt(OpenptFlags::RDWR | OpenptFlags::NOCTTY | OpenptFlags::CLOEXEC).unwrap();
         grantpt(&master).unwrap();
         unlockpt(&master).unwrap();
         let name = ptsname(&master, Vec::new()).unwrap();

@@ -113,10 +113,16 @@ fn sigusr1_to_the_root_dumps_every_actor_of_the_tree() {
         assert_eq!(json["seq"], 1, "{what}");
         assert!(json["taken_unix_ms"].as_u64().is_some_and(|t| t >= e.started_ms), "{what}");
         let tasks = json["tasks"].as_array().unwrap();
-        let children: Vec<&str> =
-            json["children"].as_array().unwrap().iter().map(|c| c["actor"].as_str().unwrap()).collect();
+        let children: Vec<&str> = json["children"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["actor"].as_str().unwrap())
+            .collect();
         let has_task = |kind: &str, function: &str| {
-            tasks.iter().any(|t| t["kind"] == kind && t["function"] == function && t["age_s"].is_f64())
+            tasks
+                .iter()
+                .any(|t| t["kind"] == kind && t["function"] == function && t["age_s"].is_f64())
         };
         match e.aid.name.as_str() {
             // The root waits on both hold_sleepers calls and has two children.

@@ -163,7 +163,11 @@ fn ps_on_a_pipe_is_plain_and_watch_lists_again() {
             let (first, named, second, running, status, seen) = watch;
             assert!(first.and(named).and(second).is_some(), "two listings: {seen:#?}");
             let blank = seen.iter().position(|l| l.is_empty()).expect("a blank line between");
-            assert_eq!(seen.get(blank + 1).map(|l| l.starts_with("ACTOR")), Some(true), "{seen:#?}");
+            assert_eq!(
+                seen.get(blank + 1).map(|l| l.starts_with("ACTOR")),
+                Some(true),
+                "{seen:#?}"
+            );
             assert!(running, "--watch ended by itself: {seen:#?}");
             assert!(!status.success(), "{status}");
             assert!(seen.iter().all(|l| !l.contains('\x1b')), "{seen:#?}");

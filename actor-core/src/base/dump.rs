@@ -384,7 +384,8 @@ pub(crate) fn dump(who: &Who<'_>) -> std::io::Result<DumpFiles> {
     for (path, content) in [(&files.text, text), (&files.json, render_json(who, seq))] {
         // Written aside and renamed: a reader never sees half a dump.
         let tmp = dir.join(format!(".{stem}.{seq}.tmp"));
-        let mut f = std::fs::OpenOptions::new().create(true).write(true).truncate(true).open(&tmp)?;
+        let mut f =
+            std::fs::OpenOptions::new().create(true).write(true).truncate(true).open(&tmp)?;
         f.write_all(content.as_bytes())?;
         std::fs::rename(&tmp, path)?;
     }
@@ -413,7 +414,9 @@ pub(crate) fn remove_tree(tree: &str) {
     match std::fs::remove_dir_all(&dir) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => tracing::warn!(dir = %dir.display(), error = %e, "cannot remove the tree's task dumps"),
+        Err(e) => {
+            tracing::warn!(dir = %dir.display(), error = %e, "cannot remove the tree's task dumps")
+        }
     }
 }
 

@@ -97,7 +97,8 @@ pub(super) fn name(sig: Signal) -> SignalName {
 /// SIGUSR1: the task tree to stderr and the dump files, then the signal to every child.
 pub(super) fn dump_and_relay(actor: &Actor) {
     let tree = actor.tree_uuid().to_string();
-    let who = dump::Who { name: &actor.aid().name, label: runtime_vars::actor_label(), tree: &tree };
+    let who =
+        dump::Who { name: &actor.aid().name, label: runtime_vars::actor_label(), tree: &tree };
     if let Err(e) = dump::dump(&who) {
         tracing::warn!(error = %e, "cannot write the task dump to its files");
     }
