@@ -23,6 +23,10 @@ pub async fn query(registry: &Address) -> Result<Vec<ActorEntry>, ActorError> {
     list_registry(registry, Duration::from_secs(3)).await
 }
 
+/// The narrowest the ADDRESS column gets when a table is fitted to a width: what does
+/// not fit then (names are never cut) makes the lines longer than the width.
+pub const ADDRESS_MIN_WIDTH: u16 = 16;
+
 /// How [`render_table`] lays a table out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Layout {
@@ -56,7 +60,8 @@ pub fn render_tree(entries: &[ActorEntry], now_ms: u64) -> String {
 /// (name@pid), METHOD, ADDRESS, UPTIME, UUID (its first 8 hex digits).
 ///
 /// A name is never cut or wrapped, however long; with a [`Layout::width`] the address
-/// column wraps to fit it. Lines carry no trailing blanks.
+/// column wraps to fit it (down to [`ADDRESS_MIN_WIDTH`]; a width too narrow even for
+/// that gets longer lines). Lines carry no trailing blanks.
 pub fn render_table(entries: &[ActorEntry], now_ms: u64, layout: Layout) -> String {
     use comfy_table::{Attribute, Cell, ColumnConstraint, ContentArrangement, Table};
 
@@ -126,9 +131,14 @@ pub fn render_table(entries: &[ActorEntry], now_ms: u64, layout: Layout) -> Stri
     }
     for (i, column) in table.column_iter_mut().enumerate() {
         column.set_padding((0, if i + 1 == header.len() { 0 } else { 2 }));
-        // Names and uuids are what a reader greps for: never wrapped.
+        // Names and uuids are what a reader greps for: never wrapped. The address wraps,
+        // but never narrower than its header.
         if [0, 1, 3, 4].contains(&i) {
             column.set_constraint(ColumnConstraint::ContentWidth);
+        } else {
+            column.set_constraint(ColumnConstraint::LowerBoundary(comfy_table::Width::Fixed(
+                ADDRESS_MIN_WIDTH,
+            )));
         }
     }
     let mut out = String::new();

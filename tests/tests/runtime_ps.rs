@@ -177,3 +177,96 @@ fn ps_on_a_pipe_is_plain_and_watch_lists_again() {
     })
     .unwrap();
 }
+
+/// Opens a pseudo-terminal `cols` wide: (master, slave).
+fn pty(cols: u16) -> (std::fs::File, std::fs::File) {
+    use rustix::pty::{OpenptFlags, grantpt, openpt, ptsname, unlockpt};
+    let master = openpt(OpenptFlags::RDWR | OpenptFlags::NOCTTY | OpenptFlags::CLOEXEC).unwrap();
+    grantpt(&master).unwrap();
+    unlockpt(&master).unwrap();
+    let name = ptsname(&master, Vec::new()).unwrap();
+    let slave =
+        std::fs::OpenOptions::new().read(true).write(true).open(name.to_str().unwrap()).unwrap();
+    let size = rustix::termios::Winsize { ws_row: 40, ws_col: cols, ws_xpixel: 0, ws_ypixel: 0 };
+    rustix::termios::tcsetwinsize(&slave, size).unwrap();
+    (std::fs::File::from(master), slave)
+}
+
+/// `s` without ANSI escape sequences (`ESC [ ... letter`).
+fn strip_ansi(s: &str) -> String {
+    let mut out = String::new();
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c == '\x1b' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// On a terminal `plough ps` fits the terminal's width (names whole, the address wrapped)
+/// and colours its header, unless `NO_COLOR` is set.
+#[test]
+fn ps_on_a_terminal_fits_its_width_and_colours_unless_no_color() {
+    // Room for the name, method, uptime and uuid columns, not for a whole address.
+    const COLS: u16 = 120;
+    let long = "an-actor-whose-name-is-long-enough-to-break-fixed-width-columns-of-ps";
+    with_root(runtime(APP), LIMIT, |root| async move {
+        let registry = root.registry_addr().to_string();
+        root.nursery(|n| async move {
+            let a = n.start_actor(long).await?;
+            let _ = a.run::<_, u32>("pid", ()).await?;
+            for (no_color, colour) in [(None, true), (Some("1"), false)] {
+                let reg = registry.clone();
+                let text = tokio::task::spawn_blocking(move || {
+                    use std::io::Read as _;
+                    let (mut master, slave) = pty(COLS);
+                    let mut cmd = std::process::Command::new(plough_bin());
+                    cmd.args(["ps", "--registry", &reg])
+                        .env_remove("COLUMNS")
+                        .env_remove("NO_COLOR")
+                        .stdin(std::process::Stdio::null())
+                        .stdout(slave);
+                    if let Some(v) = no_color {
+                        cmd.env("NO_COLOR", v);
+                    }
+                    let child = cmd.spawn().unwrap();
+                    drop(cmd); // the slave's last copy here: EOF (EIO) once `plough` exits
+                    let handle = plough_fork_prims::ChildHandle::from_std(child).unwrap();
+                    handle.set_kill_on_drop(true);
+                    let mut bytes = Vec::new();
+                    let mut buf = [0u8; 4096];
+                    while let Ok(n @ 1..) = master.read(&mut buf) {
+                        bytes.extend_from_slice(&buf[..n]);
+                    }
+                    let status = plough_tests::wait_exit(&handle, LIMIT).expect("plough ps exits");
+                    assert!(status.success(), "{status}");
+                    String::from_utf8_lossy(&bytes).into_owned()
+                })
+                .await
+                .unwrap();
+                let what = format!("NO_COLOR={no_color:?}: {text:?}");
+                assert_eq!(text.contains('\x1b'), colour, "{what}");
+                let plain = strip_ansi(&text);
+                let widest = plain.lines().map(|l| l.trim_end_matches('\r').chars().count()).max();
+                assert!(
+                    widest.is_some_and(|w| w <= COLS.into()),
+                    "wider than the terminal: {what}"
+                );
+                assert!(plain.lines().any(|l| l.starts_with(&format!("  {long}@"))), "{what}");
+                // The address did not fit: it wrapped, the header stayed whole.
+                assert!(plain.lines().count() > 3, "nothing wrapped: {what}");
+                assert!(plain.lines().next().is_some_and(|h| h.contains("ADDRESS")), "{what}");
+            }
+            Ok(())
+        })
+        .await
+    })
+    .unwrap();
+}
