@@ -169,3 +169,34 @@ fn real_main(cli: &Cli) -> anyhow::Result<ExitCode> {
     }
     Ok(Exit::of(&report, cli.dry_run, cli.check).into())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Exit;
+    use plough_reaper::Report;
+    use plough_reaper::shm::{FileAction, ShmVerdict};
+
+    fn with_file(action: FileAction) -> Report {
+        let why = String::new();
+        Report {
+            shm: vec![ShmVerdict { path: "/dev/shm/x".into(), action, why }],
+            ..Report::default()
+        }
+    }
+
+    /// The exit-status table, for every (report, --dry-run, --check).
+    #[test]
+    fn exit_status_says_whether_anything_is_left_behind() {
+        let flags = [(false, false), (true, false), (false, true), (true, true)];
+        for (dry_run, check) in flags {
+            assert_eq!(Exit::of(&Report::default(), dry_run, check), Exit::Clean, "nothing found");
+            let found = if dry_run || check { Exit::Found } else { Exit::Clean };
+            let gone = if dry_run { FileAction::WouldRemove } else { FileAction::Removed };
+            assert_eq!(Exit::of(&with_file(gone), dry_run, check), found, "{dry_run} {check}");
+            let failed = with_file(FileAction::Failed);
+            assert_eq!(Exit::of(&failed, dry_run, check), Exit::Incomplete, "{dry_run} {check}");
+        }
+        let codes = [Exit::Clean, Exit::Found, Exit::Usage, Exit::Incomplete].map(|e| e as u8);
+        assert_eq!(codes, [0, 1, 2, 3]);
+    }
+}
