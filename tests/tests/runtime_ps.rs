@@ -214,19 +214,29 @@ fn strip_ansi(s: &str) -> String {
 /// and colours its header, unless `NO_COLOR` is set.
 #[test]
 fn ps_on_a_terminal_fits_its_width_and_colours_unless_no_color() {
-    // Room for the name, method, uptime and uuid columns, not for a whole address.
-    const COLS: u16 = 120;
     let long = "an-actor-whose-name-is-long-enough-to-break-fixed-width-columns-of-ps";
     with_root(runtime(APP), LIMIT, |root| async move {
         let registry = root.registry_addr().to_string();
         root.nursery(|n| async move {
             let a = n.start_actor(long).await?;
             let _ = a.run::<_, u32>("pid", ()).await?;
+            // Room for the name, method, uptime and uuid columns (each padded by 2), and
+            // for ADDRESS_MIN_WIDTH + 2 of the address: less than any whole address.
+            let entries = plough_ps::query(&root_registry(&registry)).await?;
+            let widest = |f: &dyn Fn(&plough::ActorEntry) -> usize, header: usize| {
+                entries.iter().map(f).max().unwrap_or(0).max(header) + 2
+            };
+            let name = widest(&|e| e.aid.to_string().len() + 2, 5);
+            let method = widest(&|e| e.method.len(), 6);
+            let cols = name + method + usize::from(plough_ps::ADDRESS_MIN_WIDTH) + 4 + 8 + 8;
+            let shortest_addr = entries.iter().map(|e| e.addr.len()).min().unwrap();
+            assert!(shortest_addr > usize::from(plough_ps::ADDRESS_MIN_WIDTH) + 2);
+            let cols = u16::try_from(cols).unwrap();
             for (no_color, colour) in [(None, true), (Some("1"), false)] {
                 let reg = registry.clone();
                 let text = tokio::task::spawn_blocking(move || {
                     use std::io::Read as _;
-                    let (mut master, slave) = pty(COLS);
+                    let (mut master, slave) = pty(cols);
                     let mut cmd = std::process::Command::new(plough_bin());
                     cmd.args(["ps", "--registry", &reg])
                         .env_remove("COLUMNS")
@@ -254,11 +264,9 @@ fn ps_on_a_terminal_fits_its_width_and_colours_unless_no_color() {
                 let what = format!("NO_COLOR={no_color:?}: {text:?}");
                 assert_eq!(text.contains('\x1b'), colour, "{what}");
                 let plain = strip_ansi(&text);
-                let widest = plain.lines().map(|l| l.trim_end_matches('\r').chars().count()).max();
-                assert!(
-                    widest.is_some_and(|w| w <= COLS.into()),
-                    "wider than the terminal: {what}"
-                );
+                let widest_line =
+                    plain.lines().map(|l| l.trim_end_matches('\r').chars().count()).max();
+                assert!(widest_line.is_some_and(|w| w <= cols.into()), "wider than {cols}: {what}");
                 assert!(plain.lines().any(|l| l.starts_with(&format!("  {long}@"))), "{what}");
                 // The address did not fit: it wrapped, the header stayed whole.
                 assert!(plain.lines().count() > 3, "nothing wrapped: {what}");
@@ -269,4 +277,9 @@ fn ps_on_a_terminal_fits_its_width_and_colours_unless_no_color() {
         .await
     })
     .unwrap();
+}
+
+/// `addr` as an [`Address`](plough::Address).
+fn root_registry(addr: &str) -> plough::Address {
+    addr.parse().expect("the root's registry address parses")
 }
