@@ -381,6 +381,9 @@ pub(crate) fn dump(who: &Who<'_>) -> std::io::Result<DumpFiles> {
     let _ = std::io::stderr().write_all(text.as_bytes());
     plough_fork_prims::marker::ensure_private_dir(&dumps)?;
     plough_fork_prims::marker::ensure_private_dir(&dir)?;
+    // The ones this dump pushes out go first: once dump `seq` is there, no more than
+    // DUMPS_KEPT of this actor's are.
+    remove_older(&dir, &stem, seq);
     for (path, content) in [(&files.text, text), (&files.json, render_json(who, seq))] {
         // Written aside and renamed: a reader never sees half a dump.
         let tmp = dir.join(format!(".{stem}.{seq}.tmp"));
@@ -389,7 +392,6 @@ pub(crate) fn dump(who: &Who<'_>) -> std::io::Result<DumpFiles> {
         f.write_all(content.as_bytes())?;
         std::fs::rename(&tmp, path)?;
     }
-    remove_older(&dir, &stem, seq);
     Ok(files)
 }
 
