@@ -188,3 +188,23 @@ impl Runtime {
             .with_backend(backend))
     }
 }
+
+/// The guide (`docs/*.md`), compiled as doc tests so that every Rust block in it keeps
+/// building against this crate (blocks marked `text` are not Rust).
+#[cfg(doctest)]
+pub mod guide {
+    #[doc = include_str!("../docs/README.md")]
+    pub struct Index;
+    #[doc = include_str!("../docs/concepts.md")]
+    pub struct Concepts;
+    #[doc = include_str!("../docs/backends.md")]
+    pub struct Backends;
+    #[doc = include_str!("../docs/testing.md")]
+    pub struct Testing;
+    #[doc = include_str!("../docs/tractor.md")]
+    pub struct Tractor;
+    #[doc = include_str!("../docs/troubleshooting.md")]
+    pub struct Troubleshooting;
+    #[doc = include_str!("../docs/design.md")]
+    pub struct Design;
+}

@@ -10,6 +10,12 @@
 //! with `fmt` and `env-filter`, which brings `regex-automata`). A program that always
 //! installs its own subscriber can turn it off (`default-features = false`); an ask is then
 //! answered with one warning that it is not applied (on stderr if nothing listens).
+//!
+//! Colour: plough's subscriber writes ANSI escape codes only when stderr is a terminal
+//! and `NO_COLOR` is unset or empty (<https://no-color.org>). A log file, a pipe, a
+//! journal or `2>&1 | tee` gets plain text, whichever crates of the program enable
+//! `tracing-subscriber`'s `ansi` feature (its own default is colour whenever that feature
+//! is on, terminal or not).
 
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -163,6 +169,7 @@ fn install(ask: &Ask<'_>) -> Installed {
     let subscriber = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(colour_on(&std::io::stderr()))
         .fmt_fields(tracing_subscriber::fmt::format::DefaultFields::new())
         .event_format(format::Labeled(
             tracing_subscriber::fmt::format::Format::default().with_target(false),
@@ -178,6 +185,13 @@ fn install(ask: &Ask<'_>) -> Installed {
         tracing::warn!("bad log filter `{chosen}` ({e}): {ask} is not applied; using `warn`");
     }
     Installed::Now
+}
+
+/// Whether to write ANSI colour to `stream`: only to a terminal, and never when
+/// `NO_COLOR` is set to something non-empty.
+#[cfg(feature = "log")]
+fn colour_on(stream: &impl std::io::IsTerminal) -> bool {
+    stream.is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }
 
 #[cfg(feature = "log")]

@@ -52,6 +52,7 @@ mod supervision;
 
 pub use base::budgets::{Budgets, LadderConfig, RestartIntensity};
 pub use base::config::{REGISTRY_ENV, RuntimeConfig, TreeSecret};
+pub use base::dump::DUMPS_KEPT;
 pub use base::error::{
     ActorError, ChildExit, During, Misuse, OverrunBound, RemoteActorError, Result, SetupError,
     SpawnError,

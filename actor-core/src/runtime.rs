@@ -6,7 +6,7 @@
 //! argument and becomes the child actor instead (and exits when it is done); a forked
 //! child enters the child entry ([`child`]) directly from its backend. Either way each
 //! actor runs on a fresh **current-thread** tokio runtime (a multi-thread runtime built
-//! after `fork` can hang, see DESIGN.md).
+//! after `fork` can hang: see the design notes, `docs/design.md`, "Measured here").
 //!
 //! * [`root`]: [`Runtime`](root::Runtime), the root actor, SIGINT;
 //! * [`child`]: a spawned child from its entry point to its exit;

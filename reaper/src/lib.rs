@@ -31,6 +31,7 @@
 //! other users are never touched.
 
 pub mod actors;
+pub mod dumps;
 mod error;
 mod guard;
 pub mod ladder;

@@ -2,13 +2,15 @@
 //!
 //! A [`Snapshot`] records the live actors of ours (pid + start time, from markers), the
 //! half-written markers (`actors/.<pid>.<uuid>.tmp`, live writer or not), the socket files
-//! in the runtime directory and our `/dev/shm` entries. A later snapshot
+//! in the runtime directory, the trees' task-dump directories (`dumps/<tree>`) and our
+//! `/dev/shm` entries. A later snapshot
 //! minus an earlier one is the [`Leaks`]: everything that appeared in between and is
 //! still alive or present. Identity is never a bare pid or name: actors are (pid, start
 //! time), shm segments (device, inode), so a recycled pid or a re-created file is seen
 //! as new.
 
 use crate::actors::{Actor, marker_is_ours_and_live, own_half_written, own_markers};
+use crate::dumps;
 use crate::procs::ProcInfo;
 use crate::reap::{ActorReport, DEFAULT_GRACE, reap_actors};
 use crate::shm::{self, FileAction, SHM_DIR, ShmEntry, ShmVerdict};
@@ -28,6 +30,8 @@ pub struct Snapshot {
     pub actors: Vec<(PathBuf, MarkerInfo)>,
     /// Half-written markers (`.<pid>.<uuid>.tmp`), with their writer's pid.
     pub half_written: Vec<(PathBuf, u32)>,
+    /// Task-dump directories of trees (`dumps/<tree uuid>`).
+    pub dumps: Vec<PathBuf>,
     /// Socket files in the runtime directory.
     pub sockets: Vec<PathBuf>,
     /// Our `/dev/shm` entries.
@@ -58,6 +62,7 @@ impl Snapshot {
             shm_dir: shm_dir.to_owned(),
             actors,
             half_written: own_half_written(runtime_dir).unwrap_or_default(),
+            dumps: dumps::tree_dirs(runtime_dir),
             sockets: uds::own_sockets(runtime_dir),
             shm: shm::own_entries(shm_dir, None),
         }
@@ -81,6 +86,7 @@ impl Snapshot {
             before.actors.iter().map(|(_, m)| (m.pid, m.start_time)).collect();
         let old_half: HashSet<&PathBuf> = before.half_written.iter().map(|(p, _)| p).collect();
         let old_sockets: HashSet<&PathBuf> = before.sockets.iter().collect();
+        let old_dumps: HashSet<&PathBuf> = before.dumps.iter().collect();
         let old_shm: HashSet<(u64, u64)> = before.shm.iter().map(|e| (e.dev, e.ino)).collect();
         Leaks {
             runtime_dir: self.runtime_dir.clone(),
@@ -101,6 +107,12 @@ impl Snapshot {
                 .sockets
                 .iter()
                 .filter(|p| !old_sockets.contains(p) && p.exists())
+                .cloned()
+                .collect(),
+            dumps: self
+                .dumps
+                .iter()
+                .filter(|p| !old_dumps.contains(p) && p.exists())
                 .cloned()
                 .collect(),
             shm: self
@@ -125,6 +137,9 @@ pub struct Leaks {
     pub half_written: Vec<(PathBuf, u32)>,
     /// Socket files.
     pub sockets: Vec<PathBuf>,
+    /// Task-dump directories of trees (`dumps/<tree uuid>`): a tree that ended removes
+    /// its own.
+    pub dumps: Vec<PathBuf>,
     /// `/dev/shm` entries.
     pub shm: Vec<ShmEntry>,
 }
@@ -135,6 +150,7 @@ impl Leaks {
         self.actors.is_empty()
             && self.half_written.is_empty()
             && self.sockets.is_empty()
+            && self.dumps.is_empty()
             && self.shm.is_empty()
     }
 
@@ -169,6 +185,9 @@ impl fmt::Display for Leaks {
         }
         for s in &self.sockets {
             writeln!(f, "leaked socket {}", s.display())?;
+        }
+        for d in &self.dumps {
+            writeln!(f, "leaked task dumps {}", d.display())?;
         }
         for e in &self.shm {
             writeln!(f, "leaked shm segment {}", e.path.display())?;
@@ -246,6 +265,9 @@ pub fn reap_with(leaks: &Leaks, grace: Duration) -> ReapReport {
         files.extend(
             uds::sweep(&leaks.runtime_dir, Some(&leaks.sockets), false).unwrap_or_default(),
         );
+    }
+    if !leaks.dumps.is_empty() {
+        files.extend(dumps::sweep(&leaks.runtime_dir, Some(&leaks.dumps), false));
     }
     let shm = shm::sweep_entries(&leaks.shm, Duration::ZERO, false);
     ReapReport { actors, files, shm }

@@ -26,7 +26,8 @@ pub struct Options {
     pub dry_run: bool,
     /// Sweep `/dev/shm` too.
     pub shm: Option<SweepOptions>,
-    /// Sweep stale sockets and markers in the runtime directory.
+    /// Sweep stale sockets, markers and task dumps (of trees with no live actor) in the
+    /// runtime directory.
     pub uds: bool,
     /// Cuts the grace period short (`plough-reap`: its own SIGINT / SIGTERM).
     pub interrupt: Option<Interrupt>,
@@ -182,7 +183,8 @@ pub fn run(opts: &Options) -> Result<Report, ReapError> {
         report.files = files;
     }
     if opts.uds {
-        let swept = uds::sweep(&opts.runtime_dir, None, opts.dry_run)?;
+        let mut swept = uds::sweep(&opts.runtime_dir, None, opts.dry_run)?;
+        swept.extend(crate::dumps::sweep(&opts.runtime_dir, None, opts.dry_run));
         for v in swept {
             if !report.files.iter().any(|f| f.path == v.path) {
                 report.files.push(v);

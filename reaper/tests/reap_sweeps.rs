@@ -46,7 +46,7 @@ fn shm_sweep_removes_only_unused_segments_of_ours() {
     assert!(files.0.iter().all(|p| p.exists()), "--dry-run removed something");
 
     let run = reap(&rt.path(), &args);
-    assert_eq!(run.code, 1, "{}", run.stdout);
+    assert_eq!(run.code, 0, "removed, so nothing left behind: {}", run.stdout);
     let removed: Vec<PathBuf> = run.files("shm").into_iter().map(|(p, _)| p).collect();
     assert!(removed.contains(&path("orphan")) && !path("orphan").exists());
     assert!(path("mapped").exists(), "a segment mapped by a live process was removed");
@@ -93,11 +93,24 @@ fn uds_sweep_removes_stale_sockets_and_keeps_bound_ones() {
     expect.sort();
     assert_eq!(dry.files("files"), expect, "{}", dry.stdout);
     assert!(stale.exists() && stale_registry.exists(), "--dry-run removed something");
+    assert_eq!(dry.code, 1, "found, and left in place: {}", dry.stdout);
+    let check_dry = reap(&dir, &["--uds", "--check", "--dry-run"]);
+    assert_eq!(check_dry.code, 1, "--check --dry-run: found: {}", check_dry.stdout);
+    assert!(stale.exists() && stale_registry.exists(), "--check --dry-run removed something");
 
-    let run = reap(&dir, &["--uds"]);
-    assert_eq!(run.code, 1, "{}", run.stdout);
+    // --check sweeps as usual, and still fails the run: something had been left behind.
+    let run = reap(&dir, &["--uds", "--check"]);
+    assert_eq!(run.code, 1, "--check: found (and removed): {}", run.stdout);
     assert!(!stale.exists() && !stale_registry.exists());
     assert!(live.exists() && live_registry.exists() && other_file.exists());
+    assert_eq!(reap(&dir, &["--uds", "--check"]).code, 0, "--check: nothing left to find");
+
+    // Without --check, a sweep that removes everything it found exits 0 (set -e friendly).
+    drop(UnixListener::bind(&stale).unwrap());
+    let run = reap(&dir, &["--uds"]);
+    assert_eq!(run.code, 0, "removed, so nothing left behind: {}", run.stdout);
+    assert_eq!(run.files("files"), vec![(stale.clone(), "removed".to_owned())], "{}", run.stdout);
+    assert!(!stale.exists());
     assert_eq!(reap(&dir, &["--uds"]).code, 0, "nothing left to find");
 }
 
@@ -144,7 +157,7 @@ fn half_written_markers_of_dead_writers_are_swept_and_live_ones_kept() {
     expect.sort();
     assert_eq!(dry.files("files"), expect, "{}", dry.stdout);
     let run = reap(&dir, &["--uds"]);
-    assert_eq!(run.code, 1, "{}", run.stdout);
+    assert_eq!(run.code, 0, "removed, so nothing left behind: {}", run.stdout);
     assert!(!stale_empty.exists() && !stale_full.exists(), "{}", run.stdout);
     assert!(live.exists(), "a live writer's file must stay");
     assert_eq!(reap(&dir, &["--uds"]).code, 0, "nothing left to find");
@@ -159,4 +172,43 @@ fn half_written_markers_of_dead_writers_are_swept_and_live_ones_kept() {
     assert!(!report.all_gone(), "the live writer's file is still there: {report}");
     std::fs::remove_file(&live).unwrap();
     assert!(before.leaked_since().is_empty());
+}
+
+/// `dumps/<tree>/`: a tree's task dumps. Those of a tree with no live actor go (`--uds`,
+/// and the leak oracle reports and reaps them); a live tree's stay.
+#[test]
+fn task_dumps_of_ended_trees_are_swept_and_live_trees_kept() {
+    let rt = RuntimeDir::new();
+    let dir = rt.path();
+    let d = dir.to_str().unwrap().to_owned();
+    let live = Fixture::start(&["tree", &d, "1", "2"], 3);
+    let tree = rt.markers().into_iter().find(|m| m.pid == live.pid_of("root")).unwrap().tree;
+    let dumps = plough_reaper::dumps::dumps_dir(&dir);
+    let before = plough_reaper::Snapshot::take_in(&dir);
+    let live_dir = dumps.join(&tree);
+    let dead_dir = dumps.join("0e0e0e0e-0000-4000-8000-000000000000");
+    for (d, pid) in [(&live_dir, live.pid_of("root")), (&dead_dir, 1)] {
+        std::fs::create_dir_all(d).unwrap();
+        std::fs::write(d.join(format!("root@{pid}.1.dump")), "task tree of root").unwrap();
+        std::fs::write(d.join(format!("root@{pid}.1.json")), "{}").unwrap();
+    }
+
+    let leaks = before.leaked_since();
+    assert_eq!(leaks.dumps, vec![dead_dir.clone(), live_dir.clone()], "{leaks}");
+    assert!(leaks.to_string().contains("leaked task dumps"), "{leaks}");
+
+    let dry = reap(&dir, &["--uds", "--dry-run"]);
+    assert_eq!(dry.files("files"), vec![(dead_dir.clone(), "would_remove".to_owned())]);
+    assert!(dead_dir.exists(), "--dry-run removed something");
+    let run = reap(&dir, &["--uds"]);
+    assert_eq!(run.code, 0, "{}", run.stdout);
+    assert_eq!(run.files("files"), vec![(dead_dir.clone(), "removed".to_owned())]);
+    assert!(!dead_dir.exists() && live_dir.exists(), "{}", run.stdout);
+
+    // Once the tree is gone its dumps are stale too; the oracle's reap removes them.
+    drop(live);
+    let leaks = before.leaked_since();
+    assert_eq!(leaks.dumps, vec![live_dir.clone()], "{leaks}");
+    let report = plough_reaper::reap(&leaks);
+    assert!(report.all_gone() && !live_dir.exists(), "{report}");
 }

@@ -1,7 +1,7 @@
 //! 2,000 forks through the forkserver while the parent is as busy as a real runtime:
 //! a multi-thread tokio runtime with busy tasks, threads that allocate, write to stderr
 //! and emit tracing events. Every child builds a current-thread runtime, writes to
-//! stderr, allocates, and exits 0. A hang here is the bug DESIGN.md measured.
+//! stderr, allocates, and exits 0. A hang here is the bug docs/design.md measured ("Measured here").
 
 use plough_fork_prims::{ForkOptions, fork};
 use std::sync::Arc;

@@ -143,7 +143,82 @@ fn plough_log_or_runtime_log_installs_the_labelled_subscriber() {
                 "{what}"
             );
             assert!(run.lines().all(|l| !l.starts_with("app-subscriber")), "{what}");
+            assert!(!run.stderr.contains('\x1b'), "colour codes into a pipe: {what}");
         });
+    }
+}
+
+/// Runs `log_app` with `PLOUGH_LOG=info` (and `env`) on `method`, its stderr into `stderr`;
+/// waits (bounded) for it to exit successfully.
+fn run_with_stderr(method: &str, env: Env<'_>, stderr: std::fs::File) {
+    let child = Command::new(APP)
+        .env_remove("LOG_APP_SUBSCRIBER")
+        .env_remove("LOG_APP_FILTER")
+        .env_remove("NO_COLOR")
+        .env(plough::LOG_ENV, "info")
+        .env("PLOUGH_SPAWN_METHOD", method)
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(stderr)
+        .spawn()
+        .expect("spawn log_app");
+    let app = ChildHandle::from_std(child).unwrap();
+    app.set_kill_on_drop(true);
+    let status = plough_tests::wait_exit(&app, LIMIT)
+        .unwrap_or_else(|| panic!("log_app ({method}) did not finish within {LIMIT:?}"));
+    assert!(status.success(), "log_app ({method}, {env:?}): {status}");
+}
+
+/// A log file gets plain text: plough's subscriber colours only a terminal.
+#[test]
+fn a_log_file_gets_no_colour_codes() {
+    let _g = root_lock();
+    become_subreaper();
+    for method in METHODS {
+        let file = tempfile::NamedTempFile::new().unwrap();
+        run_with_stderr(method, &[], file.reopen().unwrap());
+        let text = std::fs::read_to_string(file.path()).unwrap();
+        assert!(text.lines().any(|l| plough_format(l) && l.contains("root actor up")), "{text}");
+        assert!(!text.contains('\x1b'), "{method}: colour codes in a log file:\n{text:?}");
+        assert_no_descendants(Duration::from_secs(5));
+    }
+}
+
+/// On a terminal (a pseudo-terminal here) plough's subscriber colours its lines, unless
+/// `NO_COLOR` is set.
+#[test]
+fn a_terminal_gets_colour_unless_no_color_is_set() {
+    use rustix::pty::{OpenptFlags, grantpt, openpt, ptsname, unlockpt};
+    let _g = root_lock();
+    become_subreaper();
+    for (env, colour) in [(&[][..], true), (&[("NO_COLOR", "1")][..], false)] {
+        let master =
+            openpt(OpenptFlags::RDWR | OpenptFlags::NOCTTY | OpenptFlags::CLOEXEC).unwrap();
+        grantpt(&master).unwrap();
+        unlockpt(&master).unwrap();
+        let name = ptsname(&master, Vec::new()).unwrap();
+        let slave = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(name.to_str().unwrap())
+            .unwrap();
+        let mut master = std::fs::File::from(master);
+        // Read the terminal while the program writes to it (a full pty buffer would block it).
+        let reader = std::thread::spawn(move || {
+            let mut text = Vec::new();
+            let mut buf = [0u8; 4096];
+            // EIO once every writer of the slave side is gone.
+            while let Ok(n @ 1..) = master.read(&mut buf) {
+                text.extend_from_slice(&buf[..n]);
+            }
+            String::from_utf8_lossy(&text).into_owned()
+        });
+        run_with_stderr("zygote", env, slave);
+        let text = reader.join().unwrap();
+        assert!(text.contains("root actor up"), "{env:?}: {text:?}");
+        assert_eq!(text.contains('\x1b'), colour, "{env:?}: {text:?}");
+        assert_no_descendants(Duration::from_secs(5));
     }
 }
 

@@ -1,6 +1,7 @@
 //! `cargo xtask reap [ARGS]...`: runs this workspace's `plough-reap` with `ARGS` (see
-//! `cargo xtask reap --help`) and exits with its status: 0 nothing found, 1 found and
-//! dealt with, 3 found but not all dealt with, 2 error.
+//! `cargo xtask reap --help`) and exits with its status: 0 nothing left behind (nothing
+//! found, or all of it reaped), 1 found and still there (`--dry-run`) or found at all
+//! (`--check`), 2 usage error or refusal, 3 found but not all of it reaped or removed.
 
 use anyhow::Result;
 use std::process::Command;

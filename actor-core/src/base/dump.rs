@@ -4,9 +4,42 @@
 //! process-wide table while it lives (one mutex insert and remove: nothing runs until a
 //! dump is asked for). On SIGUSR1 the actor renders the table — kind, cid, peer,
 //! function, state, age — plus its children (pid, spawn method), writes it to stderr and
-//! appends it to `<runtime dir>/dumps/<name>@<pid>.dump` (the first line names that file,
-//! so the dump is readable even when stderr is captured or gone), then relays SIGUSR1 to
-//! every child: one `kill -USR1 <root>` dumps the whole tree, parent first.
+//! to two files in `<runtime dir>/dumps/<tree uuid>/` (the first line on stderr names
+//! them, so the dump is readable even when stderr is captured or gone), then relays
+//! SIGUSR1 to every child: one `kill -USR1 <root>` dumps the whole tree, parent first.
+//!
+//! # Files
+//!
+//! Dump number `seq` of actor `name@pid` (1, 2, ... in that process) is
+//! `<name>@<pid>.<seq>.dump` (the text) and `<name>@<pid>.<seq>.json` (the same, for
+//! tools). Only the last [`DUMPS_KEPT`] dumps of each actor are kept: writing a new one
+//! removes the older ones. The tree's directory goes when its root's tree ends (after
+//! every actor of it was reaped), so a finished program leaves no dump behind; copy a
+//! dump you want to keep while the tree runs.
+//!
+//! # JSON shape (version 1)
+//!
+//! One object; fields are only ever added (a new `version` would mean a change):
+//!
+//! ```text
+//! {
+//!   "format": "plough-task-dump", "version": 1,
+//!   "actor": "worker@4242",            // name@pid
+//!   "name": "worker", "pid": 4242,
+//!   "tree": "<uuid of the tree's root>",
+//!   "seq": 3,                          // this actor's dump number
+//!   "taken_unix_ms": 1764600000000,
+//!   "tasks": [                         // oldest first
+//!     { "kind": "serving" | "calling" | "context" | "stream",
+//!       "cid": 7, "function": "add", "peer": "root@4241",
+//!       "state": "running", "age_s": 1.25 }
+//!   ],
+//!   "children": [
+//!     { "actor": "sleeper0@4243", "pid": 4243, "method": "zygote",
+//!       "state": "alive", "age_s": 0.5 }
+//!   ]
+//! }
+//! ```
 //!
 //! The table is one per process (one actor per process). Its lock is taken across every
 //! fork by a fork hook (see `plough-spawn-backends`), so a forked child never inherits it
@@ -138,8 +171,10 @@ pub(crate) fn fork_parent() {
     HELD.with(|h| drop(h.borrow_mut().take()));
 }
 
-/// Fork hook, in the child: releases the lock and forgets the parent's tasks.
+/// Fork hook, in the child: releases the lock and forgets the parent's tasks (and its
+/// dump count: the child's first dump is number 1).
 pub(crate) fn fork_child() {
+    SEQ.store(1, Ordering::Relaxed);
     HELD.with(|h| {
         if let Some(mut g) = h.borrow_mut().take() {
             g.clear();
@@ -198,23 +233,193 @@ pub(crate) fn render(actor: &str) -> String {
     out
 }
 
-/// Renders the dump, appends it to this actor's dump file and writes it to stderr (the
-/// first line names the file); returns the file's path.
+/// How many SIGUSR1 task dumps of each actor stay on disk: writing dump `n` removes dump
+/// `n - DUMPS_KEPT` and older (both their text and JSON files). The files, their JSON
+/// shape and their lifetime are described in the guide's troubleshooting page
+/// (`docs/troubleshooting.md`, "Task dumps").
+pub const DUMPS_KEPT: u64 = 8;
+
+/// One task of a JSON dump (see the module docs for the shape).
+#[derive(Debug, serde::Serialize)]
+struct JsonTask<'a> {
+    kind: &'static str,
+    cid: u64,
+    function: &'a str,
+    peer: &'a str,
+    state: &'a str,
+    age_s: f64,
+}
+
+/// One child of a JSON dump.
+#[derive(Debug, serde::Serialize)]
+struct JsonChild<'a> {
+    actor: &'a str,
+    pid: u32,
+    method: &'a str,
+    state: &'a str,
+    age_s: f64,
+}
+
+/// A JSON dump (version 1, see the module docs).
+#[derive(Debug, serde::Serialize)]
+struct JsonDump<'a> {
+    format: &'static str,
+    version: u32,
+    actor: String,
+    name: &'a str,
+    pid: u32,
+    tree: &'a str,
+    seq: u64,
+    taken_unix_ms: u64,
+    tasks: Vec<JsonTask<'a>>,
+    children: Vec<JsonChild<'a>>,
+}
+
+/// Renders the task table as a JSON dump.
+fn render_json(who: &Who<'_>, seq: u64) -> String {
+    let now = Instant::now();
+    let entries: Vec<Entry> = table().values().cloned().collect();
+    let age = |e: &Entry| now.duration_since(e.since).as_secs_f64();
+    let mut tasks = Vec::new();
+    let mut children = Vec::new();
+    for e in &entries {
+        let kind = match &e.kind {
+            TaskKind::Serving => "serving",
+            TaskKind::Calling => "calling",
+            TaskKind::Context => "context",
+            TaskKind::Stream => "stream",
+            TaskKind::Child { pid, method } => {
+                children.push(JsonChild {
+                    actor: &e.peer,
+                    pid: *pid,
+                    method,
+                    state: &e.state,
+                    age_s: age(e),
+                });
+                continue;
+            }
+        };
+        tasks.push(JsonTask {
+            kind,
+            cid: e.cid,
+            function: &e.function,
+            peer: &e.peer,
+            state: &e.state,
+            age_s: age(e),
+        });
+    }
+    let taken_unix_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    let dump = JsonDump {
+        format: "plough-task-dump",
+        version: 1,
+        actor: format!("{}@{}", who.name, std::process::id()),
+        name: who.name,
+        pid: std::process::id(),
+        tree: who.tree,
+        seq,
+        taken_unix_ms,
+        tasks,
+        children,
+    };
+    // Strings, numbers and arrays of them: serializing cannot fail.
+    serde_json::to_string_pretty(&dump).unwrap_or_default() + "\n"
+}
+
+/// The actor a dump is of.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Who<'a> {
+    /// Its name.
+    pub(crate) name: &'a str,
+    /// Its log label, `name@pid method` (the text dump's title).
+    pub(crate) label: &'a str,
+    /// Its tree's uuid (the root's).
+    pub(crate) tree: &'a str,
+}
+
+/// This process's dump counter (the `seq` of the files).
+static SEQ: AtomicU64 = AtomicU64::new(1);
+
+/// Where the dumps of tree `tree` go: `<runtime dir>/dumps/<tree>`.
+pub(crate) fn tree_dir(tree: &str) -> std::path::PathBuf {
+    plough_fork_prims::marker::default_runtime_dir().join("dumps").join(tree)
+}
+
+/// The files written by one [`dump`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct DumpFiles {
+    /// The text form.
+    pub(crate) text: std::path::PathBuf,
+    /// The JSON form.
+    pub(crate) json: std::path::PathBuf,
+}
+
+/// Renders the dump, writes it to stderr (the first line names the files) and to this
+/// actor's next pair of dump files, and removes its dumps older than the last
+/// [`DUMPS_KEPT`].
 ///
 /// # Errors
 ///
-/// The dump directory or file cannot be written (stderr still gets the dump).
-pub(crate) fn dump(actor_name: &str, actor_label: &str) -> std::io::Result<std::path::PathBuf> {
+/// The dump directory or a file cannot be written (stderr still gets the dump).
+pub(crate) fn dump(who: &Who<'_>) -> std::io::Result<DumpFiles> {
     use std::io::Write as _;
-    let dir = plough_fork_prims::marker::default_runtime_dir().join("dumps");
-    let path = dir.join(format!("{actor_name}@{}.dump", std::process::id()));
-    let body = render(actor_label);
-    let text = format!("plough task dump (also appended to {})\n{body}", path.display());
+    let dumps = plough_fork_prims::marker::default_runtime_dir().join("dumps");
+    let dir = dumps.join(who.tree);
+    let seq = SEQ.fetch_add(1, Ordering::Relaxed);
+    let stem = format!("{}@{}", who.name, std::process::id());
+    let files = DumpFiles {
+        text: dir.join(format!("{stem}.{seq}.dump")),
+        json: dir.join(format!("{stem}.{seq}.json")),
+    };
+    let body = render(who.label);
+    let text = format!(
+        "plough task dump (also in {} and {})\n{body}",
+        files.text.display(),
+        files.json.display()
+    );
     let _ = std::io::stderr().write_all(text.as_bytes());
+    plough_fork_prims::marker::ensure_private_dir(&dumps)?;
     plough_fork_prims::marker::ensure_private_dir(&dir)?;
-    let mut f = std::fs::OpenOptions::new().create(true).append(true).open(&path)?;
-    f.write_all(text.as_bytes())?;
-    Ok(path)
+    // The ones this dump pushes out go first: once dump `seq` is there, no more than
+    // DUMPS_KEPT of this actor's are.
+    remove_older(&dir, &stem, seq);
+    for (path, content) in [(&files.text, text), (&files.json, render_json(who, seq))] {
+        // Written aside and renamed: a reader never sees half a dump.
+        let tmp = dir.join(format!(".{stem}.{seq}.tmp"));
+        let mut f =
+            std::fs::OpenOptions::new().create(true).write(true).truncate(true).open(&tmp)?;
+        f.write_all(content.as_bytes())?;
+        std::fs::rename(&tmp, path)?;
+    }
+    Ok(files)
+}
+
+/// Removes the dumps of `stem` (`name@pid`) in `dir` numbered `seq - DUMPS_KEPT` or lower.
+fn remove_older(dir: &std::path::Path, stem: &str, seq: u64) {
+    let Some(oldest_kept) = seq.checked_sub(DUMPS_KEPT - 1) else { return };
+    let prefix = format!("{stem}.");
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let name = e.file_name();
+        let Some(rest) = name.to_str().and_then(|n| n.strip_prefix(&prefix)) else { continue };
+        let number = rest.strip_suffix(".dump").or_else(|| rest.strip_suffix(".json"));
+        if number.and_then(|n| n.parse::<u64>().ok()).is_some_and(|n| n < oldest_kept) {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+}
+
+/// Removes tree `tree`'s dumps (its root calls it when the tree has ended: every actor of
+/// it is reaped, none writes there any more).
+pub(crate) fn remove_tree(tree: &str) {
+    let dir = tree_dir(tree);
+    match std::fs::remove_dir_all(&dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => {
+            tracing::warn!(dir = %dir.display(), error = %e, "cannot remove the tree's task dumps")
+        }
+    }
 }
 
 /// Whether dumps are enabled: `PLOUGH_TASK_DUMP=0` turns them off. Read once per process

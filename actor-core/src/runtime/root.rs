@@ -304,6 +304,8 @@ impl Runtime {
         });
         let out = run.catch_unwind().await;
         shutdown_watching(&actor, &signals, out.as_ref().is_ok_and(|r| is_signalled(r))).await;
+        // The tree has ended (every actor of it reaped): its task dumps go with it.
+        dump::remove_tree(&aid.uuid.to_string());
         drop(signals);
         match out {
             Ok(out) => out,

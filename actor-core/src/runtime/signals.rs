@@ -94,10 +94,13 @@ pub(super) fn name(sig: Signal) -> SignalName {
     SignalName(sig.as_raw())
 }
 
-/// SIGUSR1: the task tree to stderr and the dump file, then the signal to every child.
+/// SIGUSR1: the task tree to stderr and the dump files, then the signal to every child.
 pub(super) fn dump_and_relay(actor: &Actor) {
-    if let Err(e) = dump::dump(&actor.aid().name, runtime_vars::actor_label()) {
-        tracing::warn!(error = %e, "cannot append the task dump to its file");
+    let tree = actor.tree_uuid().to_string();
+    let who =
+        dump::Who { name: &actor.aid().name, label: runtime_vars::actor_label(), tree: &tree };
+    if let Err(e) = dump::dump(&who) {
+        tracing::warn!(error = %e, "cannot write the task dump to its files");
     }
     dump::relay_to_children();
 }
