@@ -1,0 +1,530 @@
+//! A bounded single-producer / single-consumer ring of messages between two processes,
+//! in one shared segment.
+//!
+//! # Layout
+//!
+//! A 256-byte header, then `capacity` bytes of data (a power of two). Positions are
+//! byte counts that only grow (`u64`, never wrapping in practice); a message is a
+//! little-endian `u32` length and its bytes, written at `position % capacity` and
+//! wrapping around the end.
+//!
+//! | offset | field | written by |
+//! | --- | --- | --- |
+//! | 0 | magic `PLGRING1` (u64) | creator |
+//! | 8 | version (u32) | creator |
+//! | 16 | capacity (u64) | creator |
+//! | 64 | tail: bytes ever sent (u64) | sender |
+//! | 72 | data futex: bumped after each send (u32) | sender |
+//! | 76 | receiver is waiting (u32) | receiver |
+//! | 128 | head: bytes ever received (u64) | receiver |
+//! | 136 | space futex: bumped after each receive (u32) | receiver |
+//! | 140 | sender is waiting (u32) | sender |
+//! | 192 | closed flags: 1 sender, 2 receiver (u32) | either |
+//! | 196 / 200 | sender / receiver pid (u32) | that end |
+//! | 208 / 216 | sender / receiver start time (u64) | that end |
+//!
+//! # Waiting
+//!
+//! An end that cannot go on (empty ring, full ring) sets its waiting flag and sleeps on
+//! the other end's futex word (a shared futex: no `FUTEX_PRIVATE_FLAG`); the other end
+//! bumps that word after every step and wakes it when the flag is set. A sleep lasts at
+//! most [`PEER_CHECK_INTERVAL`](crate::limits::PEER_CHECK_INTERVAL), after which the end
+//! checks that its peer process is alive (a `pidfd` polled for exit): a peer killed
+//! without closing its end is reported as [`ShmError::PeerDied`] within that bound.
+//!
+//! # Lies
+//!
+//! Every field the peer writes is checked before use: the header at attach (magic,
+//! version, capacity against the segment), every head/tail read (at most `capacity`
+//! apart, never backwards), every length against what was sent. A lie is
+//! [`ShmError::CorruptRing`]; indexes are always reduced modulo the locally kept
+//! capacity, so no lie reaches memory outside the mapping.
+//!
+//! The calls block the calling thread: in an async actor, run an end in
+//! `tokio::task::spawn_blocking` or a thread of its own.
+
+use crate::error::{Result, ShmError};
+use crate::limits::{MAX_RING_CAPACITY, MIN_RING_CAPACITY, PEER_CHECK_INTERVAL};
+use crate::map::Mapping;
+use crate::segment::{Segment, SegmentRef};
+use rustix::fd::OwnedFd;
+use rustix::fs::SealFlags;
+use rustix::thread::futex;
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering::SeqCst, fence};
+use std::time::{Duration, Instant};
+
+/// The ring's magic number.
+pub const MAGIC: u64 = u64::from_le_bytes(*b"PLGRING1");
+/// The layout version.
+pub const VERSION: u32 = 1;
+/// Bytes before the data area.
+pub const HEADER_BYTES: u64 = 256;
+
+const OFF_MAGIC: usize = 0;
+const OFF_VERSION: usize = 8;
+const OFF_CAPACITY: usize = 16;
+const OFF_TAIL: usize = 64;
+const OFF_DATA_SEQ: usize = 72;
+const OFF_RECV_WAITING: usize = 76;
+const OFF_HEAD: usize = 128;
+const OFF_SPACE_SEQ: usize = 136;
+const OFF_SEND_WAITING: usize = 140;
+const OFF_CLOSED: usize = 192;
+const OFF_PID: [usize; 2] = [196, 200];
+const OFF_START: [usize; 2] = [208, 216];
+const LEN_BYTES: u64 = 4;
+
+/// Which end of a ring.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    Sender = 0,
+    Receiver = 1,
+}
+
+impl Role {
+    fn name(self) -> &'static str {
+        match self {
+            Role::Sender => "sender",
+            Role::Receiver => "receiver",
+        }
+    }
+    fn peer(self) -> Role {
+        match self {
+            Role::Sender => Role::Receiver,
+            Role::Receiver => Role::Sender,
+        }
+    }
+    fn closed_bit(self) -> u32 {
+        1 << (self as u32)
+    }
+}
+
+/// A serializable reference to a ring: send it to the peer, which attaches with
+/// [`RingHandle::sender`] or [`RingHandle::receiver`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct RingHandle {
+    /// The segment (header + data).
+    pub segment: SegmentRef,
+}
+
+/// A ring this process created; it owns the segment. Turn it into one end and send
+/// [`handle`](Ring::handle) to the process that takes the other.
+#[derive(Debug)]
+pub struct Ring {
+    shared: Arc<Shared>,
+}
+
+/// The mapping (and, in the owner, the memfd) an end holds.
+#[derive(Debug)]
+struct Shared {
+    map: Mapping,
+    capacity: u64,
+    reference: SegmentRef,
+    _segment: Option<Segment>,
+}
+
+impl Ring {
+    /// A ring with `capacity` bytes of data (a power of two, 64 B to 4 GiB); a message
+    /// takes its length plus 4 bytes.
+    pub fn create(capacity: u64) -> Result<Ring> {
+        check_capacity(capacity)?;
+        let segment = Segment::create(HEADER_BYTES + capacity)?;
+        segment.seal(SealFlags::SEAL)?;
+        let map = Mapping::map_writable(segment.fd(), (HEADER_BYTES + capacity) as usize)?;
+        map.atomic_u64(OFF_CAPACITY).store(capacity, SeqCst);
+        map.atomic_u32(OFF_VERSION).store(VERSION, SeqCst);
+        map.atomic_u64(OFF_MAGIC).store(MAGIC, SeqCst);
+        let reference = segment.reference();
+        Ok(Ring { shared: Arc::new(Shared { map, capacity, reference, _segment: Some(segment) }) })
+    }
+
+    /// The handle to send to the peer.
+    pub fn handle(&self) -> RingHandle {
+        RingHandle { segment: self.shared.reference }
+    }
+
+    /// This process becomes the sender.
+    pub fn sender(self) -> Result<RingSender> {
+        Ok(RingSender { end: End::attach(self.shared, Role::Sender)? })
+    }
+
+    /// This process becomes the receiver.
+    pub fn receiver(self) -> Result<RingReceiver> {
+        Ok(RingReceiver { end: End::attach(self.shared, Role::Receiver)? })
+    }
+}
+
+fn check_capacity(capacity: u64) -> Result<()> {
+    if !capacity.is_power_of_two() || !(MIN_RING_CAPACITY..=MAX_RING_CAPACITY).contains(&capacity) {
+        return Err(ShmError::BadCapacity(capacity));
+    }
+    Ok(())
+}
+
+impl RingHandle {
+    fn open(&self) -> Result<Arc<Shared>> {
+        let fd: OwnedFd = self.segment.open(SealFlags::SHRINK | SealFlags::GROW, true)?;
+        if self.segment.len <= HEADER_BYTES {
+            return Err(ShmError::LengthBeyondSegment {
+                offset: 0,
+                len: HEADER_BYTES + 1,
+                size: self.segment.len,
+            });
+        }
+        let map = Mapping::map_writable(&fd, self.segment.len as usize)?;
+        let magic = map.atomic_u64(OFF_MAGIC).load(SeqCst);
+        if magic != MAGIC {
+            return Err(ShmError::CorruptRing(format!("bad magic {magic:#018x}")));
+        }
+        let version = map.atomic_u32(OFF_VERSION).load(SeqCst);
+        if version != VERSION {
+            return Err(ShmError::CorruptRing(format!(
+                "version {version}, this build reads {VERSION}"
+            )));
+        }
+        let capacity = map.atomic_u64(OFF_CAPACITY).load(SeqCst);
+        check_capacity(capacity).map_err(|_| {
+            ShmError::CorruptRing(format!("capacity {capacity} is not a valid ring size"))
+        })?;
+        if HEADER_BYTES + capacity != self.segment.len {
+            return Err(ShmError::CorruptRing(format!(
+                "capacity {capacity} does not match the {}-byte segment",
+                self.segment.len
+            )));
+        }
+        Ok(Arc::new(Shared { map, capacity, reference: self.segment, _segment: None }))
+    }
+
+    /// Attaches to the ring as its sender.
+    pub fn sender(&self) -> Result<RingSender> {
+        Ok(RingSender { end: End::attach(self.open()?, Role::Sender)? })
+    }
+
+    /// Attaches to the ring as its receiver.
+    pub fn receiver(&self) -> Result<RingReceiver> {
+        Ok(RingReceiver { end: End::attach(self.open()?, Role::Receiver)? })
+    }
+}
+
+/// What both ends share: the mapping, their role, their own position, the peer's pidfd.
+#[derive(Debug)]
+struct End {
+    shared: Arc<Shared>,
+    role: Role,
+    /// Our position (tail for the sender, head for the receiver): only we write it.
+    pos: u64,
+    /// The peer, once seen: its pid and a pidfd polled for its exit.
+    peer: Option<(u32, OwnedFd)>,
+}
+
+impl End {
+    fn attach(shared: Arc<Shared>, role: Role) -> Result<End> {
+        let map = &shared.map;
+        let me = std::process::id();
+        if let Err(pid) =
+            map.atomic_u32(OFF_PID[role as usize]).compare_exchange(0, me, SeqCst, SeqCst)
+        {
+            return Err(ShmError::AlreadyAttached { role: role.name().into(), pid });
+        }
+        let start = plough_fork_prims::marker::process_start_time(me).unwrap_or(0);
+        map.atomic_u64(OFF_START[role as usize]).store(start, SeqCst);
+        let mut end = End { shared, role, pos: 0, peer: None };
+        let (head, tail) = end.positions()?;
+        end.pos = if role == Role::Sender { tail } else { head };
+        Ok(end)
+    }
+
+    fn map(&self) -> &Mapping {
+        &self.shared.map
+    }
+
+    fn cap(&self) -> u64 {
+        self.shared.capacity
+    }
+
+    /// (head, tail), checked: never more than a capacity apart, never backwards.
+    fn positions(&self) -> Result<(u64, u64)> {
+        let head = self.map().atomic_u64(OFF_HEAD).load(SeqCst);
+        let tail = self.map().atomic_u64(OFF_TAIL).load(SeqCst);
+        if tail < head || tail - head > self.cap() {
+            return Err(ShmError::CorruptRing(format!(
+                "head {head} and tail {tail} of a {}-byte ring",
+                self.cap()
+            )));
+        }
+        match self.role {
+            Role::Sender if tail != self.pos && self.pos != 0 => Err(ShmError::CorruptRing(
+                format!("tail {tail} moved under its sender (at {})", self.pos),
+            )),
+            Role::Receiver if head != self.pos && self.pos != 0 => Err(ShmError::CorruptRing(
+                format!("head {head} moved under its receiver (at {})", self.pos),
+            )),
+            _ => Ok((head, tail)),
+        }
+    }
+
+    fn copy_in(&self, pos: u64, data: &[u8]) {
+        let cap = self.cap();
+        let at = (pos % cap) as usize;
+        let first = data.len().min(cap as usize - at);
+        let base = HEADER_BYTES as usize;
+        self.map().write(base + at, &data[..first]);
+        self.map().write(base, &data[first..]);
+    }
+
+    fn copy_out(&self, pos: u64, out: &mut [u8]) {
+        let cap = self.cap();
+        let at = (pos % cap) as usize;
+        let first = out.len().min(cap as usize - at);
+        let base = HEADER_BYTES as usize;
+        let (a, b) = out.split_at_mut(first);
+        self.map().read(base + at, a);
+        self.map().read(base, b);
+    }
+
+    fn closed(&self, role: Role) -> bool {
+        self.map().atomic_u32(OFF_CLOSED).load(SeqCst) & role.closed_bit() != 0
+    }
+
+    /// After our step: bump our futex word; wake the peer if it waits.
+    fn notify(&self) {
+        let (seq, waiting) = match self.role {
+            Role::Sender => (OFF_DATA_SEQ, OFF_RECV_WAITING),
+            Role::Receiver => (OFF_SPACE_SEQ, OFF_SEND_WAITING),
+        };
+        fence(SeqCst);
+        let word = self.map().atomic_u32(seq);
+        word.fetch_add(1, SeqCst);
+        if self.map().atomic_u32(waiting).load(SeqCst) != 0 {
+            let _ = futex::wake(word, futex::Flags::empty(), 1);
+        }
+    }
+
+    /// Fails if the peer's process is gone without closing its end.
+    fn check_peer(&mut self) -> Result<()> {
+        let peer = self.role.peer();
+        let pid = self.map().atomic_u32(OFF_PID[peer as usize]).load(SeqCst);
+        if pid == 0 {
+            return Ok(());
+        }
+        let died = || ShmError::PeerDied { role: peer.name().into(), pid };
+        if self.peer.as_ref().is_none_or(|(p, _)| *p != pid) {
+            let raw = rustix::process::Pid::from_raw(pid as i32).ok_or_else(died)?;
+            let fd = rustix::process::pidfd_open(raw, rustix::process::PidfdFlags::empty())
+                .map_err(|_| died())?;
+            let start = self.map().atomic_u64(OFF_START[peer as usize]).load(SeqCst);
+            if start != 0 && plough_fork_prims::marker::process_start_time(pid) != Some(start) {
+                return Err(died());
+            }
+            self.peer = Some((pid, fd));
+        }
+        let (_, fd) = self.peer.as_ref().expect("set above");
+        let mut fds = [rustix::event::PollFd::new(fd, rustix::event::PollFlags::IN)];
+        let zero = rustix::time::Timespec { tv_sec: 0, tv_nsec: 0 };
+        match rustix::event::poll(&mut fds, Some(&zero)) {
+            Ok(n) if n > 0 => Err(died()),
+            _ => Ok(()),
+        }
+    }
+
+    /// Sleeps until the peer's futex word moves past `seq` or a slice of the deadline
+    /// passes; then checks the peer.
+    fn wait(
+        &mut self,
+        word_off: usize,
+        waiting_off: usize,
+        ready: impl Fn(&End) -> bool,
+        deadline: Option<Instant>,
+    ) -> Result<()> {
+        let waiting = self.map().atomic_u32(waiting_off);
+        waiting.store(1, SeqCst);
+        let word: &AtomicU32 = self.map().atomic_u32(word_off);
+        let seq = word.load(SeqCst);
+        if !ready(self) {
+            let mut slice = PEER_CHECK_INTERVAL;
+            if let Some(d) = deadline {
+                slice = slice.min(d.saturating_duration_since(Instant::now()));
+            }
+            let ts = rustix::time::Timespec {
+                tv_sec: slice.as_secs() as i64,
+                tv_nsec: i64::from(slice.subsec_nanos()),
+            };
+            let _ = futex::wait(word, futex::Flags::empty(), seq, Some(&ts));
+        }
+        self.map().atomic_u32(waiting_off).store(0, SeqCst);
+        if let Some(d) = deadline
+            && Instant::now() >= d
+        {
+            return Err(ShmError::Timeout { ms: 0 });
+        }
+        self.check_peer()
+    }
+
+    fn close(&self) {
+        self.map().atomic_u32(OFF_CLOSED).fetch_or(self.role.closed_bit(), SeqCst);
+        for (seq, waiting) in [(OFF_DATA_SEQ, OFF_RECV_WAITING), (OFF_SPACE_SEQ, OFF_SEND_WAITING)]
+        {
+            let word = self.map().atomic_u32(seq);
+            word.fetch_add(1, SeqCst);
+            if self.map().atomic_u32(waiting).load(SeqCst) != 0 {
+                let _ = futex::wake(word, futex::Flags::empty(), 1);
+            }
+        }
+    }
+}
+
+fn deadline_of(timeout: Option<Duration>) -> Option<Instant> {
+    timeout.map(|t| Instant::now() + t)
+}
+
+fn timeout_error(timeout: Option<Duration>, e: ShmError) -> ShmError {
+    match (e, timeout) {
+        (ShmError::Timeout { .. }, Some(t)) => ShmError::Timeout { ms: t.as_millis() as u64 },
+        (e, _) => e,
+    }
+}
+
+/// The sending end of a ring. Dropping it closes the ring (the receiver drains what was
+/// sent, then sees the end).
+#[derive(Debug)]
+pub struct RingSender {
+    end: End,
+}
+
+impl RingSender {
+    /// The ring's data capacity in bytes (the largest message is 4 bytes less).
+    pub fn capacity(&self) -> u64 {
+        self.end.cap()
+    }
+
+    /// Sends one message, without waiting: `Ok(false)` when the ring has no room for it.
+    pub fn try_send(&mut self, msg: &[u8]) -> Result<bool> {
+        let need = LEN_BYTES + msg.len() as u64;
+        if need > self.end.cap() || msg.len() > u32::MAX as usize {
+            return Err(ShmError::MessageTooLarge {
+                len: msg.len() as u64,
+                capacity: self.end.cap(),
+            });
+        }
+        if self.end.closed(Role::Receiver) {
+            return Err(ShmError::Closed { role: "receiver".into() });
+        }
+        let (head, tail) = self.end.positions()?;
+        if self.end.cap() - (tail - head) < need {
+            return Ok(false);
+        }
+        self.end.copy_in(tail, &(msg.len() as u32).to_le_bytes());
+        self.end.copy_in(tail + LEN_BYTES, msg);
+        self.end.pos = tail + need;
+        self.end.map().atomic_u64(OFF_TAIL).store(self.end.pos, SeqCst);
+        self.end.notify();
+        Ok(true)
+    }
+
+    /// Sends one message, waiting for room.
+    pub fn send(&mut self, msg: &[u8]) -> Result<()> {
+        self.send_timeout(msg, None)
+    }
+
+    /// Sends one message, waiting for room at most `timeout` (`None`: no bound).
+    pub fn send_timeout(&mut self, msg: &[u8], timeout: Option<Duration>) -> Result<()> {
+        let deadline = deadline_of(timeout);
+        let need = LEN_BYTES + msg.len() as u64;
+        loop {
+            if self.try_send(msg)? {
+                return Ok(());
+            }
+            let room = move |e: &End| {
+                e.closed(Role::Receiver)
+                    || e.positions().is_ok_and(|(h, t)| e.cap() - (t - h) >= need)
+            };
+            self.end
+                .wait(OFF_SPACE_SEQ, OFF_SEND_WAITING, room, deadline)
+                .map_err(|e| timeout_error(timeout, e))?;
+        }
+    }
+}
+
+impl Drop for RingSender {
+    fn drop(&mut self) {
+        self.end.close();
+    }
+}
+
+/// The receiving end of a ring. Dropping it closes the ring (the sender's next send
+/// fails with [`ShmError::Closed`]).
+#[derive(Debug)]
+pub struct RingReceiver {
+    end: End,
+}
+
+impl RingReceiver {
+    /// The ring's data capacity in bytes.
+    pub fn capacity(&self) -> u64 {
+        self.end.cap()
+    }
+
+    /// Receives one message into `out` (replacing its contents) without waiting:
+    /// `Ok(Some(len))`, or `Ok(None)` when the ring is empty.
+    pub fn try_recv(&mut self, out: &mut Vec<u8>) -> Result<Option<usize>> {
+        let (head, tail) = self.end.positions()?;
+        let avail = tail - head;
+        if avail == 0 {
+            return Ok(None);
+        }
+        if avail < LEN_BYTES {
+            return Err(ShmError::CorruptRing(format!("{avail} bytes sent: less than a length")));
+        }
+        let mut len = [0u8; 4];
+        self.end.copy_out(head, &mut len);
+        let len = u64::from(u32::from_le_bytes(len));
+        if len > avail - LEN_BYTES {
+            return Err(ShmError::CorruptRing(format!(
+                "a {len}-byte message claimed, {} bytes sent",
+                avail - LEN_BYTES
+            )));
+        }
+        out.resize(len as usize, 0);
+        self.end.copy_out(head + LEN_BYTES, out);
+        self.end.pos = head + LEN_BYTES + len;
+        self.end.map().atomic_u64(OFF_HEAD).store(self.end.pos, SeqCst);
+        self.end.notify();
+        Ok(Some(len as usize))
+    }
+
+    /// Receives one message into `out`, waiting for one: `Ok(Some(len))`, or `Ok(None)`
+    /// once the sender closed the ring and every message it sent was received.
+    pub fn recv(&mut self, out: &mut Vec<u8>) -> Result<Option<usize>> {
+        self.recv_timeout(out, None)
+    }
+
+    /// [`recv`](Self::recv), waiting at most `timeout` (`None`: no bound).
+    pub fn recv_timeout(
+        &mut self,
+        out: &mut Vec<u8>,
+        timeout: Option<Duration>,
+    ) -> Result<Option<usize>> {
+        let deadline = deadline_of(timeout);
+        loop {
+            if let Some(n) = self.try_recv(out)? {
+                return Ok(Some(n));
+            }
+            if self.end.closed(Role::Sender) {
+                // A last message sent just before the close.
+                return self.try_recv(out);
+            }
+            let data = |e: &End| e.closed(Role::Sender) || e.positions().is_ok_and(|(h, t)| t != h);
+            self.end
+                .wait(OFF_DATA_SEQ, OFF_RECV_WAITING, data, deadline)
+                .map_err(|e| timeout_error(timeout, e))?;
+        }
+    }
+}
+
+impl Drop for RingReceiver {
+    fn drop(&mut self) {
+        self.end.close();
+    }
+}
