@@ -7,6 +7,8 @@
 //! the crate maps only memfds sealed with `F_SEAL_SHRINK` (checked with
 //! `F_GET_SEALS` before mapping), so no access can fault with SIGBUS.
 //!
+//! Mappings are `MADV_DONTFORK`: a forked child never inherits one.
+//!
 //! * [`Mapping::bytes`] hands out `&[u8]` only for a mapping made by
 //!   [`Mapping::map_frozen`], of a memfd that carries `F_SEAL_WRITE`: the kernel then
 //!   refuses every `write(2)` and every writable mapping of it, in every process, so the
@@ -56,7 +58,14 @@ impl Mapping {
             unsafe { rustix::mm::mmap(std::ptr::null_mut(), len, prot, MapFlags::SHARED, fd, 0) }
                 .map_err(|e| ShmError::os("mmap", e))?;
         let ptr = NonNull::new(ptr.cast::<u8>()).expect("mmap never returns null on success");
-        Ok(Mapping { ptr, len, frozen })
+        let mapping = Mapping { ptr, len, frozen };
+        // A process forked from this one (the `main_thread_forkserver` backend forks the
+        // root's own process) must not inherit the mapping: it would keep the segment's
+        // memory alive, unseen, for its whole life.
+        // SAFETY: advice on our own fresh mapping; `MADV_DONTFORK` changes no contents.
+        unsafe { rustix::mm::madvise(ptr.as_ptr().cast(), len, rustix::mm::Advice::LinuxDontFork) }
+            .map_err(|e| ShmError::os("madvise(MADV_DONTFORK)", e))?;
+        Ok(mapping)
     }
 
     /// A writable mapping of the first `len` bytes of `fd`.

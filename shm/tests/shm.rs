@@ -330,3 +330,16 @@ fn a_ring_between_processes_and_a_peer_killed_mid_wait() {
     assert!(t.elapsed() < Duration::from_secs(2), "noticed in {:?}", t.elapsed());
     child.wait_blocking().unwrap();
 }
+
+#[test]
+fn a_forked_child_does_not_inherit_a_mapping() {
+    let b = ShmBufMut::<u8>::new(1 << 20).unwrap().freeze().unwrap();
+    let ino = b.handle().segment.ino;
+    assert_eq!(mappings_of(ino), 1);
+    let (child, mut r) = fork_with(move |mut s| {
+        writeln!(s, "maps {}", mappings_of(ino)).unwrap();
+        0
+    });
+    assert_eq!(line(&mut r), "maps 0");
+    assert!(child.wait_blocking().unwrap().success());
+}
