@@ -5,7 +5,7 @@
 //! writes `target/plough-bench.json`:
 //! `{"results": [{"name", "unit", "median", "p99", "baseline", "baseline_median", "ratio"}]}`.
 //! `--quick` takes fewer samples; `--only <group>` runs one group of rows (spawn, tree,
-//! retouch, fan-out, rpc, stream); the last line gives the total wall time.
+//! retouch, fan-out, rpc, stream, shm); the last line gives the total wall time.
 //!
 //! * spawn → first RPC answered, per actor (zygote; exec; forkserver), vs the raw floor:
 //!   the same binary started the same way (forked by a zygote of this binary / posix_spawn
@@ -31,7 +31,9 @@
 //! * RPC round trip of a trivial function over UDS vs a raw UDS ping-pong between two
 //!   processes (one byte each way);
 //! * stream throughput child → parent, 64-byte messages with backpressure (default and
-//!   1024-message buffers), vs a raw UDS stream of 64-byte records between two processes.
+//!   1024-message buffers), vs a raw UDS stream of 64-byte records between two processes;
+//! * shared memory (`benches/runtime/shm.rs`): 1 MiB and 64 MiB payloads by copy and by
+//!   shm against `memcpy`, and a ring's 64-byte msgs/s against the raw UDS stream.
 
 use plough::{Cx, Registry, SpawnMethod};
 use std::io::{Read, Write};
@@ -57,8 +59,11 @@ async fn source(ctx: plough::Context, (n, size): (u64, usize)) -> Result<u64, pl
 }
 
 fn registry() -> Registry {
-    Registry::new().func("ping", ping).context("source", source)
+    shm::register(Registry::new().func("ping", ping).context("source", source))
 }
+
+#[path = "runtime/shm.rs"]
+mod shm;
 
 /// Messages per second (in thousands) of a `n`-message, 64-byte backpressured stream,
 /// child → parent over UDS, with a receive buffer of `buffer`; one sample per run.
@@ -540,7 +545,7 @@ fn main() {
         return;
     }
     let quick = args.iter().any(|a| a == "--quick");
-    // `--only <group>` runs one group of rows: spawn, tree, retouch, fan-out, rpc, stream.
+    // `--only <group>` runs one group of rows: spawn, tree, retouch, fan-out, rpc, stream, shm.
     let only = args.iter().position(|a| a == "--only").and_then(|i| args.get(i + 1)).cloned();
     let run = |group: &str| only.as_deref().is_none_or(|o| o == group);
     let k = if quick { 1 } else { 3 };
@@ -679,6 +684,10 @@ fn main() {
         );
         rows.push((default_buf, Some(floor.clone())));
         rows.push((big_buf, Some(floor)));
+    }
+
+    if run("shm") {
+        rows.extend(shm::rows(quick));
     }
 
     println!(

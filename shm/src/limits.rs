@@ -21,3 +21,8 @@ pub const PEER_CHECK_INTERVAL: Duration = Duration::from_millis(50);
 /// shows it: `/memfd:plough-shm.<uid>.<pid>.<start time>.<random> (deleted)`). A handle
 /// whose file does not carry it is not ours.
 pub const NAME_PREFIX: &str = "plough-shm.";
+
+/// How many times a ring end that cannot go on checks its peer's position (with a
+/// `spin_loop` hint between) before it sleeps on the futex: a few microseconds, less
+/// than one futex sleep and wake-up, and bounded.
+pub const SPIN_BEFORE_SLEEP: u32 = 200;

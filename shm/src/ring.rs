@@ -25,9 +25,11 @@
 //!
 //! # Waiting
 //!
-//! An end that cannot go on (empty ring, full ring) sets its waiting flag and sleeps on
-//! the other end's futex word (a shared futex: no `FUTEX_PRIVATE_FLAG`); the other end
-//! bumps that word after every step and wakes it when the flag is set. A sleep lasts at
+//! An end that cannot go on (empty ring, full ring) spins briefly
+//! ([`SPIN_BEFORE_SLEEP`](crate::limits::SPIN_BEFORE_SLEEP) checks), then sets its
+//! waiting flag and sleeps on a futex word of the header (a shared futex: no
+//! `FUTEX_PRIVATE_FLAG`); the other end, after each step, bumps that word and wakes it
+//! only when the flag is set (no system call while nobody sleeps). A sleep lasts at
 //! most [`PEER_CHECK_INTERVAL`](crate::limits::PEER_CHECK_INTERVAL), after which the end
 //! checks that its peer process is alive (a `pidfd` polled for exit): a peer killed
 //! without closing its end is reported as [`ShmError::PeerDied`] within that bound.
@@ -35,8 +37,9 @@
 //! # Lies
 //!
 //! Every field the peer writes is checked before use: the header at attach (magic,
-//! version, capacity against the segment), every head/tail read (at most `capacity`
-//! apart, never backwards), every length against what was sent. A lie is
+//! version, capacity against the segment), every read of the peer's position (at most
+//! `capacity` from ours, never backwards), every length against what was sent; an end
+//! never reads its own position back. A lie is
 //! [`ShmError::CorruptRing`]; indexes are always reduced modulo the locally kept
 //! capacity, so no lie reaches memory outside the mapping.
 //!
@@ -44,7 +47,7 @@
 //! `tokio::task::spawn_blocking` or a thread of its own.
 
 use crate::error::{Result, ShmError};
-use crate::limits::{MAX_RING_CAPACITY, MIN_RING_CAPACITY, PEER_CHECK_INTERVAL};
+use crate::limits::{MAX_RING_CAPACITY, MIN_RING_CAPACITY, PEER_CHECK_INTERVAL, SPIN_BEFORE_SLEEP};
 use crate::map::Mapping;
 use crate::segment::{Segment, SegmentRef};
 use rustix::fd::OwnedFd;
@@ -213,8 +216,12 @@ impl RingHandle {
 struct End {
     shared: Arc<Shared>,
     role: Role,
-    /// Our position (tail for the sender, head for the receiver): only we write it.
+    /// Our position (tail for the sender, head for the receiver): only we write it, and
+    /// we never read it back (a peer that overwrites it changes nothing here).
     pos: u64,
+    /// The peer's position as last read (head for the sender, tail for the receiver),
+    /// re-read only when it no longer lets us go on.
+    peer_pos: u64,
     /// The peer, once seen: its pid and a pidfd polled for its exit.
     peer: Option<(u32, OwnedFd)>,
 }
@@ -230,10 +237,30 @@ impl End {
         }
         let start = plough_fork_prims::marker::process_start_time(me).unwrap_or(0);
         map.atomic_u64(OFF_START[role as usize]).store(start, SeqCst);
-        let mut end = End { shared, role, pos: 0, peer: None };
-        let (head, tail) = end.positions()?;
-        end.pos = if role == Role::Sender { tail } else { head };
+        let head = map.atomic_u64(OFF_HEAD).load(SeqCst);
+        let tail = map.atomic_u64(OFF_TAIL).load(SeqCst);
+        let cap = shared.capacity;
+        let mut end = End { shared, role, pos: 0, peer_pos: 0, peer: None };
+        if tail < head || tail - head > cap {
+            end.release();
+            return Err(ShmError::CorruptRing(format!(
+                "head {head} and tail {tail} of a {cap}-byte ring"
+            )));
+        }
+        (end.pos, end.peer_pos) = match role {
+            Role::Sender => (tail, head),
+            Role::Receiver => (head, tail),
+        };
         Ok(end)
+    }
+
+    /// Gives up the role slot (an attach that failed).
+    fn release(&self) {
+        let me = std::process::id();
+        let _ = self
+            .map()
+            .atomic_u32(OFF_PID[self.role as usize])
+            .compare_exchange(me, 0, SeqCst, SeqCst);
     }
 
     fn map(&self) -> &Mapping {
@@ -244,25 +271,24 @@ impl End {
         self.shared.capacity
     }
 
-    /// (head, tail), checked: never more than a capacity apart, never backwards.
-    fn positions(&self) -> Result<(u64, u64)> {
-        let head = self.map().atomic_u64(OFF_HEAD).load(SeqCst);
-        let tail = self.map().atomic_u64(OFF_TAIL).load(SeqCst);
-        if tail < head || tail - head > self.cap() {
+    /// Re-reads the peer's position, checked: it never goes backwards, and head and tail
+    /// are never more than a capacity apart.
+    fn reload_peer(&mut self) -> Result<()> {
+        let cap = self.cap();
+        let (head, tail) = match self.role {
+            Role::Sender => (self.map().atomic_u64(OFF_HEAD).load(SeqCst), self.pos),
+            Role::Receiver => (self.pos, self.map().atomic_u64(OFF_TAIL).load(SeqCst)),
+        };
+        let peer = if self.role == Role::Sender { head } else { tail };
+        if tail < head || tail - head > cap || peer < self.peer_pos {
             return Err(ShmError::CorruptRing(format!(
-                "head {head} and tail {tail} of a {}-byte ring",
-                self.cap()
+                "head {head} and tail {tail} of a {cap}-byte ring (the {} was at {})",
+                self.role.peer().name(),
+                self.peer_pos
             )));
         }
-        match self.role {
-            Role::Sender if tail != self.pos && self.pos != 0 => Err(ShmError::CorruptRing(
-                format!("tail {tail} moved under its sender (at {})", self.pos),
-            )),
-            Role::Receiver if head != self.pos && self.pos != 0 => Err(ShmError::CorruptRing(
-                format!("head {head} moved under its receiver (at {})", self.pos),
-            )),
-            _ => Ok((head, tail)),
-        }
+        self.peer_pos = peer;
+        Ok(())
     }
 
     fn copy_in(&self, pos: u64, data: &[u8]) {
@@ -288,16 +314,19 @@ impl End {
         self.map().atomic_u32(OFF_CLOSED).load(SeqCst) & role.closed_bit() != 0
     }
 
-    /// After our step: bump our futex word; wake the peer if it waits.
-    fn notify(&self) {
-        let (seq, waiting) = match self.role {
-            Role::Sender => (OFF_DATA_SEQ, OFF_RECV_WAITING),
-            Role::Receiver => (OFF_SPACE_SEQ, OFF_SEND_WAITING),
+    /// Publishes our new position, and wakes the peer if it sleeps (the `SeqCst` store
+    /// and the peer's `SeqCst` flag-then-recheck make one of us see the other).
+    fn publish(&mut self, pos: u64) {
+        self.pos = pos;
+        let (at, seq, waiting) = match self.role {
+            Role::Sender => (OFF_TAIL, OFF_DATA_SEQ, OFF_RECV_WAITING),
+            Role::Receiver => (OFF_HEAD, OFF_SPACE_SEQ, OFF_SEND_WAITING),
         };
+        self.map().atomic_u64(at).store(pos, SeqCst);
         fence(SeqCst);
-        let word = self.map().atomic_u32(seq);
-        word.fetch_add(1, SeqCst);
         if self.map().atomic_u32(waiting).load(SeqCst) != 0 {
+            let word = self.map().atomic_u32(seq);
+            word.fetch_add(1, SeqCst);
             let _ = futex::wake(word, futex::Flags::empty(), 1);
         }
     }
@@ -329,20 +358,33 @@ impl End {
         }
     }
 
-    /// Sleeps until the peer's futex word moves past `seq` or a slice of the deadline
-    /// passes; then checks the peer.
-    fn wait(
-        &mut self,
-        word_off: usize,
-        waiting_off: usize,
-        ready: impl Fn(&End) -> bool,
-        deadline: Option<Instant>,
-    ) -> Result<()> {
+    /// Whether the peer moved (or closed) since `peer_pos` was read.
+    fn peer_moved(&self) -> bool {
+        let at = if self.role == Role::Sender { OFF_HEAD } else { OFF_TAIL };
+        self.map().atomic_u64(at).load(SeqCst) != self.peer_pos || self.closed(self.role.peer())
+    }
+
+    /// Waits until the peer moves or closes: a short spin (a peer on another core is
+    /// often one message away), then sleeps on the peer's futex word, at most
+    /// `PEER_CHECK_INTERVAL` (or what is left of `deadline`) at a time, checking after
+    /// each sleep that the peer is alive.
+    fn wait(&mut self, deadline: Option<Instant>) -> Result<()> {
+        for _ in 0..SPIN_BEFORE_SLEEP {
+            if self.peer_moved() {
+                return Ok(());
+            }
+            std::hint::spin_loop();
+        }
+        let (seq_off, waiting_off) = match self.role {
+            Role::Sender => (OFF_SPACE_SEQ, OFF_SEND_WAITING),
+            Role::Receiver => (OFF_DATA_SEQ, OFF_RECV_WAITING),
+        };
         let waiting = self.map().atomic_u32(waiting_off);
         waiting.store(1, SeqCst);
-        let word: &AtomicU32 = self.map().atomic_u32(word_off);
+        fence(SeqCst);
+        let word: &AtomicU32 = self.map().atomic_u32(seq_off);
         let seq = word.load(SeqCst);
-        if !ready(self) {
+        if !self.peer_moved() {
             let mut slice = PEER_CHECK_INTERVAL;
             if let Some(d) = deadline {
                 slice = slice.min(d.saturating_duration_since(Instant::now()));
@@ -354,6 +396,9 @@ impl End {
             let _ = futex::wait(word, futex::Flags::empty(), seq, Some(&ts));
         }
         self.map().atomic_u32(waiting_off).store(0, SeqCst);
+        if self.peer_moved() {
+            return Ok(());
+        }
         if let Some(d) = deadline
             && Instant::now() >= d
         {
@@ -364,6 +409,7 @@ impl End {
 
     fn close(&self) {
         self.map().atomic_u32(OFF_CLOSED).fetch_or(self.role.closed_bit(), SeqCst);
+        fence(SeqCst);
         for (seq, waiting) in [(OFF_DATA_SEQ, OFF_RECV_WAITING), (OFF_SPACE_SEQ, OFF_SEND_WAITING)]
         {
             let word = self.map().atomic_u32(seq);
@@ -402,24 +448,23 @@ impl RingSender {
     /// Sends one message, without waiting: `Ok(false)` when the ring has no room for it.
     pub fn try_send(&mut self, msg: &[u8]) -> Result<bool> {
         let need = LEN_BYTES + msg.len() as u64;
-        if need > self.end.cap() || msg.len() > u32::MAX as usize {
-            return Err(ShmError::MessageTooLarge {
-                len: msg.len() as u64,
-                capacity: self.end.cap(),
-            });
+        let cap = self.end.cap();
+        if need > cap || msg.len() > u32::MAX as usize {
+            return Err(ShmError::MessageTooLarge { len: msg.len() as u64, capacity: cap });
         }
         if self.end.closed(Role::Receiver) {
             return Err(ShmError::Closed { role: "receiver".into() });
         }
-        let (head, tail) = self.end.positions()?;
-        if self.end.cap() - (tail - head) < need {
-            return Ok(false);
+        let tail = self.end.pos;
+        if cap - (tail - self.end.peer_pos) < need {
+            self.end.reload_peer()?;
+            if cap - (tail - self.end.peer_pos) < need {
+                return Ok(false);
+            }
         }
         self.end.copy_in(tail, &(msg.len() as u32).to_le_bytes());
         self.end.copy_in(tail + LEN_BYTES, msg);
-        self.end.pos = tail + need;
-        self.end.map().atomic_u64(OFF_TAIL).store(self.end.pos, SeqCst);
-        self.end.notify();
+        self.end.publish(tail + need);
         Ok(true)
     }
 
@@ -431,18 +476,11 @@ impl RingSender {
     /// Sends one message, waiting for room at most `timeout` (`None`: no bound).
     pub fn send_timeout(&mut self, msg: &[u8], timeout: Option<Duration>) -> Result<()> {
         let deadline = deadline_of(timeout);
-        let need = LEN_BYTES + msg.len() as u64;
         loop {
             if self.try_send(msg)? {
                 return Ok(());
             }
-            let room = move |e: &End| {
-                e.closed(Role::Receiver)
-                    || e.positions().is_ok_and(|(h, t)| e.cap() - (t - h) >= need)
-            };
-            self.end
-                .wait(OFF_SPACE_SEQ, OFF_SEND_WAITING, room, deadline)
-                .map_err(|e| timeout_error(timeout, e))?;
+            self.end.wait(deadline).map_err(|e| timeout_error(timeout, e))?;
         }
     }
 }
@@ -469,11 +507,16 @@ impl RingReceiver {
     /// Receives one message into `out` (replacing its contents) without waiting:
     /// `Ok(Some(len))`, or `Ok(None)` when the ring is empty.
     pub fn try_recv(&mut self, out: &mut Vec<u8>) -> Result<Option<usize>> {
-        let (head, tail) = self.end.positions()?;
-        let avail = tail - head;
-        if avail == 0 {
-            return Ok(None);
+        let head = self.end.pos;
+        if self.end.peer_pos == head {
+            self.end.reload_peer()?;
+            if self.end.peer_pos == head {
+                return Ok(None);
+            }
         }
+        // The sender publishes its tail only after a whole message: what it says was
+        // sent holds whole messages, or it lies.
+        let avail = self.end.peer_pos - head;
         if avail < LEN_BYTES {
             return Err(ShmError::CorruptRing(format!("{avail} bytes sent: less than a length")));
         }
@@ -488,9 +531,7 @@ impl RingReceiver {
         }
         out.resize(len as usize, 0);
         self.end.copy_out(head + LEN_BYTES, out);
-        self.end.pos = head + LEN_BYTES + len;
-        self.end.map().atomic_u64(OFF_HEAD).store(self.end.pos, SeqCst);
-        self.end.notify();
+        self.end.publish(head + LEN_BYTES + len);
         Ok(Some(len as usize))
     }
 
@@ -515,10 +556,7 @@ impl RingReceiver {
                 // A last message sent just before the close.
                 return self.try_recv(out);
             }
-            let data = |e: &End| e.closed(Role::Sender) || e.positions().is_ok_and(|(h, t)| t != h);
-            self.end
-                .wait(OFF_DATA_SEQ, OFF_RECV_WAITING, data, deadline)
-                .map_err(|e| timeout_error(timeout, e))?;
+            self.end.wait(deadline).map_err(|e| timeout_error(timeout, e))?;
         }
     }
 }

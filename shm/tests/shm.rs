@@ -269,8 +269,8 @@ fn a_ring_whose_header_lies_is_a_typed_error() {
     assert!(text(corrupt(64, &5000u64.to_le_bytes())).contains("tail 5000"));
     assert!(text(corrupt(128, &9u64.to_le_bytes())).contains("head 9"));
 
-    // Lies told after attaching: a message longer than what was sent, a tail that runs
-    // past the head by more than the capacity.
+    // Lies told after attaching: a message longer than what was sent; a tail that runs
+    // past the head by more than the capacity; a head that runs backwards.
     let ring = Ring::create(1024).unwrap();
     let h = ring.handle();
     let mut tx = ring.sender().unwrap();
@@ -278,14 +278,27 @@ fn a_ring_whose_header_lies_is_a_typed_error() {
     tx.send(b"hello").unwrap();
     poke(&h, HEADER_BYTES, &900u32.to_le_bytes());
     let mut out = Vec::new();
-    assert!(
-        text(rx.try_recv(&mut out).unwrap_err())
-            .contains("a 900-byte message claimed, 5 bytes sent")
-    );
+    let e = text(rx.try_recv(&mut out).unwrap_err());
+    assert!(e.contains("a 900-byte message claimed, 5 bytes sent"), "{e}");
+    let ring = Ring::create(1024).unwrap();
+    let h = ring.handle();
+    let mut tx = ring.sender().unwrap();
+    let mut rx = h.receiver().unwrap();
     poke(&h, 64, &(1u64 << 40).to_le_bytes());
     assert!(text(rx.try_recv(&mut out).unwrap_err()).contains("of a 1024-byte ring"));
-    // The sender sees the tail moved under it.
-    assert!(text(tx.try_send(b"x").unwrap_err()).contains("tail"));
+    // The sender: fill the ring, let the receiver take one, then move the head back.
+    drop((tx, rx));
+    let ring = Ring::create(64).unwrap();
+    let h = ring.handle();
+    let mut tx = ring.sender().unwrap();
+    let mut rx = h.receiver().unwrap();
+    while tx.try_send(&[1; 8]).unwrap() {}
+    rx.try_recv(&mut out).unwrap();
+    assert!(tx.try_send(&[1; 8]).unwrap(), "room again");
+    rx.try_recv(&mut out).unwrap();
+    poke(&h, 128, &0u64.to_le_bytes());
+    let e = (0..10).find_map(|_| tx.try_send(&[1; 8]).err()).expect("the lie is seen");
+    assert!(text(e).contains("the receiver was at 12"));
 }
 
 #[test]
