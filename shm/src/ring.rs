@@ -28,8 +28,9 @@
 //! An end that cannot go on (empty ring, full ring) spins briefly
 //! ([`SPIN_BEFORE_SLEEP`](crate::limits::SPIN_BEFORE_SLEEP) checks), then sets its
 //! waiting flag and sleeps on a futex word of the header (a shared futex: no
-//! `FUTEX_PRIVATE_FLAG`); the other end, after each step, bumps that word and wakes it
-//! only when the flag is set (no system call while nobody sleeps). A sleep lasts at
+//! `FUTEX_PRIVATE_FLAG`); the other end, after each step, looks at the flag and, when it
+//! is set, takes it (clears it), bumps the word and wakes the sleeper: no system call
+//! while nobody sleeps, one wake-up per sleep. A sleep lasts at
 //! most [`PEER_CHECK_INTERVAL`](crate::limits::PEER_CHECK_INTERVAL), after which the end
 //! checks that its peer process is alive (a `pidfd` polled for exit): a peer killed
 //! without closing its end is reported as [`ShmError::PeerDied`] within that bound.
@@ -324,11 +325,27 @@ impl End {
         };
         self.map().atomic_u64(at).store(pos, SeqCst);
         fence(SeqCst);
-        if self.map().atomic_u32(waiting).load(SeqCst) != 0 {
+        // The waker takes the flag: one wake-up per sleep, however many steps it takes
+        // the sleeper to run again.
+        let flag = self.map().atomic_u32(waiting);
+        if flag.load(SeqCst) != 0 && self.worth_waking() && flag.swap(0, SeqCst) != 0 {
             let word = self.map().atomic_u32(seq);
             word.fetch_add(1, SeqCst);
             let _ = futex::wake(word, futex::Flags::empty(), 1);
         }
+    }
+
+    /// Whether a sleeping peer should be woken now. A receiver is woken by every message
+    /// (latency); a sender only once half the ring is free (or more), so that a full ring
+    /// drained message by message does not cost a wake-up — and a sleep — per message.
+    /// An empty ring is all free, so a sleeping sender is always woken by then.
+    fn worth_waking(&self) -> bool {
+        if self.role == Role::Sender {
+            return true;
+        }
+        let tail = self.map().atomic_u64(OFF_TAIL).load(SeqCst);
+        let used = tail.wrapping_sub(self.pos);
+        used > self.cap() || self.cap() - used >= self.cap() / 2
     }
 
     /// Fails if the peer's process is gone without closing its end.
