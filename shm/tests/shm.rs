@@ -282,7 +282,7 @@ fn a_ring_whose_header_lies_is_a_typed_error() {
     assert!(e.contains("a 900-byte message claimed, 5 bytes sent"), "{e}");
     let ring = Ring::create(1024).unwrap();
     let h = ring.handle();
-    let mut tx = ring.sender().unwrap();
+    let tx = ring.sender().unwrap();
     let mut rx = h.receiver().unwrap();
     poke(&h, 64, &(1u64 << 40).to_le_bytes());
     assert!(text(rx.try_recv(&mut out).unwrap_err()).contains("of a 1024-byte ring"));
@@ -310,7 +310,7 @@ fn a_ring_between_processes_and_a_peer_killed_mid_wait() {
         let mut rx = h.receiver().unwrap();
         let mut out = Vec::new();
         let mut n = 0u64;
-        while let Some(_) = rx.recv(&mut out).unwrap() {
+        while rx.recv(&mut out).unwrap().is_some() {
             n += 1;
         }
         writeln!(s, "got {n}").unwrap();
