@@ -44,6 +44,13 @@
 //! [`ShmError::CorruptRing`]; indexes are always reduced modulo the locally kept
 //! capacity, so no lie reaches memory outside the mapping.
 //!
+//! # Ends
+//!
+//! Each role is taken once (a compare-and-swap of the pid slot): a second sender or
+//! receiver is [`ShmError::AlreadyAttached`], even once the first one's process is dead
+//! (make a new ring). A peer that never attaches is not an error: an end waits for it as
+//! long as its own call allows (the `_timeout` variants bound that).
+//!
 //! The calls block the calling thread: in an async actor, run an end in
 //! `tokio::task::spawn_blocking` or a thread of its own.
 

@@ -20,6 +20,17 @@
 //! * **Who may open it.** The mode (`0600`) and the `/proc/<pid>/fd` path limit it to the
 //!   owner's uid; there is no name to guess or squat, so no `O_EXCL` race.
 //!
+//! What opening needs, and what it does not give:
+//! * `/proc` mounted without `hidepid`, and the owner *dumpable* (the default; a process
+//!   that changed credentials or set `PR_SET_DUMPABLE` 0 can only be opened by root):
+//!   the kernel checks `PTRACE_MODE_READ` for `/proc/<pid>/fd`, which Yama's
+//!   `ptrace_scope` does not restrict (it limits attaching only), so a sibling actor
+//!   opens a segment as well as the parent does;
+//! * one host: a handle sent over TCP to another machine names a process there that is
+//!   not the owner; its start time or the memfd's name and inode refuse it;
+//! * no passing of fds over the connection (`SCM_RIGHTS`), so plough's connection code
+//!   is untouched and TCP works the same as UDS.
+//!
 //! The memfd's name (visible in `/proc/<pid>/fd` and `/proc/<pid>/maps`) still encodes
 //! `plough-shm.<uid>.<owner pid>.<owner start time>.<random>`, so tools (and the check
 //! in [`SegmentRef`]'s opening) can tell a segment of ours from any other file.
