@@ -101,6 +101,15 @@ fn bad_handles_get_typed_errors_and_map_nothing() {
         ShmError::NotOurs { found } => assert!(found.contains("someone-else"), "{found}"),
         e => panic!("expected not-ours, got {e}"),
     }
+    // Not a file at all: a socket, an eventfd.
+    let (sock, _peer) = UnixStream::pair().unwrap();
+    assert!(
+        matches!(refused(&handle_of(&sock, 4096)), ShmError::NotOurs { found } if found.starts_with("socket:"))
+    );
+    let efd = rustix::event::eventfd(0, rustix::event::EventfdFlags::CLOEXEC).unwrap();
+    assert!(
+        matches!(refused(&handle_of(&efd, 4096)), ShmError::NotOurs { found } if found.contains("eventfd"))
+    );
     // A memfd of our name that is not sealed, or only half.
     let unsealed = raw_memfd(name, 4096, 0o600, SealFlags::empty());
     match refused(&handle_of(&unsealed, 4096)) {
