@@ -365,3 +365,25 @@ fn a_forked_child_does_not_inherit_a_mapping() {
     assert_eq!(line(&mut r), "maps 0");
     assert!(child.wait_blocking().unwrap().success());
 }
+
+#[test]
+fn a_ring_cannot_shrink_and_an_unsealed_one_is_refused() {
+    let ring = Ring::create(1024).unwrap();
+    let h = ring.handle();
+    let path = format!("/proc/self/fd/{}", h.segment.fd);
+    let f = std::fs::OpenOptions::new().read(true).write(true).open(&path).unwrap();
+    let e = f.set_len(HEADER_BYTES).expect_err("a ring's segment cannot shrink");
+    assert_eq!(e.raw_os_error(), Some(libc_eperm()), "{e}");
+    // A forged ring: a valid header in a memfd of our name that could shrink.
+    let mut header = vec![0u8; (HEADER_BYTES + 1024) as usize];
+    f.read_exact_at(&mut header, 0).unwrap();
+    let forged =
+        raw_memfd("plough-shm.forged-ring", HEADER_BYTES + 1024, 0o600, SealFlags::empty());
+    std::fs::File::from(forged.try_clone().unwrap()).write_all_at(&header, 0).unwrap();
+    let rh = RingHandle { segment: handle_of(&forged, HEADER_BYTES + 1024).segment };
+    match rh.receiver() {
+        Err(ShmError::NotSealed { missing }) => assert_eq!(missing, "F_SEAL_SHRINK|F_SEAL_GROW"),
+        other => panic!("expected not-sealed, got {other:?}"),
+    }
+    assert_eq!(mappings_of(rh.segment.ino), 0);
+}
