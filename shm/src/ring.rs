@@ -345,7 +345,9 @@ impl End {
     /// Whether a sleeping peer should be woken now. A receiver is woken by every message
     /// (latency); a sender only once half the ring is free (or more), so that a full ring
     /// drained message by message does not cost a wake-up — and a sleep — per message.
-    /// An empty ring is all free, so a sleeping sender is always woken by then.
+    /// An empty ring is all free, so a sleeping sender is always woken by then; a
+    /// receiver that stops reading while less than half is free leaves a sender that
+    /// has room enough asleep for at most `PEER_CHECK_INTERVAL`.
     fn worth_waking(&self) -> bool {
         if self.role == Role::Sender {
             return true;

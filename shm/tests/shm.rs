@@ -387,3 +387,15 @@ fn a_ring_cannot_shrink_and_an_unsealed_one_is_refused() {
     }
     assert_eq!(mappings_of(rh.segment.ino), 0);
 }
+
+#[test]
+fn mapping_a_sparse_buffer_allocates_nothing() {
+    // 256 MiB that the owner never wrote: a reader's mapping must not fill it in.
+    let b = ShmBufMut::<u8>::new(256 << 20).unwrap().freeze().unwrap();
+    let path = format!("/proc/self/fd/{}", b.handle().segment.fd);
+    let blocks = || std::fs::metadata(&path).unwrap().blocks();
+    assert_eq!(blocks(), 0);
+    let view = ShmBuf::<u8>::open(&b.handle()).unwrap();
+    assert_eq!(view[12345], 0);
+    assert!(blocks() * 512 <= 4096, "{} blocks after reading one byte", blocks());
+}
