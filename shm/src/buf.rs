@@ -109,6 +109,12 @@ impl<T: Pod> ShmBuf<T> {
     /// file is our memfd, mode 0600, sealed against writing and shrinking, and at least
     /// as long as the handle says; `T` has the handle's element size. A refusal maps
     /// nothing.
+    ///
+    /// The length is the sender's claim (up to
+    /// [`MAX_SEGMENT_BYTES`](crate::limits::MAX_SEGMENT_BYTES)): mapping costs only
+    /// address space, but reading a page its owner never wrote allocates it, so check
+    /// [`ShmHandle::byte_len`] against your own budget before reading a stranger's buffer
+    /// through.
     pub fn open(handle: &ShmHandle) -> Result<ShmBuf<T>> {
         if handle.elem_size != size_of::<T>() as u64
             || handle.segment.len % handle.elem_size.max(1) != 0
