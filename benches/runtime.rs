@@ -5,7 +5,7 @@
 //! writes `target/plough-bench.json`:
 //! `{"results": [{"name", "unit", "median", "p99", "baseline", "baseline_median", "ratio"}]}`.
 //! `--quick` takes fewer samples; `--only <group>` runs one group of rows (spawn, tree,
-//! retouch, fan-out, rpc, supervision, stream); the last line gives the total wall time.
+//! retouch, fan-out, rpc, supervision, stream, shm); the last line gives the total wall time.
 //!
 //! * spawn → first RPC answered, per actor (zygote; exec; forkserver), vs the raw floor:
 //!   the same binary started the same way (forked by a zygote of this binary / posix_spawn
@@ -35,7 +35,9 @@
 //!   same run; a pool of 4 workers on trivial jobs next to the same jobs through
 //!   `Portal::run` on 4 fixed workers;
 //! * stream throughput child → parent, 64-byte messages with backpressure (default and
-//!   1024-message buffers), vs a raw UDS stream of 64-byte records between two processes.
+//!   1024-message buffers), vs a raw UDS stream of 64-byte records between two processes;
+//! * shared memory (`benches/runtime/shm.rs`): 1 MiB and 64 MiB payloads by copy and by
+//!   shm against `memcpy`, and a ring's 64-byte msgs/s against the raw UDS stream.
 
 use plough::{Cx, Registry, SpawnMethod};
 use std::io::{Read, Write};
@@ -66,7 +68,7 @@ async fn crash(_cx: Cx, _: ()) -> Result<(), std::convert::Infallible> {
 }
 
 fn registry() -> Registry {
-    Registry::new().func("ping", ping).func("crash", crash).context("source", source)
+    shm::register(Registry::new().func("ping", ping).func("crash", crash).context("source", source))
 }
 
 /// Restart latency (a supervised child's death seen by a caller → its replacement
@@ -174,6 +176,9 @@ fn pool_and_fixed(n: u64, runs: usize) -> (Vec<f64>, Vec<f64>) {
         })
         .expect("pool bench")
 }
+
+#[path = "runtime/shm.rs"]
+mod shm;
 
 /// Messages per second (in thousands) of a `n`-message, 64-byte backpressured stream,
 /// child → parent over UDS, with a receive buffer of `buffer`; one sample per run.
@@ -656,7 +661,7 @@ fn main() {
     }
     let quick = args.iter().any(|a| a == "--quick");
     // `--only <group>` runs one group of rows: spawn, tree, retouch, fan-out, rpc,
-    // supervision, stream.
+    // supervision, stream, shm.
     let only = args.iter().position(|a| a == "--only").and_then(|i| args.get(i + 1)).cloned();
     let run = |group: &str| only.as_deref().is_none_or(|o| o == group);
     let k = if quick { 1 } else { 3 };
@@ -809,6 +814,10 @@ fn main() {
         );
         rows.push((default_buf, Some(floor.clone())));
         rows.push((big_buf, Some(floor)));
+    }
+
+    if run("shm") {
+        rows.extend(shm::rows(quick));
     }
 
     println!(

@@ -61,6 +61,8 @@ pub use plough_actor_core::{
 pub use plough_fork_prims as fork_prims;
 pub use plough_ipc_wire as ipc_wire;
 pub use plough_ipc_wire::Address;
+/// Shared memory between actors: sealed buffers with typed views, SPSC rings.
+pub use plough_shm as shm;
 pub use plough_spawn_backends as backends;
 
 mod logging;

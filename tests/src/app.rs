@@ -200,7 +200,7 @@ async fn ctx_chain(ctx: Context, (level, remaining): (u32, u32)) -> Result<(), A
 
 /// The registry of the test program.
 pub fn registry() -> Registry {
-    crate::crash::register(crate::lifecycle::register(Registry::new()))
+    crate::shm_app::register(crate::crash::register(crate::lifecycle::register(Registry::new())))
         .func("add", add)
         .func("fail", fail)
         .func("pid", pid)
