@@ -197,7 +197,9 @@ fn handshake(c: &mut Criterion) {
         b.iter(|| {
             rt.block_on(async {
                 let (mut a, mut b) = framed_pair();
-                let hello = |aid| Msg::Hello(Hello { aid, nonce: vec![0; 32].into() });
+                let hello = |aid| {
+                    Msg::Hello(Hello { aid, nonce: vec![0; 32].into(), build: Default::default() })
+                };
                 black_box(tokio::join!(
                     say_hello(&mut a, hello(aid(1))),
                     say_hello(&mut b, hello(aid(2)))
