@@ -1,6 +1,7 @@
 //! The `plough` command: `plough ps [--registry ADDR] [--json]` lists the live actors of a
 //! tree as its registrar knows them (name, pid, uuid, spawn method, address, parent,
-//! uptime).
+//! uptime); `plough ca init|issue` makes a tree CA and host certificates (see
+//! `plough_ps::ca`).
 
 use clap::{Parser, Subcommand};
 
@@ -24,10 +25,16 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// A tree CA and host certificates, for mutual TLS between hosts.
+    #[command(subcommand)]
+    Ca(plough_ps::ca::CaCmd),
 }
 
 fn main() {
-    let Cmd::Ps { registry, json } = Cli::parse().cmd;
+    let (registry, json) = match Cli::parse().cmd {
+        Cmd::Ps { registry, json } => (registry, json),
+        Cmd::Ca(cmd) => std::process::exit(plough_ps::ca::run(cmd)),
+    };
     let addr: Result<plough_ipc_wire::Address, String> = match registry {
         Some(r) => r.parse().map_err(|e| format!("--registry: {e}")),
         None => plough_actor_core::RuntimeConfig::default_registry().map_err(|e| e.to_string()),
