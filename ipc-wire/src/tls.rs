@@ -66,17 +66,19 @@ pub const CA_CERT_FILE: &str = "ca.pem";
 /// `ca.pem` and their own pair).
 pub const CA_KEY_FILE: &str = "ca.key";
 
-/// A host's TLS identity, ready to accept and dial: cheap to clone.
+/// A host's TLS identity, ready to accept and dial: cheap to clone (one `Arc`).
 #[derive(Clone)]
-pub struct TlsIdentity {
-    host: Arc<str>,
+pub struct TlsIdentity(Arc<Configs>);
+
+struct Configs {
+    host: String,
     server: Arc<ServerConfig>,
     client: Arc<ClientConfig>,
 }
 
 impl fmt::Debug for TlsIdentity {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("TlsIdentity").field("host", &self.host).finish_non_exhaustive()
+        f.debug_struct("TlsIdentity").field("host", &self.0.host).finish_non_exhaustive()
     }
 }
 
@@ -203,20 +205,24 @@ impl TlsIdentity {
             .with_root_certificates(store)
             .with_client_auth_cert(chain, key)
             .map_err(bad)?;
-        Ok(TlsIdentity { host: host.into(), server: Arc::new(server), client: Arc::new(client) })
+        Ok(TlsIdentity(Arc::new(Configs {
+            host,
+            server: Arc::new(server),
+            client: Arc::new(client),
+        })))
     }
 
     /// The host our certificate names (its first DNS subject alternative name).
     pub fn host(&self) -> &str {
-        &self.host
+        &self.0.host
     }
 
     pub(crate) fn acceptor(&self) -> tokio_rustls::TlsAcceptor {
-        tokio_rustls::TlsAcceptor::from(Arc::clone(&self.server))
+        tokio_rustls::TlsAcceptor::from(Arc::clone(&self.0.server))
     }
 
     pub(crate) fn connector(&self) -> tokio_rustls::TlsConnector {
-        tokio_rustls::TlsConnector::from(Arc::clone(&self.client))
+        tokio_rustls::TlsConnector::from(Arc::clone(&self.0.client))
     }
 }
 
