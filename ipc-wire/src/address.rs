@@ -36,7 +36,7 @@ pub enum Address {
     Tls {
         /// The host the peer's certificate must name (a DNS name); `None`: it must name
         /// the IP of `addr`. Ignored when binding.
-        name: Option<String>,
+        name: Option<std::sync::Arc<str>>,
         /// Where to connect or bind.
         addr: SocketAddr,
     },
@@ -107,7 +107,7 @@ impl FromStr for Address {
                     if rustls::pki_types::DnsName::try_from(name).is_err() {
                         return Err(AddressError::BadTlsName(name.to_owned()));
                     }
-                    (Some(name.to_owned()), sa)
+                    (Some(name.into()), sa)
                 }
                 None => (None, rest),
             };

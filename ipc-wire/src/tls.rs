@@ -369,6 +369,9 @@ impl TlsFailure {
                     A::CertificateRequired => {
                         "CertificateRequired (we sent no certificate)".to_owned()
                     }
+                    A::BadCertificate | A::DecryptError => {
+                        format!("{a:?} (it could not verify our certificate)")
+                    }
                     other => format!("{other:?}"),
                 },
             },

@@ -356,14 +356,13 @@ pub struct Listener {
     inner: ListenerKind,
     local: Address,
     gate: fd_reserve::Gate,
-    /// When a TLS identity is configured: plaintext TCP only from this host.
-    tls: Option<TlsIdentity>,
 }
 
 #[derive(Debug)]
 enum ListenerKind {
-    Tcp(tokio::net::TcpListener),
-    Tls(tokio::net::TcpListener),
+    /// With a TLS identity configured: plaintext from this host only.
+    Tcp(tokio::net::TcpListener, Option<TlsIdentity>),
+    Tls(tokio::net::TcpListener, TlsIdentity),
     Uds(uds::UdsListener),
 }
 
@@ -396,21 +395,18 @@ impl Listener {
         match addr {
             Address::Tcp(sa) => {
                 let (l, local) = tcp::bind(*sa).await?;
-                Ok(Self { inner: ListenerKind::Tcp(l), local: Address::Tcp(local), gate, tls })
+                Ok(Self { inner: ListenerKind::Tcp(l, tls), local: Address::Tcp(local), gate })
             }
             Address::Tls { name, addr: sa } => {
-                if tls.is_none() {
-                    return Err(TransportError::TlsNotConfigured(addr.to_string()));
-                }
+                let tls = tls.ok_or_else(|| TransportError::TlsNotConfigured(addr.to_string()))?;
                 let (l, local) = tcp::bind(*sa).await?;
                 let local = Address::Tls { name: name.clone(), addr: local };
-                Ok(Self { inner: ListenerKind::Tls(l), local, gate, tls })
+                Ok(Self { inner: ListenerKind::Tls(l, tls), local, gate })
             }
             Address::Uds(path) => Ok(Self {
                 inner: ListenerKind::Uds(uds::UdsListener::bind(path)?),
                 local: addr.clone(),
                 gate,
-                tls,
             }),
         }
     }
@@ -465,24 +461,19 @@ impl Listener {
 
     async fn accept_one(&self) -> Result<Connection, AcceptError> {
         match &self.inner {
-            ListenerKind::Tcp(l) => {
+            ListenerKind::Tcp(l, tls) => {
                 let (s, _) = l.accept().await?;
                 let conn = Connection::from_tcp(s)?;
-                match (&self.tls, conn.tcp_endpoints()) {
+                match (tls, conn.tcp_endpoints()) {
                     (Some(_), Some((local, peer))) if !same_host(local, peer) => {
                         Err(AcceptError::PlaintextFromAnotherHost { peer, conn: Box::new(conn) })
                     }
                     _ => Ok(conn),
                 }
             }
-            ListenerKind::Tls(l) => {
+            ListenerKind::Tls(l, identity) => {
                 let (s, _) = l.accept().await?;
-                let acceptor = self.tls.as_ref().map(TlsIdentity::acceptor);
-                let conn = Connection::from_tcp(s)?;
-                Ok(match acceptor {
-                    Some(acceptor) => conn.pending_accept(acceptor),
-                    None => conn,
-                })
+                Ok(Connection::from_tcp(s)?.pending_accept(identity.acceptor()))
             }
             ListenerKind::Uds(l) => l.accept().await,
         }
@@ -536,8 +527,8 @@ pub async fn dial(addr: &Address, tls: Option<&TlsIdentity>) -> Result<Connectio
         Address::Tls { name, addr: sa } => {
             let identity = tls.ok_or_else(|| TransportError::TlsNotConfigured(addr.to_string()))?;
             let server_name = match name {
-                Some(n) => rustls::pki_types::ServerName::try_from(n.clone())
-                    .map_err(|_| AddressError::BadTlsName(n.clone()))?,
+                Some(n) => rustls::pki_types::ServerName::try_from(n.to_string())
+                    .map_err(|_| AddressError::BadTlsName(n.to_string()))?,
                 None => rustls::pki_types::ServerName::IpAddress(sa.ip().into()),
             };
             let conn = tcp::connect(*sa).await?;

@@ -121,15 +121,19 @@ pub fn init(dir: &Path) -> Result<(), CaError> {
             return Err(CaError::Exists(p.clone()));
         }
     }
+    let key = KeyPair::generate()?;
+    // Two trees' CAs never share a name (a verifier finds an issuer by name: a namesake
+    // CA would be "a bad signature" instead of "an unknown CA").
+    let tag: String =
+        key.public_key_raw().iter().skip(1).take(4).map(|b| format!("{b:02x}")).collect();
     let mut params = CertificateParams::new(Vec::<String>::new())?;
     params.distinguished_name.push(DnType::OrganizationName, "plough");
-    params.distinguished_name.push(DnType::CommonName, "plough tree CA");
+    params.distinguished_name.push(DnType::CommonName, format!("plough tree CA {tag}"));
     params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
     let now = time::OffsetDateTime::now_utc();
     params.not_before = now - time::Duration::days(1);
     params.not_after = now + CA_VALIDITY;
-    let key = KeyPair::generate()?;
     let cert = params.self_signed(&key)?;
     // The key first: a crash in between leaves no certificate without its key.
     write_new(&key_path, key.serialize_pem().as_bytes())?;

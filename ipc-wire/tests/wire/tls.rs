@@ -209,7 +209,7 @@ fn a_dialer_refuses_a_server_of_another_ca_an_expired_one_and_the_wrong_name() {
         ] {
             let mut acceptor = tls_acceptor(&server, config()).await;
             let Address::Tls { addr, .. } = acceptor.local_addr().clone() else { unreachable!() };
-            let target = Address::Tls { name: Some(dial_name.to_owned()), addr };
+            let target = Address::Tls { name: Some(dial_name.into()), addr };
             let client = dial_as(target, Some(me.clone()), config());
             let server_side = async {
                 match acceptor.accept_event().await {
