@@ -6,6 +6,7 @@
 
 pub mod app;
 mod lifecycle;
+pub mod netns;
 
 use std::io::{BufRead, BufReader, Read};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
