@@ -630,3 +630,21 @@ pub enum AcceptError {
     #[error("failed to accept a connection")]
     Io(#[from] io::Error),
 }
+
+#[cfg(test)]
+mod tests {
+    use super::same_host;
+
+    #[test]
+    fn same_host_is_loopback_or_the_connections_own_ip_and_nothing_else() {
+        let at = |s: &str| s.parse::<std::net::SocketAddr>().unwrap();
+        assert!(same_host(at("10.1.2.1:4000"), at("127.0.0.1:5000")));
+        assert!(same_host(at("[::1]:4000"), at("[::1]:5000")));
+        assert!(same_host(at("10.1.2.1:4000"), at("10.1.2.1:5000")));
+        // IPv4 seen through an IPv6 socket is the same address.
+        assert!(same_host(at("[::ffff:10.1.2.1]:4000"), at("10.1.2.1:5000")));
+        assert!(same_host(at("[::ffff:10.1.2.1]:4000"), at("[::ffff:127.0.0.1]:5000")));
+        assert!(!same_host(at("10.1.2.1:4000"), at("10.1.2.2:5000")));
+        assert!(!same_host(at("[::ffff:10.1.2.1]:4000"), at("[::ffff:10.1.2.9]:5000")));
+    }
+}

@@ -322,3 +322,36 @@ fn tls_addresses_need_an_identity() {
         assert!(matches!(e, TransportError::TlsNotConfigured(_)), "{e}");
     });
 }
+
+#[test]
+fn identity_files_that_are_exposed_missing_or_not_pem_are_refused_by_name() {
+    use plough_ipc_wire::{TlsConfigError, TlsFiles};
+    use std::os::unix::fs::PermissionsExt;
+    let ca = Ca::new("tree CA");
+    let mut params = CertificateParams::new(vec!["node-a".to_owned()]).unwrap();
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    let key = KeyPair::generate().unwrap();
+    let cert = params.signed_by(&key, &ca.cert, &ca.key).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let files = TlsFiles::in_ca_dir(tmp.path(), "node-a");
+    std::fs::write(&files.ca, ca.cert.pem()).unwrap();
+    std::fs::write(&files.cert, cert.pem()).unwrap();
+    std::fs::write(&files.key, key.serialize_pem()).unwrap();
+    std::fs::set_permissions(&files.key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    assert_eq!(TlsIdentity::load(&files).unwrap().host(), "node-a");
+
+    std::fs::set_permissions(&files.key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let e = TlsIdentity::load(&files).unwrap_err();
+    assert!(matches!(e, TlsConfigError::KeyExposed { mode: 0o644, .. }), "{e}");
+    std::fs::set_permissions(&files.key, std::fs::Permissions::from_mode(0o600)).unwrap();
+
+    std::fs::write(&files.cert, "not a certificate").unwrap();
+    let e = TlsIdentity::load(&files).unwrap_err();
+    assert!(matches!(e, TlsConfigError::Missing { what: "certificate", .. }), "{e}");
+    assert!(e.to_string().contains("node-a.pem"), "{e}");
+
+    std::fs::remove_file(&files.ca).unwrap();
+    let e = TlsIdentity::load(&files).unwrap_err();
+    assert!(matches!(e, TlsConfigError::Io { .. }), "{e}");
+    assert!(e.to_string().contains("ca.pem"), "{e}");
+}
