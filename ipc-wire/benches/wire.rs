@@ -7,6 +7,12 @@
 //! * `handshake/*`: opening a connection over a Unix socket pair: the authenticated
 //!   handshake (hellos with nonces, then the mutual proof) next to its floor, the bare
 //!   hello exchange that was the whole handshake before authentication.
+//! * `tcp_tls/*`: over loopback TCP, plaintext next to mutual TLS (rustls, TLS 1.3, ECDSA
+//!   P-256 certificates of one test CA): opening a connection (connect, accept, TLS, the
+//!   authenticated handshake; the build id is computed once, before), and the round trip
+//!   of one 64-byte message on an open connection.
+//! * `build_id/*`: what computing a build id costs (once per process that needs it):
+//!   SHA-256 of this bench's own executable.
 //!
 //! Run: `cargo bench -p plough-ipc-wire -- --warm-up-time 1 --measurement-time 3`.
 
@@ -197,7 +203,9 @@ fn handshake(c: &mut Criterion) {
         b.iter(|| {
             rt.block_on(async {
                 let (mut a, mut b) = framed_pair();
-                let hello = |aid| Msg::Hello(Hello { aid, nonce: vec![0; 32].into() });
+                let hello = |aid| {
+                    Msg::Hello(Hello { aid, nonce: vec![0; 32].into(), build: Default::default() })
+                };
                 black_box(tokio::join!(
                     say_hello(&mut a, hello(aid(1))),
                     say_hello(&mut b, hello(aid(2)))
@@ -221,5 +229,100 @@ fn handshake(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, small, large, handshake);
+/// A test CA's identities for hosts `node-a` and `node-b`.
+fn tls_pair() -> (plough_ipc_wire::TlsIdentity, plough_ipc_wire::TlsIdentity) {
+    use rcgen::{BasicConstraints, CertificateParams, ExtendedKeyUsagePurpose, IsCa, KeyPair};
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_key = KeyPair::generate().unwrap();
+    let ca = ca.self_signed(&ca_key).unwrap();
+    let host = |name: &str| {
+        let mut p = CertificateParams::new(vec![name.to_owned()]).unwrap();
+        p.extended_key_usages =
+            vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
+        let key = KeyPair::generate().unwrap();
+        let cert = p.signed_by(&key, &ca, &ca_key).unwrap();
+        plough_ipc_wire::TlsIdentity::from_pem(
+            ca.pem().as_bytes(),
+            cert.pem().as_bytes(),
+            key.serialize_pem().as_bytes(),
+        )
+        .unwrap()
+    };
+    (host("node-a"), host("node-b"))
+}
+
+/// Accepts on `l` and dials it (with `id` for TLS): both ends' established connections.
+async fn open_pair(
+    l: &plough_ipc_wire::Listener,
+    id: Option<&plough_ipc_wire::TlsIdentity>,
+    (server, client): (&plough_ipc_wire::Credentials, &plough_ipc_wire::Credentials),
+    config: &plough_ipc_wire::HandshakeConfig,
+) -> (plough_ipc_wire::Established, plough_ipc_wire::Established) {
+    use plough_ipc_wire::handshake;
+    let addr = l.local_addr().clone();
+    let accept = async { handshake::respond(l.accept().await.unwrap(), server, config).await };
+    let (s, c) = tokio::join!(accept, handshake::connect_with(&addr, client, config, id));
+    (s.unwrap(), c.unwrap())
+}
+
+fn tcp_tls(c: &mut Criterion) {
+    use plough_ipc_wire::BuildId;
+    use plough_ipc_wire::{Address, Aid, Credentials, HandshakeConfig, Listener, Secret, Uuid};
+    let rt = runtime();
+    let aid = |n: u8| Aid { name: format!("actor-{n}"), uuid: Uuid([n; 16]), pid: 1 };
+    let secret = Secret::from_bytes([7; 32]);
+    let (ca, cb) =
+        (Credentials { aid: aid(1), secret: secret.clone() }, Credentials { aid: aid(2), secret });
+    let config = HandshakeConfig::default();
+    let (server_id, client_id) = tls_pair();
+    BuildId::current().unwrap();
+    let tcp: Address = "tcp://127.0.0.1:0".parse().unwrap();
+    let tls: Address = "tls://node-a@127.0.0.1:0".parse().unwrap();
+    let (tcp_l, tls_l) = rt.block_on(async {
+        (
+            Listener::bind(&tcp).await.unwrap(),
+            Listener::bind_with(&tls, Some(&server_id)).await.unwrap(),
+        )
+    });
+    let open = |l, id| open_pair(l, id, (&ca, &cb), &config);
+    let mut g = c.benchmark_group("tcp_tls");
+    g.bench_function("open_plaintext_tcp_loopback", |b| {
+        b.iter(|| black_box(rt.block_on(open(&tcp_l, None))))
+    });
+    g.bench_function("open_mutual_tls_loopback", |b| {
+        b.iter(|| black_box(rt.block_on(open(&tls_l, Some(&client_id)))))
+    });
+    for (name, l, id) in [
+        ("roundtrip_64B_plaintext_tcp_loopback", &tcp_l, None),
+        ("roundtrip_64B_mutual_tls_loopback", &tls_l, Some(&client_id)),
+    ] {
+        let (mut s, mut cl) = rt.block_on(open(l, id));
+        let msg = yield_msg(SMALL);
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                rt.block_on(async {
+                    cl.framed.send(&msg).await.unwrap();
+                    let got = s.framed.next().await.unwrap().unwrap();
+                    s.framed.send(&msg).await.unwrap();
+                    black_box((got, cl.framed.next().await.unwrap().unwrap()))
+                })
+            })
+        });
+    }
+    g.finish();
+}
+
+fn build_id(c: &mut Criterion) {
+    let exe = std::fs::read_link("/proc/self/exe").unwrap();
+    let mb = std::fs::metadata(&exe).unwrap().len() as f64 / 1e6;
+    let mut g = c.benchmark_group("build_id");
+    g.sample_size(10);
+    g.bench_function(format!("sha256_of_this_executable_{mb:.0}MB"), |b| {
+        b.iter(|| black_box(plough_ipc_wire::BuildId::of_file(&exe).unwrap()))
+    });
+    g.finish();
+}
+
+criterion_group!(benches, small, large, handshake, tcp_tls, build_id);
 criterion_main!(benches);

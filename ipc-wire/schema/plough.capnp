@@ -46,6 +46,10 @@ struct Hello {
   # 32 fresh random bytes: the challenge the peer's proof must answer (so that a recorded
   # proof is worth nothing on another connection).
   nonce @2 :Data;
+  # The speaker's build id (16 bytes: a hash of its executable), or empty when it states
+  # none. Sent where builds must match (between hosts, over TLS): a peer whose build
+  # differs is refused, told both ids.
+  build @3 :Data;
 }
 
 struct KeyValue {

@@ -1,4 +1,9 @@
-//! Where an actor listens: `tcp://127.0.0.1:4000` or `uds:///run/user/1000/plough/name@pid.sock`.
+//! Where an actor listens: `tcp://127.0.0.1:4000`, `tls://node-1@10.0.0.1:4000` or
+//! `uds:///run/user/1000/plough/name@pid.sock`.
+//!
+//! `tls://` is TCP under mutual TLS (see [`tls`](crate::tls)): the name before `@` is the
+//! host the peer's certificate must name; without it (`tls://10.0.0.1:4000`) the
+//! certificate must name the IP address.
 //!
 //! Addresses travel inside messages (`SpawnSpec`) as text, so the text form is the
 //! contract: [`FromStr`] and [`Display`](fmt::Display) round-trip exactly. TCP hosts are IP
@@ -27,6 +32,14 @@ pub const REGISTRY_SOCKET: &str = "registry.sock";
 pub enum Address {
     /// TCP; binds loopback unless the address says otherwise.
     Tcp(SocketAddr),
+    /// TCP under mutual TLS, for peers on other hosts.
+    Tls {
+        /// The host the peer's certificate must name (a DNS name); `None`: it must name
+        /// the IP of `addr`. Ignored when binding.
+        name: Option<std::sync::Arc<str>>,
+        /// Where to connect or bind.
+        addr: SocketAddr,
+    },
     /// A Unix domain socket at an absolute path.
     Uds(PathBuf),
 }
@@ -64,7 +77,7 @@ impl Address {
     pub fn uds_path(&self) -> Option<&Path> {
         match self {
             Address::Uds(p) => Some(p),
-            Address::Tcp(_) => None,
+            Address::Tcp(_) | Address::Tls { .. } => None,
         }
     }
 }
@@ -74,6 +87,8 @@ impl fmt::Display for Address {
         match self {
             Address::Tcp(sa) => write!(f, "tcp://{sa}"),
             Address::Uds(p) => write!(f, "uds://{}", p.display()),
+            Address::Tls { name: Some(name), addr } => write!(f, "tls://{name}@{addr}"),
+            Address::Tls { name: None, addr } => write!(f, "tls://{addr}"),
         }
     }
 }
@@ -86,6 +101,18 @@ impl FromStr for Address {
             rest.parse::<SocketAddr>()
                 .map(Address::Tcp)
                 .map_err(|_| AddressError::BadTcp(rest.to_owned()))
+        } else if let Some(rest) = s.strip_prefix("tls://") {
+            let (name, sa) = match rest.split_once('@') {
+                Some((name, sa)) => {
+                    if rustls::pki_types::DnsName::try_from(name).is_err() {
+                        return Err(AddressError::BadTlsName(name.to_owned()));
+                    }
+                    (Some(name.into()), sa)
+                }
+                None => (None, rest),
+            };
+            let addr = sa.parse().map_err(|_| AddressError::BadTcp(sa.to_owned()))?;
+            Ok(Address::Tls { name, addr })
         } else if let Some(rest) = s.strip_prefix("uds://") {
             if rest.contains('\0') {
                 return Err(AddressError::NulInPath);
@@ -117,6 +144,9 @@ mod tests {
             "tcp://127.0.0.1:1616",
             "tcp://[::1]:80",
             "tcp://0.0.0.0:0",
+            "tls://node-1@10.1.2.1:4000",
+            "tls://a.example@[::1]:80",
+            "tls://10.1.2.1:4000",
             "uds:///run/user/1000/plough/name@12.sock",
             "uds:///tmp/a b/c.sock",
         ] {
@@ -138,6 +168,11 @@ mod tests {
         assert!(matches!("http://x".parse::<Address>(), Err(AddressError::UnknownScheme(_))));
         assert!(matches!("tcp://localhost:1".parse::<Address>(), Err(AddressError::BadTcp(_))));
         assert!(matches!("tcp://1.2.3.4".parse::<Address>(), Err(AddressError::BadTcp(_))));
+        assert!(matches!(
+            "tls://a b@1.2.3.4:5".parse::<Address>(),
+            Err(AddressError::BadTlsName(_))
+        ));
+        assert!(matches!("tls://n@1.2.3.4".parse::<Address>(), Err(AddressError::BadTcp(_))));
         assert!(matches!("uds://rel/x".parse::<Address>(), Err(AddressError::RelativePath(_))));
         assert!(matches!("uds:///a\0b".parse::<Address>(), Err(AddressError::NulInPath)));
         let long = format!("uds:///{}", "x".repeat(200));

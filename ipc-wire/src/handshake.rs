@@ -27,18 +27,28 @@
 //!   hello names such a uuid must prove that key, not the tree's secret, so a racer who
 //!   learnt the uuid is refused and the real peer still gets in. Such a handshake, once
 //!   its hello named an expected uuid, is never evicted.
+//! * **A peer of another host without TLS, or of another build**: over `tls://` the TLS
+//!   handshake ([`Connection::secure`]) runs first, inside the same deadline and eviction
+//!   rules, so a peer stalling mid-TLS costs one slot until the deadline and nothing
+//!   else; a plaintext peer at a TLS listener is told, in a plough frame it can read, that
+//!   TLS is required. Where builds must match ([`BuildCheck`]; over TLS by default), each
+//!   hello carries its [`BuildId`] and a peer of another build is refused, both ids named.
 //!
 //! [`Aid`]: crate::Aid
 //! [`ErrorKind::Refused`]: crate::ErrorKind::Refused
 
 use crate::Address;
 use crate::auth::{self, Role, Secret, Transcript};
+use crate::build_id::{BuildId, BuildIdError};
 use crate::codec::FrameCodec;
 use crate::error::{FrameError, MsgError};
 use crate::limits::Limits;
 use crate::msg::{Aid, ErrorKind, ErrorMsg, Hello, Msg};
 use crate::msg_kind::MsgKind;
-use crate::transport::{self, AcceptError, Connection, Listener, Peer, TransportError};
+use crate::tls::{TlsFailure, TlsIdentity};
+use crate::transport::{
+    self, AcceptError, Connection, Listener, Peer, SecureError, TransportError,
+};
 use futures::{SinkExt, StreamExt};
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -69,6 +79,12 @@ pub struct HandshakeConfig {
     pub handshake_limits: Limits,
     /// Limits once the handshake is done (default [`Limits::DEFAULT`]).
     pub limits: Limits,
+    /// On which connections the peer must run our build (default [`BuildCheck::OverTls`]).
+    pub build_check: BuildCheck,
+    /// The build id this end states; `None` (the default): this executable's,
+    /// [`BuildId::current`]. A program with an identity of its own (a release number) can
+    /// give it here.
+    pub build_id: Option<BuildId>,
 }
 
 impl Default for HandshakeConfig {
@@ -78,8 +94,26 @@ impl Default for HandshakeConfig {
             max_pending: 256,
             handshake_limits: Limits::HANDSHAKE,
             limits: Limits::DEFAULT,
+            build_check: BuildCheck::OverTls,
+            build_id: None,
         }
     }
+}
+
+/// On which connections both ends state their [`BuildId`] and refuse a peer whose build
+/// differs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum BuildCheck {
+    /// Over TLS, i.e. between hosts (the default). Locally, other programs of the user
+    /// (`plough ps`, another application sharing the registry) are legitimate peers, and
+    /// a tree's own children run its executable by construction.
+    #[default]
+    OverTls,
+    /// On every connection.
+    Always,
+    /// Never.
+    Never,
 }
 
 impl HandshakeConfig {
@@ -98,6 +132,18 @@ impl HandshakeConfig {
     /// With other limits after the handshake.
     pub fn with_limits(mut self, limits: Limits) -> Self {
         self.limits = limits;
+        self
+    }
+
+    /// With another rule for where builds must match.
+    pub fn with_build_check(mut self, check: BuildCheck) -> Self {
+        self.build_check = check;
+        self
+    }
+
+    /// Stating `id` as this end's build instead of this executable's.
+    pub fn with_build_id(mut self, id: BuildId) -> Self {
+        self.build_id = Some(id);
         self
     }
 }
@@ -171,6 +217,29 @@ pub enum Refusal {
         /// Ours.
         ours: u32,
     },
+    /// A plaintext peer at a TLS listener.
+    #[error("TLS required: this listener speaks TLS only (dial its tls:// address)")]
+    TlsRequired,
+    /// A plaintext TCP peer of another host while TLS is configured.
+    #[error(
+        "plaintext from another host: TLS is configured here, so other hosts must dial a tls:// address"
+    )]
+    PlaintextFromAnotherHost,
+    /// The peer runs another build than the refuser.
+    #[error("build mismatch: this end runs build {ours}; the peer stated {}", fmt_build(theirs))]
+    BuildMismatch {
+        /// The refuser's build.
+        ours: BuildId,
+        /// The build the peer stated, if any.
+        theirs: Option<BuildId>,
+    },
+}
+
+fn fmt_build(b: &Option<BuildId>) -> String {
+    match b {
+        Some(b) => format!("build {b}"),
+        None => "no build id".to_owned(),
+    }
 }
 
 /// The handshake failed; only this connection is affected.
@@ -221,6 +290,38 @@ pub enum HandshakeError {
     /// The kernel's random source failed (no nonce).
     #[error("cannot draw a nonce: {0}")]
     Random(std::io::Error),
+    /// The TLS handshake failed (or the peer's TLS layer refused us after it), or a
+    /// plaintext peer reached a TLS listener ([`TlsFailure::NotTls`]; it was told).
+    #[error("TLS with {peer} failed: {failure}")]
+    Tls {
+        /// The peer's address.
+        peer: String,
+        /// Why.
+        failure: TlsFailure,
+    },
+    /// The peer runs another build than ours (see [`BuildCheck`]); it was told.
+    #[error(
+        "the peer {peer} runs build {}, this end runs build {ours}; refused it",
+        fmt_theirs(theirs)
+    )]
+    BuildMismatch {
+        /// Who the peer said it was.
+        peer: String,
+        /// Our build.
+        ours: BuildId,
+        /// Its build, if it stated one.
+        theirs: Option<BuildId>,
+    },
+    /// Our own build id could not be computed.
+    #[error(transparent)]
+    BuildId(#[from] BuildIdError),
+}
+
+fn fmt_theirs(b: &Option<BuildId>) -> String {
+    match b {
+        Some(b) => b.to_string(),
+        None => "(none stated)".to_owned(),
+    }
 }
 
 impl HandshakeError {
@@ -234,6 +335,9 @@ impl HandshakeError {
             }
             HandshakeError::TimedOut(_) => Some(Refusal::TooSlow(deadline)),
             HandshakeError::Evicted(r) => Some(*r),
+            HandshakeError::BuildMismatch { ours, theirs, .. } => {
+                Some(Refusal::BuildMismatch { ours: *ours, theirs: *theirs })
+            }
             _ => None,
         }
     }
@@ -287,8 +391,27 @@ pub async fn connect(
     me: &Credentials,
     config: &HandshakeConfig,
 ) -> Result<Established, HandshakeError> {
+    connect_with(addr, me, config, None).await
+}
+
+/// [`connect`] with a TLS identity or without (see
+/// [`transport::connect_with`]): a `tls://` address's TLS handshake runs inside the
+/// deadline, then the exchange on top of it.
+///
+/// # Errors
+/// As [`connect`]; [`HandshakeError::Tls`] when TLS fails (a stall mid-TLS is
+/// [`TlsFailure::Stalled`]); [`HandshakeError::BuildMismatch`] for a peer of another build.
+///
+/// # Panics
+/// As [`initiate`].
+pub async fn connect_with(
+    addr: &Address,
+    me: &Credentials,
+    config: &HandshakeConfig,
+    tls: Option<&TlsIdentity>,
+) -> Result<Established, HandshakeError> {
     let started = tokio::time::Instant::now();
-    let conn = tokio::time::timeout(config.deadline, transport::connect(addr))
+    let conn = tokio::time::timeout(config.deadline, transport::dial(addr, tls))
         .await
         .map_err(|_| HandshakeError::TimedOut(config.deadline))??;
     let left = config.deadline.saturating_sub(started.elapsed());
@@ -304,12 +427,13 @@ async fn exchange(
     config: &HandshakeConfig,
     slot: Option<Slot>,
 ) -> Result<Established, HandshakeError> {
+    let started = tokio::time::Instant::now();
     let peer_addr = conn.peer();
-    let endpoints = conn.tcp_endpoints();
-    let mut framed = Framed::new(conn, FrameCodec::new(config.handshake_limits));
-    let ours = auth::nonce().map_err(HandshakeError::Random)?;
-    let steps = steps(&mut framed, me, role, &ours, slot.as_ref(), endpoints);
-    let evicted = async {
+    let peer_text = match peer_addr {
+        Peer::Tcp(a) => a.to_string(),
+        Peer::Uds { uid, pid, .. } => format!("uid {uid} pid {pid:?}"),
+    };
+    let evicted = || async {
         match &slot {
             Some(slot) => {
                 slot.evict.cancelled().await;
@@ -318,12 +442,74 @@ async fn exchange(
             None => std::future::pending().await,
         }
     };
+    // TLS first, where the connection has it to run: same deadline, same eviction.
+    let conn = if conn.is_tls() {
+        let secured = tokio::select! {
+            out = tokio::time::timeout(config.deadline, conn.secure()) => out.unwrap_or(Err(
+                SecureError { failure: TlsFailure::Stalled(config.deadline), plaintext: None },
+            )),
+            cap = evicted() => return Err(HandshakeError::Evicted(Refusal::TooManyPending(cap))),
+        };
+        match secured {
+            Ok(conn) => conn,
+            Err(SecureError { failure, plaintext }) => {
+                if let Some(conn) = plaintext {
+                    log_refusal(role, &peer_addr, &Refusal::TlsRequired);
+                    let mut framed = Framed::new(*conn, FrameCodec::new(config.handshake_limits));
+                    refuse(&mut framed, &me.aid, &Refusal::TlsRequired).await;
+                } else {
+                    tracing::warn!(peer = %peer_text, %failure, "TLS handshake failed");
+                }
+                return Err(HandshakeError::Tls { peer: peer_text, failure });
+            }
+        }
+    } else {
+        conn
+    };
+    let deadline = config.deadline.saturating_sub(started.elapsed());
+    let is_tls = conn.is_tls();
+    // Each end's view of the TCP endpoints (local, peer): the peer's view is ours swapped;
+    // over TLS, the session's exporter value too (the same at both ends of one session).
+    let binding = conn.channel_binding().map(|b| {
+        let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
+        format!("|tls:{hex}")
+    });
+    let views = match conn.tcp_endpoints() {
+        Some((local, peer)) => {
+            let b = binding.unwrap_or_default();
+            (format!("{local}>{peer}{b}"), format!("{peer}>{local}{b}"))
+        }
+        None => (String::new(), String::new()),
+    };
+    let build = match (config.build_check, is_tls) {
+        (BuildCheck::Always, _) | (BuildCheck::OverTls, true) => match config.build_id {
+            Some(id) => Some(id),
+            // Hashing the executable (once per process) is blocking work.
+            None => Some(match tokio::task::spawn_blocking(BuildId::current).await {
+                Ok(id) => id?,
+                Err(_) => BuildId::current()?,
+            }),
+        },
+        _ => None,
+    };
+    let mut framed = Framed::new(conn, FrameCodec::new(config.handshake_limits));
+    let ours = auth::nonce().map_err(HandshakeError::Random)?;
+    let steps = steps(&mut framed, me, role, &ours, slot.as_ref(), &views, build);
     let out = tokio::select! {
-        out = tokio::time::timeout(config.deadline, steps) => {
+        out = tokio::time::timeout(deadline, steps) => {
             out.unwrap_or(Err(HandshakeError::TimedOut(config.deadline)))
         }
-        cap = evicted => Err(HandshakeError::Evicted(Refusal::TooManyPending(cap))),
+        cap = evicted() => Err(HandshakeError::Evicted(Refusal::TooManyPending(cap))),
     };
+    // Over TLS, a read that failed on a TLS alert (the peer refused our certificate after
+    // its handshake, as TLS 1.3 servers do) is a TLS failure, not a framing one.
+    let out = out.map_err(|e| match e {
+        HandshakeError::Frame(FrameError::Io(io)) if is_tls => match TlsFailure::from_io(&io, "") {
+            Some(failure) => HandshakeError::Tls { peer: peer_text.clone(), failure },
+            None => HandshakeError::Frame(FrameError::Io(io)),
+        },
+        e => e,
+    });
     match out {
         Ok(peer) => {
             framed.codec_mut().set_limits(config.limits);
@@ -346,19 +532,25 @@ async fn steps(
     role: Role,
     ours: &[u8; auth::KEY_LEN],
     slot: Option<&Slot>,
-    endpoints: Option<(std::net::SocketAddr, std::net::SocketAddr)>,
+    (my_view, their_view): &(String, String),
+    build: Option<BuildId>,
 ) -> Result<Aid, HandshakeError> {
-    // Each end's view of the TCP endpoints (local, peer): the peer's view is ours swapped.
-    let (my_view, their_view) = match endpoints {
-        Some((local, peer)) => (format!("{local}>{peer}"), format!("{peer}>{local}")),
-        None => (String::new(), String::new()),
+    let hello = Hello {
+        aid: me.aid.clone(),
+        nonce: bytes::Bytes::copy_from_slice(ours),
+        build: build.map(|b| bytes::Bytes::copy_from_slice(&b.0)).unwrap_or_default(),
     };
-    let hello = Hello { aid: me.aid.clone(), nonce: bytes::Bytes::copy_from_slice(ours) };
     framed.send(&Msg::Hello(hello)).await?;
     let peer = match next(framed).await? {
         Msg::Hello(h) => h,
         other => return Err(unexpected(MsgKind::Hello, &other)),
     };
+    if let Some(ours) = build {
+        let theirs = BuildId::from_wire(&peer.build);
+        if theirs != Some(ours) {
+            return Err(HandshakeError::BuildMismatch { peer: peer.aid.to_string(), ours, theirs });
+        }
+    }
     // An expected peer proves its one-time key (and is answered with it), nothing else.
     let key = slot.and_then(|s| Some((s, s.keys.as_ref()?(&peer.aid.uuid)?)));
     let secret = match &key {
@@ -380,13 +572,13 @@ async fn steps(
     };
     let (mine, theirs) = (&me.aid.uuid.0[..], &peer.aid.uuid.0[..]);
     let my_proof =
-        |secret: &Secret| secret.prove(&t(role, ours, &peer.nonce, mine, theirs, &my_view));
+        |secret: &Secret| secret.prove(&t(role, ours, &peer.nonce, mine, theirs, my_view));
     let check = |proof: &[u8]| {
         let other = match role {
             Role::Connecting => Role::Accepting,
             Role::Accepting => Role::Connecting,
         };
-        secret.verify(&t(other, &peer.nonce, ours, theirs, mine, &their_view), proof)
+        secret.verify(&t(other, &peer.nonce, ours, theirs, mine, their_view), proof)
     };
     let bad = || HandshakeError::BadProof { peer: peer.aid.to_string() };
     // The connecting end proves itself first; the accepting end answers only a peer that
@@ -538,6 +730,16 @@ impl Acceptor {
                 }
                 accepted = self.listener.accept() => match accepted {
                     Ok(conn) => self.start(conn),
+                    Err(AcceptError::PlaintextFromAnotherHost { peer, conn }) => {
+                        let me = self.me.aid.clone();
+                        self.pending.spawn(async move {
+                            let why = Refusal::PlaintextFromAnotherHost;
+                            log_refusal(Role::Accepting, &conn.peer(), &why);
+                            let mut framed = Framed::new(*conn, FrameCodec::new(Limits::HANDSHAKE));
+                            refuse(&mut framed, &me, &why).await;
+                            Err(AcceptError::PlaintextFromAnotherHost { peer, conn: Box::new(framed.into_inner()) }.into())
+                        });
+                    }
                     Err(AcceptError::PeerRefused { uid, pid, ours, conn }) => {
                         // Told why, briefly, in a task of its own; the connection is then
                         // dropped. Nothing of it counts against the pending handshakes.

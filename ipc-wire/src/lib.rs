@@ -42,7 +42,9 @@
 //!   and the serde codec that fills them.
 //! * [`FrameCodec`], [`Limits`], [`Frame`], [`MsgView`] — framing with the limits checked
 //!   before allocation; a frame decodes to a `Msg` or, zero-copy, to a `MsgView`.
-//! * [`Address`], [`runtime_dir`], [`Listener`], [`Connection`], [`connect`] — transports.
+//! * [`Address`], [`runtime_dir`], [`Listener`], [`Connection`], [`connect`] — transports;
+//!   [`tls`] ([`TlsIdentity`], [`TlsFiles`], [`TlsFailure`]) — mutual TLS between hosts.
+//! * [`BuildId`] — which build a process runs, compared between hosts.
 //! * [`auth`] — the tree's [`Secret`] (a user's in a `0600` file) and the proof of it.
 //! * [`handshake`], [`Acceptor`] — the `Hello` exchange and the mutual proof under a
 //!   deadline; strangers are refused, told why, and bounded.
@@ -53,14 +55,15 @@
 //!
 //! 1. Leaves, which import no other module: [`generated`] (the Cap'n Proto code), `arena`
 //!    (the in-place segment allocator), `msg_kind` ([`MsgKind`]), `limits` ([`Limits`]),
-//!    and [`runtime_dir`] (the socket directory, and [`AddressError`]).
-//! 2. `error_kind` ([`ErrorKind`]) on `generated`; [`address`] on `runtime_dir`; [`error`]
-//!    and [`payload`] on `msg_kind`.
+//!    [`runtime_dir`] (the socket directory, and [`AddressError`]), [`tls`] (identities
+//!    and TLS failures) and [`build_id`].
+//! 2. `error_kind` ([`ErrorKind`]) on `generated`; [`address`] on `runtime_dir` and
+//!    `tls`; [`error`] and [`payload`] on `msg_kind`.
 //! 3. [`msg`] on the layers below: the owned messages and their conversion to and from
 //!    the generated code.
 //! 4. [`frame`] on `msg` and `limits`; then [`codec`] on `frame`, `arena` and `limits`.
-//! 5. [`transport`] on `address` and `runtime_dir`; [`auth`] on `runtime_dir`; then
-//!    [`handshake`] on `codec`, `transport` and `auth`.
+//! 5. [`transport`] on `address`, `runtime_dir` and `tls`; [`auth`] on `runtime_dir`; then
+//!    [`handshake`] on `codec`, `transport`, `auth`, `tls` and `build_id`.
 //!
 //! A type that two modules need lives in the lower one and is re-exported where it has
 //! always been found: `msg::MsgKind`, `codec::Limits`, `address::AddressError`, and
@@ -82,6 +85,7 @@
 pub mod address;
 mod arena;
 pub mod auth;
+pub mod build_id;
 pub mod codec;
 pub mod error;
 mod error_kind;
@@ -93,15 +97,17 @@ pub mod msg;
 mod msg_kind;
 pub mod payload;
 pub mod runtime_dir;
+pub mod tls;
 pub mod transport;
 
 pub use address::{Address, AddressError};
 pub use auth::{Secret, SecretError};
+pub use build_id::{BuildId, BuildIdError};
 pub use codec::{FrameBudget, FrameCodec, Limits, PartialFrameClock};
 pub use error::{FrameError, MsgError, SegmentTableError};
 pub use frame::{Frame, MsgView};
 pub use handshake::{
-    AcceptEvent, Acceptor, Credentials, Established, FramedConnection, HandshakeConfig,
+    AcceptEvent, Acceptor, BuildCheck, Credentials, Established, FramedConnection, HandshakeConfig,
     HandshakeError, PeerKeys, Refusal,
 };
 pub use msg::{
@@ -109,4 +115,8 @@ pub use msg::{
     RuntimeVars, SpawnSpec, Start, StartAck, TypeErrorInfo, Uuid,
 };
 pub use payload::{MsgPack, MsgTypeError, Payload, PayloadCodec, PayloadEncodeError};
-pub use transport::{AcceptError, Connection, FdReserve, Listener, Peer, TransportError, connect};
+pub use tls::{TlsConfigError, TlsFailure, TlsFiles, TlsIdentity, TlsPeer};
+pub use transport::{
+    AcceptError, Connection, FdReserve, Listener, Peer, SecureError, TransportError, connect,
+    connect_with,
+};

@@ -126,6 +126,9 @@ pub struct Hello {
     /// The challenge: fresh random bytes (32 from this crate's handshake) that the peer's
     /// proof must cover.
     pub nonce: Bytes,
+    /// The speaker's build id (16 bytes, see [`BuildId`](crate::BuildId)), or empty: the
+    /// handshake sends it where builds must match (over TLS by default).
+    pub build: Bytes,
 }
 
 /// Process-global runtime settings a parent hands to a child.
@@ -356,6 +359,9 @@ impl Msg {
                 if !h.nonce.is_empty() {
                     hb.set_nonce(&h.nonce);
                 }
+                if !h.build.is_empty() {
+                    hb.set_build(&h.build);
+                }
             }
             Msg::SpawnSpec(s) => write_spawn_spec(s, b.init_spawn_spec()),
             Msg::Start(s) => {
@@ -415,6 +421,11 @@ impl Msg {
                 Msg::Hello(Hello {
                     aid: cx.aid(cx.ok(h.get_aid())?)?,
                     nonce: cx.share(cx.ok(h.get_nonce())?)?,
+                    build: if h.has_build() {
+                        cx.share(cx.ok(h.get_build())?)?
+                    } else {
+                        Bytes::new()
+                    },
                 })
             }
             W::SpawnSpec(s) => Msg::SpawnSpec(cx.spawn_spec(cx.ok(s)?)?),
@@ -460,7 +471,10 @@ impl Msg {
     pub(crate) fn size_hint_words(&self) -> usize {
         let body = match self {
             Msg::Hello(h) => {
-                words::<schema::hello::Builder<'_>>() + aid_words(&h.aid) + data_words(&h.nonce)
+                words::<schema::hello::Builder<'_>>()
+                    + aid_words(&h.aid)
+                    + data_words(&h.nonce)
+                    + data_words(&h.build)
             }
             Msg::SpawnSpec(s) => spawn_spec_words(s),
             Msg::Start(s) => {
@@ -487,7 +501,7 @@ impl Msg {
     /// it carries. Lets the encoder refuse an oversized message before building it.
     pub(crate) fn size_floor_bytes(&self) -> usize {
         match self {
-            Msg::Hello(h) => h.aid.name.len() + h.nonce.len(),
+            Msg::Hello(h) => h.aid.name.len() + h.nonce.len() + h.build.len(),
             Msg::Proof(mac) => mac.len(),
             Msg::Start(s) => s.function.len() + s.args.len() + s.caller.name.len(),
             Msg::Started { payload, .. }

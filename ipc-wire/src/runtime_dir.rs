@@ -34,9 +34,14 @@ pub fn default_dir() -> PathBuf {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum AddressError {
-    /// No `tcp://` or `uds://` prefix.
-    #[error("unknown address scheme in `{0}` (expected `tcp://ip:port` or `uds:///path`)")]
+    /// No `tcp://`, `tls://` or `uds://` prefix.
+    #[error(
+        "unknown address scheme in `{0}` (expected `tcp://ip:port`, `tls://[host@]ip:port` or `uds:///path`)"
+    )]
     UnknownScheme(String),
+    /// The host name of a `tls://host@ip:port` address is not a DNS name.
+    #[error("bad tls host name `{0}`: expected a DNS name, e.g. `node-1` or `a.example`")]
+    BadTlsName(String),
     /// The TCP part is not `ip:port` (IPv6 in brackets).
     #[error("bad tcp address `{0}`: expected `ip:port`, e.g. `127.0.0.1:1616` or `[::1]:1616`")]
     BadTcp(String),

@@ -7,6 +7,8 @@
 //! the `plough` facade so that a program using plough compiles no CLI parser or JSON
 //! writer.
 
+pub mod ca;
+
 use plough_actor_core::ActorError;
 use plough_actor_core::{ActorEntry, list_registry};
 use plough_ipc_wire::Address;

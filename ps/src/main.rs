@@ -1,6 +1,7 @@
 //! The `plough` command: `plough ps [--registry ADDR] [--json] [--watch [SECS]]` lists the
 //! live actors of a tree as its registrar knows them (name, pid, uuid, spawn method,
-//! address, parent, uptime).
+//! address, parent, uptime); `plough ca init|issue` makes a tree CA and host certificates
+//! (see `plough_ps::ca`).
 //!
 //! Exit status: 0 listed; 1 no registrar answers (or it failed); 2 usage error.
 
@@ -37,10 +38,16 @@ enum Cmd {
         #[arg(long, value_name = "SECS", num_args = 0..=1, default_missing_value = "2")]
         watch: Option<f64>,
     },
+    /// A tree CA and host certificates, for mutual TLS between hosts.
+    #[command(subcommand)]
+    Ca(plough_ps::ca::CaCmd),
 }
 
 fn main() {
-    let Cmd::Ps { registry, json, watch } = Cli::parse().cmd;
+    let (registry, json, watch) = match Cli::parse().cmd {
+        Cmd::Ps { registry, json, watch } => (registry, json, watch),
+        Cmd::Ca(cmd) => std::process::exit(plough_ps::ca::run(cmd)),
+    };
     let addr: Result<plough_ipc_wire::Address, String> = match registry {
         Some(r) => r.parse().map_err(|e| format!("--registry: {e}")),
         None => plough_actor_core::RuntimeConfig::default_registry().map_err(|e| e.to_string()),

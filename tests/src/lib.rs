@@ -7,6 +7,7 @@
 pub mod app;
 pub mod crash;
 mod lifecycle;
+pub mod netns;
 pub mod shm_app;
 
 use std::io::{BufRead, BufReader, Read};

@@ -127,6 +127,7 @@ fn another_uid_is_refused_and_told_why() {
                     && line.contains("ermission denied"),
                 "stranger over uds: {line}"
             ),
+            other => panic!("the test matrix has no {other} transport"),
         }
         // The tree is untouched: the root still answers its own calls.
         let me = root.find_actor("root").await?.expect("the root finds itself");
@@ -159,6 +160,7 @@ fn a_peer_of_our_uid_without_the_secret_is_refused_with_bad_proof() {
             .send(Msg::Hello(plough::ipc_wire::Hello {
                 aid: me.aid.clone(),
                 nonce: vec![1; 32].into(),
+                build: Default::default(),
             }))
             .await
             .unwrap();

@@ -149,7 +149,7 @@ async fn child(
             (bind(&ours).await?, marker)
         }
         // A TCP port leaves no file; the marker records the port the kernel chose.
-        Address::Tcp(_) => {
+        Address::Tcp(_) | Address::Tls { .. } => {
             let listener = bind(&ours).await?;
             let marker = mark(listener.local_addr());
             (listener, marker)

@@ -37,6 +37,9 @@ pub(super) async fn bind(addr: &Address) -> Result<Listener, ActorError> {
 pub(super) fn ephemeral_like(like: &Address, name: &str) -> Result<Address, ActorError> {
     match like {
         Address::Tcp(sa) => Ok(Address::Tcp(std::net::SocketAddr::new(sa.ip(), 0))),
+        Address::Tls { name, addr } => {
+            Ok(Address::Tls { name: name.clone(), addr: std::net::SocketAddr::new(addr.ip(), 0) })
+        }
         Address::Uds(path) => {
             let dir = path
                 .parent()

@@ -66,11 +66,15 @@ impl UdsListener {
         match peer {
             Peer::Uds { uid, pid, .. } if uid != ours => {
                 tracing::warn!(uid, ?pid, path = %self.path.display(), "refused a connection from another user");
-                let conn =
-                    Box::new(Connection { stream: super::Stream::Uds(stream), peer, slot: None });
+                let conn = Box::new(Connection {
+                    stream: super::Stream::Uds(stream),
+                    peer,
+                    slot: None,
+                    tls: None,
+                });
                 Err(AcceptError::PeerRefused { uid, pid, ours, conn })
             }
-            _ => Ok(Connection { stream: super::Stream::Uds(stream), peer, slot: None }),
+            _ => Ok(Connection { stream: super::Stream::Uds(stream), peer, slot: None, tls: None }),
         }
     }
 }
@@ -132,5 +136,5 @@ pub(super) async fn connect(path: &Path) -> Result<Connection, TransportError> {
     {
         return Err(TransportError::PeerRefused { addr: addr(), uid, ours });
     }
-    Ok(Connection { stream: super::Stream::Uds(stream), peer, slot: None })
+    Ok(Connection { stream: super::Stream::Uds(stream), peer, slot: None, tls: None })
 }

@@ -286,6 +286,7 @@ fn an_acceptors_proof_reflected_back_as_a_connectors_is_refused() {
                 Msg::Hello(plough_ipc_wire::Hello {
                     aid: crate::support::aid("mirror"),
                     nonce: h.nonce.clone(),
+                    build: Default::default(),
                 })
             };
             a.send(echo(&hb)).await.unwrap();

@@ -8,6 +8,7 @@ mod handshake;
 mod limits;
 mod props;
 mod support;
+mod tls;
 mod uds;
 mod write_path;
 

@@ -135,7 +135,11 @@ fn flat_error_msg() -> impl Strategy<Value = ErrorMsg> {
 /// Every variant of `Msg`, with arbitrary field values.
 pub fn msg() -> impl Strategy<Value = Msg> {
     prop_oneof![
-        (aid(), bytes(40)).prop_map(|(aid, p)| Msg::Hello(Hello { aid, nonce: p.into_bytes() })),
+        (aid(), bytes(40), bytes(20)).prop_map(|(aid, p, b)| Msg::Hello(Hello {
+            aid,
+            nonce: p.into_bytes(),
+            build: b.into_bytes()
+        })),
         spawn_spec().prop_map(Msg::SpawnSpec),
         (any::<u64>(), text(), bytes(200), aid(), call_kind()).prop_map(
             |(cid, function, args, caller, kind)| Msg::Start(Start {
