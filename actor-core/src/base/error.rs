@@ -274,7 +274,9 @@ pub enum ActorError {
     /// The peer closed the context's stream — it called `MsgStream::close`, or its side
     /// of the context ended — so nothing more can be sent on it (a `recv` is end of
     /// stream). tractor raises `trio.EndOfChannel` here.
-    #[error("the stream of context `{function}` was closed by {by}: nothing more can be sent on it")]
+    #[error(
+        "the stream of context `{function}` was closed by {by}: nothing more can be sent on it"
+    )]
     StreamClosed {
         /// The context function.
         function: String,
@@ -410,13 +412,7 @@ pub enum Misuse {
     /// A send after this side closed its sending half.
     #[error("send on a stream whose sending half is closed")]
     SendAfterClose,
-    /// A send after the child's function returned: nobody reads the stream.
-    #[error("send after `{function}` returned: nobody reads this stream")]
-    SendAfterReturn {
-        /// The context function.
-        function: String,
-    },
-    /// A subscription to a fan-out that was closed ([`FanOut::close`]).
+    /// A subscription to a fan-out that was closed ([`FanOut::close`](crate::FanOut::close)).
     #[error("cannot subscribe to a fan-out that was closed")]
     SubscribeAfterClose,
     /// `start_actor` / `run_in_actor` on a nursery that has exited.
