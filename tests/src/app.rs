@@ -231,6 +231,7 @@ pub fn registry() -> Registry {
         .context("ctx_keep_sending", ctx_keep_sending)
         .context("ctx_close_then_recv", ctx_close_then_recv)
         .context("ctx_flood_on_request", ctx_flood_on_request)
+        .context("ctx_default_source", ctx_default_source)
         .context("ctx_aggregate", ctx_aggregate)
         .context("ctx_self_cancel", ctx_self_cancel)
         .context("ctx_cleanup_fails", ctx_cleanup_fails)
@@ -300,7 +301,7 @@ async fn ctx_close_early(ctx: Context, _: ()) -> Result<String, ActorError> {
 /// waits on its stream: an overrun is reported there (and returned).
 async fn ctx_overrun_sender(ctx: Context, n: u32) -> Result<(), ActorError> {
     ctx.started(&()).await?;
-    let s = ctx.open_stream().await?;
+    let s = ctx.open_stream_with(StreamConfig::overrunning()).await?;
     for i in 0..n {
         s.send(&i).await?;
     }
@@ -381,7 +382,8 @@ async fn ctx_echo(ctx: Context, _: ()) -> Result<u64, ActorError> {
     Ok(n)
 }
 
-/// [`ctx_echo`] with backpressure: lossless whatever the speeds.
+/// [`ctx_echo`], its stream's config spelled out: backpressure (the default), lossless
+/// whatever the speeds.
 async fn ctx_echo_bp(ctx: Context, _: ()) -> Result<u64, ActorError> {
     ctx.started(&"ready").await?;
     let s = ctx.open_stream_with(StreamConfig::backpressure()).await?;
@@ -397,7 +399,7 @@ async fn ctx_echo_bp(ctx: Context, _: ()) -> Result<u64, ActorError> {
 /// `keep_sending_from_callee`); that failure is its error.
 async fn ctx_keep_sending(ctx: Context, _: ()) -> Result<(), ActorError> {
     ctx.started(&()).await?;
-    let s = ctx.open_stream().await?;
+    let s = ctx.open_stream_with(StreamConfig::overrunning()).await?;
     let mut i = 0u64;
     loop {
         s.send(&i).await?;
@@ -421,8 +423,20 @@ async fn ctx_close_then_recv(ctx: Context, _: ()) -> Result<bool, ActorError> {
 /// backpressure, closes and returns `n`.
 async fn ctx_flood_on_request(ctx: Context, n: u64) -> Result<u64, ActorError> {
     ctx.started(&()).await?;
-    let s = ctx.open_stream().await?;
+    let s = ctx.open_stream_with(StreamConfig::overrunning()).await?;
     s.recv::<()>().await?;
+    for i in 0..n {
+        s.send(&i).await?;
+    }
+    s.close().await?;
+    Ok(n)
+}
+
+/// Sends `0..n` as fast as it can with its stream's default config, closes and returns
+/// `n`.
+async fn ctx_default_source(ctx: Context, n: u64) -> Result<u64, ActorError> {
+    ctx.started(&()).await?;
+    let s = ctx.open_stream().await?;
     for i in 0..n {
         s.send(&i).await?;
     }

@@ -56,7 +56,7 @@ fn sending_65_to_a_peer_that_never_reads_is_an_overrun_parent_to_child() {
         let me = n.actor().aid().clone();
         let p = n.start_actor("deaf").await?;
         let (ctx, ()) = p.open_context::<_, ()>("ctx_never_reads", ()).await?;
-        let s = ctx.open_stream().await?;
+        let s = ctx.open_stream_with(StreamConfig::overrunning()).await?;
         for i in 0..=STREAM_BUFFER as u32 {
             s.send(&i).await?;
         }

@@ -116,7 +116,7 @@ fn a_parent_overrunning_a_child_that_never_opened_its_stream_is_interrupted() {
         let me = n.actor().aid().clone();
         let p = n.start_actor("deaf").await?;
         let (ctx, ()) = p.open_context::<_, ()>("ctx_never_reads", ()).await?;
-        let s = ctx.open_stream().await?;
+        let s = ctx.open_stream_with(StreamConfig::overrunning()).await?;
         for i in 0..=STREAM_BUFFER as u32 {
             s.send(&i).await?;
         }
@@ -171,8 +171,7 @@ fn eleven_readers_of_a_fanned_out_echo_keep_up_and_a_stalled_one_alone_lags() {
             other => panic!("expected the stalled one to lag: {other:?}"),
         }
         for v in N - CAP as i64 + 1..=N {
-            let got = tokio::time::timeout(STEP, stalled.recv()).await.expect("resumed");
-            assert_eq!(got?, Some(v));
+            assert_eq!(step_quiet(stalled.recv()).await?, Some(v));
         }
         fan.close().await?;
         assert_eq!(stalled.recv().await?, None);
@@ -180,6 +179,36 @@ fn eleven_readers_of_a_fanned_out_echo_keep_up_and_a_stalled_one_alone_lags() {
         assert_eq!(step("the result", ctx.result::<u64>()).await?, Outcome::Returned(N as u64));
         Ok(())
     });
+}
+
+/// Lossless by default (issue 18): a fast child and a reader that pauses, both with the
+/// default config, 20,000 messages: every one arrives, in order, never more than the
+/// buffer held.
+#[test]
+fn a_stream_is_lossless_by_default() {
+    const N: u64 = 20_000;
+    in_nursery(|n| async move {
+        let p = n.start_actor("source").await?;
+        let (ctx, ()) = p.open_context::<_, ()>("ctx_default_source", N).await?;
+        let s = ctx.open_stream().await?;
+        let mut next = 0;
+        while let Some(v) = step_quiet(s.recv::<u64>()).await? {
+            assert_eq!(v, next, "in order");
+            next += 1;
+            assert!(s.buffered() <= STREAM_BUFFER);
+            if next % 2_000 == 0 {
+                // A reader busy elsewhere: the sender waits, nothing overruns.
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+        assert_eq!(next, N);
+        assert_eq!(step("the result", ctx.result::<u64>()).await?, Outcome::Returned(N));
+        Ok(())
+    });
+}
+
+async fn step_quiet<T>(fut: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(STEP, fut).await.unwrap_or_else(|_| panic!("not within {STEP:?}"))
 }
 
 /// A receiver that allows overruns keeps 1,000 messages from a sender that does not wait

@@ -365,7 +365,9 @@ impl Context {
         self.shared.channel.send(Msg::Started { cid: self.shared.cid, payload }).await
     }
 
-    /// Opens this side's stream, overrunning a slow peer (see [`Context::open_stream_with`]).
+    /// Opens this side's stream with the default [`StreamConfig`]: lossless (its sends wait
+    /// for credit), a buffer of [`STREAM_BUFFER`](crate::STREAM_BUFFER) messages. See
+    /// [`Context::open_stream_with`].
     ///
     /// # Errors
     ///

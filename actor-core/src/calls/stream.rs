@@ -51,8 +51,9 @@ pub const STREAM_BUFFER_BYTES: usize = 16 << 20;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StreamConfig {
     /// `send` waits for credit (the receiver's free buffer slots and bytes) instead of
-    /// overrunning a slow receiver: lossless, bounded memory. Off by default (tractor's
-    /// behaviour: an overrun is an error).
+    /// overrunning a slow receiver: lossless, bounded memory. On by default; off
+    /// ([`StreamConfig::overrunning`]) is tractor's behaviour: a sender that runs past the
+    /// receiver's buffer is an overrun, a typed error on both sides.
     pub backpressure: bool,
     /// How many messages this side buffers for receiving: at least 1. A larger buffer
     /// lets a backpressured sender run further ahead: more throughput for small messages,
@@ -75,7 +76,7 @@ pub struct StreamConfig {
 impl Default for StreamConfig {
     fn default() -> Self {
         StreamConfig {
-            backpressure: false,
+            backpressure: true,
             buffer: STREAM_BUFFER,
             buffer_bytes: STREAM_BUFFER_BYTES,
             allow_overruns: false,
@@ -84,9 +85,16 @@ impl Default for StreamConfig {
 }
 
 impl StreamConfig {
-    /// Backpressure on, default buffer.
+    /// Backpressure on, default buffer: the default, spelled out.
     pub fn backpressure() -> Self {
         StreamConfig { backpressure: true, ..StreamConfig::default() }
+    }
+
+    /// Backpressure off (tractor's streams): `send` never waits, and a message past the
+    /// receiver's buffer is an overrun ([`ActorError::StreamOverrun`] on both sides) —
+    /// unless the receiver allows overruns ([`StreamConfig::allow_overruns`]).
+    pub fn overrunning() -> Self {
+        StreamConfig { backpressure: false, ..StreamConfig::default() }
     }
 
     /// This config with a receive buffer of `n` messages (raised to 1).
@@ -365,6 +373,9 @@ mod tests {
         assert_eq!(small.buffer_bytes, STREAM_BUFFER_BYTES);
         assert_eq!(small.with_buffer_bytes(64 << 20).buffer_bytes, 64 << 20);
         assert!(!StreamConfig::default().allow_overruns);
+        assert!(StreamConfig::default().backpressure, "lossless by default");
+        assert_eq!(StreamConfig::default(), StreamConfig::backpressure());
+        assert!(!StreamConfig::overrunning().backpressure);
         assert!(StreamConfig::default().allowing_overruns().allow_overruns);
     }
 }

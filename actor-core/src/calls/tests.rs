@@ -534,7 +534,7 @@ async fn a_third_actors_cancel_is_raised_in_the_parent_naming_it() {
 async fn an_overrun_without_backpressure_is_reported_to_both_sides_after_the_buffer() {
     let p = within("the pair", pair()).await;
     let (parent, child) = open(&p).await;
-    let (ps, cs) = streams(&parent, &child, StreamConfig::default()).await;
+    let (ps, cs) = streams(&parent, &child, StreamConfig::overrunning()).await;
     for n in 0..=STREAM_BUFFER as u32 {
         cs.send(&n).await.expect("the sender does not know yet");
     }
@@ -844,7 +844,7 @@ const MIB: usize = 1 << 20;
 async fn an_overrun_of_the_byte_budget_names_the_bytes_on_both_sides_and_the_context_serves_on() {
     let p = within("the pair", pair()).await;
     let (parent, child) = open(&p).await;
-    let (ps, cs) = streams(&parent, &child, StreamConfig::default()).await;
+    let (ps, cs) = streams(&parent, &child, StreamConfig::overrunning()).await;
     // 10 MiB fits the 16 MiB budget; a second 10 MiB does not (6 MiB of room left).
     for i in 0..3 {
         cs.send_payload(blob(i, 10 * MIB)).await.expect("the sender does not know yet");
@@ -985,9 +985,9 @@ async fn a_buffer_of_one_holds_one_message_and_a_backpressured_sender_sends_one_
 async fn a_buffer_of_one_is_overrun_by_the_second_message_of_a_sender_that_does_not_wait() {
     let p = within("the pair", pair()).await;
     let (parent, child) = open(&p).await;
-    let ps = parent.open_stream_with(StreamConfig::default().with_buffer(1)).await.unwrap();
+    let ps = parent.open_stream_with(StreamConfig::overrunning().with_buffer(1)).await.unwrap();
     acceptor_caught_up(&p).await;
-    let cs = child.ctx.open_stream().await.unwrap();
+    let cs = child.ctx.open_stream_with(StreamConfig::overrunning()).await.unwrap();
     cs.send(&0u32).await.unwrap();
     cs.send(&1u32).await.unwrap();
     assert_overrun(within("the child to hear", cs.recv::<u32>()).await.unwrap_err());
@@ -1006,7 +1006,7 @@ async fn allowing_overruns_a_receiver_keeps_what_it_cannot_buffer_bounded_by_its
     let (parent, child) = open(&p).await;
     let ps = parent.open_stream_with(StreamConfig::default().allowing_overruns()).await.unwrap();
     acceptor_caught_up(&p).await;
-    let cs = child.ctx.open_stream().await.unwrap();
+    let cs = child.ctx.open_stream_with(StreamConfig::overrunning()).await.unwrap();
     const N: u32 = 1000;
     for n in 0..N {
         cs.send(&n).await.unwrap();
@@ -1098,7 +1098,7 @@ async fn within_interrupts_the_body_at_the_childs_failure_or_our_reported_overru
     // Our stream overran a child that never opened its: the child's report interrupts.
     let p = within("the pair", pair()).await;
     let (parent, _child) = open(&p).await;
-    let ps = parent.open_stream().await.unwrap();
+    let ps = parent.open_stream_with(StreamConfig::overrunning()).await.unwrap();
     for n in 0..=STREAM_BUFFER as u32 {
         ps.send(&n).await.unwrap();
     }
