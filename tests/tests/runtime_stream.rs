@@ -49,7 +49,9 @@ fn sending_65_to_a_peer_that_never_reads_is_an_overrun_child_to_parent() {
     });
 }
 
-/// Parent → child: the child never opens its stream, the parent sends 65.
+/// Parent → child: the child never opens its stream, the parent sends 65 (tractor's
+/// `test_one_end_stream_not_opened`, caller side): the child's report interrupts the
+/// parent's wait on something else, and fails its stream.
 #[test]
 fn sending_65_to_a_peer_that_never_reads_is_an_overrun_parent_to_child() {
     in_nursery(|n| async move {
@@ -59,6 +61,13 @@ fn sending_65_to_a_peer_that_never_reads_is_an_overrun_parent_to_child() {
         let s = ctx.open_stream_with(StreamConfig::overrunning()).await?;
         for i in 0..=STREAM_BUFFER as u32 {
             s.send(&i).await?;
+        }
+        let waiting = ctx.within(std::future::pending::<plough::Result<()>>());
+        match tokio::time::timeout(Duration::from_secs(15), waiting).await {
+            Ok(Err(ActorError::StreamOverrun { sender, receiver, .. })) => {
+                assert_eq!((&sender, &receiver), (&me, p.aid()));
+            }
+            other => panic!("the interrupt: {other:?}"),
         }
         // The overrun is reported to the sender's stream (and fails further sends).
         let e = s.recv::<u32>().await.unwrap_err();

@@ -349,7 +349,7 @@ impl MsgStream {
     /// Fans this stream out to several local subscribers (see [`FanOut`]): each receives
     /// every message from when it subscribed; one that falls more than `capacity`
     /// messages behind the fastest gets [`ActorError::Lagged`] with how many it missed.
-    /// The fan-out can still send on the stream ([`FanOut::send`]).
+    /// The fan-out can still send on the stream (through [`FanOut::stream`]).
     pub fn fan_out<T>(self, capacity: usize) -> FanOut<T>
     where
         T: DeserializeOwned + Clone + Send + 'static,
