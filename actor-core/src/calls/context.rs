@@ -467,7 +467,9 @@ impl Context {
         {
             return Some(e.clone());
         }
-        let cancel_called = self.shared.side == Side::Parent && self.shared.flags().cancel_called;
+        // Parent side, the token is cancelled by `cancel` alone (read without the flags'
+        // lock: we hold the inbox's).
+        let cancel_called = self.shared.side == Side::Parent && self.shared.cancel.is_cancelled();
         if let Some(Msg::Error(e)) = &ib.outcome {
             return match remote_to_error(e.clone().into()) {
                 ActorError::ContextCancelled { canceller } if cancel_called && canceller == *me => {
