@@ -23,15 +23,19 @@
 //!   other conversation on the connection), so a message that finds the buffer full is an
 //!   *overrun*: the receiver keeps what it buffered, reports [`ActorError::StreamOverrun`](crate::ActorError::StreamOverrun)
 //!   after it, and tells the sender, whose next `send`/`recv` fails with the same typed
-//!   error. A sender that opted into backpressure ([`StreamConfig::backpressure`](crate::StreamConfig::backpressure)) never
-//!   overruns: it holds credit for the receiver's free buffer slots and bytes, waits when
-//!   it has too little, and the receiver grants credit back as it consumes. Memory stays bounded and
-//!   nothing is dropped, whatever the speed mismatch.
+//!   error. By default a sender never overruns ([`StreamConfig::backpressure`](crate::StreamConfig::backpressure)): it holds
+//!   credit for the receiver's free buffer slots and bytes, waits when it has too little,
+//!   and the receiver grants credit back as it consumes. Memory stays bounded and nothing
+//!   is dropped, whatever the speed mismatch. A sender starts with one message of credit
+//!   (a receive buffer may be that small); the receiver grants the rest of its buffer when
+//!   it opens its stream.
 //!
-//!   Without backpressure even a prompt receiver can be overrun by a fast sender: the
-//!   reader task delivers everything one socket read brought (hundreds of small messages)
-//!   before the receiving task runs. Bulk streams should opt in; a larger receive buffer
-//!   ([`StreamConfig::with_buffer`](crate::StreamConfig::with_buffer)) lets a backpressured sender run further ahead.
+//!   A side may opt out ([`StreamConfig::overrunning`](crate::StreamConfig::overrunning), tractor's streams): then even a
+//!   prompt receiver can be overrun by a fast sender, since the reader task delivers
+//!   everything one socket read brought (hundreds of small messages) before the receiving
+//!   task runs — unless the receiver allows overruns
+//!   ([`StreamConfig::allow_overruns`](crate::StreamConfig::allow_overruns): it keeps what it cannot buffer, bounded by bytes).
+//!   A larger receive buffer ([`StreamConfig::with_buffer`](crate::StreamConfig::with_buffer)) lets a sender run further ahead.
 //!
 //!   Credit grants travel as the reserved function `plough.credit` (a `Start` whose cid
 //!   is the context's and whose argument is the pair `(messages, bytes)` freed; see

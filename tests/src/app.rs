@@ -227,6 +227,11 @@ pub fn registry() -> Registry {
         .context("ctx_fast_source", ctx_fast_source)
         .context("ctx_bytes_source", ctx_bytes_source)
         .context("ctx_echo", ctx_echo)
+        .context("ctx_echo_bp", ctx_echo_bp)
+        .context("ctx_keep_sending", ctx_keep_sending)
+        .context("ctx_close_then_recv", ctx_close_then_recv)
+        .context("ctx_flood_on_request", ctx_flood_on_request)
+        .context("ctx_default_source", ctx_default_source)
         .context("ctx_aggregate", ctx_aggregate)
         .context("ctx_self_cancel", ctx_self_cancel)
         .context("ctx_cleanup_fails", ctx_cleanup_fails)
@@ -296,7 +301,7 @@ async fn ctx_close_early(ctx: Context, _: ()) -> Result<String, ActorError> {
 /// waits on its stream: an overrun is reported there (and returned).
 async fn ctx_overrun_sender(ctx: Context, n: u32) -> Result<(), ActorError> {
     ctx.started(&()).await?;
-    let s = ctx.open_stream().await?;
+    let s = ctx.open_stream_with(StreamConfig::overrunning()).await?;
     for i in 0..n {
         s.send(&i).await?;
     }
@@ -374,6 +379,68 @@ async fn ctx_echo(ctx: Context, _: ()) -> Result<u64, ActorError> {
         s.send(&(x + 1)).await?;
         n += 1;
     }
+    Ok(n)
+}
+
+/// [`ctx_echo`], its stream's config spelled out: backpressure (the default), lossless
+/// whatever the speeds.
+async fn ctx_echo_bp(ctx: Context, _: ()) -> Result<u64, ActorError> {
+    ctx.started(&"ready").await?;
+    let s = ctx.open_stream_with(StreamConfig::backpressure()).await?;
+    let mut n = 0;
+    while let Some(x) = s.recv::<i64>().await? {
+        s.send(&(x + 1)).await?;
+        n += 1;
+    }
+    Ok(n)
+}
+
+/// Sends 0, 1, 2... without backpressure until a send fails (tractor's
+/// `keep_sending_from_callee`); that failure is its error.
+async fn ctx_keep_sending(ctx: Context, _: ()) -> Result<(), ActorError> {
+    ctx.started(&()).await?;
+    let s = ctx.open_stream_with(StreamConfig::overrunning()).await?;
+    let mut i = 0u64;
+    loop {
+        s.send(&i).await?;
+        i += 1;
+        if i % 64 == 0 {
+            tokio::task::yield_now().await;
+        }
+    }
+}
+
+/// Opens its stream and closes it at once, then receives: returns whether that receive
+/// was end of stream (it must be, at once, whatever the parent sends).
+async fn ctx_close_then_recv(ctx: Context, _: ()) -> Result<bool, ActorError> {
+    ctx.started(&()).await?;
+    let s = ctx.open_stream().await?;
+    s.close().await?;
+    Ok(s.recv::<u64>().await?.is_none())
+}
+
+/// Waits for one message from the parent, then sends `0..n` as fast as it can without
+/// backpressure, closes and returns `n`.
+async fn ctx_flood_on_request(ctx: Context, n: u64) -> Result<u64, ActorError> {
+    ctx.started(&()).await?;
+    let s = ctx.open_stream_with(StreamConfig::overrunning()).await?;
+    s.recv::<()>().await?;
+    for i in 0..n {
+        s.send(&i).await?;
+    }
+    s.close().await?;
+    Ok(n)
+}
+
+/// Sends `0..n` as fast as it can with its stream's default config, closes and returns
+/// `n`.
+async fn ctx_default_source(ctx: Context, n: u64) -> Result<u64, ActorError> {
+    ctx.started(&()).await?;
+    let s = ctx.open_stream().await?;
+    for i in 0..n {
+        s.send(&i).await?;
+    }
+    s.close().await?;
     Ok(n)
 }
 

@@ -336,6 +336,18 @@ pub enum ActorError {
         /// is the rare error, and every `Result` of the crate carries its size).
         bound: Box<OverrunBound>,
     },
+    /// The peer closed the context's stream — it called `MsgStream::close`, or its side
+    /// of the context ended — so nothing more can be sent on it (a `recv` is end of
+    /// stream). tractor raises `trio.EndOfChannel` here.
+    #[error(
+        "the stream of context `{function}` was closed by {by}: nothing more can be sent on it"
+    )]
+    StreamClosed {
+        /// The context function.
+        function: String,
+        /// The actor that closed it (the peer).
+        by: Aid,
+    },
     /// A fan-out subscriber fell behind and missed `missed` messages (it continues with
     /// the oldest message still held).
     #[error("subscriber lagged by {missed} messages")]
@@ -477,7 +489,10 @@ pub enum Misuse {
         function: String,
     },
     /// A second stream on one context.
-    #[error("context `{function}` already has its stream (one stream per context)")]
+    #[error(
+        "context `{function}` already opened its stream (one stream per context; a closed \
+         stream cannot be opened again)"
+    )]
     SecondStream {
         /// The context function.
         function: String,
@@ -491,12 +506,9 @@ pub enum Misuse {
     /// A send after this side closed its sending half.
     #[error("send on a stream whose sending half is closed")]
     SendAfterClose,
-    /// A send after the child's function returned: nobody reads the stream.
-    #[error("send after `{function}` returned: nobody reads this stream")]
-    SendAfterReturn {
-        /// The context function.
-        function: String,
-    },
+    /// A subscription to a fan-out that was closed ([`FanOut::close`](crate::FanOut::close)).
+    #[error("cannot subscribe to a fan-out that was closed")]
+    SubscribeAfterClose,
     /// `start_actor` / `run_in_actor` on a nursery that has exited.
     #[error("cannot start actor {name}: the nursery has exited")]
     NurseryExited {
@@ -729,6 +741,8 @@ impl ActorError {
             ActorError::MsgType(_) => ErrorKind::MsgType,
             ActorError::StreamOverrun { .. } => ErrorKind::StreamOverrun,
             ActorError::Lagged { .. } => ErrorKind::Lagged,
+            // Sending on a stream the peer closed breaks the context protocol.
+            ActorError::StreamClosed { .. } => ErrorKind::ContextMisuse,
             ActorError::ActorTooSlow { .. } => ErrorKind::ActorTooSlow,
             ActorError::TransportClosed { .. } => ErrorKind::TransportClosed,
             ActorError::Spawn(_) => ErrorKind::Spawn,
@@ -938,6 +952,10 @@ mod tests {
                 ErrorKind::ActorDied,
             ),
             (Misuse::SendAfterClose.into(), ErrorKind::Misuse),
+            (
+                ActorError::StreamClosed { function: "f".into(), by: aid("w", 3) },
+                ErrorKind::ContextMisuse,
+            ),
             (SetupError::NoRegistrar { actor: me.clone() }.into(), ErrorKind::Setup),
             (ActorError::Interrupted, ErrorKind::Interrupted),
             (ActorError::other("mine"), ErrorKind::User),

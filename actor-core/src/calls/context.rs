@@ -2,7 +2,7 @@
 //! doc), and [`Outcome`], what it ended with.
 
 use super::inbox::{Conv, Inbox, Side};
-use super::stream::{MsgStream, StreamConfig};
+use super::stream::{INITIAL_CREDIT, MsgStream, StreamConfig};
 use super::types::MsgTypes;
 use super::wire::{cancel_call_msg, credit_msg, remote_to_error, type_error};
 use crate::base::dump::{TaskGuard, TaskKind};
@@ -365,7 +365,9 @@ impl Context {
         self.shared.channel.send(Msg::Started { cid: self.shared.cid, payload }).await
     }
 
-    /// Opens this side's stream, overrunning a slow peer (see [`Context::open_stream_with`]).
+    /// Opens this side's stream with the default [`StreamConfig`]: lossless (its sends wait
+    /// for credit), a buffer of [`STREAM_BUFFER`](crate::STREAM_BUFFER) messages. See
+    /// [`Context::open_stream_with`].
     ///
     /// # Errors
     ///
@@ -402,14 +404,16 @@ impl Context {
         });
         let extra = {
             let mut ib = self.shared.conv.lock();
-            let messages = config.buffer.saturating_sub(ib.capacity);
+            // The sender started with one message and the default bytes of credit.
+            let messages = config.buffer.saturating_sub(INITIAL_CREDIT);
             let bytes = config.buffer_bytes.saturating_sub(ib.byte_capacity);
-            ib.capacity = ib.capacity.max(config.buffer);
+            ib.capacity = config.buffer.max(1);
             ib.byte_capacity = ib.byte_capacity.max(config.buffer_bytes);
+            ib.allow_overruns = config.allow_overruns;
             Credit { messages: u32::try_from(messages).unwrap_or(u32::MAX), bytes: bytes as u64 }
         };
         if extra != Credit::default() {
-            // The sender started with the default credit: give it the rest of our room.
+            // Give the sender the rest of our room.
             let (cid, me) = (self.shared.cid, &self.shared.conv.me);
             self.shared.channel.send(credit_msg(cid, me, extra)).await?;
         }
@@ -453,9 +457,71 @@ impl Context {
         }
     }
 
+    /// Why this context failed, if it did: the peer's error (not a cancel of ours), the
+    /// peer's report that we overran it, a lost connection (child side: a cancel is seen
+    /// by [`Context::wait`]).
+    fn failure(&self, ib: &Inbox) -> Option<ActorError> {
+        let me = &self.shared.conv.me;
+        if let Some(e @ ActorError::StreamOverrun { sender, .. }) = &ib.stream_error
+            && sender == me
+        {
+            return Some(e.clone());
+        }
+        // Parent side, the token is cancelled by `cancel` alone (read without the flags'
+        // lock: we hold the inbox's).
+        let cancel_called = self.shared.side == Side::Parent && self.shared.cancel.is_cancelled();
+        if let Some(Msg::Error(e)) = &ib.outcome {
+            return match remote_to_error(e.clone().into()) {
+                ActorError::ContextCancelled { canceller } if cancel_called && canceller == *me => {
+                    None
+                }
+                other => Some(other),
+            };
+        }
+        if cancel_called {
+            return None;
+        }
+        ib.closed.clone()
+    }
+
+    /// Resolves with the error once this context fails: the peer's error (the child's,
+    /// parent side: a failure relayed from anywhere below it, such as an overrun of the
+    /// child's stream), our own stream overrunning the peer (as it reported), a cancel
+    /// by anyone but this parent (child side: any cancel), a lost connection. A child
+    /// that returns, or this parent's own cancel, is not a failure: then it never
+    /// resolves. See [`Context::within`].
+    pub async fn failed(&self) -> ActorError {
+        match self.wait(|ib| self.failure(ib).map(Ok)).await {
+            Ok(e) | Err(e) => e,
+        }
+    }
+
+    /// Runs `body` with this context open (tractor's `async with open_context` block):
+    /// when the context fails first ([`Context::failed`]), `body` is dropped at once and
+    /// the failure returned, whatever it was waiting on.
+    ///
+    /// # Errors
+    ///
+    /// `body`'s own error, or the context's failure.
+    pub async fn within<T>(
+        &self,
+        body: impl std::future::Future<Output = Result<T, ActorError>>,
+    ) -> Result<T, ActorError> {
+        tokio::select! {
+            biased;
+            r = body => r,
+            e = self.failed() => Err(e),
+        }
+    }
+
     /// Parent side: waits for the child's function to end and returns its result. Stream
     /// messages still unread are discarded (and credit granted back, so a backpressured
     /// child is never stuck), with a log line saying how many.
+    ///
+    /// A stream this side never opened cannot be read, so nothing is discarded: a child
+    /// that streams more than [`STREAM_BUFFER`](crate::STREAM_BUFFER) messages into it
+    /// overruns it (tractor's behaviour), and one that waits for credit is given enough
+    /// to run into that overrun rather than wait forever.
     ///
     /// # Errors
     ///
@@ -473,13 +539,23 @@ impl Context {
         let channel = self.shared.channel.clone();
         let me = self.shared.conv.me.clone();
         let conv = &self.shared.conv;
+        let opened = self.shared.flags().stream_opened;
+        let mut into_the_overrun = !opened;
         let outcome = loop {
             let r = self
                 .wait(|ib| {
-                    if ib.buffered() > 0 {
+                    if opened && ib.buffered() > 0 {
                         let (n, credit) = conv.discard(ib);
                         discarded += n;
                         grant = credit;
+                        return Some(Ok(None));
+                    }
+                    if into_the_overrun && ib.buffered() > 0 && ib.outcome.is_none() {
+                        // The child streams into a stream we never opened: let a
+                        // backpressured child send past our buffer, into the overrun.
+                        into_the_overrun = false;
+                        let messages = u32::try_from(ib.capacity).unwrap_or(u32::MAX);
+                        grant = Credit { messages, bytes: ib.byte_capacity as u64 };
                         return Some(Ok(None));
                     }
                     if let Some(m) = &ib.outcome {

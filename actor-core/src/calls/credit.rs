@@ -24,7 +24,7 @@
 //!   message is consumed, so the sender's count is always the receiver's budget minus
 //!   what it sent and has not had granted back.
 
-use super::stream::{STREAM_BUFFER, STREAM_BUFFER_BYTES};
+use super::stream::{INITIAL_CREDIT, STREAM_BUFFER_BYTES};
 use crate::base::sync::LockExt;
 use crate::connection::Credit;
 use std::sync::Mutex;
@@ -63,11 +63,13 @@ struct State {
 pub(crate) struct CreditClosed;
 
 impl SendCredit {
-    /// What every sender starts with: the default buffer, in messages and bytes.
+    /// What every sender starts with: [`INITIAL_CREDIT`] messages (the receiver's buffer
+    /// may be that small; it grants the rest when it opens its stream) and the default
+    /// byte budget.
     pub(crate) fn new() -> Self {
         SendCredit {
             state: Mutex::new(State {
-                messages: STREAM_BUFFER as u64,
+                messages: INITIAL_CREDIT as u64,
                 bytes: STREAM_BUFFER_BYTES as i64,
                 closed: false,
             }),
@@ -145,6 +147,24 @@ mod tests {
 
     const MIB: usize = 1 << 20;
 
+    use crate::calls::stream::STREAM_BUFFER;
+
+    /// A sender's credit once its receiver opened its stream with the default buffer.
+    fn opened() -> SendCredit {
+        let c = SendCredit::new();
+        let rest = (STREAM_BUFFER - INITIAL_CREDIT) as u32;
+        c.grant(Credit { messages: rest, bytes: 0 });
+        c
+    }
+
+    #[test]
+    fn a_sender_starts_with_one_message_of_credit() {
+        let c = SendCredit::new();
+        assert_eq!(c.available(), (1, STREAM_BUFFER_BYTES as i64));
+        assert!(c.acquire(10).now_or_never().is_some());
+        assert!(c.acquire(10).now_or_never().is_none(), "a buffer of one: the next waits");
+    }
+
     #[test]
     fn an_oversized_message_is_admitted_into_a_nearly_empty_buffer_only() {
         let b = STREAM_BUFFER_BYTES;
@@ -158,7 +178,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_sender_waits_for_bytes_and_messages_and_an_oversized_message_for_the_room() {
-        let c = SendCredit::new();
+        let c = opened();
         c.acquire(10 * MIB).await.unwrap();
         assert!(c.acquire(7 * MIB).now_or_never().is_none(), "6 MiB left: waits");
         c.acquire(6 * MIB).await.unwrap();
@@ -170,7 +190,7 @@ mod tests {
         assert!(c.acquire(1).now_or_never().is_none(), "in debt: waits");
         c.close();
         assert!(c.acquire(1).await.is_err());
-        let m = SendCredit::new();
+        let m = opened();
         for _ in 0..STREAM_BUFFER {
             m.acquire(1).await.unwrap();
         }
@@ -227,7 +247,7 @@ mod tests {
         ) {
             let mut m = Model {
                 budget: STREAM_BUFFER_BYTES,
-                credit: SendCredit::new(),
+                credit: opened(),
                 wire: VecDeque::new(),
                 grants: VecDeque::new(),
                 buffer: VecDeque::new(),

@@ -7,7 +7,7 @@
 //! the sender does: one that ignores its credit is overrun like any other.
 
 use super::credit::{GRANT_BYTES, SendCredit, admits};
-use super::stream::{STREAM_BUFFER, STREAM_BUFFER_BYTES};
+use super::stream::{OVERRUN_SLOT_BYTES, STREAM_BUFFER, STREAM_BUFFER_BYTES};
 use crate::base::error::{ActorError, OverrunBound, RemoteActorError};
 use crate::base::sync::LockExt;
 use crate::connection::{BufferedBytes, Channel, Conversation, Credit};
@@ -29,8 +29,12 @@ pub(crate) enum Side {
 
 /// What arrived for one context, shared with the connection's reader task.
 pub(crate) struct Inbox {
-    /// The buffer's bound: [`STREAM_BUFFER`] until this side opens its stream with more.
+    /// The buffer's bound: [`STREAM_BUFFER`] until this side opens its stream, then its
+    /// [`StreamConfig::buffer`](super::stream::StreamConfig::buffer).
     pub(crate) capacity: usize,
+    /// This side accepts messages beyond `capacity`, bounded by bytes only
+    /// ([`StreamConfig::allow_overruns`](super::stream::StreamConfig::allow_overruns)).
+    pub(crate) allow_overruns: bool,
     /// The buffer's byte budget: [`STREAM_BUFFER_BYTES`] until this side opens its stream
     /// with more.
     pub(crate) byte_capacity: usize,
@@ -45,8 +49,11 @@ pub(crate) struct Inbox {
     /// connection's budget, and released with the grant (one atomic operation per batch,
     /// not per message).
     consumed: Credit,
-    /// The peer closed its sending half.
+    /// The peer closed the stream (its `Stop` arrived).
     pub(crate) peer_stopped: bool,
+    /// This side closed the stream: what arrives for it is dropped, `recv` is end of
+    /// stream.
+    pub(crate) self_closed: bool,
     /// The child's final message (parent side): `Return` or `Error`.
     pub(crate) outcome: Option<Msg>,
     /// The stream failed (an overrun, either direction); reported after the buffer.
@@ -101,12 +108,14 @@ impl Conv {
             side,
             inbox: Mutex::new(Inbox {
                 capacity: STREAM_BUFFER,
+                allow_overruns: false,
                 byte_capacity: STREAM_BUFFER_BYTES,
                 started: None,
                 yields: VecDeque::new(),
                 buffered_bytes: 0,
                 consumed: Credit::default(),
                 peer_stopped: false,
+                self_closed: false,
                 outcome: None,
                 stream_error: None,
                 overrun: false,
@@ -126,7 +135,7 @@ impl Conv {
         ib.buffered_bytes -= p.len();
         ib.consumed.messages += 1;
         ib.consumed.bytes += p.len() as u64;
-        let due = ib.consumed.messages as usize >= ib.capacity / 2
+        let due = ib.consumed.messages as usize >= (ib.capacity / 2).max(1)
             || ib.consumed.bytes >= GRANT_BYTES as u64;
         if !due {
             return Some((p, None));
@@ -168,8 +177,15 @@ impl Conv {
     /// messages, its bytes ([`admits`]), the connection's bytes.
     fn admit(&self, ib: &mut Inbox, payload: Payload) -> Result<(), OverrunBound> {
         let len = payload.len();
-        if ib.yields.len() >= ib.capacity {
-            return Err(OverrunBound::Messages { limit: ib.capacity });
+        // Allowing overruns, the bytes bound the buffer, each message charged at least
+        // `OVERRUN_SLOT_BYTES` in this count (so empty messages cannot pile up unbounded).
+        let limit = if ib.allow_overruns {
+            ib.capacity.max(ib.byte_capacity / OVERRUN_SLOT_BYTES)
+        } else {
+            ib.capacity
+        };
+        if ib.yields.len() >= limit {
+            return Err(OverrunBound::Messages { limit });
         }
         if !admits(ib.buffered_bytes, ib.byte_capacity, len) {
             let (limit, buffered) = (ib.byte_capacity, ib.buffered_bytes);
@@ -208,7 +224,7 @@ impl Conversation for Conv {
                 ib.started = Some(payload);
             }
             Msg::Yield { payload, .. } => {
-                if ib.overrun {
+                if ib.overrun || ib.self_closed {
                     return;
                 }
                 match self.admit(&mut ib, payload) {
@@ -231,7 +247,11 @@ impl Conversation for Conv {
                     }
                 }
             }
-            Msg::Stop { .. } => ib.peer_stopped = true,
+            Msg::Stop { .. } => {
+                // The stream is closed both ways: a sender waiting for credit fails now.
+                ib.peer_stopped = true;
+                self.credit.close();
+            }
             Msg::Error(e)
                 if e.kind == ErrorKind::StreamOverrun
                     && e.overrun_sender.as_ref() == Some(&self.me) =>

@@ -7,6 +7,7 @@
 //! itself on the acceptor's channel.
 
 use super::context::{Context, Outcome, ServedCall};
+use super::fan_out::FanOut;
 use super::portal::Portal;
 use super::stream::{MsgStream, STREAM_BUFFER, STREAM_BUFFER_BYTES, StreamConfig};
 use super::types::MsgTypes;
@@ -143,6 +144,16 @@ fn assert_cancelled_by(e: ActorError, canceller: &Aid) {
     match e {
         ActorError::ContextCancelled { canceller: c } => assert_eq!(&c, canceller),
         other => panic!("expected ContextCancelled by {canceller}, got {other:?}"),
+    }
+}
+
+#[track_caller]
+fn assert_closed_by(e: ActorError, closer: &Aid) {
+    match e {
+        ActorError::StreamClosed { function, by } => {
+            assert_eq!((function.as_str(), &by), ("ctx", closer));
+        }
+        other => panic!("expected StreamClosed by {closer}, got {other:?}"),
     }
 }
 
@@ -313,13 +324,25 @@ async fn stream_messages_flow_both_ways_in_order() {
 }
 
 #[tokio::test]
-async fn close_ends_the_peers_stream_and_only_this_sides_sending() {
+async fn close_ends_the_stream_both_ways_at_once_for_the_closer() {
     let p = within("the pair", pair()).await;
     let (parent, child) = open(&p).await;
     let (ps, cs) = streams(&parent, &child, StreamConfig::default()).await;
+    cs.send(&9u8).await.unwrap();
     ps.send(&1u8).await.unwrap();
-    ps.close().await.unwrap();
+    acceptor_caught_up(&p).await;
+    // A recv waiting on the parent's stream when it closes ends too.
+    let (waiting, ()) = within("the close", async {
+        tokio::join!(async { ps.recv::<u8>().await }, async {
+            ps.close().await.unwrap();
+        })
+    })
+    .await;
+    // The child's 9 may have arrived before the close or not: unread, it is discarded.
+    assert!(matches!(waiting, Ok(None) | Ok(Some(9))), "{waiting:?}");
     ps.close().await.unwrap(); // idempotent: one Stop
+    assert_eq!(ps.buffered(), 0, "what was buffered is discarded");
+    assert_eq!(within("recv", ps.recv::<u8>()).await.unwrap(), None, "the closer's: at once");
     assert_misuse(ps.send(&2u8).await.unwrap_err(), Misuse::SendAfterClose);
     within("the child's reads", async {
         assert_eq!(cs.recv::<u8>().await.unwrap(), Some(1), "what was sent before the close");
@@ -327,12 +350,59 @@ async fn close_ends_the_peers_stream_and_only_this_sides_sending() {
         assert_eq!(cs.recv::<u8>().await.unwrap(), None, "and it stays ended");
     })
     .await;
-    // The other direction still flows, and ends with its own close.
-    cs.send(&3u8).await.unwrap();
+    // The peer's send: the stream is closed, by the parent.
+    assert_closed_by(cs.send(&3u8).await.unwrap_err(), &dialer_aid());
+    // Reopening the stream on either side is a clear error.
+    let reopen = Misuse::SecondStream { function: "ctx".to_owned() };
+    assert_misuse(parent.open_stream().await.unwrap_err(), reopen.clone());
+    assert_misuse(child.ctx.open_stream().await.unwrap_err(), reopen);
+    // The context goes on: its result is still to come.
+    child.returns(&p, &4u8).await;
+    assert_eq!(within("result", parent.result::<u8>()).await.unwrap(), Outcome::Returned(4));
+}
+
+#[tokio::test]
+async fn a_backpressured_send_waiting_for_credit_fails_when_the_peer_closes() {
+    let p = within("the pair", pair()).await;
+    let (parent, child) = open(&p).await;
+    let (ps, cs) = streams(&parent, &child, StreamConfig::backpressure()).await;
+    for n in 0..STREAM_BUFFER as u32 {
+        cs.send(&n).await.unwrap();
+    }
+    let (e, ()) = within("the waiting send", async {
+        tokio::join!(cs.send(&0u32), async { ps.close().await.unwrap() })
+    })
+    .await;
+    assert_closed_by(e.unwrap_err(), &dialer_aid());
+    // And our own: a send waiting for credit fails as a send after close.
+    let (e, ()) = within("our waiting send", async {
+        tokio::join!(ps.send(&0u32), async { ps.close().await.unwrap() })
+    })
+    .await;
+    assert_misuse(e.unwrap_err(), Misuse::SendAfterClose);
+}
+
+#[tokio::test]
+async fn after_the_childs_close_and_return_the_parents_iteration_ends_at_once() {
+    let p = within("the pair", pair()).await;
+    let (parent, child) = open(&p).await;
+    let cs = child.ctx.open_stream().await.unwrap();
+    cs.send(&1u8).await.unwrap();
     cs.close().await.unwrap();
+    child.returns(&p, &"done").await;
+    // The parent opens its stream only now: what came before the close, then the end.
+    let ps = parent.open_stream().await.unwrap();
     let got: Vec<u8> =
         within("the parent's items", ps.items::<u8>().map(Result::unwrap).collect()).await;
-    assert_eq!(got, [3]);
+    assert_eq!(got, [1]);
+    assert_eq!(within("recv", ps.recv::<u8>()).await.unwrap(), None);
+    assert_closed_by(ps.send(&2u8).await.unwrap_err(), &acceptor_aid());
+    assert_misuse(
+        parent.open_stream().await.unwrap_err(),
+        Misuse::SecondStream { function: "ctx".to_owned() },
+    );
+    let out = within("the result", parent.result::<String>()).await.unwrap();
+    assert_eq!(out, Outcome::Returned("done".to_owned()));
 }
 
 #[tokio::test]
@@ -359,10 +429,7 @@ async fn a_childs_return_is_the_result_and_unread_messages_are_discarded_with_cr
         (STREAM_BUFFER as u64, STREAM_BUFFER_BYTES as i64),
         "the discarded messages' credit was granted back, messages and bytes"
     );
-    assert_misuse(
-        ps.send(&1u8).await.unwrap_err(),
-        Misuse::SendAfterReturn { function: "ctx".to_owned() },
-    );
+    assert_closed_by(ps.send(&1u8).await.unwrap_err(), &acceptor_aid());
 }
 
 #[tokio::test]
@@ -467,7 +534,7 @@ async fn a_third_actors_cancel_is_raised_in_the_parent_naming_it() {
 async fn an_overrun_without_backpressure_is_reported_to_both_sides_after_the_buffer() {
     let p = within("the pair", pair()).await;
     let (parent, child) = open(&p).await;
-    let (ps, cs) = streams(&parent, &child, StreamConfig::default()).await;
+    let (ps, cs) = streams(&parent, &child, StreamConfig::overrunning()).await;
     for n in 0..=STREAM_BUFFER as u32 {
         cs.send(&n).await.expect("the sender does not know yet");
     }
@@ -777,7 +844,7 @@ const MIB: usize = 1 << 20;
 async fn an_overrun_of_the_byte_budget_names_the_bytes_on_both_sides_and_the_context_serves_on() {
     let p = within("the pair", pair()).await;
     let (parent, child) = open(&p).await;
-    let (ps, cs) = streams(&parent, &child, StreamConfig::default()).await;
+    let (ps, cs) = streams(&parent, &child, StreamConfig::overrunning()).await;
     // 10 MiB fits the 16 MiB budget; a second 10 MiB does not (6 MiB of room left).
     for i in 0..3 {
         cs.send_payload(blob(i, 10 * MIB)).await.expect("the sender does not know yet");
@@ -884,4 +951,369 @@ async fn the_streams_of_one_connection_share_its_byte_budget_and_one_over_it_ove
     child_b.returns(&p, &()).await;
     drop((pa, pb, parent_a, parent_b));
     assert_eq!(p.dialer.buffered_bytes().used(), 0);
+}
+
+#[tokio::test]
+async fn a_buffer_of_one_holds_one_message_and_a_backpressured_sender_sends_one_at_a_time() {
+    let p = within("the pair", pair()).await;
+    let (parent, child) = open(&p).await;
+    let ps = parent.open_stream_with(StreamConfig::backpressure().with_buffer(1)).await.unwrap();
+    let cs = child.ctx.open_stream_with(StreamConfig::backpressure()).await.unwrap();
+    assert_eq!(child.ctx.shared.conv.credit.available(), (1, STREAM_BUFFER_BYTES as i64));
+    cs.send(&0u32).await.unwrap();
+    assert!(cs.send(&1u32).now_or_never().is_none(), "one outstanding: the next waits");
+    const N: u32 = 200;
+    let send = async {
+        for n in 1..N {
+            cs.send(&n).await.unwrap();
+        }
+        cs.close().await.unwrap();
+    };
+    let read = async {
+        let mut got = Vec::new();
+        while let Some(n) = ps.recv::<u32>().await.unwrap() {
+            assert!(ps.buffered() <= 1, "never more than the buffer of one");
+            got.push(n);
+        }
+        got
+    };
+    let ((), got) = within("the whole stream", async { tokio::join!(send, read) }).await;
+    assert_eq!(got, (0..N).collect::<Vec<_>>());
+}
+
+#[tokio::test]
+async fn a_buffer_of_one_is_overrun_by_the_second_message_of_a_sender_that_does_not_wait() {
+    let p = within("the pair", pair()).await;
+    let (parent, child) = open(&p).await;
+    let ps = parent.open_stream_with(StreamConfig::overrunning().with_buffer(1)).await.unwrap();
+    acceptor_caught_up(&p).await;
+    let cs = child.ctx.open_stream_with(StreamConfig::overrunning()).await.unwrap();
+    cs.send(&0u32).await.unwrap();
+    cs.send(&1u32).await.unwrap();
+    assert_overrun(within("the child to hear", cs.recv::<u32>()).await.unwrap_err());
+    assert_eq!(within("the one buffered", ps.recv::<u32>()).await.unwrap(), Some(0));
+    match within("the overrun", ps.recv::<u32>()).await.unwrap_err() {
+        ActorError::StreamOverrun { bound, .. } => {
+            assert_eq!(*bound, OverrunBound::Messages { limit: 1 });
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn allowing_overruns_a_receiver_keeps_what_it_cannot_buffer_bounded_by_its_bytes() {
+    let p = within("the pair", pair()).await;
+    let (parent, child) = open(&p).await;
+    let ps = parent.open_stream_with(StreamConfig::default().allowing_overruns()).await.unwrap();
+    acceptor_caught_up(&p).await;
+    let cs = child.ctx.open_stream_with(StreamConfig::overrunning()).await.unwrap();
+    const N: u32 = 1000;
+    for n in 0..N {
+        cs.send(&n).await.unwrap();
+    }
+    // The 1000 are all there before the parent reads any: far past its 64.
+    let marker = 0xdead_u32;
+    cs.send(&marker).await.unwrap();
+    within("all 1001 to arrive", async {
+        while ps.buffered() < N as usize + 1 {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    for n in 0..N {
+        assert_eq!(within("recv", ps.recv::<u32>()).await.unwrap(), Some(n));
+    }
+    assert_eq!(within("recv", ps.recv::<u32>()).await.unwrap(), Some(marker));
+    // The bytes still bound it: 16 MiB of 4 MiB messages fit, the fifth overruns.
+    for i in 0..5 {
+        cs.send_payload(blob(i, 4 * MIB)).await.unwrap();
+    }
+    match within("the child to hear", cs.recv::<u32>()).await.unwrap_err() {
+        ActorError::StreamOverrun { sender, .. } => assert_eq!(sender, acceptor_aid()),
+        other => panic!("{other:?}"),
+    }
+    for i in 0..4 {
+        let got = within("a blob", ps.recv_payload()).await.unwrap().unwrap();
+        assert_eq!(index_of(&got), i);
+    }
+    match within("the overrun", ps.recv_payload()).await.unwrap_err() {
+        ActorError::StreamOverrun { bound, .. } => {
+            assert!(matches!(*bound, OverrunBound::Bytes { .. }), "{bound:?}");
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+/// The child streams into a parent that never opened its stream and waits in `result`:
+/// with or without backpressure, the 65th message overruns it, always.
+#[tokio::test]
+async fn a_stream_the_parent_never_opened_is_overrun_in_result_with_or_without_backpressure() {
+    for backpressure in [false, true] {
+        let p = within("the pair", pair()).await;
+        let (parent, child) = open(&p).await;
+        let config = StreamConfig { backpressure, ..StreamConfig::default() };
+        let cs = child.ctx.open_stream_with(config).await.unwrap();
+        let streaming = async {
+            for n in 0..=STREAM_BUFFER as u32 {
+                cs.send(&n).await.unwrap();
+            }
+            let e = cs.recv::<u32>().await.unwrap_err();
+            assert_overrun(e.clone());
+            child.fails(&p, &e).await;
+        };
+        let ((), r) =
+            within("the overrun", async { tokio::join!(streaming, parent.result::<()>()) }).await;
+        let e = r.unwrap_err();
+        let remote = e.as_remote().unwrap_or_else(|| panic!("{e:?}"));
+        assert_eq!(remote.kind, plough_ipc_wire::msg::ErrorKind::StreamOverrun, "{e}");
+        assert_eq!(remote.overrun_sender, Some(acceptor_aid()), "backpressure {backpressure}");
+    }
+    // Fewer than the buffer: no overrun, the result.
+    let p = within("the pair", pair()).await;
+    let (parent, child) = open(&p).await;
+    let cs = child.ctx.open_stream_with(StreamConfig::backpressure()).await.unwrap();
+    let streaming = async {
+        for n in 0..10u32 {
+            cs.send(&n).await.unwrap();
+        }
+        child.returns(&p, &3u8).await;
+    };
+    let ((), r) =
+        within("the result", async { tokio::join!(streaming, parent.result::<u8>()) }).await;
+    assert_eq!(r.unwrap(), Outcome::Returned(3));
+}
+
+#[tokio::test]
+async fn within_interrupts_the_body_at_the_childs_failure_or_our_reported_overrun() {
+    // The child's failure interrupts a body that waits on something else.
+    let p = within("the pair", pair()).await;
+    let (parent, child) = open(&p).await;
+    let body = parent.within(std::future::pending::<Result<(), ActorError>>());
+    let err = ActorError::from(RemoteActorError::user(acceptor_aid(), "Boom", "child broke"));
+    let (r, ()) =
+        within("the interrupt", async { tokio::join!(body, child.fails(&p, &err)) }).await;
+    assert_eq!(r.unwrap_err().as_remote().map(|r| r.type_name.as_str()), Some("Boom"));
+    assert_eq!(within("failed", parent.failed()).await.as_remote().unwrap().type_name, "Boom");
+
+    // Our stream overran a child that never opened its: the child's report interrupts.
+    let p = within("the pair", pair()).await;
+    let (parent, _child) = open(&p).await;
+    let ps = parent.open_stream_with(StreamConfig::overrunning()).await.unwrap();
+    for n in 0..=STREAM_BUFFER as u32 {
+        ps.send(&n).await.unwrap();
+    }
+    let r = within("the interrupt", parent.within(std::future::pending::<Result<(), _>>())).await;
+    match r.unwrap_err() {
+        ActorError::StreamOverrun { sender, receiver, .. } => {
+            assert_eq!((sender, receiver), (dialer_aid(), acceptor_aid()));
+        }
+        other => panic!("{other:?}"),
+    }
+
+    // A body that ends first is the result; our own cancel is no failure.
+    let p = within("the pair", pair()).await;
+    let (parent, child) = open(&p).await;
+    assert_eq!(within("body", parent.within(async { Ok(5) })).await.unwrap(), 5);
+    parent.cancel().await.unwrap();
+    child.fails(&p, &child.ctx.cancelled_error()).await;
+    assert!(within("result", parent.result::<()>()).await.unwrap().is_cancelled());
+    assert!(parent.failed().now_or_never().is_none(), "our own cancel is not a failure");
+    assert_eq!(within("body", parent.within(async { Ok(6) })).await.unwrap(), 6);
+    // The child side: a cancel is its failure.
+    let p = within("the pair", pair()).await;
+    let (parent, child) = open(&p).await;
+    parent.cancel().await.unwrap();
+    let e =
+        within("the child's interrupt", child.ctx.within(std::future::pending::<Result<(), _>>()))
+            .await
+            .unwrap_err();
+    assert_cancelled_by(e, &dialer_aid());
+}
+
+// ---- Fan-out ----
+
+const FAN_ITEMS: u64 = 1000;
+const FAN_CAP: usize = 64;
+
+/// A source that is always ready: the worst case for readers racing a puller.
+async fn ready_source() -> FanOut<u64> {
+    let (tx, rx) = tokio::sync::mpsc::channel(FAN_ITEMS as usize);
+    for i in 0..FAN_ITEMS {
+        tx.send(i).await.unwrap();
+    }
+    FanOut::from_receiver(rx, FAN_CAP)
+}
+
+/// Ten readers that keep up get every item, never `Lagged`; one that stalls until they
+/// are done alone lags, by what it missed, and resumes with the oldest item held.
+async fn ten_readers_keep_up_and_a_stalled_one_lags() {
+    let fan = ready_source().await;
+    let mut stalled = fan.subscribe().unwrap();
+    let subs: Vec<_> = (0..10).map(|_| fan.subscribe().unwrap()).collect();
+    let readers: Vec<_> = subs
+        .into_iter()
+        .map(|mut s| {
+            tokio::spawn(async move {
+                let mut got = Vec::new();
+                while got.len() < FAN_ITEMS as usize {
+                    got.push(s.recv().await.expect("a reader that keeps up never lags").unwrap());
+                }
+                got
+            })
+        })
+        .collect();
+    for r in readers {
+        assert_eq!(within("a reader", r).await.unwrap(), (0..FAN_ITEMS).collect::<Vec<_>>());
+    }
+    match within("the stalled reader", stalled.recv()).await {
+        Err(ActorError::Lagged { missed }) => assert_eq!(missed, FAN_ITEMS - FAN_CAP as u64),
+        other => panic!("expected Lagged, got {other:?}"),
+    }
+    for i in FAN_ITEMS - FAN_CAP as u64..FAN_ITEMS {
+        assert_eq!(within("resumed", stalled.recv()).await.unwrap(), Some(i));
+    }
+}
+
+#[tokio::test]
+async fn fan_out_readers_that_keep_up_get_every_item_and_only_a_stalled_one_lags() {
+    ten_readers_keep_up_and_a_stalled_one_lags().await;
+}
+
+/// On several threads a reader's thread may be descheduled for longer than the ring
+/// takes to fill (this machine is shared): it may then lag, but nothing hangs, nothing
+/// is lost without being counted, and every reader sees the items in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fan_out_readers_on_several_threads_get_everything_in_order_or_are_told_what_they_missed() {
+    for _ in 0..20 {
+        let fan = ready_source().await;
+        // All subscribed before any reads (on several threads, a spawned reader runs at
+        // once).
+        let subs: Vec<_> = (0..10).map(|_| fan.subscribe().unwrap()).collect();
+        let readers: Vec<_> = subs
+            .into_iter()
+            .map(|mut s| {
+                tokio::spawn(async move {
+                    let (mut next, mut missed_total) = (0, 0);
+                    loop {
+                        match s.recv().await {
+                            Ok(Some(v)) => {
+                                assert_eq!(v, next, "in order");
+                                next += 1;
+                            }
+                            Ok(None) => break,
+                            Err(ActorError::Lagged { missed }) => {
+                                next += missed;
+                                missed_total += missed;
+                            }
+                            Err(e) => panic!("{e:?}"),
+                        }
+                    }
+                    assert_eq!(next, FAN_ITEMS);
+                    missed_total
+                })
+            })
+            .collect();
+        drop(fan);
+        for r in readers {
+            within("a reader", r).await.unwrap();
+        }
+    }
+}
+
+/// Of two readers the faster never lags; the slower lags only by what it missed, and
+/// what it gets plus what it missed is everything, in order.
+#[tokio::test]
+async fn fan_out_the_faster_of_two_readers_never_lags() {
+    let fan = ready_source().await;
+    let (mut fast, mut slow) = (fan.subscribe().unwrap(), fan.subscribe().unwrap());
+    let fast = async move {
+        let mut n = 0;
+        while n < FAN_ITEMS {
+            assert_eq!(fast.recv().await.expect("the faster never lags"), Some(n));
+            n += 1;
+        }
+    };
+    let slow = async move {
+        let (mut next, mut missed_total, mut got) = (0, 0, 0);
+        while next < FAN_ITEMS {
+            match slow.recv().await {
+                Ok(Some(v)) => {
+                    assert_eq!(v, next, "in order, no gap but the one it was told of");
+                    next += 1;
+                    got += 1;
+                    if got % 10 == 0 {
+                        // Busy elsewhere for a while: not in `recv`.
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                    }
+                }
+                Err(ActorError::Lagged { missed }) => {
+                    next += missed;
+                    missed_total += missed;
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(got + missed_total, FAN_ITEMS);
+    };
+    within("both readers", async { tokio::join!(fast, slow) }).await;
+}
+
+#[tokio::test]
+async fn fan_out_without_raise_on_lag_skips_silently_to_the_oldest_item_held() {
+    let fan = FanOut::from_stream(futures::stream::iter(0..FAN_ITEMS), FAN_CAP).raise_on_lag(false);
+    let (mut reader, mut stalled) = (fan.subscribe().unwrap(), fan.subscribe().unwrap());
+    for i in 0..FAN_ITEMS {
+        assert_eq!(within("reader", reader.recv()).await.unwrap(), Some(i));
+    }
+    assert_eq!(within("reader", reader.recv()).await.unwrap(), None, "the source ended");
+    for i in FAN_ITEMS - FAN_CAP as u64..FAN_ITEMS {
+        assert_eq!(within("stalled", stalled.recv()).await.unwrap(), Some(i), "no Lagged");
+    }
+    assert_eq!(within("stalled", stalled.recv()).await.unwrap(), None);
+    // A subscriber that joins after the end: end of stream.
+    let mut late = fan.subscribe().unwrap();
+    assert_eq!(within("late", late.recv()).await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn fan_out_close_ends_every_subscriber_at_once_closes_the_source_and_refuses_new_ones() {
+    let (tx, rx) = tokio::sync::mpsc::channel::<u32>(8);
+    let fan = FanOut::from_receiver(rx, 4);
+    let (mut waiting, mut other) = (fan.subscribe().unwrap(), fan.subscribe().unwrap());
+    tx.send(1).await.unwrap();
+    assert_eq!(within("first", waiting.recv()).await.unwrap(), Some(1));
+    // `waiting` pulls from an empty channel when the fan-out closes: it ends.
+    let (r, closed) =
+        within("the close", async { tokio::join!(waiting.recv(), fan.close()) }).await;
+    closed.unwrap();
+    assert_eq!(r.unwrap(), None);
+    assert_eq!(within("other", other.recv()).await.unwrap(), None, "at once, 1 unread or not");
+    assert!(tx.is_closed(), "the channel was closed with the fan-out");
+    assert_misuse(fan.subscribe().unwrap_err(), Misuse::SubscribeAfterClose);
+    fan.close().await.unwrap(); // idempotent
+}
+
+#[tokio::test]
+async fn a_fanned_out_stream_still_sends_and_every_subscriber_gets_its_error() {
+    let p = within("the pair", pair()).await;
+    let (parent, child) = open(&p).await;
+    let (ps, cs) = streams(&parent, &child, StreamConfig::default()).await;
+    let fan = ps.fan_out::<u32>(16);
+    let (mut a, mut b) = (fan.subscribe().unwrap(), fan.subscribe().unwrap());
+    fan.stream().expect("a stream's fan-out has its stream").send(&7u32).await.unwrap();
+    assert_eq!(within("the child's read", cs.recv::<u32>()).await.unwrap(), Some(7));
+    for n in 0..3u32 {
+        cs.send(&n).await.unwrap();
+    }
+    let err = ActorError::from(RemoteActorError::user(acceptor_aid(), "Boom", "child broke"));
+    child.fails(&p, &err).await;
+    for s in [&mut a, &mut b] {
+        for n in 0..3u32 {
+            assert_eq!(within("an item", s.recv()).await.unwrap(), Some(n));
+        }
+        let e = within("the error", s.recv()).await.unwrap_err();
+        assert_eq!(e.as_remote().map(|r| r.type_name.as_str()), Some("Boom"));
+        assert_eq!(within("then the end", s.recv()).await.unwrap(), None);
+    }
+    assert!(FanOut::<u32>::from_stream(futures::stream::empty(), 1).stream().is_none());
 }
