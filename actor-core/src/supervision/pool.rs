@@ -1,28 +1,4 @@
-//! A worker pool: N child actors that run submitted jobs, a bounded queue, and jobs that
-//! survive the death of their worker.
-//!
-//! `actor.pool(PoolConfig::new(4), |pool| async { ... })` starts the workers, runs the
-//! body, and takes the workers down when it returns. In the body, [`Pool::submit`] queues
-//! `function(args)` — waiting while the queue is full (backpressure) — and returns a
-//! [`JobHandle`], a future of the job's result; collect handles in a
-//! `FuturesUnordered` to take results as they complete.
-//!
-//! Each job is answered exactly once:
-//!
-//! * it returned: its value (or its own error — the worker is fine and goes on);
-//! * its worker died under it (a crash, a kill, a lost connection): the worker is reaped
-//!   and replaced by a fresh one, and the job goes to the front of the queue to run
-//!   again, on whichever worker is free — at most [`PoolConfig::retries`] times. One more
-//!   death and it is reported as [`ActorError::JobPoisoned`] with every death it caused:
-//!   the input that kills workers is named, and stops killing them;
-//! * the pool ended first (the body returned or the pool was cancelled): an error saying
-//!   so ([`Misuse::PoolClosed`]).
-//!
-//! A job that succeeded is never run again; a job whose worker died mid-way may have run
-//! in part (at-least-once until it succeeds, as any retry). A worker that cannot even
-//! boot, [`PoolConfig::boot_failures`] times in a row, fails the pool with that error:
-//! no fork loop. [`Pool::resize`] grows or shrinks the pool at run time (a worker that is
-//! let go finishes its current job first).
+//! The worker pool: see [`Pool`](crate::Pool).
 
 use super::nursery::{ChildActor, Nursery};
 use crate::base::error::{ActorError, Misuse, encode};
@@ -149,6 +125,32 @@ impl Queue {
 }
 
 /// The pool, as its body holds it. Cheap to clone.
+///
+/// A worker pool: N child actors that run submitted jobs, a bounded queue, and jobs that
+/// survive the death of their worker.
+///
+/// `actor.pool(PoolConfig::new(4), |pool| async { ... })` starts the workers, runs the
+/// body, and takes the workers down when it returns. In the body, [`Pool::submit`] queues
+/// `function(args)` — waiting while the queue is full (backpressure) — and returns a
+/// [`JobHandle`], a future of the job's result; collect handles in a
+/// `FuturesUnordered` to take results as they complete.
+///
+/// Each job is answered exactly once:
+///
+/// * it returned: its value (or its own error — the worker is fine and goes on);
+/// * its worker died under it (a crash, a kill, a lost connection): the worker is reaped
+///   and replaced by a fresh one, and the job goes to the front of the queue to run
+///   again, on whichever worker is free — at most [`PoolConfig::retries`] times. One more
+///   death and it is reported as [`ActorError::JobPoisoned`] with every death it caused:
+///   the input that kills workers is named, and stops killing them;
+/// * the pool ended first (the body returned or the pool was cancelled): an error saying
+///   so ([`Misuse::PoolClosed`]).
+///
+/// A job that succeeded is never run again; a job whose worker died mid-way may have run
+/// in part (at-least-once until it succeeds, as any retry). A worker that cannot even
+/// boot, [`PoolConfig::boot_failures`] times in a row, fails the pool with that error:
+/// no fork loop. [`Pool::resize`] grows or shrinks the pool at run time (a worker that is
+/// let go finishes its current job first).
 #[derive(Clone)]
 pub struct Pool {
     shared: Arc<Shared>,
@@ -180,7 +182,7 @@ struct Shared {
     replaced: AtomicU64,
 }
 
-/// The result of one job: a future (see the [module docs](self)).
+/// The result of one job: a future (see [`Pool`]).
 #[derive(Debug)]
 pub struct JobHandle<R> {
     id: u64,
@@ -383,7 +385,7 @@ impl Nursery {
 }
 
 impl Actor {
-    /// Runs a worker pool for `body` (see the [module docs](self)); returns once every
+    /// Runs a worker pool for `body` (see [`Pool`]); returns once every
     /// worker is down.
     ///
     /// # Errors

@@ -1,42 +1,4 @@
-//! Supervisors: OTP's restart strategies over child actors (see Erlang's `supervisor(3)`).
-//!
-//! `actor.supervise(spec, |s| async { ... })` starts the spec's children **in order**, runs
-//! the body, and watches the children while it runs. A child that exits is restarted or
-//! not by its [`Restart`] type (`Permanent`: always; `Transient`: after an abnormal exit;
-//! `Temporary`: never), and the [`Strategy`] says who is restarted with it:
-//!
-//! * `OneForOne`: only the child that exited;
-//! * `OneForAll`: every other child is taken down (in reverse start order), then all are
-//!   started again in order;
-//! * `RestForOne`: the children started after it are taken down (in reverse order), then
-//!   it and they are started again in order.
-//!
-//! As in OTP, a `Temporary` child that a sibling's restart takes down is not started
-//! again, while a `Transient` child that had ended normally is (it is still one of the
-//! supervisor's children). Each restart counts against the [`RestartIntensity`]: one that
-//! would make more than `max_restarts` within `period` makes the supervisor take every
-//! child down, in reverse start order, and end with
-//! [`ActorError::SupervisorGaveUp`] listing the exits of that window — so a child that
-//! dies at boot again and again costs a bounded number of spawns, never a fork loop. A
-//! restart that fails (the new process dies during its boot) is an exit too, and is
-//! retried the same way.
-//!
-//! A child is *normal*ly done when its function returned `Ok` or was cancelled (a run
-//! child), or when its process exited with code 0 on its own (a serving child); a crash,
-//! a kill, a lost connection or an error is abnormal. Every exit is published as a
-//! [`ChildExit`] on [`Supervised::exits`] and logged with its reason.
-//!
-//! When the body returns, the children are taken down in reverse start order, each
-//! through the cancellation ladder with its own shutdown budget
-//! ([`ChildSpec::shutdown`]), and the body's result is the supervisor's. The supervisor is
-//! a nursery underneath: cancelled with its scope, and nothing it started outlives it. A
-//! supervisor nests by running in a child: a [`ChildSpec::run`] whose function calls
-//! [`Cx::supervise`] is a supervisor supervised by its parent (its giving up is its
-//! abnormal exit).
-//!
-//! Unlike OTP, a child that fails to start the first time fails the whole supervisor at
-//! once (with that error, after taking down the children started before it): OTP does
-//! the same, a supervisor whose initial start fails does not run.
+//! Supervisors: see [`Supervisor`](crate::Supervisor).
 
 use super::nursery::{ChildActor, Nursery};
 use crate::base::budgets::{LadderConfig, RestartIntensity};
@@ -55,7 +17,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::sync::{broadcast, mpsc, watch};
 use tokio::time::Instant;
 
-/// Who is restarted along with a child that exited (see the module docs).
+/// Who is restarted along with a child that exited (see [`Supervisor`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Strategy {
     /// Only the child that exited.
@@ -146,6 +108,46 @@ impl ChildSpec {
 
 /// A supervisor's specification: a strategy, a restart intensity, and children in start
 /// order. Run it with [`Actor::supervise`] or [`Cx::supervise`].
+///
+/// Supervisors: OTP's restart strategies over child actors (see Erlang's `supervisor(3)`).
+///
+/// `actor.supervise(spec, |s| async { ... })` starts the spec's children **in order**, runs
+/// the body, and watches the children while it runs. A child that exits is restarted or
+/// not by its [`Restart`] type (`Permanent`: always; `Transient`: after an abnormal exit;
+/// `Temporary`: never), and the [`Strategy`] says who is restarted with it:
+///
+/// * `OneForOne`: only the child that exited;
+/// * `OneForAll`: every other child is taken down (in reverse start order), then all are
+///   started again in order;
+/// * `RestForOne`: the children started after it are taken down (in reverse order), then
+///   it and they are started again in order.
+///
+/// As in OTP, a `Temporary` child that a sibling's restart takes down is not started
+/// again, while a `Transient` child that had ended normally is (it is still one of the
+/// supervisor's children). Each restart counts against the [`RestartIntensity`]: one that
+/// would make more than `max_restarts` within `period` makes the supervisor take every
+/// child down, in reverse start order, and end with
+/// [`ActorError::SupervisorGaveUp`] listing the exits of that window — so a child that
+/// dies at boot again and again costs a bounded number of spawns, never a fork loop. A
+/// restart that fails (the new process dies during its boot) is an exit too, and is
+/// retried the same way.
+///
+/// A child is *normal*ly done when its function returned `Ok` or was cancelled (a run
+/// child), or when its process exited with code 0 on its own (a serving child); a crash,
+/// a kill, a lost connection or an error is abnormal. Every exit is published as a
+/// [`ChildExit`] on [`Supervised::exits`] and logged with its reason.
+///
+/// When the body returns, the children are taken down in reverse start order, each
+/// through the cancellation ladder with its own shutdown budget
+/// ([`ChildSpec::shutdown`]), and the body's result is the supervisor's. The supervisor is
+/// a nursery underneath: cancelled with its scope, and nothing it started outlives it. A
+/// supervisor nests by running in a child: a [`ChildSpec::run`] whose function calls
+/// [`Cx::supervise`] is a supervisor supervised by its parent (its giving up is its
+/// abnormal exit).
+///
+/// Unlike OTP, a child that fails to start the first time fails the whole supervisor at
+/// once (with that error, after taking down the children started before it): OTP does
+/// the same, a supervisor whose initial start fails does not run.
 #[derive(Debug, Clone)]
 pub struct Supervisor {
     strategy: Strategy,
@@ -607,7 +609,7 @@ impl Nursery {
 impl Actor {
     /// Runs supervisor `sup`: starts its children in order, runs `body` while it restarts
     /// them as its strategy says, and when `body` returns takes them down in reverse
-    /// order and returns its result. See the [module docs](self).
+    /// order and returns its result. See [`Supervisor`].
     ///
     /// # Errors
     ///
