@@ -636,7 +636,9 @@ mod tests {
         // Empty (killed right after the create), of a pid nobody has: stale.
         let gone = write(&format!(".{}.d-4.tmp", u32::MAX), "");
         assert!(half_written_is_stale(&gone, u32::MAX));
-        let found: Vec<u32> = half_written_markers(&dir).into_iter().map(|(_, p)| p).collect();
+        // In no particular order: a directory lists in its own (hash) order.
+        let mut found: Vec<u32> = half_written_markers(&dir).into_iter().map(|(_, p)| p).collect();
+        found.sort_unstable();
         assert_eq!(found, vec![me, me, me, u32::MAX]);
         assert!(read_markers(&dir).is_empty());
         // clear_dead_pid removes the stale ones of that pid only.

@@ -131,6 +131,26 @@ async fn call_peer(cx: Cx, (peer, x): (String, i64)) -> Result<i64, ActorError> 
     p.run::<_, i64>("add", (x, 1i64)).await
 }
 
+/// Starts a serving child named `name` (it registers), `started` with its pid, then
+/// holds it until cancelled.
+async fn ctx_hold_service(ctx: Context, name: String) -> Result<(), ActorError> {
+    let cx = ctx.cx().expect("the child side has a Cx").clone();
+    cx.nursery(|n| async move {
+        let p = n.start_actor(&name).await?;
+        let pid: u32 = p.run("pid", ()).await?;
+        ctx.started(&pid).await?;
+        ctx.cancelled().await;
+        Ok(())
+    })
+    .await
+}
+
+/// Cancels itself before `started`, then returns `Ok`.
+async fn ctx_cancel_before_started(ctx: Context, _: ()) -> Result<(), ActorError> {
+    ctx.cancel().await?;
+    Ok(())
+}
+
 pub(crate) fn register(r: Registry) -> Registry {
     r.func("crash", crash)
         .func("crash_after", crash_after)
@@ -143,4 +163,6 @@ pub(crate) fn register(r: Registry) -> Registry {
         .func("pid_after", pid_after)
         .func("fail_after", fail_after)
         .func("call_peer", call_peer)
+        .context("ctx_hold_service", ctx_hold_service)
+        .context("ctx_cancel_before_started", ctx_cancel_before_started)
 }

@@ -86,3 +86,72 @@ fn a_run_handle_awaited_in_the_body_gives_the_error_which_the_nursery_also_repor
     assert!(err.to_string().contains("bad input"), "{err}");
     assert!(matches!(err, ActorError::Remote(_)), "{err:?}");
 }
+
+#[test]
+fn cancelling_a_context_returns_once_the_remote_side_is_done_and_its_actors_unregistered() {
+    in_nursery(runtime(APP), LIMIT, |n| async move {
+        for round in 0..5 {
+            let name = format!("held-service-{round}");
+            let p = n.start_actor(&format!("holder-{round}")).await?;
+            let (ctx, pid) = p.open_context::<_, u32>("ctx_hold_service", name.clone()).await?;
+            assert!(n.actor().find_actor(&name).await?.is_some(), "registered while held");
+            ctx.cancel().await?;
+            // Done means done: the service child is reaped and unregistered.
+            assert!(plough_tests::proc_state(pid).is_none(), "round {round}: {pid} still alive");
+            let found = n.actor().find_actor(&name).await?;
+            assert!(found.is_none(), "round {round}: {name} is still registered");
+            assert!(matches!(ctx.result::<()>().await?, plough::Outcome::Cancelled { .. }));
+        }
+        Ok(())
+    })
+    .unwrap();
+}
+
+#[test]
+fn a_killed_child_is_unregistered_when_the_nursery_has_reaped_it() {
+    in_nursery(runtime(APP), LIMIT, |n| async move {
+        let p = n.start_actor("to-be-killed").await?;
+        let pid = p.run::<_, u32>("pid", ()).await?;
+        assert!(n.actor().find_actor("to-be-killed").await?.is_some());
+        // Deaf to the cancel: the ladder ends it with SIGTERM/SIGKILL, and it cannot say
+        // goodbye to the registrar itself.
+        let _ =
+            tokio::time::timeout(Duration::from_millis(200), p.run::<_, ()>("crash", "hang")).await;
+        n.cancel().await;
+        assert!(plough_tests::proc_state(pid).is_none());
+        assert!(n.actor().find_actor("to-be-killed").await?.is_none(), "still registered");
+        Ok(())
+    })
+    .unwrap();
+}
+
+#[test]
+fn runtime_vars_return_to_their_defaults_after_the_root_exits() {
+    plough_tests::with_root(runtime(APP), LIMIT, |_root| async move {
+        assert!(
+            plough::core::actor_label().starts_with("root@"),
+            "{}",
+            plough::core::actor_label()
+        );
+        Ok(())
+    })
+    .unwrap();
+    assert_eq!(plough::core::actor_label(), "", "the label outlived the root");
+}
+
+#[test]
+fn a_context_that_cancels_itself_before_started_is_a_cancel_naming_it() {
+    in_nursery(runtime(APP), LIMIT, |n| async move {
+        let p = n.start_actor("self-canceller").await?;
+        let e = p.open_context::<_, ()>("ctx_cancel_before_started", ()).await.unwrap_err();
+        match &e {
+            ActorError::ContextCancelled { canceller } => assert_eq!(canceller, p.aid()),
+            other => match other.as_remote() {
+                Some(r) if r.canceller.as_ref() == Some(p.aid()) => {}
+                _ => panic!("expected a cancel naming {}, got {other:?}", p.aid()),
+            },
+        }
+        Ok(())
+    })
+    .unwrap();
+}

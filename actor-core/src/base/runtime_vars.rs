@@ -77,6 +77,14 @@ pub(crate) fn set_actor_label(label: String) {
     LABEL.store(p, std::sync::atomic::Ordering::Release);
 }
 
+/// Back to "no actor here" (the root's runtime ended): the vars to their defaults, the
+/// label empty.
+pub(crate) fn reset() {
+    let _ = get(true);
+    // The label is leaked, as when it is replaced: readers may still hold it.
+    LABEL.store(std::ptr::null_mut(), std::sync::atomic::Ordering::Release);
+}
+
 static LABEL: std::sync::atomic::AtomicPtr<String> =
     std::sync::atomic::AtomicPtr::new(std::ptr::null_mut());
 

@@ -85,6 +85,8 @@ pub(super) struct Shared {
     pub(super) types: Mutex<MsgTypes>,
     /// Its entry in the task table (listed by SIGUSR1 dumps while it lives).
     pub(super) task: TaskGuard,
+    /// Parent: how long `cancel` waits for the child's side to be done.
+    pub(super) settle: std::time::Duration,
 }
 
 impl Shared {
@@ -134,6 +136,7 @@ impl Context {
         function: &str,
         args: Payload,
         kind: CallKind,
+        settle: std::time::Duration,
     ) -> Result<(Context, F), ActorError> {
         if channel.peer() == me {
             return Err(
@@ -152,6 +155,7 @@ impl Context {
                 function: function.to_owned(),
                 side: Side::Parent,
                 cancel: CancellationToken::new(),
+                settle,
                 served: None,
                 flags: Mutex::new(Flags { started: true, ..Flags::default() }),
                 types: Mutex::new(MsgTypes::default()),
@@ -206,6 +210,7 @@ impl Context {
                 function: function.to_owned(),
                 side: Side::Child,
                 cancel: call.cancel_token(),
+                settle: std::time::Duration::ZERO,
                 served: Some(call),
                 flags: Mutex::new(Flags::default()),
                 types: Mutex::new(types),
@@ -424,9 +429,12 @@ impl Context {
         })
     }
 
-    /// Cancels the context. Parent: asks the child to cancel its function; [`Context::result`]
-    /// then returns [`Outcome::Cancelled`] (unless the child had already returned or
-    /// failed). Child: cancels its own function; the parent sees `ContextCancelled` raised
+    /// Cancels the context. Parent: asks the child to cancel its function and returns once
+    /// the child's side is done — its function ended (its cleanup ran, the children of its
+    /// nurseries are reaped and unregistered) and its answer arrived — or the connection
+    /// is gone, waiting at most the ladder's `ack_timeout + exit_timeout`;
+    /// [`Context::result`] then returns [`Outcome::Cancelled`] (unless the child had
+    /// already returned or failed). Child: cancels its own function; the parent sees `ContextCancelled` raised
     /// with this child as canceller.
     ///
     /// # Errors
@@ -447,7 +455,14 @@ impl Context {
                     return Ok(());
                 }
                 let msg = cancel_call_msg(self.shared.cid, &self.shared.conv.me);
-                self.shared.channel.send(msg).await
+                self.shared.channel.send(msg).await?;
+                // Done when the remote side is: its final answer came (after its cleanup,
+                // its nurseries' children reaped), or the connection went — within what the
+                // ladder gives an acknowledged cancel.
+                let settled =
+                    self.wait(|ib| (ib.outcome.is_some() || ib.closed.is_some()).then_some(Ok(())));
+                let _ = tokio::time::timeout(self.shared.settle, settled).await;
+                Ok(())
             }
             Side::Child => {
                 self.shared.flags().self_cancelled = true;

@@ -25,6 +25,8 @@ pub struct Portal {
     me: Aid,
     /// The default wait of [`Portal::cancel_actor`].
     ack_timeout: Duration,
+    /// How long [`Context::cancel`] waits for the remote side to be done.
+    settle: Duration,
 }
 
 /// Sends `plough.cancel_call` for a call abandoned mid-flight (its future was dropped).
@@ -54,7 +56,14 @@ impl Portal {
     /// A portal over `channel` for caller `me`; `ack_timeout` bounds
     /// [`Portal::cancel_actor`].
     pub(crate) fn new(channel: Channel, me: Aid, ack_timeout: Duration) -> Self {
-        Portal { channel, me, ack_timeout }
+        Portal { channel, me, ack_timeout, settle: ack_timeout }
+    }
+
+    /// Sets how long [`Context::cancel`] on a context of this portal waits for the remote
+    /// side to finish (what the ladder gives an acknowledged cancel).
+    pub(crate) fn settle_within(mut self, settle: Duration) -> Self {
+        self.settle = settle;
+        self
     }
 
     /// The actor on the other side.
@@ -177,7 +186,15 @@ impl Portal {
         A: Serialize,
         F: DeserializeOwned,
     {
-        Context::open(&self.channel, &self.me, function, encode(&args)?, CallKind::Context).await
+        Context::open(
+            &self.channel,
+            &self.me,
+            function,
+            encode(&args)?,
+            CallKind::Context,
+            self.settle,
+        )
+        .await
     }
 
     /// Starts one-way stream function `function(args)` (registered with
@@ -192,9 +209,15 @@ impl Portal {
         function: &str,
         args: A,
     ) -> Result<MsgStream, ActorError> {
-        let (ctx, ()) =
-            Context::open(&self.channel, &self.me, function, encode(&args)?, CallKind::Stream)
-                .await?;
+        let (ctx, ()) = Context::open(
+            &self.channel,
+            &self.me,
+            function,
+            encode(&args)?,
+            CallKind::Stream,
+            self.settle,
+        )
+        .await?;
         ctx.open_stream().await
     }
 

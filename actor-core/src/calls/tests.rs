@@ -27,6 +27,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
+/// How long a test parent's `cancel` waits for the child's side.
+const SETTLE: std::time::Duration = std::time::Duration::from_millis(200);
+
 /// The serving call of a test's child side.
 struct TestCall {
     me: Aid,
@@ -99,6 +102,7 @@ async fn open(p: &Pair) -> (Context, Child) {
         "ctx",
         Payload::encode("args").unwrap(),
         CallKind::Context,
+        SETTLE,
     );
     let child = async {
         let child = serve_next(p, MsgTypes::default()).await;
@@ -194,6 +198,7 @@ async fn child_misuse_started_twice_stream_before_started_second_stream_result()
         "ctx",
         Payload::encode(&()).unwrap(),
         CallKind::Context,
+        SETTLE,
     );
     let child = async {
         let child = serve_next(&p, MsgTypes::default()).await;
@@ -231,9 +236,10 @@ async fn parent_misuse_started_a_second_stream_and_a_context_with_yourself() {
     );
     // The dialer's peer is the acceptor: opening "as" the acceptor is opening with yourself.
     let me = acceptor_aid();
-    let e = Context::open::<()>(&p.dialer, &me, "ctx", Payload::default(), CallKind::Context)
-        .await
-        .unwrap_err();
+    let e =
+        Context::open::<()>(&p.dialer, &me, "ctx", Payload::default(), CallKind::Context, SETTLE)
+            .await
+            .unwrap_err();
     assert_misuse(e, Misuse::ContextWithSelf { function: "ctx".to_owned(), me });
 }
 
@@ -241,8 +247,9 @@ async fn parent_misuse_started_a_second_stream_and_a_context_with_yourself() {
 async fn open_fails_with_the_childs_early_error_return_or_bad_first_value() {
     let p = within("the pair", pair()).await;
     let me = dialer_aid();
-    let open_u32 =
-        || Context::open::<u32>(&p.dialer, &me, "ctx", Payload::default(), CallKind::Context);
+    let open_u32 = || {
+        Context::open::<u32>(&p.dialer, &me, "ctx", Payload::default(), CallKind::Context, SETTLE)
+    };
 
     // An error before `started`.
     let (r, ()) = within("open", async {
@@ -689,8 +696,14 @@ async fn a_connection_closed_after_the_parents_cancel_is_cancelled() {
 async fn declared_types_are_checked_before_sending_and_bad_payloads_on_receipt() {
     let p = within("the pair", pair()).await;
     let me = dialer_aid();
-    let parent =
-        Context::open::<u32>(&p.dialer, &me, "typed", Payload::default(), CallKind::Context);
+    let parent = Context::open::<u32>(
+        &p.dialer,
+        &me,
+        "typed",
+        Payload::default(),
+        CallKind::Context,
+        SETTLE,
+    );
     let child = async {
         let child = serve_next(&p, MsgTypes::new().started::<u32>().yields::<u32>()).await;
         match child.ctx.started("seven").await.unwrap_err() {

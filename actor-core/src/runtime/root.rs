@@ -306,6 +306,9 @@ impl Runtime {
         shutdown_watching(&actor, &signals, out.as_ref().is_ok_and(|r| is_signalled(r))).await;
         // The tree has ended (every actor of it reaped): its task dumps go with it.
         dump::remove_tree(&aid.uuid.to_string());
+        // No actor runs here any more: the runtime vars and the log label say so (a root
+        // started later in this process begins from the defaults, as the first did).
+        runtime_vars::reset();
         drop(signals);
         match out {
             Ok(out) => out,

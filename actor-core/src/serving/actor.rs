@@ -232,7 +232,9 @@ impl Actor {
 
     /// A portal for calls from this actor over `channel`.
     pub(crate) fn portal(&self, channel: Channel) -> Portal {
-        Portal::new(channel, self.inner.aid.clone(), self.inner.config.budgets.ladder.ack_timeout)
+        let ladder = self.inner.config.budgets.ladder;
+        Portal::new(channel, self.inner.aid.clone(), ladder.ack_timeout)
+            .settle_within(ladder.ack_timeout + ladder.exit_timeout)
     }
 
     /// Connects to another actor (by address) and returns a portal to it. A connection

@@ -148,9 +148,12 @@ impl Registry {
                     return Err(relay(&e, &me));
                 }
                 let started = ctx.was_started();
+                // Cancelled before `started` (by itself or its parent): the outcome is that
+                // cancel, which serving reports naming the canceller — not a misuse.
+                let cancelled = ctx.is_cancelled();
                 drop(ctx);
                 match finish(me.clone(), out) {
-                    Ok(_) if !started => Err(RemoteActorError::new(
+                    Ok(_) if !started && !cancelled => Err(RemoteActorError::new(
                         me,
                         ErrorKind::ContextMisuse,
                         format!("context function `{fname}` returned without calling `started`"),

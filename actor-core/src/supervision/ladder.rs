@@ -110,8 +110,12 @@ impl Nursery {
         if let Some(status) = reap_wait(&child.process, budgets.reap_bound).await {
             tracing::debug!(child = %child.aid, %status, "reaped");
             if !status.success() {
-                // Killed (or crashed): it could not remove its marker and socket file.
+                // Killed (or crashed): it could not remove its marker and socket file, nor
+                // its registrar entry — a lookup after this nursery (or cancel) returns
+                // must not find it.
                 clear_dead_child_files(child.aid.pid, &child.aid.uuid);
+                let forget = self.inner.actor.registrar().forget(&child.aid.uuid);
+                let _ = tokio::time::timeout(budgets.unregister, forget).await;
             }
         }
         child.portal.channel().shutdown();
