@@ -11,10 +11,12 @@ const LIMIT: Duration = Duration::from_secs(60);
 
 #[test]
 fn twenty_five_children_failing_together_give_twenty_five_errors() {
-    for round in 0..3 {
+    // Some fail while the body still spawns the others, some after it is done: every
+    // failure is reported, whichever side of the body's end it falls on.
+    for (round, delay) in [0u64, 150, 500].into_iter().enumerate() {
         let err = in_nursery(runtime(APP), LIMIT, |n| async move {
             for i in 0..25 {
-                let args = (500u64, format!("failure {i}"));
+                let args = (delay, format!("failure {i}"));
                 n.run_in_actor::<_, ()>(&format!("f{i}"), "fail_after", args).await?;
             }
             Ok(())
@@ -150,6 +152,21 @@ fn a_context_that_cancels_itself_before_started_is_a_cancel_naming_it() {
                 Some(r) if r.canceller.as_ref() == Some(p.aid()) => {}
                 _ => panic!("expected a cancel naming {}, got {other:?}", p.aid()),
             },
+        }
+        Ok(())
+    })
+    .unwrap();
+}
+
+#[test]
+fn every_actor_is_named_after_itself_in_comm() {
+    in_nursery(runtime(APP), LIMIT, |n| async move {
+        for name in ["w", "a-long-actor-name"] {
+            let p = n.start_actor(name).await?;
+            let pid = p.run::<_, u32>("pid", ()).await?;
+            let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap();
+            let want: String = format!("plough:{name}").chars().take(15).collect();
+            assert_eq!(comm.trim_end(), want);
         }
         Ok(())
     })

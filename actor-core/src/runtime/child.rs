@@ -111,6 +111,7 @@ async fn child(
     // checked it, but it may have been replaced since).
     check_runtime_dir()?;
     let aid = Aid { name: boot.name.clone(), uuid: boot.uuid, pid: std::process::id() };
+    set_process_name(&aid.name);
     // To the parent we prove our one-time spawn token: it tells us from a racer.
     let me = Credentials { aid: aid.clone(), secret: boot.token.clone() };
     let hs = HandshakeConfig::default().with_deadline(config.budgets.handshake);
@@ -297,5 +298,24 @@ async fn child(
                 _ => signalled = true,
             },
         }
+    }
+}
+
+/// Names this process after its actor in `ps`, `top` and `/proc/<pid>/comm`:
+/// `plough:<name>`, cut to the kernel's 15 bytes (a forked child would otherwise show its
+/// parent's name). The command line is left as it is: rewriting it needs privileges or the
+/// original argv memory.
+fn set_process_name(name: &str) {
+    let mut title = format!("plough:{name}").into_bytes();
+    title.retain(|&b| b != 0);
+    title.truncate(15);
+    // Not cut inside a UTF-8 sequence.
+    while std::str::from_utf8(&title).is_err() {
+        title.pop();
+    }
+    if let Ok(title) = std::ffi::CString::new(title)
+        && let Err(e) = rustix::thread::set_name(&title)
+    {
+        tracing::debug!(error = %e, "cannot set the process name");
     }
 }

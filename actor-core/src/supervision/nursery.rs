@@ -283,12 +283,12 @@ impl Nursery {
             Some(Err(e)) => Some(Err(n.explain_lost_child(e).await)),
             other => other,
         };
-        // The body is done (or dropped). Collect the run_in_actor results; the first
-        // failure (now or already recorded) takes every other child down.
+        // The body is done (or dropped). Collect the run_in_actor results, every one.
         inner.body_done.cancel();
         inner.runs.close();
-        let failed_early = !inner.errors.locked().is_empty();
-        if !matches!(outcome, Some(Ok(_))) || failed_early {
+        // A run-in-actor failure recorded while the body ran cancels nothing: it is
+        // collected with the others (only a failed or dropped body is one-cancels-all here).
+        if !matches!(outcome, Some(Ok(_))) {
             inner.failed.cancel();
         }
         inner.tasks.close();
