@@ -109,7 +109,7 @@ impl ChildSpec {
 /// A supervisor's specification: a strategy, a restart intensity, and children in start
 /// order. Run it with [`Actor::supervise`] or [`Cx::supervise`].
 ///
-/// Supervisors: OTP's restart strategies over child actors (see Erlang's `supervisor(3)`).
+/// OTP's restart strategies over child actors (see Erlang's `supervisor(3)`).
 ///
 /// `actor.supervise(spec, |s| async { ... })` starts the spec's children **in order**, runs
 /// the body, and watches the children while it runs. A child that exits is restarted or
@@ -145,9 +145,9 @@ impl ChildSpec {
 /// [`Cx::supervise`] is a supervisor supervised by its parent (its giving up is its
 /// abnormal exit).
 ///
-/// Unlike OTP, a child that fails to start the first time fails the whole supervisor at
-/// once (with that error, after taking down the children started before it): OTP does
-/// the same, a supervisor whose initial start fails does not run.
+/// As in OTP, a child that fails to start the first time fails the whole supervisor at
+/// once (with that error, after taking down the children started before it): a
+/// supervisor whose initial start fails does not run.
 #[derive(Debug, Clone)]
 pub struct Supervisor {
     strategy: Strategy,
