@@ -334,12 +334,11 @@ impl Run {
         let child = match self.n.spawn_child(&spec.id).await {
             Ok(child) => child,
             Err(e) => {
-                let (actor, status) = match &e {
-                    ActorError::ActorDied { actor, status, .. } => {
-                        (Some(actor.clone()), Some(*status))
-                    }
-                    _ => (None, None),
+                let actor = match &e {
+                    ActorError::ActorDied { actor, .. } => Some(actor.clone()),
+                    _ => None,
                 };
+                let status = status_of(&e);
                 return Err(Observed { actor, status, during: During::Boot, error: Some(e) });
             }
         };
@@ -547,21 +546,22 @@ async fn watch(n: &Nursery, child: &ChildActor, work: Work) -> Observed {
                 }
                 Err(e) => {
                     let e = n.explain(child, e).await;
-                    let status = match &e {
-                        ActorError::ActorDied { status, .. } => Some(*status),
-                        _ => None,
-                    };
-                    let during = match &e {
-                        ActorError::ActorDied { during, .. } => during.clone(),
-                        _ => During::Idle,
-                    };
-                    Observed { actor, status, during, error: Some(e) }
+                    Observed { actor, status: status_of(&e), during: during_of(&e), error: Some(e) }
                 }
             }
         }
     }
 }
 
+/// The exit status a death reports (`None` for any other error).
+fn status_of(e: &ActorError) -> Option<ExitStatus> {
+    match e {
+        ActorError::ActorDied { status, .. } => Some(*status),
+        _ => None,
+    }
+}
+
+/// What a death says the child was doing (`Idle` for any other error).
 fn during_of(e: &ActorError) -> During {
     match e {
         ActorError::ActorDied { during, .. } => during.clone(),
