@@ -81,6 +81,15 @@ pub use supervision::supervisor::{
 /// What a spawn backend needs, and nothing a program needs: the trait a backend
 /// implements, what it is asked to start, and the process-level hooks a forking backend
 /// must install (see `plough-spawn-backends`).
+/// Roots and host daemons: the functions a `plough-host` daemon serves, what they carry,
+/// and the root's handle on a host (see `docs/multi-host.md`).
+pub mod host {
+    pub use crate::supervision::remote::{
+        Attached, Exit, HOST_ATTACH, HOST_BEAT, HOST_LIST, HOST_SIGNAL, HOST_SPAWN, HOST_STOP,
+        HOST_WAIT, Host, HostedActor, SignalOrder, SpawnOrder, Spawned,
+    };
+}
+
 pub mod backend {
     pub use crate::base::boot_stderr::{ChildStdio, capture_in_forked_child, dup_stderr};
     pub use crate::base::error::SpawnError;

@@ -11,4 +11,6 @@ pub(crate) mod boot;
 pub(crate) mod ladder;
 pub(crate) mod nursery;
 pub(crate) mod pool;
+pub(crate) mod process;
+pub(crate) mod remote;
 pub(crate) mod supervisor;

@@ -210,6 +210,15 @@ pub struct Budgets {
     /// The least time between two warnings that a listener is holding connections back at
     /// its fd reserve (10 s).
     pub fd_warn_interval: Duration,
+    /// The liveness lease between a root and a host daemon running actors for it (5 s):
+    /// a daemon that hears no heartbeat from the root for this long takes the root's
+    /// actors on that host down the ladder; a root whose heartbeats go unanswered this
+    /// long reports the host's actors as lost ([`ActorError::HostLost`]). The root beats
+    /// every [`Budgets::heartbeat`]. Both ends use the daemon's lease (the root learns it
+    /// when it attaches). See `docs/multi-host.md`.
+    ///
+    /// [`ActorError::HostLost`]: crate::ActorError::HostLost
+    pub lease: Duration,
 }
 
 impl Default for Budgets {
@@ -241,11 +250,19 @@ impl Default for Budgets {
             spawn_fds: 16,
             accept_backoff: Duration::from_millis(50),
             fd_warn_interval: Duration::from_secs(10),
+            lease: Duration::from_secs(5),
         }
     }
 }
 
 impl Budgets {
+    /// How often a root beats to a host daemon under a lease of `lease`: a fifth of it, so
+    /// that a few lost beats (or one slow one) do not end it; each beat waits at most this
+    /// long for its answer.
+    pub fn heartbeat(lease: Duration) -> Duration {
+        lease / 5
+    }
+
     /// The default of [`Budgets::max_calls_in_flight`]: 1024 calls served at once per peer
     /// connection.
     pub const DEFAULT_MAX_CALLS_IN_FLIGHT: usize = 1024;

@@ -9,7 +9,7 @@
 use super::budgets::Budgets;
 use super::error::SetupError;
 use super::spawn_method::SpawnMethod;
-use plough_ipc_wire::{Address, Secret};
+use plough_ipc_wire::{Address, BuildId, Secret, TlsFiles};
 
 /// Environment variable that chooses the registry address (`uds:///path` or
 /// `tcp://ip:port`) instead of the per-user default.
@@ -37,6 +37,15 @@ pub struct RuntimeConfig {
     pub spawn_method: SpawnMethod,
     /// The secret every connection of the tree proves it holds (default: the user's).
     pub secret: TreeSecret,
+    /// This host's TLS identity (the tree CA, its certificate and key, by path), for a
+    /// tree that spans hosts (default: none). With one, the actor binds and dials
+    /// `tls://` addresses under mutual TLS and refuses plaintext TCP from other hosts;
+    /// its children learn the paths from their boot. See `docs/multi-host.md`.
+    pub tls: Option<TlsFiles>,
+    /// The build this actor states in its handshakes (default: its executable's, see
+    /// `plough_ipc_wire::BuildId::current`). Over TLS a peer of another build is refused,
+    /// so a host daemon states the build of the program it runs for its roots.
+    pub build_id: Option<BuildId>,
     /// A malformed `PLOUGH_REGISTRY` seen when the default was built (reported by the root).
     registry_env_error: Option<SetupError>,
 }
@@ -59,6 +68,12 @@ impl RuntimeConfig {
     pub(crate) fn registry_env_error(&self) -> Option<SetupError> {
         let moot = self.registry_addr != Address::default_registry_uds();
         self.registry_env_error.clone().filter(|_| !moot)
+    }
+
+    /// With this host's TLS identity (see [`RuntimeConfig::tls`]).
+    pub fn with_tls(mut self, files: TlsFiles) -> Self {
+        self.tls = Some(files);
+        self
     }
 }
 
@@ -95,6 +110,8 @@ impl Default for RuntimeConfig {
             task_dump: true,
             spawn_method: SpawnMethod::Zygote,
             secret: TreeSecret::PerUser,
+            tls: None,
+            build_id: None,
             registry_env_error,
         }
     }

@@ -395,6 +395,19 @@ pub enum ActorError {
         /// during boot); empty otherwise.
         stderr: String,
     },
+    /// A child actor on another host is lost with its host: the daemon there stopped
+    /// answering the heartbeats for longer than the lease (it died, or the network
+    /// between us did), so no exit status can come home. The daemon, if alive, takes the
+    /// actor down when the lease runs out on its side.
+    #[error("actor {actor} on host {host} is lost: {reason}")]
+    HostLost {
+        /// The actor.
+        actor: Aid,
+        /// Its host.
+        host: String,
+        /// Why the host is taken for lost.
+        reason: String,
+    },
     /// A supervisor's children exited more often than its restart intensity allows: it
     /// took every child down (in reverse start order) and ended. `exits` holds the exits
     /// of the window that broke the limit, oldest first, the last one included.
@@ -596,6 +609,10 @@ pub enum SetupError {
     /// The tree's secret could not be had (see [`TreeSecret`](crate::TreeSecret)).
     #[error("cannot get the tree's secret: {0}")]
     Secret(String),
+    /// The host's TLS identity ([`RuntimeConfig::tls`](crate::RuntimeConfig::tls)) could
+    /// not be loaded.
+    #[error("cannot load this host's TLS identity: {0}")]
+    Tls(String),
     /// The registrar at the registry address refused our registration.
     #[error("the plough actor at the registry address refused to register us: {detail}")]
     RegistrationRefused {
@@ -747,7 +764,9 @@ impl ActorError {
             ActorError::TransportClosed { .. } => ErrorKind::TransportClosed,
             ActorError::Spawn(_) => ErrorKind::Spawn,
             ActorError::Multi(_) | ActorError::SupervisorGaveUp { .. } => ErrorKind::Multi,
-            ActorError::ActorDied { .. } | ActorError::JobPoisoned { .. } => ErrorKind::ActorDied,
+            ActorError::ActorDied { .. }
+            | ActorError::JobPoisoned { .. }
+            | ActorError::HostLost { .. } => ErrorKind::ActorDied,
             ActorError::Protocol { .. } => ErrorKind::Protocol,
             ActorError::Encode { .. } => ErrorKind::PayloadEncode,
             ActorError::Interrupted | ActorError::Terminated => ErrorKind::Interrupted,

@@ -12,7 +12,7 @@ use super::spawn_method::SpawnMethod;
 use futures::future::BoxFuture;
 use plough_fork_prims::ChildHandle;
 use plough_ipc_wire::msg::Uuid;
-use plough_ipc_wire::{Address, Secret};
+use plough_ipc_wire::{Address, Secret, TlsFiles};
 use std::fmt;
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
@@ -44,6 +44,10 @@ pub struct ChildBoot {
     /// The one-time key the child proves to its parent when it connects back (instead of
     /// the tree's secret): how the parent knows the connection is this child's.
     pub token: Secret,
+    /// The host's TLS identity, by path (its parent's): a child of a tree that spans
+    /// hosts binds and dials under mutual TLS with it. Paths, not keys: the key stays in
+    /// its `0600` file.
+    pub tls: Option<TlsFiles>,
 }
 
 /// The first field of an encoded [`ChildBoot`]: the format's name and version.
@@ -64,6 +68,8 @@ impl ChildBoot {
             hex(&self.secret),
             hex(&self.token),
         ];
+        let tls = self.tls.iter().flat_map(|t| [&t.ca, &t.cert, &t.key]);
+        let fields = fields.into_iter().chain(tls.map(|p| p.display().to_string()));
         let mut out = Vec::new();
         for f in fields {
             out.extend_from_slice(&(f.len() as u32).to_le_bytes());
@@ -86,9 +92,15 @@ impl ChildBoot {
             fields.push(std::str::from_utf8(field).map_err(|_| "a field is not UTF-8")?);
             bytes = rest;
         }
-        let [format, addr, method, ppid, uuid, tree, name, secret, token] = fields[..] else {
-            return Err(format!("{} fields, not 9", fields.len()));
+        let (fields, tls) = match fields.len() {
+            9 => (&fields[..], None),
+            12 => (&fields[..9], Some(&fields[9..])),
+            n => return Err(format!("{n} fields, not 9 or 12")),
         };
+        let [format, addr, method, ppid, uuid, tree, name, secret, token] = fields[..] else {
+            unreachable!("nine fields")
+        };
+        let tls = tls.map(|t| TlsFiles { ca: t[0].into(), cert: t[1].into(), key: t[2].into() });
         if format != BOOT_FORMAT {
             return Err(format!("format `{format}`, not `{BOOT_FORMAT}`"));
         }
@@ -101,6 +113,7 @@ impl ChildBoot {
             parent_pid: ppid.parse().map_err(|_| format!("bad parent pid `{ppid}`"))?,
             secret: decode_secret(secret).ok_or("a bad secret")?,
             token: decode_secret(token).ok_or("a bad spawn token")?,
+            tls,
         })
     }
 }
@@ -208,11 +221,15 @@ mod tests {
             parent_pid: 77,
             secret: Secret::from_bytes([0x5c; 32]),
             token: Secret::from_bytes([0x3e; 32]),
+            tls: None,
         };
         let bytes = boot.encode();
         assert_eq!(ChildBoot::decode(&bytes).unwrap(), boot);
+        let files = TlsFiles::in_ca_dir(std::path::Path::new("/etc/plough ca"), "host-a");
+        let with_tls = ChildBoot { tls: Some(files), ..boot.clone() };
+        assert_eq!(ChildBoot::decode(&with_tls.encode()).unwrap(), with_tls);
         assert!(ChildBoot::decode(&bytes[..bytes.len() - 1]).unwrap_err().contains("cut"));
-        assert!(ChildBoot::decode(&[]).unwrap_err().contains("0 fields"));
+        assert!(ChildBoot::decode(&[]).unwrap_err().contains("0 fields, not 9 or 12"));
         let mut other = Vec::new();
         for f in ["plough-boot/9", "a", "b", "c", "d", "e", "f", "g", "h"] {
             other.extend_from_slice(&(f.len() as u32).to_le_bytes());

@@ -3,7 +3,7 @@
 //! (or goes away, or a signal asks), and shuts down.
 
 use super::failover::keep_registered;
-use super::listen::{bind, check_runtime_dir, ephemeral_like, is_private};
+use super::listen::{bind, check_runtime_dir, ephemeral_like, is_private, load_tls};
 use super::root::ACTOR_RUNNING;
 use super::signals::{Signals, dump_and_relay, name, watched};
 use crate::base::boot_stderr;
@@ -124,7 +124,10 @@ async fn child(
     // recognises this process; it exists before we answer anything (a handler that blocks
     // our only thread cannot keep it from being written), and it is removed however boot
     // ends.
-    let mut connecting = std::pin::pin!(handshake::connect(&boot.parent_addr, &me, &to_parent));
+    // A child of a tree that spans hosts gets the host's TLS identity from its boot.
+    let tls = load_tls(boot.tls.as_ref())?;
+    let mut connecting =
+        std::pin::pin!(handshake::connect_with(&boot.parent_addr, &me, &to_parent, tls.as_ref()));
     let mut early = futures::poll!(connecting.as_mut());
     if early.is_pending() {
         // A TCP connect is still in progress (on loopback, complete as soon as the reactor
@@ -147,11 +150,11 @@ async fn child(
         // process leaves nothing its reaper cannot attribute and remove.
         Address::Uds(_) => {
             let marker = mark(&ours);
-            (bind(&ours).await?, marker)
+            (bind(&ours, tls.as_ref()).await?, marker)
         }
         // A TCP port leaves no file; the marker records the port the kernel chose.
         Address::Tcp(_) | Address::Tls { .. } => {
-            let listener = bind(&ours).await?;
+            let listener = bind(&ours, tls.as_ref()).await?;
             let marker = mark(listener.local_addr());
             (listener, marker)
         }
@@ -214,6 +217,7 @@ async fn child(
         registrar: None,
         registry_addr: registry_addr.clone(),
         is_root: false,
+        tls: tls.clone(),
     });
     actor.adopt_marker(marker);
     let entry = ActorEntry::new(
@@ -240,7 +244,8 @@ async fn child(
         parent
     } else {
         // Its own connection to the registrar; the parent's calls wait in the socket.
-        match handshake::connect(&registry_addr, &actor.credentials(), &hs).await {
+        match handshake::connect_with(&registry_addr, &actor.credentials(), &hs, tls.as_ref()).await
+        {
             Ok(reg) => {
                 let client = RegistrarClient::new(actor.portal(actor.attach(reg, true)));
                 match client.register(&entry).await {

@@ -3,12 +3,19 @@
 
 use crate::base::error::{ActorError, SetupError};
 use plough_ipc_wire::handshake::HandshakeError;
-use plough_ipc_wire::{Address, Listener, TransportError};
+use plough_ipc_wire::{Address, Listener, TlsFiles, TlsIdentity, TransportError};
 use std::path::PathBuf;
 
-/// Whether `addr` names a private, fresh registry (TCP port 0): nothing to join.
+/// Whether `addr` names a private, fresh registry (TCP port 0) or a host's own
+/// (`tls://`: a registrar is never elected across hosts): nothing to join.
 pub(super) fn is_private(addr: &Address) -> bool {
-    matches!(addr, Address::Tcp(sa) if sa.port() == 0)
+    matches!(addr, Address::Tcp(sa) if sa.port() == 0) || matches!(addr, Address::Tls { .. })
+}
+
+/// This host's TLS identity, loaded from its files (none without files).
+pub(super) fn load_tls(files: Option<&TlsFiles>) -> Result<Option<TlsIdentity>, ActorError> {
+    let Some(files) = files else { return Ok(None) };
+    TlsIdentity::load(files).map(Some).map_err(|e| SetupError::Tls(e.to_string()).into())
 }
 
 /// A connect failure that means "nobody listens there".
@@ -26,8 +33,11 @@ pub(super) fn check_runtime_dir() -> Result<(), ActorError> {
     })
 }
 
-pub(super) async fn bind(addr: &Address) -> Result<Listener, ActorError> {
-    Listener::bind(addr)
+pub(super) async fn bind(
+    addr: &Address,
+    tls: Option<&TlsIdentity>,
+) -> Result<Listener, ActorError> {
+    Listener::bind_with(addr, tls)
         .await
         .map_err(|e| SetupError::Listen { addr: addr.to_string(), detail: e.to_string() }.into())
 }

@@ -6,7 +6,7 @@
 
 use super::child::child_main;
 use super::failover::{ElectError, Elected, elect, keep_registered, random};
-use super::listen::{bind, check_runtime_dir, ephemeral_like, is_private};
+use super::listen::{bind, check_runtime_dir, ephemeral_like, is_private, load_tls};
 use super::signals::{Signals, dump_and_relay, name, watched};
 use crate::base::boot_stderr;
 use crate::base::budgets::Budgets;
@@ -230,6 +230,7 @@ impl Runtime {
         let secret = tree_secret(&self.config.secret)?;
         let me = Credentials { aid: aid.clone(), secret: secret.clone() };
         let registry_addr = self.config.registry_addr.clone();
+        let tls = load_tls(self.config.tls.as_ref())?;
 
         if let Some(e) = self.config.registry_env_error() {
             return Err(e.into());
@@ -237,11 +238,12 @@ impl Runtime {
         // Join the registrar that answers, or become it.
         let private = is_private(&registry_addr);
         let (joined, listener, registrar) = if private {
-            (None, bind(&registry_addr).await?, Some(Arc::new(RegistrarState::new())))
+            (None, bind(&registry_addr, tls.as_ref()).await?, Some(Arc::new(RegistrarState::new())))
         } else {
             match elect_at_start(&registry_addr, &me, &self.config.budgets).await? {
                 Elected::Joined(est) => {
-                    let own = bind(&ephemeral_like(&registry_addr, &aid.name)?).await?;
+                    let own =
+                        bind(&ephemeral_like(&registry_addr, &aid.name)?, tls.as_ref()).await?;
                     (Some(*est), own, None)
                 }
                 Elected::Became(listener) => {
@@ -266,6 +268,7 @@ impl Runtime {
             registrar,
             registry_addr,
             is_root: true,
+            tls,
         });
         let vars = RuntimeVars {
             is_root: true,

@@ -24,7 +24,7 @@ use crate::registrar::state::RegistrarState;
 use plough_fork_prims::marker::{ActorMarker, MarkerInfo, default_runtime_dir};
 use plough_ipc_wire::handshake::{self, Acceptor, Credentials, Established, HandshakeConfig};
 use plough_ipc_wire::msg::{Aid, ErrorKind, ErrorMsg, Msg, Uuid};
-use plough_ipc_wire::{Address, Listener};
+use plough_ipc_wire::{Address, Listener, TlsIdentity};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use tokio::sync::oneshot;
@@ -81,6 +81,8 @@ struct ActorInner {
     /// The partial frames of every connection this actor serves are charged to this
     /// ([`Budgets::partial_frames`]).
     frame_budget: plough_ipc_wire::FrameBudget,
+    /// This host's TLS identity, for a tree that spans hosts: every dial uses it.
+    tls: Option<TlsIdentity>,
 }
 
 /// What an actor is made of (the runtime layer assembles it).
@@ -96,6 +98,8 @@ pub(crate) struct ActorParts {
     pub(crate) registrar: Option<Arc<RegistrarState>>,
     pub(crate) registry_addr: Address,
     pub(crate) is_root: bool,
+    /// This host's TLS identity (see [`RuntimeConfig::tls`]).
+    pub(crate) tls: Option<TlsIdentity>,
 }
 
 /// A child being spawned: resolves to its connection once it has connected back and
@@ -146,6 +150,7 @@ impl Actor {
                 is_root: parts.is_root,
                 marker: Mutex::new(None),
                 frame_budget,
+                tls: parts.tls,
             }),
         };
         actor.serve_listener(parts.listener);
@@ -191,7 +196,21 @@ impl Actor {
 
     /// The handshake settings of every connection this actor makes or accepts.
     pub(crate) fn handshake_config(&self) -> HandshakeConfig {
-        HandshakeConfig::default().with_deadline(self.inner.config.budgets.handshake)
+        let hs = HandshakeConfig::default().with_deadline(self.inner.config.budgets.handshake);
+        match self.inner.config.build_id {
+            Some(id) => hs.with_build_id(id),
+            None => hs,
+        }
+    }
+
+    /// This host's TLS identity, if the tree spans hosts.
+    pub(crate) fn tls(&self) -> Option<&TlsIdentity> {
+        self.inner.tls.as_ref()
+    }
+
+    /// The settings this actor runs with.
+    pub(crate) fn config(&self) -> &RuntimeConfig {
+        &self.inner.config
     }
 
     fn accepted(&self, est: Established) {
@@ -250,10 +269,10 @@ impl Actor {
         if let Some(channel) = open {
             return Ok(self.portal(channel));
         }
-        let est =
-            handshake::connect(addr, &self.credentials(), &self.handshake_config()).await.map_err(
-                |e| ActorError::TransportClosed { peer: addr.to_string(), detail: e.to_string() },
-            )?;
+        let (me, hs) = (self.credentials(), self.handshake_config());
+        let est = handshake::connect_with(addr, &me, &hs, self.tls()).await.map_err(|e| {
+            ActorError::TransportClosed { peer: addr.to_string(), detail: e.to_string() }
+        })?;
         let channel = self.attach(est, true);
         let mut dialed = self.inner.dialed.locked();
         dialed.retain(|_, c| !c.is_closed());

@@ -113,6 +113,7 @@ impl Nursery {
             parent_pid: std::process::id(),
             secret: actor.secret().clone(),
             token,
+            tls: actor.config().tls.clone(),
         };
         // The child's boot stderr comes through us, so a boot death can say what it wrote.
         // No fd left for the pipe: the spawn would fail at its next step anyway.
@@ -221,7 +222,7 @@ impl Nursery {
                 _task: TaskGuard::child(&aid, aid.pid, method, relay),
                 aid,
                 portal: actor.portal(channel),
-                process,
+                process: process.into(),
                 cancelling: AtomicBool::new(false),
                 down: std::sync::Mutex::new(None),
                 ladder: std::sync::OnceLock::new(),

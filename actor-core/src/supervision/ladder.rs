@@ -6,7 +6,8 @@
 use super::nursery::{ChildActor, Nursery};
 use crate::base::error::{ActorError, During};
 use crate::base::sync::LockExt;
-use plough_fork_prims::{ChildHandle, ExitStatus, Signal};
+use super::process::ChildProcess;
+use plough_fork_prims::{ExitStatus, Signal};
 use plough_ipc_wire::msg::{Aid, Uuid};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -24,6 +25,7 @@ impl Nursery {
         let bound = self.inner.actor.budgets().reap_bound;
         let abandoned = std::mem::take(&mut *self.inner.abandoned.locked());
         for (process, uuid) in abandoned {
+            let process = ChildProcess::Local(process);
             if let Some(status) = reap_wait(&process, bound).await {
                 tracing::debug!(pid = process.pid(), %status, "reaped a child whose boot was abandoned");
                 clear_dead_child_files(process.pid(), &uuid);
@@ -39,7 +41,12 @@ impl Nursery {
         let wait = self.inner.actor.budgets().exit_status;
         match tokio::time::timeout(wait, child.process.wait()).await {
             Ok(Ok(status)) => died(&child.aid, status, During::Idle),
-            _ => e,
+            _ => match child.process.lost() {
+                Some((host, reason)) => {
+                    ActorError::HostLost { actor: child.aid.clone(), host, reason }
+                }
+                None => e,
+            },
         }
     }
 
@@ -106,8 +113,21 @@ impl Nursery {
                 }
             }
         }
-        // Reap (bounded: after SIGKILL this is immediate).
-        if let Some(status) = reap_wait(&child.process, budgets.reap_bound).await {
+        // Reap (bounded: after SIGKILL this is immediate). A child on a lost host has no
+        // status to wait for: its daemon (or its death) takes it down within the lease.
+        let remote = child.process.host().is_some();
+        let status = match child.process.lost() {
+            Some((host, reason)) => {
+                tracing::warn!(child = %child.aid, %host, %reason, "its host is lost");
+                None
+            }
+            None => reap_wait(&child.process, budgets.reap_bound).await,
+        };
+        if remote {
+            let forget = self.inner.actor.registrar().forget(&child.aid.uuid);
+            let _ = tokio::time::timeout(budgets.unregister, forget).await;
+        }
+        if let Some(status) = status.filter(|_| !remote) {
             tracing::debug!(child = %child.aid, %status, "reaped");
             if !status.success() {
                 // Killed (or crashed): it could not remove its marker and socket file, nor
@@ -124,7 +144,7 @@ impl Nursery {
 }
 
 /// Waits (at most `bound`) for `process` to be reaped; its status, or `None` (logged).
-pub(super) async fn reap_wait(process: &ChildHandle, bound: Duration) -> Option<ExitStatus> {
+pub(super) async fn reap_wait(process: &ChildProcess, bound: Duration) -> Option<ExitStatus> {
     match tokio::time::timeout(bound, process.wait()).await {
         Ok(Ok(status)) => Some(status),
         other => {

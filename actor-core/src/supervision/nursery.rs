@@ -42,7 +42,7 @@ use tokio_util::task::TaskTracker;
 pub(super) struct ChildActor {
     pub(super) aid: Aid,
     pub(super) portal: Portal,
-    pub(super) process: ChildHandle,
+    pub(super) process: super::process::ChildProcess,
     /// Set once the nursery decided to take it down (its exit is then expected).
     pub(super) cancelling: AtomicBool,
     /// The one ladder that takes it down, once started: a task of the actor, which every
@@ -391,6 +391,20 @@ impl Nursery {
         R: DeserializeOwned + Send + 'static,
     {
         let child = self.spawn_child(name).await?;
+        self.run_in(child, function, args)
+    }
+
+    /// Runs `function(args)` in `child` as [`Nursery::run_in_actor`] does.
+    pub(super) fn run_in<A, R>(
+        &self,
+        child: Arc<ChildActor>,
+        function: &str,
+        args: A,
+    ) -> Result<RunHandle<R>, ActorError>
+    where
+        A: Serialize,
+        R: DeserializeOwned + Send + 'static,
+    {
         let slot = Arc::new(RunSlot { value: Mutex::new(None), done: CancellationToken::new() });
         let handle = RunHandle { slot: Arc::clone(&slot), aid: child.aid.clone() };
         let args = encode(&args)?;
@@ -455,7 +469,7 @@ impl Nursery {
     }
 
     /// Watches a daemon child: an exit the nursery did not ask for is a failure.
-    fn monitor(&self, child: Arc<ChildActor>) {
+    pub(super) fn monitor(&self, child: Arc<ChildActor>) {
         let n = self.clone();
         self.inner.monitors.spawn(async move {
             tokio::select! {
