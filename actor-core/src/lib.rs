@@ -86,7 +86,7 @@ pub use supervision::supervisor::{
 pub mod host {
     pub use crate::supervision::remote::{
         Attached, Exit, HOST_ATTACH, HOST_BEAT, HOST_LIST, HOST_SIGNAL, HOST_SPAWN, HOST_STOP,
-        HOST_WAIT, Host, HostedActor, SignalOrder, SpawnOrder, Spawned,
+        HOST_WAIT, Host, HostedActor, HostedProcess, SignalOrder, SpawnOrder, Spawned,
     };
 }
 

@@ -109,7 +109,7 @@ pub fn run(cmd: CaCmd) -> i32 {
     }
 }
 
-/// Creates a tree CA in `dir`: `ca.pem` and `ca.key`.
+/// Creates a tree CA in `dir`: `ca.pem` and `ca.key`, and the tree's secret (`secret`).
 ///
 /// # Errors
 /// [`CaError::Exists`] when either file exists; I/O and certificate errors.
@@ -137,7 +137,14 @@ pub fn init(dir: &Path) -> Result<(), CaError> {
     let cert = params.self_signed(&key)?;
     // The key first: a crash in between leaves no certificate without its key.
     write_new(&key_path, key.serialize_pem().as_bytes())?;
-    write_new(&cert_path, cert.pem().as_bytes())
+    write_new(&cert_path, cert.pem().as_bytes())?;
+    // The tree's secret, which hosts hold beside their certificate pair (`plough-host`
+    // proves it on top of TLS): `secret`, 0600.
+    plough_ipc_wire::Secret::load_or_create(dir).map(drop).map_err(|e| CaError::Io {
+        op: "create the tree's secret in",
+        path: dir.to_owned(),
+        source: io::Error::other(e.to_string()),
+    })
 }
 
 /// Issues `<host>.pem` and `<host>.key` in `dir`, signed by its CA, naming `host` (and

@@ -39,10 +39,11 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-/// A root attaches: `(owner: Aid) -> Attached`. Starts the owner's lease.
+/// A root attaches: `(()) -> Attached`. Starts the caller's lease (the caller is the
+/// owner of what it spawns).
 pub const HOST_ATTACH: &str = "host.attach";
-/// A heartbeat: `(owner: Uuid) -> ()`. Renews the owner's lease; an owner the daemon
-/// does not know (its lease ran out, or the daemon restarted) is refused.
+/// A heartbeat: `(()) -> ()`. Renews the caller's lease; an owner the daemon does not
+/// know (its lease ran out, or the daemon restarted) is refused.
 pub const HOST_BEAT: &str = "host.beat";
 /// `(SpawnOrder) -> Spawned`: starts the allowed program as an actor for the owner
 /// (idempotent by spawn id).
@@ -218,7 +219,7 @@ impl Host {
     fn keep_lease(&self) {
         let weak: Weak<HostInner> = Arc::downgrade(&self.inner);
         let beat = crate::base::budgets::Budgets::heartbeat(self.inner.lease);
-        let (lease, owner) = (self.inner.lease, self.inner.actor.aid().uuid);
+        let lease = self.inner.lease;
         let stop = self.inner.actor.cancel_token().clone();
         tokio::spawn(async move {
             let mut last_ok = tokio::time::Instant::now();
@@ -243,7 +244,7 @@ impl Host {
                         Err(_) => Err(format!("no connection within {beat:?}")),
                     }
                 } else {
-                    match tokio::time::timeout(beat, portal.run::<_, ()>(HOST_BEAT, owner)).await {
+                    match tokio::time::timeout(beat, portal.run::<_, ()>(HOST_BEAT, ())).await {
                         Ok(Ok(())) => Ok(()),
                         Ok(Err(e)) => Err(e.to_string()),
                         Err(_) => Err(format!("no answer within {beat:?}")),
@@ -276,7 +277,7 @@ impl Actor {
     /// is in the detail); the daemon's own error otherwise.
     pub async fn attach_host(&self, addr: &Address) -> Result<Host, ActorError> {
         let portal = self.connect(addr).await?;
-        let attached: Attached = portal.run(HOST_ATTACH, self.aid().clone()).await?;
+        let attached: Attached = portal.run(HOST_ATTACH, ()).await?;
         let host = Host {
             inner: Arc::new(HostInner {
                 name: attached.host,
@@ -475,6 +476,58 @@ impl Nursery {
         }
         tracing::info!(parent = %actor.aid(), child = %aid, host = host.name(), "spawned on a host");
         Ok(child)
+    }
+}
+
+/// A child's process as its parent holds it, for a host daemon that answers for it to a
+/// remote root ([`HOST_WAIT`], [`HOST_SIGNAL`]): through the nursery's own handle
+/// (pidfd, process group), so a signal never reaches a recycled pid.
+pub struct HostedProcess(Arc<ChildActor>);
+
+impl std::fmt::Debug for HostedProcess {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("HostedProcess").field(&self.0.aid.to_string()).finish()
+    }
+}
+
+impl HostedProcess {
+    /// Its pid.
+    pub fn pid(&self) -> u32 {
+        self.0.process.pid()
+    }
+
+    /// Waits until it has exited and been reaped; then its status (as often as asked).
+    ///
+    /// # Errors
+    ///
+    /// Waiting on its pidfd failed.
+    pub async fn wait(&self) -> io::Result<ExitStatus> {
+        self.0.process.wait().await
+    }
+
+    /// Sends `signal` to it, or to its process group with `group`; `false` once it has
+    /// been reaped (nothing is sent then).
+    ///
+    /// # Errors
+    ///
+    /// The kernel refused the signal.
+    pub fn signal(&self, signal: Signal, group: bool) -> io::Result<bool> {
+        if self.0.process.try_wait()?.is_some() {
+            return Ok(false);
+        }
+        match group {
+            true => self.0.process.kill_group(signal)?,
+            false => self.0.process.signal(signal)?,
+        }
+        Ok(true)
+    }
+}
+
+impl Nursery {
+    /// The process of `child`, one of this nursery's children (for a host daemon).
+    pub fn hosted_process(&self, child: &Aid) -> Option<HostedProcess> {
+        let children = self.inner.children.locked();
+        children.iter().find(|c| c.aid.uuid == child.uuid).cloned().map(HostedProcess)
     }
 }
 
