@@ -29,6 +29,8 @@
 //!   group, its reaping; the actor dies with it (its parent-death signal, and its parent
 //!   connection's end).
 
+pub mod cli;
+
 use plough::core::host::{
     Attached, Exit, HOST_ATTACH, HOST_BEAT, HOST_LIST, HOST_SIGNAL, HOST_SPAWN, HOST_STOP,
     HOST_WAIT, HostedActor, HostedProcess, SignalOrder, SpawnOrder, Spawned,

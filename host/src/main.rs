@@ -1,47 +1,6 @@
 //! `plough-host`: runs a plough host daemon (see the `plough_host` library docs and
-//! `docs/multi-host.md`). Nothing secret is on its command line: it names files.
-
-use clap::Parser;
-use std::path::PathBuf;
-
-/// The per-host daemon of a plough tree that spans hosts.
-#[derive(Debug, Parser)]
-#[command(name = "plough-host", version)]
-struct Args {
-    /// The `plough ca` directory with `ca.pem`, `<host>.pem`, `<host>.key` and `secret`.
-    #[arg(long)]
-    ca_dir: PathBuf,
-    /// Where to listen: `tls://<host>@<ip>:<port>` (port 0: any; the bound address is
-    /// printed). `<host>` names the certificate files.
-    #[arg(long)]
-    listen: plough::Address,
-    /// The one program this host runs for roots (it must be the roots' build).
-    #[arg(long)]
-    program: PathBuf,
-    /// The liveness lease in milliseconds (default: `Budgets::lease`).
-    #[arg(long)]
-    lease_ms: Option<u64>,
-}
+//! `docs/multi-host.md`).
 
 fn main() {
-    let args = Args::parse();
-    let host = match &args.listen {
-        plough::Address::Tls { name: Some(n), .. } => n.to_string(),
-        other => {
-            eprintln!("plough-host: --listen {other}: want tls://<host>@<ip>:<port>");
-            std::process::exit(2);
-        }
-    };
-    let mut config =
-        plough_host::HostConfig::from_ca_dir(&args.ca_dir, &host, args.listen, args.program);
-    if let Some(ms) = args.lease_ms {
-        config.lease = std::time::Duration::from_millis(ms);
-    }
-    match plough_host::run(config) {
-        Ok(()) => {}
-        Err(e) => {
-            eprintln!("plough-host: {e}");
-            std::process::exit(e.exit_code());
-        }
-    }
+    std::process::exit(plough_host::cli::main());
 }

@@ -126,8 +126,9 @@ async fn child(
     // ends.
     // A child of a tree that spans hosts gets the host's TLS identity from its boot.
     let tls = load_tls(boot.tls.as_ref())?;
+    let identity = tls.as_ref().map(|t| t.1.clone());
     let mut connecting =
-        std::pin::pin!(handshake::connect_with(&boot.parent_addr, &me, &to_parent, tls.as_ref()));
+        std::pin::pin!(handshake::connect_with(&boot.parent_addr, &me, &to_parent, identity.as_ref()));
     let mut early = futures::poll!(connecting.as_mut());
     if early.is_pending() {
         // A TCP connect is still in progress (on loopback, complete as soon as the reactor
@@ -150,11 +151,11 @@ async fn child(
         // process leaves nothing its reaper cannot attribute and remove.
         Address::Uds(_) => {
             let marker = mark(&ours);
-            (bind(&ours, tls.as_ref()).await?, marker)
+            (bind(&ours, identity.as_ref()).await?, marker)
         }
         // A TCP port leaves no file; the marker records the port the kernel chose.
         Address::Tcp(_) | Address::Tls { .. } => {
-            let listener = bind(&ours, tls.as_ref()).await?;
+            let listener = bind(&ours, identity.as_ref()).await?;
             let marker = mark(listener.local_addr());
             (listener, marker)
         }
@@ -244,7 +245,7 @@ async fn child(
         parent
     } else {
         // Its own connection to the registrar; the parent's calls wait in the socket.
-        match handshake::connect_with(&registry_addr, &actor.credentials(), &hs, tls.as_ref()).await
+        match handshake::connect_with(&registry_addr, &actor.credentials(), &hs, identity.as_ref()).await
         {
             Ok(reg) => {
                 let client = RegistrarClient::new(actor.portal(actor.attach(reg, true)));

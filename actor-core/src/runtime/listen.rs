@@ -13,9 +13,12 @@ pub(super) fn is_private(addr: &Address) -> bool {
 }
 
 /// This host's TLS identity, loaded from its files (none without files).
-pub(super) fn load_tls(files: Option<&TlsFiles>) -> Result<Option<TlsIdentity>, ActorError> {
+pub(super) fn load_tls(
+    files: Option<&TlsFiles>,
+) -> Result<Option<(TlsFiles, TlsIdentity)>, ActorError> {
     let Some(files) = files else { return Ok(None) };
-    TlsIdentity::load(files).map(Some).map_err(|e| SetupError::Tls(e.to_string()).into())
+    let id = TlsIdentity::load(files).map_err(|e| SetupError::Tls(e.to_string()))?;
+    Ok(Some((files.clone(), id)))
 }
 
 /// A connect failure that means "nobody listens there".

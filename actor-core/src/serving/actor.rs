@@ -24,7 +24,7 @@ use crate::registrar::state::RegistrarState;
 use plough_fork_prims::marker::{ActorMarker, MarkerInfo, default_runtime_dir};
 use plough_ipc_wire::handshake::{self, Acceptor, Credentials, Established, HandshakeConfig};
 use plough_ipc_wire::msg::{Aid, ErrorKind, ErrorMsg, Msg, Uuid};
-use plough_ipc_wire::{Address, Listener, TlsIdentity};
+use plough_ipc_wire::{Address, Listener, TlsFiles, TlsIdentity};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use tokio::sync::oneshot;
@@ -81,8 +81,9 @@ struct ActorInner {
     /// The partial frames of every connection this actor serves are charged to this
     /// ([`Budgets::partial_frames`]).
     frame_budget: plough_ipc_wire::FrameBudget,
-    /// This host's TLS identity, for a tree that spans hosts: every dial uses it.
-    tls: Option<TlsIdentity>,
+    /// This host's TLS identity and its files, for a tree that spans hosts: every dial
+    /// uses it, every child's boot names the files.
+    tls: Option<(TlsFiles, TlsIdentity)>,
 }
 
 /// What an actor is made of (the runtime layer assembles it).
@@ -99,7 +100,7 @@ pub(crate) struct ActorParts {
     pub(crate) registry_addr: Address,
     pub(crate) is_root: bool,
     /// This host's TLS identity (see [`RuntimeConfig::tls`]).
-    pub(crate) tls: Option<TlsIdentity>,
+    pub(crate) tls: Option<(TlsFiles, TlsIdentity)>,
 }
 
 /// A child being spawned: resolves to its connection once it has connected back and
@@ -205,12 +206,12 @@ impl Actor {
 
     /// This host's TLS identity, if the tree spans hosts.
     pub(crate) fn tls(&self) -> Option<&TlsIdentity> {
-        self.inner.tls.as_ref()
+        self.inner.tls.as_ref().map(|(_, id)| id)
     }
 
-    /// The settings this actor runs with.
-    pub(crate) fn config(&self) -> &RuntimeConfig {
-        &self.inner.config
+    /// The files of this host's TLS identity (for a child's boot).
+    pub(crate) fn tls_files(&self) -> Option<&TlsFiles> {
+        self.inner.tls.as_ref().map(|(files, _)| files)
     }
 
     fn accepted(&self, est: Established) {

@@ -113,7 +113,7 @@ impl Nursery {
             parent_pid: std::process::id(),
             secret: actor.secret().clone(),
             token,
-            tls: actor.config().tls.clone(),
+            tls: actor.tls_files().cloned(),
         };
         // The child's boot stderr comes through us, so a boot death can say what it wrote.
         // No fd left for the pipe: the spawn would fail at its next step anyway.

@@ -1,0 +1,237 @@
+//! A tree across hosts: two "hosts" (network namespaces made by the test) each run
+//! `plough-host` with certificates of a tree CA the test makes (`plough ca`); a root in
+//! a third namespace spawns actors on both through the same nursery as local ones, calls
+//! and streams to them directly over mutual TLS, and gets a remote leaf's error home with
+//! its relay path; spawning is idempotent by spawn id; the root's registrar lists remote
+//! actors with their host. Then the lease: a SIGKILLed daemon's actors are gone within
+//! the lease and the root gets `HostLost`; a cut link makes both sides clean up within
+//! the lease. A peer with another CA's certificate, a plaintext peer and a root of
+//! another build are refused at the door.
+//!
+//! Needs root and iproute2 (`.ci/run` installs it); elsewhere the test prints why it
+//! skips. The lab (namespaces, links, daemons) is removed on drop, also on a panic.
+
+use plough::core::host::{HOST_LIST, HOST_SPAWN, HOST_STOP, HostedActor, SpawnOrder, Spawned};
+use plough::ipc_wire::{
+    Address, Aid, BuildId, Credentials, HandshakeConfig, HandshakeError, Secret, TlsFailure,
+    TlsFiles, TlsIdentity, Uuid, handshake,
+};
+use plough::{ActorError, Budgets, RuntimeConfig, TreeSecret};
+use plough_tests::netns::{Lab, namespaces_named, skip_without_netns};
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// The lease the daemons and the root keep here.
+const LEASE: Duration = Duration::from_millis(1500);
+/// What any one wait of this test may take.
+const STEP: Duration = Duration::from_secs(15);
+
+/// Starts `plough-host` for `host` in lab host `i`; its pid and `tls://` address.
+fn start_daemon(lab: &mut Lab, i: usize, host: &str, ca: &Path) -> (u32, Address) {
+    let listen = format!("tls://{host}@{}:0", lab.host(i).ip);
+    let lease = LEASE.as_millis().to_string();
+    let ca = ca.to_str().unwrap();
+    let args = ["--ca-dir", ca, "--listen", &listen, "--program", env!("CARGO_BIN_EXE_plough_app"), "--lease-ms", &lease];
+    let (pid, out) = lab.spawn(i, env!("CARGO_BIN_EXE_plough_host"), &args).unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let line = rx.recv_timeout(STEP).expect("plough-host says where it listens");
+    let addr = line.split_whitespace().nth(2).expect("an address").parse().unwrap();
+    (pid, addr)
+}
+
+/// Waits (bounded by `within`) until process `pid` is gone (or a zombie of someone
+/// else's: exited); how long it took.
+fn gone_within(pid: u32, within: Duration, what: &str) -> Duration {
+    let t0 = Instant::now();
+    while plough_tests::proc_state(pid).is_some_and(|s| s != 'Z') {
+        assert!(t0.elapsed() < within, "{what} (pid {pid}) still alive after {within:?}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    t0.elapsed()
+}
+
+#[test]
+fn a_root_runs_actors_on_two_hosts_and_the_lease_ends_them_when_a_host_or_link_is_lost() {
+    let Some(mut lab) = skip_without_netns("netns_hosts", 3) else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let (ca, other) = (tmp.path().join("ca"), tmp.path().join("other"));
+    plough_ps::ca::init(&ca).unwrap();
+    plough_ps::ca::issue(&ca, "host-a", &[lab.host(0).ip.into()], 1).unwrap();
+    plough_ps::ca::issue(&ca, "host-b", &[lab.host(1).ip.into()], 1).unwrap();
+    let root_files = plough_ps::ca::issue(&ca, "root", &[lab.host(2).ip.into()], 1).unwrap();
+    plough_ps::ca::init(&other).unwrap();
+    let foreign = plough_ps::ca::issue(&other, "root", &[lab.host(2).ip.into()], 1).unwrap();
+    let stranger = TlsFiles { ca: root_files.ca.clone(), ..foreign };
+    let secret = Secret::load(&ca.join("secret")).unwrap();
+
+    let (_pid_a, addr_a) = start_daemon(&mut lab, 0, "host-a", &ca);
+    let (pid_b, addr_b) = start_daemon(&mut lab, 1, "host-b", &ca);
+    let app_build = BuildId::of_file(env!("CARGO_BIN_EXE_plough_app").as_ref()).unwrap();
+
+    // The door: another CA, plaintext, another build.
+    lab.in_host(2, || {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            let me = Credentials {
+                aid: Aid { name: "door".into(), uuid: Uuid::new_v4(), pid: std::process::id() },
+                secret: secret.clone(),
+            };
+            let hs = HandshakeConfig::default().with_deadline(Duration::from_secs(5));
+            let ours = TlsIdentity::load(&root_files).unwrap();
+            let e = handshake::connect_with(&addr_a, &me, &hs.with_build_id(app_build), Some(&TlsIdentity::load(&stranger).unwrap()))
+                .await
+                .unwrap_err();
+            assert!(
+                matches!(&e, HandshakeError::Tls { failure: TlsFailure::RefusedByPeer { alert }, .. } if alert.contains("UnknownCA")),
+                "{e}"
+            );
+            let Address::Tls { addr, .. } = &addr_a else { unreachable!() };
+            let e = handshake::connect(&Address::Tcp(*addr), &me, &hs).await.unwrap_err();
+            assert!(matches!(&e, HandshakeError::Refused { reason } if reason.contains("TLS required")), "{e}");
+            // This test's own build is not the program the host runs.
+            let e = handshake::connect_with(&addr_a, &me, &hs, Some(&ours)).await.unwrap_err();
+            assert!(matches!(e, HandshakeError::BuildMismatch { .. }), "{e}");
+        })
+    });
+
+    let (files, secret2) = (root_files.clone(), secret.clone());
+    let lab_ref = &lab;
+    lab.in_host(2, move || {
+        let runtime = plough::Runtime::new(plough_tests::app::registry()).configure(|c: &mut RuntimeConfig| {
+            c.name = "multi-root".into();
+            c.registry_addr = "tcp://127.0.0.1:0".parse().unwrap();
+            c.secret = TreeSecret::Given(secret2);
+            c.tls = Some(files);
+            // The root states the build its hosts run (what a root built from the same
+            // program states by itself).
+            c.build_id = Some(app_build);
+        });
+        runtime
+            .run(|root| async move {
+                let budget = async {
+                    let (a, b) = (root.attach_host(&addr_a).await?, root.attach_host(&addr_b).await?);
+                    assert_eq!((a.name(), b.name(), a.lease()), ("host-a", "host-b", LEASE));
+
+                    // Calls and streams on two hosts, and a remote leaf's error.
+                    let (a2, b2) = (a.clone(), b.clone());
+                    let e = root
+                        .nursery(|n| async move {
+                            let pa = n.start_actor_on(&a2, "worker-a").await?;
+                            let pb = n.start_actor_on(&b2, "worker-b").await?;
+                            assert_eq!(pa.run::<_, i64>("add", (1i64, 2i64)).await?, 3);
+                            assert_ne!(pa.aid().pid, pb.aid().pid);
+                            let (ctx, first) = pb.open_context::<_, String>("ctx_echo", ()).await?;
+                            assert_eq!(first, "ready");
+                            let s = ctx.open_stream().await?;
+                            for i in 0..3i64 {
+                                s.send(&i).await?;
+                                assert_eq!(s.recv::<i64>().await?, Some(i + 1));
+                            }
+                            s.close().await?;
+                            assert!(matches!(ctx.result::<u64>().await?, plough::Outcome::Returned(3)));
+                            // The root's registrar lists them with their host.
+                            let listed = n.actor().list_actors().await?;
+                            let method = |name: &str| {
+                                listed.iter().find(|e| e.aid.name == name).map(|e| e.method.clone())
+                            };
+                            assert_eq!(method("worker-a").as_deref(), Some("remote@host-a"));
+                            assert_eq!(method("worker-b").as_deref(), Some("remote@host-b"));
+                            // A leaf that worker-a's own child starts on host-a fails.
+                            n.run_in_actor_on::<_, u32>(&a2, "relay", "tree", (1u32, 1u32, true)).await?;
+                            Ok(())
+                        })
+                        .await
+                        .unwrap_err();
+                    let remote = e.failures().iter().find_map(|f| f.as_remote()).unwrap_or_else(|| panic!("{e}"));
+                    assert!(remote.message.contains("failed on purpose"), "{remote:?}");
+                    let path: Vec<&str> = remote.relay_path.iter().map(|a| a.name.as_str()).collect();
+                    // From the leaf on host-a, through its parent there, home.
+                    assert!(remote.source.name.starts_with("d1"), "{remote:?}");
+                    assert_eq!(path, ["relay"], "{remote:?}");
+
+                    // Idempotent by spawn id, and the daemon lists what it runs.
+                    let order = SpawnOrder { owner: root.aid().uuid, spawn_id: "once".into(), name: "solo".into() };
+                    let first: Spawned = a.portal().run(HOST_SPAWN, &order).await?;
+                    let again: Spawned = a.portal().run(HOST_SPAWN, &order).await?;
+                    assert_eq!((first.aid.clone(), first.again, again.again), (again.aid.clone(), false, true));
+                    let listed: Vec<HostedActor> = a.portal().run(HOST_LIST, ()).await?;
+                    assert_eq!(listed.iter().filter(|h| h.aid.name == "solo").count(), 1, "{listed:?}");
+                    let exit: plough::core::host::Exit = a.portal().run(HOST_STOP, "once").await?;
+                    assert_eq!(exit.code, Some(0), "{exit:?}");
+
+                    // SIGKILL host-b's daemon: its actor goes, and the root gets HostLost.
+                    let b3 = b.clone();
+                    let _ = &b3;
+                    let t0 = Instant::now();
+                    let e = root
+                        .nursery(|n| async move {
+                            let p = n.start_actor_on(&b3, "doomed").await?;
+                            let pid = p.aid().pid;
+                            rustix::process::kill_process(
+                                rustix::process::Pid::from_raw(pid_b as i32).unwrap(),
+                                rustix::process::Signal::KILL,
+                            )
+                            .unwrap();
+                            let gone = tokio::task::spawn_blocking(move || gone_within(pid, LEASE * 2, "doomed")).await.unwrap();
+                            assert!(gone < LEASE * 2);
+                            // The nursery's watch of the child ends the body.
+                            std::future::pending::<()>().await;
+                            Ok(())
+                        })
+                        .await
+                        .unwrap_err();
+                    let lost_after = t0.elapsed();
+                    assert!(
+                        e.failures().iter().any(|f| matches!(f, ActorError::HostLost { host, .. } if host == "host-b")),
+                        "{e}"
+                    );
+                    assert!(lost_after < LEASE * 2 + Budgets::heartbeat(LEASE) * 2, "{lost_after:?}");
+
+                    // Cut host-a's link: the root takes it for lost within the lease, and
+                    // host-a's daemon takes the root's actor there down within its own.
+                    let t0 = Instant::now();
+                    let a3 = a.clone();
+                    let e = root
+                        .nursery(|n| async move {
+                            let p = n.start_actor_on(&a3, "cut-off").await?;
+                            let pid = p.aid().pid;
+                            lab_ref.set_link(0, false).unwrap();
+                            tokio::task::spawn_blocking(move || {
+                                gone_within(pid, LEASE * 2 + Budgets::default().ladder.total(), "cut-off")
+                            })
+                            .await
+                            .unwrap();
+                            // The nursery's watch of the child ends the body.
+                            std::future::pending::<()>().await;
+                            Ok(())
+                        })
+                        .await
+                        .unwrap_err();
+                    let lost_after = t0.elapsed();
+                    assert!(
+                        e.failures().iter().any(|f| matches!(f, ActorError::HostLost { host, .. } if host == "host-a")),
+                        "{e}"
+                    );
+                    assert!(lost_after < LEASE * 3 + Budgets::default().ladder.total(), "{lost_after:?}");
+                    Ok::<_, ActorError>(())
+                };
+                tokio::time::timeout(STEP * 3, budget).await.expect("the test's budget")
+            })
+            .unwrap()
+    });
+    lab.set_link(0, true).unwrap();
+
+    let made = lab.namespaces().to_vec();
+    drop(lab);
+    for ns in made {
+        assert!(namespaces_named(&ns).is_empty(), "{ns} outlived its lab");
+    }
+}
