@@ -5,7 +5,7 @@
 //! its relay path; spawning is idempotent by spawn id; the root's registrar lists remote
 //! actors with their host. Then the lease: a SIGKILLed daemon's actors are gone within
 //! the lease and the root gets `HostLost`; a cut link makes both sides clean up within
-//! the lease. A peer with another CA's certificate, a plaintext peer and a root of
+//! the lease; a root SIGKILLed leaves nothing on the host once the lease ran out. A peer with another CA's certificate, a plaintext peer and a root of
 //! another build are refused at the door.
 //!
 //! Needs root and iproute2 (`.ci/run` installs it); elsewhere the test prints why it
@@ -103,6 +103,7 @@ fn a_root_runs_actors_on_two_hosts_and_the_lease_ends_them_when_a_host_or_link_i
     });
 
     let (files, secret2) = (root_files.clone(), secret.clone());
+    let addr_a_text = addr_a.to_string();
     let lab_ref = &lab;
     lab.in_host(2, move || {
         let runtime = plough::Runtime::new(plough_tests::app::registry()).configure(|c: &mut RuntimeConfig| {
@@ -228,6 +229,23 @@ fn a_root_runs_actors_on_two_hosts_and_the_lease_ends_them_when_a_host_or_link_i
             .unwrap()
     });
     lab.set_link(0, true).unwrap();
+
+    // A root that dies without a word (SIGKILL) beats no more: host-a's daemon takes its
+    // actor down when the lease runs out (its direct connection to the root is not its
+    // parent's: only the lease ends it).
+    let addr = addr_a_text;
+    let (root_pid, out) = lab
+        .spawn(2, env!("CARGO_BIN_EXE_plough_app"), &["remote-root", ca.to_str().unwrap(), &addr])
+        .unwrap();
+    let line = BufReader::new(out).lines().map_while(Result::ok).find(|l| l.starts_with("remote "));
+    let kid: u32 = line.expect("the remote root's kid").split_whitespace().nth(1).unwrap().parse().unwrap();
+    rustix::process::kill_process(
+        rustix::process::Pid::from_raw(root_pid as i32).unwrap(),
+        rustix::process::Signal::KILL,
+    )
+    .unwrap();
+    let gone = gone_within(kid, LEASE * 2 + Budgets::default().ladder.total(), "the dead root's kid");
+    assert!(gone > LEASE / 2, "the kid went at once ({gone:?}): not the lease's doing");
 
     let made = lab.namespaces().to_vec();
     drop(lab);

@@ -2,8 +2,9 @@
 //! summary that ends with a plain `summary: N passed, M failed` line.
 //!
 //! Each cell runs with its own runtime directory (`XDG_RUNTIME_DIR`), and the leak oracle
-//! checks it afterwards: a live actor, a socket or marker file, or a new `/dev/shm`
-//! segment of ours that is still there fails the cell, is listed, and is then reaped.
+//! checks it afterwards: a live actor, a socket or marker file, a new `/dev/shm`
+//! segment of ours, or a lab's network namespace (`plough-t-*`) that is still there
+//! fails the cell, is listed, and is then reaped.
 
 use anyhow::{Context, Result};
 use std::io::{BufRead, BufReader, Write};
@@ -139,11 +140,13 @@ pub(crate) fn run(args: &TestArgs) -> Result<()> {
         cmd.env("XDG_RUNTIME_DIR", &rt_dir);
         let plough_dir = rt_dir.join("plough");
         let before = plough_reaper::Snapshot::take_in(&plough_dir);
+        let before_ns = lab_namespaces();
         let cell_start = Instant::now();
         let (ok, lines) = run_echoing(cmd).with_context(|| format!("could not run {runner}"))?;
         let mut counts =
             if cell_nextest { parse_nextest(&lines) } else { parse_cargo_test(&lines) };
-        let leaks = check_leaks(&before, &plough_dir);
+        let mut leaks = check_leaks(&before, &plough_dir);
+        leaks.extend(check_namespace_leaks(&before_ns));
         if !leaks.is_empty() {
             counts.failed += 1;
             for l in &leaks {
@@ -189,6 +192,30 @@ fn check_leaks(before: &plough_reaper::Snapshot, dir: &std::path::Path) -> Vec<S
                 out.push(format!("file left behind: {}", p.display()));
             }
         }
+    }
+    out
+}
+
+/// The prefix of the network namespaces the tests' labs make (`plough_tests::netns`).
+const LAB_NETNS_PREFIX: &str = "plough-t-";
+
+/// The labs' network namespaces that exist now (none where `ip` is missing).
+fn lab_namespaces() -> Vec<String> {
+    let out = Command::new("ip").args(["netns", "list"]).stderr(Stdio::null()).output();
+    let text = out.map(|o| String::from_utf8_lossy(&o.stdout).into_owned()).unwrap_or_default();
+    text.lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|n| n.starts_with(LAB_NETNS_PREFIX))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// A lab namespace a cell left behind is a leak: listed, then deleted.
+fn check_namespace_leaks(before: &[String]) -> Vec<String> {
+    let mut out = Vec::new();
+    for ns in lab_namespaces().into_iter().filter(|n| !before.contains(n)) {
+        let _ = Command::new("ip").args(["netns", "delete", &ns]).status();
+        out.push(format!("network namespace left behind: {ns}"));
     }
     out
 }

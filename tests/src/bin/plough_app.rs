@@ -38,6 +38,11 @@
 //!   commands from stdin: `spawn` (a child started and called: `spawned <answer> fds <n>`),
 //!   `fds` (`fds <n>`), `quit`.
 //!
+//! `remote-root CA_DIR ADDR` (`netns_hosts.rs`): a root with the `root` pair and the secret
+//! of the `plough ca` directory CA_DIR attaches to the `plough-host` daemon at ADDR,
+//! starts `remote-kid` there, prints `remote <its pid>` and waits forever (the test
+//! SIGKILLs it: the daemon's lease must end the kid).
+//!
 //! `failover NAME` (`runtime_registrar_failover.rs`): a root named NAME with one child
 //! `NAME-kid`, on the registry its environment chooses (`PLOUGH_REGISTRY`, or the
 //! per-user default); prints `ready <pid> <kid pid> registrar=<bool>`, then answers one
@@ -252,6 +257,15 @@ fn main() {
         if unchecked {
             c.budgets.spawn_fds = 4;
         }
+        if scenario == "remote-root" {
+            // A root of a tree across hosts: the `root` pair and the secret of a `plough ca`
+            // directory, a registry of its own.
+            let dir = std::path::PathBuf::from(args.get(2).expect("CA_DIR"));
+            c.tls = Some(plough::ipc_wire::TlsFiles::in_ca_dir(&dir, "root"));
+            let secret = plough::ipc_wire::Secret::load(&dir.join("secret")).expect("secret");
+            c.secret = plough::TreeSecret::Given(secret);
+            c.registry_addr = "tcp://127.0.0.1:0".parse().expect("an address");
+        }
     });
     let result = runtime.run(|root| async move {
         let watcher = root.clone();
@@ -321,6 +335,17 @@ fn main() {
                 say("ready");
                 root.shutdown_requested().await;
                 Ok(())
+            }
+            "remote-root" => {
+                let addr: plough::Address = args.get(3).expect("ADDR").parse().expect("ADDR");
+                let host = root.attach_host(&addr).await?;
+                root.nursery(|n| async move {
+                    let p = n.start_actor_on(&host, "remote-kid").await?;
+                    say(&format!("remote {}", p.aid().pid));
+                    std::future::pending::<()>().await;
+                    Ok(())
+                })
+                .await
             }
             "idle" => {
                 say("ready");
