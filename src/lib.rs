@@ -209,4 +209,6 @@ pub mod guide {
     pub struct Troubleshooting;
     #[doc = include_str!("../docs/design.md")]
     pub struct Design;
+    #[doc = include_str!("../docs/multi-host.md")]
+    pub struct MultiHost;
 }
