@@ -187,12 +187,16 @@ fn registry(state: Arc<State>) -> Registry {
         let s = Arc::clone(&s);
         async move {
             let mut owners = lock(&s.owners);
-            let o = owners
-                .entry(cx.caller().uuid)
-                .or_insert_with(|| Owner { last_beat: Instant::now(), gone: CancellationToken::new() });
+            let o = owners.entry(cx.caller().uuid).or_insert_with(|| Owner {
+                last_beat: Instant::now(),
+                gone: CancellationToken::new(),
+            });
             o.last_beat = Instant::now();
             tracing::info!(owner = %cx.caller(), "a root attached");
-            Ok::<_, HostError>(Attached { host: s.host.clone(), lease_ms: s.lease.as_millis() as u64 })
+            Ok::<_, HostError>(Attached {
+                host: s.host.clone(),
+                lease_ms: s.lease.as_millis() as u64,
+            })
         }
     };
     let s = Arc::clone(&state);
@@ -306,7 +310,8 @@ async fn spawn(s: &Arc<State>, cx: &Cx, order: SpawnOrder) -> Result<Spawned, Ho
                     },
                 );
                 let actor = cx.runtime().clone();
-                let run = Run { actor, name: order.name.clone(), stop, spawned_tx, process_tx, exit_tx };
+                let run =
+                    Run { actor, name: order.name.clone(), stop, spawned_tx, process_tx, exit_tx };
                 tokio::spawn(run.run(Arc::clone(s), order.spawn_id.clone()));
                 (spawned, false)
             }
@@ -365,7 +370,11 @@ impl Run {
             let detail = out.err().map(|e| e.to_string()).unwrap_or_else(|| "no actor".into());
             let _ = spawned_tx.send(Some(Err(HostError::Spawn { name: name.clone(), detail })));
         }
-        let _ = exit_tx.send(Some(exit.unwrap_or(Exit { code: None, signal: None, core_dumped: false })));
+        let _ = exit_tx.send(Some(exit.unwrap_or(Exit {
+            code: None,
+            signal: None,
+            core_dumped: false,
+        })));
         // Its record stays (for `list` and late waits) while its owner is attached.
         let owner = lock(&state.hosted).get(&spawn_id).map(|h| h.owner);
         if owner.is_some_and(|o| !lock(&state.owners).contains_key(&o)) {

@@ -32,7 +32,16 @@ fn start_daemon(lab: &mut Lab, i: usize, host: &str, ca: &Path) -> (u32, Address
     let listen = format!("tls://{host}@{}:0", lab.host(i).ip);
     let lease = LEASE.as_millis().to_string();
     let ca = ca.to_str().unwrap();
-    let args = ["--ca-dir", ca, "--listen", &listen, "--program", env!("CARGO_BIN_EXE_plough_app"), "--lease-ms", &lease];
+    let args = [
+        "--ca-dir",
+        ca,
+        "--listen",
+        &listen,
+        "--program",
+        env!("CARGO_BIN_EXE_plough_app"),
+        "--lease-ms",
+        &lease,
+    ];
     let (pid, out) = lab.spawn(i, env!("CARGO_BIN_EXE_plough_host"), &args).unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
@@ -106,19 +115,22 @@ fn a_root_runs_actors_on_two_hosts_and_the_lease_ends_them_when_a_host_or_link_i
     let addr_a_text = addr_a.to_string();
     let lab_ref = &lab;
     lab.in_host(2, move || {
-        let runtime = plough::Runtime::new(plough_tests::app::registry()).configure(|c: &mut RuntimeConfig| {
-            c.name = "multi-root".into();
-            c.registry_addr = "tcp://127.0.0.1:0".parse().unwrap();
-            c.secret = TreeSecret::Given(secret2);
-            c.tls = Some(files);
-            // The root states the build its hosts run (what a root built from the same
-            // program states by itself).
-            c.build_id = Some(app_build);
-        });
+        let runtime = plough::Runtime::new(plough_tests::app::registry()).configure(
+            |c: &mut RuntimeConfig| {
+                c.name = "multi-root".into();
+                c.registry_addr = "tcp://127.0.0.1:0".parse().unwrap();
+                c.secret = TreeSecret::Given(secret2);
+                c.tls = Some(files);
+                // The root states the build its hosts run (what a root built from the same
+                // program states by itself).
+                c.build_id = Some(app_build);
+            },
+        );
         runtime
             .run(|root| async move {
                 let budget = async {
-                    let (a, b) = (root.attach_host(&addr_a).await?, root.attach_host(&addr_b).await?);
+                    let (a, b) =
+                        (root.attach_host(&addr_a).await?, root.attach_host(&addr_b).await?);
                     assert_eq!((a.name(), b.name(), a.lease()), ("host-a", "host-b", LEASE));
 
                     // Calls and streams on two hosts, and a remote leaf's error.
@@ -137,7 +149,10 @@ fn a_root_runs_actors_on_two_hosts_and_the_lease_ends_them_when_a_host_or_link_i
                                 assert_eq!(s.recv::<i64>().await?, Some(i + 1));
                             }
                             s.close().await?;
-                            assert!(matches!(ctx.result::<u64>().await?, plough::Outcome::Returned(3)));
+                            assert!(matches!(
+                                ctx.result::<u64>().await?,
+                                plough::Outcome::Returned(3)
+                            ));
                             // The root's registrar lists them with their host.
                             let listed = n.actor().list_actors().await?;
                             let method = |name: &str| {
@@ -146,25 +161,42 @@ fn a_root_runs_actors_on_two_hosts_and_the_lease_ends_them_when_a_host_or_link_i
                             assert_eq!(method("worker-a").as_deref(), Some("remote@host-a"));
                             assert_eq!(method("worker-b").as_deref(), Some("remote@host-b"));
                             // A leaf that worker-a's own child starts on host-a fails.
-                            n.run_in_actor_on::<_, u32>(&a2, "relay", "tree", (1u32, 1u32, true)).await?;
+                            n.run_in_actor_on::<_, u32>(&a2, "relay", "tree", (1u32, 1u32, true))
+                                .await?;
                             Ok(())
                         })
                         .await
                         .unwrap_err();
-                    let remote = e.failures().iter().find_map(|f| f.as_remote()).unwrap_or_else(|| panic!("{e}"));
+                    let remote = e
+                        .failures()
+                        .iter()
+                        .find_map(|f| f.as_remote())
+                        .unwrap_or_else(|| panic!("{e}"));
                     assert!(remote.message.contains("failed on purpose"), "{remote:?}");
-                    let path: Vec<&str> = remote.relay_path.iter().map(|a| a.name.as_str()).collect();
+                    let path: Vec<&str> =
+                        remote.relay_path.iter().map(|a| a.name.as_str()).collect();
                     // From the leaf on host-a, through its parent there, home.
                     assert!(remote.source.name.starts_with("d1"), "{remote:?}");
                     assert_eq!(path, ["relay"], "{remote:?}");
 
                     // Idempotent by spawn id, and the daemon lists what it runs.
-                    let order = SpawnOrder { owner: root.aid().uuid, spawn_id: "once".into(), name: "solo".into() };
+                    let order = SpawnOrder {
+                        owner: root.aid().uuid,
+                        spawn_id: "once".into(),
+                        name: "solo".into(),
+                    };
                     let first: Spawned = a.portal().run(HOST_SPAWN, &order).await?;
                     let again: Spawned = a.portal().run(HOST_SPAWN, &order).await?;
-                    assert_eq!((first.aid.clone(), first.again, again.again), (again.aid.clone(), false, true));
+                    assert_eq!(
+                        (first.aid.clone(), first.again, again.again),
+                        (again.aid.clone(), false, true)
+                    );
                     let listed: Vec<HostedActor> = a.portal().run(HOST_LIST, ()).await?;
-                    assert_eq!(listed.iter().filter(|h| h.aid.name == "solo").count(), 1, "{listed:?}");
+                    assert_eq!(
+                        listed.iter().filter(|h| h.aid.name == "solo").count(),
+                        1,
+                        "{listed:?}"
+                    );
                     let exit: plough::core::host::Exit = a.portal().run(HOST_STOP, "once").await?;
                     assert_eq!(exit.code, Some(0), "{exit:?}");
 
@@ -181,7 +213,11 @@ fn a_root_runs_actors_on_two_hosts_and_the_lease_ends_them_when_a_host_or_link_i
                                 rustix::process::Signal::KILL,
                             )
                             .unwrap();
-                            let gone = tokio::task::spawn_blocking(move || gone_within(pid, LEASE * 2, "doomed")).await.unwrap();
+                            let gone = tokio::task::spawn_blocking(move || {
+                                gone_within(pid, LEASE * 2, "doomed")
+                            })
+                            .await
+                            .unwrap();
                             assert!(gone < LEASE * 2);
                             // The nursery's watch of the child ends the body.
                             std::future::pending::<()>().await;
@@ -191,10 +227,15 @@ fn a_root_runs_actors_on_two_hosts_and_the_lease_ends_them_when_a_host_or_link_i
                         .unwrap_err();
                     let lost_after = t0.elapsed();
                     assert!(
-                        e.failures().iter().any(|f| matches!(f, ActorError::HostLost { host, .. } if host == "host-b")),
+                        e.failures().iter().any(
+                            |f| matches!(f, ActorError::HostLost { host, .. } if host == "host-b")
+                        ),
                         "{e}"
                     );
-                    assert!(lost_after < LEASE * 2 + Budgets::heartbeat(LEASE) * 2, "{lost_after:?}");
+                    assert!(
+                        lost_after < LEASE * 2 + Budgets::heartbeat(LEASE) * 2,
+                        "{lost_after:?}"
+                    );
 
                     // Cut host-a's link: the root takes it for lost within the lease, and
                     // host-a's daemon takes the root's actor there down within its own.
@@ -206,7 +247,11 @@ fn a_root_runs_actors_on_two_hosts_and_the_lease_ends_them_when_a_host_or_link_i
                             let pid = p.aid().pid;
                             lab_ref.set_link(0, false).unwrap();
                             tokio::task::spawn_blocking(move || {
-                                gone_within(pid, LEASE * 2 + Budgets::default().ladder.total(), "cut-off")
+                                gone_within(
+                                    pid,
+                                    LEASE * 2 + Budgets::default().ladder.total(),
+                                    "cut-off",
+                                )
                             })
                             .await
                             .unwrap();
@@ -218,10 +263,15 @@ fn a_root_runs_actors_on_two_hosts_and_the_lease_ends_them_when_a_host_or_link_i
                         .unwrap_err();
                     let lost_after = t0.elapsed();
                     assert!(
-                        e.failures().iter().any(|f| matches!(f, ActorError::HostLost { host, .. } if host == "host-a")),
+                        e.failures().iter().any(
+                            |f| matches!(f, ActorError::HostLost { host, .. } if host == "host-a")
+                        ),
                         "{e}"
                     );
-                    assert!(lost_after < LEASE * 3 + Budgets::default().ladder.total(), "{lost_after:?}");
+                    assert!(
+                        lost_after < LEASE * 3 + Budgets::default().ladder.total(),
+                        "{lost_after:?}"
+                    );
                     Ok::<_, ActorError>(())
                 };
                 tokio::time::timeout(STEP * 3, budget).await.expect("the test's budget")
@@ -238,13 +288,15 @@ fn a_root_runs_actors_on_two_hosts_and_the_lease_ends_them_when_a_host_or_link_i
         .spawn(2, env!("CARGO_BIN_EXE_plough_app"), &["remote-root", ca.to_str().unwrap(), &addr])
         .unwrap();
     let line = BufReader::new(out).lines().map_while(Result::ok).find(|l| l.starts_with("remote "));
-    let kid: u32 = line.expect("the remote root's kid").split_whitespace().nth(1).unwrap().parse().unwrap();
+    let kid: u32 =
+        line.expect("the remote root's kid").split_whitespace().nth(1).unwrap().parse().unwrap();
     rustix::process::kill_process(
         rustix::process::Pid::from_raw(root_pid as i32).unwrap(),
         rustix::process::Signal::KILL,
     )
     .unwrap();
-    let gone = gone_within(kid, LEASE * 2 + Budgets::default().ladder.total(), "the dead root's kid");
+    let gone =
+        gone_within(kid, LEASE * 2 + Budgets::default().ladder.total(), "the dead root's kid");
     assert!(gone > LEASE / 2, "the kid went at once ({gone:?}): not the lease's doing");
 
     let made = lab.namespaces().to_vec();

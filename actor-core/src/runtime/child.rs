@@ -127,8 +127,12 @@ async fn child(
     // A child of a tree that spans hosts gets the host's TLS identity from its boot.
     let tls = load_tls(boot.tls.as_ref())?;
     let identity = tls.as_ref().map(|t| t.1.clone());
-    let mut connecting =
-        std::pin::pin!(handshake::connect_with(&boot.parent_addr, &me, &to_parent, identity.as_ref()));
+    let mut connecting = std::pin::pin!(handshake::connect_with(
+        &boot.parent_addr,
+        &me,
+        &to_parent,
+        identity.as_ref()
+    ));
     let mut early = futures::poll!(connecting.as_mut());
     if early.is_pending() {
         // A TCP connect is still in progress (on loopback, complete as soon as the reactor
@@ -245,7 +249,8 @@ async fn child(
         parent
     } else {
         // Its own connection to the registrar; the parent's calls wait in the socket.
-        match handshake::connect_with(&registry_addr, &actor.credentials(), &hs, identity.as_ref()).await
+        match handshake::connect_with(&registry_addr, &actor.credentials(), &hs, identity.as_ref())
+            .await
         {
             Ok(reg) => {
                 let client = RegistrarClient::new(actor.portal(actor.attach(reg, true)));

@@ -238,12 +238,19 @@ impl Runtime {
         // Join the registrar that answers, or become it.
         let private = is_private(&registry_addr);
         let (joined, listener, registrar) = if private {
-            (None, bind(&registry_addr, tls.as_ref().map(|t| &t.1)).await?, Some(Arc::new(RegistrarState::new())))
+            (
+                None,
+                bind(&registry_addr, tls.as_ref().map(|t| &t.1)).await?,
+                Some(Arc::new(RegistrarState::new())),
+            )
         } else {
             match elect_at_start(&registry_addr, &me, &self.config.budgets).await? {
                 Elected::Joined(est) => {
-                    let own =
-                        bind(&ephemeral_like(&registry_addr, &aid.name)?, tls.as_ref().map(|t| &t.1)).await?;
+                    let own = bind(
+                        &ephemeral_like(&registry_addr, &aid.name)?,
+                        tls.as_ref().map(|t| &t.1),
+                    )
+                    .await?;
                     (Some(*est), own, None)
                 }
                 Elected::Became(listener) => {

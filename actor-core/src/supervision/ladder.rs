@@ -4,9 +4,9 @@
 //! runtime's [`Budgets`](crate::Budgets)).
 
 use super::nursery::{ChildActor, Nursery};
+use super::process::ChildProcess;
 use crate::base::error::{ActorError, During};
 use crate::base::sync::LockExt;
-use super::process::ChildProcess;
 use plough_fork_prims::{ExitStatus, Signal};
 use plough_ipc_wire::msg::{Aid, Uuid};
 use std::sync::Arc;
