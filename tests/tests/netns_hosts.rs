@@ -42,7 +42,7 @@ fn start_daemon(lab: &mut Lab, i: usize, host: &str, ca: &Path) -> (u32, Address
         "--lease-ms",
         &lease,
     ];
-    let (pid, out) = lab.spawn(i, env!("CARGO_BIN_EXE_plough_host"), &args).unwrap();
+    let (pid, out) = lab.spawn(i, env!("CARGO_BIN_EXE_host_daemon"), &args).unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(out).lines().map_while(Result::ok) {
@@ -137,9 +137,26 @@ fn a_root_runs_actors_on_two_hosts_and_the_lease_ends_them_when_a_host_or_link_i
                     let (a2, b2) = (a.clone(), b.clone());
                     let e = root
                         .nursery(|n| async move {
+                            // Timed (printed, not asserted): spawn -> first call, and a
+                            // call's round trip, across namespaces. (Local children of this
+                            // root would start from the zygote outside the lab.)
+                            let t = Instant::now();
                             let pa = n.start_actor_on(&a2, "worker-a").await?;
-                            let pb = n.start_actor_on(&b2, "worker-b").await?;
                             assert_eq!(pa.run::<_, i64>("add", (1i64, 2i64)).await?, 3);
+                            let remote_spawn = t.elapsed();
+                            let rtt = |p: plough::Portal| async move {
+                                let t = Instant::now();
+                                for i in 0..200i64 {
+                                    p.run::<_, i64>("add", (i, 1i64)).await?;
+                                }
+                                Ok::<_, ActorError>(t.elapsed() / 200)
+                            };
+                            let remote_rtt = rtt(pa.clone()).await?;
+                            eprintln!(
+                                "netns_hosts timing: remote spawn -> first RPC {remote_spawn:?}; \
+                                 RPC round trip across namespaces {remote_rtt:?}"
+                            );
+                            let pb = n.start_actor_on(&b2, "worker-b").await?;
                             assert_ne!(pa.aid().pid, pb.aid().pid);
                             let (ctx, first) = pb.open_context::<_, String>("ctx_echo", ()).await?;
                             assert_eq!(first, "ready");
