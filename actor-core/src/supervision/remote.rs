@@ -22,7 +22,7 @@
 use super::nursery::{ChildActor, Nursery};
 use super::process::ChildProcess;
 use crate::base::dump::{Relay, TaskGuard};
-use crate::base::error::{ActorError, Misuse};
+use crate::base::error::{ActorError, Misuse, SpawnError};
 use crate::base::fate::fate;
 use crate::base::sync::LockExt;
 use crate::calls::portal::Portal;
@@ -277,7 +277,14 @@ impl Actor {
     /// is in the detail); the daemon's own error otherwise.
     pub async fn attach_host(&self, addr: &Address) -> Result<Host, ActorError> {
         let portal = self.connect(addr).await?;
-        let attached: Attached = portal.run(HOST_ATTACH, ()).await?;
+        let wait = self.budgets().handshake;
+        let attached: Attached = tokio::time::timeout(wait, portal.run(HOST_ATTACH, ()))
+            .await
+            .map_err(|_| ActorError::ActorTooSlow {
+            actor: portal.aid().clone(),
+            what: "answer to attach".to_owned(),
+            secs: wait.as_secs_f64(),
+        })??;
         let host = Host {
             inner: Arc::new(HostInner {
                 name: attached.host,
@@ -367,9 +374,13 @@ impl RemoteProcess {
         if self.host.inner.lost.is_cancelled() {
             return Err(io::Error::other("the host is lost"));
         }
+        // Without a runtime (a nursery dropped while the process exits) nothing can be
+        // sent: the daemon's lease takes the actor down.
+        let rt = tokio::runtime::Handle::try_current()
+            .map_err(|_| io::Error::other("no runtime to reach the host daemon"))?;
         let order = SignalOrder { spawn_id: self.spawn_id.clone(), signal: signal.as_raw(), group };
         let (portal, lease) = (self.host.portal(), self.host.lease());
-        tokio::spawn(async move {
+        rt.spawn(async move {
             let _ = tokio::time::timeout(lease, portal.run::<_, bool>(HOST_SIGNAL, order)).await;
         });
         Ok(())
@@ -427,7 +438,31 @@ impl Nursery {
         let spawn_id = Uuid::new_v4().simple().to_string();
         let order =
             SpawnOrder { owner: actor.aid().uuid, spawn_id: spawn_id.clone(), name: name.into() };
-        let spawned: Spawned = host.portal().run(HOST_SPAWN, &order).await?;
+        // Bounded as a local boot is, and by the lease: a daemon that went away meanwhile
+        // does not leave the spawn hanging.
+        let (wait, daemon) = (actor.budgets().connect_cap, host.portal());
+        let spawned: Spawned = tokio::select! {
+            r = tokio::time::timeout(wait, daemon.run(HOST_SPAWN, &order)) => match r {
+                Ok(r) => r?,
+                Err(_) => {
+                    stop_remote(host, &spawn_id);
+                    return Err(SpawnError::ConnectTimeout {
+                        name: name.to_owned(),
+                        secs: wait.as_secs_f64(),
+                        stderr: String::new(),
+                    }
+                    .into());
+                }
+            },
+            () = host.lost() => {
+                let reason = host.lost_reason().unwrap_or_default();
+                return Err(ActorError::HostLost {
+                    actor: Aid { name: name.to_owned(), uuid: Uuid([0; 16]), pid: 0 },
+                    host: host.name().to_owned(),
+                    reason,
+                });
+            }
+        };
         let addr = ActorEntry::new(spawned.aid.clone(), spawned.addr.clone(), None, "")
             .address()
             .inspect_err(|_| stop_remote(host, &spawn_id))?;
