@@ -20,6 +20,9 @@ struct Args {
     /// The liveness lease in milliseconds (default: `Budgets::lease`).
     #[arg(long)]
     lease_ms: Option<u64>,
+    /// Stop when stdin reaches its end (a launcher's session ended: `ssh`).
+    #[arg(long)]
+    stop_on_stdin_eof: bool,
 }
 
 /// Parses this process's arguments and runs the daemon; the exit code.
@@ -33,6 +36,7 @@ pub fn main() -> i32 {
         }
     };
     let mut config = crate::HostConfig::from_ca_dir(&args.ca_dir, &host, args.listen, args.program);
+    config.stop_on_stdin_eof = args.stop_on_stdin_eof;
     if let Some(ms) = args.lease_ms {
         config.lease = std::time::Duration::from_millis(ms);
     }

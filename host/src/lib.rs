@@ -30,6 +30,7 @@
 //!   connection's end).
 
 pub mod cli;
+pub mod ssh;
 
 use plough::core::host::{
     Attached, Exit, HOST_ATTACH, HOST_BEAT, HOST_LIST, HOST_SIGNAL, HOST_SPAWN, HOST_STOP,
@@ -61,6 +62,9 @@ pub struct HostConfig {
     pub program: PathBuf,
     /// The liveness lease (default [`Budgets::lease`]).
     pub lease: Duration,
+    /// Stop (gracefully, as on SIGTERM) when stdin reaches its end: how a launcher's
+    /// session (ssh) takes the daemon down with it (default off).
+    pub stop_on_stdin_eof: bool,
 }
 
 impl HostConfig {
@@ -73,6 +77,7 @@ impl HostConfig {
             secret: dir.join(plough::ipc_wire::auth::SECRET_FILE),
             program,
             lease: Budgets::default().lease,
+            stop_on_stdin_eof: false,
         }
     }
 }
@@ -400,7 +405,8 @@ async fn address_of(actor: &Actor, aid: &Aid) -> Result<String, ActorError> {
 }
 
 /// Runs the daemon until SIGINT or SIGTERM: its actors go down with it (each through
-/// the ladder). Prints `plough-host listening <addr>` on stdout once it accepts.
+/// the ladder). Prints `plough-host listening <addr> build <id> pid <pid>` on stdout once
+/// it accepts.
 ///
 /// # Errors
 ///
@@ -433,15 +439,29 @@ pub fn run(config: HostConfig) -> Result<(), ActorError> {
             c.build_id = Some(build);
             c.budgets.lease = config.lease;
         });
+    let (eof_tx, eof) = tokio::sync::oneshot::channel::<()>();
+    if config.stop_on_stdin_eof {
+        // A plain thread: stdin is blocking, and its end is the launcher's session ending.
+        std::thread::spawn(move || {
+            let _ = std::io::copy(&mut std::io::stdin().lock(), &mut std::io::sink());
+            let _ = eof_tx.send(());
+        });
+    }
     runtime.run(|actor| async move {
-        println!("plough-host listening {} build {build}", actor.addr());
+        let pid = std::process::id();
+        println!("plough-host listening {} build {build} pid {pid}", actor.addr());
         use std::io::Write;
         let _ = std::io::stdout().flush();
         let beat = Budgets::heartbeat(state.lease);
+        let mut eof = std::pin::pin!(eof);
         loop {
             tokio::select! {
                 () = tokio::time::sleep(beat) => state.expire_leases(),
                 () = actor.shutdown_requested() => return Ok(()),
+                Ok(()) = &mut eof => {
+                    tracing::info!("stdin closed: the launcher's session ended, stopping");
+                    return Ok(());
+                }
             }
         }
     })

@@ -319,10 +319,12 @@ fn a_root_runs_actors_on_two_hosts_and_the_lease_ends_them_when_a_host_or_link_i
     let made = lab.namespaces().to_vec();
     drop(lab);
     // The daemons and the remote root were SIGKILLed (by the test, or the lab's drop):
-    // their markers stay, as after any SIGKILL, for the reaper; the test removes them.
+    // their markers stay, as after any SIGKILL; the test sweeps them as the reaper would.
     for pid in [pid_a, pid_b, root_pid] {
         plough_tests::clear_killed_actor(pid);
     }
+    let dir = plough::fork_prims::marker::default_runtime_dir();
+    plough_reaper::uds::sweep(&dir, None, false).expect("sweep the runtime dir");
     for ns in made {
         assert!(namespaces_named(&ns).is_empty(), "{ns} outlived its lab");
     }
