@@ -7,6 +7,7 @@
 pub mod app;
 pub mod crash;
 mod lifecycle;
+pub mod multi_host;
 pub mod netns;
 pub mod shm_app;
 

@@ -16,7 +16,8 @@ use plough::ipc_wire::{
     Address, Aid, BuildId, Credentials, HandshakeConfig, HandshakeError, Secret, TlsFailure,
     TlsFiles, TlsIdentity, Uuid, handshake,
 };
-use plough::{ActorError, Budgets, RuntimeConfig, TreeSecret};
+use plough::{ActorError, Budgets};
+use plough_tests::multi_host::configure_root;
 use plough_tests::netns::{Lab, namespaces_named, skip_without_netns};
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -111,21 +112,12 @@ fn a_root_runs_actors_on_two_hosts_and_the_lease_ends_them_when_a_host_or_link_i
         })
     });
 
-    let (files, secret2) = (root_files.clone(), secret.clone());
     let addr_a_text = addr_a.to_string();
     let lab_ref = &lab;
+    let ca2 = ca.clone();
     lab.in_host(2, move || {
-        let runtime = plough::Runtime::new(plough_tests::app::registry()).configure(
-            |c: &mut RuntimeConfig| {
-                c.name = "multi-root".into();
-                c.registry_addr = "tcp://127.0.0.1:0".parse().unwrap();
-                c.secret = TreeSecret::Given(secret2);
-                c.tls = Some(files);
-                // The root states the build its hosts run (what a root built from the same
-                // program states by itself).
-                c.build_id = Some(app_build);
-            },
-        );
+        let runtime = plough::Runtime::new(plough_tests::app::registry())
+            .configure(|c| configure_root(c, "multi-root", &ca2, Some(app_build)));
         runtime
             .run(|root| async move {
                 let budget = async {

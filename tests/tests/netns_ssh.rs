@@ -6,9 +6,10 @@
 //! Needs root, iproute2, `sshd`, `ssh` and `ssh-keygen` (`.ci/run` installs
 //! openssh-server); elsewhere the test prints why it skips.
 
-use plough::ipc_wire::{BuildId, Secret};
-use plough::{ActorError, RuntimeConfig, TreeSecret};
+use plough::ActorError;
+use plough::ipc_wire::BuildId;
 use plough_host::ssh::SshLaunch;
+use plough_tests::multi_host::configure_root;
 use plough_tests::netns::{namespaces_named, skip_without_netns};
 use std::path::Path;
 use std::process::Command;
@@ -43,7 +44,7 @@ fn the_ssh_launcher_starts_plough_host_through_sshd_and_the_session_takes_it_dow
     let (host_ip, ca) = (lab.host(0).ip, t.join("ca"));
     plough_ps::ca::init(&ca).unwrap();
     plough_ps::ca::issue(&ca, "node-0", &[host_ip.into()], 1).unwrap();
-    let root_files = plough_ps::ca::issue(&ca, "root", &[lab.host(1).ip.into()], 1).unwrap();
+    plough_ps::ca::issue(&ca, "root", &[lab.host(1).ip.into()], 1).unwrap();
     for key in ["hostkey", "userkey"] {
         let path = t.join(key);
         run(Command::new("ssh-keygen")
@@ -87,7 +88,6 @@ fn the_ssh_launcher_starts_plough_host_through_sshd_and_the_session_takes_it_dow
         program: env!("CARGO_BIN_EXE_plough_app").into(),
         lease_ms: Some(1500),
     };
-    let secret = Secret::load(&ca.join("secret")).unwrap();
     let app_build = BuildId::of_file(env!("CARGO_BIN_EXE_plough_app").as_ref()).unwrap();
     let (daemon_pid, kid_pid) = lab.in_host(1, || {
         // sshd may still be starting: the launcher is retried until it answers.
@@ -101,15 +101,8 @@ fn the_ssh_launcher_starts_plough_host_through_sshd_and_the_session_takes_it_dow
             std::thread::sleep(Duration::from_millis(100));
         };
         let (addr, daemon_pid) = (host.addr().clone(), host.pid());
-        let runtime = plough::Runtime::new(plough_tests::app::registry()).configure(
-            |c: &mut RuntimeConfig| {
-                c.name = "ssh-root".into();
-                c.registry_addr = "tcp://127.0.0.1:0".parse().unwrap();
-                c.secret = TreeSecret::Given(secret);
-                c.tls = Some(root_files);
-                c.build_id = Some(app_build);
-            },
-        );
+        let runtime = plough::Runtime::new(plough_tests::app::registry())
+            .configure(|c| configure_root(c, "ssh-root", &ca, Some(app_build)));
         let kid = runtime
             .run(|root| async move {
                 let node = root.attach_host(&addr).await?;

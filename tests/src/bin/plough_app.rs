@@ -258,13 +258,8 @@ fn main() {
             c.budgets.spawn_fds = 4;
         }
         if scenario == "remote-root" {
-            // A root of a tree across hosts: the `root` pair and the secret of a `plough ca`
-            // directory, a registry of its own.
             let dir = std::path::PathBuf::from(args.get(2).expect("CA_DIR"));
-            c.tls = Some(plough::ipc_wire::TlsFiles::in_ca_dir(&dir, "root"));
-            let secret = plough::ipc_wire::Secret::load(&dir.join("secret")).expect("secret");
-            c.secret = plough::TreeSecret::Given(secret);
-            c.registry_addr = "tcp://127.0.0.1:0".parse().expect("an address");
+            plough_tests::multi_host::configure_root(c, "root", &dir, None);
         }
     });
     let result = runtime.run(|root| async move {
