@@ -116,8 +116,10 @@ fn a_root_runs_actors_on_two_hosts_and_the_lease_ends_them_when_a_host_or_link_i
     let lab_ref = &lab;
     let ca2 = ca.clone();
     lab.in_host(2, move || {
-        let runtime = plough::Runtime::new(plough_tests::app::registry())
-            .configure(|c| configure_root(c, "multi-root", &ca2, Some(app_build)));
+        let runtime = plough::Runtime::new(plough_tests::app::registry()).configure(|c| {
+            configure_root(c, "multi-root", &ca2, Some(app_build));
+            c.budgets.ladder = plough_tests::quick_ladder();
+        });
         runtime
             .run(|root| async move {
                 let budget = async {
@@ -208,6 +210,39 @@ fn a_root_runs_actors_on_two_hosts_and_the_lease_ends_them_when_a_host_or_link_i
                     );
                     let exit: plough::core::host::Exit = a.portal().run(HOST_STOP, "once").await?;
                     assert_eq!(exit.code, Some(0), "{exit:?}");
+
+                    // The ladder's process steps through the daemon: an actor that blocks
+                    // its only thread ignores the IPC cancel and SIGTERM; SIGKILL to its
+                    // group ends it, and the daemon reports how.
+                    let a4 = a.clone();
+                    let t0 = Instant::now();
+                    root.nursery(|n| async move {
+                        let p = n.start_actor_on(&a4, "stubborn").await?;
+                        assert_eq!(p.run::<_, i64>("add", (1i64, 1i64)).await?, 2);
+                        // `block` goes out first (its first poll sends it); then a call that
+                        // is not answered shows the actor's only thread is blocked.
+                        let mut blocked = Box::pin(p.run::<_, ()>("block", 60_000u64));
+                        assert!(futures::poll!(&mut blocked).is_pending());
+                        let quick = plough_tests::quick_ladder();
+                        let probe = tokio::time::timeout(
+                            quick.ack_timeout,
+                            p.run::<_, i64>("add", (1i64, 1i64)),
+                        );
+                        assert!(probe.await.is_err(), "a blocked actor answered");
+                        n.cancel().await;
+                        Ok(())
+                    })
+                    .await?;
+                    let ladder = t0.elapsed();
+                    let listed: Vec<HostedActor> = a.portal().run(HOST_LIST, ()).await?;
+                    let exit =
+                        listed.iter().find(|h| h.aid.name == "stubborn").and_then(|h| h.exit);
+                    assert_eq!(exit.and_then(|e| e.signal), Some(9), "{listed:?}");
+                    let quick = plough_tests::quick_ladder();
+                    assert!(
+                        ladder >= quick.ack_timeout + quick.exit_timeout + quick.term_timeout,
+                        "{ladder:?}"
+                    );
 
                     // SIGKILL host-b's daemon: its actor goes, and the root gets HostLost.
                     let b3 = b.clone();
