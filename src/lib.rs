@@ -58,6 +58,7 @@ pub use plough_actor_core::{
     STREAM_BUFFER_BYTES, SetupError, SpawnError, SpawnMethod, Strategy, StreamConfig, Subscriber,
     Supervised, Supervisor, TreeSecret,
 };
+pub use plough_actor_core::host;
 pub use plough_fork_prims as fork_prims;
 pub use plough_ipc_wire as ipc_wire;
 pub use plough_ipc_wire::Address;
