@@ -50,6 +50,7 @@
 //! applied (on stderr when no subscriber listens).
 
 pub use plough_actor_core as core;
+pub use plough_actor_core::host;
 pub use plough_actor_core::{
     Actor, ActorEntry, ActorError, Budgets, ChildExit, ChildExits, ChildSpec, Context, Cx, During,
     ErrorKind, ExitStatus, FanOut, JobHandle, LadderConfig, Misuse, MsgStream, MsgTypes, Nursery,
@@ -58,7 +59,6 @@ pub use plough_actor_core::{
     STREAM_BUFFER_BYTES, SetupError, SpawnError, SpawnMethod, Strategy, StreamConfig, Subscriber,
     Supervised, Supervisor, TreeSecret,
 };
-pub use plough_actor_core::host;
 pub use plough_fork_prims as fork_prims;
 pub use plough_ipc_wire as ipc_wire;
 pub use plough_ipc_wire::Address;

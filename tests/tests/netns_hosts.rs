@@ -244,6 +244,32 @@ fn a_root_runs_actors_on_two_hosts_and_the_lease_ends_them_when_a_host_or_link_i
                         "{ladder:?}"
                     );
 
+                    // A supervisor's child on a host: it crashes there (SIGKILL from
+                    // outside) and is started again there.
+                    let sup = plough::Supervisor::new(plough::Strategy::OneForOne)
+                        .child(plough::ChildSpec::actor("sup-remote").on(&a));
+                    root.supervise(sup, |s| async move {
+                        let first = s.portal("sup-remote").await?;
+                        assert_eq!(first.run::<_, i64>("add", (2i64, 2i64)).await?, 4);
+                        let old = first.aid().pid;
+                        let mut exits = s.exits();
+                        rustix::process::kill_process(
+                            rustix::process::Pid::from_raw(old as i32).unwrap(),
+                            rustix::process::Signal::KILL,
+                        )
+                        .unwrap();
+                        // Its death comes home with its status (from the daemon's reap).
+                        let exit = exits.recv().await?.expect("an exit");
+                        let killed = plough::ExitStatus::Signaled { signal: 9, core_dumped: false };
+                        assert_eq!(exit.status, Some(killed), "{exit}");
+                        // `portal` waits while it is being restarted.
+                        let again = s.portal("sup-remote").await?;
+                        assert_ne!(again.aid().pid, old);
+                        assert_eq!(again.run::<_, i64>("add", (3i64, 3i64)).await?, 6);
+                        Ok(())
+                    })
+                    .await?;
+
                     // SIGKILL host-b's daemon: its actor goes, and the root gets HostLost.
                     let b3 = b.clone();
                     let _ = &b3;

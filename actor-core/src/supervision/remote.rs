@@ -430,7 +430,11 @@ impl Nursery {
         self.run_in(child, function, args)
     }
 
-    async fn spawn_remote(&self, host: &Host, name: &str) -> Result<Arc<ChildActor>, ActorError> {
+    pub(super) async fn spawn_remote(
+        &self,
+        host: &Host,
+        name: &str,
+    ) -> Result<Arc<ChildActor>, ActorError> {
         if self.inner.closed.load(Ordering::SeqCst) {
             return Err(Misuse::NurseryExited { name: name.to_owned() }.into());
         }

@@ -57,13 +57,21 @@ pub struct ChildSpec {
     work: Work,
     restart: Restart,
     shutdown: Option<LadderConfig>,
+    /// The host daemon it runs on (`None`: here).
+    host: Option<super::remote::Host>,
 }
 
 impl ChildSpec {
     /// A child actor that serves calls (reach it with [`Supervised::portal`]).
     /// `Permanent` unless [`ChildSpec::restart`] says otherwise.
     pub fn actor(id: impl Into<String>) -> Self {
-        ChildSpec { id: id.into(), work: Work::Serve, restart: Restart::Permanent, shutdown: None }
+        ChildSpec {
+            id: id.into(),
+            work: Work::Serve,
+            restart: Restart::Permanent,
+            shutdown: None,
+            host: None,
+        }
     }
 
     /// A child actor that runs `function(args)`; the call's return ends it (and a
@@ -82,6 +90,7 @@ impl ChildSpec {
             work: Work::Run { function: function.to_owned(), args: encode(args)? },
             restart: Restart::Permanent,
             shutdown: None,
+            host: None,
         })
     }
 
@@ -97,6 +106,14 @@ impl ChildSpec {
     #[must_use]
     pub fn shutdown(mut self, ladder: LadderConfig) -> Self {
         self.shutdown = Some(ladder);
+        self
+    }
+
+    /// On the host daemon `host` (see [`Actor::attach_host`]): each start (and restart)
+    /// spawns it there, under the same ladder.
+    #[must_use]
+    pub fn on(mut self, host: &super::remote::Host) -> Self {
+        self.host = Some(host.clone());
         self
     }
 
@@ -331,7 +348,11 @@ impl Run {
     async fn start(&mut self, i: usize) -> Result<(), Observed> {
         self.shared.set(i, View::Starting);
         let spec = self.specs[i].clone();
-        let child = match self.n.spawn_child(&spec.id).await {
+        let spawned = match &spec.host {
+            Some(host) => self.n.spawn_remote(host, &spec.id).await,
+            None => self.n.spawn_child(&spec.id).await,
+        };
+        let child = match spawned {
             Ok(child) => child,
             Err(e) => {
                 let actor = match &e {
