@@ -8,6 +8,7 @@ pub mod app;
 pub mod crash;
 mod lifecycle;
 pub mod netns;
+pub mod obs;
 pub mod shm_app;
 
 use std::io::{BufRead, BufReader, Read};

@@ -81,6 +81,8 @@ struct ActorInner {
     /// The partial frames of every connection this actor serves are charged to this
     /// ([`Budgets::partial_frames`]).
     frame_budget: plough_ipc_wire::FrameBudget,
+    /// The actor's span: the parent of every call it serves.
+    trace: crate::base::trace::ActorTrace,
 }
 
 /// What an actor is made of (the runtime layer assembles it).
@@ -96,6 +98,8 @@ pub(crate) struct ActorParts {
     pub(crate) registrar: Option<Arc<RegistrarState>>,
     pub(crate) registry_addr: Address,
     pub(crate) is_root: bool,
+    /// The actor's span (made in its own process: it reseeds the span ids).
+    pub(crate) trace: crate::base::trace::ActorTrace,
 }
 
 /// A child being spawned: resolves to its connection once it has connected back and
@@ -146,6 +150,7 @@ impl Actor {
                 is_root: parts.is_root,
                 marker: Mutex::new(None),
                 frame_budget,
+                trace: parts.trace,
             }),
         };
         actor.serve_listener(parts.listener);
@@ -371,6 +376,11 @@ impl Actor {
     /// The runtime's budgets.
     pub(crate) fn budgets(&self) -> &Budgets {
         &self.inner.config.budgets
+    }
+
+    /// The actor's span and its trace context.
+    pub(crate) fn trace(&self) -> &crate::base::trace::ActorTrace {
+        &self.inner.trace
     }
 
     /// The spawn backend, if the runtime has one.
