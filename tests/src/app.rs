@@ -277,9 +277,11 @@ async fn metrics_rows(_cx: Cx, _: ()) -> Result<Vec<crate::obs::MetricRow>, AppE
     Ok(crate::obs::snapshot())
 }
 
-/// `started(())`, then blocks its actor's only thread for `ms` (it answers no cancel).
+/// `started(())`, then, once cancelled, blocks its actor's only thread for `ms`: from
+/// then on it answers nothing (the ladder must signal it).
 async fn ctx_started_then_block(ctx: Context, ms: u64) -> Result<(), ActorError> {
     ctx.started(&()).await?;
+    ctx.cancelled().await;
     std::thread::sleep(Duration::from_millis(ms));
     Ok(())
 }

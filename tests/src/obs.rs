@@ -144,26 +144,31 @@ pub struct MetricRow {
     pub value: f64,
 }
 
-/// Everything [`recorder`] holds now.
+/// Everything [`recorder`] counted so far. The debugging recorder hands out what came
+/// since its last snapshot (counters, gauges and histograms all drain), so the totals
+/// are kept here: each snapshot's values add up.
 pub fn snapshot() -> Vec<MetricRow> {
     use metrics_util::debugging::DebugValue;
-    recorder()
-        .snapshot()
-        .into_vec()
-        .into_iter()
-        .map(|(key, _, _, value)| {
-            let key = key.key();
-            let mut labels: Vec<(String, String)> =
-                key.labels().map(|l| (l.key().to_owned(), l.value().to_owned())).collect();
-            labels.sort();
-            let value = match value {
-                DebugValue::Counter(c) => c as f64,
-                DebugValue::Gauge(g) => g.into_inner(),
-                DebugValue::Histogram(h) => h.len() as f64,
-            };
-            MetricRow { name: key.name().to_owned(), labels, value }
-        })
-        .collect()
+    static TOTALS: std::sync::Mutex<Vec<MetricRow>> = std::sync::Mutex::new(Vec::new());
+    let fresh = recorder().snapshot().into_vec();
+    let mut totals = TOTALS.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    for (key, _, _, value) in fresh {
+        let key = key.key();
+        let mut labels: Vec<(String, String)> =
+            key.labels().map(|l| (l.key().to_owned(), l.value().to_owned())).collect();
+        labels.sort();
+        let value = match value {
+            DebugValue::Counter(c) => c as f64,
+            DebugValue::Gauge(g) => g.into_inner(),
+            DebugValue::Histogram(h) => h.len() as f64,
+        };
+        let name = key.name().to_owned();
+        match totals.iter_mut().find(|r| r.name == name && r.labels == labels) {
+            Some(row) => row.value += value,
+            None => totals.push(MetricRow { name, labels, value }),
+        }
+    }
+    totals.clone()
 }
 
 /// The value of metric `name` with exactly `labels` in `rows` (0 when absent).
