@@ -65,7 +65,11 @@ pub use plough_ipc_wire::Address;
 pub use plough_shm as shm;
 pub use plough_spawn_backends as backends;
 
+pub use plough_actor_core::{metrics, trace};
+
 mod logging;
+#[cfg(feature = "opentelemetry")]
+pub mod otel;
 pub mod testing;
 
 /// Environment variable with the log filter (`tracing_subscriber` `EnvFilter` syntax).
