@@ -48,6 +48,15 @@
 //! one, a child's log lines exist only through the program's subscriber (its errors still
 //! come home as typed errors), and an ask is answered with one warning that it is not
 //! applied (on stderr when no subscriber listens).
+//!
+//! # Spans and metrics
+//!
+//! Each actor runs in a `plough.actor` span, and each call, context and stream has a
+//! `plough.call` span on the caller's side and a `plough.serve` span on the callee's,
+//! linked across processes by the trace context every call carries ([`trace`]); the cargo
+//! feature `opentelemetry` makes that OpenTelemetry's context (`plough::otel`). plough
+//! records [`metrics`] through the `metrics` facade and installs no recorder. The guide's
+//! `docs/observability.md` lists the span fields and the metric names.
 
 pub use plough_actor_core as core;
 pub use plough_actor_core::{
@@ -211,6 +220,8 @@ pub mod guide {
     pub struct Tractor;
     #[doc = include_str!("../docs/troubleshooting.md")]
     pub struct Troubleshooting;
+    #[doc = include_str!("../docs/observability.md")]
+    pub struct Observability;
     #[doc = include_str!("../docs/design.md")]
     pub struct Design;
 }

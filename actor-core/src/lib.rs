@@ -98,7 +98,7 @@ pub mod trace {
 /// Every name plough records is a constant of this module, and every label value is
 /// bounded: backends, outcomes, sides, directions, rungs and error kinds are fixed sets,
 /// and a function label is a name the program registered (a call to a function the callee
-/// does not have is counted as [`UNKNOWN_FUNCTION`]). No pid, uuid or actor name is
+/// does not have is counted as [`UNKNOWN_FUNCTION`](metrics::UNKNOWN_FUNCTION)). No pid, uuid or actor name is
 /// ever a label.
 ///
 /// | name | type | labels | what |
@@ -108,13 +108,13 @@ pub mod trace {
 /// | `plough_actors_live` | gauge | `backend` | children this process spawned that have not exited |
 /// | `plough_restarts_total` | counter | — | restarts made by supervisors of this process |
 /// | `plough_calls_total` | counter | `function`, `side` (`caller`, `callee`), `kind` | calls, contexts and streams started |
-/// | `plough_call_errors_total` | counter | `function`, `side`, `error` | calls that ended in an error (its [`ErrorKind`](crate::ErrorKind), `user` for a handler's own) |
+/// | `plough_call_errors_total` | counter | `function`, `side`, `error` | calls that ended in an error (its [`ErrorKind`], `user` for a handler's own) |
 /// | `plough_stream_messages_total` | counter | `function`, `direction` (`sent`, `received`) | stream messages |
 /// | `plough_stream_bytes_total` | counter | `function`, `direction` | stream payload bytes |
 /// | `plough_ladder_escalations_total` | counter | `rung` (`sigterm`, `sigkill`, `forced`) | children the cancellation ladder had to signal |
 ///
 /// A recorder installed after plough started still sees everything but the streams that
-/// were already open (their counters are taken when a stream opens). [`describe`] gives a
+/// were already open (their counters are taken when a stream opens). [`describe`](metrics::describe) gives a
 /// recorder each metric's unit and description.
 pub mod metrics {
     pub use crate::base::metrics::{

@@ -983,6 +983,23 @@ mod tests {
     use bytes::BytesMut;
     use tokio_util::codec::Decoder;
 
+    #[test]
+    fn a_trace_context_reads_as_a_w3c_traceparent_and_survives_the_wire() {
+        let mut trace_id = [0u8; 16];
+        trace_id[0] = 0x4b;
+        trace_id[15] = 0x36;
+        let t = TraceContext { trace_id, span_id: [0, 0xf0, 0, 0, 0, 0, 0, 0x7a], flags: 1 };
+        assert_eq!(t.to_string(), "00-4b000000000000000000000000000036-00f000000000007a-01");
+        assert!(t.is_valid());
+        assert!(!TraceContext::default().is_valid());
+        let start = Msg::Start(Start { cid: 3, trace: Some(t), ..Start::default() });
+        let mut buf = BytesMut::new();
+        tokio_util::codec::Encoder::encode(&mut FrameCodec::default(), start.clone(), &mut buf)
+            .expect("encodes");
+        let frame = FrameCodec::default().decode(&mut buf).expect("decodes").expect("a frame");
+        assert_eq!(frame.decode().expect("a message"), start);
+    }
+
     /// Frames a message built by hand with the generated builder (bypassing `Msg::write`).
     fn frame_of(build: impl FnOnce(schema::msg::Builder<'_>)) -> crate::Frame {
         let mut b = capnp::message::Builder::new_default();
