@@ -13,10 +13,33 @@ const APP: &str = env!("CARGO_BIN_EXE_plough_app");
 /// The one span named `name` whose `function` is `function`.
 #[track_caller]
 fn one<'a>(spans: &'a [SpanLine], name: &str, function: &str) -> &'a SpanLine {
-    let found: Vec<&SpanLine> =
-        spans.iter().filter(|s| s.name == name && s.field("function") == function).collect();
+    one_in(spans, name, function, |_| true)
+}
+
+/// [`one`] among the spans that pass `which`.
+#[track_caller]
+fn one_in<'a>(
+    spans: &'a [SpanLine],
+    name: &str,
+    function: &str,
+    which: impl Fn(&SpanLine) -> bool,
+) -> &'a SpanLine {
+    let found: Vec<&SpanLine> = spans
+        .iter()
+        .filter(|s| s.name == name && s.field("function") == function && which(s))
+        .collect();
     assert_eq!(found.len(), 1, "one {name} span of `{function}` expected: {spans:#?}");
     found[0]
+}
+
+trait Peer {
+    fn peer_is(&self, name: &str) -> bool;
+}
+
+impl Peer for SpanLine {
+    fn peer_is(&self, name: &str) -> bool {
+        self.field("peer").starts_with(&format!("{name}@"))
+    }
 }
 
 #[test]
@@ -51,8 +74,8 @@ fn a_two_level_call_is_one_trace_across_three_processes() {
     let spans = read_spans(dir.path());
     let root_call = one(&spans, "plough.call", "relay_add");
     let child_serve = one(&spans, "plough.serve", "relay_add");
-    let child_call = one(&spans, "plough.call", "add");
-    let grandchild_serve = one(&spans, "plough.serve", "add");
+    let child_call = one_in(&spans, "plough.call", "add", |s| s.pid != root_pid);
+    let grandchild_serve = one_in(&spans, "plough.serve", "add", |s| s.peer_is("child"));
 
     // Three processes.
     assert_eq!(root_call.pid, root_pid);
@@ -81,6 +104,13 @@ fn a_two_level_call_is_one_trace_across_three_processes() {
     let ids: std::collections::HashSet<&str> =
         chain.iter().map(|s| s.field("span_id")).chain([root_actor]).collect();
     assert_eq!(ids.len(), 5, "{chain:#?}");
+
+    // `run_in_actor` runs its call in a task of the nursery: still the body's child.
+    let side_call = one_in(&spans, "plough.call", "add", |s| s.pid == root_pid);
+    assert_eq!(side_call.field("trace_id"), trace, "{side_call:?}");
+    assert_eq!(side_call.field("parent_span_id"), root_actor, "{side_call:?}");
+    let side_serve = one_in(&spans, "plough.serve", "add", |s| s.peer_is("root"));
+    assert_eq!(side_serve.field("parent_span_id"), side_call.field("span_id"));
 
     // The callee side names the caller; the spans say which kind of call they are.
     assert!(grandchild_serve.field("peer").starts_with("child@"), "{grandchild_serve:?}");

@@ -90,6 +90,12 @@ pub(crate) fn in_trace<F: Future>(
     CURRENT.scope(cx, fut)
 }
 
+/// `fut` with this task's span and trace context, for a task it spawns on its behalf (a
+/// `run_in_actor` call is then the child of the span that asked for it).
+pub(crate) fn inherit<F: Future>(fut: F) -> impl Future<Output = F::Output> {
+    tracing::Instrument::instrument(in_trace(current(), fut), Span::current())
+}
+
 /// The id source: splitmix64 over a counter, reseeded from each actor's (random) uuid so
 /// that a forked child does not repeat its parent's ids.
 static ID_STATE: AtomicU64 = AtomicU64::new(0x9e37_79b9_7f4a_7c15);

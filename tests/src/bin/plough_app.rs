@@ -39,7 +39,8 @@
 //!   `fds` (`fds <n>`), `quit`.
 //!
 //! `trace` (`runtime_trace.rs`, with `PLOUGH_TEST_TRACE_DIR` set): a child that runs
-//! `relay_add` (which calls `add` on a grandchild of its own); prints `result 5`.
+//! `relay_add` (which calls `add` on a grandchild of its own); prints `result 5`; then
+//! runs `add` in a `side` child with `run_in_actor`.
 //!
 //! `failover NAME` (`runtime_registrar_failover.rs`): a root named NAME with one child
 //! `NAME-kid`, on the registry its environment chooses (`PLOUGH_REGISTRY`, or the
@@ -270,6 +271,8 @@ fn main() {
                     let child = nursery.start_actor("child").await?;
                     let sum: i64 = child.run("relay_add", (2i64, 3i64)).await?;
                     say(&format!("result {sum}"));
+                    // A call run from a task of the nursery's is still the body's child.
+                    nursery.run_in_actor::<_, i64>("side", "add", (1i64, 1i64)).await?;
                     Ok(())
                 })
                 .await
