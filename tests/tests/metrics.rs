@@ -21,6 +21,16 @@ fn call<'a>(f: &'a str, side: &'a str) -> [(&'a str, &'a str); 3] {
     [(m::LABEL_FUNCTION, f), (m::LABEL_SIDE, side), (m::LABEL_KIND, "function")]
 }
 
+/// Errors of `function` on `side`, of any kind.
+fn errors(rows: &[MetricRow], function: &str, side: &str) -> f64 {
+    let has = |r: &MetricRow, k: &str, v: &str| r.labels.iter().any(|(a, b)| a == k && b == v);
+    rows.iter()
+        .filter(|r| r.name == m::CALL_ERRORS)
+        .filter(|r| has(r, m::LABEL_FUNCTION, function) && has(r, m::LABEL_SIDE, side))
+        .map(|r| r.value)
+        .sum()
+}
+
 #[test]
 fn a_known_workload_is_counted_on_both_sides() {
     recorder();
@@ -43,6 +53,9 @@ fn a_known_workload_is_counted_on_both_sides() {
                 got += 1;
             }
             assert_eq!(got, STREAMED);
+            // A context whose result is an error (its function calls `started` twice).
+            let (ctx, _) = p.open_context::<_, u8>("ctx_started_twice", ()).await?;
+            assert!(ctx.result::<()>().await.is_err());
             let child: Vec<MetricRow> = p.run("metrics_rows", ()).await?;
             // A snapshot drains the histograms: the spawn's is read from this one.
             Ok((backend, child, snapshot()))
@@ -71,6 +84,9 @@ fn a_known_workload_is_counted_on_both_sides() {
     let received = [(m::LABEL_FUNCTION, "range"), (m::LABEL_DIRECTION, "received")];
     assert_eq!(value(&root, m::STREAM_MESSAGES, &received), STREAMED as f64);
     assert!(value(&root, m::STREAM_BYTES, &received) >= STREAMED as f64);
+
+    assert_eq!(errors(&root, "ctx_started_twice", "caller"), 1.0);
+    assert_eq!(errors(&child, "ctx_started_twice", "callee"), 1.0);
 
     // The child: the same calls, served; an unknown function under one bounded label.
     assert_eq!(value(&child, m::CALLS, &call("add", "callee")), CALLS as f64, "{child:#?}");

@@ -630,7 +630,7 @@ impl Context {
             tracing::info!(cid, discarded, "context result: discarded unread stream messages");
         }
         let cancel_called = self.shared.flags().cancel_called;
-        match outcome {
+        let result = match outcome {
             Ok(Msg::Return { payload, .. }) => payload
                 .decode::<R>()
                 .map(Outcome::Returned)
@@ -654,6 +654,10 @@ impl Context {
                 }
             }
             Err(e) => Err(e),
+        };
+        if let Err(e) = &result {
+            metrics::call_error(&self.shared.function, MetricSide::Caller, e.kind());
         }
+        result
     }
 }
