@@ -48,6 +48,15 @@
 //! one, a child's log lines exist only through the program's subscriber (its errors still
 //! come home as typed errors), and an ask is answered with one warning that it is not
 //! applied (on stderr when no subscriber listens).
+//!
+//! # Spans and metrics
+//!
+//! Each actor runs in a `plough.actor` span, and each call, context and stream has a
+//! `plough.call` span on the caller's side and a `plough.serve` span on the callee's,
+//! linked across processes by the trace context every call carries ([`trace`]); the cargo
+//! feature `opentelemetry` makes that OpenTelemetry's context (`plough::otel`). plough
+//! records [`metrics`] through the `metrics` facade and installs no recorder. The guide's
+//! `docs/observability.md` lists the span fields and the metric names.
 
 pub use plough_actor_core as core;
 pub use plough_actor_core::host;
@@ -66,7 +75,11 @@ pub use plough_ipc_wire::Address;
 pub use plough_shm as shm;
 pub use plough_spawn_backends as backends;
 
+pub use plough_actor_core::{metrics, trace};
+
 mod logging;
+#[cfg(feature = "opentelemetry")]
+pub mod otel;
 pub mod testing;
 
 /// Environment variable with the log filter (`tracing_subscriber` `EnvFilter` syntax).
@@ -208,6 +221,8 @@ pub mod guide {
     pub struct Tractor;
     #[doc = include_str!("../docs/troubleshooting.md")]
     pub struct Troubleshooting;
+    #[doc = include_str!("../docs/observability.md")]
+    pub struct Observability;
     #[doc = include_str!("../docs/design.md")]
     pub struct Design;
     #[doc = include_str!("../docs/multi-host.md")]

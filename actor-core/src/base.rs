@@ -14,6 +14,8 @@
 //!   them consistent across `fork` ([`fork_hooks`]), and [`ids`] (fresh uuids, the tree's
 //!   uuid);
 //! * [`fate`]: a child's exit status, for the layers that report its death;
+//! * [`trace`]: the actor's and each call's spans, and the trace context a call carries;
+//! * [`metrics`]: every metric name plough records, through the `metrics` facade;
 //! * [`sync`]: the lock helper.
 
 pub(crate) mod boot_stderr;
@@ -24,8 +26,10 @@ pub(crate) mod error;
 pub(crate) mod fate;
 pub(crate) mod fork_hooks;
 pub(crate) mod ids;
+pub(crate) mod metrics;
 pub(crate) mod names;
 pub(crate) mod runtime_vars;
 pub(crate) mod spawn;
 pub(crate) mod spawn_method;
 pub(crate) mod sync;
+pub(crate) mod trace;

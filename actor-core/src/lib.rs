@@ -78,9 +78,6 @@ pub use supervision::supervisor::{
     ChildExits, ChildSpec, Restart, Strategy, Supervised, Supervisor,
 };
 
-/// What a spawn backend needs, and nothing a program needs: the trait a backend
-/// implements, what it is asked to start, and the process-level hooks a forking backend
-/// must install (see `plough-spawn-backends`).
 /// Roots and host daemons: the functions a `plough-host` daemon serves, what they carry,
 /// and the root's handle on a host (see `docs/multi-host.md`).
 pub mod host {
@@ -90,6 +87,53 @@ pub mod host {
     };
 }
 
+/// Spans and the trace context that crosses processes: the span names plough uses, the
+/// task's current context, and the hook through which a subscriber with ids of its own
+/// (OpenTelemetry's) carries its trace instead of plough's.
+pub mod trace {
+    pub use crate::base::trace::{
+        ACTOR_SPAN, CALL_SPAN, PropagationAlreadySet, SERVE_SPAN, TracePropagation, current,
+        set_propagation,
+    };
+    pub use plough_ipc_wire::msg::TraceContext;
+}
+
+/// The metrics plough records through the [`metrics`](https://docs.rs/metrics) facade: the
+/// program's recorder exports them; without one, recording is a no-op.
+///
+/// Every name plough records is a constant of this module, and every label value is
+/// bounded: backends, outcomes, sides, directions, rungs and error kinds are fixed sets,
+/// and a function label is a name the program registered (a call to a function the callee
+/// does not have is counted as [`UNKNOWN_FUNCTION`](metrics::UNKNOWN_FUNCTION)). No pid, uuid or actor name is
+/// ever a label.
+///
+/// | name | type | labels | what |
+/// |---|---|---|---|
+/// | `plough_spawns_total` | counter | `backend`, `outcome` (`ok`, `error`) | child spawns, booted or failed |
+/// | `plough_spawn_duration_seconds` | histogram | `backend` | spawn → the child connected back and got its spec |
+/// | `plough_actors_live` | gauge | `backend` | children this process spawned that have not exited |
+/// | `plough_restarts_total` | counter | — | restarts made by supervisors of this process |
+/// | `plough_calls_total` | counter | `function`, `side` (`caller`, `callee`), `kind` | calls, contexts and streams started |
+/// | `plough_call_errors_total` | counter | `function`, `side`, `error` | calls that ended in an error (its [`ErrorKind`], `user` for a handler's own) |
+/// | `plough_stream_messages_total` | counter | `function`, `direction` (`sent`, `received`) | stream messages |
+/// | `plough_stream_bytes_total` | counter | `function`, `direction` | stream payload bytes |
+/// | `plough_ladder_escalations_total` | counter | `rung` (`sigterm`, `sigkill`, `forced`) | children the cancellation ladder had to signal |
+///
+/// A recorder installed after plough started still sees everything but the streams that
+/// were already open (their counters are taken when a stream opens). [`describe`](metrics::describe) gives a
+/// recorder each metric's unit and description.
+pub mod metrics {
+    pub use crate::base::metrics::{
+        ACTORS_LIVE, CALL_ERRORS, CALLS, LABEL_BACKEND, LABEL_DIRECTION, LABEL_ERROR,
+        LABEL_FUNCTION, LABEL_KIND, LABEL_OUTCOME, LABEL_RUNG, LABEL_SIDE, LADDER_ESCALATIONS,
+        RESTARTS, SPAWN_DURATION, SPAWNS, STREAM_BYTES, STREAM_MESSAGES, UNKNOWN_FUNCTION,
+        describe,
+    };
+}
+
+/// What a spawn backend needs, and nothing a program needs: the trait a backend
+/// implements, what it is asked to start, and the process-level hooks a forking backend
+/// must install (see `plough-spawn-backends`).
 pub mod backend {
     pub use crate::base::boot_stderr::{ChildStdio, capture_in_forked_child, dup_stderr};
     pub use crate::base::error::SpawnError;

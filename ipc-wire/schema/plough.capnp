@@ -89,6 +89,18 @@ struct Start {
   args @2 :Data;        # payload-codec bytes
   caller @3 :Aid;
   kind @4 :CallKind;    # the kind the caller expects
+  trace @5 :TraceContext;  # the caller's span, so the callee's span is its child (absent:
+                           # the caller traces nothing; the callee starts a trace of its own)
+}
+
+# A span's place in a distributed trace, in W3C Trace Context (`traceparent`) terms: the
+# 16-byte trace id as two big-endian halves, the 8-byte parent span id, the trace flags
+# (bit 0: sampled). Plain data words: no pointer, nothing to allocate on either side.
+struct TraceContext {
+  traceIdHigh @0 :UInt64;  # trace id bytes 0..8, big-endian
+  traceIdLow @1 :UInt64;   # trace id bytes 8..16, big-endian
+  spanId @2 :UInt64;       # the caller's span id, big-endian
+  flags @3 :UInt8;         # W3C trace flags: 0x01 = sampled
 }
 
 struct StartAck {

@@ -112,7 +112,7 @@ pub use handshake::{
 };
 pub use msg::{
     Aid, CallKind, CancelAck, Cid, ErrorKind, ErrorMsg, Hello, InvalidUuid, Msg, MsgKind,
-    RuntimeVars, SpawnSpec, Start, StartAck, TypeErrorInfo, Uuid,
+    RuntimeVars, SpawnSpec, Start, StartAck, TraceContext, TypeErrorInfo, Uuid,
 };
 pub use payload::{MsgPack, MsgTypeError, Payload, PayloadCodec, PayloadEncodeError};
 pub use tls::{TlsConfigError, TlsFailure, TlsFiles, TlsIdentity, TlsPeer};

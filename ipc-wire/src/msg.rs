@@ -186,6 +186,43 @@ pub struct Start {
     pub caller: Aid,
     /// The kind the caller expects.
     pub kind: CallKind,
+    /// The caller's span, so that the callee's span is its child; `None` when the caller
+    /// traces nothing (the callee then starts a trace of its own).
+    pub trace: Option<TraceContext>,
+}
+
+/// A span's place in a distributed trace, in W3C Trace Context (`traceparent`) terms: the
+/// trace it belongs to, the span that is the parent of whatever the receiver does for it,
+/// and the trace flags. Rendered as a `traceparent` header value by [`fmt::Display`]
+/// (`00-<trace id>-<span id>-<flags>`, lowercase hex).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct TraceContext {
+    /// The trace's id (all zero is W3C's invalid id).
+    pub trace_id: [u8; 16],
+    /// The parent span's id (all zero is W3C's invalid id).
+    pub span_id: [u8; 8],
+    /// W3C trace flags: [`TraceContext::SAMPLED`] or nothing.
+    pub flags: u8,
+}
+
+impl TraceContext {
+    /// The W3C `sampled` trace flag.
+    pub const SAMPLED: u8 = 0x01;
+
+    /// Whether both ids are valid (not all zero), as W3C requires of a `traceparent`.
+    pub fn is_valid(&self) -> bool {
+        self.trace_id != [0; 16] && self.span_id != [0; 8]
+    }
+}
+
+impl fmt::Display for TraceContext {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("00-")?;
+        self.trace_id.iter().try_for_each(|b| write!(f, "{b:02x}"))?;
+        f.write_str("-")?;
+        self.span_id.iter().try_for_each(|b| write!(f, "{b:02x}"))?;
+        write!(f, "-{:02x}", self.flags)
+    }
 }
 
 /// Acknowledges a [`Start`].
@@ -370,6 +407,9 @@ impl Msg {
                 sb.set_function(s.function.as_str());
                 sb.set_args(&s.args);
                 sb.set_kind(s.kind.into());
+                if let Some(t) = &s.trace {
+                    write_trace(t, sb.reborrow().init_trace());
+                }
                 write_aid(&s.caller, sb.init_caller());
             }
             Msg::StartAck(a) => {
@@ -437,6 +477,11 @@ impl Msg {
                     args: cx.share(cx.ok(s.get_args())?)?.into(),
                     caller: cx.aid(cx.ok(s.get_caller())?)?,
                     kind: cx.call_kind(s.get_kind())?,
+                    trace: if s.has_trace() {
+                        Some(read_trace(cx.ok(s.get_trace())?))
+                    } else {
+                        None
+                    },
                 })
             }
             W::StartAck(a) => {
@@ -482,6 +527,7 @@ impl Msg {
                     + text_words(&s.function)
                     + data_words(&s.args)
                     + aid_words(&s.caller)
+                    + s.trace.map_or(0, |_| words::<schema::trace_context::Builder<'_>>())
             }
             Msg::StartAck(_) => words::<schema::start_ack::Builder<'_>>(),
             Msg::Started { payload, .. }
@@ -552,6 +598,21 @@ fn write_aid(aid: &Aid, mut b: schema::aid::Builder<'_>) {
     b.set_name(aid.name.as_str());
     b.set_uuid(&aid.uuid.0);
     b.set_pid(aid.pid);
+}
+
+fn write_trace(t: &TraceContext, mut b: schema::trace_context::Builder<'_>) {
+    let (high, low) = t.trace_id.split_at(8);
+    b.set_trace_id_high(u64::from_be_bytes(high.try_into().expect("8 bytes")));
+    b.set_trace_id_low(u64::from_be_bytes(low.try_into().expect("8 bytes")));
+    b.set_span_id(u64::from_be_bytes(t.span_id));
+    b.set_flags(t.flags);
+}
+
+fn read_trace(r: schema::trace_context::Reader<'_>) -> TraceContext {
+    let mut trace_id = [0u8; 16];
+    trace_id[..8].copy_from_slice(&r.get_trace_id_high().to_be_bytes());
+    trace_id[8..].copy_from_slice(&r.get_trace_id_low().to_be_bytes());
+    TraceContext { trace_id, span_id: r.get_span_id().to_be_bytes(), flags: r.get_flags() }
 }
 
 fn write_cid_payload(cid: Cid, payload: &Payload, mut b: schema::cid_payload::Builder<'_>) {
@@ -921,6 +982,23 @@ mod tests {
     use crate::codec::FrameCodec;
     use bytes::BytesMut;
     use tokio_util::codec::Decoder;
+
+    #[test]
+    fn a_trace_context_reads_as_a_w3c_traceparent_and_survives_the_wire() {
+        let mut trace_id = [0u8; 16];
+        trace_id[0] = 0x4b;
+        trace_id[15] = 0x36;
+        let t = TraceContext { trace_id, span_id: [0, 0xf0, 0, 0, 0, 0, 0, 0x7a], flags: 1 };
+        assert_eq!(t.to_string(), "00-4b000000000000000000000000000036-00f000000000007a-01");
+        assert!(t.is_valid());
+        assert!(!TraceContext::default().is_valid());
+        let start = Msg::Start(Start { cid: 3, trace: Some(t), ..Start::default() });
+        let mut buf = BytesMut::new();
+        tokio_util::codec::Encoder::encode(&mut FrameCodec::default(), start.clone(), &mut buf)
+            .expect("encodes");
+        let frame = FrameCodec::default().decode(&mut buf).expect("decodes").expect("a frame");
+        assert_eq!(frame.decode().expect("a message"), start);
+    }
 
     /// Frames a message built by hand with the generated builder (bypassing `Msg::write`).
     fn frame_of(build: impl FnOnce(schema::msg::Builder<'_>)) -> crate::Frame {

@@ -245,10 +245,45 @@ pub fn registry() -> Registry {
         .stream("range", range)
         .stream("range_then_fail", range_then_fail)
         .func("cancel_peer", cancel_peer)
+        .func("relay_add", relay_add)
+        .func("metrics_install", metrics_install)
+        .func("metrics_rows", metrics_rows)
+        .context("ctx_started_then_block", ctx_started_then_block)
         .context("ctx_typed", ctx_typed)
         .declare("ctx_typed", typed_decl())
         .context("ctx_typed_bad_return", ctx_typed_bad_return)
         .declare("ctx_typed_bad_return", typed_decl())
+}
+
+// ---- Observability (runtime_trace.rs, metrics.rs) ----
+
+/// Starts a grandchild and returns its `add(a, b)`: a call that makes a call.
+async fn relay_add(cx: Cx, (a, b): (i64, i64)) -> Result<i64, ActorError> {
+    cx.nursery(|n| async move {
+        let grandchild = n.start_actor("grandchild").await?;
+        grandchild.run("add", (a, b)).await
+    })
+    .await
+}
+
+/// Installs this process's debugging metrics recorder (see `crate::obs::recorder`).
+async fn metrics_install(_cx: Cx, _: ()) -> Result<(), AppError> {
+    crate::obs::recorder();
+    Ok(())
+}
+
+/// What this process's debugging recorder holds.
+async fn metrics_rows(_cx: Cx, _: ()) -> Result<Vec<crate::obs::MetricRow>, AppError> {
+    Ok(crate::obs::snapshot())
+}
+
+/// `started(())`, then, once cancelled, blocks its actor's only thread for `ms`: from
+/// then on it answers nothing (the ladder must signal it).
+async fn ctx_started_then_block(ctx: Context, ms: u64) -> Result<(), ActorError> {
+    ctx.started(&()).await?;
+    ctx.cancelled().await;
+    std::thread::sleep(Duration::from_millis(ms));
+    Ok(())
 }
 
 // ---- Contexts and streams (runtime_context.rs, runtime_stream.rs) ----

@@ -9,6 +9,7 @@ pub mod crash;
 mod lifecycle;
 pub mod multi_host;
 pub mod netns;
+pub mod obs;
 pub mod shm_app;
 
 use std::io::{BufRead, BufReader, Read};

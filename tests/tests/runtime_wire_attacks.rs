@@ -30,6 +30,7 @@ fn start(cid: u64, function: &str, args: &impl serde::Serialize, caller: &Aid) -
         args: Payload::encode(args).expect("args encode"),
         caller: caller.clone(),
         kind: CallKind::Function,
+        trace: None,
     })
 }
 

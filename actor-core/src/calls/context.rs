@@ -7,7 +7,9 @@ use super::types::MsgTypes;
 use super::wire::{cancel_call_msg, credit_msg, remote_to_error, type_error};
 use crate::base::dump::{TaskGuard, TaskKind};
 use crate::base::error::{ActorError, Misuse, encode};
+use crate::base::metrics::{self, Side as MetricSide, StreamCounters};
 use crate::base::sync::LockExt;
+use crate::base::trace::CallTrace;
 use crate::connection::{Channel, Credit};
 use plough_ipc_wire::msg::{Aid, CallKind, Cid, Msg, MsgKind, Start};
 use plough_ipc_wire::payload::Payload;
@@ -87,6 +89,9 @@ pub(super) struct Shared {
     pub(super) task: TaskGuard,
     /// Parent: how long `cancel` waits for the child's side to be done.
     pub(super) settle: std::time::Duration,
+    /// Parent: the caller's span, open while the context lives (the child side runs in
+    /// its served task's span).
+    pub(super) _span: tracing::Span,
 }
 
 impl Shared {
@@ -143,7 +148,30 @@ impl Context {
                 Misuse::ContextWithSelf { function: function.to_owned(), me: me.clone() }.into()
             );
         }
+        metrics::call(function, MetricSide::Caller, kind);
         let cid = channel.next_cid();
+        let trace = CallTrace::caller(function, cid, kind, channel.peer());
+        let span = trace.span.clone();
+        let open = Self::open_traced(channel, me, function, args, kind, settle, cid, trace);
+        let out = tracing::Instrument::instrument(open, span).await;
+        if let Err(e) = &out {
+            metrics::call_error(function, MetricSide::Caller, e.kind());
+        }
+        out
+    }
+
+    /// [`Context::open`] with its call id and span.
+    #[allow(clippy::too_many_arguments)]
+    async fn open_traced<F: DeserializeOwned>(
+        channel: &Channel,
+        me: &Aid,
+        function: &str,
+        args: Payload,
+        kind: CallKind,
+        settle: std::time::Duration,
+        cid: Cid,
+        trace: CallTrace,
+    ) -> Result<(Context, F), ActorError> {
         let peer = channel.peer().clone();
         let conv = Conv::new(me.clone(), peer, cid, Side::Parent, channel.buffered_bytes());
         channel.register_conv(cid, function, Arc::clone(&conv) as _)?;
@@ -166,9 +194,17 @@ impl Context {
                     function,
                     "opened: waiting for started",
                 ),
+                _span: trace.span,
             }),
         };
-        let start = Start { cid, function: function.to_owned(), args, caller: me.clone(), kind };
+        let start = Start {
+            cid,
+            function: function.to_owned(),
+            args,
+            caller: me.clone(),
+            kind,
+            trace: trace.cx,
+        };
         channel.send(Msg::Start(start)).await?;
         // Wait for `Started` (or the child's early end).
         let first = ctx
@@ -221,6 +257,7 @@ impl Context {
                     function,
                     "serving: before started",
                 ),
+                _span: tracing::Span::none(),
             }),
         }
     }
@@ -423,6 +460,7 @@ impl Context {
             self.shared.channel.send(credit_msg(cid, me, extra)).await?;
         }
         Ok(MsgStream {
+            counters: StreamCounters::new(&self.shared.function),
             ctx: self.clone(),
             config,
             send_closed: std::sync::atomic::AtomicBool::new(false),
@@ -592,7 +630,7 @@ impl Context {
             tracing::info!(cid, discarded, "context result: discarded unread stream messages");
         }
         let cancel_called = self.shared.flags().cancel_called;
-        match outcome {
+        let result = match outcome {
             Ok(Msg::Return { payload, .. }) => payload
                 .decode::<R>()
                 .map(Outcome::Returned)
@@ -616,6 +654,10 @@ impl Context {
                 }
             }
             Err(e) => Err(e),
+        };
+        if let Err(e) = &result {
+            metrics::call_error(&self.shared.function, MetricSide::Caller, e.kind());
         }
+        result
     }
 }

@@ -9,9 +9,11 @@ use super::stream::MsgStream;
 use super::wire::{cancel_call_msg, remote_to_error, type_error};
 use crate::base::dump::{TaskGuard, TaskKind};
 use crate::base::error::{ActorError, RemoteActorError, encode};
+use crate::base::metrics::{self, Side};
 use crate::base::names::CANCEL_ACTOR;
+use crate::base::trace::CallTrace;
 use crate::connection::{CallRx, Channel};
-use plough_ipc_wire::msg::{Aid, CallKind, Msg, MsgKind, Start};
+use plough_ipc_wire::msg::{Aid, CallKind, Msg, MsgKind, Start, TraceContext};
 use plough_ipc_wire::payload::Payload;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -87,15 +89,26 @@ impl Portal {
 
     async fn start(&self, function: &str, args: Payload) -> Result<CallRx, ActorError> {
         let call = self.channel.open_call(function)?;
+        self.send_start(&call, function, args, None).await?;
+        Ok(call)
+    }
+
+    async fn send_start(
+        &self,
+        call: &CallRx,
+        function: &str,
+        args: Payload,
+        trace: Option<TraceContext>,
+    ) -> Result<(), ActorError> {
         let start = Start {
             cid: call.cid(),
             function: function.to_owned(),
             args,
             caller: self.me.clone(),
             kind: CallKind::Function,
+            trace,
         };
-        self.channel.send(Msg::Start(start)).await?;
-        Ok(call)
+        self.channel.send(Msg::Start(start)).await
     }
 
     /// Runs `function(args)` in the actor and returns its result.
@@ -133,7 +146,31 @@ impl Portal {
         function: &str,
         args: Payload,
     ) -> Result<Payload, ActorError> {
-        let mut call = self.start(function, args).await?;
+        metrics::call(function, Side::Caller, CallKind::Function);
+        let out = match self.channel.open_call(function) {
+            Ok(call) => {
+                let trace = CallTrace::caller(function, call.cid(), CallKind::Function, self.aid());
+                let span = trace.span.clone();
+                tracing::Instrument::instrument(self.call(call, function, args, trace.cx), span)
+                    .await
+            }
+            Err(e) => Err(e),
+        };
+        if let Err(e) = &out {
+            metrics::call_error(function, Side::Caller, e.kind());
+        }
+        out
+    }
+
+    /// [`Portal::run_payload`] on an opened call, inside its span.
+    async fn call(
+        &self,
+        mut call: CallRx,
+        function: &str,
+        args: Payload,
+        trace: Option<TraceContext>,
+    ) -> Result<Payload, ActorError> {
+        self.send_start(&call, function, args, trace).await?;
         let me = self.me.clone();
         let mut guard = CallGuard { channel: &self.channel, cid: call.cid(), me: &me, done: false };
         let _task = TaskGuard::new(

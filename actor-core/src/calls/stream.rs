@@ -123,6 +123,8 @@ pub struct MsgStream {
     pub(super) ctx: Context,
     pub(super) config: StreamConfig,
     pub(super) send_closed: AtomicBool,
+    /// This end's message and byte counters (taken when it opened).
+    pub(super) counters: crate::base::metrics::StreamCounters,
 }
 
 impl std::fmt::Debug for MsgStream {
@@ -202,7 +204,10 @@ impl MsgStream {
                 }
             }
         }
-        self.ctx.shared.channel.send(Msg::Yield { cid: self.ctx.shared.cid, payload }).await
+        let bytes = payload.len();
+        self.ctx.shared.channel.send(Msg::Yield { cid: self.ctx.shared.cid, payload }).await?;
+        self.counters.sent(bytes);
+        Ok(())
     }
 
     fn check_send(&self) -> Result<(), ActorError> {
@@ -293,6 +298,9 @@ impl MsgStream {
             // sender. Best effort: if the connection is gone, credit is moot — and the
             // value already received must still be returned.
             shared.channel.send_detached(credit_msg(shared.cid, &shared.conv.me, grant));
+        }
+        if let Ok(Some(p)) = &r {
+            self.counters.received(p.len());
         }
         r
     }

@@ -14,6 +14,7 @@ pub(crate) fn cancel_call_msg(target: Cid, me: &Aid) -> Msg {
         args: Payload::encode(&target).expect("u64 encodes"),
         caller: me.clone(),
         kind: CallKind::Function,
+        trace: None,
     })
 }
 
@@ -25,6 +26,7 @@ pub(crate) fn credit_msg(cid: Cid, me: &Aid, credit: Credit) -> Msg {
         args: Payload::encode(&(credit.messages, credit.bytes)).expect("integers encode"),
         caller: me.clone(),
         kind: CallKind::Function,
+        trace: None,
     })
 }
 

@@ -167,6 +167,7 @@ pub(crate) fn start_msg(
         args: Payload::encode(args).expect("test args encode"),
         caller: caller.clone(),
         kind: plough_ipc_wire::msg::CallKind::Function,
+        trace: None,
     })
 }
 

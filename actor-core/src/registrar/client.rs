@@ -328,6 +328,7 @@ pub async fn list_registry(
             args: encode(&())?,
             caller: me.clone(),
             kind: CallKind::Function,
+            trace: None,
         };
         est.framed.send(Msg::Start(start)).await.map_err(|e| unreachable(e.to_string()))?;
         while let Some(frame) = est.framed.next().await {

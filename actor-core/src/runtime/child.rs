@@ -13,6 +13,7 @@ use crate::base::error::{ActorError, SetupError};
 use crate::base::runtime_vars;
 use crate::base::spawn::{ChildBoot, ChildMain, ChildRuntime, SpawnBackend};
 use crate::base::spawn_method::SpawnMethod;
+use crate::base::trace::ActorTrace;
 use crate::registrar::client::RegistrarClient;
 use crate::registrar::entry::ActorEntry;
 use crate::serving::actor::{Actor, ActorParts, create_marker};
@@ -223,6 +224,7 @@ async fn child(
         registry_addr: registry_addr.clone(),
         is_root: false,
         tls: tls.clone(),
+        trace: ActorTrace::new(&aid, boot.method.key()),
     });
     actor.adopt_marker(marker);
     let entry = ActorEntry::new(

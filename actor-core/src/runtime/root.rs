@@ -16,6 +16,7 @@ use crate::base::error::{ActorError, Misuse, SetupError};
 use crate::base::ids;
 use crate::base::runtime_vars;
 use crate::base::spawn::{ChildBoot, ChildMain, ChildRuntime, SpawnBackend};
+use crate::base::trace::ActorTrace;
 use crate::registrar::client::RegistrarClient;
 use crate::registrar::entry::ActorEntry;
 use crate::registrar::state::RegistrarState;
@@ -276,6 +277,7 @@ impl Runtime {
             registry_addr,
             is_root: true,
             tls,
+            trace: ActorTrace::new(&aid, "root"),
         });
         let vars = RuntimeVars {
             is_root: true,
@@ -309,7 +311,7 @@ impl Runtime {
         // down (its marker and socket go, its children are reaped) before `run` returns
         // or the panic goes on.
         let run = AssertUnwindSafe(async {
-            let body = body(actor.clone());
+            let body = actor.trace().run(body(actor.clone()));
             run_with_signals(&actor, &signals, body).await
         });
         let out = run.catch_unwind().await;

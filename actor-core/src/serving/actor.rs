@@ -84,6 +84,8 @@ struct ActorInner {
     /// This host's TLS identity and its files, for a tree that spans hosts: every dial
     /// uses it, every child's boot names the files.
     tls: Option<(TlsFiles, TlsIdentity)>,
+    /// The actor's span: the parent of every call it serves.
+    trace: crate::base::trace::ActorTrace,
 }
 
 /// What an actor is made of (the runtime layer assembles it).
@@ -101,6 +103,8 @@ pub(crate) struct ActorParts {
     pub(crate) is_root: bool,
     /// This host's TLS identity (see [`RuntimeConfig::tls`]).
     pub(crate) tls: Option<(TlsFiles, TlsIdentity)>,
+    /// The actor's span (made in its own process: it reseeds the span ids).
+    pub(crate) trace: crate::base::trace::ActorTrace,
 }
 
 /// A child being spawned: resolves to its connection once it has connected back and
@@ -152,6 +156,7 @@ impl Actor {
                 marker: Mutex::new(None),
                 frame_budget,
                 tls: parts.tls,
+                trace: parts.trace,
             }),
         };
         actor.serve_listener(parts.listener);
@@ -391,6 +396,11 @@ impl Actor {
     /// The runtime's budgets.
     pub(crate) fn budgets(&self) -> &Budgets {
         &self.inner.config.budgets
+    }
+
+    /// The actor's span and its trace context.
+    pub(crate) fn trace(&self) -> &crate::base::trace::ActorTrace {
+        &self.inner.trace
     }
 
     /// The spawn backend, if the runtime has one.

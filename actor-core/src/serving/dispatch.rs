@@ -13,7 +13,9 @@
 use super::actor::Actor;
 use super::cx::Cx;
 use crate::base::error::{ActorError, RemoteActorError};
+use crate::base::metrics::{self, Side, UNKNOWN_FUNCTION};
 use crate::base::names::{CANCEL_ACTOR, CANCEL_CALL, REGISTRAR_PREFIX};
+use crate::base::trace::CallTrace;
 use crate::calls::context::Context;
 use crate::connection::{Channel, Serve};
 use crate::registrar::service;
@@ -63,6 +65,7 @@ impl Actor {
     /// `budget` ([`Budgets::cleanup`](crate::Budgets::cleanup) unless it declared one; its
     /// stream operations fail with `ContextCancelled` at once), so a real error it raises
     /// meanwhile is what the parent gets, not the cancel.
+    #[allow(clippy::too_many_arguments)]
     fn serve_context(
         &self,
         channel: &Channel,
@@ -71,11 +74,12 @@ impl Actor {
         token: CancellationToken,
         open_nurseries: Arc<AtomicUsize>,
         budget: Duration,
+        trace: CallTrace,
     ) {
         let ch = channel.clone();
         let me = self.clone();
         let cid = ctx.cid();
-        self.tasks().spawn(async move {
+        self.tasks().spawn(trace.run(async move {
             let mut fut = fut;
             let reply = tokio::select! {
                 biased;
@@ -95,10 +99,11 @@ impl Actor {
                 }
             };
             drop(fut);
+            count_error(ctx.function(), &reply);
             drop(ctx);
             ch.untrack_served(cid);
             let _ = ch.send(reply).await;
-        });
+        }));
     }
 }
 
@@ -157,9 +162,13 @@ impl Serve for Actor {
                     return;
                 }
                 let kind = self.registry().kind(&start.function);
+                // A label is a registered name, never whatever a peer sent.
+                let label = if kind.is_some() { start.function.as_str() } else { UNKNOWN_FUNCTION };
+                metrics::call(label, Side::Callee, start.kind);
                 if let Some(k) = kind
                     && k != start.kind
                 {
+                    metrics::call_error(label, Side::Callee, ErrorKind::KindMismatch);
                     return self.reply_error(
                         channel,
                         cid,
@@ -191,18 +200,38 @@ impl Serve for Actor {
                 let open_nurseries = cx.open_nurseries();
                 let fut = match self.registry().call(&start.function, cx, start.args) {
                     Ok(fut) => fut,
-                    Err(e) => return self.reply_error(channel, cid, *e),
+                    Err(e) => {
+                        metrics::call_error(label, Side::Callee, e.kind);
+                        return self.reply_error(channel, cid, *e);
+                    }
                 };
                 channel.track_served(cid, token.clone());
                 let budget = self.registry().cleanup_budget(&start.function, self.budgets());
+                let trace = CallTrace::serve(
+                    self.trace(),
+                    &start.function,
+                    cid,
+                    start.kind,
+                    &start.caller,
+                    start.trace,
+                );
                 if let Some(ctx) = context {
-                    return self.serve_context(channel, ctx, fut, token, open_nurseries, budget);
+                    return self.serve_context(
+                        channel,
+                        ctx,
+                        fut,
+                        token,
+                        open_nurseries,
+                        budget,
+                        trace,
+                    );
                 }
                 let ch = channel.clone();
                 let me = self.clone();
+                let function = start.function;
                 // A plain function answers with its `Return` (or `Error`) alone: the
                 // result implies the start, and one message less per call is measurable.
-                self.tasks().spawn(async move {
+                self.tasks().spawn(trace.run(async move {
                     let mut fut = fut;
                     let reply = tokio::select! {
                         // A result that is ready wins over a cancel that came with it.
@@ -218,9 +247,10 @@ impl Serve for Actor {
                             }
                         }
                     };
+                    count_error(&function, &reply);
                     ch.untrack_served(cid);
                     let _ = ch.send(reply).await;
-                });
+                }));
             }
         }
     }
@@ -238,6 +268,13 @@ fn canceller_of(ctx: &Context, ch: &Channel) -> Aid {
     match ctx.cancelled_error() {
         ActorError::ContextCancelled { canceller } => canceller,
         _ => ch.peer().clone(),
+    }
+}
+
+/// Counts a served call's error reply (a registered function's: the label is bounded).
+fn count_error(function: &str, reply: &Msg) {
+    if let Msg::Error(e) = reply {
+        metrics::call_error(function, Side::Callee, e.kind);
     }
 }
 

@@ -10,6 +10,7 @@ use crate::base::boot_stderr;
 use crate::base::dump::{Relay, TaskGuard};
 use crate::base::error::{ActorError, During, Misuse, SpawnError};
 use crate::base::fate::fate;
+use crate::base::metrics;
 use crate::base::runtime_vars;
 use crate::base::spawn::{ChildBoot, SpawnRequest};
 use crate::base::sync::LockExt;
@@ -70,7 +71,18 @@ impl Drop for Booting<'_> {
 }
 
 impl Nursery {
+    /// Spawns and boots child `name`, counting the spawn and its latency by backend.
     pub(super) async fn spawn_child(&self, name: &str) -> Result<Arc<ChildActor>, ActorError> {
+        let backend = self.inner.actor.backend().map(|b| b.method().key());
+        let started = std::time::Instant::now();
+        let out = self.boot_child(name).await;
+        if let Some(backend) = backend {
+            metrics::spawned(backend, out.is_ok(), started.elapsed());
+        }
+        out
+    }
+
+    async fn boot_child(&self, name: &str) -> Result<Arc<ChildActor>, ActorError> {
         if self.inner.closed.load(Ordering::SeqCst) {
             return Err(Misuse::NurseryExited { name: name.to_owned() }.into());
         }
@@ -242,7 +254,9 @@ impl Nursery {
             return Err(Misuse::NurseryExited { name: name.to_owned() }.into());
         }
         let watched = Arc::clone(&child);
+        let live = metrics::LiveChild::new(method);
         tokio::spawn(async move {
+            let _live = live;
             if let Ok(status) = watched.process.wait().await {
                 fate_tx.set(status);
             }

@@ -6,6 +6,7 @@
 use super::nursery::{ChildActor, Nursery};
 use super::process::ChildProcess;
 use crate::base::error::{ActorError, During};
+use crate::base::metrics::{self, Rung};
 use crate::base::sync::LockExt;
 use plough_fork_prims::{ExitStatus, Signal};
 use plough_ipc_wire::msg::{Aid, Uuid};
@@ -95,9 +96,11 @@ impl Nursery {
                     tokio::time::timeout(cfg.exit_timeout, child.process.wait()).await.is_ok();
                 if !exited {
                     tracing::warn!(child = %child.aid, acked, "did not exit after cancel: SIGTERM to its group");
+                    metrics::escalated(Rung::Sigterm);
                     let _ = child.process.kill_group(Signal::TERM);
                     if tokio::time::timeout(cfg.term_timeout, child.process.wait()).await.is_err() {
                         tracing::warn!(child = %child.aid, "did not exit after SIGTERM: SIGKILL to its group");
+                        metrics::escalated(Rung::Sigkill);
                         let _ = child.process.kill_group(Signal::KILL);
                         let _ = child.process.kill();
                     }
@@ -108,6 +111,7 @@ impl Nursery {
                 // A second signal: no more waiting.
                 () = self.inner.actor.escalated() => {
                     tracing::warn!(child = %child.aid, "escalated: SIGKILL to its group");
+                    metrics::escalated(Rung::Forced);
                     let _ = child.process.kill_group(Signal::KILL);
                     let _ = child.process.kill();
                 }

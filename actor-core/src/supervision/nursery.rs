@@ -411,7 +411,7 @@ impl Nursery {
         let inner = Arc::clone(&self.inner);
         let function = function.to_owned();
         let n = self.clone();
-        self.inner.tasks.spawn(async move {
+        self.inner.tasks.spawn(crate::base::trace::inherit(async move {
             // No select on cancellation here: when the nursery cancels, the ladder makes the
             // child answer (ContextCancelled, or its real error if it had one) or kills it,
             // so the call always completes and no failure is lost.
@@ -447,7 +447,7 @@ impl Nursery {
                 () = child.portal.channel().closed() => {}
             }
             n.take_down(&child).await;
-        });
+        }));
         Ok(handle)
     }
 

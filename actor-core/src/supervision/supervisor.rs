@@ -492,6 +492,7 @@ impl Run {
         tracing::warn!(supervisor = %me, %exit, strategy = ?self.strategy, "restarting");
         self.slots[i].restarts += 1;
         self.shared.restarts.fetch_add(1, Ordering::SeqCst);
+        crate::base::metrics::restarted();
         let len = self.specs.len();
         let others: Vec<usize> = match self.strategy {
             Strategy::OneForOne => vec![],

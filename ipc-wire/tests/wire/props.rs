@@ -3,7 +3,7 @@
 use bytes::BytesMut;
 use plough_ipc_wire::{
     Address, Aid, CallKind, CancelAck, ErrorKind, ErrorMsg, FrameCodec, Hello, Limits, Msg,
-    Payload, RuntimeVars, SpawnSpec, Start, StartAck, TypeErrorInfo, Uuid,
+    Payload, RuntimeVars, SpawnSpec, Start, StartAck, TraceContext, TypeErrorInfo, Uuid,
 };
 use proptest::collection::vec;
 use proptest::prelude::*;
@@ -132,6 +132,14 @@ fn flat_error_msg() -> impl Strategy<Value = ErrorMsg> {
         )
 }
 
+/// A `Start`'s trace context: absent, or any ids and flags.
+fn trace() -> impl Strategy<Value = Option<TraceContext>> {
+    proptest::option::of(
+        (any::<[u8; 16]>(), any::<[u8; 8]>(), any::<u8>())
+            .prop_map(|(trace_id, span_id, flags)| TraceContext { trace_id, span_id, flags }),
+    )
+}
+
 /// Every variant of `Msg`, with arbitrary field values.
 pub fn msg() -> impl Strategy<Value = Msg> {
     prop_oneof![
@@ -141,13 +149,14 @@ pub fn msg() -> impl Strategy<Value = Msg> {
             build: b.into_bytes()
         })),
         spawn_spec().prop_map(Msg::SpawnSpec),
-        (any::<u64>(), text(), bytes(200), aid(), call_kind()).prop_map(
-            |(cid, function, args, caller, kind)| Msg::Start(Start {
+        (any::<u64>(), text(), bytes(200), aid(), call_kind(), trace()).prop_map(
+            |(cid, function, args, caller, kind, trace)| Msg::Start(Start {
                 cid,
                 function,
                 args,
                 caller,
-                kind
+                kind,
+                trace
             })
         ),
         (any::<u64>(), call_kind()).prop_map(|(cid, kind)| Msg::StartAck(StartAck { cid, kind })),

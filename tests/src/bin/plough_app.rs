@@ -43,6 +43,10 @@
 //! starts `remote-kid` there, prints `remote <its pid>` and waits forever (the test
 //! SIGKILLs it: the daemon's lease must end the kid).
 //!
+//! `trace` (`runtime_trace.rs`, with `PLOUGH_TEST_TRACE_DIR` set): a child that runs
+//! `relay_add` (which calls `add` on a grandchild of its own); prints `result 5`; then
+//! runs `add` in a `side` child with `run_in_actor`.
+//!
 //! `failover NAME` (`runtime_registrar_failover.rs`): a root named NAME with one child
 //! `NAME-kid`, on the registry its environment chooses (`PLOUGH_REGISTRY`, or the
 //! per-user default); prints `ready <pid> <kid pid> registrar=<bool>`, then answers one
@@ -247,6 +251,8 @@ fn main() {
     // fds free (enough to admit its child's connection, not for its steps), so spawns run
     // until one of their own steps finds none.
     let unchecked = scenario == "fd-limit" && args.get(4).is_some_and(|a| a == "unchecked");
+    // The suites' span layer, when a test names its directory (children too: see `obs`).
+    plough_tests::obs::install_span_layer_from_env();
     let runtime = plough::Runtime::new(registry()).configure(|c| {
         if let Ok(addr) = std::env::var("PLOUGH_TEST_REGISTRY") {
             c.registry_addr = addr.parse().expect("PLOUGH_TEST_REGISTRY");
@@ -269,6 +275,17 @@ fn main() {
             say("shutdown requested");
         });
         match scenario.as_str() {
+            "trace" => {
+                root.nursery(|nursery| async move {
+                    let child = nursery.start_actor("child").await?;
+                    let sum: i64 = child.run("relay_add", (2i64, 3i64)).await?;
+                    say(&format!("result {sum}"));
+                    // A call run from a task of the nursery's is still the body's child.
+                    nursery.run_in_actor::<_, i64>("side", "add", (1i64, 1i64)).await?;
+                    Ok(())
+                })
+                .await
+            }
             "files" | "thread-first" | "panic" => {
                 let files = held_files(lifecycle_dir.as_deref().expect("DIR"), lifecycle_n);
                 let panic = scenario == "panic";
