@@ -12,3 +12,4 @@ pub(crate) mod ladder;
 pub(crate) mod nursery;
 pub(crate) mod pool;
 pub(crate) mod supervisor;
+pub(crate) mod typed_run;

@@ -1,0 +1,69 @@
+//! Error types registered to travel as themselves (tractor's `reg_err_types`): a
+//! handler's error of such a type is sent home with its value encoded, so that the caller
+//! gets it back as that type ([`RemoteActorError::downcast_remote`]), through any number
+//! of relays. Any other error type travels as its name, message and backtrace only.
+//!
+//! [`RemoteActorError::downcast_remote`]: crate::RemoteActorError::downcast_remote
+
+use plough_ipc_wire::msg::ErrorValue;
+use plough_ipc_wire::payload::Payload;
+use serde::Serialize;
+use std::any::{Any, TypeId};
+use std::collections::HashMap;
+
+/// Encodes an error of one registered type (`None` when the value is of another type or
+/// its `Serialize` fails).
+type Encoder = fn(&dyn Any) -> Option<ErrorValue>;
+
+/// The registered error types of a registry, by type.
+#[derive(Clone, Default)]
+pub(crate) struct ErrorTypes {
+    encoders: HashMap<TypeId, Encoder>,
+}
+
+fn encode_as<E: Serialize + 'static>(e: &dyn Any) -> Option<ErrorValue> {
+    let e = e.downcast_ref::<E>()?;
+    match Payload::encode(e) {
+        Ok(payload) => {
+            Some(ErrorValue { type_path: std::any::type_name::<E>().to_owned(), payload })
+        }
+        Err(err) => {
+            // Still travels as its name and message.
+            tracing::warn!(error = %err, ty = std::any::type_name::<E>(), "a registered error type did not encode");
+            None
+        }
+    }
+}
+
+impl ErrorTypes {
+    /// Registers `E`.
+    pub(crate) fn register<E: Serialize + 'static>(&mut self) {
+        self.encoders.insert(TypeId::of::<E>(), encode_as::<E>);
+    }
+
+    /// The value of error `e`, when its type is registered.
+    pub(crate) fn value_of(&self, e: &dyn Any) -> Option<ErrorValue> {
+        self.encoders.get(&(*e).type_id()).and_then(|encode| encode(e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, serde::Serialize, serde::Deserialize, PartialEq)]
+    struct Mine {
+        code: u32,
+    }
+
+    #[test]
+    fn only_registered_types_get_a_value_which_names_the_full_type_path() {
+        let mut types = ErrorTypes::default();
+        assert!(types.value_of(&Mine { code: 1 }).is_none(), "not registered yet");
+        types.register::<Mine>();
+        let v = types.value_of(&Mine { code: 7 }).expect("registered");
+        assert_eq!(v.type_path, std::any::type_name::<Mine>());
+        assert_eq!(v.payload.decode::<Mine>().unwrap(), Mine { code: 7 });
+        assert!(types.value_of(&"a str").is_none(), "another type");
+    }
+}
