@@ -120,6 +120,18 @@ macro_rules! handle_impls {
 ///     stream.send(&"hello".to_owned()).await // the child receives `u64`
 /// }
 /// ```
+///
+/// A context function whose side of the context does not match its handle is refused
+/// too (here its stream would send `u64`s where the handle says `String`s):
+///
+/// ```compile_fail,E0631
+/// use plough_actor_core::{ActorError, ContextFn, Registry, ServedContext};
+/// const ECHO: ContextFn<(), u32, String, u64, ()> = ContextFn::new("echo");
+/// async fn echo(ctx: ServedContext<u32, u64, u64>, (): ()) -> Result<(), ActorError> {
+///     ctx.started(&1).await
+/// }
+/// let _ = Registry::new().typed_context(ECHO, echo);
+/// ```
 pub struct Func<A, R> {
     name: &'static str,
     types: Types<(A, R)>,
