@@ -23,6 +23,9 @@ pub const REFUSE: Func<u32, ()> = Func::new("typed_refuse");
 /// reaches the caller relayed by this actor.
 pub const REFUSE_BELOW: Func<u32, ()> = Func::new("typed_refuse_below");
 
+/// Fails with `ActorError::other(Refused)`: a handler that returns `ActorError`.
+pub const REFUSE_WRAPPED: Func<u32, ()> = Func::new("typed_refuse_wrapped");
+
 /// Fails with an [`Unregistered`] (a type not registered to travel as itself).
 pub const UNREGISTERED: Func<(), ()> = Func::new("typed_unregistered");
 
@@ -75,6 +78,10 @@ async fn refuse_below(cx: Cx, code: u32) -> Result<(), ActorError> {
     .await
 }
 
+async fn refuse_wrapped(_cx: Cx, code: u32) -> Result<(), ActorError> {
+    Err(ActorError::other(Refused { code, reason: "wrapped".to_owned() }))
+}
+
 async fn unregistered(_cx: Cx, _: ()) -> Result<(), Unregistered> {
     Err(Unregistered { code: 5 })
 }
@@ -86,6 +93,7 @@ pub(crate) fn register(r: Registry) -> Registry {
         .typed_stream(SQUARES, squares)
         .typed(REFUSE, refuse)
         .typed(REFUSE_BELOW, refuse_below)
+        .typed(REFUSE_WRAPPED, refuse_wrapped)
         .typed(UNREGISTERED, unregistered)
         .error_type::<Refused>()
 }

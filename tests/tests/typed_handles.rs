@@ -4,7 +4,8 @@
 
 use futures::StreamExt;
 use plough_tests::typed_app::{
-    ADD, MUL, REFUSE, REFUSE_BELOW, Refused, SCALER, SQUARES, UNREGISTERED, Unregistered,
+    ADD, MUL, REFUSE, REFUSE_BELOW, REFUSE_WRAPPED, Refused, SCALER, SQUARES, UNREGISTERED,
+    Unregistered,
 };
 use plough_tests::{in_nursery, runtime};
 use std::time::Duration;
@@ -70,6 +71,12 @@ fn a_registered_error_type_comes_back_as_itself_directly_and_through_a_relay() {
         let refused = e.downcast_remote::<Refused>().expect("a Refused through the relay");
         assert_eq!(refused.code, 9);
         assert!(refused.reason.contains("refuser"), "{refused:?}");
+
+        // Wrapped in `ActorError::other` by a handler that returns `ActorError`.
+        let e = p.call(REFUSE_WRAPPED, 4).await.unwrap_err();
+        let refused = Refused { code: 4, reason: "wrapped".to_owned() };
+        assert_eq!(e.downcast_remote::<Refused>(), Some(refused.clone()));
+        assert_eq!(e.as_remote().expect("remote").type_name, "Refused");
 
         // Not registered: its name and message only.
         let e = p.call(UNREGISTERED, ()).await.unwrap_err();

@@ -736,7 +736,8 @@ impl From<RemoteActorError> for ActorError {
 
 impl ActorError {
     /// A remote handler's error as its own type `T` (see
-    /// [`RemoteActorError::downcast_remote`]); `None` for any other error.
+    /// [`RemoteActorError::downcast_remote`]); `None` for any other error (of a nursery's
+    /// several failures, ask each of [`ActorError::failures`]).
     pub fn downcast_remote<T: DeserializeOwned>(&self) -> Option<T> {
         self.as_remote()?.downcast_remote()
     }

@@ -15,10 +15,21 @@ use std::collections::HashMap;
 /// its `Serialize` fails).
 type Encoder = fn(&dyn Any) -> Option<ErrorValue>;
 
+/// Encodes a registered error found inside an [`ActorError::Other`](crate::ActorError::Other)
+/// (a handler that returns `ActorError`): its short type name and value.
+type Wrapped = fn(&(dyn std::error::Error + 'static)) -> Option<(String, ErrorValue)>;
+
 /// The registered error types of a registry, by type.
 #[derive(Clone, Default)]
 pub(crate) struct ErrorTypes {
-    encoders: HashMap<TypeId, Encoder>,
+    encoders: HashMap<TypeId, (Encoder, Wrapped)>,
+}
+
+fn encode_wrapped<E: Serialize + std::error::Error + 'static>(
+    e: &(dyn std::error::Error + 'static),
+) -> Option<(String, ErrorValue)> {
+    let e = e.downcast_ref::<E>()?;
+    encode_as::<E>(e).map(|v| (super::registry::short_type_name::<E>(), v))
 }
 
 fn encode_as<E: Serialize + 'static>(e: &dyn Any) -> Option<ErrorValue> {
@@ -37,13 +48,22 @@ fn encode_as<E: Serialize + 'static>(e: &dyn Any) -> Option<ErrorValue> {
 
 impl ErrorTypes {
     /// Registers `E`.
-    pub(crate) fn register<E: Serialize + 'static>(&mut self) {
-        self.encoders.insert(TypeId::of::<E>(), encode_as::<E>);
+    pub(crate) fn register<E: Serialize + std::error::Error + 'static>(&mut self) {
+        self.encoders.insert(TypeId::of::<E>(), (encode_as::<E>, encode_wrapped::<E>));
     }
 
     /// The value of error `e`, when its type is registered.
     pub(crate) fn value_of(&self, e: &dyn Any) -> Option<ErrorValue> {
-        self.encoders.get(&(*e).type_id()).and_then(|encode| encode(e))
+        self.encoders.get(&(*e).type_id()).and_then(|(encode, _)| encode(e))
+    }
+
+    /// The short type name and value of `e` (the error inside an `ActorError::Other`),
+    /// when its type is registered.
+    pub(crate) fn wrapped(
+        &self,
+        e: &(dyn std::error::Error + 'static),
+    ) -> Option<(String, ErrorValue)> {
+        self.encoders.values().find_map(|(_, wrapped)| wrapped(e))
     }
 }
 
@@ -51,7 +71,8 @@ impl ErrorTypes {
 mod tests {
     use super::*;
 
-    #[derive(Debug, serde::Serialize, serde::Deserialize, PartialEq)]
+    #[derive(Debug, serde::Serialize, serde::Deserialize, PartialEq, thiserror::Error)]
+    #[error("mine {code}")]
     struct Mine {
         code: u32,
     }
@@ -65,5 +86,12 @@ mod tests {
         assert_eq!(v.type_path, std::any::type_name::<Mine>());
         assert_eq!(v.payload.decode::<Mine>().unwrap(), Mine { code: 7 });
         assert!(types.value_of(&"a str").is_none(), "another type");
+        let wrapped = crate::base::error::ActorError::other(Mine { code: 8 });
+        let crate::base::error::ActorError::Other(inner) = &wrapped else { unreachable!() };
+        let (name, v) = types.wrapped(&**inner).expect("found inside ActorError::Other");
+        assert_eq!(
+            (name.as_str(), v.payload.decode::<Mine>().unwrap()),
+            ("Mine", Mine { code: 8 })
+        );
     }
 }

@@ -245,8 +245,9 @@ impl Registry {
     /// handler of this registry that fails with an `E` sends its value home too, and the
     /// caller gets it back with [`ActorError::downcast_remote`] (through any relay: an `E`
     /// raised in a grandchild and returned by its parent's handler reaches the root as an
-    /// `E`). The error still travels with its short type name, message and backtrace, which
-    /// is all an unregistered type sends.
+    /// `E`), also when a handler that returns `ActorError` wraps it
+    /// ([`ActorError::other`]). The error still travels with its short type name, message
+    /// and backtrace, which is all an unregistered type sends.
     ///
     /// Register it in the process that raises it (every process builds the same
     /// registry); the caller's `downcast_remote::<E>()` matches it by its full type path.
@@ -408,7 +409,16 @@ fn decode_args<A: DeserializeOwned>(me: &Aid, args: &Payload) -> Result<A, Remot
 /// gains this hop; anything else is raised here under its short type name, with its value
 /// when its type is registered ([`Registry::error_type`]).
 fn user_error<E: fmt::Display + 'static>(me: &Aid, e: E, errors: &ErrorTypes) -> RemoteActorError {
-    match (&e as &dyn std::any::Any).downcast_ref::<ActorError>() {
+    let ae = (&e as &dyn std::any::Any).downcast_ref::<ActorError>();
+    // `ActorError::other(MyError)`: a registered type still travels as itself.
+    if let Some(ActorError::Other(inner)) = ae
+        && let Some((name, value)) = errors.wrapped(&**inner)
+    {
+        let mut err = RemoteActorError::user(me.clone(), name, inner.to_string());
+        err.value = Some(value);
+        return err;
+    }
+    match ae {
         Some(ae) => relay(ae, me),
         None => {
             let mut err = RemoteActorError::user(me.clone(), short_type_name::<E>(), e.to_string());
