@@ -36,6 +36,9 @@
 //!   `Portal::run` on 4 fixed workers;
 //! * stream throughput child → parent, 64-byte messages with backpressure (default and
 //!   1024-message buffers), vs a raw UDS stream of 64-byte records between two processes;
+//! * the data-plane rows (`benches/runtime/data_plane.rs`): RPC round trips pinned to one
+//!   core next to raw and tokio ping-pongs pinned the same way; 64 concurrent callers next
+//!   to 1; 1 MiB payloads through a stream and a call next to a raw UDS bulk transfer;
 //! * shared memory (`benches/runtime/shm.rs`): 1 MiB and 64 MiB payloads by copy and by
 //!   shm against `memcpy`, and a ring's 64-byte msgs/s against the raw UDS stream.
 
@@ -68,7 +71,8 @@ async fn crash(_cx: Cx, _: ()) -> Result<(), std::convert::Infallible> {
 }
 
 fn registry() -> Registry {
-    shm::register(Registry::new().func("ping", ping).func("crash", crash).context("source", source))
+    let r = Registry::new().func("ping", ping).func("crash", crash).context("source", source);
+    data_plane::register(shm::register(r))
 }
 
 /// Restart latency (a supervised child's death seen by a caller → its replacement
@@ -179,6 +183,9 @@ fn pool_and_fixed(n: u64, runs: usize) -> (Vec<f64>, Vec<f64>) {
 
 #[path = "runtime/shm.rs"]
 mod shm;
+
+#[path = "runtime/data_plane.rs"]
+mod data_plane;
 
 /// Messages per second (in thousands) of a `n`-message, 64-byte backpressured stream,
 /// child → parent over UDS, with a receive buffer of `buffer`; one sample per run.
@@ -787,6 +794,7 @@ fn main() {
         let rpc = Stat::new("RPC round trip (UDS)", "us", rpc);
         rows.push((rpc, Some(raw.clone())));
         rows.push((tok, Some(raw)));
+        rows.extend(data_plane::rpc_rows(k));
     }
     if run("supervision") {
         for method in [SpawnMethod::Zygote, SpawnMethod::Exec, SpawnMethod::MainThreadForkserver] {
@@ -814,6 +822,7 @@ fn main() {
         );
         rows.push((default_buf, Some(floor.clone())));
         rows.push((big_buf, Some(floor)));
+        rows.extend(data_plane::stream_rows(k));
     }
 
     if run("shm") {

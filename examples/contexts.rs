@@ -4,9 +4,11 @@
 //! cargo run --example contexts
 //! ```
 //!
-//! 1. **Two-way**: the root opens the `doubler` context on a child actor, gets its
-//!    `started` value, then sends numbers on the stream and reads each answer back; it
-//!    closes its side, and the context's result is how many numbers the child saw.
+//! 1. **Two-way, typed**: the root opens the `doubler` context on a child actor by its
+//!    typed handle (`DOUBLER`: the compiler checks its argument, `started` value, stream
+//!    items both ways and result, at both ends), gets its `started` value, then sends
+//!    numbers on the stream and reads each answer back; it closes its side, and the
+//!    context's result is how many numbers the child saw.
 //! 2. **One-way, with backpressure**: `counter` streams `0..n` to the root, never faster
 //!    than the root reads (`StreamConfig::backpressure()`), then returns the sum.
 //! 3. **Cancelled by the caller**: `ticker` streams forever; the root reads a few values,
@@ -15,16 +17,23 @@
 //! Every line the program prints is checked by `tests/tests/runtime_examples.rs`.
 
 use futures::StreamExt;
-use plough::{ActorError, Context, Outcome, Registry, StreamConfig};
+use plough::{ActorError, Context, ContextFn, Outcome, Registry, ServedContext, StreamConfig};
+
+/// The `doubler` context: a `String` argument, a `String` passed to `started`, `i64`
+/// stream items both ways, a `u64` result.
+const DOUBLER: ContextFn<String, String, i64, i64, u64> = ContextFn::new("doubler");
 
 /// `started` with a greeting, then answers every number with its double until the caller
 /// closes the stream; returns how many numbers it answered.
-async fn doubler(ctx: Context, greeting: String) -> Result<u64, ActorError> {
-    let me = ctx.cx().map_or_else(|| "?".to_owned(), |cx| cx.actor().name.clone());
+async fn doubler(
+    ctx: ServedContext<String, i64, i64>,
+    greeting: String,
+) -> Result<u64, ActorError> {
+    let me = ctx.untyped().cx().map_or_else(|| "?".to_owned(), |cx| cx.actor().name.clone());
     ctx.started(&format!("{greeting} from {me}")).await?;
     let stream = ctx.open_stream().await?;
     let mut answered = 0;
-    while let Some(x) = stream.recv::<i64>().await? {
+    while let Some(x) = stream.recv().await? {
         stream.send(&(x * 2)).await?;
         answered += 1;
     }
@@ -54,7 +63,7 @@ async fn ticker(ctx: Context, (): ()) -> Result<(), ActorError> {
 
 fn registry() -> Registry {
     Registry::new()
-        .context("doubler", doubler)
+        .typed_context(DOUBLER, doubler)
         .context("counter", counter)
         .context("ticker", ticker)
 }
@@ -64,17 +73,17 @@ fn main() -> plough::Result<()> {
         root.nursery(|n| async move {
             let worker = n.start_actor("worker").await?;
 
-            // 1. Two-way.
-            let (ctx, hello) = worker.open_context::<_, String>("doubler", "hello").await?;
+            // 1. Two-way, typed.
+            let (ctx, hello) = worker.open(DOUBLER, "hello".to_owned()).await?;
             println!("doubler started: {hello}");
             let stream = ctx.open_stream().await?;
             for x in [1i64, 2, 3] {
                 stream.send(&x).await?;
-                let answer = stream.recv::<i64>().await?;
+                let answer = stream.recv().await?;
                 println!("doubler: sent {x}, got {answer:?}");
             }
             stream.close().await?;
-            match ctx.result::<u64>().await? {
+            match ctx.result().await? {
                 Outcome::Returned(n) => println!("doubler returned {n}"),
                 Outcome::Cancelled { canceller } => println!("doubler cancelled by {canceller}"),
             }

@@ -55,6 +55,7 @@ pub(crate) mod fan_out;
 pub(crate) mod inbox;
 pub(crate) mod portal;
 pub(crate) mod stream;
+pub(crate) mod typed;
 pub(crate) mod types;
 pub(crate) mod wire;
 

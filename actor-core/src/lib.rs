@@ -63,6 +63,7 @@ pub use calls::context::{Context, Outcome};
 pub use calls::fan_out::{FanOut, Subscriber};
 pub use calls::portal::Portal;
 pub use calls::stream::{MsgStream, STREAM_BUFFER, STREAM_BUFFER_BYTES, StreamConfig};
+pub use calls::typed::{ContextFn, Func, ServedContext, StreamFn, TypedContext, TypedStream};
 pub use calls::types::MsgTypes;
 pub use plough_fork_prims::ExitStatus;
 pub use plough_ipc_wire::msg::ErrorKind;

@@ -15,4 +15,6 @@ pub(crate) mod actor;
 pub(crate) mod cx;
 pub(crate) mod discovery;
 pub(crate) mod dispatch;
+pub(crate) mod error_types;
 pub(crate) mod registry;
+pub(crate) mod typed;

@@ -14,3 +14,4 @@ pub(crate) mod pool;
 pub(crate) mod process;
 pub(crate) mod remote;
 pub(crate) mod supervisor;
+pub(crate) mod typed_run;

@@ -175,6 +175,15 @@ struct Error {
   typeError @9 :TypeErrorInfo;  # set for a type error (bad message)
   nested @10 :List(Error); # for a multi-error: every failure it holds (their `cid` is none)
   kind @11 :ErrorKind;     # which failure; `user` (the default) for a handler's own error
+  value @12 :ErrorValue;   # set for a handler's error of a type registered to travel as
+                           # itself (absent: name + message + backtrace only)
+}
+
+# A handler's error value, for a caller that knows its type.
+struct ErrorValue {
+  typePath @0 :Text;       # its full Rust type path (`std::any::type_name`), which the
+                           # caller's type must match
+  payload @1 :Data;        # the value, encoded by the payload codec
 }
 
 # The envelope: exactly one of these per frame.

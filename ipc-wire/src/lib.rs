@@ -111,8 +111,8 @@ pub use handshake::{
     HandshakeError, PeerKeys, Refusal,
 };
 pub use msg::{
-    Aid, CallKind, CancelAck, Cid, ErrorKind, ErrorMsg, Hello, InvalidUuid, Msg, MsgKind,
-    RuntimeVars, SpawnSpec, Start, StartAck, TraceContext, TypeErrorInfo, Uuid,
+    Aid, CallKind, CancelAck, Cid, ErrorKind, ErrorMsg, ErrorValue, Hello, InvalidUuid, Msg,
+    MsgKind, RuntimeVars, SpawnSpec, Start, StartAck, TraceContext, TypeErrorInfo, Uuid,
 };
 pub use payload::{MsgPack, MsgTypeError, Payload, PayloadCodec, PayloadEncodeError};
 pub use tls::{TlsConfigError, TlsFailure, TlsFiles, TlsIdentity, TlsPeer};

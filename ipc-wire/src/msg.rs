@@ -243,6 +243,16 @@ pub struct CancelAck {
     pub acked: bool,
 }
 
+/// A handler's error value, sent for an error type registered to travel as itself: the
+/// caller decodes it when its own type has the same path.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ErrorValue {
+    /// The error's full Rust type path (`std::any::type_name`).
+    pub type_path: String,
+    /// The value, encoded by the payload codec.
+    pub payload: Payload,
+}
+
 /// Details of a type error (a payload that did not decode as the receiver's type).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TypeErrorInfo {
@@ -293,6 +303,8 @@ pub struct ErrorMsg {
     /// For a multi-error: every failure it holds, each with its own `kind` (nested as deep
     /// as the reader's nesting limit allows).
     pub nested: Vec<ErrorMsg>,
+    /// For a handler's error of a registered type: its value.
+    pub value: Option<Box<ErrorValue>>,
 }
 
 /// One message of the protocol: the owned mirror of the schema's `Msg` union.
@@ -689,6 +701,11 @@ fn write_error(e: &ErrorMsg, mut b: schema::error::Builder<'_>) {
         tb.set_msg_kind(t.msg_kind.as_str());
         tb.set_rendering(t.rendering.as_str());
     }
+    if let Some(v) = &e.value {
+        let mut vb = b.reborrow().init_value();
+        vb.set_type_path(v.type_path.as_str());
+        vb.set_payload(&v.payload);
+    }
     if !e.nested.is_empty() {
         let mut list = b.init_nested(e.nested.len() as u32);
         for (i, n) in e.nested.iter().enumerate() {
@@ -758,6 +775,11 @@ fn error_words(e: &ErrorMsg) -> usize {
                 + text_words(&t.expected_type)
                 + text_words(&t.msg_kind)
                 + text_words(&t.rendering)
+        })
+        + e.value.as_ref().map_or(0, |v| {
+            words::<schema::error_value::Builder<'_>>()
+                + text_words(&v.type_path)
+                + data_words(&v.payload)
         })
         + if e.nested.is_empty() { 0 } else { 1 + e.nested.iter().map(error_words).sum::<usize>() }
 }
@@ -939,6 +961,15 @@ impl Cx<'_> {
         } else {
             None
         };
+        let value = if e.has_value() {
+            let v = self.ok(e.get_value())?;
+            Some(Box::new(ErrorValue {
+                type_path: self.text(v.get_type_path())?,
+                payload: self.share(self.ok(v.get_payload())?)?.into(),
+            }))
+        } else {
+            None
+        };
         let nested_r = self.ok(e.get_nested())?;
         let mut nested = self.vec(nested_r.len())?;
         for n in nested_r.iter() {
@@ -956,6 +987,7 @@ impl Cx<'_> {
             overrun_sender: self.opt_aid(e.has_overrun_sender(), e.get_overrun_sender())?,
             type_error,
             nested,
+            value,
         })
     }
 }

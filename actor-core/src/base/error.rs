@@ -14,8 +14,9 @@
 
 use super::budgets::RestartIntensity;
 use plough_fork_prims::ExitStatus;
-use plough_ipc_wire::msg::{Aid, ErrorKind, ErrorMsg, TypeErrorInfo};
+use plough_ipc_wire::msg::{Aid, ErrorKind, ErrorMsg, ErrorValue, TypeErrorInfo};
 use plough_ipc_wire::payload::Payload;
+use serde::de::DeserializeOwned;
 use std::fmt;
 
 /// An error raised in another actor, as it arrived here.
@@ -43,6 +44,10 @@ pub struct RemoteActorError {
     pub type_error: Option<TypeErrorInfo>,
     /// For a `MultiError`: every failure it holds.
     pub nested: Vec<RemoteActorError>,
+    /// For a handler's error of a type registered to travel as itself
+    /// ([`Registry::error_type`](crate::Registry::error_type)): its value, which
+    /// [`RemoteActorError::downcast_remote`] decodes.
+    pub value: Option<ErrorValue>,
 }
 
 impl RemoteActorError {
@@ -74,7 +79,20 @@ impl RemoteActorError {
             overrun_sender: None,
             type_error: None,
             nested: Vec::new(),
+            value: None,
         }
+    }
+
+    /// The handler's error as its own type `T`, when it was raised as a `T` registered
+    /// with [`Registry::error_type`](crate::Registry::error_type) in the source actor
+    /// (however many actors relayed it). `None` for another type, a runtime error, or an
+    /// error type its source did not register.
+    pub fn downcast_remote<T: DeserializeOwned>(&self) -> Option<T> {
+        let v = self.value.as_ref()?;
+        if v.type_path != std::any::type_name::<T>() {
+            return None;
+        }
+        v.payload.decode().ok()
     }
 
     /// Whether this is (only) a cancellation.
@@ -105,6 +123,7 @@ impl RemoteActorError {
             overrun_sender: self.overrun_sender.clone(),
             type_error: self.type_error.clone(),
             nested: self.nested.iter().map(|n| n.to_msg(None)).collect(),
+            value: self.value.clone().map(Box::new),
         }
     }
 }
@@ -122,6 +141,7 @@ impl From<ErrorMsg> for RemoteActorError {
             overrun_sender: m.overrun_sender,
             type_error: m.type_error,
             nested: m.nested.into_iter().map(RemoteActorError::from).collect(),
+            value: m.value.map(|v| *v),
         }
     }
 }
@@ -732,6 +752,13 @@ impl From<RemoteActorError> for ActorError {
 }
 
 impl ActorError {
+    /// A remote handler's error as its own type `T` (see
+    /// [`RemoteActorError::downcast_remote`]); `None` for any other error (of a nursery's
+    /// several failures, ask each of [`ActorError::failures`]).
+    pub fn downcast_remote<T: DeserializeOwned>(&self) -> Option<T> {
+        self.as_remote()?.downcast_remote()
+    }
+
     /// A failure of the program's own (see [`ActorError::Other`]): any error, or a
     /// message (`ActorError::other("body gave up")`).
     pub fn other(e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {

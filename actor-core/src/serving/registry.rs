@@ -12,6 +12,7 @@
 //! message).
 
 use super::cx::Cx;
+use super::error_types::ErrorTypes;
 use crate::base::budgets::Budgets;
 use crate::base::dump::{TaskGuard, TaskKind};
 use crate::base::error::{ActorError, RemoteActorError, relay};
@@ -31,8 +32,11 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-type Erased =
-    Arc<dyn Fn(Cx, Payload) -> BoxFuture<'static, Result<Payload, RemoteActorError>> + Send + Sync>;
+type Erased = Arc<
+    dyn Fn(Cx, Payload, Arc<ErrorTypes>) -> BoxFuture<'static, Result<Payload, RemoteActorError>>
+        + Send
+        + Sync,
+>;
 
 #[derive(Clone)]
 struct Entry {
@@ -49,6 +53,8 @@ struct Entry {
 #[derive(Clone, Default)]
 pub struct Registry {
     entries: BTreeMap<String, Entry>,
+    /// The error types that travel as themselves ([`Registry::error_type`]).
+    errors: Arc<ErrorTypes>,
 }
 
 impl fmt::Debug for Registry {
@@ -95,7 +101,7 @@ impl Registry {
         let name = user_name(name);
         let f = Arc::new(f);
         let function: Arc<str> = Arc::from(name.as_str());
-        let call: Erased = Arc::new(move |cx: Cx, args: Payload| {
+        let call: Erased = Arc::new(move |cx: Cx, args: Payload, errors: Arc<ErrorTypes>| {
             let f = Arc::clone(&f);
             let function = Arc::clone(&function);
             async move {
@@ -105,7 +111,7 @@ impl Registry {
                 let me = cx.actor().clone();
                 let args: A = decode_args(&me, &args)?;
                 let out = std::panic::AssertUnwindSafe(f(cx, args)).catch_unwind().await;
-                finish(me, out)
+                finish(me, out, &errors)
             }
             .boxed()
         });
@@ -134,7 +140,7 @@ impl Registry {
         let name = user_name(name);
         let f = Arc::new(f);
         let fname = name.clone();
-        let call: Erased = Arc::new(move |cx: Cx, args: Payload| {
+        let call: Erased = Arc::new(move |cx: Cx, args: Payload, errors: Arc<ErrorTypes>| {
             let f = Arc::clone(&f);
             let fname = fname.clone();
             async move {
@@ -152,7 +158,7 @@ impl Registry {
                 // cancel, which serving reports naming the canceller — not a misuse.
                 let cancelled = ctx.is_cancelled();
                 drop(ctx);
-                match finish(me.clone(), out) {
+                match finish(me.clone(), out, &errors) {
                     Ok(_) if !started && !cancelled => Err(RemoteActorError::new(
                         me,
                         ErrorKind::ContextMisuse,
@@ -189,7 +195,7 @@ impl Registry {
         let name = user_name(name);
         let f = Arc::new(f);
         let fname = name.clone();
-        let call: Erased = Arc::new(move |cx: Cx, args: Payload| {
+        let call: Erased = Arc::new(move |cx: Cx, args: Payload, errors: Arc<ErrorTypes>| {
             let f = Arc::clone(&f);
             let fname = fname.clone();
             async move {
@@ -217,7 +223,7 @@ impl Registry {
                                 })?;
                                 stream.send_payload(p).await.map_err(relayed)?;
                             }
-                            Err(e) => return Err(user_error(&me, e)),
+                            Err(e) => return Err(user_error(&me, e, &errors)),
                         }
                     }
                     stream.close().await.map_err(relayed)?;
@@ -233,6 +239,24 @@ impl Registry {
             .boxed()
         });
         self.insert::<A>(name, CallKind::Stream, call)
+    }
+
+    /// Registers error type `E` to travel as itself (tractor's `reg_err_types`): a
+    /// handler of this registry that fails with an `E` sends its value home too, and the
+    /// caller gets it back with [`ActorError::downcast_remote`] (through any relay: an `E`
+    /// raised in a grandchild and returned by its parent's handler reaches the root as an
+    /// `E`), also when a handler that returns `ActorError` wraps it
+    /// ([`ActorError::other`]). The error still travels with its short type name, message
+    /// and backtrace, which is all an unregistered type sends.
+    ///
+    /// Register it in the process that raises it (every process builds the same
+    /// registry); the caller's `downcast_remote::<E>()` matches it by its full type path.
+    pub fn error_type<E>(mut self) -> Self
+    where
+        E: Serialize + DeserializeOwned + std::error::Error + 'static,
+    {
+        Arc::make_mut(&mut self.errors).register::<E>();
+        self
     }
 
     /// Adds an erased handler of `kind` taking `A`.
@@ -334,7 +358,7 @@ impl Registry {
         args: Payload,
     ) -> Result<BoxFuture<'static, Result<Payload, RemoteActorError>>, Box<RemoteActorError>> {
         match self.entries.get(function) {
-            Some(e) => Ok((e.call)(cx, args)),
+            Some(e) => Ok((e.call)(cx, args, Arc::clone(&self.errors))),
             None => {
                 let served: Vec<&str> = self.names().collect();
                 Err(Box::new(RemoteActorError::new(
@@ -382,11 +406,25 @@ fn decode_args<A: DeserializeOwned>(me: &Aid, args: &Payload) -> Result<A, Remot
 }
 
 /// A handler's error as it travels: a runtime error passing through keeps its source and
-/// gains this hop; anything else is raised here under its short type name.
-fn user_error<E: fmt::Display + 'static>(me: &Aid, e: E) -> RemoteActorError {
-    match (&e as &dyn std::any::Any).downcast_ref::<ActorError>() {
+/// gains this hop; anything else is raised here under its short type name, with its value
+/// when its type is registered ([`Registry::error_type`]).
+fn user_error<E: fmt::Display + 'static>(me: &Aid, e: E, errors: &ErrorTypes) -> RemoteActorError {
+    let ae = (&e as &dyn std::any::Any).downcast_ref::<ActorError>();
+    // `ActorError::other(MyError)`: a registered type still travels as itself.
+    if let Some(ActorError::Other(inner)) = ae
+        && let Some((name, value)) = errors.wrapped(&**inner)
+    {
+        let mut err = RemoteActorError::user(me.clone(), name, inner.to_string());
+        err.value = Some(value);
+        return err;
+    }
+    match ae {
         Some(ae) => relay(ae, me),
-        None => RemoteActorError::user(me.clone(), short_type_name::<E>(), e.to_string()),
+        None => {
+            let mut err = RemoteActorError::user(me.clone(), short_type_name::<E>(), e.to_string());
+            err.value = errors.value_of(&e);
+            err
+        }
     }
 }
 
@@ -395,11 +433,12 @@ fn user_error<E: fmt::Display + 'static>(me: &Aid, e: E) -> RemoteActorError {
 fn finish<R: Serialize, E: fmt::Display + 'static>(
     me: Aid,
     out: std::thread::Result<Result<R, E>>,
+    errors: &ErrorTypes,
 ) -> Result<Payload, RemoteActorError> {
     match out {
         Ok(Ok(value)) => Payload::encode(&value)
             .map_err(|e| RemoteActorError::new(me, ErrorKind::PayloadEncode, e.to_string())),
-        Ok(Err(e)) => Err(user_error(&me, e)),
+        Ok(Err(e)) => Err(user_error(&me, e, errors)),
         Err(panic) => Err(RemoteActorError::new(me, ErrorKind::Panic, panic_message(&*panic))),
     }
 }

@@ -7,7 +7,7 @@ use bytes::BytesMut;
 use capnp::dynamic_value;
 use capnp::introspect::{Introspect, TypeVariant};
 use plough_ipc_wire::generated::plough_capnp as schema;
-use plough_ipc_wire::msg::{ErrorKind, ErrorMsg, Msg, TypeErrorInfo};
+use plough_ipc_wire::msg::{ErrorKind, ErrorMsg, ErrorValue, Msg, TypeErrorInfo};
 use plough_ipc_wire::{Frame, FrameCodec};
 use tokio_util::codec::{Decoder, Encoder};
 
@@ -29,6 +29,10 @@ fn full_error(kind: ErrorKind, nested: Vec<ErrorMsg>) -> ErrorMsg {
             rendering: "\"x\"".into(),
         }),
         nested,
+        value: Some(Box::new(ErrorValue {
+            type_path: "app::MyError".into(),
+            payload: vec![0x92, 0x07, 0xa1, b'x'].into(),
+        })),
     }
 }
 

@@ -2,8 +2,8 @@
 
 use bytes::BytesMut;
 use plough_ipc_wire::{
-    Address, Aid, CallKind, CancelAck, ErrorKind, ErrorMsg, FrameCodec, Hello, Limits, Msg,
-    Payload, RuntimeVars, SpawnSpec, Start, StartAck, TraceContext, TypeErrorInfo, Uuid,
+    Address, Aid, CallKind, CancelAck, ErrorKind, ErrorMsg, ErrorValue, FrameCodec, Hello, Limits,
+    Msg, Payload, RuntimeVars, SpawnSpec, Start, StartAck, TraceContext, TypeErrorInfo, Uuid,
 };
 use proptest::collection::vec;
 use proptest::prelude::*;
@@ -101,6 +101,7 @@ fn flat_error_msg() -> impl Strategy<Value = ErrorMsg> {
         proptest::option::of(aid()),
         proptest::option::of(aid()),
         proptest::option::of((text(), text(), text())),
+        proptest::option::of((text(), bytes(30))),
     )
         .prop_map(
             |(
@@ -112,6 +113,7 @@ fn flat_error_msg() -> impl Strategy<Value = ErrorMsg> {
                 canceller,
                 overrun_sender,
                 te,
+                value,
             )| ErrorMsg {
                 cid,
                 source,
@@ -128,6 +130,8 @@ fn flat_error_msg() -> impl Strategy<Value = ErrorMsg> {
                     rendering,
                 }),
                 nested: Vec::new(),
+                value: value
+                    .map(|(type_path, payload)| Box::new(ErrorValue { type_path, payload })),
             },
         )
 }
