@@ -55,8 +55,8 @@ pub use plough_actor_core::{
     ErrorKind, ExitStatus, FanOut, JobHandle, LadderConfig, Misuse, MsgStream, MsgTypes, Nursery,
     Outcome, OverrunBound, Pool, PoolConfig, Portal, REGISTRY_ENV, Registry, RemoteActorError,
     Restart, RestartIntensity, Result, RunHandle, RuntimeConfig, STREAM_BUFFER,
-    STREAM_BUFFER_BYTES, SetupError, SpawnError, SpawnMethod, Strategy, StreamConfig, Subscriber,
-    Supervised, Supervisor, TreeSecret,
+    STREAM_BUFFER_BYTES, SetupError, SpawnError, SpawnMethod, SpawnOptions, Strategy, StreamConfig,
+    Subscriber, Supervised, Supervisor, TreeSecret,
 };
 pub use plough_fork_prims as fork_prims;
 pub use plough_ipc_wire as ipc_wire;

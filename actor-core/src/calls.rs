@@ -53,6 +53,7 @@ pub(crate) mod context;
 pub(crate) mod credit;
 pub(crate) mod fan_out;
 pub(crate) mod inbox;
+pub(crate) mod introspect;
 pub(crate) mod portal;
 pub(crate) mod stream;
 pub(crate) mod types;

@@ -73,6 +73,7 @@ pub use serving::actor::Actor;
 pub use serving::cx::Cx;
 pub use serving::registry::Registry;
 pub use supervision::nursery::{Nursery, RunHandle};
+pub use supervision::options::SpawnOptions;
 pub use supervision::pool::{JobHandle, Pool, PoolConfig};
 pub use supervision::supervisor::{
     ChildExits, ChildSpec, Restart, Strategy, Supervised, Supervisor,

@@ -9,6 +9,7 @@ pub mod crash;
 mod lifecycle;
 pub mod netns;
 pub mod shm_app;
+pub mod tractor_app;
 
 use std::io::{BufRead, BufReader, Read};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};

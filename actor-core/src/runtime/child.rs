@@ -16,6 +16,7 @@ use crate::base::spawn_method::SpawnMethod;
 use crate::registrar::client::RegistrarClient;
 use crate::registrar::entry::ActorEntry;
 use crate::serving::actor::{Actor, ActorParts, create_marker};
+use crate::serving::exposure::Exposure;
 use crate::serving::registry::Registry;
 use futures::StreamExt;
 use plough_fork_prims::Signal;
@@ -214,6 +215,8 @@ async fn child(
         registrar: None,
         registry_addr: registry_addr.clone(),
         is_root: false,
+        // What the parent named (every registered function, unless its spawn narrowed it).
+        exposure: Exposure::only(spec.enable_handlers.iter().cloned()),
     });
     actor.adopt_marker(marker);
     let entry = ActorEntry::new(
@@ -232,6 +235,8 @@ async fn child(
         // leaves before any answer of ours, and the registrar records it as it reads it,
         // so the parent sees us registered by the time any reply of ours arrives.
         let parent = actor.attach(est, true);
+        // Before anything is served on it: a handler may ask for its parent's portal.
+        let _ = actor.parent_slot().set((boot.parent_addr.clone(), parent.clone()));
         let client = RegistrarClient::via_parent(actor.portal(parent.clone()));
         actor.registrar().set_client(client.clone());
         if let Err(e) = client.register(&entry).await {
@@ -258,7 +263,9 @@ async fn child(
         if !is_private(&registry_addr) {
             keep_registered(&actor, entry, false);
         }
-        actor.attach(est, true)
+        let parent = actor.attach(est, true);
+        let _ = actor.parent_slot().set((boot.parent_addr.clone(), parent.clone()));
+        parent
     };
     tracing::info!(actor = %aid, parent = %parent.peer(), method = %boot.method, addr = %actor.addr(), "child actor up");
 

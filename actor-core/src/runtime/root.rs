@@ -20,6 +20,7 @@ use crate::registrar::client::RegistrarClient;
 use crate::registrar::entry::ActorEntry;
 use crate::registrar::state::RegistrarState;
 use crate::serving::actor::{Actor, ActorParts};
+use crate::serving::exposure::Exposure;
 use crate::serving::registry::Registry;
 use futures::FutureExt;
 use plough_fork_prims::Signal;
@@ -266,10 +267,12 @@ impl Runtime {
             registrar,
             registry_addr,
             is_root: true,
+            exposure: Exposure::all(),
         });
         let vars = RuntimeVars {
             is_root: true,
             spawn_method: self.config.spawn_method.key().to_owned(),
+            root_addr: Some(actor.addr().clone()),
             ..runtime_vars::get(false)
         };
         runtime_vars::set(ids::with_tree(vars, &aid.uuid));

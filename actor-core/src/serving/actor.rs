@@ -8,6 +8,7 @@
 //! through the ladder), unregisters, flushes and closes every connection, and removes the
 //! socket file. Its fields are private: the layers above use the methods below.
 
+use super::exposure::Exposure;
 use super::registry::Registry;
 use crate::base::budgets::Budgets;
 use crate::base::config::RuntimeConfig;
@@ -81,6 +82,10 @@ struct ActorInner {
     /// The partial frames of every connection this actor serves are charged to this
     /// ([`Budgets::partial_frames`]).
     frame_budget: plough_ipc_wire::FrameBudget,
+    /// Which registered functions it serves (see `exposure`).
+    exposure: Exposure,
+    /// A child's connection to its parent, and the parent's address (see `lineage`).
+    parent: std::sync::OnceLock<(Address, Channel)>,
 }
 
 /// What an actor is made of (the runtime layer assembles it).
@@ -96,6 +101,8 @@ pub(crate) struct ActorParts {
     pub(crate) registrar: Option<Arc<RegistrarState>>,
     pub(crate) registry_addr: Address,
     pub(crate) is_root: bool,
+    /// Which registered functions it serves.
+    pub(crate) exposure: Exposure,
 }
 
 /// A child being spawned: resolves to its connection once it has connected back and
@@ -146,6 +153,8 @@ impl Actor {
                 is_root: parts.is_root,
                 marker: Mutex::new(None),
                 frame_budget,
+                exposure: parts.exposure,
+                parent: std::sync::OnceLock::new(),
             }),
         };
         actor.serve_listener(parts.listener);
@@ -366,6 +375,16 @@ impl Actor {
     /// The functions this actor serves.
     pub(crate) fn registry(&self) -> &Registry {
         &self.inner.registry
+    }
+
+    /// Which of them it exposes.
+    pub(crate) fn exposure(&self) -> &Exposure {
+        &self.inner.exposure
+    }
+
+    /// The parent's connection slot (set once by a child's runtime).
+    pub(crate) fn parent_slot(&self) -> &std::sync::OnceLock<(Address, Channel)> {
+        &self.inner.parent
     }
 
     /// The runtime's budgets.

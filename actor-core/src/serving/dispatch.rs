@@ -175,6 +175,10 @@ impl Serve for Actor {
                         ),
                     );
                 }
+                if kind.is_some() && !self.exposure().allows(&start.function) {
+                    let err = self.not_exposed_error(&start.function);
+                    return self.reply_error(channel, cid, err);
+                }
                 let token = self.cancel_token().child_token();
                 let mut cx = Cx::new(self.aid().clone(), start.caller.clone(), cid, token.clone())
                     .with_actor(self.clone());

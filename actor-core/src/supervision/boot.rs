@@ -6,15 +6,15 @@
 
 use super::ladder::clear_dead_child_files;
 use super::nursery::{ChildActor, Inner, Nursery};
+use super::options::SpawnOptions;
 use crate::base::boot_stderr;
 use crate::base::dump::{Relay, TaskGuard};
 use crate::base::error::{ActorError, During, Misuse, SpawnError};
 use crate::base::fate::fate;
-use crate::base::runtime_vars;
 use crate::base::spawn::{ChildBoot, SpawnRequest};
 use crate::base::sync::LockExt;
 use plough_fork_prims::{ChildHandle, Signal};
-use plough_ipc_wire::msg::{Aid, Msg, SpawnSpec, Uuid};
+use plough_ipc_wire::msg::{Aid, Msg, Uuid};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -71,6 +71,14 @@ impl Drop for Booting<'_> {
 
 impl Nursery {
     pub(super) async fn spawn_child(&self, name: &str) -> Result<Arc<ChildActor>, ActorError> {
+        self.spawn_child_with(name, &SpawnOptions::default()).await
+    }
+
+    pub(super) async fn spawn_child_with(
+        &self,
+        name: &str,
+        options: &SpawnOptions,
+    ) -> Result<Arc<ChildActor>, ActorError> {
         if self.inner.closed.load(Ordering::SeqCst) {
             return Err(Misuse::NurseryExited { name: name.to_owned() }.into());
         }
@@ -191,12 +199,12 @@ impl Nursery {
             }
             .into());
         };
-        let spec = SpawnSpec {
-            runtime_vars: runtime_vars::get(false),
-            registry_addrs: vec![actor.registry_addr().clone()],
-            bind_addrs: vec![],
-            enable_handlers: actor.registry().names().map(str::to_owned).collect(),
-            parent: Some(actor.aid().clone()),
+        let spec = match options.spawn_spec(actor) {
+            Ok(spec) => spec,
+            Err(e) => {
+                booting.failed();
+                return Err(e);
+            }
         };
         if let Err(e) = channel.send(Msg::SpawnSpec(spec)).await {
             booting.failed();

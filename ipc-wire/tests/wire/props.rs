@@ -46,7 +46,14 @@ fn call_kind() -> impl Strategy<Value = CallKind> {
 
 fn spawn_spec() -> impl Strategy<Value = SpawnSpec> {
     (
-        (any::<bool>(), any::<bool>(), text(), text(), vec((text(), text()), 0..3)),
+        (
+            any::<bool>(),
+            any::<bool>(),
+            text(),
+            text(),
+            vec((text(), text()), 0..3),
+            proptest::option::of(address()),
+        ),
         vec(address(), 0..3),
         vec(address(), 0..3),
         vec(text(), 0..4),
@@ -54,7 +61,7 @@ fn spawn_spec() -> impl Strategy<Value = SpawnSpec> {
     )
         .prop_map(
             |(
-                (is_root, debug_mode, spawn_method, log_level, extra),
+                (is_root, debug_mode, spawn_method, log_level, extra, root_addr),
                 registry_addrs,
                 bind_addrs,
                 enable_handlers,
@@ -67,6 +74,7 @@ fn spawn_spec() -> impl Strategy<Value = SpawnSpec> {
                         spawn_method,
                         log_level,
                         extra,
+                        root_addr,
                     },
                     registry_addrs,
                     bind_addrs,

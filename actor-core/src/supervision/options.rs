@@ -1,0 +1,102 @@
+//! [`SpawnOptions`]: what a spawn may choose for its child beyond its name — which
+//! registered functions it serves (tractor's `enable_modules`). The choices travel in the
+//! child's spawn spec.
+
+use super::nursery::Nursery;
+use crate::base::error::ActorError;
+use crate::base::runtime_vars;
+use crate::calls::portal::Portal;
+use crate::serving::actor::Actor;
+use crate::serving::exposure::registered;
+use plough_ipc_wire::msg::SpawnSpec;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+/// Options of one spawn ([`Nursery::start_actor_with`], [`Nursery::run_in_actor_with`]).
+/// The default is what [`Nursery::start_actor`] does: the child serves every registered
+/// function.
+#[derive(Debug, Clone, Default)]
+pub struct SpawnOptions {
+    /// `None`: every registered function.
+    expose: Option<Vec<String>>,
+}
+
+impl SpawnOptions {
+    /// The defaults.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The child serves only `functions` (tractor's `enable_modules`); a call to another
+    /// registered function fails with [`ErrorKind::NotExposed`](crate::ErrorKind). Each
+    /// name must be registered: the spawn fails with
+    /// [`Misuse::NotRegistered`](crate::Misuse::NotRegistered) otherwise. A child can
+    /// narrow this further itself ([`Actor::expose_only`]), never widen it. The functions
+    /// of the runtime (cancel, the registrar's) are always served.
+    pub fn expose<I, S>(mut self, functions: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.expose = Some(functions.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// The spawn spec of a child of `actor` spawned with these options.
+    pub(super) fn spawn_spec(&self, actor: &Actor) -> Result<SpawnSpec, ActorError> {
+        let enable_handlers = match &self.expose {
+            Some(names) => registered(actor, names.iter().cloned())?.into_iter().collect(),
+            None => actor.registry().names().map(str::to_owned).collect(),
+        };
+        Ok(SpawnSpec {
+            runtime_vars: runtime_vars::get(false),
+            registry_addrs: vec![actor.registry_addr().clone()],
+            bind_addrs: vec![],
+            enable_handlers,
+            parent: Some(actor.aid().clone()),
+        })
+    }
+
+    /// Checks the options against `actor` before anything is spawned.
+    pub(super) fn check(&self, actor: &Actor) -> Result<(), ActorError> {
+        self.spawn_spec(actor).map(drop)
+    }
+}
+
+impl Nursery {
+    /// [`Nursery::start_actor`] with [`SpawnOptions`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Nursery::start_actor`]; options that name an unregistered function are a
+    /// [`Misuse`](crate::Misuse), before anything is spawned.
+    pub async fn start_actor_with(
+        &self,
+        name: &str,
+        options: SpawnOptions,
+    ) -> Result<Portal, ActorError> {
+        options.check(self.actor())?;
+        self.start_actor_opts(name, &options).await
+    }
+
+    /// [`Nursery::run_in_actor`] with [`SpawnOptions`] (the function must be one the child
+    /// exposes, or its result is a `NotExposed` error).
+    ///
+    /// # Errors
+    ///
+    /// As [`Nursery::start_actor_with`].
+    pub async fn run_in_actor_with<A, R>(
+        &self,
+        name: &str,
+        options: SpawnOptions,
+        function: &str,
+        args: A,
+    ) -> Result<super::nursery::RunHandle<R>, ActorError>
+    where
+        A: Serialize,
+        R: DeserializeOwned + Send + 'static,
+    {
+        options.check(self.actor())?;
+        self.run_in_actor_opts(name, &options, function, args).await
+    }
+}

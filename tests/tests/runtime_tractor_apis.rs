@@ -1,0 +1,130 @@
+//! tractor's APIs as plough has them (issue 17): per-actor exposure (`enable_modules`),
+//! context introspection (`canceller`, `cancel_acked`, `maybe_error`, `outcome`), portals
+//! from a child to its parent and to the root. Every test is bounded and checks that
+//! nothing is left behind.
+
+use plough::{ActorError, ErrorKind, Misuse, Outcome, SpawnOptions};
+use plough_tests::runtime;
+use plough_tests::tractor_app::{CancelSeen, Lineage};
+use std::time::Duration;
+
+const APP: &str = env!("CARGO_BIN_EXE_plough_app");
+const LIMIT: Duration = Duration::from_secs(60);
+
+fn kind(r: Result<impl std::fmt::Debug, ActorError>) -> ErrorKind {
+    r.expect_err("expected an error").kind()
+}
+
+#[test]
+fn a_spawn_names_what_its_child_serves_and_the_child_can_narrow_it() {
+    plough_tests::in_nursery(runtime(APP), LIMIT, |n| async move {
+        // Naming a function that is not registered fails before anything is spawned.
+        let e = n.start_actor_with("typo", SpawnOptions::new().expose(["add", "nope"])).await;
+        assert!(
+            matches!(&e, Err(ActorError::Misuse(Misuse::NotRegistered { function })) if function == "nope"),
+            "{e:?}"
+        );
+        let opts = SpawnOptions::new().expose(["add", "pid", "expose_only"]);
+        let p = n.start_actor_with("narrow", opts).await?;
+        assert_eq!(p.run::<_, i64>("add", (1, 2)).await?, 3);
+        p.run::<_, u32>("pid", ()).await?;
+        // Registered but not exposed: its own kind, not "no such function".
+        let e = p.run::<_, ()>("fail", "x".to_owned()).await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::NotExposed, "{e}");
+        assert!(e.to_string().contains("does not expose `fail`"), "{e}");
+        assert_eq!(kind(p.run::<_, ()>("no_such_thing", ()).await), ErrorKind::NoSuchFunction);
+        // A context function too, whatever kind it is called as.
+        assert_eq!(kind(p.open_context::<_, i64>("ctx_simple", 1i64).await), ErrorKind::NotExposed);
+        // The child narrows itself further; it cannot widen.
+        let now = p.run::<_, Vec<String>>("expose_only", vec!["add", "expose_only"]).await?;
+        assert_eq!(now, ["add", "expose_only"]);
+        assert_eq!(kind(p.run::<_, u32>("pid", ()).await), ErrorKind::NotExposed);
+        let now = p.run::<_, Vec<String>>("expose_only", vec!["add", "pid"]).await?;
+        assert_eq!(now, ["add"]);
+        assert_eq!(kind(p.run::<_, u32>("pid", ()).await), ErrorKind::NotExposed);
+        assert_eq!(p.run::<_, i64>("add", (2, 2)).await?, 4);
+        // The runtime's own functions still work: the child goes down by cancel.
+        assert!(p.cancel_actor().await);
+        // The default is still "everything".
+        let all = n.start_actor("all").await?;
+        assert_eq!(all.run::<_, i64>("add", (1, 1)).await?, 2);
+        all.run::<_, u32>("pid", ()).await?;
+        Ok(())
+    })
+    .unwrap();
+}
+
+#[test]
+fn a_context_tells_who_cancelled_it_and_what_it_ended_with() {
+    plough_tests::in_nursery(runtime(APP), LIMIT, |n| async move {
+        let me = n.actor().aid().clone();
+        let p = n.start_actor("introspect").await?;
+        // A child that returns: the outcome is visible without consuming it.
+        let (ctx, _) = p.open_context::<_, i64>("ctx_simple", 4i64).await?;
+        assert_eq!(ctx.result::<i64>().await?, Outcome::Returned(8));
+        assert_eq!(ctx.outcome::<i64>().expect("answered")?, Outcome::Returned(8));
+        assert!(ctx.is_finished() && ctx.canceller().is_none() && !ctx.cancel_acked());
+        assert!(ctx.maybe_error().is_none());
+
+        // This parent cancels: it is the canceller, and the child acknowledged it.
+        let (ctx, cid) = p.open_context::<_, u64>("ctx_note_cancel", ()).await?;
+        assert_eq!(ctx.cid(), cid, "both sides name the same call id");
+        assert!(ctx.outcome::<()>().is_none() && !ctx.is_finished());
+        assert!(ctx.canceller().is_none() && !ctx.cancel_acked() && ctx.maybe_error().is_none());
+        ctx.cancel().await?;
+        assert_eq!(ctx.canceller(), Some(me.clone()));
+        assert!(ctx.cancel_acked(), "cancel() returns once the child answered");
+        assert!(ctx.maybe_error().is_none(), "our own cancel is not a failure");
+        assert!(ctx.outcome::<()>().expect("answered")?.is_cancelled());
+        assert!(ctx.result::<()>().await?.is_cancelled(), "result still works after outcome");
+        // What the child saw of the same cancel.
+        let seen = p.run::<_, Option<CancelSeen>>("cancel_seen", ()).await?;
+        let (canceller, error, acked) = seen.expect("the child noted its cancel");
+        assert_eq!(canceller, Some(me.to_string()));
+        assert_eq!(error.as_deref(), Some("Cancelled"));
+        assert!(!acked);
+
+        // The child cancels itself: it is the canceller, and it is raised, not acked.
+        let (ctx, ()) = p.open_context::<_, ()>("ctx_self_cancel", ()).await?;
+        let e = ctx.result::<()>().await.unwrap_err();
+        assert!(
+            matches!(&e, ActorError::ContextCancelled { canceller } if canceller == p.aid()),
+            "{e:?}"
+        );
+        assert_eq!(ctx.canceller().as_ref(), Some(p.aid()));
+        assert!(!ctx.cancel_acked());
+        let e = ctx.maybe_error().expect("a cancel by another actor is a failure");
+        assert!(e.is_cancel(), "{e:?}");
+        assert!(ctx.outcome::<()>().expect("answered").is_err());
+        Ok(())
+    })
+    .unwrap();
+}
+
+#[test]
+fn a_child_reaches_its_parent_and_the_root_through_authenticated_portals() {
+    plough_tests::with_root(runtime(APP), LIMIT, |root| async move {
+        assert!(matches!(root.parent_portal(), Err(ActorError::Misuse(Misuse::NoParent { .. }))));
+        assert_eq!(root.root_addr().as_ref(), Some(root.addr()));
+        // The root narrows what it serves: its children's calls get `NotExposed`.
+        root.expose_only(["add", "pid"])?;
+        assert_eq!(root.exposed(), ["add", "pid"]);
+        let root_name = root.aid().name.clone();
+        let root_addr = root.addr().to_string();
+        root.nursery(|n| async move {
+            let child = n.start_actor("lineage-child").await?;
+            let (parent, r, addr, sum, pid, fail): Lineage = child.run("lineage", ()).await?;
+            assert_eq!((parent.as_str(), r.as_str()), (root_name.as_str(), root_name.as_str()));
+            assert_eq!((addr.as_str(), sum, pid), (root_addr.as_str(), 3, std::process::id()));
+            assert_eq!(fail, Some(ErrorKind::NotExposed));
+            // A grandchild: its parent is the child, its root is still this root (dialed).
+            let (parent, r, addr, sum, pid, fail): Lineage = child.run("lineage_below", ()).await?;
+            assert_eq!((parent.as_str(), r.as_str()), ("lineage-child", root_name.as_str()));
+            assert_eq!((addr.as_str(), sum, pid), (root_addr.as_str(), 3, std::process::id()));
+            assert_eq!(fail, Some(ErrorKind::NotExposed));
+            Ok(())
+        })
+        .await
+    })
+    .unwrap();
+}
