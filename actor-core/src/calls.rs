@@ -52,6 +52,8 @@
 pub(crate) mod context;
 pub(crate) mod credit;
 pub(crate) mod fan_out;
+#[cfg(feature = "testing")]
+pub(crate) mod fault;
 pub(crate) mod inbox;
 pub(crate) mod introspect;
 pub(crate) mod portal;

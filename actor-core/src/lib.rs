@@ -61,6 +61,8 @@ pub use base::runtime_vars::actor_label;
 pub use base::spawn_method::{SPAWN_METHOD_ENV, SpawnMethod, UnknownSpawnMethod};
 pub use calls::context::{Context, Outcome};
 pub use calls::fan_out::{FanOut, Subscriber};
+#[cfg(feature = "testing")]
+pub use calls::fault::BreakSide;
 pub use calls::portal::Portal;
 pub use calls::stream::{MsgStream, STREAM_BUFFER, STREAM_BUFFER_BYTES, StreamConfig};
 pub use calls::types::MsgTypes;

@@ -3,6 +3,7 @@
 //! from a child to its parent and to the root. Every test is bounded and checks that
 //! nothing is left behind.
 
+use plough::testing::BreakSide;
 use plough::{ActorError, ErrorKind, Misuse, Outcome, SpawnOptions};
 use plough_tests::runtime;
 use plough_tests::tractor_app::{CancelSeen, Lineage};
@@ -127,4 +128,59 @@ fn a_child_reaches_its_parent_and_the_root_through_authenticated_portals() {
         .await
     })
     .unwrap();
+}
+
+/// Breaks the connection to a child at `side` while a context and a plain call are in
+/// flight: both fail promptly as a lost connection, later calls too, the child cancels
+/// itself, and the nursery reaps it (the leak check of `in_nursery` proves it).
+fn a_broken_connection_fails_what_is_in_flight(side: BreakSide) {
+    plough_tests::in_nursery(runtime(APP), LIMIT, |n| async move {
+        let p = n.start_actor("fragile").await?;
+        // In flight at the child: it has sent `started` (and ends promptly on its cancel).
+        let (ctx, _) = p.open_context::<_, u64>("ctx_note_cancel", ()).await?;
+        let call = p.run::<_, ()>("sleep", 60_000u64);
+        let broken = async {
+            tokio::task::yield_now().await;
+            p.break_connection(side).await
+        };
+        let (call, broken) = tokio::time::timeout(STEP, async { tokio::join!(call, broken) })
+            .await
+            .expect("bounded");
+        broken?;
+        let lost = |e: &ActorError| {
+            matches!(e, ActorError::TransportClosed { .. } | ActorError::ActorDied { .. })
+        };
+        let e = call.unwrap_err();
+        assert!(lost(&e), "{side:?}: the plain call got {e:?}");
+        let e =
+            tokio::time::timeout(STEP, ctx.result::<i64>()).await.expect("bounded").unwrap_err();
+        assert!(lost(&e), "{side:?}: the context got {e:?}");
+        assert!(ctx.maybe_error().is_some_and(|e| lost(&e)), "{side:?}");
+        let e = p.run::<_, i64>("add", (1, 2)).await.unwrap_err();
+        assert!(lost(&e), "{side:?}: a later call got {e:?}");
+        if side == BreakSide::Local {
+            assert!(e.to_string().contains("broken on purpose"), "{e}");
+        }
+        assert!(p.is_closed());
+        Ok(())
+    })
+    .unwrap();
+}
+
+/// The bound of one awaited step inside a test body.
+const STEP: Duration = Duration::from_secs(15);
+
+#[test]
+fn a_connection_broken_at_the_parent_side_fails_calls_in_flight() {
+    a_broken_connection_fails_what_is_in_flight(BreakSide::Local);
+}
+
+#[test]
+fn a_connection_broken_at_the_child_side_fails_calls_in_flight() {
+    a_broken_connection_fails_what_is_in_flight(BreakSide::Remote);
+}
+
+#[test]
+fn a_connection_broken_at_both_sides_fails_calls_in_flight() {
+    a_broken_connection_fails_what_is_in_flight(BreakSide::Both);
 }

@@ -127,6 +127,11 @@ impl Serve for Actor {
                     let _ = ch.send(Msg::CancelAck(CancelAck { cid, acked })).await;
                 });
             }
+            #[cfg(feature = "testing")]
+            crate::base::names::SEVER => {
+                tracing::warn!(actor = %self.aid(), peer = %channel.peer(), "breaking the connection on request (testing)");
+                channel.sever("broken on purpose (testing), at the peer's request");
+            }
             f if f.starts_with(REGISTRAR_PREFIX) => match self.registrar().state() {
                 Some(state) => service::serve(
                     &state,
