@@ -59,6 +59,11 @@ async fn lineage_below(cx: Cx, _: ()) -> Result<Lineage, ActorError> {
     .await
 }
 
+/// Every address this actor listens on (its own first).
+async fn addrs(cx: Cx, _: ()) -> Result<Vec<String>, AppError> {
+    Ok(cx.runtime().addrs().iter().map(ToString::to_string).collect())
+}
+
 /// Registers this module's handlers.
 pub fn register(r: Registry) -> Registry {
     r.context("ctx_note_cancel", ctx_note_cancel)
@@ -66,4 +71,5 @@ pub fn register(r: Registry) -> Registry {
         .func("expose_only", expose_only)
         .func("lineage", lineage)
         .func("lineage_below", lineage_below)
+        .func("addrs", addrs)
 }

@@ -184,3 +184,38 @@ fn a_connection_broken_at_the_child_side_fails_calls_in_flight() {
 fn a_connection_broken_at_both_sides_fails_calls_in_flight() {
     a_broken_connection_fails_what_is_in_flight(BreakSide::Both);
 }
+
+#[test]
+fn an_actor_listens_on_every_address_it_was_given() {
+    let dir = plough::ipc_wire::runtime_dir::default_dir();
+    let uds = dir.join(format!("extra-{}.sock", std::process::id()));
+    let multi = format!("/unix{}", uds.display());
+    let expected = format!("uds://{}", uds.display());
+    let rt = runtime(APP)
+        .configure(|c| c.bind_addrs = vec!["/ip4/127.0.0.1/tcp/0".parse().expect("multiaddr")]);
+    plough_tests::with_root(rt, LIMIT, |root| async move {
+        let mine = root.addrs();
+        assert_eq!(mine.len(), 2, "{mine:?}");
+        assert!(matches!(&mine[1], plough::Address::Tcp(sa) if sa.port() != 0), "{mine:?}");
+        root.nursery(|n| async move {
+            let opts = SpawnOptions::new()
+                .bind("/ip4/127.0.0.1/tcp/0".parse().expect("multiaddr"))
+                .bind(multi.parse().expect("multiaddr"));
+            let p = n.start_actor_with("multi", opts).await?;
+            let addrs: Vec<String> = p.run("addrs", ()).await?;
+            assert_eq!(addrs.len(), 3, "{addrs:?}");
+            assert_eq!(addrs[2], expected);
+            // Each one is served, authenticated as usual, by the same actor.
+            for a in &addrs[1..] {
+                let q = n.actor().connect(&a.parse().expect("an address")).await?;
+                assert_eq!(q.aid(), p.aid());
+                assert_eq!(q.run::<_, i64>("add", (2, 3)).await?, 5);
+            }
+            Ok(())
+        })
+        .await?;
+        assert!(!uds.exists(), "the extra socket file goes with the child");
+        Ok(())
+    })
+    .unwrap();
+}

@@ -37,6 +37,12 @@ pub struct RuntimeConfig {
     pub spawn_method: SpawnMethod,
     /// The secret every connection of the tree proves it holds (default: the user's).
     pub secret: TreeSecret,
+    /// Further addresses the root listens on besides its own (tractor's several
+    /// `registry_addrs`/bind addresses): e.g. a TCP port next to its Unix socket, so
+    /// peers of either transport reach it. Written as URLs or multiaddrs
+    /// (`/ip4/127.0.0.1/tcp/1616`). Every one authenticates like the first. Default:
+    /// none. (A child's are chosen by its spawn: `SpawnOptions::bind`.)
+    pub bind_addrs: Vec<Address>,
     /// A malformed `PLOUGH_REGISTRY` seen when the default was built (reported by the root).
     registry_env_error: Option<SetupError>,
 }
@@ -95,6 +101,7 @@ impl Default for RuntimeConfig {
             task_dump: true,
             spawn_method: SpawnMethod::Zygote,
             secret: TreeSecret::PerUser,
+            bind_addrs: Vec::new(),
             registry_env_error,
         }
     }

@@ -3,7 +3,7 @@
 //! (or goes away, or a signal asks), and shuts down.
 
 use super::failover::keep_registered;
-use super::listen::{bind, check_runtime_dir, ephemeral_like, is_private};
+use super::listen::{bind, bind_more, check_runtime_dir, ephemeral_like, is_private};
 use super::root::ACTOR_RUNNING;
 use super::signals::{Signals, dump_and_relay, name, watched};
 use crate::base::boot_stderr;
@@ -219,6 +219,11 @@ async fn child(
         exposure: Exposure::only(spec.enable_handlers.iter().cloned()),
     });
     actor.adopt_marker(marker);
+    // The further addresses its spawn asked for: a failure is this child's setup error.
+    if let Err(e) = bind_more(&actor, &spec.bind_addrs).await {
+        actor.shutdown().await;
+        return Err(e);
+    }
     let entry = ActorEntry::new(
         aid.clone(),
         actor.addr().to_string(),

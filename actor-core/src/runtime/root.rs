@@ -6,7 +6,7 @@
 
 use super::child::child_main;
 use super::failover::{ElectError, Elected, elect, keep_registered, random};
-use super::listen::{bind, check_runtime_dir, ephemeral_like, is_private};
+use super::listen::{bind, bind_more, check_runtime_dir, ephemeral_like, is_private};
 use super::signals::{Signals, dump_and_relay, name, watched};
 use crate::base::boot_stderr;
 use crate::base::budgets::Budgets;
@@ -277,6 +277,10 @@ impl Runtime {
         };
         runtime_vars::set(ids::with_tree(vars, &aid.uuid));
         actor.write_marker(&aid.uuid, 0, "root");
+        if let Err(e) = bind_more(&actor, &self.config.bind_addrs).await {
+            actor.shutdown().await;
+            return Err(e);
+        }
         let entry = ActorEntry::new(aid.clone(), actor.addr().to_string(), None, "root");
         if let Some(state) = actor.registrar().state() {
             state.add(entry, None);

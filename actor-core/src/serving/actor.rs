@@ -86,6 +86,8 @@ struct ActorInner {
     exposure: Exposure,
     /// A child's connection to its parent, and the parent's address (see `lineage`).
     parent: std::sync::OnceLock<(Address, Channel)>,
+    /// Where else it listens (`RuntimeConfig::bind_addrs`, `SpawnOptions::bind`).
+    more_addrs: Mutex<Vec<Address>>,
 }
 
 /// What an actor is made of (the runtime layer assembles it).
@@ -155,6 +157,7 @@ impl Actor {
                 frame_budget,
                 exposure: parts.exposure,
                 parent: std::sync::OnceLock::new(),
+                more_addrs: Mutex::new(Vec::new()),
             }),
         };
         actor.serve_listener(parts.listener);
@@ -286,6 +289,22 @@ impl Actor {
     /// Where this actor listens.
     pub fn addr(&self) -> &Address {
         &self.inner.addr
+    }
+
+    /// Every address this actor listens on: [`Actor::addr`] first (the one its tree knows
+    /// it by), then those it was asked to bind too (`RuntimeConfig::bind_addrs`,
+    /// `SpawnOptions::bind`) as bound (a port 0 resolved). Their schemes are the
+    /// transports it serves; each authenticates like the first.
+    pub fn addrs(&self) -> Vec<Address> {
+        let mut all = vec![self.inner.addr.clone()];
+        all.extend(self.inner.more_addrs.locked().iter().cloned());
+        all
+    }
+
+    /// Accepts connections on `listener` too, for good (until the actor is cancelled).
+    pub(crate) fn listen_also(&self, listener: Listener) {
+        self.inner.more_addrs.locked().push(listener.local_addr().clone());
+        self.serve_listener(listener);
     }
 
     /// The registry address of this tree.

@@ -1,6 +1,6 @@
 //! [`SpawnOptions`]: what a spawn may choose for its child beyond its name — which
-//! registered functions it serves (tractor's `enable_modules`). The choices travel in the
-//! child's spawn spec.
+//! registered functions it serves (tractor's `enable_modules`), where else it listens
+//! (tractor's bind addresses). The choices travel in the child's spawn spec.
 
 use super::nursery::Nursery;
 use crate::base::error::ActorError;
@@ -8,6 +8,7 @@ use crate::base::runtime_vars;
 use crate::calls::portal::Portal;
 use crate::serving::actor::Actor;
 use crate::serving::exposure::registered;
+use plough_ipc_wire::Address;
 use plough_ipc_wire::msg::SpawnSpec;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -19,6 +20,8 @@ use serde::de::DeserializeOwned;
 pub struct SpawnOptions {
     /// `None`: every registered function.
     expose: Option<Vec<String>>,
+    /// Where the child listens besides its own address.
+    bind: Vec<Address>,
 }
 
 impl SpawnOptions {
@@ -42,6 +45,17 @@ impl SpawnOptions {
         self
     }
 
+    /// The child listens on `addr` too, besides the address it always has (on its
+    /// parent's transport, the one its tree knows it by): e.g. a TCP port for a child of a
+    /// UDS tree. May be given several times; a TCP port 0 is chosen by the kernel
+    /// ([`Actor::addrs`] tells it). Every address authenticates like the first. An address
+    /// the child cannot bind is its setup error: it exits, and its nursery reports its
+    /// death.
+    pub fn bind(mut self, addr: Address) -> Self {
+        self.bind.push(addr);
+        self
+    }
+
     /// The spawn spec of a child of `actor` spawned with these options.
     pub(super) fn spawn_spec(&self, actor: &Actor) -> Result<SpawnSpec, ActorError> {
         let enable_handlers = match &self.expose {
@@ -51,7 +65,7 @@ impl SpawnOptions {
         Ok(SpawnSpec {
             runtime_vars: runtime_vars::get(false),
             registry_addrs: vec![actor.registry_addr().clone()],
-            bind_addrs: vec![],
+            bind_addrs: self.bind.clone(),
             enable_handlers,
             parent: Some(actor.aid().clone()),
         })
