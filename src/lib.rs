@@ -51,12 +51,12 @@
 
 pub use plough_actor_core as core;
 pub use plough_actor_core::{
-    Actor, ActorEntry, ActorError, Budgets, ChildExit, ChildExits, ChildSpec, Context, Cx, During,
-    ErrorKind, ExitStatus, FanOut, JobHandle, LadderConfig, Misuse, MsgStream, MsgTypes, Nursery,
-    Outcome, OverrunBound, Pool, PoolConfig, Portal, REGISTRY_ENV, Registry, RemoteActorError,
-    Restart, RestartIntensity, Result, RunHandle, RuntimeConfig, STREAM_BUFFER,
-    STREAM_BUFFER_BYTES, SetupError, SpawnError, SpawnMethod, SpawnOptions, Strategy, StreamConfig,
-    Subscriber, Supervised, Supervisor, TreeSecret,
+    Actor, ActorEntry, ActorError, Budgets, Cached, ChildExit, ChildExits, ChildSpec, Cluster,
+    Context, Cx, During, ErrorKind, ExitStatus, FanOut, JobHandle, LadderConfig, Misuse, MsgStream,
+    MsgTypes, Nursery, Outcome, OverrunBound, Pool, PoolConfig, Portal, REGISTRY_ENV, Registry,
+    RemoteActorError, Restart, RestartIntensity, Result, RunHandle, RuntimeConfig, STREAM_BUFFER,
+    STREAM_BUFFER_BYTES, SetupError, SharedCache, SpawnError, SpawnMethod, SpawnOptions, Strategy,
+    StreamConfig, Subscriber, Supervised, Supervisor, TreeSecret,
 };
 pub use plough_fork_prims as fork_prims;
 pub use plough_ipc_wire as ipc_wire;

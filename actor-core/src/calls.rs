@@ -57,6 +57,7 @@ pub(crate) mod fault;
 pub(crate) mod inbox;
 pub(crate) mod introspect;
 pub(crate) mod portal;
+pub(crate) mod shared;
 pub(crate) mod stream;
 pub(crate) mod types;
 pub(crate) mod wire;

@@ -64,6 +64,7 @@ pub use calls::fan_out::{FanOut, Subscriber};
 #[cfg(feature = "testing")]
 pub use calls::fault::BreakSide;
 pub use calls::portal::Portal;
+pub use calls::shared::{Cached, SharedCache};
 pub use calls::stream::{MsgStream, STREAM_BUFFER, STREAM_BUFFER_BYTES, StreamConfig};
 pub use calls::types::MsgTypes;
 pub use plough_fork_prims::ExitStatus;
@@ -74,6 +75,7 @@ pub use runtime::root::Runtime;
 pub use serving::actor::Actor;
 pub use serving::cx::Cx;
 pub use serving::registry::Registry;
+pub use supervision::cluster::Cluster;
 pub use supervision::nursery::{Nursery, RunHandle};
 pub use supervision::options::SpawnOptions;
 pub use supervision::pool::{JobHandle, Pool, PoolConfig};

@@ -4,7 +4,7 @@
 //! nothing is left behind.
 
 use plough::testing::BreakSide;
-use plough::{ActorError, ErrorKind, Misuse, Outcome, SpawnOptions};
+use plough::{ActorError, ErrorKind, Misuse, Outcome, SharedCache, SpawnOptions};
 use plough_tests::runtime;
 use plough_tests::tractor_app::{CancelSeen, Lineage};
 use std::time::Duration;
@@ -215,6 +215,76 @@ fn an_actor_listens_on_every_address_it_was_given() {
         })
         .await?;
         assert!(!uds.exists(), "the extra socket file goes with the child");
+        Ok(())
+    })
+    .unwrap();
+}
+
+#[test]
+fn a_cluster_starts_together_gathers_every_failure_and_goes_down_together() {
+    plough_tests::with_root(runtime(APP), LIMIT, |root| async move {
+        let pids = root
+            .open_actor_cluster(["c0", "c1", "c2"], |c| async move {
+                assert_eq!(c.len(), 3);
+                assert_eq!(c.get("c1").map(|p| p.aid().name.as_str()), Some("c1"));
+                let pids: Vec<u32> = c.run_all("pid", ()).await?;
+                assert_eq!(c.run_all::<_, i64>("add", (1i64, 2i64)).await?, [3, 3, 3]);
+                let contexts = c.open_contexts::<_, i64>("ctx_simple", 5i64).await?;
+                assert_eq!(contexts.len(), 3);
+                for (ctx, first) in contexts {
+                    assert_eq!(first, 5);
+                    assert_eq!(ctx.result::<i64>().await?, Outcome::Returned(10));
+                }
+                // Every member's failure comes back, not only the first.
+                let e = c.run_all::<_, ()>("fail", "boom".to_owned()).await.unwrap_err();
+                assert_eq!(e.failures().len(), 3, "{e}");
+                Ok(pids)
+            })
+            .await?;
+        for pid in pids {
+            assert_eq!(plough_tests::proc_state(pid), None, "member {pid} is down and reaped");
+        }
+        // Spawn failures are gathered too: a name the registry cannot expose fails them all
+        // before anything is spawned.
+        let e = root
+            .nursery(|n| async move {
+                n.start_cluster(["x", "y"], SpawnOptions::new().expose(["nope"])).await.map(drop)
+            })
+            .await
+            .unwrap_err();
+        assert!(matches!(e, ActorError::Misuse(Misuse::NotRegistered { .. })), "{e:?}");
+        Ok(())
+    })
+    .unwrap();
+}
+
+#[test]
+fn tasks_share_one_context_per_key_and_the_last_user_closes_it() {
+    plough_tests::in_nursery(runtime(APP), LIMIT, |n| async move {
+        let me = n.actor().aid().to_string();
+        let p = n.start_actor("quotes").await?;
+        let cache: SharedCache<&str, (plough::Context, u64)> = SharedCache::new();
+        let open = || p.open_context::<_, u64>("ctx_note_cancel", ());
+        let (a, b) = tokio::join!(cache.maybe_open("k", open), cache.maybe_open("k", open));
+        let (a, b) = (a?, b?);
+        assert_eq!(a.0.cid(), b.0.cid(), "one context for both tasks");
+        assert!(a.cache_hit() != b.cache_hit(), "exactly one task opened it");
+        drop(a);
+        assert_eq!(cache.len(), 1, "still in use");
+        assert!(!b.0.is_finished());
+        assert_eq!(p.run::<_, Option<CancelSeen>>("cancel_seen", ()).await?, None);
+        drop(b);
+        assert!(cache.is_empty());
+        // The last user's drop cancelled the context: the child sees it, from us.
+        let deadline = tokio::time::Instant::now() + STEP;
+        let seen = loop {
+            if let Some(seen) = p.run::<_, Option<CancelSeen>>("cancel_seen", ()).await? {
+                break seen;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "the child never saw the cancel");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        };
+        assert_eq!(seen.0, Some(me));
         Ok(())
     })
     .unwrap();
