@@ -57,7 +57,7 @@ pub use base::error::{
     ActorError, ChildExit, During, Misuse, OverrunBound, RemoteActorError, Result, SetupError,
     SpawnError,
 };
-pub use base::runtime_vars::actor_label;
+pub use base::runtime_vars::{actor_label, set_log_filter_hook};
 pub use base::spawn_method::{SPAWN_METHOD_ENV, SpawnMethod, UnknownSpawnMethod};
 pub use calls::context::{Context, Outcome};
 pub use calls::fan_out::{FanOut, Subscriber};

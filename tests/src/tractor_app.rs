@@ -64,6 +64,25 @@ async fn addrs(cx: Cx, _: ()) -> Result<Vec<String>, AppError> {
     Ok(cx.runtime().addrs().iter().map(ToString::to_string).collect())
 }
 
+/// This actor's log level (from its runtime vars) and whether its subscriber lets a
+/// `debug` and a `trace` event through: (level, debug, trace).
+pub type LogState = (Option<String>, bool, bool);
+
+async fn log_state(cx: Cx, _: ()) -> Result<LogState, AppError> {
+    let debug = tracing::enabled!(tracing::Level::DEBUG);
+    let trace = tracing::enabled!(tracing::Level::TRACE);
+    Ok((cx.runtime().log_level(), debug, trace))
+}
+
+/// `log_state` of a grandchild started with default options.
+async fn log_state_below(cx: Cx, _: ()) -> Result<LogState, ActorError> {
+    cx.nursery(|n| async move {
+        let h = n.run_in_actor::<_, LogState>("grandchild", "log_state", ()).await?;
+        h.result().await
+    })
+    .await
+}
+
 /// Registers this module's handlers.
 pub fn register(r: Registry) -> Registry {
     r.context("ctx_note_cancel", ctx_note_cancel)
@@ -72,4 +91,6 @@ pub fn register(r: Registry) -> Registry {
         .func("lineage", lineage)
         .func("lineage_below", lineage_below)
         .func("addrs", addrs)
+        .func("log_state", log_state)
+        .func("log_state_below", log_state_below)
 }

@@ -6,7 +6,7 @@
 use plough::testing::BreakSide;
 use plough::{ActorError, ErrorKind, Misuse, Outcome, SharedCache, SpawnOptions};
 use plough_tests::runtime;
-use plough_tests::tractor_app::{CancelSeen, Lineage};
+use plough_tests::tractor_app::{CancelSeen, Lineage, LogState};
 use std::time::Duration;
 
 const APP: &str = env!("CARGO_BIN_EXE_plough_app");
@@ -285,6 +285,27 @@ fn tasks_share_one_context_per_key_and_the_last_user_closes_it() {
             tokio::time::sleep(Duration::from_millis(5)).await;
         };
         assert_eq!(seen.0, Some(me));
+        Ok(())
+    })
+    .unwrap();
+}
+
+#[test]
+fn a_child_gets_the_log_level_its_spawn_chose_and_passes_it_down() {
+    plough_tests::in_nursery(runtime(APP), LIMIT, |n| async move {
+        let p = n.start_actor_with("chatty", SpawnOptions::new().log_level("debug")).await?;
+        let (level, debug, trace): LogState = p.run("log_state", ()).await?;
+        assert_eq!(level.as_deref(), Some("debug"));
+        assert!(debug && !trace, "plough's subscriber in the child applies it");
+        // Its own children inherit it.
+        let (level, debug, trace): LogState = p.run("log_state_below", ()).await?;
+        assert_eq!(level.as_deref(), Some("debug"));
+        assert!(debug && !trace);
+        // Another filter for another child.
+        let q = n.start_actor_with("quiet", SpawnOptions::new().log_level("error")).await?;
+        let (level, debug, _): LogState = q.run("log_state", ()).await?;
+        assert_eq!(level.as_deref(), Some("error"));
+        assert!(!debug);
         Ok(())
     })
     .unwrap();

@@ -196,6 +196,10 @@ async fn child(
     };
     let _ = runtime_vars::get(true);
     runtime_vars::set(RuntimeVars { is_root: false, ..spec.runtime_vars.clone() });
+    // The log level its spawn chose (or its parent had): for plough's own subscriber.
+    if !spec.runtime_vars.log_level.is_empty() {
+        runtime_vars::apply_log_filter(&spec.runtime_vars.log_level);
+    }
     let registry_addr =
         spec.registry_addrs.first().cloned().unwrap_or_else(|| config.registry_addr.clone());
     let child_main: ChildMain = {

@@ -22,6 +22,8 @@ pub struct SpawnOptions {
     expose: Option<Vec<String>>,
     /// Where the child listens besides its own address.
     bind: Vec<Address>,
+    /// The child's log filter; `None`: its parent's.
+    log_level: Option<String>,
 }
 
 impl SpawnOptions {
@@ -56,14 +58,30 @@ impl SpawnOptions {
         self
     }
 
+    /// The child's log filter (tractor's per-actor `loglevel`), e.g. `debug` or
+    /// `info,plough=debug` (`EnvFilter` syntax): passed in its spawn spec, seen in its
+    /// runtime vars ([`Actor::log_level`]), inherited by its own children unless they are
+    /// given another, and applied by plough's own subscriber in that child — also over
+    /// `PLOUGH_LOG`, which is for the whole tree. A subscriber the program installed
+    /// itself is never touched: there the level is only information. Default: the
+    /// parent's own (none at the root).
+    pub fn log_level(mut self, filter: impl Into<String>) -> Self {
+        self.log_level = Some(filter.into());
+        self
+    }
+
     /// The spawn spec of a child of `actor` spawned with these options.
     pub(super) fn spawn_spec(&self, actor: &Actor) -> Result<SpawnSpec, ActorError> {
         let enable_handlers = match &self.expose {
             Some(names) => registered(actor, names.iter().cloned())?.into_iter().collect(),
             None => actor.registry().names().map(str::to_owned).collect(),
         };
+        let mut vars = runtime_vars::get(false);
+        if let Some(level) = &self.log_level {
+            vars.log_level.clone_from(level);
+        }
         Ok(SpawnSpec {
-            runtime_vars: runtime_vars::get(false),
+            runtime_vars: vars,
             registry_addrs: vec![actor.registry_addr().clone()],
             bind_addrs: self.bind.clone(),
             enable_handlers,
@@ -112,5 +130,13 @@ impl Nursery {
     {
         options.check(self.actor())?;
         self.run_in_actor_opts(name, &options, function, args).await
+    }
+}
+
+impl Actor {
+    /// The log filter this actor was spawned with ([`SpawnOptions::log_level`], or its
+    /// parent's), from its runtime vars; `None` when none was chosen.
+    pub fn log_level(&self) -> Option<String> {
+        Some(runtime_vars::get(false).log_level).filter(|l| !l.is_empty())
     }
 }
