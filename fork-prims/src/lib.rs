@@ -88,6 +88,7 @@ mod init;
 pub mod marker;
 mod per_process;
 mod prelude;
+mod proctitle;
 mod reap_queue;
 mod scrub;
 #[cfg(feature = "async")]
@@ -110,6 +111,7 @@ pub use handoff::{BOOT_ENV, EXEC_MODE, boot_socket};
 pub use hooks::{ForkHooks, register_fork_hooks};
 pub use init::{FORWARDED_SIGNALS, INIT_ENV};
 pub use prelude::{ForkOptions, exit_code};
+pub use proctitle::{TitleError, set_cmdline_title};
 pub use reap_queue::pending_reaps;
 pub use rustix::process::Signal;
 pub use scrub::{ScrubMethod, ScrubReport, close_inherited_fds, list_open_fds, validate_keep_set};

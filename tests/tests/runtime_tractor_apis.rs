@@ -310,3 +310,32 @@ fn a_child_gets_the_log_level_its_spawn_chose_and_passes_it_down() {
     })
     .unwrap();
 }
+
+#[test]
+fn a_forked_child_names_its_actor_in_its_command_line_and_keeps_its_args() {
+    plough_tests::in_nursery(runtime(APP), LIMIT, |n| async move {
+        let method = n.actor().spawn_method();
+        let p = n.start_actor("titled").await?;
+        let cmdline = std::fs::read(format!("/proc/{}/cmdline", p.aid().pid)).expect("cmdline");
+        let first = cmdline.split(|&b| b == 0).next().unwrap_or_default();
+        let first = String::from_utf8_lossy(first);
+        // What the program reads of its arguments is untouched.
+        let (argv, _): (Vec<String>, Option<String>) =
+            p.run("argv_env", "PLOUGH_UNSET".to_owned()).await?;
+        assert!(!argv.iter().any(|a| a.contains("plough: ")), "{method}: {argv:?}");
+        match method {
+            // An exec'd child has a command line of its own (the program's).
+            plough::SpawnMethod::Exec => assert!(!first.starts_with("plough: "), "{first}"),
+            _ => assert_eq!(first, format!("plough: {}", p.aid()), "{method}"),
+        }
+        if method == plough::SpawnMethod::MainThreadForkserver {
+            let ours: Vec<String> = std::env::args().skip(1).collect();
+            assert_eq!(argv, ours, "a forked child still reads its parent's arguments");
+        }
+        // The root's own command line is the user's.
+        let own = std::fs::read("/proc/self/cmdline").expect("cmdline");
+        assert!(!own.starts_with(b"plough: "));
+        Ok(())
+    })
+    .unwrap();
+}

@@ -113,6 +113,13 @@ async fn child(
     check_runtime_dir()?;
     let aid = Aid { name: boot.name.clone(), uuid: boot.uuid, pid: std::process::id() };
     set_process_name(&aid.name);
+    // A forked child shows its parent's command line (an exec'd one has its own): it
+    // shows the actor instead, `plough: name@pid`.
+    if boot.method != SpawnMethod::Exec
+        && let Err(e) = plough_fork_prims::set_cmdline_title(&format!("plough: {aid}"))
+    {
+        tracing::debug!(error = %e, "cannot set the command line");
+    }
     // To the parent we prove our one-time spawn token: it tells us from a racer.
     let me = Credentials { aid: aid.clone(), secret: boot.token.clone() };
     let hs = HandshakeConfig::default().with_deadline(config.budgets.handshake);
@@ -319,8 +326,8 @@ async fn child(
 
 /// Names this process after its actor in `ps`, `top` and `/proc/<pid>/comm`:
 /// `plough:<name>`, cut to the kernel's 15 bytes (a forked child would otherwise show its
-/// parent's name). The command line is left as it is: rewriting it needs privileges or the
-/// original argv memory.
+/// parent's name). A forked child's command line is rewritten too
+/// (`plough_fork_prims::set_cmdline_title`).
 fn set_process_name(name: &str) {
     let mut title = format!("plough:{name}").into_bytes();
     title.retain(|&b| b != 0);
