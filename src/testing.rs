@@ -39,7 +39,7 @@
 //! other, so a harness that runs tests in parallel threads still works. Each root uses a
 //! private registry (`tcp://127.0.0.1:0`): tests never join another program's registrar.
 //!
-//! With the cargo feature `testing`, [`BreakSide`] and `Portal::break_connection` break a
+//! With the cargo feature `testing`, `BreakSide` and `Portal::break_connection` break a
 //! connection on purpose (parent side, child side, or both) to test IPC faults: calls in
 //! flight get `TransportClosed` (or `ActorDied`), and the child cancels itself.
 //!

@@ -82,37 +82,12 @@ pub fn set_cmdline_title(title: &str) -> Result<(), TitleError> {
         return Err(TitleError::NotCaptured);
     }
     let mut moved = MOVED.lock().unwrap_or_else(|p| p.into_inner());
-    // SAFETY: `argv` is the C runtime's argv array of `argc` entries, each a NUL-terminated
-    // string (or moved to a leaked copy by an earlier call, see below); it stays mapped for
-    // the life of the process.
-    let (start, len) = unsafe {
-        let first = *argv;
-        if first.is_null() {
-            return Err(TitleError::NotCaptured);
-        }
-        if !*moved {
-            // The strings must lie end to end: that is the area the kernel shows.
-            let mut end = first;
-            for i in 0..argc {
-                let s = *argv.add(i);
-                if s != end {
-                    return Err(TitleError::NotContiguous);
-                }
-                end = s.add(CStr::from_ptr(s).to_bytes_with_nul().len());
-            }
-            let len = end.offset_from(first) as usize;
-            // Move the program's view of its arguments to copies first.
-            for i in 0..argc {
-                let copy = CString::from(CStr::from_ptr(*argv.add(i)));
-                *argv.add(i) = copy.into_raw();
-            }
-            AREA.store(first, Ordering::Relaxed);
-            AREA_LEN.store(len, Ordering::Relaxed);
-            *moved = true;
-        }
-        (AREA.load(Ordering::Relaxed), AREA_LEN.load(Ordering::Relaxed))
-    };
-    if len < 2 {
+    if !*moved {
+        move_args(argv, argc)?;
+        *moved = true;
+    }
+    let (start, len) = (AREA.load(Ordering::Relaxed), AREA_LEN.load(Ordering::Relaxed));
+    if start.is_null() || len < 2 {
         return Ok(());
     }
     let mut text = title.as_bytes().to_vec();
@@ -121,17 +96,60 @@ pub fn set_cmdline_title(title: &str) -> Result<(), TitleError> {
     while std::str::from_utf8(&text).is_err() {
         text.pop();
     }
-    // SAFETY: `start..start + len` is the original argv strings' area, checked contiguous
-    // above, no longer pointed at by argv (moved to copies), so only the kernel reads it.
-    unsafe {
-        let area = std::slice::from_raw_parts_mut(start.cast::<u8>(), len);
-        area.fill(0);
-        area[..text.len()].copy_from_slice(&text);
-        // Non-NUL last byte: the kernel reads the area as a title up to its first NUL.
-        if text.len() < len - 1 {
-            area[len - 1] = b' ';
-        }
+    // SAFETY: `start..start + len` is the original argv strings' area (checked contiguous
+    // by `move_args`), writable, and no longer pointed at by argv (moved to copies): only
+    // the kernel reads it now. The lock above keeps a second writer out.
+    let area = unsafe { std::slice::from_raw_parts_mut(start.cast::<u8>(), len) };
+    area.fill(0);
+    area[..text.len()].copy_from_slice(&text);
+    // Non-NUL last byte: the kernel reads the area as a title up to its first NUL.
+    if text.len() < len - 1 {
+        area[len - 1] = b' ';
     }
+    Ok(())
+}
+
+/// Checks that argv's `argc` strings lie end to end (the area the kernel shows), records
+/// that area, and points argv at leaked copies of them.
+fn move_args(argv: *mut *mut c_char, argc: usize) -> Result<(), TitleError> {
+    let slots: Vec<*mut *mut c_char> = (0..argc)
+        .map(|i| {
+            // SAFETY: `i < argc`: an element of the C runtime's argv array.
+            unsafe { argv.add(i) }
+        })
+        .collect();
+    let strings: Vec<*mut c_char> = slots
+        .iter()
+        .map(|&slot| {
+            // SAFETY: `slot` is an element of argv (above), initialised by the C runtime.
+            unsafe { *slot }
+        })
+        .collect();
+    let mut lens = Vec::with_capacity(argc);
+    for &s in &strings {
+        if s.is_null() {
+            return Err(TitleError::NotCaptured);
+        }
+        // SAFETY: a non-null argv string is NUL-terminated and stays mapped.
+        lens.push(unsafe { CStr::from_ptr(s) }.to_bytes_with_nul().len());
+    }
+    let first = strings[0] as usize;
+    let mut end = first;
+    for (&s, &len) in strings.iter().zip(&lens) {
+        if s as usize != end {
+            return Err(TitleError::NotContiguous);
+        }
+        end += len;
+    }
+    for (&slot, &s) in slots.iter().zip(&strings) {
+        // SAFETY: `s` is a NUL-terminated argv string (checked above).
+        let copy = CString::from(unsafe { CStr::from_ptr(s) });
+        // SAFETY: `slot` is an element of argv; the copy is leaked, so it lives as long as
+        // the process, as the original did.
+        unsafe { *slot = copy.into_raw() };
+    }
+    AREA.store(strings[0], Ordering::Relaxed);
+    AREA_LEN.store(end - first, Ordering::Relaxed);
     Ok(())
 }
 

@@ -25,8 +25,19 @@ use std::hash::Hash;
 use std::sync::{Arc, Mutex};
 use tokio::sync::OnceCell;
 
-/// A per-key cache of shared resources; see the [module docs](self) of `shared`. Cheap
-/// to clone (clones share the cache).
+/// One resource per key, shared by every task that asks for it (tractor's
+/// `maybe_open_context`): [`SharedCache::maybe_open`] opens it for the first task that
+/// asks for a key and hands every later one (also one that asks while it is still being
+/// opened) the same value. Cheap to clone (clones share the cache).
+///
+/// # Lifetime
+///
+/// Each caller holds a [`Cached`] lease. The value lives while at least one lease of its
+/// key does: when the last one is dropped, the cache forgets the key and drops the value,
+/// which is what closes it (a parent's [`Context`](crate::Context) dropped before its
+/// child finished cancels it). A task asking for the key after that opens a new one. An
+/// open that fails is returned to the task that ran it and caches nothing. Dropping the
+/// cache itself changes nothing for the leases out.
 pub struct SharedCache<K, V> {
     slots: Arc<Mutex<HashMap<K, Arc<Slot<V>>>>>,
 }
@@ -218,8 +229,7 @@ mod tests {
         });
         let second = async {
             tokio::task::yield_now().await;
-            let r = cache.maybe_open(1, || async { Ok::<_, ()>(open(&alive, &opens)) }).await;
-            r
+            cache.maybe_open(1, || async { Ok::<_, ()>(open(&alive, &opens)) }).await
         };
         let release = async {
             tokio::task::yield_now().await;

@@ -17,7 +17,9 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::future::Future;
 
-/// Actors started together; see the [module docs](self) of `cluster`. Cheap to clone.
+/// Actors started together in one nursery (tractor's `open_actor_cluster`): a portal
+/// each, calls and contexts gathered over all of them with every failure collected. They
+/// are the nursery's children, torn down together when it exits. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Cluster {
     members: Vec<Portal>,
