@@ -71,12 +71,14 @@
 //!   module of the crate but `sync`: `hooks`, `scrub`, `signals`, `signalfd`, `signal_pipe`,
 //!   `init` (PID 1's init, [`INIT_ENV`]), `status`, `fds` (fd counts and limits,
 //!   [`is_out_of_fds`]),
-//!   `marker`, `handoff` (messages with fds), `per_process`, and last `sync`.
+//!   `marker`, `handoff` (messages with fds), `per_process`, `proctitle` (a forked
+//!   child's command line, [`set_cmdline_title`]), and last `sync`.
 //!
 //! # Unsafe
 //!
 //! The crate denies `unsafe_code` except in the modules that fork, close fds, touch signal
-//! masks, or publish per-process globals; each block there carries a `// SAFETY:` comment.
+//! masks, publish per-process globals, or rewrite the command line; each block there
+//! carries a `// SAFETY:` comment.
 
 mod child;
 mod drain;
