@@ -46,6 +46,17 @@ fn a_spawn_names_what_its_child_serves_and_the_child_can_narrow_it() {
         assert_eq!(p.run::<_, i64>("add", (2, 2)).await?, 4);
         // The runtime's own functions still work: the child goes down by cancel.
         assert!(p.cancel_actor().await);
+        // A run-in-actor child runs only what it exposes (its failure is its nursery's).
+        let e = n
+            .actor()
+            .nursery(|m| async move {
+                let opts = SpawnOptions::new().expose(["add"]);
+                let h = m.run_in_actor_with::<_, u32>("runner", opts, "pid", ()).await?;
+                assert_eq!(kind(h.result().await), ErrorKind::NotExposed);
+                Ok(())
+            })
+            .await;
+        assert_eq!(kind(e), ErrorKind::NotExposed);
         // The default is still "everything".
         let all = n.start_actor("all").await?;
         assert_eq!(all.run::<_, i64>("add", (1, 1)).await?, 2);
