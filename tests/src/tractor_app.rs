@@ -28,6 +28,24 @@ async fn cancel_seen(_cx: Cx, _: ()) -> Result<Option<CancelSeen>, AppError> {
     Ok(SEEN.lock().unwrap_or_else(|p| p.into_inner()).take())
 }
 
+/// What the last `wait_note_cancel` saw: whether it started, and who cancelled it
+/// (`name@pid`) once it was cancelled.
+static PLAIN: Mutex<(bool, Option<String>)> = Mutex::new((false, None));
+
+/// A plain function that waits for its cancel and notes who cancelled it (`Cx::canceller`).
+async fn wait_note_cancel(cx: Cx, _: ()) -> Result<(), AppError> {
+    assert!(cx.canceller().is_none());
+    *PLAIN.lock().unwrap_or_else(|p| p.into_inner()) = (true, None);
+    cx.cancelled().await;
+    let seen = cx.canceller().map(|a| a.to_string());
+    *PLAIN.lock().unwrap_or_else(|p| p.into_inner()) = (true, seen);
+    Ok(())
+}
+
+async fn plain_seen(_cx: Cx, _: ()) -> Result<(bool, Option<String>), AppError> {
+    Ok(PLAIN.lock().unwrap_or_else(|p| p.into_inner()).clone())
+}
+
 /// Narrows what this actor serves to `functions`.
 async fn expose_only(cx: Cx, functions: Vec<String>) -> Result<Vec<String>, ActorError> {
     cx.runtime().expose_only(functions)?;
@@ -87,6 +105,8 @@ async fn log_state_below(cx: Cx, _: ()) -> Result<LogState, ActorError> {
 pub fn register(r: Registry) -> Registry {
     r.context("ctx_note_cancel", ctx_note_cancel)
         .func("cancel_seen", cancel_seen)
+        .func("wait_note_cancel", wait_note_cancel)
+        .func("plain_seen", plain_seen)
         .func("expose_only", expose_only)
         .func("lineage", lineage)
         .func("lineage_below", lineage_below)

@@ -350,3 +350,35 @@ fn a_forked_child_names_its_actor_in_its_command_line_and_keeps_its_args() {
     })
     .unwrap();
 }
+
+#[test]
+fn a_plain_function_sees_who_cancelled_it() {
+    plough_tests::in_nursery(runtime(APP), LIMIT, |n| async move {
+        let me = n.actor().aid().to_string();
+        let p = n.start_actor("plain").await?;
+        // Polls the child's note until `done` holds (bounded).
+        let seen = |done: fn(&(bool, Option<String>)) -> bool| {
+            let p = p.clone();
+            async move {
+                let deadline = tokio::time::Instant::now() + STEP;
+                loop {
+                    let now = p.run::<_, (bool, Option<String>)>("plain_seen", ()).await?;
+                    if done(&now) {
+                        return Ok::<_, ActorError>(now);
+                    }
+                    assert!(tokio::time::Instant::now() < deadline, "no change: {now:?}");
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            }
+        };
+        // The caller gives up once the call runs: dropping it cancels it at the child.
+        tokio::select! {
+            r = p.run::<_, ()>("wait_note_cancel", ()) => panic!("it returned: {r:?}"),
+            r = seen(|s| s.0) => { r?; }
+        }
+        let now = seen(|s| s.1.is_some()).await?;
+        assert_eq!(now, (true, Some(me)));
+        Ok(())
+    })
+    .unwrap();
+}
