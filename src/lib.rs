@@ -61,13 +61,13 @@
 pub use plough_actor_core as core;
 pub use plough_actor_core::host;
 pub use plough_actor_core::{
-    Actor, ActorEntry, ActorError, Budgets, ChildExit, ChildExits, ChildSpec, Context, ContextFn,
-    Cx, During, ErrorKind, ExitStatus, FanOut, Func, JobHandle, LadderConfig, Misuse, MsgStream,
-    MsgTypes, Nursery, Outcome, OverrunBound, Pool, PoolConfig, Portal, REGISTRY_ENV, Registry,
-    RemoteActorError, Restart, RestartIntensity, Result, RunHandle, RuntimeConfig, STREAM_BUFFER,
-    STREAM_BUFFER_BYTES, ServedContext, SetupError, SpawnError, SpawnMethod, Strategy,
-    StreamConfig, StreamFn, Subscriber, Supervised, Supervisor, TreeSecret, TypedContext,
-    TypedStream,
+    Actor, ActorEntry, ActorError, Budgets, Cached, ChildExit, ChildExits, ChildSpec, Cluster,
+    Context, ContextFn, Cx, During, ErrorKind, ExitStatus, FanOut, Func, JobHandle, LadderConfig,
+    Misuse, MsgStream, MsgTypes, Nursery, Outcome, OverrunBound, Pool, PoolConfig, Portal,
+    REGISTRY_ENV, Registry, RemoteActorError, Restart, RestartIntensity, Result, RunHandle,
+    RuntimeConfig, STREAM_BUFFER, STREAM_BUFFER_BYTES, ServedContext, SetupError, SharedCache,
+    SpawnError, SpawnMethod, SpawnOptions, Strategy, StreamConfig, StreamFn, Subscriber,
+    Supervised, Supervisor, TreeSecret, TypedContext, TypedStream,
 };
 pub use plough_fork_prims as fork_prims;
 pub use plough_ipc_wire as ipc_wire;

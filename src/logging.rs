@@ -11,6 +11,16 @@
 //! installs its own subscriber can turn it off (`default-features = false`); an ask is then
 //! answered with one warning that it is not applied (on stderr if nothing listens).
 //!
+//! A child's spawn may choose its log level (`SpawnOptions::log_level`): plough's own
+//! subscriber in that child takes it as its filter, over `PLOUGH_LOG` (which is for the
+//! whole tree); a child with no subscriber at all (forked from a root that logs nothing)
+//! gets plough's with that filter. A subscriber the program installed itself is never
+//! touched or replaced: the level is then only information
+//! (`Actor::log_level`). Caveat: the filter is swapped under a lock of
+//! `tracing-subscriber`'s reload layer; a `main_thread_forkserver` child forked while
+//! another thread of its parent held it for an event would wait on it (the same hazard
+//! as every lock a logging call holds across a fork).
+//!
 //! Colour: plough's subscriber writes ANSI escape codes only when stderr is a terminal
 //! and `NO_COLOR` is unset or empty (<https://no-color.org>). A log file, a pipe, a
 //! journal or `2>&1 | tee` gets plain text, whichever crates of the program enable
@@ -76,6 +86,9 @@ static WARNED: AtomicBool = AtomicBool::new(false);
 ///
 /// Calling it again is harmless.
 pub(crate) fn init(program: Option<&str>, is_child: bool) {
+    // A child's spawn may choose its log level (`SpawnOptions::log_level`): applied to
+    // plough's own subscriber through this hook (a forked child inherits it).
+    plough_actor_core::set_log_filter_hook(child_log_level);
     let ask = Ask::from_env(program);
     if !ask.asked() && !is_child {
         return;
@@ -126,6 +139,29 @@ pub(crate) fn init(program: Option<&str>, is_child: bool) {
     }
 }
 
+/// A child's log level, chosen by its spawn: plough's own subscriber takes it as its
+/// filter (installed now if this child has no subscriber at all, e.g. a forked child of a
+/// root that logs nothing); a subscriber of the program's own is left alone.
+fn child_log_level(filter: &str) {
+    #[cfg(feature = "log")]
+    if let Some(reload) = RELOAD.get() {
+        if let Err(e) = reload(filter) {
+            tracing::warn!("bad log level `{filter}` from this actor's spawn ({e}): not applied");
+        }
+        return;
+    }
+    let ask = Ask { env: None, program: Some(filter) };
+    // `ProgramOwn`: the program's own subscriber is in use; `NotBuilt`: no `log` feature.
+    let _ = install(&ask);
+}
+
+/// Replaces the filter of plough's installed subscriber (set with it).
+#[cfg(feature = "log")]
+type Reload = Box<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
+
+#[cfg(feature = "log")]
+static RELOAD: std::sync::OnceLock<Reload> = std::sync::OnceLock::new();
+
 /// What [`install`] found.
 #[derive(Debug)]
 // Without `log`, `install` only ever answers `NotBuilt`.
@@ -166,7 +202,7 @@ fn install(ask: &Ask<'_>) -> Installed {
         Ok(f) => (f, None),
         Err(e) => (tracing_subscriber::EnvFilter::new("warn"), Some(e)),
     };
-    let subscriber = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_ansi(colour_on(&std::io::stderr()))
@@ -174,11 +210,16 @@ fn install(ask: &Ask<'_>) -> Installed {
         .event_format(format::Labeled(
             tracing_subscriber::fmt::format::Format::default().with_target(false),
         ))
-        .finish();
-    if tracing::subscriber::set_global_default(subscriber).is_err() {
+        .with_filter_reloading();
+    let handle = builder.reload_handle();
+    if tracing::subscriber::set_global_default(builder.finish()).is_err() {
         // Another thread's runtime may have installed plough's own just now.
         return OURS.get().map_or(Installed::ProgramOwn, |f| Installed::Before(f));
     }
+    let _ = RELOAD.set(Box::new(move |f: &str| {
+        let filter = tracing_subscriber::EnvFilter::try_new(f).map_err(|e| e.to_string())?;
+        handle.reload(filter).map_err(|e| e.to_string())
+    }));
     let in_use = if bad.is_some() { "warn" } else { chosen };
     let _ = OURS.set(in_use.to_owned());
     if let Some(e) = bad {

@@ -39,10 +39,18 @@
 //! other, so a harness that runs tests in parallel threads still works. Each root uses a
 //! private registry (`tcp://127.0.0.1:0`): tests never join another program's registrar.
 //!
+//! With the cargo feature `testing`, `BreakSide` and `Portal::break_connection` break a
+//! connection on purpose (parent side, child side, or both) to test IPC faults: calls in
+//! flight get `TransportClosed` (or `ActorDied`), and the child cancels itself.
+//!
 //! After the root returns, [`run`] checks that nothing of its tree is alive (no actor
 //! process, socket file, or zygote of this process) and panics with what it found.
 
 use crate::{Actor, Registry, Result, Runtime};
+/// Which end of a connection [`Portal::break_connection`](crate::Portal::break_connection)
+/// breaks (the `testing` feature: fault injection, never in a production build).
+#[cfg(feature = "testing")]
+pub use plough_actor_core::BreakSide;
 use plough_fork_prims::marker::{MarkerInfo, default_runtime_dir, read_markers};
 use plough_fork_prims::sync::LockExt;
 use std::future::Future;

@@ -52,8 +52,12 @@
 pub(crate) mod context;
 pub(crate) mod credit;
 pub(crate) mod fan_out;
+#[cfg(feature = "testing")]
+pub(crate) mod fault;
 pub(crate) mod inbox;
+pub(crate) mod introspect;
 pub(crate) mod portal;
+pub(crate) mod shared;
 pub(crate) mod stream;
 pub(crate) mod typed;
 pub(crate) mod types;

@@ -57,11 +57,14 @@ pub use base::error::{
     ActorError, ChildExit, During, Misuse, OverrunBound, RemoteActorError, Result, SetupError,
     SpawnError,
 };
-pub use base::runtime_vars::actor_label;
+pub use base::runtime_vars::{actor_label, set_log_filter_hook};
 pub use base::spawn_method::{SPAWN_METHOD_ENV, SpawnMethod, UnknownSpawnMethod};
 pub use calls::context::{Context, Outcome};
 pub use calls::fan_out::{FanOut, Subscriber};
+#[cfg(feature = "testing")]
+pub use calls::fault::BreakSide;
 pub use calls::portal::Portal;
+pub use calls::shared::{Cached, SharedCache};
 pub use calls::stream::{MsgStream, STREAM_BUFFER, STREAM_BUFFER_BYTES, StreamConfig};
 pub use calls::typed::{ContextFn, Func, ServedContext, StreamFn, TypedContext, TypedStream};
 pub use calls::types::MsgTypes;
@@ -73,7 +76,9 @@ pub use runtime::root::Runtime;
 pub use serving::actor::Actor;
 pub use serving::cx::Cx;
 pub use serving::registry::Registry;
+pub use supervision::cluster::Cluster;
 pub use supervision::nursery::{Nursery, RunHandle};
+pub use supervision::options::SpawnOptions;
 pub use supervision::pool::{JobHandle, Pool, PoolConfig};
 pub use supervision::supervisor::{
     ChildExits, ChildSpec, Restart, Strategy, Supervised, Supervisor,

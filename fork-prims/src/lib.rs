@@ -71,12 +71,14 @@
 //!   module of the crate but `sync`: `hooks`, `scrub`, `signals`, `signalfd`, `signal_pipe`,
 //!   `init` (PID 1's init, [`INIT_ENV`]), `status`, `fds` (fd counts and limits,
 //!   [`is_out_of_fds`]),
-//!   `marker`, `handoff` (messages with fds), `per_process`, and last `sync`.
+//!   `marker`, `handoff` (messages with fds), `per_process`, `proctitle` (a forked
+//!   child's command line, [`set_cmdline_title`]), and last `sync`.
 //!
 //! # Unsafe
 //!
 //! The crate denies `unsafe_code` except in the modules that fork, close fds, touch signal
-//! masks, or publish per-process globals; each block there carries a `// SAFETY:` comment.
+//! masks, publish per-process globals, or rewrite the command line; each block there
+//! carries a `// SAFETY:` comment.
 
 mod child;
 mod drain;
@@ -88,6 +90,7 @@ mod init;
 pub mod marker;
 mod per_process;
 mod prelude;
+mod proctitle;
 mod reap_queue;
 mod scrub;
 #[cfg(feature = "async")]
@@ -110,6 +113,7 @@ pub use handoff::{BOOT_ENV, EXEC_MODE, boot_socket};
 pub use hooks::{ForkHooks, register_fork_hooks};
 pub use init::{FORWARDED_SIGNALS, INIT_ENV};
 pub use prelude::{ForkOptions, exit_code};
+pub use proctitle::{TitleError, set_cmdline_title};
 pub use reap_queue::pending_reaps;
 pub use rustix::process::Signal;
 pub use scrub::{ScrubMethod, ScrubReport, close_inherited_fds, list_open_fds, validate_keep_set};

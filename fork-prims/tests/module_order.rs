@@ -23,6 +23,7 @@ const ORDER: &[&str] = &[
     "marker",
     "handoff",
     "per_process",
+    "proctitle",
     "sync",
 ];
 

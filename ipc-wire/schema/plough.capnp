@@ -64,6 +64,7 @@ struct RuntimeVars {
   spawnMethod @2 :Text;
   logLevel @3 :Text;
   extra @4 :List(KeyValue);   # forward-compatible escape hatch
+  rootAddr @5 :Text;          # the tree's root actor's address (absent: not known)
 }
 
 # What a parent tells a freshly spawned child.
@@ -158,6 +159,8 @@ enum ErrorKind {
   tooManyCalls @22;    # the callee already serves its cap of calls from this connection
   refused @23;         # the connection was refused before it was authenticated: another uid,
                        # a bad proof, too many connections waiting; `message` says which
+  notExposed @24;      # a call named a handler the callee has but does not expose (its spawn,
+                       # or the actor itself, narrowed what it serves)
 }
 
 struct Error {

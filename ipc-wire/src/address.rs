@@ -5,6 +5,12 @@
 //! host the peer's certificate must name; without it (`tls://10.0.0.1:4000`) the
 //! certificate must name the IP address.
 //!
+//! tractor's multiaddr strings are read too, wherever an address is parsed:
+//! `/ip4/127.0.0.1/tcp/1616`, `/ip6/::1/tcp/1616`, `/unix/run/user/1000/x.sock` (the rest
+//! of the string is the absolute path), and with `/tls` (optionally `/tls/sni/<host>`)
+//! after a TCP part, TCP under mutual TLS. [`Address::to_multiaddr`] writes that form;
+//! [`Display`](fmt::Display) keeps writing the URL form, which is what goes on the wire.
+//!
 //! Addresses travel inside messages (`SpawnSpec`) as text, so the text form is the
 //! contract: [`FromStr`] and [`Display`](fmt::Display) round-trip exactly. TCP hosts are IP
 //! literals (no name resolution hides inside a parse or a connect: an actor tree should not
@@ -93,11 +99,106 @@ impl fmt::Display for Address {
     }
 }
 
+impl Address {
+    /// This address as a multiaddr (tractor's form): `/ip4/127.0.0.1/tcp/1616`,
+    /// `/ip6/::1/tcp/80`, `/unix/tmp/x.sock`, `/ip4/10.0.0.1/tcp/4000/tls/sni/node-1`.
+    /// [`FromStr`] reads it back to the same address.
+    pub fn to_multiaddr(&self) -> String {
+        fn tcp(sa: &SocketAddr) -> String {
+            match sa.ip() {
+                IpAddr::V4(ip) => format!("/ip4/{ip}/tcp/{}", sa.port()),
+                IpAddr::V6(ip) => format!("/ip6/{ip}/tcp/{}", sa.port()),
+            }
+        }
+        match self {
+            Address::Tcp(sa) => tcp(sa),
+            Address::Tls { name: None, addr } => format!("{}/tls", tcp(addr)),
+            Address::Tls { name: Some(name), addr } => format!("{}/tls/sni/{name}", tcp(addr)),
+            // The path is absolute: its leading `/` separates it from `/unix`.
+            Address::Uds(p) => format!("/unix{}", p.display()),
+        }
+    }
+}
+
+/// Reads a multiaddr (`s` starts with `/`).
+fn parse_multiaddr(s: &str) -> Result<Address, AddressError> {
+    let bad = |reason: String| AddressError::BadMultiaddr { addr: s.to_owned(), reason };
+    if let Some(path) = s.strip_prefix("/unix") {
+        if !path.starts_with('/') {
+            return Err(bad("`/unix` needs a path, e.g. `/unix/tmp/x.sock`".to_owned()));
+        }
+        return uds(path);
+    }
+    let mut parts = s[1..].split('/');
+    let mut next = |what: &str| parts.next().ok_or_else(|| bad(format!("it ends before {what}")));
+    let ip: IpAddr = match next("its protocol")? {
+        "ip4" => {
+            let v = next("the IPv4 address")?;
+            IpAddr::V4(
+                v.parse().map_err(|_| bad(format!("`/ip4` needs an IPv4 address, got `{v}`")))?,
+            )
+        }
+        "ip6" => {
+            let v = next("the IPv6 address")?;
+            IpAddr::V6(
+                v.parse().map_err(|_| bad(format!("`/ip6` needs an IPv6 address, got `{v}`")))?,
+            )
+        }
+        other => {
+            return Err(bad(format!(
+                "unsupported protocol `/{other}` (plough reads `/ip4`, `/ip6` and `/unix`; \
+                 host names are not resolved)"
+            )));
+        }
+    };
+    match next("`/tcp`")? {
+        "tcp" => {}
+        other => {
+            return Err(bad(format!("expected `/tcp/<port>` after the address, got `/{other}`")));
+        }
+    }
+    let port = next("the port")?;
+    let port: u16 = port.parse().map_err(|_| bad(format!("bad tcp port `{port}`")))?;
+    let addr = SocketAddr::new(ip, port);
+    let tail: Vec<&str> = parts.collect();
+    match tail.as_slice() {
+        [] => Ok(Address::Tcp(addr)),
+        ["tls"] => Ok(Address::Tls { name: None, addr }),
+        ["tls", "sni", name] => {
+            if rustls::pki_types::DnsName::try_from(*name).is_err() {
+                return Err(AddressError::BadTlsName((*name).to_owned()));
+            }
+            Ok(Address::Tls { name: Some((*name).into()), addr })
+        }
+        rest => Err(bad(format!("unsupported `/{}` after the tcp port", rest.join("/")))),
+    }
+}
+
+/// A UDS address at absolute `path`, checked.
+fn uds(path: &str) -> Result<Address, AddressError> {
+    if path.contains('\0') {
+        return Err(AddressError::NulInPath);
+    }
+    if !path.starts_with('/') {
+        return Err(AddressError::RelativePath(path.to_owned()));
+    }
+    if path.len() > runtime_dir::MAX_SOCKET_PATH {
+        return Err(AddressError::PathTooLong {
+            path: path.to_owned(),
+            len: path.len(),
+            max: runtime_dir::MAX_SOCKET_PATH,
+        });
+    }
+    Ok(Address::Uds(PathBuf::from(path)))
+}
+
 impl FromStr for Address {
     type Err = AddressError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        if let Some(rest) = s.strip_prefix("tcp://") {
+        if s.starts_with('/') {
+            parse_multiaddr(s)
+        } else if let Some(rest) = s.strip_prefix("tcp://") {
             rest.parse::<SocketAddr>()
                 .map(Address::Tcp)
                 .map_err(|_| AddressError::BadTcp(rest.to_owned()))
@@ -114,20 +215,7 @@ impl FromStr for Address {
             let addr = sa.parse().map_err(|_| AddressError::BadTcp(sa.to_owned()))?;
             Ok(Address::Tls { name, addr })
         } else if let Some(rest) = s.strip_prefix("uds://") {
-            if rest.contains('\0') {
-                return Err(AddressError::NulInPath);
-            }
-            if !rest.starts_with('/') {
-                return Err(AddressError::RelativePath(rest.to_owned()));
-            }
-            if rest.len() > runtime_dir::MAX_SOCKET_PATH {
-                return Err(AddressError::PathTooLong {
-                    path: rest.to_owned(),
-                    len: rest.len(),
-                    max: runtime_dir::MAX_SOCKET_PATH,
-                });
-            }
-            Ok(Address::Uds(PathBuf::from(rest)))
+            uds(rest)
         } else {
             Err(AddressError::UnknownScheme(s.to_owned()))
         }
@@ -153,6 +241,40 @@ mod tests {
             let a: Address = s.parse().unwrap();
             assert_eq!(a.to_string(), s);
         }
+    }
+
+    #[test]
+    fn reads_multiaddrs() {
+        for (multi, url) in [
+            ("/ip4/127.0.0.1/tcp/1616", "tcp://127.0.0.1:1616"),
+            ("/ip6/::1/tcp/80", "tcp://[::1]:80"),
+            ("/unix/run/user/1000/plough/a@1.sock", "uds:///run/user/1000/plough/a@1.sock"),
+            ("/ip4/10.1.2.1/tcp/4000/tls", "tls://10.1.2.1:4000"),
+            ("/ip4/10.1.2.1/tcp/4000/tls/sni/node-1", "tls://node-1@10.1.2.1:4000"),
+        ] {
+            let a: Address = multi.parse().unwrap();
+            assert_eq!(a.to_string(), url);
+            assert_eq!(a.to_multiaddr(), multi);
+        }
+        let bad = |s: &str| match s.parse::<Address>() {
+            Err(AddressError::BadMultiaddr { addr, reason }) => {
+                assert_eq!(addr, s);
+                reason
+            }
+            other => panic!("{s}: {other:?}"),
+        };
+        assert!(bad("/ip4/1.2.3/tcp/1").contains("IPv4"));
+        assert!(bad("/ip6/1.2.3.4/tcp/1").contains("IPv6"));
+        assert!(bad("/ip4/1.2.3.4/udp/1").contains("/tcp"));
+        assert!(bad("/ip4/1.2.3.4/tcp/70000").contains("port"));
+        assert!(bad("/ip4/1.2.3.4").contains("ends before"));
+        assert!(bad("/dns/example.com/tcp/1").contains("not resolved"));
+        assert!(bad("/ip4/1.2.3.4/tcp/1/ws").contains("/ws"));
+        assert!(bad("/unix").contains("path"));
+        assert!(matches!(
+            "/ip4/1.2.3.4/tcp/1/tls/sni/a b".parse::<Address>(),
+            Err(AddressError::BadTlsName(_))
+        ));
     }
 
     #[test]

@@ -79,11 +79,15 @@ pub enum ErrorKind {
     /// another uid, a proof that did not check out (no secret, the wrong one, a replay),
     /// or too many connections waiting to authenticate. The message says which.
     Refused,
+    /// A call named a handler the callee has registered but does not expose: its spawn
+    /// named the functions it serves, or the actor narrowed them itself (tractor's
+    /// `enable_modules`). Distinct from [`ErrorKind::NoSuchFunction`] (not registered).
+    NotExposed,
 }
 
 impl ErrorKind {
     /// Every kind, in schema order (`ALL[i]` is ordinal `i` on the wire).
-    pub const ALL: [ErrorKind; 24] = [
+    pub const ALL: [ErrorKind; 25] = [
         ErrorKind::User,
         ErrorKind::Cancelled,
         ErrorKind::StreamOverrun,
@@ -108,6 +112,7 @@ impl ErrorKind {
         ErrorKind::BadMessage,
         ErrorKind::TooManyCalls,
         ErrorKind::Refused,
+        ErrorKind::NotExposed,
     ];
 
     /// The type name that goes with a runtime kind, e.g. `"ContextCancelled"` for
@@ -139,6 +144,7 @@ impl ErrorKind {
             ErrorKind::BadMessage => "BadMessage",
             ErrorKind::TooManyCalls => "TooManyCalls",
             ErrorKind::Refused => "Refused",
+            ErrorKind::NotExposed => "NotExposed",
         }
     }
 
@@ -170,6 +176,7 @@ impl ErrorKind {
             Ok(S::BadMessage) => ErrorKind::BadMessage,
             Ok(S::TooManyCalls) => ErrorKind::TooManyCalls,
             Ok(S::Refused) => ErrorKind::Refused,
+            Ok(S::NotExposed) => ErrorKind::NotExposed,
             Ok(S::Unknown) | Err(capnp::NotInSchema(_)) => ErrorKind::Unknown,
         }
     }
@@ -203,6 +210,7 @@ impl From<ErrorKind> for schema::ErrorKind {
             ErrorKind::BadMessage => S::BadMessage,
             ErrorKind::TooManyCalls => S::TooManyCalls,
             ErrorKind::Refused => S::Refused,
+            ErrorKind::NotExposed => S::NotExposed,
         }
     }
 }
@@ -218,14 +226,14 @@ mod tests {
             assert_eq!(u16::from(schema::ErrorKind::from(k)), i as u16, "{k:?}");
             assert_eq!(ErrorKind::from_wire(schema::ErrorKind::try_from(i as u16)), k);
         }
-        assert_eq!(ErrorKind::ALL.into_iter().collect::<HashSet<_>>().len(), 24);
+        assert_eq!(ErrorKind::ALL.into_iter().collect::<HashSet<_>>().len(), 25);
         // No ordinal past the last kind in the schema: ALL covers every enumerant.
         assert!(schema::ErrorKind::try_from(ErrorKind::ALL.len() as u16).is_err());
     }
 
     #[test]
     fn unknown_values_read_as_unknown() {
-        for raw in [24, 25, 255, u16::MAX] {
+        for raw in [ErrorKind::ALL.len() as u16, ErrorKind::ALL.len() as u16 + 1, 255, u16::MAX] {
             assert_eq!(ErrorKind::from_wire(Err(capnp::NotInSchema(raw))), ErrorKind::Unknown);
         }
     }
@@ -257,6 +265,7 @@ mod tests {
             (ErrorKind::BadMessage, "BadMessage"),
             (ErrorKind::TooManyCalls, "TooManyCalls"),
             (ErrorKind::Refused, "Refused"),
+            (ErrorKind::NotExposed, "NotExposed"),
         ];
         assert_eq!(expected.map(|(k, _)| k), ErrorKind::ALL);
         for (k, name) in expected {

@@ -144,6 +144,9 @@ pub struct RuntimeVars {
     pub log_level: String,
     /// Forward-compatible extra settings.
     pub extra: Vec<(String, String)>,
+    /// Where the tree's root actor listens, when the sender knows it (a root sets its
+    /// own; every child passes on what it was given).
+    pub root_addr: Option<Address>,
 }
 
 /// What a parent tells a freshly spawned child.
@@ -649,6 +652,9 @@ fn write_spawn_spec(s: &SpawnSpec, mut b: schema::spawn_spec::Builder<'_>) {
         vb.set_debug_mode(v.debug_mode);
         vb.set_spawn_method(v.spawn_method.as_str());
         vb.set_log_level(v.log_level.as_str());
+        if let Some(root) = &v.root_addr {
+            vb.set_root_addr(root.to_string().as_str());
+        }
         let mut eb = vb.init_extra(v.extra.len() as u32);
         for (i, (k, val)) in v.extra.iter().enumerate() {
             let mut kv = eb.reborrow().get(i as u32);
@@ -747,6 +753,7 @@ fn spawn_spec_words(s: &SpawnSpec) -> usize {
         + words::<schema::runtime_vars::Builder<'_>>()
         + text_words(&v.spawn_method)
         + text_words(&v.log_level)
+        + v.root_addr.as_ref().map_or(0, |a| (a.to_string().len() + 1).div_ceil(8))
         + 1
         + v.extra
             .iter()
@@ -897,6 +904,12 @@ impl Cx<'_> {
         Ok(out)
     }
 
+    fn addr(&self, s: String) -> Result<Address, MsgError> {
+        // An address holds (at most) its text again, as a path or a host.
+        self.charge(s.len())?;
+        s.parse().map_err(|e| self.malformed(format!("bad address `{s}`: {e}")))
+    }
+
     fn addr_list(
         &self,
         r: capnp::Result<capnp::text_list::Reader<'_>>,
@@ -904,9 +917,7 @@ impl Cx<'_> {
         let texts = self.text_list(r)?;
         let mut out = self.vec(texts.len() as u32)?;
         for s in texts {
-            // An address holds (at most) its text again, as a path or a host.
-            self.charge(s.len())?;
-            out.push(s.parse().map_err(|e| self.malformed(format!("bad address `{s}`: {e}")))?);
+            out.push(self.addr(s)?);
         }
         Ok(out)
     }
@@ -925,6 +936,10 @@ impl Cx<'_> {
                 spawn_method: self.text(v.get_spawn_method())?,
                 log_level: self.text(v.get_log_level())?,
                 extra,
+                root_addr: match v.has_root_addr() {
+                    true => Some(self.addr(self.text(v.get_root_addr())?)?),
+                    false => None,
+                },
             },
             registry_addrs: self.addr_list(s.get_registry_addrs())?,
             bind_addrs: self.addr_list(s.get_bind_addrs())?,

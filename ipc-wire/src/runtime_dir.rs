@@ -34,11 +34,21 @@ pub fn default_dir() -> PathBuf {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum AddressError {
-    /// No `tcp://`, `tls://` or `uds://` prefix.
+    /// No `tcp://`, `tls://` or `uds://` prefix, and not a multiaddr (`/ip4/...`).
     #[error(
-        "unknown address scheme in `{0}` (expected `tcp://ip:port`, `tls://[host@]ip:port` or `uds:///path`)"
+        "unknown address scheme in `{0}` (expected `tcp://ip:port`, `tls://[host@]ip:port`, \
+         `uds:///path`, or a multiaddr: `/ip4/ip/tcp/port`, `/ip6/ip/tcp/port`, `/unix/path`)"
     )]
     UnknownScheme(String),
+    /// A multiaddr (tractor's address form, `/ip4/127.0.0.1/tcp/1616`) that plough cannot
+    /// read: `reason` says which part.
+    #[error("bad multiaddr `{addr}`: {reason}")]
+    BadMultiaddr {
+        /// The whole address as given.
+        addr: String,
+        /// What is wrong with it, e.g. "`/ip4` needs an IPv4 address, got `1.2.3`".
+        reason: String,
+    },
     /// The host name of a `tls://host@ip:port` address is not a DNS name.
     #[error("bad tls host name `{0}`: expected a DNS name, e.g. `node-1` or `a.example`")]
     BadTlsName(String),

@@ -11,6 +11,7 @@ pub mod multi_host;
 pub mod netns;
 pub mod obs;
 pub mod shm_app;
+pub mod tractor_app;
 pub mod typed_app;
 
 use std::io::{BufRead, BufReader, Read};

@@ -46,6 +46,12 @@ pub struct RuntimeConfig {
     /// `plough_ipc_wire::BuildId::current`). Over TLS a peer of another build is refused,
     /// so a host daemon states the build of the program it runs for its roots.
     pub build_id: Option<BuildId>,
+    /// Further addresses the root listens on besides its own (tractor's several
+    /// `registry_addrs`/bind addresses): e.g. a TCP port next to its Unix socket, so
+    /// peers of either transport reach it. Written as URLs or multiaddrs
+    /// (`/ip4/127.0.0.1/tcp/1616`). Every one authenticates like the first. Default:
+    /// none. (A child's are chosen by its spawn: `SpawnOptions::bind`.)
+    pub bind_addrs: Vec<Address>,
     /// A malformed `PLOUGH_REGISTRY` seen when the default was built (reported by the root).
     registry_env_error: Option<SetupError>,
 }
@@ -112,6 +118,7 @@ impl Default for RuntimeConfig {
             secret: TreeSecret::PerUser,
             tls: None,
             build_id: None,
+            bind_addrs: Vec::new(),
             registry_env_error,
         }
     }

@@ -575,6 +575,23 @@ pub enum Misuse {
         /// The child id asked for.
         id: String,
     },
+    /// A function named to be exposed (see `SpawnOptions::expose`, `Actor::expose_only`)
+    /// that the registry does not have.
+    #[error("cannot expose `{function}`: no function of that name is registered")]
+    NotRegistered {
+        /// The function named.
+        function: String,
+    },
+    /// A portal to the parent (or the root) asked for in a root actor.
+    #[error("actor {actor} is a root: it has no parent")]
+    NoParent {
+        /// The actor that asked.
+        actor: Aid,
+    },
+    /// A portal to the root asked for in a child that was not told the root's address
+    /// (its parent predates `RuntimeVars::root_addr`).
+    #[error("this actor was not told its root's address")]
+    NoRootAddr,
 }
 
 /// Why an actor's runtime could not be set up.

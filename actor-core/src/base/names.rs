@@ -12,6 +12,11 @@ pub(crate) const CANCEL_CALL: &str = "plough.cancel_call";
 /// Stream credit for a context (`args`: how many messages); handled by the connection.
 pub(crate) const CREDIT: &str = "plough.credit";
 
+/// Testing (the `testing` feature): the receiver drops the connection this call came on at
+/// once, unanswered, as a broken transport would.
+#[cfg_attr(not(feature = "testing"), allow(dead_code))]
+pub(crate) const SEVER: &str = "plough.testing.sever";
+
 /// The prefix of the registrar's functions.
 pub(crate) const REGISTRAR_PREFIX: &str = "plough.registrar.";
 /// Register an `ActorEntry` (over the registering connection).
@@ -46,6 +51,7 @@ mod tests {
             CANCEL_ACTOR,
             CANCEL_CALL,
             CREDIT,
+            SEVER,
             REGISTRAR_REGISTER,
             REGISTRAR_UNREGISTER,
             REGISTRAR_FIND,

@@ -85,6 +85,25 @@ pub(crate) fn reset() {
     LABEL.store(std::ptr::null_mut(), std::sync::atomic::Ordering::Release);
 }
 
+/// How this program applies a log filter to plough's own subscriber (the `plough`
+/// facade registers it; `None`: nothing to apply it to).
+static LOG_FILTER: std::sync::OnceLock<fn(&str)> = std::sync::OnceLock::new();
+
+/// Registers how a child applies the log level its spawn chose (`SpawnOptions::log_level`)
+/// to plough's own tracing subscriber: the `plough` facade does this, and its hook never
+/// touches a subscriber the program installed itself. Set once per process (a forked
+/// child inherits it); later calls are ignored.
+pub fn set_log_filter_hook(hook: fn(&str)) {
+    let _ = LOG_FILTER.set(hook);
+}
+
+/// Applies `filter` through the registered hook, if any.
+pub(crate) fn apply_log_filter(filter: &str) {
+    if let Some(hook) = LOG_FILTER.get() {
+        hook(filter);
+    }
+}
+
 static LABEL: std::sync::atomic::AtomicPtr<String> =
     std::sync::atomic::AtomicPtr::new(std::ptr::null_mut());
 

@@ -329,8 +329,8 @@ impl Context {
         self.shared.cancel.cancelled().await
     }
 
-    /// Who cancelled, as this side knows it.
-    fn canceller(&self) -> Aid {
+    /// Who cancelled, as this side knows it (once it is cancelled).
+    pub(super) fn canceller_here(&self) -> Aid {
         let me = &self.shared.conv.me;
         match self.shared.side {
             Side::Parent => me.clone(),
@@ -352,7 +352,7 @@ impl Context {
         {
             return closed;
         }
-        ActorError::ContextCancelled { canceller: self.canceller() }
+        ActorError::ContextCancelled { canceller: self.canceller_here() }
     }
 
     /// Declares the types this side sends (replacing what was declared); see [`MsgTypes`].
@@ -513,7 +513,7 @@ impl Context {
     /// Why this context failed, if it did: the peer's error (not a cancel of ours), the
     /// peer's report that we overran it, a lost connection (child side: a cancel is seen
     /// by [`Context::wait`]).
-    fn failure(&self, ib: &Inbox) -> Option<ActorError> {
+    pub(super) fn failure(&self, ib: &Inbox) -> Option<ActorError> {
         let me = &self.shared.conv.me;
         if let Some(e @ ActorError::StreamOverrun { sender, .. }) = &ib.stream_error
             && sender == me
@@ -629,6 +629,15 @@ impl Context {
         if discarded > 0 {
             tracing::info!(cid, discarded, "context result: discarded unread stream messages");
         }
+        self.settle(outcome)
+    }
+
+    /// Parent side: what the child's final answer (or the lost connection) means.
+    pub(super) fn settle<R: DeserializeOwned>(
+        &self,
+        outcome: Result<Msg, ActorError>,
+    ) -> Result<Outcome<R>, ActorError> {
+        let me = self.shared.conv.me.clone();
         let cancel_called = self.shared.flags().cancel_called;
         let result = match outcome {
             Ok(Msg::Return { payload, .. }) => payload

@@ -151,8 +151,11 @@ impl Portal {
             Ok(call) => {
                 let trace = CallTrace::caller(function, call.cid(), CallKind::Function, self.aid());
                 let span = trace.span.clone();
-                tracing::Instrument::instrument(self.call(call, function, args, trace.cx), span)
-                    .await
+                tracing::Instrument::instrument(
+                    self.traced_call(call, function, args, trace.cx),
+                    span,
+                )
+                .await
             }
             Err(e) => Err(e),
         };
@@ -163,7 +166,7 @@ impl Portal {
     }
 
     /// [`Portal::run_payload`] on an opened call, inside its span.
-    async fn call(
+    async fn traced_call(
         &self,
         mut call: CallRx,
         function: &str,

@@ -682,6 +682,14 @@ impl Channel {
     pub(crate) fn shutdown(&self) {
         self.inner.shutdown.cancel();
     }
+
+    /// Drops the connection at once, as a broken transport would: nothing queued is
+    /// written, every call on it fails with `TransportClosed` naming `reason`, the peer
+    /// sees EOF. (Fault injection for tests: `Portal::break_connection`.)
+    #[cfg_attr(not(feature = "testing"), allow(dead_code))]
+    pub(crate) fn sever(&self, reason: &str) {
+        self.mark_closed(reason.to_owned());
+    }
 }
 
 /// The next item of `stream`, or `Err(elapsed)` once the partial frame `clock` times has

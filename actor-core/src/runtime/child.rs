@@ -3,7 +3,7 @@
 //! (or goes away, or a signal asks), and shuts down.
 
 use super::failover::keep_registered;
-use super::listen::{bind, check_runtime_dir, ephemeral_like, is_private, load_tls};
+use super::listen::{bind, bind_more, check_runtime_dir, ephemeral_like, is_private, load_tls};
 use super::root::ACTOR_RUNNING;
 use super::signals::{Signals, dump_and_relay, name, watched};
 use crate::base::boot_stderr;
@@ -17,6 +17,7 @@ use crate::base::trace::ActorTrace;
 use crate::registrar::client::RegistrarClient;
 use crate::registrar::entry::ActorEntry;
 use crate::serving::actor::{Actor, ActorParts, create_marker};
+use crate::serving::exposure::Exposure;
 use crate::serving::registry::Registry;
 use futures::StreamExt;
 use plough_fork_prims::Signal;
@@ -113,6 +114,13 @@ async fn child(
     check_runtime_dir()?;
     let aid = Aid { name: boot.name.clone(), uuid: boot.uuid, pid: std::process::id() };
     set_process_name(&aid.name);
+    // A forked child shows its parent's command line (an exec'd one has its own): it
+    // shows the actor instead, `plough: name@pid`.
+    if boot.method != SpawnMethod::Exec
+        && let Err(e) = plough_fork_prims::set_cmdline_title(&format!("plough: {aid}"))
+    {
+        tracing::debug!(error = %e, "cannot set the command line");
+    }
     // To the parent we prove our one-time spawn token: it tells us from a racer.
     let me = Credentials { aid: aid.clone(), secret: boot.token.clone() };
     let hs = HandshakeConfig::default().with_deadline(config.budgets.handshake);
@@ -204,6 +212,10 @@ async fn child(
     };
     let _ = runtime_vars::get(true);
     runtime_vars::set(RuntimeVars { is_root: false, ..spec.runtime_vars.clone() });
+    // The log level its spawn chose (or its parent had): for plough's own subscriber.
+    if !spec.runtime_vars.log_level.is_empty() {
+        runtime_vars::apply_log_filter(&spec.runtime_vars.log_level);
+    }
     let registry_addr =
         spec.registry_addrs.first().cloned().unwrap_or_else(|| config.registry_addr.clone());
     let child_main: ChildMain = {
@@ -225,8 +237,15 @@ async fn child(
         is_root: false,
         tls: tls.clone(),
         trace: ActorTrace::new(&aid, boot.method.key()),
+        // What the parent named (every registered function, unless its spawn narrowed it).
+        exposure: Exposure::only(spec.enable_handlers.iter().cloned()),
     });
     actor.adopt_marker(marker);
+    // The further addresses its spawn asked for: a failure is this child's setup error.
+    if let Err(e) = bind_more(&actor, &spec.bind_addrs).await {
+        actor.shutdown().await;
+        return Err(e);
+    }
     let entry = ActorEntry::new(
         aid.clone(),
         actor.addr().to_string(),
@@ -243,6 +262,8 @@ async fn child(
         // leaves before any answer of ours, and the registrar records it as it reads it,
         // so the parent sees us registered by the time any reply of ours arrives.
         let parent = actor.attach(est, true);
+        // Before anything is served on it: a handler may ask for its parent's portal.
+        let _ = actor.parent_slot().set((boot.parent_addr.clone(), parent.clone()));
         let client = RegistrarClient::via_parent(actor.portal(parent.clone()));
         actor.registrar().set_client(client.clone());
         if let Err(e) = client.register(&entry).await {
@@ -271,7 +292,9 @@ async fn child(
         if !is_private(&registry_addr) {
             keep_registered(&actor, entry, false);
         }
-        actor.attach(est, true)
+        let parent = actor.attach(est, true);
+        let _ = actor.parent_slot().set((boot.parent_addr.clone(), parent.clone()));
+        parent
     };
     tracing::info!(actor = %aid, parent = %parent.peer(), method = %boot.method, addr = %actor.addr(), "child actor up");
 
@@ -316,8 +339,8 @@ async fn child(
 
 /// Names this process after its actor in `ps`, `top` and `/proc/<pid>/comm`:
 /// `plough:<name>`, cut to the kernel's 15 bytes (a forked child would otherwise show its
-/// parent's name). The command line is left as it is: rewriting it needs privileges or the
-/// original argv memory.
+/// parent's name). A forked child's command line is rewritten too
+/// (`plough_fork_prims::set_cmdline_title`).
 fn set_process_name(name: &str) {
     let mut title = format!("plough:{name}").into_bytes();
     title.retain(|&b| b != 0);

@@ -2,6 +2,7 @@
 //! failed connect to the registry address means.
 
 use crate::base::error::{ActorError, SetupError};
+use crate::serving::actor::Actor;
 use plough_ipc_wire::handshake::HandshakeError;
 use plough_ipc_wire::{Address, Listener, TlsFiles, TlsIdentity, TransportError};
 use std::path::PathBuf;
@@ -63,4 +64,16 @@ pub(super) fn ephemeral_like(like: &Address, name: &str) -> Result<Address, Acto
             })
         }
     }
+}
+
+/// Binds every address of `addrs` and serves it too (an actor's further bind addresses).
+///
+/// # Errors
+///
+/// The first that cannot be bound (those bound before it stay served).
+pub(super) async fn bind_more(actor: &Actor, addrs: &[Address]) -> Result<(), ActorError> {
+    for addr in addrs {
+        actor.listen_also(bind(addr, actor.tls()).await?);
+    }
+    Ok(())
 }

@@ -6,7 +6,7 @@
 
 use super::child::child_main;
 use super::failover::{ElectError, Elected, elect, keep_registered, random};
-use super::listen::{bind, check_runtime_dir, ephemeral_like, is_private, load_tls};
+use super::listen::{bind, bind_more, check_runtime_dir, ephemeral_like, is_private, load_tls};
 use super::signals::{Signals, dump_and_relay, name, watched};
 use crate::base::boot_stderr;
 use crate::base::budgets::Budgets;
@@ -21,6 +21,7 @@ use crate::registrar::client::RegistrarClient;
 use crate::registrar::entry::ActorEntry;
 use crate::registrar::state::RegistrarState;
 use crate::serving::actor::{Actor, ActorParts};
+use crate::serving::exposure::Exposure;
 use crate::serving::registry::Registry;
 use futures::FutureExt;
 use plough_fork_prims::Signal;
@@ -278,14 +279,20 @@ impl Runtime {
             is_root: true,
             tls,
             trace: ActorTrace::new(&aid, "root"),
+            exposure: Exposure::all(),
         });
         let vars = RuntimeVars {
             is_root: true,
             spawn_method: self.config.spawn_method.key().to_owned(),
+            root_addr: Some(actor.addr().clone()),
             ..runtime_vars::get(false)
         };
         runtime_vars::set(ids::with_tree(vars, &aid.uuid));
         actor.write_marker(&aid.uuid, 0, "root");
+        if let Err(e) = bind_more(&actor, &self.config.bind_addrs).await {
+            actor.shutdown().await;
+            return Err(e);
+        }
         let entry = ActorEntry::new(aid.clone(), actor.addr().to_string(), None, "root");
         if let Some(state) = actor.registrar().state() {
             state.add(entry, None);

@@ -8,6 +8,7 @@
 //! through the ladder), unregisters, flushes and closes every connection, and removes the
 //! socket file. Its fields are private: the layers above use the methods below.
 
+use super::exposure::Exposure;
 use super::registry::Registry;
 use crate::base::budgets::Budgets;
 use crate::base::config::RuntimeConfig;
@@ -86,6 +87,12 @@ struct ActorInner {
     tls: Option<(TlsFiles, TlsIdentity)>,
     /// The actor's span: the parent of every call it serves.
     trace: crate::base::trace::ActorTrace,
+    /// Which registered functions it serves (see `exposure`).
+    exposure: Exposure,
+    /// A child's connection to its parent, and the parent's address (see `lineage`).
+    parent: std::sync::OnceLock<(Address, Channel)>,
+    /// Where else it listens (`RuntimeConfig::bind_addrs`, `SpawnOptions::bind`).
+    more_addrs: Mutex<Vec<Address>>,
 }
 
 /// What an actor is made of (the runtime layer assembles it).
@@ -105,6 +112,8 @@ pub(crate) struct ActorParts {
     pub(crate) tls: Option<(TlsFiles, TlsIdentity)>,
     /// The actor's span (made in its own process: it reseeds the span ids).
     pub(crate) trace: crate::base::trace::ActorTrace,
+    /// Which registered functions it serves.
+    pub(crate) exposure: Exposure,
 }
 
 /// A child being spawned: resolves to its connection once it has connected back and
@@ -157,6 +166,9 @@ impl Actor {
                 frame_budget,
                 tls: parts.tls,
                 trace: parts.trace,
+                exposure: parts.exposure,
+                parent: std::sync::OnceLock::new(),
+                more_addrs: Mutex::new(Vec::new()),
             }),
         };
         actor.serve_listener(parts.listener);
@@ -304,6 +316,22 @@ impl Actor {
         &self.inner.addr
     }
 
+    /// Every address this actor listens on: [`Actor::addr`] first (the one its tree knows
+    /// it by), then those it was asked to bind too (`RuntimeConfig::bind_addrs`,
+    /// `SpawnOptions::bind`) as bound (a port 0 resolved). Their schemes are the
+    /// transports it serves; each authenticates like the first.
+    pub fn addrs(&self) -> Vec<Address> {
+        let mut all = vec![self.inner.addr.clone()];
+        all.extend(self.inner.more_addrs.locked().iter().cloned());
+        all
+    }
+
+    /// Accepts connections on `listener` too, for good (until the actor is cancelled).
+    pub(crate) fn listen_also(&self, listener: Listener) {
+        self.inner.more_addrs.locked().push(listener.local_addr().clone());
+        self.serve_listener(listener);
+    }
+
     /// The registry address of this tree.
     pub fn registry_addr(&self) -> &Address {
         &self.inner.registry_addr
@@ -391,6 +419,16 @@ impl Actor {
     /// The functions this actor serves.
     pub(crate) fn registry(&self) -> &Registry {
         &self.inner.registry
+    }
+
+    /// Which of them it exposes.
+    pub(crate) fn exposure(&self) -> &Exposure {
+        &self.inner.exposure
+    }
+
+    /// The parent's connection slot (set once by a child's runtime).
+    pub(crate) fn parent_slot(&self) -> &std::sync::OnceLock<(Address, Channel)> {
+        &self.inner.parent
     }
 
     /// The runtime's budgets.

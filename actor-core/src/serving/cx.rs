@@ -95,6 +95,19 @@ impl Cx {
         self.cancel.is_cancelled()
     }
 
+    /// Who cancelled the call, once it is cancelled: for a context, as
+    /// [`Context::canceller`]; for a plain function, the actor that cancelled this whole
+    /// actor, else its caller (who cancelled the one call). `None` while it runs.
+    pub fn canceller(&self) -> Option<Aid> {
+        if !self.is_cancelled() {
+            return None;
+        }
+        if let Some(ctx) = &self.context {
+            return ctx.canceller();
+        }
+        Some(self.actor_canceller().unwrap_or_else(|| self.caller.clone()))
+    }
+
     /// Resolves when a shutdown of the serving actor was asked for (a signal, its
     /// parent's cancel, its parent's death): see [`Actor::shutdown_requested`]. A call can
     /// also be cancelled alone ([`Cx::cancelled`]).

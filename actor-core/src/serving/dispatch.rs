@@ -132,6 +132,11 @@ impl Serve for Actor {
                     let _ = ch.send(Msg::CancelAck(CancelAck { cid, acked })).await;
                 });
             }
+            #[cfg(feature = "testing")]
+            crate::base::names::SEVER => {
+                tracing::warn!(actor = %self.aid(), peer = %channel.peer(), "breaking the connection on request (testing)");
+                channel.sever("broken on purpose (testing), at the peer's request");
+            }
             f if f.starts_with(REGISTRAR_PREFIX) => match self.registrar().state() {
                 Some(state) => service::serve(
                     &state,
@@ -183,6 +188,10 @@ impl Serve for Actor {
                             ),
                         ),
                     );
+                }
+                if kind.is_some() && !self.exposure().allows(&start.function) {
+                    let err = self.not_exposed_error(&start.function);
+                    return self.reply_error(channel, cid, err);
                 }
                 let token = self.cancel_token().child_token();
                 let mut cx = Cx::new(self.aid().clone(), start.caller.clone(), cid, token.clone())

@@ -6,16 +6,16 @@
 
 use super::ladder::clear_dead_child_files;
 use super::nursery::{ChildActor, Inner, Nursery};
+use super::options::SpawnOptions;
 use crate::base::boot_stderr;
 use crate::base::dump::{Relay, TaskGuard};
 use crate::base::error::{ActorError, During, Misuse, SpawnError};
 use crate::base::fate::fate;
 use crate::base::metrics;
-use crate::base::runtime_vars;
 use crate::base::spawn::{ChildBoot, SpawnRequest};
 use crate::base::sync::LockExt;
 use plough_fork_prims::{ChildHandle, Signal};
-use plough_ipc_wire::msg::{Aid, Msg, SpawnSpec, Uuid};
+use plough_ipc_wire::msg::{Aid, Msg, Uuid};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -73,16 +73,30 @@ impl Drop for Booting<'_> {
 impl Nursery {
     /// Spawns and boots child `name`, counting the spawn and its latency by backend.
     pub(super) async fn spawn_child(&self, name: &str) -> Result<Arc<ChildActor>, ActorError> {
+        self.spawn_child_with(name, &SpawnOptions::default()).await
+    }
+
+    /// Spawns and boots child `name` as `options` say, counting the spawn and its latency
+    /// by backend.
+    pub(super) async fn spawn_child_with(
+        &self,
+        name: &str,
+        options: &SpawnOptions,
+    ) -> Result<Arc<ChildActor>, ActorError> {
         let backend = self.inner.actor.backend().map(|b| b.method().key());
         let started = std::time::Instant::now();
-        let out = self.boot_child(name).await;
+        let out = self.boot_child(name, options).await;
         if let Some(backend) = backend {
             metrics::spawned(backend, out.is_ok(), started.elapsed());
         }
         out
     }
 
-    async fn boot_child(&self, name: &str) -> Result<Arc<ChildActor>, ActorError> {
+    async fn boot_child(
+        &self,
+        name: &str,
+        options: &SpawnOptions,
+    ) -> Result<Arc<ChildActor>, ActorError> {
         if self.inner.closed.load(Ordering::SeqCst) {
             return Err(Misuse::NurseryExited { name: name.to_owned() }.into());
         }
@@ -204,12 +218,12 @@ impl Nursery {
             }
             .into());
         };
-        let spec = SpawnSpec {
-            runtime_vars: runtime_vars::get(false),
-            registry_addrs: vec![actor.registry_addr().clone()],
-            bind_addrs: vec![],
-            enable_handlers: actor.registry().names().map(str::to_owned).collect(),
-            parent: Some(actor.aid().clone()),
+        let spec = match options.spawn_spec(actor) {
+            Ok(spec) => spec,
+            Err(e) => {
+                booting.failed();
+                return Err(e);
+            }
         };
         if let Err(e) = channel.send(Msg::SpawnSpec(spec)).await {
             booting.failed();

@@ -22,6 +22,7 @@
 //! The ladder (see [`LadderConfig`](crate::LadderConfig)): IPC cancel → wait for the ack → wait for exit →
 //! SIGTERM to the child's process group → wait → SIGKILL to the group → reap.
 
+use super::options::SpawnOptions;
 use crate::base::dump::TaskGuard;
 use crate::base::error::{ActorError, Misuse, encode};
 use crate::base::sync::LockExt;
@@ -365,7 +366,15 @@ impl Nursery {
     /// exit status), or it did not connect back in time (it was killed and reaped); a
     /// [`Misuse::NurseryExited`] when the nursery has already exited.
     pub async fn start_actor(&self, name: &str) -> Result<Portal, ActorError> {
-        let child = self.spawn_child(name).await?;
+        self.start_actor_opts(name, &SpawnOptions::default()).await
+    }
+
+    pub(super) async fn start_actor_opts(
+        &self,
+        name: &str,
+        options: &SpawnOptions,
+    ) -> Result<Portal, ActorError> {
+        let child = self.spawn_child_with(name, options).await?;
         let portal = child.portal.clone();
         self.monitor(child);
         Ok(portal)
@@ -390,7 +399,21 @@ impl Nursery {
         A: Serialize,
         R: DeserializeOwned + Send + 'static,
     {
-        let child = self.spawn_child(name).await?;
+        self.run_in_actor_opts(name, &SpawnOptions::default(), function, args).await
+    }
+
+    pub(super) async fn run_in_actor_opts<A, R>(
+        &self,
+        name: &str,
+        options: &SpawnOptions,
+        function: &str,
+        args: A,
+    ) -> Result<RunHandle<R>, ActorError>
+    where
+        A: Serialize,
+        R: DeserializeOwned + Send + 'static,
+    {
+        let child = self.spawn_child_with(name, options).await?;
         self.run_in(child, function, args)
     }
 

@@ -46,7 +46,14 @@ fn call_kind() -> impl Strategy<Value = CallKind> {
 
 fn spawn_spec() -> impl Strategy<Value = SpawnSpec> {
     (
-        (any::<bool>(), any::<bool>(), text(), text(), vec((text(), text()), 0..3)),
+        (
+            any::<bool>(),
+            any::<bool>(),
+            text(),
+            text(),
+            vec((text(), text()), 0..3),
+            proptest::option::of(address()),
+        ),
         vec(address(), 0..3),
         vec(address(), 0..3),
         vec(text(), 0..4),
@@ -54,7 +61,7 @@ fn spawn_spec() -> impl Strategy<Value = SpawnSpec> {
     )
         .prop_map(
             |(
-                (is_root, debug_mode, spawn_method, log_level, extra),
+                (is_root, debug_mode, spawn_method, log_level, extra, root_addr),
                 registry_addrs,
                 bind_addrs,
                 enable_handlers,
@@ -67,6 +74,7 @@ fn spawn_spec() -> impl Strategy<Value = SpawnSpec> {
                         spawn_method,
                         log_level,
                         extra,
+                        root_addr,
                     },
                     registry_addrs,
                     bind_addrs,
@@ -288,5 +296,44 @@ proptest! {
             stream[i] = byte;
         }
         decode_anything(&stream, &[chunk], Limits::DEFAULT);
+    }
+}
+
+/// Every kind of address, TLS ones included (with and without a certificate name).
+fn any_address() -> impl Strategy<Value = Address> {
+    prop_oneof![
+        address(),
+        (
+            address(),
+            proptest::option::of(
+                "[a-z]([a-z0-9-]{0,8}[a-z0-9])?(\\.[a-z]([a-z0-9-]{0,5}[a-z0-9])?){0,2}"
+            )
+        )
+            .prop_filter_map("tcp only", |(a, name)| match a {
+                Address::Tcp(addr) => Some(Address::Tls { name: name.map(Into::into), addr }),
+                _ => None,
+            }),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+    #[test]
+    fn an_address_round_trips_through_its_url_and_its_multiaddr(a in any_address()) {
+        let url = a.to_string();
+        prop_assert_eq!(url.parse::<Address>().unwrap(), a.clone());
+        let multi = a.to_multiaddr();
+        prop_assert!(multi.starts_with('/'), "{}", multi);
+        prop_assert_eq!(multi.parse::<Address>().unwrap(), a);
+    }
+
+    #[test]
+    fn any_text_parses_to_an_address_or_a_typed_error(s in "(/|tcp://|uds://|tls://)?[ -~]{0,40}") {
+        // Never a panic; when it parses, its own forms read back to it.
+        if let Ok(a) = s.parse::<Address>() {
+            prop_assert_eq!(a.to_multiaddr().parse::<Address>().unwrap(), a.clone());
+            prop_assert_eq!(a.to_string().parse::<Address>().unwrap(), a);
+        }
     }
 }
