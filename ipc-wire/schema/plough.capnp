@@ -72,8 +72,10 @@ struct SpawnSpec {
   runtimeVars @0 :RuntimeVars;
   registryAddrs @1 :List(Text);   # addresses in `tcp://` / `uds://` form
   bindAddrs @2 :List(Text);
-  enableHandlers @3 :List(Text);  # names of the handlers this child exposes
+  enableHandlers @3 :List(Text);  # names of the handlers this child exposes (when exposeOnly)
   parent @4 :Aid;
+  exposeOnly @5 :Bool;            # true: the child serves only enableHandlers; false (an
+                                  # unnarrowed spawn): every function its registry has
 }
 
 # How a remote call behaves.

@@ -158,10 +158,14 @@ pub struct SpawnSpec {
     pub registry_addrs: Vec<Address>,
     /// Where the child should listen.
     pub bind_addrs: Vec<Address>,
-    /// Names of the handlers the child exposes.
+    /// Names of the handlers the child exposes, when [`SpawnSpec::expose_only`].
     pub enable_handlers: Vec<String>,
     /// The spawning parent, if any.
     pub parent: Option<Aid>,
+    /// Whether the child serves only [`SpawnSpec::enable_handlers`]; otherwise (a spawn
+    /// that did not narrow it) every function of its own registry, which its parent may
+    /// not know (a host daemon runs another program than its own).
+    pub expose_only: bool,
 }
 
 /// How a remote call behaves.
@@ -676,6 +680,7 @@ fn write_spawn_spec(s: &SpawnSpec, mut b: schema::spawn_spec::Builder<'_>) {
         s.enable_handlers.iter().map(String::as_str),
         b.reborrow().init_enable_handlers(s.enable_handlers.len() as u32),
     );
+    b.set_expose_only(s.expose_only);
     if let Some(parent) = &s.parent {
         write_aid(parent, b.init_parent());
     }
@@ -945,6 +950,7 @@ impl Cx<'_> {
             bind_addrs: self.addr_list(s.get_bind_addrs())?,
             enable_handlers: self.text_list(s.get_enable_handlers())?,
             parent: self.opt_aid(s.has_parent(), s.get_parent())?,
+            expose_only: s.get_expose_only(),
         })
     }
 

@@ -237,8 +237,13 @@ async fn child(
         is_root: false,
         tls: tls.clone(),
         trace: ActorTrace::new(&aid, boot.method.key()),
-        // What the parent named (every registered function, unless its spawn narrowed it).
-        exposure: Exposure::only(spec.enable_handlers.iter().cloned()),
+        // Every registered function, unless the spawn narrowed it (a host daemon's spawn
+        // never does: it does not know the program's registry).
+        exposure: if spec.expose_only {
+            Exposure::only(spec.enable_handlers.iter().cloned())
+        } else {
+            Exposure::all()
+        },
     });
     actor.adopt_marker(marker);
     // The further addresses its spawn asked for: a failure is this child's setup error.

@@ -86,6 +86,7 @@ impl SpawnOptions {
             bind_addrs: self.bind.clone(),
             enable_handlers,
             parent: Some(actor.aid().clone()),
+            expose_only: self.expose.is_some(),
         })
     }
 

@@ -56,7 +56,7 @@ fn spawn_spec() -> impl Strategy<Value = SpawnSpec> {
         ),
         vec(address(), 0..3),
         vec(address(), 0..3),
-        vec(text(), 0..4),
+        (vec(text(), 0..4), any::<bool>()),
         proptest::option::of(aid()),
     )
         .prop_map(
@@ -64,7 +64,7 @@ fn spawn_spec() -> impl Strategy<Value = SpawnSpec> {
                 (is_root, debug_mode, spawn_method, log_level, extra, root_addr),
                 registry_addrs,
                 bind_addrs,
-                enable_handlers,
+                (enable_handlers, expose_only),
                 parent,
             )| {
                 SpawnSpec {
@@ -80,6 +80,7 @@ fn spawn_spec() -> impl Strategy<Value = SpawnSpec> {
                     bind_addrs,
                     enable_handlers,
                     parent,
+                    expose_only,
                 }
             },
         )
