@@ -98,6 +98,28 @@ pub fn spawn_helper(path: &str, args: &[&str]) -> std::process::Child {
         .unwrap_or_else(|e| panic!("spawn helper {path}: {e}"))
 }
 
+/// The example binary `name` of this build: `target/<profile>/examples/<name>` (examples
+/// of every workspace crate land there; `cargo xtask test` builds them).
+///
+/// # Panics
+///
+/// When it is not built.
+pub fn example_bin(name: &str) -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("the test binary's path");
+    let bin = exe
+        .parent()
+        .and_then(std::path::Path::parent)
+        .expect("target/<profile>/deps")
+        .join("examples")
+        .join(name);
+    assert!(
+        bin.exists(),
+        "{} is not built: `cargo build --workspace --examples` (cargo xtask test builds them)",
+        bin.display()
+    );
+    bin
+}
+
 /// Serialises tests that run a root actor in this process (one root per process): a
 /// no-op under nextest (one test per process), needed under `cargo test`.
 pub fn root_lock() -> std::sync::MutexGuard<'static, ()> {

@@ -7,22 +7,13 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
-/// The example binary `name` of this build (`cargo xtask test` builds the examples).
-fn example(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().and_then(std::path::Path::parent).unwrap();
-    let bin = dir.join("examples").join(name);
-    assert!(bin.exists(), "{} is not built: `cargo build -p plough --examples`", bin.display());
-    bin
-}
-
 /// Runs example `name` in a runtime dir of its own; its stdout, after checking it
 /// exited 0 and left no process and no file.
 fn run(name: &str) -> String {
     let _g = root_lock();
     become_subreaper();
     let rt = tempfile::tempdir().unwrap();
-    let out = Command::new(example(name))
+    let out = Command::new(plough_tests::example_bin(name))
         .env("XDG_RUNTIME_DIR", rt.path())
         .env_remove("PLOUGH_SPAWN_METHOD")
         .output()

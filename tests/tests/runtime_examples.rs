@@ -10,24 +10,12 @@ use plough_tests::{
     OutputLines, assert_no_descendants, become_subreaper, files_left_in, private_registry,
     root_lock, wait_exit,
 };
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 /// Bounds each program's run (and the host's start).
 const LIMIT: Duration = Duration::from_secs(30);
-
-/// The example binary `name` of this build: `target/<profile>/examples/<name>`.
-fn example(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let bin = exe.parent().and_then(Path::parent).unwrap().join("examples").join(name);
-    assert!(
-        bin.exists(),
-        "{} is not built: `cargo build -p plough --examples` (cargo xtask test builds them)",
-        bin.display()
-    );
-    bin
-}
 
 /// One run of an example, its stdout read line by line.
 struct Run {
@@ -37,7 +25,7 @@ struct Run {
 
 impl Run {
     fn start(name: &str, rt_dir: &Path, args: &[&str]) -> Run {
-        let mut child = Command::new(example(name))
+        let mut child = Command::new(plough_tests::example_bin(name))
             .args(args)
             .env("XDG_RUNTIME_DIR", rt_dir)
             .env_remove("PLOUGH_REGISTRY")
