@@ -290,10 +290,12 @@ fn stalled_frame() -> Vec<u8> {
 }
 
 /// Sends the stalled frame on `framed` and returns how long until the peer closed it
-/// (EOF, or a reset).
+/// (EOF, or a reset), timed from before the write: the peer's deadline cannot start
+/// before its first byte is written, while a clock read after the write may run late
+/// (this thread descheduled while the peer already reads).
 async fn stall(mut framed: FramedConnection) -> Duration {
-    framed.get_mut().write_all(&stalled_frame()).await.expect("write");
     let sent = std::time::Instant::now();
+    framed.get_mut().write_all(&stalled_frame()).await.expect("write");
     match tokio::time::timeout(LIMIT, framed.next()).await.expect("dropped within the limit") {
         None | Some(Err(_)) => sent.elapsed(),
         Some(Ok(f)) => panic!("expected the connection to close, got {:?}", f.decode()),

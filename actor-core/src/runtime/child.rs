@@ -105,10 +105,14 @@ async fn child(
     // A child forked in-process has one thread, and blocks its signals on it for good; one
     // that ran the program's `main` may have the program's threads too (tokio's workers
     // under `#[tokio::main]`), so it handles them process-wide, as a root does.
-    let signals = match boot.method {
+    // Never dropped: a child's `run` ends in its process's exit, and a stop signal that
+    // arrives after the shutdown (the parent-death signal racing an operator's SIGINT,
+    // say) while the runtime and the reaper drain must not kill it halfway, by the
+    // default action that dropping the handler would bring back.
+    let signals = std::mem::ManuallyDrop::new(match boot.method {
         SpawnMethod::MainThreadForkserver => Signals::until_exit(&watch),
         _ => Signals::process_wide(&watch),
-    };
+    });
     // Nothing is written through a runtime directory someone else controls (its parent
     // checked it, but it may have been replaced since).
     check_runtime_dir()?;
