@@ -12,21 +12,39 @@ fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_owned()
 }
 
-/// The published members: (directory, crate name).
-const PUBLISHED: [(&str, &str); 7] = [
-    ("", "plough"),
-    ("fork-prims", "plough-fork-prims"),
-    ("ipc-wire", "plough-ipc-wire"),
-    ("actor-core", "plough-actor-core"),
-    ("spawn-backends", "plough-spawn-backends"),
-    ("reaper", "plough-reaper"),
-    ("ps", "plough-ps"),
-];
+/// The members that stay unpublished.
+const UNPUBLISHED: [&str; 2] = ["xtask", "tests"];
+
+/// The published members, read off the workspace's `members` (so a new crate cannot be
+/// missed): (directory, crate name), the root package first.
+fn published() -> Vec<(String, String)> {
+    let root = root();
+    let workspace = std::fs::read_to_string(root.join("Cargo.toml")).unwrap();
+    let members = &workspace[workspace.find("members = [").expect("a members list")..];
+    let members = &members[..members.find(']').expect("the list's end")];
+    let mut out = vec![(String::new(), "plough".to_owned())];
+    for dir in members.split('"').skip(1).step_by(2) {
+        if UNPUBLISHED.contains(&dir) {
+            continue;
+        }
+        let manifest = std::fs::read_to_string(root.join(dir).join("Cargo.toml")).unwrap();
+        let name = manifest
+            .lines()
+            .find_map(|l| l.strip_prefix("name = \""))
+            .and_then(|l| l.strip_suffix('"'))
+            .unwrap_or_else(|| panic!("{dir}: no package name"));
+        out.push((dir.to_owned(), name.to_owned()));
+    }
+    assert!(out.len() >= 9, "only {out:?} found");
+    out
+}
 
 #[test]
 fn every_published_crate_has_metadata_a_readme_and_both_licenses() {
     let root = root();
-    for (dir, name) in PUBLISHED {
+    let published = published();
+    for (dir, name) in &published {
+        let name = name.as_str();
         let dir = root.join(dir);
         let manifest = std::fs::read_to_string(dir.join("Cargo.toml")).unwrap();
         assert!(manifest.contains(&format!("name = \"{name}\"")), "{}", dir.display());
@@ -49,14 +67,14 @@ fn every_published_crate_has_metadata_a_readme_and_both_licenses() {
         }
     }
     let workspace = std::fs::read_to_string(root.join("Cargo.toml")).unwrap();
-    for (_, name) in &PUBLISHED[1..] {
+    for (_, name) in &published[1..] {
         assert!(
             workspace.contains(&format!("{name} = {{ path = "))
                 && workspace.contains("version = \"0.1.0\" }"),
             "{name}: a workspace path dependency without a version"
         );
     }
-    for unpublished in ["xtask", "tests"] {
+    for unpublished in UNPUBLISHED {
         let manifest = std::fs::read_to_string(root.join(unpublished).join("Cargo.toml")).unwrap();
         assert!(manifest.contains("publish = false"), "{unpublished} must stay unpublished");
     }
