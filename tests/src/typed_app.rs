@@ -1,5 +1,5 @@
 //! Handlers declared and registered by typed handle, and an error type registered to
-//! travel as itself (`typed_handles.rs`).
+//! travel as itself (`runtime_typed_handles.rs`).
 
 use plough::{ActorError, ContextFn, Cx, Func, Registry, ServedContext, StreamFn};
 

@@ -1,6 +1,6 @@
 //! Typed handles (a function or context declared once with its types, registered and
-//! called with it) and error types that travel as themselves. Neither depends on the
-//! backend or the transport, so this file runs once, on the defaults.
+//! called with it) and error types that travel as themselves, in every backend and
+//! transport cell (issue 17's items each have tests in every cell).
 
 use futures::StreamExt;
 use plough_tests::typed_app::{
