@@ -5,12 +5,17 @@
 //! an orphan of the daemon's would be ours), no file in its runtime directory, and no
 //! tree directory in the temporary directory.
 
+use plough_fork_prims::ChildHandle;
 use plough_tests::{
-    assert_no_descendants, become_subreaper, example_bin, files_left_in, root_lock,
+    OutputLines, assert_no_descendants, become_subreaper, example_bin, files_left_in, root_lock,
+    wait_exit,
 };
 use std::path::PathBuf;
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::time::Duration;
+
+/// Bounds the example's whole run (a daemon's start, two remote spawns, the teardown).
+const LIMIT: Duration = Duration::from_secs(60);
 
 #[test]
 fn the_loopback_example_runs_actors_on_a_host_daemon_and_leaves_nothing() {
@@ -18,22 +23,21 @@ fn the_loopback_example_runs_actors_on_a_host_daemon_and_leaves_nothing() {
     become_subreaper();
     let rt = tempfile::tempdir().unwrap();
     let tmp = tempfile::tempdir().unwrap();
-    // Bounded by the runtime's own budgets (attach: the handshake's; spawn: the boot
-    // cap; the daemon's stop: its ladder), so a plain wait cannot hang.
-    let out = Command::new(example_bin("loopback"))
+    let mut child = Command::new(example_bin("loopback"))
         .arg("demo")
         .env("XDG_RUNTIME_DIR", rt.path())
         .env("TMPDIR", tmp.path())
         .env_remove("PLOUGH_SPAWN_METHOD")
-        .output()
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
         .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "loopback: {}\n{stdout}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let mut out = OutputLines::read(child.stdout.take().unwrap());
+    let handle = ChildHandle::from_std(child).unwrap();
+    handle.set_kill_on_drop(true);
+    let status = wait_exit(&handle, LIMIT).expect("the example exits in time");
+    let stdout = out.rest(LIMIT).expect("its stdout closes once it exited").join("\n");
+    assert!(status.success(), "loopback: {status}\n{stdout}");
     assert!(stdout.contains("daemon node-1 listening on tls://node-1@127.0.0.1:"), "{stdout}");
     assert!(stdout.contains("attached to node-1"), "{stdout}");
     assert!(stdout.contains("on node-1: 2 + 3 = 5"), "{stdout}");
