@@ -34,8 +34,9 @@
 //!   replacement answering its first call) per backend, next to spawn → first RPC in the
 //!   same run; a pool of 4 workers on trivial jobs next to the same jobs through
 //!   `Portal::run` on 4 fixed workers;
-//! * stream throughput child → parent, 64-byte messages with backpressure (default and
-//!   1024-message buffers), vs a raw UDS stream of 64-byte records between two processes;
+//! * stream throughput child → parent, 64-byte messages with backpressure (the default
+//!   config, and a 64-message buffer), vs a raw UDS stream of 64-byte records between two
+//!   processes (`--only stream64`; `--only stream1m` runs the 1 MiB rows below alone);
 //! * the data-plane rows (`benches/runtime/data_plane.rs`): RPC round trips pinned to one
 //!   core next to raw and tokio ping-pongs pinned the same way; 64 concurrent callers next
 //!   to 1; 1 MiB payloads through a stream and a call next to a raw UDS bulk transfer;
@@ -810,18 +811,21 @@ fn main() {
             Some(Stat::new("floor: Portal::run on 4 fixed workers", "k/s", fixed)),
         ));
     }
-    if run("stream") {
+    // `stream` runs both parts; `stream64` only the small messages, `stream1m` only 1 MiB.
+    if run("stream") || run("stream64") {
         let n = 200_000 * k as u64;
         let floor = Stat::new("floor: raw UDS stream, 64 B records", "k/s", raw_stream(n, 3));
-        let default_buf =
-            Stat::new("stream 64 B, backpressure, buffer 64", "k/s", stream_throughput(n, 64, 3));
-        let big_buf = Stat::new(
-            "stream 64 B, backpressure, buffer 1024",
+        let default_buf = Stat::new(
+            &format!("stream 64 B, default config (buffer {})", plough::STREAM_BUFFER),
             "k/s",
-            stream_throughput(n, 1024, 3),
+            stream_throughput(n, plough::STREAM_BUFFER, 3),
         );
+        let small_buf =
+            Stat::new("stream 64 B, backpressure, buffer 64", "k/s", stream_throughput(n, 64, 3));
         rows.push((default_buf, Some(floor.clone())));
-        rows.push((big_buf, Some(floor)));
+        rows.push((small_buf, Some(floor)));
+    }
+    if run("stream") || run("stream1m") {
         rows.extend(data_plane::stream_rows(k));
     }
 

@@ -7,6 +7,7 @@
 //! * [`Conversation`]: the routed half of a long-lived call (a context), into which the
 //!   reader task delivers that call's messages.
 
+mod batch;
 mod buffered;
 mod channel;
 #[cfg(test)]

@@ -50,6 +50,10 @@ struct Hello {
   # none. Sent where builds must match (between hosts, over TLS): a peer whose build
   # differs is refused, told both ids.
   build @3 :Data;
+  # The speaker reads `Msg.yields` (several stream items in one frame). A peer sends
+  # batches only to one that said so; an older peer, which never says it, gets one
+  # `yield` per item.
+  batches @4 :Bool;
 }
 
 struct KeyValue {
@@ -115,6 +119,12 @@ struct StartAck {
 struct CidPayload {
   cid @0 :UInt64;
   payload @1 :Data;
+}
+
+# A call id and several payloads, in order: a batch of stream items (`Msg.yields`).
+struct CidPayloads {
+  cid @0 :UInt64;
+  payloads @1 :List(Data);
 }
 
 struct CancelAck {
@@ -207,5 +217,8 @@ struct Msg {
     proof @10 :Data;       # the answer to the peer's `Hello.nonce`: HMAC-SHA256 under the
                            # tree's secret of this connection's two hellos (see ipc-wire's
                            # `auth` module), sent once, right after the hellos
+    yields @11 :CidPayloads; # several stream items of one call, in order, as if each had
+                             # come as a `yield`; sent only to a peer whose `Hello.batches`
+                             # said it reads them
   }
 }

@@ -427,13 +427,13 @@ mod tests {
             yield_msg(1),
             yield_msg(1 << 20),
             Msg::Stop { cid: 1 },
-            Msg::Error(crate::msg::ErrorMsg {
+            Msg::Error(Box::new(crate::msg::ErrorMsg {
                 relay_path: vec![aid.clone(), aid.clone()],
                 canceller: Some(aid.clone()),
                 source: aid,
                 message: "x".repeat(33),
                 ..Default::default()
-            }),
+            })),
         ];
         for msg in &msgs {
             let hint = msg.size_hint_words();

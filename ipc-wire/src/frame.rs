@@ -153,6 +153,7 @@ impl Frame {
                 (Some(p.get_cid()), Some(p.get_payload().map_err(fail)?))
             }
             W::Stop(cid) => (Some(cid), None),
+            W::Yields(y) => (Some(y.map_err(fail)?.get_cid()), None),
             W::CancelAck(a) => (Some(a.map_err(fail)?.get_cid()), None),
             W::Error(e) => {
                 use schema::error::cid::Which as C;
@@ -185,6 +186,7 @@ impl Frame {
             Ok(W::StartAck(a)) => a.ok().map(|a| a.get_cid()),
             Ok(W::Started(p) | W::Yield(p) | W::Return(p)) => p.ok().map(|p| p.get_cid()),
             Ok(W::Stop(cid)) => Some(cid),
+            Ok(W::Yields(y)) => y.ok().map(|y| y.get_cid()),
             Ok(W::CancelAck(a)) => a.ok().map(|a| a.get_cid()),
             Ok(W::Error(e)) => match e.ok()?.get_cid().which() {
                 Ok(schema::error::cid::Which::Id(id)) => Some(id),

@@ -177,6 +177,8 @@ struct Slot {
 pub struct Established {
     /// Who the peer is.
     pub peer: Aid,
+    /// The peer reads batches of stream items ([`Msg::Yields`]); it said so in its hello.
+    pub peer_batches: bool,
     /// The framed connection, now under the post-handshake limits. Bytes the peer sent
     /// right after its proof are already buffered in it: nothing is lost.
     pub framed: FramedConnection,
@@ -511,9 +513,9 @@ async fn exchange(
         e => e,
     });
     match out {
-        Ok(peer) => {
+        Ok((peer, peer_batches)) => {
             framed.codec_mut().set_limits(config.limits);
-            Ok(Established { peer, framed })
+            Ok(Established { peer, peer_batches, framed })
         }
         Err(e) => {
             if let Some(why) = e.refusal(config.deadline) {
@@ -534,13 +536,14 @@ async fn steps(
     slot: Option<&Slot>,
     (my_view, their_view): &(String, String),
     build: Option<BuildId>,
-) -> Result<Aid, HandshakeError> {
+) -> Result<(Aid, bool), HandshakeError> {
     let hello = Hello {
         aid: me.aid.clone(),
         nonce: bytes::Bytes::copy_from_slice(ours),
         build: build.map(|b| bytes::Bytes::copy_from_slice(&b.0)).unwrap_or_default(),
+        batches: true,
     };
-    framed.send(&Msg::Hello(hello)).await?;
+    framed.send(&Msg::Hello(Box::new(hello))).await?;
     let peer = match next(framed).await? {
         Msg::Hello(h) => h,
         other => return Err(unexpected(MsgKind::Hello, &other)),
@@ -594,7 +597,7 @@ async fn steps(
     if role == Role::Accepting {
         framed.send(&Msg::Proof(my_proof(secret).to_vec().into())).await?;
     }
-    Ok(peer.aid)
+    Ok((peer.aid, peer.batches))
 }
 
 /// The next message of the handshake; a refusal from the peer is [`HandshakeError::Refused`].
@@ -627,14 +630,14 @@ fn log_refusal(role: Role, peer: &Peer, why: &Refusal) {
 /// Tells the peer why it is refused (one error frame, best effort and briefly), then
 /// closes our side.
 async fn refuse(framed: &mut FramedConnection, me: &Aid, why: &Refusal) {
-    let msg = Msg::Error(ErrorMsg {
+    let msg = Msg::Error(Box::new(ErrorMsg {
         cid: None,
         source: me.clone(),
         kind: ErrorKind::Refused,
         type_name: ErrorKind::Refused.type_name().to_owned(),
         message: why.to_string(),
         ..ErrorMsg::default()
-    });
+    }));
     let _ = tokio::time::timeout(REFUSAL_WRITE, async {
         SinkExt::<&Msg>::send(framed, &msg).await?;
         SinkExt::<&Msg>::close(framed).await

@@ -129,6 +129,8 @@ pub struct Hello {
     /// The speaker's build id (16 bytes, see [`BuildId`](crate::BuildId)), or empty: the
     /// handshake sends it where builds must match (over TLS by default).
     pub build: Bytes,
+    /// The speaker reads [`Msg::Yields`]: its peer may send it stream items in batches.
+    pub batches: bool,
 }
 
 /// Process-global runtime settings a parent hands to a child.
@@ -319,9 +321,9 @@ pub struct ErrorMsg {
 #[allow(missing_docs)]
 pub enum Msg {
     /// The first message both ways on every connection.
-    Hello(Hello),
-    SpawnSpec(SpawnSpec),
-    Start(Start),
+    Hello(Box<Hello>),
+    SpawnSpec(Box<SpawnSpec>),
+    Start(Box<Start>),
     StartAck(StartAck),
     Started {
         cid: Cid,
@@ -339,10 +341,17 @@ pub enum Msg {
         payload: Payload,
     },
     CancelAck(CancelAck),
-    Error(ErrorMsg),
+    Error(Box<ErrorMsg>),
     /// The answer to the peer's [`Hello::nonce`]: a MAC under the tree's secret of both
     /// hellos (see the `auth` module). Sent once per connection, right after the hellos.
     Proof(Bytes),
+    /// Several stream items of one call, in order: the same as that many
+    /// [`Msg::Yield`]s. Its kind is [`MsgKind::Yield`]. Sent only to a peer whose
+    /// [`Hello::batches`] says it reads them.
+    Yields {
+        cid: Cid,
+        payloads: Vec<Payload>,
+    },
 }
 
 impl Msg {
@@ -354,7 +363,7 @@ impl Msg {
             Msg::Start(_) => MsgKind::Start,
             Msg::StartAck(_) => MsgKind::StartAck,
             Msg::Started { .. } => MsgKind::Started,
-            Msg::Yield { .. } => MsgKind::Yield,
+            Msg::Yield { .. } | Msg::Yields { .. } => MsgKind::Yield,
             Msg::Stop { .. } => MsgKind::Stop,
             Msg::Return { .. } => MsgKind::Return,
             Msg::CancelAck(_) => MsgKind::CancelAck,
@@ -371,6 +380,7 @@ impl Msg {
             Msg::StartAck(a) => Some(a.cid),
             Msg::Started { cid, .. }
             | Msg::Yield { cid, .. }
+            | Msg::Yields { cid, .. }
             | Msg::Stop { cid }
             | Msg::Return { cid, .. } => Some(*cid),
             Msg::CancelAck(a) => Some(a.cid),
@@ -418,6 +428,7 @@ impl Msg {
                 if !h.build.is_empty() {
                     hb.set_build(&h.build);
                 }
+                hb.set_batches(h.batches);
             }
             Msg::SpawnSpec(s) => write_spawn_spec(s, b.init_spawn_spec()),
             Msg::Start(s) => {
@@ -447,6 +458,15 @@ impl Msg {
             }
             Msg::Error(e) => write_error(e, b.init_error()),
             Msg::Proof(mac) => b.set_proof(mac),
+            Msg::Yields { cid, payloads } => {
+                let mut yb = b.init_yields();
+                yb.set_cid(*cid);
+                let len = u32::try_from(payloads.len()).expect("a batch of fewer than 2^32 items");
+                let mut list = yb.init_payloads(len);
+                for (i, p) in payloads.iter().enumerate() {
+                    list.set(i as u32, p);
+                }
+            }
         }
     }
 
@@ -477,7 +497,7 @@ impl Msg {
         let msg = match which {
             W::Hello(h) => {
                 let h = cx.ok(h)?;
-                Msg::Hello(Hello {
+                Msg::Hello(Box::new(Hello {
                     aid: cx.aid(cx.ok(h.get_aid())?)?,
                     nonce: cx.share(cx.ok(h.get_nonce())?)?,
                     build: if h.has_build() {
@@ -485,12 +505,13 @@ impl Msg {
                     } else {
                         Bytes::new()
                     },
-                })
+                    batches: h.get_batches(),
+                }))
             }
-            W::SpawnSpec(s) => Msg::SpawnSpec(cx.spawn_spec(cx.ok(s)?)?),
+            W::SpawnSpec(s) => Msg::SpawnSpec(Box::new(cx.spawn_spec(cx.ok(s)?)?)),
             W::Start(s) => {
                 let s = cx.ok(s)?;
-                Msg::Start(Start {
+                Msg::Start(Box::new(Start {
                     cid: s.get_cid(),
                     function: cx.text(s.get_function())?,
                     args: cx.share(cx.ok(s.get_args())?)?.into(),
@@ -501,7 +522,7 @@ impl Msg {
                     } else {
                         None
                     },
-                })
+                }))
             }
             W::StartAck(a) => {
                 let a = cx.ok(a)?;
@@ -524,8 +545,17 @@ impl Msg {
                 let a = cx.ok(a)?;
                 Msg::CancelAck(CancelAck { cid: a.get_cid(), acked: a.get_acked() })
             }
-            W::Error(e) => Msg::Error(cx.error(cx.ok(e)?)?),
+            W::Error(e) => Msg::Error(Box::new(cx.error(cx.ok(e)?)?)),
             W::Proof(mac) => Msg::Proof(cx.share(cx.ok(mac)?)?),
+            W::Yields(y) => {
+                let y = cx.ok(y)?;
+                let list = cx.ok(y.get_payloads())?;
+                let mut payloads = cx.vec(list.len())?;
+                for item in list.iter() {
+                    payloads.push(cx.share(cx.ok(item)?)?.into());
+                }
+                Msg::Yields { cid: y.get_cid(), payloads }
+            }
         };
         Ok(msg)
     }
@@ -558,6 +588,11 @@ impl Msg {
             Msg::CancelAck(_) => words::<schema::cancel_ack::Builder<'_>>(),
             Msg::Error(e) => error_words(e),
             Msg::Proof(mac) => data_words(mac),
+            Msg::Yields { payloads, .. } => {
+                words::<schema::cid_payloads::Builder<'_>>()
+                    + payloads.len()
+                    + payloads.iter().map(|p| data_words(p)).sum::<usize>()
+            }
         };
         1 + words::<schema::msg::Builder<'_>>() + body
     }
@@ -573,13 +608,14 @@ impl Msg {
             | Msg::Yield { payload, .. }
             | Msg::Return { payload, .. } => payload.len(),
             Msg::Error(e) => e.message.len() + e.backtrace.len() + e.type_name.len(),
+            Msg::Yields { payloads, .. } => payloads.iter().map(Payload::len).sum(),
             _ => 0,
         }
     }
 }
 
-pub(crate) fn kind_of<A, B, C, D, E, F, G, H, I, J>(
-    w: &schema::msg::Which<A, B, C, D, E, F, G, H, I, J>,
+pub(crate) fn kind_of<A, B, C, D, E, F, G, H, I, J, K>(
+    w: &schema::msg::Which<A, B, C, D, E, F, G, H, I, J, K>,
 ) -> MsgKind {
     use schema::msg::Which as W;
     match w {
@@ -594,6 +630,7 @@ pub(crate) fn kind_of<A, B, C, D, E, F, G, H, I, J>(
         W::CancelAck(_) => MsgKind::CancelAck,
         W::Error(_) => MsgKind::Error,
         W::Proof(_) => MsgKind::Proof,
+        W::Yields(_) => MsgKind::Yield,
     }
 }
 
@@ -1037,6 +1074,14 @@ mod tests {
     use tokio_util::codec::Decoder;
 
     #[test]
+    fn a_message_is_small_enough_to_move_cheaply() {
+        // Every message is moved several times between a sender and the socket (into a
+        // queue, out of it, into the encoder): the rare large variants are boxed so that
+        // a stream item or a reply is a few words, not the size of an error.
+        assert!(std::mem::size_of::<Msg>() <= 48, "Msg is {} bytes", std::mem::size_of::<Msg>());
+    }
+
+    #[test]
     fn a_trace_context_reads_as_a_w3c_traceparent_and_survives_the_wire() {
         let mut trace_id = [0u8; 16];
         trace_id[0] = 0x4b;
@@ -1045,7 +1090,7 @@ mod tests {
         assert_eq!(t.to_string(), "00-4b000000000000000000000000000036-00f000000000007a-01");
         assert!(t.is_valid());
         assert!(!TraceContext::default().is_valid());
-        let start = Msg::Start(Start { cid: 3, trace: Some(t), ..Start::default() });
+        let start = Msg::Start(Box::new(Start { cid: 3, trace: Some(t), ..Start::default() }));
         let mut buf = BytesMut::new();
         tokio_util::codec::Encoder::encode(&mut FrameCodec::default(), start.clone(), &mut buf)
             .expect("encodes");

@@ -157,11 +157,12 @@ fn a_peer_of_our_uid_without_the_secret_is_refused_with_bad_proof() {
         let mut framed = FramedConnection::new(conn, FrameCodec::default());
         let me = stranger("raw");
         framed
-            .send(Msg::Hello(plough::ipc_wire::Hello {
+            .send(Msg::Hello(Box::new(plough::ipc_wire::Hello {
                 aid: me.aid.clone(),
                 nonce: vec![1; 32].into(),
                 build: Default::default(),
-            }))
+                batches: false,
+            })))
             .await
             .unwrap();
         framed.send(Msg::Proof(vec![0; 32].into())).await.unwrap();

@@ -102,7 +102,8 @@ fn a_child_overrunning_a_parent_that_never_opened_its_stream_interrupts_the_pare
         assert_eq!(again.as_remote().map(|r| r.kind), Some(ErrorKind::StreamOverrun));
         // With backpressure, into a parent in `result`: the same overrun, never a wait
         // for credit that cannot come.
-        let (ctx, ()) = p.open_context::<_, ()>("ctx_fast_source", (1000u64, true)).await?;
+        let (ctx, ()) =
+            p.open_context::<_, ()>("ctx_fast_source", (2 * STREAM_BUFFER as u64, true)).await?;
         let e = step("the backpressured overrun", ctx.result::<u64>()).await.unwrap_err();
         assert_eq!(e.as_remote().map(|r| r.kind), Some(ErrorKind::StreamOverrun), "{e}");
         Ok(())
@@ -187,11 +188,11 @@ async fn step_quiet<T>(fut: impl std::future::Future<Output = T>) -> T {
     tokio::time::timeout(STEP, fut).await.unwrap_or_else(|_| panic!("not within {STEP:?}"))
 }
 
-/// A receiver that allows overruns keeps 1,000 messages from a sender that does not wait
-/// for credit, far past its buffer of 64, and reads them all in order.
+/// A receiver that allows overruns keeps three buffers' worth of messages from a sender
+/// that does not wait for credit, far past its buffer, and reads them all in order.
 #[test]
 fn a_receiver_that_allows_overruns_keeps_what_a_fast_sender_sends_beyond_its_buffer() {
-    const N: u64 = 1000;
+    const N: u64 = 3 * STREAM_BUFFER as u64;
     in_nursery(|n| async move {
         let p = n.start_actor("flooder").await?;
         let (ctx, ()) = p.open_context::<_, ()>("ctx_flood_on_request", N).await?;

@@ -24,14 +24,14 @@ const LIMIT: Duration = Duration::from_secs(60);
 
 /// A `Start` of `function(args)` with call id `cid` (odd: the dialer's), from `caller`.
 fn start(cid: u64, function: &str, args: &impl serde::Serialize, caller: &Aid) -> Msg {
-    Msg::Start(Start {
+    Msg::Start(Box::new(Start {
         cid,
         function: function.to_owned(),
         args: Payload::encode(args).expect("args encode"),
         caller: caller.clone(),
         kind: CallKind::Function,
         trace: None,
-    })
+    }))
 }
 
 fn frame_bytes(msg: &Msg) -> Vec<u8> {
@@ -206,7 +206,7 @@ fn amplifying_frame(cid: u64, m: usize, k: usize) -> Vec<u8> {
         (0..m).map(|j| ErrorMsg { cid: Some(MARK + j as u64), ..leaf() }).collect();
     nested[0].nested = (0..k).map(|_| leaf()).collect();
     let top = ErrorMsg { cid: Some(cid), source: small.clone(), nested, ..Default::default() };
-    let mut buf = frame_bytes(&Msg::Error(top));
+    let mut buf = frame_bytes(&Msg::Error(Box::new(top)));
     // `nested` is an `Error`'s last pointer, 9 words after its cid's id.
     let first = find(&buf, MARK) + 9;
     let pointer = word(&buf, first);

@@ -128,6 +128,12 @@ impl RemoteActorError {
     }
 }
 
+impl From<Box<ErrorMsg>> for RemoteActorError {
+    fn from(m: Box<ErrorMsg>) -> Self {
+        RemoteActorError::from(*m)
+    }
+}
+
 impl From<ErrorMsg> for RemoteActorError {
     fn from(m: ErrorMsg) -> Self {
         RemoteActorError {

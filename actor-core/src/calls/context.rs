@@ -205,7 +205,7 @@ impl Context {
             kind,
             trace: trace.cx,
         };
-        channel.send(Msg::Start(start)).await?;
+        channel.send(Msg::Start(Box::new(start))).await?;
         // Wait for `Started` (or the child's early end).
         let first = ctx
             .wait(|ib| {

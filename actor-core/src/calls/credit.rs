@@ -122,6 +122,11 @@ impl SendCredit {
         }
     }
 
+    /// [`SendCredit::acquire`] without waiting: `None` when it would wait.
+    pub(crate) fn try_acquire(&self, len: usize) -> Option<Result<(), CreditClosed>> {
+        self.try_take(i64::try_from(len).unwrap_or(i64::MAX))
+    }
+
     /// Takes the credit for a message of `len` bytes if there is enough; `None` to wait.
     fn try_take(&self, len: i64) -> Option<Result<(), CreditClosed>> {
         let mut s = self.state.locked();

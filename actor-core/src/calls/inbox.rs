@@ -201,6 +201,32 @@ impl Conv {
     }
 }
 
+impl Conv {
+    /// Buffers one stream item, or tells both sides of the overrun it makes (and drops it
+    /// and every later one). Returns whether later items are still taken.
+    fn stream_item(&self, ib: &mut Inbox, payload: Payload, channel: &Channel) -> bool {
+        if ib.overrun || ib.self_closed {
+            return false;
+        }
+        let Err(bound) = self.admit(ib, payload) else { return true };
+        ib.overrun = true;
+        tracing::warn!(cid = self.cid, sender = %self.peer, %bound, "stream overrun: telling the sender");
+        let mut e = RemoteActorError::new(
+            self.me.clone(),
+            ErrorKind::StreamOverrun,
+            format!("{} sent faster than {} read: {bound}", self.peer, self.me),
+        );
+        e.overrun_sender = Some(self.peer.clone());
+        channel.send_detached(Msg::Error(Box::new(e.to_msg(Some(self.cid)))));
+        ib.stream_error = Some(ActorError::StreamOverrun {
+            sender: self.peer.clone(),
+            receiver: self.me.clone(),
+            bound: Box::new(bound),
+        });
+        false
+    }
+}
+
 impl Drop for Conv {
     fn drop(&mut self) {
         // What is still buffered leaves the connection's budget with the conversation.
@@ -224,26 +250,12 @@ impl Conversation for Conv {
                 ib.started = Some(payload);
             }
             Msg::Yield { payload, .. } => {
-                if ib.overrun || ib.self_closed {
-                    return;
-                }
-                match self.admit(&mut ib, payload) {
-                    Ok(()) => {}
-                    Err(bound) => {
-                        ib.overrun = true;
-                        tracing::warn!(cid = self.cid, sender = %self.peer, %bound, "stream overrun: telling the sender");
-                        let mut e = RemoteActorError::new(
-                            self.me.clone(),
-                            ErrorKind::StreamOverrun,
-                            format!("{} sent faster than {} read: {bound}", self.peer, self.me),
-                        );
-                        e.overrun_sender = Some(self.peer.clone());
-                        channel.send_detached(Msg::Error(e.to_msg(Some(self.cid))));
-                        ib.stream_error = Some(ActorError::StreamOverrun {
-                            sender: self.peer.clone(),
-                            receiver: self.me.clone(),
-                            bound: Box::new(bound),
-                        });
+                self.stream_item(&mut ib, payload, channel);
+            }
+            Msg::Yields { payloads, .. } => {
+                for payload in payloads {
+                    if !self.stream_item(&mut ib, payload, channel) {
+                        break;
                     }
                 }
             }

@@ -108,7 +108,7 @@ impl Portal {
             kind: CallKind::Function,
             trace,
         };
-        self.channel.send(Msg::Start(start)).await
+        self.channel.send(Msg::Start(Box::new(start))).await
     }
 
     /// Runs `function(args)` in the actor and returns its result.

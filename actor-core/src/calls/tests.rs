@@ -74,7 +74,7 @@ impl Child {
     /// Sends what the serving layer would when the child's function failed with `err`.
     async fn fails(&self, p: &Pair, err: &ActorError) {
         let msg = relay(err, &acceptor_aid()).to_msg(Some(self.start.cid));
-        p.acceptor.send(Msg::Error(msg)).await.unwrap();
+        p.acceptor.send(Msg::Error(Box::new(msg))).await.unwrap();
     }
 }
 
@@ -567,7 +567,7 @@ async fn with_backpressure_a_fast_sender_waits_and_nothing_is_lost() {
     let p = within("the pair", pair()).await;
     let (parent, child) = open(&p).await;
     let (ps, cs) = streams(&parent, &child, StreamConfig::backpressure()).await;
-    const N: u32 = 500;
+    const N: u32 = 2 * STREAM_BUFFER as u32 + 100;
     for n in 0..STREAM_BUFFER as u32 {
         cs.send(&n).await.unwrap();
     }
@@ -763,7 +763,7 @@ async fn portal_run_returns_the_value_or_the_remote_error() {
             p.acceptor.send(Msg::StartAck(ack)).await.unwrap();
             let cancelled = ActorError::ContextCancelled { canceller: third.clone() };
             let err = relay(&cancelled, &acceptor_aid()).to_msg(Some(s.cid));
-            p.acceptor.send(Msg::Error(err)).await.unwrap();
+            p.acceptor.send(Msg::Error(Box::new(err))).await.unwrap();
         })
     })
     .await;

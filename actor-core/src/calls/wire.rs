@@ -8,26 +8,26 @@ use plough_ipc_wire::payload::Payload;
 
 /// `plough.cancel_call` for call `target`: nobody waits for its ack, so it carries cid 0.
 pub(crate) fn cancel_call_msg(target: Cid, me: &Aid) -> Msg {
-    Msg::Start(Start {
+    Msg::Start(Box::new(Start {
         cid: 0,
         function: CANCEL_CALL.to_owned(),
         args: Payload::encode(&target).expect("u64 encodes"),
         caller: me.clone(),
         kind: CallKind::Function,
         trace: None,
-    })
+    }))
 }
 
 /// A stream-credit grant for context `cid`: `(messages, bytes)` as its argument.
 pub(crate) fn credit_msg(cid: Cid, me: &Aid, credit: Credit) -> Msg {
-    Msg::Start(Start {
+    Msg::Start(Box::new(Start {
         cid,
         function: CREDIT.to_owned(),
         args: Payload::encode(&(credit.messages, credit.bytes)).expect("integers encode"),
         caller: me.clone(),
         kind: CallKind::Function,
         trace: None,
-    })
+    }))
 }
 
 /// A remote error as the caller sees it: a cancellation is `ContextCancelled`.

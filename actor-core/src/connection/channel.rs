@@ -3,7 +3,8 @@
 //! One reader task routes every incoming message: a `Start` goes to the local actor to be
 //! served; anything carrying the cid of a call *we* made goes to that call's mailbox. One
 //! writer task owns the sink and coalesces: it writes every queued message, then flushes
-//! once, so a burst of small messages costs one syscall. Its queue is bounded in messages
+//! once, so a burst of small messages costs one syscall, and the small stream items of
+//! one call queued together leave as one frame (see the `batch` module). Its queue is bounded in messages
 //! and, for large ones, in bytes ([`Budgets::outgoing_bytes`](crate::Budgets::outgoing_bytes)):
 //! a peer that does not read makes our senders wait, not our memory grow.
 //!
@@ -52,6 +53,7 @@
 //! is full: a peer that floods us without reading our answers stalls its own connection,
 //! and costs no memory beyond the queue.
 
+use super::batch::{BATCH_ITEM_BYTES, Batcher};
 use super::{BufferedBytes, Conversation, Credit, Serve};
 use crate::base::budgets::Budgets;
 use crate::base::error::{ActorError, During, RemoteActorError};
@@ -83,6 +85,8 @@ struct Inner {
     /// Whether we dialed (our cids are odd) or accepted (even).
     dialer: bool,
     tx: mpsc::Sender<Queued>,
+    /// Small stream items for the writer ([`Outbox`]).
+    outbox: Mutex<Outbox>,
     /// Bytes of large messages queued for the writer ([`Budgets::outgoing_bytes`]).
     outgoing: Arc<Semaphore>,
     /// The permits of [`Inner::outgoing`] one message may take at most.
@@ -101,6 +105,9 @@ struct Inner {
     next_cid: AtomicU64,
     /// Cancelled when the connection is gone (either direction).
     closed: CancellationToken,
+    /// Set just before `closed` is cancelled: what the hot path reads (a token's
+    /// `is_cancelled` takes a lock).
+    is_closed: AtomicBool,
     /// Cancelled to ask the writer to flush and close.
     shutdown: CancellationToken,
     reason: Mutex<Option<String>>,
@@ -153,18 +160,43 @@ impl InFlight {
     }
 }
 
-/// A message queued for the writer, with the permits of
-/// [`Budgets::outgoing_bytes`] it holds until it is written (large messages only).
-struct Queued {
-    msg: Msg,
-    bytes: Option<OwnedSemaphorePermit>,
+/// What the writer's queue holds.
+enum Queued {
+    /// A message, with the permits of [`Budgets::outgoing_bytes`] it holds until it is
+    /// written (large messages only).
+    Msg(Msg, Option<OwnedSemaphorePermit>),
+    /// The small stream items in the [`Outbox`], in their place in the queue.
+    Outbox,
 }
 
 impl From<Msg> for Queued {
     fn from(msg: Msg) -> Self {
-        Queued { msg, bytes: None }
+        Queued::Msg(msg, None)
     }
 }
+
+/// Small stream items on their way to the writer, kept out of the queue: queueing one is
+/// a push under a lock the writer takes once per batch, not a trip through the channel.
+///
+/// The items stay in their place among the other messages. They are held in segments,
+/// each with one [`Queued::Outbox`] marker in the queue (queued under the same lock as the
+/// segment is opened), and the writer writes one segment per marker. An item joins the
+/// last segment while it is *open*: until a message goes through the queue behind its
+/// marker (which closes it), or the writer takes it. So everything queued before an item
+/// is written before it, and everything queued after it (a `Stop`, a `Return`) after it.
+/// While the outbox is full, or no marker fits in the queue, an item goes through the
+/// queue like any other message.
+#[derive(Default)]
+struct Outbox {
+    segments: std::collections::VecDeque<Vec<Msg>>,
+    /// The last segment still takes items.
+    open: bool,
+    /// The items in all segments.
+    len: usize,
+}
+
+/// The outbox holds at most this many items (one batch's worth, see the `batch` module).
+const OUTBOX: usize = super::batch::BATCH_ITEMS;
 
 /// A payload this large (64 KiB) or larger is charged to [`Budgets::outgoing_bytes`] while
 /// its message waits for the writer; smaller ones are bounded by the length of the queue.
@@ -240,6 +272,7 @@ impl Channel {
             me,
             dialer,
             tx,
+            outbox: Mutex::new(Outbox::default()),
             outgoing: Arc::new(Semaphore::new(outgoing_max as usize)),
             outgoing_max,
             calls: Mutex::new(HashMap::new()),
@@ -249,6 +282,7 @@ impl Channel {
             buffered: Arc::new(BufferedBytes::new(budgets.stream_buffers)),
             next_cid: AtomicU64::new(if dialer { 1 } else { 2 }),
             closed: CancellationToken::new(),
+            is_closed: AtomicBool::new(false),
             shutdown: CancellationToken::new(),
             reason: Mutex::new(None),
             cancel_requested: AtomicBool::new(false),
@@ -257,6 +291,7 @@ impl Channel {
             death: Mutex::new(None),
         });
         let channel = Channel { inner };
+        let mut batcher = Batcher::new(est.peer_batches);
         let clock = est.framed.codec().partial_frame_clock();
         let frame_read = budgets.frame_read;
         let (mut sink, mut stream) = est.framed.split();
@@ -267,6 +302,7 @@ impl Channel {
         tokio::spawn(async move {
             let result: Result<(), String> = async {
                 let mut written = Vec::new();
+                let mut items = Vec::new();
                 loop {
                     let first = tokio::select! {
                         biased;
@@ -275,18 +311,18 @@ impl Channel {
                         () = w.inner.closed.cancelled() => return Ok(()),
                     };
                     let Some(first) = first else { break };
-                    sink.feed(first.msg).await.map_err(|e| e.to_string())?;
-                    written.push(first.bytes);
+                    w.write(first, &mut batcher, &mut sink, &mut written, &mut items).await?;
                     while let Ok(q) = rx.try_recv() {
-                        sink.feed(q.msg).await.map_err(|e| e.to_string())?;
-                        written.push(q.bytes);
+                        w.write(q, &mut batcher, &mut sink, &mut written, &mut items).await?;
                     }
+                    batcher.finish(&mut sink).await.map_err(|e| e.to_string())?;
                     sink.flush().await.map_err(|e| e.to_string())?;
                     written.clear();
                 }
                 while let Ok(q) = rx.try_recv() {
-                    sink.feed(q.msg).await.map_err(|e| e.to_string())?;
+                    w.write(q, &mut batcher, &mut sink, &mut written, &mut items).await?;
                 }
+                batcher.finish(&mut sink).await.map_err(|e| e.to_string())?;
                 sink.close().await.map_err(|e| e.to_string())
             }
             .await;
@@ -375,9 +411,9 @@ impl Channel {
                         self.inner.me, self.inner.max_in_flight, self.inner.peer, start.function
                     ),
                 );
-                return Some(Msg::Error(e.to_msg(Some(cid))));
+                return Some(Msg::Error(Box::new(e.to_msg(Some(cid)))));
             }
-            server.serve(self, start);
+            server.serve(self, *start);
             return None;
         }
         let Some(cid) = msg.cid() else {
@@ -429,7 +465,7 @@ impl Channel {
             match calls.get(&cid) {
                 Some(Route::Call(tx, _)) => {
                     // A reply to our call: the call fails here; the peer is done with it.
-                    let _ = tx.send(Msg::Error(error));
+                    let _ = tx.send(Msg::Error(Box::new(error)));
                     return None;
                 }
                 Some(Route::Conv(c, _)) => Some(Arc::clone(c)),
@@ -438,7 +474,7 @@ impl Channel {
         };
         match conv {
             // A context, ours or the peer's: both sides fail it.
-            Some(c) => c.deliver(Msg::Error(error.clone()), self),
+            Some(c) => c.deliver(Msg::Error(Box::new(error.clone())), self),
             // Not a call of ours in flight: nobody here waits for it.
             None if !self.is_peers(cid) => {
                 tracing::debug!(peer = %self.inner.peer, cid, "the unreadable message was for a call nobody waits for");
@@ -446,7 +482,7 @@ impl Channel {
             }
             None => {}
         }
-        Some(Msg::Error(error))
+        Some(Msg::Error(Box::new(error)))
     }
 
     /// Notes what we send: a final answer to a call the peer made (`Return`, `CancelAck`,
@@ -500,6 +536,7 @@ impl Channel {
             *r = Some(reason);
         }
         drop(r);
+        self.inner.is_closed.store(true, Ordering::Release);
         self.inner.closed.cancel();
         // Close every call's mailbox: their `recv` reports TransportClosed.
         let calls = std::mem::take(&mut *self.inner.calls.locked());
@@ -528,7 +565,7 @@ impl Channel {
 
     /// Whether the connection is gone.
     pub(crate) fn is_closed(&self) -> bool {
-        self.inner.closed.is_cancelled()
+        self.inner.is_closed.load(Ordering::Acquire)
     }
 
     /// Resolves when the connection is gone.
@@ -564,6 +601,15 @@ impl Channel {
         if self.is_closed() {
             return Err(self.closed_error());
         }
+        let msg = match msg {
+            Msg::Yield { ref payload, .. } if payload.len() <= BATCH_ITEM_BYTES => {
+                match self.to_outbox(msg) {
+                    None => return Ok(()),
+                    Some(msg) => msg,
+                }
+            }
+            msg => msg,
+        };
         let len = msg.payload().map_or(0, |p| p.len());
         let bytes = if len >= LARGE_MESSAGE {
             let n = u32::try_from(len).unwrap_or(u32::MAX).min(self.inner.outgoing_max);
@@ -576,10 +622,76 @@ impl Channel {
             None
         };
         self.note_outgoing(&msg);
-        match self.inner.tx.send(Queued { msg, bytes }).await {
+        self.close_outbox_segment();
+        match self.inner.tx.send(Queued::Msg(msg, bytes)).await {
             Ok(()) => Ok(()),
             Err(_) => Err(self.lost().await),
         }
+    }
+
+    /// Puts a small stream item in the [`Outbox`]; gives it back when it must go through
+    /// the queue instead (the outbox is full, or the marker finds no room in the queue).
+    fn to_outbox(&self, msg: Msg) -> Option<Msg> {
+        let mut o = self.inner.outbox.locked();
+        if o.len >= OUTBOX {
+            o.open = false;
+            return Some(msg);
+        }
+        if !o.open {
+            // The marker is queued under the lock, so a segment never lacks its marker
+            // nor a marker its segment.
+            match self.inner.tx.try_reserve() {
+                Ok(permit) => permit.send(Queued::Outbox),
+                Err(_) => return Some(msg),
+            }
+            o.segments.push_back(Vec::new());
+            o.open = true;
+        }
+        o.len += 1;
+        o.segments.back_mut().expect("an open segment").push(msg);
+        None
+    }
+
+    /// A message is about to go through the queue: later items must follow it.
+    fn close_outbox_segment(&self) {
+        self.inner.outbox.locked().open = false;
+    }
+
+    /// The writer's step for one queued entry: the message, or the outbox's items, into
+    /// the batcher. `written` keeps the large messages' permits until the flush; `spare`
+    /// holds the segment being written.
+    async fn write<S>(
+        &self,
+        q: Queued,
+        batcher: &mut Batcher,
+        sink: &mut S,
+        written: &mut Vec<Option<OwnedSemaphorePermit>>,
+        spare: &mut Vec<Msg>,
+    ) -> Result<(), String>
+    where
+        S: futures::Sink<Msg, Error = FrameError> + Unpin,
+    {
+        match q {
+            Queued::Msg(msg, bytes) => {
+                batcher.feed(sink, msg).await.map_err(|e| e.to_string())?;
+                written.push(bytes);
+            }
+            Queued::Outbox => {
+                {
+                    let mut o = self.inner.outbox.locked();
+                    let segment = o.segments.pop_front().unwrap_or_default();
+                    o.len -= segment.len();
+                    if o.segments.is_empty() {
+                        o.open = false;
+                    }
+                    *spare = segment;
+                }
+                for msg in spare.drain(..) {
+                    batcher.feed(sink, msg).await.map_err(|e| e.to_string())?;
+                }
+            }
+        }
+        Ok(())
     }
 
     /// The writer is gone: why, once the connection is marked closed (a child's fate is
@@ -635,6 +747,7 @@ impl Channel {
     /// at once when the writer's queue has room, else from a short-lived task.
     pub(crate) fn send_detached(&self, msg: Msg) {
         self.note_outgoing(&msg);
+        self.close_outbox_segment();
         if let Err(mpsc::error::TrySendError::Full(msg)) = self.inner.tx.try_send(msg.into()) {
             let ch = self.clone();
             if let Ok(rt) = tokio::runtime::Handle::try_current() {

@@ -125,7 +125,7 @@ pub(crate) async fn raw_pair_with(budgets: &Budgets) -> (Channel, Arc<TestServe>
     let (ed, ea) = established_pair(&dialer_aid(), &acceptor_aid()).await;
     let serve = TestServe::new(dialer_aid());
     let channel = Channel::start(ed, true, dialer_aid(), budgets, Arc::clone(&serve) as _);
-    (channel, serve, RawPeer { framed: ea.framed, aid: acceptor_aid() })
+    (channel, serve, RawPeer::new(ea.framed, acceptor_aid()))
 }
 
 /// The far end of a connection, driven message by message.
@@ -134,18 +134,34 @@ pub(crate) struct RawPeer {
     pub(crate) framed: FramedConnection,
     /// Who this end said it is.
     pub(crate) aid: Aid,
+    /// The rest of a batch of stream items read (`recv` hands them out one by one).
+    batch: std::collections::VecDeque<Msg>,
 }
 
 impl RawPeer {
+    pub(crate) fn new(framed: FramedConnection, aid: Aid) -> Self {
+        RawPeer { framed, aid, batch: Default::default() }
+    }
+
     /// Sends one message (flushed).
     pub(crate) async fn send(&mut self, msg: Msg) {
         within("a raw send", self.framed.send(msg)).await.expect("raw send");
     }
 
-    /// The next message, or `None` at EOF.
+    /// The next message, or `None` at EOF. A batch of stream items (`Yields`) is handed
+    /// out as one `Yield` per item, as the receiving side sees it.
     pub(crate) async fn recv(&mut self) -> Option<Msg> {
+        if let Some(m) = self.batch.pop_front() {
+            return Some(m);
+        }
         let next = within("a message from the channel", self.framed.next()).await;
-        next.map(|frame| frame.expect("a frame").decode().expect("a message"))
+        match next.map(|frame| frame.expect("a frame").decode().expect("a message"))? {
+            Msg::Yields { cid, payloads } => {
+                self.batch.extend(payloads.into_iter().map(|payload| Msg::Yield { cid, payload }));
+                self.batch.pop_front()
+            }
+            m => Some(m),
+        }
     }
 
     /// The next message, which must be there.
@@ -161,14 +177,14 @@ pub(crate) fn start_msg(
     args: &impl serde::Serialize,
     caller: &Aid,
 ) -> Msg {
-    Msg::Start(Start {
+    Msg::Start(Box::new(Start {
         cid,
         function: function.to_owned(),
         args: Payload::encode(args).expect("test args encode"),
         caller: caller.clone(),
         kind: plough_ipc_wire::msg::CallKind::Function,
         trace: None,
-    })
+    }))
 }
 
 /// A [`Serve`] that records every `Start` (in arrival order) and answers a few:
@@ -235,10 +251,10 @@ impl TestServe {
 
 /// The `Error` a [`TestServe`] answers `fail` with.
 pub(crate) fn boom(source: &Aid, cid: u64, message: &str) -> Msg {
-    Msg::Error(
+    Msg::Error(Box::new(
         crate::base::error::RemoteActorError::user(source.clone(), "Boom", message)
             .to_msg(Some(cid)),
-    )
+    ))
 }
 
 impl Serve for TestServe {

@@ -330,7 +330,10 @@ pub async fn list_registry(
             kind: CallKind::Function,
             trace: None,
         };
-        est.framed.send(Msg::Start(start)).await.map_err(|e| unreachable(e.to_string()))?;
+        est.framed
+            .send(Msg::Start(Box::new(start)))
+            .await
+            .map_err(|e| unreachable(e.to_string()))?;
         while let Some(frame) = est.framed.next().await {
             let frame = frame.map_err(|e| unreachable(e.to_string()))?;
             match frame.decode() {

@@ -84,7 +84,7 @@ pub(crate) fn serve(
         };
         let msg = match result {
             Ok(payload) => Msg::Return { cid, payload },
-            Err(e) => Msg::Error(e.to_msg(Some(cid))),
+            Err(e) => Msg::Error(Box::new(e.to_msg(Some(cid)))),
         };
         let _ = channel.send(msg).await;
     });

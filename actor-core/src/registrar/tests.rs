@@ -223,7 +223,7 @@ async fn failed(call: &mut CallRx) -> ErrorMsg {
         Msg::Error(e) => {
             assert_eq!(e.cid, Some(call.cid()));
             assert_eq!(e.source, registrar_aid());
-            e
+            *e
         }
         other => panic!("expected an Error, got {other:?}"),
     }

@@ -516,7 +516,7 @@ impl Actor {
     pub(crate) fn reply_error(&self, channel: &Channel, cid: u64, err: RemoteActorError) {
         let ch = channel.clone();
         self.inner.tasks.spawn(async move {
-            let _ = ch.send(Msg::Error(err.to_msg(Some(cid)))).await;
+            let _ = ch.send(Msg::Error(Box::new(err.to_msg(Some(cid))))).await;
         });
     }
 

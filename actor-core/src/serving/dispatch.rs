@@ -86,15 +86,15 @@ impl Actor {
                 out = &mut fut => match out {
                     // It returned (or raised a cancel) after its context was cancelled,
                     // e.g. by itself: the outcome is the cancel.
-                    Ok(_) if token.is_cancelled() => Msg::Error(me.cancelled_error(cid, canceller_of(&ctx, &ch))),
-                    Err(e) if e.canceller.is_some() && token.is_cancelled() => Msg::Error(me.cancelled_error(cid, canceller_of(&ctx, &ch))),
+                    Ok(_) if token.is_cancelled() => Msg::Error(Box::new(me.cancelled_error(cid, canceller_of(&ctx, &ch)))),
+                    Err(e) if e.canceller.is_some() && token.is_cancelled() => Msg::Error(Box::new(me.cancelled_error(cid, canceller_of(&ctx, &ch)))),
                     out => reply_for(cid, out),
                 },
                 () = token.cancelled() => {
                     let canceller = canceller_of(&ctx, &ch);
                     match me.finish_after_cancel(&mut fut, &open_nurseries, budget).await {
                         Some(Err(e)) if e.canceller.is_none() => reply_for(cid, Err(e)),
-                        _ => Msg::Error(me.cancelled_error(cid, canceller)),
+                        _ => Msg::Error(Box::new(me.cancelled_error(cid, canceller))),
                     }
                 }
             };
@@ -162,7 +162,7 @@ impl Serve for Actor {
                     let ch = channel.clone();
                     let err = self.cancelled_error(cid, canceller);
                     tokio::spawn(async move {
-                        let _ = ch.send(Msg::Error(err)).await;
+                        let _ = ch.send(Msg::Error(Box::new(err))).await;
                     });
                     return;
                 }
@@ -252,7 +252,7 @@ impl Serve for Actor {
                             let finished = me.finish_after_cancel(&mut fut, &open_nurseries, budget).await;
                             match finished {
                                 Some(Err(e)) if e.canceller.is_none() => reply_for(cid, Err(e)),
-                                _ => Msg::Error(me.cancelled_error(cid, canceller)),
+                                _ => Msg::Error(Box::new(me.cancelled_error(cid, canceller))),
                             }
                         }
                     };
@@ -290,6 +290,6 @@ fn count_error(function: &str, reply: &Msg) {
 fn reply_for(cid: u64, out: Result<Payload, RemoteActorError>) -> Msg {
     match out {
         Ok(payload) => Msg::Return { cid, payload },
-        Err(e) => Msg::Error(e.to_msg(Some(cid))),
+        Err(e) => Msg::Error(Box::new(e.to_msg(Some(cid)))),
     }
 }

@@ -225,7 +225,7 @@ impl Nursery {
                 return Err(e);
             }
         };
-        if let Err(e) = channel.send(Msg::SpawnSpec(spec)).await {
+        if let Err(e) = channel.send(Msg::SpawnSpec(Box::new(spec))).await {
             booting.failed();
             return Err(e);
         }

@@ -37,8 +37,11 @@ fn amplifying_frame(m: usize, k: usize) -> BytesMut {
     let mut nested: Vec<ErrorMsg> =
         (0..m).map(|j| ErrorMsg { cid: Some(MARK + j as u64), ..leaf() }).collect();
     nested[0].nested = (0..k).map(|_| leaf()).collect();
-    let mut buf =
-        encode(&Msg::Error(ErrorMsg { source: small_aid(), nested, ..Default::default() }));
+    let mut buf = encode(&Msg::Error(Box::new(ErrorMsg {
+        source: small_aid(),
+        nested,
+        ..Default::default()
+    })));
     // An `Error` struct is 2 data words (the cid's discriminant, then its id) and 9
     // pointers, `nested` the last: its pointer is 9 words after the cid's id.
     let first = find(&buf, MARK) + 9;
@@ -100,25 +103,25 @@ fn legitimate_messages_of_the_most_expensive_shapes_decode_within_the_budget() {
     // nested errors, a long relay path of nameless actors, many one-byte texts.
     let nested = (0..5000).map(|_| ErrorMsg { source: small_aid(), ..Default::default() });
     let shapes = [
-        Msg::Error(ErrorMsg {
+        Msg::Error(Box::new(ErrorMsg {
             source: small_aid(),
             nested: nested.collect(),
             ..Default::default()
-        }),
-        Msg::Error(ErrorMsg {
+        })),
+        Msg::Error(Box::new(ErrorMsg {
             source: small_aid(),
             relay_path: vec![small_aid(); 5000],
             ..Default::default()
-        }),
-        Msg::SpawnSpec(plough_ipc_wire::SpawnSpec {
+        })),
+        Msg::SpawnSpec(Box::new(plough_ipc_wire::SpawnSpec {
             enable_handlers: vec!["f".to_owned(); 5000],
             runtime_vars: plough_ipc_wire::RuntimeVars {
                 extra: vec![("k".to_owned(), "v".to_owned()); 5000],
                 ..Default::default()
             },
             ..Default::default()
-        }),
-        Msg::Error(ErrorMsg { source: small_aid(), ..Default::default() }),
+        })),
+        Msg::Error(Box::new(ErrorMsg { source: small_aid(), ..Default::default() })),
         Msg::Stop { cid: 1 },
     ];
     let factor = Limits::DEFAULT.decode_factor as usize;

@@ -63,7 +63,7 @@ fn frame_with_raw_kinds(msg: &ErrorMsg, raw: &[u16]) -> Frame {
     };
     let mut message = capnp::message::Builder::new_default();
     let mut root = message.init_root::<schema::msg::Builder<'_>>();
-    Msg::Error(msg.clone()).write(root.reborrow());
+    Msg::Error(Box::new(msg.clone())).write(root.reborrow());
     let Ok(schema::msg::Which::Error(Ok(mut eb))) = root.which() else {
         unreachable!("an error was written")
     };
@@ -85,7 +85,7 @@ fn raw_kind(frame: &Frame) -> Result<schema::ErrorKind, capnp::NotInSchema> {
 #[test]
 fn every_kind_round_trips_flat_and_nested() {
     for kind in ErrorKind::ALL {
-        let flat = Msg::Error(full_error(kind, Vec::new()));
+        let flat = Msg::Error(Box::new(full_error(kind, Vec::new())));
         assert_eq!(round_trip(&flat), flat, "{kind:?}");
     }
     // A multi-error whose members are every kind, one of them itself a multi-error of every
@@ -101,7 +101,7 @@ fn every_kind_round_trips_flat_and_nested() {
     inner.reverse();
     let mut outer = members(1);
     outer.last_mut().expect("the nested multi").nested = inner;
-    let multi = Msg::Error(full_error(ErrorKind::Multi, outer));
+    let multi = Msg::Error(Box::new(full_error(ErrorKind::Multi, outer)));
     let back = round_trip(&multi);
     assert_eq!(back, multi);
     let Msg::Error(e) = back else { unreachable!() };
@@ -139,7 +139,7 @@ fn an_unknown_kind_decodes_as_unknown_with_the_rest_intact() {
         let mut expected = sent.clone();
         expected.kind = ErrorKind::Unknown;
         expected.nested[0].kind = ErrorKind::Unknown;
-        assert_eq!(got, expected, "raw kind {raw}");
+        assert_eq!(got, Box::new(expected), "raw kind {raw}");
         let view = frame.view().expect("the view reads too");
         assert_eq!(view.cid, Some(42));
     }
@@ -154,13 +154,16 @@ fn an_unknown_kind_is_not_a_connection_or_stream_problem() {
     let mut codec = FrameCodec::default();
     codec.encode(&Msg::Stop { cid: 1 }, &mut stream).unwrap();
     stream.extend_from_slice(odd.bytes());
-    codec.encode(&Msg::Error(e.clone()), &mut stream).unwrap();
+    codec.encode(&Msg::Error(Box::new(e.clone())), &mut stream).unwrap();
     let mut got = Vec::new();
     while let Some(frame) = codec.decode(&mut stream).unwrap() {
         got.push(frame.decode().unwrap());
     }
     let unknown = ErrorMsg { kind: ErrorKind::Unknown, ..e.clone() };
-    assert_eq!(got, vec![Msg::Stop { cid: 1 }, Msg::Error(unknown), Msg::Error(e)]);
+    assert_eq!(
+        got,
+        vec![Msg::Stop { cid: 1 }, Msg::Error(Box::new(unknown)), Msg::Error(Box::new(e))]
+    );
 }
 
 #[test]
@@ -207,6 +210,6 @@ proptest::proptest! {
             panic!("raw kind {raw} did not decode to an error")
         };
         let expected = ErrorKind::ALL.get(usize::from(raw)).copied().unwrap_or(ErrorKind::Unknown);
-        proptest::prop_assert_eq!(got, ErrorMsg { kind: expected, ..sent });
+        proptest::prop_assert_eq!(*got, ErrorMsg { kind: expected, ..sent });
     }
 }

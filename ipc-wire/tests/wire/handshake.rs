@@ -283,11 +283,12 @@ fn an_acceptors_proof_reflected_back_as_a_connectors_is_refused() {
             let (Msg::Hello(ha), Msg::Hello(hb)) = (ha, hb) else { panic!("hellos first") };
             // Each connection gets a hello that carries the other's nonce as its own.
             let echo = |h: &plough_ipc_wire::Hello| {
-                Msg::Hello(plough_ipc_wire::Hello {
+                Msg::Hello(Box::new(plough_ipc_wire::Hello {
                     aid: crate::support::aid("mirror"),
                     nonce: h.nonce.clone(),
                     build: Default::default(),
-                })
+                    batches: false,
+                }))
             };
             a.send(echo(&hb)).await.unwrap();
             b.send(echo(&ha)).await.unwrap();

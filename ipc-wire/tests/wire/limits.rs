@@ -86,7 +86,10 @@ fn an_unknown_variant_fails_that_message_and_the_next_one_arrives() {
 
 #[test]
 fn nesting_and_traversal_limits_fail_one_message() {
-    let error = Msg::Error(ErrorMsg { relay_path: vec![aid("a"), aid("b")], ..Default::default() });
+    let error = Msg::Error(Box::new(ErrorMsg {
+        relay_path: vec![aid("a"), aid("b")],
+        ..Default::default()
+    }));
     let mut buf = BytesMut::new();
     FrameCodec::default().encode(&error, &mut buf).unwrap();
     FrameCodec::default().encode(&yield_msg(1, &[7; 4096]), &mut buf).unwrap();
@@ -152,7 +155,8 @@ fn a_read_cancelled_mid_frame_loses_nothing() {
 fn a_list_of_zero_sized_structs_cannot_make_the_reader_reserve_gigabytes() {
     // An error with an empty relay path and an 8 MiB backtrace: a big frame, hence a big
     // traversal budget (4 × its words) for a hostile list to claim elements against.
-    let error = Msg::Error(ErrorMsg { backtrace: "x".repeat(8 << 20), ..Default::default() });
+    let error =
+        Msg::Error(Box::new(ErrorMsg { backtrace: "x".repeat(8 << 20), ..Default::default() }));
     let mut buf = BytesMut::new();
     FrameCodec::default().encode(&error, &mut buf).unwrap();
     // The empty relay path is an inline-composite list whose tag word says: 0 elements of

@@ -156,30 +156,30 @@ fn trace() -> impl Strategy<Value = Option<TraceContext>> {
 /// Every variant of `Msg`, with arbitrary field values.
 pub fn msg() -> impl Strategy<Value = Msg> {
     prop_oneof![
-        (aid(), bytes(40), bytes(20)).prop_map(|(aid, p, b)| Msg::Hello(Hello {
-            aid,
-            nonce: p.into_bytes(),
-            build: b.into_bytes()
-        })),
-        spawn_spec().prop_map(Msg::SpawnSpec),
+        (aid(), bytes(40), bytes(20), any::<bool>()).prop_map(|(aid, p, b, batches)| Msg::Hello(
+            Box::new(Hello { aid, nonce: p.into_bytes(), build: b.into_bytes(), batches })
+        )),
+        spawn_spec().prop_map(|s| Msg::SpawnSpec(Box::new(s))),
         (any::<u64>(), text(), bytes(200), aid(), call_kind(), trace()).prop_map(
-            |(cid, function, args, caller, kind, trace)| Msg::Start(Start {
+            |(cid, function, args, caller, kind, trace)| Msg::Start(Box::new(Start {
                 cid,
                 function,
                 args,
                 caller,
                 kind,
                 trace
-            })
+            }))
         ),
         (any::<u64>(), call_kind()).prop_map(|(cid, kind)| Msg::StartAck(StartAck { cid, kind })),
         (any::<u64>(), bytes(200)).prop_map(|(cid, payload)| Msg::Started { cid, payload }),
         (any::<u64>(), bytes(200)).prop_map(|(cid, payload)| Msg::Yield { cid, payload }),
+        (any::<u64>(), proptest::collection::vec(bytes(100), 0..8))
+            .prop_map(|(cid, payloads)| Msg::Yields { cid, payloads }),
         any::<u64>().prop_map(|cid| Msg::Stop { cid }),
         (any::<u64>(), bytes(200)).prop_map(|(cid, payload)| Msg::Return { cid, payload }),
         (any::<u64>(), any::<bool>())
             .prop_map(|(cid, acked)| Msg::CancelAck(CancelAck { cid, acked })),
-        error_msg().prop_map(Msg::Error),
+        error_msg().prop_map(|e| Msg::Error(Box::new(e))),
     ]
 }
 

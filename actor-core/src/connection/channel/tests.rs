@@ -523,7 +523,7 @@ async fn calls_over_the_cap_are_refused_with_too_many_calls_until_one_finishes()
     assert!(matches!(within("our reply", mine.recv()).await.unwrap(), Msg::Return { .. }));
     // A stream overrun told mid-context is not an answer: the call stays in flight.
     let overrun = RemoteActorError::new(dialer_aid(), ErrorKind::StreamOverrun, "too fast");
-    ch.send(Msg::Error(overrun.to_msg(Some(held[0])))).await.unwrap();
+    ch.send(Msg::Error(Box::new(overrun.to_msg(Some(held[0]))))).await.unwrap();
     assert_eq!(raw.expect().await.cid(), Some(held[0]));
     assert_eq!(ch.calls_in_flight(), CAP);
     // One held call is answered: one more call fits, and is served.
@@ -661,7 +661,7 @@ async fn a_partial_frame_over_the_shared_budget_closes_its_connection_only() {
         let serve = crate::connection::testing::TestServe::new(dialer_aid());
         let ch =
             Channel::start(ed, true, dialer_aid(), &Budgets::default(), Arc::clone(&serve) as _);
-        ends.push((ch, RawPeer { framed: ea.framed, aid: acceptor_aid() }));
+        ends.push((ch, RawPeer::new(ea.framed, acceptor_aid())));
     }
     // A table claiming 1,000 words (8,008 bytes: over the budget on its own) vs 100 words.
     let head = |words: u32| {
@@ -745,4 +745,47 @@ async fn a_large_message_waits_for_the_writer_while_the_outgoing_bytes_are_over_
         ],
         "everything arrives, in the order it was queued"
     );
+}
+
+/// Needs the current-thread runtime: nothing is written until the test awaits, so the
+/// items really pile up in the outbox, past its bound, with other messages among them.
+#[tokio::test(flavor = "current_thread")]
+async fn small_stream_items_leave_in_batches_and_keep_their_place_among_other_messages() {
+    let (ch, _serve, mut raw) = within("the pair", raw_pair()).await;
+    let n = OUTBOX as u64 + 300; // past the outbox's bound: the rest goes through the queue
+    let mut sent = vec![Msg::Stop { cid: 9 }];
+    ch.send(Msg::Stop { cid: 9 }).await.unwrap();
+    for i in 0..n {
+        let m = if i == 100 {
+            Msg::Stop { cid: 3 }
+        } else {
+            yield_msg(if i % 500 < 400 { 1 } else { 3 }, i)
+        };
+        sent.push(m.clone());
+        ch.send(m).await.unwrap();
+    }
+    sent.push(Msg::Stop { cid: 1 });
+    ch.send(Msg::Stop { cid: 1 }).await.unwrap();
+    // Read the frames themselves: how many carried the items.
+    let mut got = Vec::new();
+    let mut frames = 0;
+    while got.len() < sent.len() {
+        let frame = within("a frame", raw.framed.next()).await.expect("a frame").expect("ok");
+        frames += 1;
+        match frame.decode().expect("a message") {
+            Msg::Yields { cid, payloads } => {
+                assert!(payloads.len() > 1, "a batch holds several items");
+                got.extend(payloads.into_iter().map(|payload| Msg::Yield { cid, payload }));
+            }
+            m => got.push(m),
+        }
+    }
+    if let Some(i) = (0..sent.len()).find(|&i| got.get(i) != sent.get(i)) {
+        panic!(
+            "message {i} differs: got {:?}, sent {:?}",
+            &got[i..(i + 3).min(got.len())],
+            &sent[i..(i + 3).min(sent.len())]
+        );
+    }
+    assert!(frames < sent.len() / 10, "{frames} frames for {} messages", sent.len());
 }
