@@ -193,6 +193,8 @@ struct Outbox {
     open: bool,
     /// The items in all segments.
     len: usize,
+    /// Emptied segments, kept for their capacity.
+    free: Vec<Vec<Msg>>,
 }
 
 /// The outbox holds at most this many items (one batch's worth, see the `batch` module).
@@ -644,7 +646,8 @@ impl Channel {
                 Ok(permit) => permit.send(Queued::Outbox),
                 Err(_) => return Some(msg),
             }
-            o.segments.push_back(Vec::new());
+            let segment = o.free.pop().unwrap_or_default();
+            o.segments.push_back(segment);
             o.open = true;
         }
         o.len += 1;
@@ -684,7 +687,12 @@ impl Channel {
                     if o.segments.is_empty() {
                         o.open = false;
                     }
-                    *spare = segment;
+                    // `spare` was emptied writing the previous segment: its capacity goes
+                    // back for a later one.
+                    let emptied = std::mem::replace(spare, segment);
+                    if o.free.len() < 2 {
+                        o.free.push(emptied);
+                    }
                 }
                 for msg in spare.drain(..) {
                     batcher.feed(sink, msg).await.map_err(|e| e.to_string())?;
