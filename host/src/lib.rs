@@ -30,6 +30,8 @@
 //!   connection's end).
 
 pub mod cli;
+pub mod discover;
+pub mod limits;
 pub mod ssh;
 
 use plough::core::host::{
