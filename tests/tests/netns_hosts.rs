@@ -362,7 +362,8 @@ fn a_root_runs_actors_on_two_hosts_and_the_lease_ends_them_when_a_host_or_link_i
 
 /// A root that joined another root's registrar (it is not its tree's registrar itself)
 /// gets its remote actors listed there with their host, as its local children are, and
-/// unlisted when they end.
+/// unlisted when they end; and a daemon's `host.list` shows a root its own actors only,
+/// not another root's on the same daemon.
 #[test]
 fn a_root_that_is_not_the_registrar_lists_its_remote_actors_with_the_tree_registrar() {
     let Some(mut lab) = skip_without_netns("netns_hosts (joined registrar)", 2) else { return };
@@ -382,6 +383,12 @@ fn a_root_that_is_not_the_registrar_lists_its_remote_actors_with_the_tree_regist
     let mut lines = plough_tests::OutputLines::read(out);
     let ready = lines.expect_line("ready", STEP).expect("the registrar root is up");
     assert_eq!(ready, "ready registrar=true");
+
+    // Another root with an actor on the same daemon (`host.list` must not show it ours).
+    let addr_text = addr.to_string();
+    let (other, out) = lab.spawn(1, app, &["remote-root", ca_text, &addr_text]).unwrap();
+    let kid = plough_tests::OutputLines::read(out).expect_line("remote ", STEP);
+    let kid = kid.expect("the other root's kid");
 
     lab.in_host(1, || {
         let runtime = plough::Runtime::new(plough_tests::app::registry()).configure(|c| {
@@ -405,6 +412,11 @@ fn a_root_that_is_not_the_registrar_lists_its_remote_actors_with_the_tree_regist
                             Some(("remote@host-r", Some(r.aid().clone()))),
                             "{listed:?}"
                         );
+                        // The daemon lists this root its own actors only.
+                        let mine: Vec<HostedActor> = host.portal().run(HOST_LIST, ()).await?;
+                        let names: Vec<&str> = mine.iter().map(|h| h.aid.name.as_str()).collect();
+                        assert_eq!(names, ["far"], "{mine:?} (the other root's: {kid})");
+                        assert!(mine.iter().all(|h| h.owner == r.aid().uuid), "{mine:?}");
                         Ok(())
                     })
                     .await?;
@@ -417,13 +429,16 @@ fn a_root_that_is_not_the_registrar_lists_its_remote_actors_with_the_tree_regist
             })
             .unwrap()
     });
-    // The registrar root ends cleanly on SIGTERM (its socket and marker go with it).
-    rustix::process::kill_process(
-        rustix::process::Pid::from_raw(reg_pid as i32).unwrap(),
-        rustix::process::Signal::TERM,
-    )
-    .unwrap();
-    gone_within(reg_pid, STEP, "the registrar root");
+    // The other roots end cleanly on SIGTERM (their sockets and markers go with them;
+    // the other one's kid down its daemon's ladder).
+    for pid in [other, reg_pid] {
+        rustix::process::kill_process(
+            rustix::process::Pid::from_raw(pid as i32).unwrap(),
+            rustix::process::Signal::TERM,
+        )
+        .unwrap();
+        gone_within(pid, STEP, "another root");
+    }
     let made = lab.namespaces().to_vec();
     drop(lab);
     plough_tests::clear_killed_actor(pid_d);

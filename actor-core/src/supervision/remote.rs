@@ -56,7 +56,7 @@ pub const HOST_SIGNAL: &str = "host.signal";
 /// `(spawn_id: String) -> Exit`: takes the actor down the daemon's ladder, returns once
 /// it is reaped.
 pub const HOST_STOP: &str = "host.stop";
-/// `(()) -> Vec<HostedActor>`: the actors this daemon runs, for every owner.
+/// `(()) -> Vec<HostedActor>`: the actors this daemon runs for the caller (its own only).
 pub const HOST_LIST: &str = "host.list";
 
 /// The daemon's answer to [`HOST_ATTACH`].
