@@ -4,17 +4,25 @@
 //! addresses [`plough::Actor::attach_host`] takes.
 //!
 //! ```no_run
-//! // In a Slurm job: one `plough-host` per node on port 7070 (see `examples/slurm/`).
-//! let hosts = plough_host::discover::slurm_nodes()?;
-//! let addrs = plough_host::discover::resolve_all(&hosts, 7070)?;
-//! # Ok::<(), plough_host::discover::DiscoverError>(())
+//! # async fn f(root: plough::Actor) -> Result<(), Box<dyn std::error::Error>> {
+//! // In a Slurm job: one `plough-host` per node on port 7070 (`host/launchers/`).
+//! let nodes = plough_host::discover::slurm_nodes()?; // SLURM_JOB_NODELIST, expanded
+//! for addr in plough_host::discover::resolve_all(&nodes, 7070)? {
+//!     let host = root.attach_host(&addr).await?; // tls://<node>@<its ip>:7070
+//! #   let _ = host;
+//! }
+//! # Ok(()) }
 //! ```
 //!
 //! ```no_run
+//! # async fn f(root: plough::Actor) -> Result<(), Box<dyn std::error::Error>> {
 //! // In a Kubernetes pod: the StatefulSet `plough` behind the headless service `plough`.
 //! let pods = plough_host::discover::stateful_set("plough", "plough", 3)?;
-//! let addrs = plough_host::discover::resolve_all(&pods, 7070)?;
-//! # Ok::<(), plough_host::discover::DiscoverError>(())
+//! for addr in plough_host::discover::resolve_all(&pods, 7070)? {
+//!     let host = root.attach_host(&addr).await?; // tls://plough-<i>@<pod ip>:7070
+//! #   let _ = host;
+//! }
+//! # Ok(()) }
 //! ```
 //!
 //! The certificate of each host must name it as it is found here (`plough ca issue DIR
