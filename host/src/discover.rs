@@ -353,9 +353,11 @@ mod tests {
         assert!(matches!(resolve(&none, 1), Err(DiscoverError::Resolve { .. })));
     }
 
-    /// One name's parts: a literal prefix, then groups of (lower bound, count, width)
-    /// ranges each followed by a literal.
-    fn name_parts() -> impl Strategy<Value = (String, Vec<(Vec<(u64, u64, usize)>, String)>)> {
+    /// A bracket group: its (lower bound, count - 1, width) ranges, and the literal after.
+    type Group = (Vec<(u64, u64, usize)>, String);
+
+    /// One name's parts: a literal prefix, then bracket groups.
+    fn name_parts() -> impl Strategy<Value = (String, Vec<Group>)> {
         let lit = "[a-z][a-z0-9_.-]{0,5}";
         let range = (0u64..200, 0u64..4, 1usize..4);
         let group = (proptest::collection::vec(range, 1..3), "[a-z0-9-]{0,3}");
