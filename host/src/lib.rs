@@ -30,6 +30,8 @@
 //!   connection's end).
 
 pub mod cli;
+pub mod discover;
+pub mod limits;
 pub mod ssh;
 
 use plough::core::host::{
@@ -253,12 +255,16 @@ fn registry(state: Arc<State>) -> Registry {
         }
     };
     let s = Arc::clone(&state);
-    let list = move |_cx: Cx, (): ()| {
+    let list = move |cx: Cx, (): ()| {
         let s = Arc::clone(&s);
         async move {
+            // The caller's own actors only: another root of the tree learns nothing of
+            // what this one runs here.
+            let caller = cx.caller().uuid;
             let hosted = lock(&s.hosted);
             let mut out: Vec<HostedActor> = hosted
                 .iter()
+                .filter(|(_, h)| h.owner == caller)
                 .filter_map(|(id, h)| {
                     let spawned = h.spawned.borrow().clone()?.ok()?;
                     Some(HostedActor {

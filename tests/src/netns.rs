@@ -189,6 +189,11 @@ impl Lab {
         Ok((pid, out))
     }
 
+    /// The pids of the programs [`Lab::spawn`] started (each its group's leader).
+    pub fn pids(&self) -> Vec<u32> {
+        self.children.iter().map(Child::id).collect()
+    }
+
     /// Runs `f` on a thread that entered host `i`'s network namespace (so every socket
     /// it makes is that host's), and returns its result. A panic in `f` is resumed here.
     ///

@@ -17,7 +17,7 @@ use plough::ipc_wire::{
     TlsFiles, TlsIdentity, Uuid, handshake,
 };
 use plough::{ActorError, Budgets};
-use plough_tests::multi_host::configure_root;
+use plough_tests::multi_host::{self, configure_root};
 use plough_tests::netns::{Lab, namespaces_named, skip_without_netns};
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -30,31 +30,8 @@ const STEP: Duration = Duration::from_secs(15);
 
 /// Starts `plough-host` for `host` in lab host `i`; its pid and `tls://` address.
 fn start_daemon(lab: &mut Lab, i: usize, host: &str, ca: &Path) -> (u32, Address) {
-    let listen = format!("tls://{host}@{}:0", lab.host(i).ip);
-    let lease = LEASE.as_millis().to_string();
-    let ca = ca.to_str().unwrap();
-    let args = [
-        "--ca-dir",
-        ca,
-        "--listen",
-        &listen,
-        "--program",
-        env!("CARGO_BIN_EXE_plough_app"),
-        "--lease-ms",
-        &lease,
-    ];
-    let (pid, out) = lab.spawn(i, env!("CARGO_BIN_EXE_host_daemon"), &args).unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(out).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let line = rx.recv_timeout(STEP).expect("plough-host says where it listens");
-    let addr = line.split_whitespace().nth(2).expect("an address").parse().unwrap();
-    (pid, addr)
+    let bins = (env!("CARGO_BIN_EXE_host_daemon"), env!("CARGO_BIN_EXE_plough_app"));
+    multi_host::start_daemon(lab, i, host, ca, bins, LEASE, STEP)
 }
 
 /// Waits (bounded by `within`) until process `pid` is gone (or a zombie of someone
@@ -378,6 +355,96 @@ fn a_root_runs_actors_on_two_hosts_and_the_lease_ends_them_when_a_host_or_link_i
     }
     let dir = plough::fork_prims::marker::default_runtime_dir();
     plough_reaper::uds::sweep(&dir, None, false).expect("sweep the runtime dir");
+    for ns in made {
+        assert!(namespaces_named(&ns).is_empty(), "{ns} outlived its lab");
+    }
+}
+
+/// A root that joined another root's registrar (it is not its tree's registrar itself)
+/// gets its remote actors listed there with their host, as its local children are, and
+/// unlisted when they end; and a daemon's `host.list` shows a root its own actors only,
+/// not another root's on the same daemon.
+#[test]
+fn a_root_that_is_not_the_registrar_lists_its_remote_actors_with_the_tree_registrar() {
+    let Some(mut lab) = skip_without_netns("netns_hosts (joined registrar)", 2) else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let ca = tmp.path().join("ca");
+    plough_ps::ca::init(&ca).unwrap();
+    plough_ps::ca::issue(&ca, "host-r", &[lab.host(0).ip.into()], 1).unwrap();
+    plough_ps::ca::issue(&ca, "root", &[lab.host(1).ip.into()], 1).unwrap();
+    let (pid_d, addr) = start_daemon(&mut lab, 0, "host-r", &ca);
+    let app_build = BuildId::of_file(env!("CARGO_BIN_EXE_plough_app").as_ref()).unwrap();
+    // The tree's registrar: another root, at a fixed address both roots are given.
+    let registry = Address::Uds(tmp.path().join("registry.sock"));
+    let registry_text = registry.to_string();
+    let ca_text = ca.to_str().unwrap();
+    let app = env!("CARGO_BIN_EXE_plough_app");
+    let (reg_pid, out) = lab.spawn(1, app, &["tree-registrar", ca_text, &registry_text]).unwrap();
+    let mut lines = plough_tests::OutputLines::read(out);
+    let ready = lines.expect_line("ready", STEP).expect("the registrar root is up");
+    assert_eq!(ready, "ready registrar=true");
+
+    // Another root with an actor on the same daemon (`host.list` must not show it ours).
+    let addr_text = addr.to_string();
+    let (other, out) = lab.spawn(1, app, &["remote-root", ca_text, &addr_text]).unwrap();
+    let kid = plough_tests::OutputLines::read(out).expect_line("remote ", STEP);
+    let kid = kid.expect("the other root's kid");
+
+    lab.in_host(1, || {
+        let runtime = plough::Runtime::new(plough_tests::app::registry()).configure(|c| {
+            configure_root(c, "joined-root", &ca, Some(app_build));
+            c.registry_addr = registry.clone();
+        });
+        runtime
+            .run(|root| async move {
+                let body = async {
+                    assert!(!root.is_registrar(), "this root was to join the tree's registrar");
+                    let host = root.attach_host(&addr).await?;
+                    let r = root.clone();
+                    root.nursery(|n| async move {
+                        let p = n.start_actor_on(&host, "far").await?;
+                        assert_eq!(p.run::<_, i64>("add", (2i64, 3i64)).await?, 5);
+                        // What the registrar (the other root) lists.
+                        let listed = r.list_actors().await?;
+                        let far = listed.iter().find(|e| e.aid.name == "far");
+                        assert_eq!(
+                            far.map(|e| (e.method.as_str(), e.parent.clone())),
+                            Some(("remote@host-r", Some(r.aid().clone()))),
+                            "{listed:?}"
+                        );
+                        // The daemon lists this root its own actors only.
+                        let mine: Vec<HostedActor> = host.portal().run(HOST_LIST, ()).await?;
+                        let names: Vec<&str> = mine.iter().map(|h| h.aid.name.as_str()).collect();
+                        assert_eq!(names, ["far"], "{mine:?} (the other root's: {kid})");
+                        assert!(mine.iter().all(|h| h.owner == r.aid().uuid), "{mine:?}");
+                        Ok(())
+                    })
+                    .await?;
+                    // The nursery is over: the entry went with the actor.
+                    let listed = root.list_actors().await?;
+                    assert!(listed.iter().all(|e| e.aid.name != "far"), "{listed:?}");
+                    Ok::<_, ActorError>(())
+                };
+                tokio::time::timeout(STEP * 2, body).await.expect("the test's budget")
+            })
+            .unwrap()
+    });
+    // The other roots end cleanly on SIGTERM (their sockets and markers go with them;
+    // the other one's kid down its daemon's ladder).
+    for pid in [other, reg_pid] {
+        rustix::process::kill_process(
+            rustix::process::Pid::from_raw(pid as i32).unwrap(),
+            rustix::process::Signal::TERM,
+        )
+        .unwrap();
+        gone_within(pid, STEP, "another root");
+    }
+    let made = lab.namespaces().to_vec();
+    drop(lab);
+    plough_tests::clear_killed_actor(pid_d);
+    let dir = plough::fork_prims::marker::default_runtime_dir();
+    plough_reaper::uds::sweep(&dir, None, false).expect("sweep the runtime dir");
+    assert!(!tmp.path().join("registry.sock").exists(), "the registry socket outlived its root");
     for ns in made {
         assert!(namespaces_named(&ns).is_empty(), "{ns} outlived its lab");
     }

@@ -69,6 +69,7 @@ pub(crate) fn workspace_root() -> PathBuf {
 }
 
 /// Runs the benchmark targets: the runtime bench (table + `target/plough-bench.json`),
+/// the multi-host rows (`tests/benches/hosts.rs`, `target/plough-bench-hosts.json`),
 /// then the criterion benches of fork-prims (spawn cost by heap size) and ipc-wire
 /// (codec vs raw capnp, UDS throughput). `filter` selects criterion benchmarks by name.
 fn bench(filter: Option<&str>, quick: bool) -> Result<()> {
@@ -86,6 +87,10 @@ fn bench(filter: Option<&str>, quick: bool) -> Result<()> {
     };
     if filter.is_none_or(|f| "runtime".contains(f)) {
         run("plough", "runtime", if quick { &["--quick"] } else { &[] })?;
+    }
+    // The multi-host rows (a lab of network namespaces; skipped, said why, without root).
+    if filter.is_none_or(|f| "hosts".contains(f)) {
+        run("plough-tests", "hosts", if quick { &["--quick"] } else { &[] })?;
     }
     let mut criterion: Vec<&str> = Vec::new();
     if let Some(f) = filter {

@@ -286,6 +286,20 @@ impl RegistrarLink {
         }
     }
 
+    /// Lists `entry`, one this actor answers for (a child on another host, which cannot
+    /// register with this tree's registrar itself): in our own registrar, or with the one
+    /// we are registered with, over our connection (so it goes when that connection
+    /// does). `None` without a registrar.
+    pub(crate) async fn register(&self, entry: ActorEntry) -> Option<Result<(), ActorError>> {
+        match self.via()? {
+            Via::Local(state) => {
+                state.add(entry, None);
+                Some(Ok(()))
+            }
+            Via::Remote(c) => Some(c.register(&entry).await),
+        }
+    }
+
     /// Removes the entry of `uuid` (best effort).
     pub(crate) async fn forget(&self, uuid: &Uuid) {
         match self.via() {

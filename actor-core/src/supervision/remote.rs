@@ -56,7 +56,7 @@ pub const HOST_SIGNAL: &str = "host.signal";
 /// `(spawn_id: String) -> Exit`: takes the actor down the daemon's ladder, returns once
 /// it is reaped.
 pub const HOST_STOP: &str = "host.stop";
-/// `(()) -> Vec<HostedActor>`: the actors this daemon runs, for every owner.
+/// `(()) -> Vec<HostedActor>`: the actors this daemon runs for the caller (its own only).
 pub const HOST_LIST: &str = "host.list";
 
 /// The daemon's answer to [`HOST_ATTACH`].
@@ -493,25 +493,36 @@ impl Nursery {
                 ladder: std::sync::OnceLock::new(),
             }
         });
-        let mut children = self.inner.children.locked();
-        if self.inner.closed.load(Ordering::SeqCst) {
-            drop(children);
-            let _ = child.process.kill_group(Signal::KILL);
-            return Err(Misuse::NurseryExited { name: name.to_owned() }.into());
-        }
-        let watched = Arc::clone(&child);
-        tokio::spawn(async move {
-            if let Ok(status) = watched.process.wait().await {
-                fate_tx.set(status);
+        {
+            let mut children = self.inner.children.locked();
+            if self.inner.closed.load(Ordering::SeqCst) {
+                drop(children);
+                let _ = child.process.kill_group(Signal::KILL);
+                return Err(Misuse::NurseryExited { name: name.to_owned() }.into());
             }
-        });
-        children.push(Arc::clone(&child));
-        drop(children);
-        // Our registrar lists it with its host (the daemon's registrar lists it too).
-        // (`method` is `remote@<host>`: the host is named there, the address is its own.)
-        if let Some(state) = actor.registrar().state() {
-            let parent = Some(actor.aid().clone());
-            state.add(ActorEntry::new(aid.clone(), addr.to_string(), parent, &method), None);
+            let watched = Arc::clone(&child);
+            tokio::spawn(async move {
+                if let Ok(status) = watched.process.wait().await {
+                    fate_tx.set(status);
+                }
+            });
+            children.push(Arc::clone(&child));
+        }
+        // Our tree's registrar lists it with its host (the daemon's registrar lists it
+        // too): ours, or the one this actor registered with (the remote actor registers
+        // with its daemon's, not ours). (`method` is `remote@<host>`: the host is named
+        // there, the address is its own.)
+        let parent = Some(actor.aid().clone());
+        let entry = ActorEntry::new(aid.clone(), addr.to_string(), parent, &method);
+        let gap = actor.budgets().registrar_gap;
+        match tokio::time::timeout(gap, actor.registrar().register(entry)).await {
+            Ok(Some(Ok(())) | None) => {}
+            Ok(Some(Err(e))) => {
+                tracing::warn!(child = %aid, error = %e, "registrar refused a remote child's entry")
+            }
+            Err(_) => {
+                tracing::warn!(child = %aid, "registrar did not answer a remote child's registration within {gap:?}")
+            }
         }
         tracing::info!(parent = %actor.aid(), child = %aid, host = host.name(), "spawned on a host");
         Ok(child)

@@ -43,6 +43,10 @@
 //! starts `remote-kid` there, prints `remote <its pid>` and waits forever (the test
 //! SIGKILLs it: the daemon's lease must end the kid).
 //!
+//! `tree-registrar CA_DIR REGISTRY` (`netns_hosts.rs`): a root with the `root` pair and
+//! the secret of CA_DIR that is its tree's registrar at REGISTRY (a fixed address, which
+//! other roots join); prints `ready registrar=<bool>` and exits cleanly on SIGTERM.
+//!
 //! `trace` (`runtime_trace.rs`, with `PLOUGH_TEST_TRACE_DIR` set): a child that runs
 //! `relay_add` (which calls `add` on a grandchild of its own); prints `result 5`; then
 //! runs `add` in a `side` child with `run_in_actor`.
@@ -267,6 +271,11 @@ fn main() {
             let dir = std::path::PathBuf::from(args.get(2).expect("CA_DIR"));
             plough_tests::multi_host::configure_root(c, "root", &dir, None);
         }
+        if scenario == "tree-registrar" {
+            let dir = std::path::PathBuf::from(args.get(2).expect("CA_DIR"));
+            plough_tests::multi_host::configure_root(c, "tree-registrar", &dir, None);
+            c.registry_addr = args.get(3).expect("REGISTRY").parse().expect("REGISTRY");
+        }
     });
     let result = runtime.run(|root| async move {
         let watcher = root.clone();
@@ -358,6 +367,11 @@ fn main() {
                     Ok(())
                 })
                 .await
+            }
+            "tree-registrar" => {
+                say(&format!("ready registrar={}", root.is_registrar()));
+                root.shutdown_requested().await;
+                Ok(())
             }
             "idle" => {
                 say("ready");
