@@ -9,6 +9,7 @@
 
 mod buffered;
 mod channel;
+mod lend;
 #[cfg(test)]
 pub(crate) mod testing;
 

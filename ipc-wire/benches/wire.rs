@@ -204,7 +204,12 @@ fn handshake(c: &mut Criterion) {
             rt.block_on(async {
                 let (mut a, mut b) = framed_pair();
                 let hello = |aid| {
-                    Msg::Hello(Hello { aid, nonce: vec![0; 32].into(), build: Default::default() })
+                    Msg::Hello(Hello {
+                        aid,
+                        nonce: vec![0; 32].into(),
+                        build: Default::default(),
+                        reads_shm: false,
+                    })
                 };
                 black_box(tokio::join!(
                     say_hello(&mut a, hello(aid(1))),

@@ -287,6 +287,7 @@ fn an_acceptors_proof_reflected_back_as_a_connectors_is_refused() {
                     aid: crate::support::aid("mirror"),
                     nonce: h.nonce.clone(),
                     build: Default::default(),
+                    reads_shm: false,
                 })
             };
             a.send(echo(&hb)).await.unwrap();

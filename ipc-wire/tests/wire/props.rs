@@ -156,11 +156,9 @@ fn trace() -> impl Strategy<Value = Option<TraceContext>> {
 /// Every variant of `Msg`, with arbitrary field values.
 pub fn msg() -> impl Strategy<Value = Msg> {
     prop_oneof![
-        (aid(), bytes(40), bytes(20)).prop_map(|(aid, p, b)| Msg::Hello(Hello {
-            aid,
-            nonce: p.into_bytes(),
-            build: b.into_bytes()
-        })),
+        (aid(), bytes(40), bytes(20), any::<bool>()).prop_map(|(aid, p, b, reads_shm)| {
+            Msg::Hello(Hello { aid, nonce: p.into_bytes(), build: b.into_bytes(), reads_shm })
+        }),
         spawn_spec().prop_map(Msg::SpawnSpec),
         (any::<u64>(), text(), bytes(200), aid(), call_kind(), trace()).prop_map(
             |(cid, function, args, caller, kind, trace)| Msg::Start(Start {
