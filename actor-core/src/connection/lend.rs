@@ -102,11 +102,22 @@ impl Lender {
                 Peer::Tcp(addr) => (addr.ip().to_canonical().is_loopback(), None),
             }
         };
+        Lender::from_parts(local, peer_pid, est.peer_reads_shm, budgets)
+    }
+
+    /// The lending state of a connection that is `local` (or not), to a peer of pid
+    /// `peer_pid` (when known) that reads lent payloads (or not).
+    pub(crate) fn from_parts(
+        local: bool,
+        peer_pid: Option<u32>,
+        peer_reads_shm: bool,
+        budgets: &Budgets,
+    ) -> Lender {
         let threshold = budgets.shm_threshold.unwrap_or(0);
         Lender {
             threshold,
             max_lent: budgets.shm_lent as u64,
-            lend: local && est.peer_reads_shm && threshold > 0,
+            lend: local && peer_reads_shm && threshold > 0,
             accept: local,
             peer_pid,
             lent: Mutex::new(Lent::default()),
@@ -258,4 +269,109 @@ pub(crate) fn returned_msg(inos: Vec<u64>, me: &plough_ipc_wire::msg::Aid) -> Ms
         kind: plough_ipc_wire::msg::CallKind::Function,
         trace: None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use plough_ipc_wire::msg::Start;
+
+    const MIB: usize = 1 << 20;
+
+    fn budgets(lent: usize) -> Budgets {
+        Budgets { shm_threshold: Some(MIB), shm_lent: lent, ..Budgets::default() }
+    }
+
+    fn yield_of(len: usize, fill: u8) -> Msg {
+        Msg::Yield { cid: 3, payload: Payload::from(vec![fill; len]) }
+    }
+
+    fn lent_ref(msg: &Msg) -> Option<ShmRef> {
+        msg.payload().and_then(|p| p.shm_ref().copied())
+    }
+
+    /// Whether `addr` lies in one of this process's plough-shm mappings.
+    fn in_a_segment(addr: usize) -> bool {
+        let maps = std::fs::read_to_string("/proc/self/maps").expect("maps");
+        maps.lines().filter(|l| l.contains("/memfd:plough-shm.")).any(|l| {
+            let range = l.split_whitespace().next().expect("range");
+            let (a, b) = range.split_once('-').expect("a-b");
+            let (a, b) = (usize::from_str_radix(a, 16).unwrap(), usize::from_str_radix(b, 16).unwrap());
+            (a..b).contains(&addr)
+        })
+    }
+
+    #[test]
+    fn a_large_payload_is_lent_mapped_zero_copy_and_returned() {
+        let me = std::process::id();
+        let (tx, rx) = (Lender::from_parts(true, Some(me), true, &budgets(8 * MIB)), Lender::from_parts(true, Some(me), true, &budgets(8 * MIB)));
+        let mut msg = yield_of(2 * MIB, 0xab);
+        tx.outgoing(&mut msg);
+        let r = lent_ref(&msg).expect("lent");
+        assert_eq!((r.len, tx.lent_bytes()), (2 * MIB as u64, 2 * MIB as u64));
+        assert!(msg.payload().unwrap().is_empty(), "the frame carries no bytes");
+        assert_eq!(rx.incoming(&mut msg), Ok(Some(r.ino)));
+        let p = msg.payload().unwrap().clone();
+        assert!(p.iter().all(|&b| b == 0xab) && p.len() == 2 * MIB);
+        assert!(in_a_segment(p.as_ptr() as usize), "the bytes are the mapping");
+        tx.returned(&[r.ino]);
+        assert_eq!(tx.lent_bytes(), 0);
+        // Still readable: the mapping holds the pages.
+        assert_eq!(p[MIB], 0xab);
+        drop((p, msg));
+        assert!(!std::fs::read_to_string("/proc/self/maps").unwrap().contains(&format!("{}", r.ino)));
+
+        // Below the threshold, or not a payload: untouched.
+        let mut small = yield_of(MIB - 1, 1);
+        tx.outgoing(&mut small);
+        assert!(lent_ref(&small).is_none());
+    }
+
+    #[test]
+    fn shm_lent_bounds_what_is_lent_and_the_rest_goes_by_copy() {
+        let tx = Lender::from_parts(true, None, true, &budgets(3 * MIB));
+        let mut inos = Vec::new();
+        for _ in 0..3 {
+            let mut m = yield_of(MIB, 2);
+            tx.outgoing(&mut m);
+            inos.push(lent_ref(&m).expect("lent within the bound").ino);
+        }
+        let mut over = yield_of(MIB, 2);
+        tx.outgoing(&mut over);
+        assert!(lent_ref(&over).is_none(), "a peer that never answers: by copy");
+        assert_eq!(over.payload().unwrap().len(), MIB);
+        tx.returned(&[inos[0], 12345]);
+        let mut again = yield_of(MIB, 2);
+        tx.outgoing(&mut again);
+        assert!(lent_ref(&again).is_some(), "room again once one came back");
+        tx.clear();
+        assert_eq!(tx.lent_bytes(), 0);
+    }
+
+    #[test]
+    fn no_lending_off_host_to_an_old_peer_or_when_disabled_and_no_reference_accepted_off_host() {
+        let off = Budgets { shm_threshold: None, ..budgets(8 * MIB) };
+        for tx in [
+            Lender::from_parts(false, None, true, &budgets(8 * MIB)),
+            Lender::from_parts(true, None, false, &budgets(8 * MIB)),
+            Lender::from_parts(true, None, true, &off),
+        ] {
+            let mut m = yield_of(2 * MIB, 1);
+            tx.outgoing(&mut m);
+            assert!(lent_ref(&m).is_none());
+        }
+        let tx = Lender::from_parts(true, None, true, &budgets(8 * MIB));
+        let mut m = Msg::Start(Start { args: Payload::from(vec![3; 2 * MIB]), ..Start::default() });
+        tx.outgoing(&mut m);
+        assert!(lent_ref(&m).is_some(), "call arguments are lent too");
+        let tls = Lender::from_parts(false, None, true, &budgets(8 * MIB));
+        let got = tls.incoming(&mut m.clone()).map_err(|(e, _)| e);
+        assert_eq!(got, Err(LendError::NotLocal));
+        let other = Lender::from_parts(true, Some(1), true, &budgets(8 * MIB));
+        let got = other.incoming(&mut m.clone()).map_err(|(e, _)| e);
+        assert!(matches!(got, Err(LendError::NotThePeer { peer: 1, .. })), "{got:?}");
+        let short = Lender::from_parts(true, None, true, &budgets(MIB));
+        let got = short.incoming(&mut m).map_err(|(e, _)| e);
+        assert!(matches!(got, Err(LendError::TooLong { .. })), "{got:?}");
+    }
 }
