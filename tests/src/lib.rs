@@ -6,6 +6,7 @@
 
 pub mod app;
 pub mod crash;
+pub mod lend_app;
 mod lifecycle;
 pub mod multi_host;
 pub mod netns;
