@@ -196,7 +196,8 @@ pub struct Budgets {
     /// Payloads (of `Start`, `Started`, `Yield`, `Return`) of at least this many bytes go
     /// through shared memory instead of the socket, to a peer of this host and user (a
     /// Unix socket, or plain TCP over loopback): copied once into a sealed memfd, mapped
-    /// zero-copy by the receiver (see `docs/shm.md`). `None` or `Some(0)`: never. The
+    /// zero-copy by the receiver (see `docs/design.md`, "Large payloads through shared
+    /// memory"). `None` or `Some(0)`: never. The
     /// default, [`Budgets::DEFAULT_SHM_THRESHOLD`], is where the measured shared-memory
     /// path starts to win.
     pub shm_threshold: Option<usize>,
