@@ -103,6 +103,8 @@ fn memcpy_floor(size: usize, samples: usize) -> Vec<f64> {
 /// (copy, prepared shm, fresh shm) GB/s samples for payloads of `size` bytes.
 fn payloads(size: usize, samples: usize) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
     super::runtime(SpawnMethod::Zygote, true)
+        // The copy rows copy: no automatic lending.
+        .configure(|c| c.budgets.shm_threshold = None)
         .run(|root| async move {
             root.nursery(|nursery| async move {
                 let p = nursery.start_actor("shm-source").await?;
@@ -144,6 +146,62 @@ fn payloads(size: usize, samples: usize) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
             .await
         })
         .expect("shm payload bench")
+}
+
+/// Whether `addr` lies in one of this process's plough-shm mappings.
+fn in_a_segment(addr: usize) -> bool {
+    let maps = std::fs::read_to_string("/proc/self/maps").expect("maps");
+    maps.lines().filter(|l| l.contains("/memfd:plough-shm.")).any(|l| {
+        let (a, b) = l.split_whitespace().next().and_then(|r| r.split_once('-')).expect("a-b");
+        let hex = |s| usize::from_str_radix(s, 16).expect("hex");
+        (hex(a)..hex(b)).contains(&addr)
+    })
+}
+
+/// The automatic path (`Budgets::shm_threshold`) on (`lend`) or off, in one process tree
+/// each: GB/s samples of `size` bytes child → root through a stream (items of at most
+/// 1 MiB, every page touched by the root), and of `call` bytes root → child as one call's
+/// argument (`blob_len`).
+fn auto(size: usize, call: usize, samples: usize, lend: bool) -> (Vec<f64>, Vec<f64>) {
+    let threshold = if lend { Some(plough::Budgets::DEFAULT_SHM_THRESHOLD) } else { None };
+    super::runtime(SpawnMethod::Zygote, true)
+        .configure(|c| c.budgets.shm_threshold = threshold)
+        .run(|root| async move {
+            root.nursery(|nursery| async move {
+                let p = nursery.start_actor("shm-auto").await?;
+                let (mut stream, mut calls) = (Vec::new(), Vec::new());
+                let item = size.min(MIB);
+                let items = (size / item) as u64;
+                let blob = bytes::Bytes::from(vec![7u8; call]);
+                for _ in 0..samples {
+                    let t = Instant::now();
+                    let (ctx, ()) = p.open_context::<_, ()>("source", (items, item)).await?;
+                    let s = ctx.open_stream_with(plough::StreamConfig::backpressure()).await?;
+                    let mut got = 0usize;
+                    while let Some(payload) = s.recv_payload().await? {
+                        if got == 0 {
+                            assert_eq!(
+                                in_a_segment(payload.as_ptr() as usize),
+                                lend,
+                                "lent or not"
+                            );
+                        }
+                        std::hint::black_box(touch(payload.as_bytes()));
+                        got += payload.as_bytes().len();
+                    }
+                    ctx.result::<u64>().await?;
+                    assert_eq!(got, size);
+                    stream.push(gbps(size, t.elapsed().as_secs_f64()));
+                    let t = Instant::now();
+                    let len: u64 = p.run("blob_len", blob.clone()).await?;
+                    assert_eq!(len, call as u64);
+                    calls.push(gbps(call, t.elapsed().as_secs_f64()));
+                }
+                Ok((stream, calls))
+            })
+            .await
+        })
+        .expect("automatic shm bench")
 }
 
 /// Thousands of 64-byte messages per second through a ring, child → root, per run.
@@ -202,6 +260,27 @@ pub(super) fn rows(quick: bool) -> Vec<(Stat, Option<Stat>)> {
         rows.push((
             Stat::new(&format!("{label} by shm (new segment each)"), "GB/s", fresh),
             Some(floor),
+        ));
+    }
+    // The automatic path, on against off in the same run. By copy a call's argument must
+    // fit one frame (64 MiB with its header), so the large call row is 60 MiB.
+    for (label, size, call_label, call, samples) in [
+        ("1 MiB", MIB, "1 MiB", MIB, if quick { 10 } else { 30 }),
+        ("64 MiB", 64 * MIB, "60 MiB", 60 * MIB, if quick { 3 } else { 8 }),
+    ] {
+        let (off_stream, off_call) = auto(size, call, samples, false);
+        let (on_stream, on_call) = auto(size, call, samples, true);
+        rows.push((
+            Stat::new(&format!("auto shm on: {label} stream child -> root"), "GB/s", on_stream),
+            Some(Stat::new(&format!("auto shm off: {label} stream"), "GB/s", off_stream)),
+        ));
+        rows.push((
+            Stat::new(
+                &format!("auto shm on: {call_label} call arg root -> child"),
+                "GB/s",
+                on_call,
+            ),
+            Some(Stat::new(&format!("auto shm off: {call_label} call arg"), "GB/s", off_call)),
         ));
     }
     let n = if quick { 500_000 } else { 2_000_000 };

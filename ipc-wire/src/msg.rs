@@ -941,8 +941,11 @@ impl Cx<'_> {
         r: capnp::Result<schema::cid_payload::Reader<'_>>,
     ) -> Result<(Cid, Payload), MsgError> {
         let r = self.ok(r)?;
-        let shm =
-            if r.has_payload_shm() { Some(read_shm_ref(self.ok(r.get_payload_shm())?)) } else { None };
+        let shm = if r.has_payload_shm() {
+            Some(read_shm_ref(self.ok(r.get_payload_shm())?))
+        } else {
+            None
+        };
         Ok((r.get_cid(), lent_or(self.share(self.ok(r.get_payload())?)?.into(), shm)))
     }
 

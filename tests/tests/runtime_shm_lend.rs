@@ -61,7 +61,8 @@ fn large_stream_items_arguments_and_results_go_through_shared_memory_zero_copy()
         assert_eq!(my_segments().len(), before, "the pages go with the last Bytes");
 
         // Below the threshold: by copy.
-        let (ctx, ()) = p.open_context::<_, ()>("ctx_bytes_source", (2u64, 4096usize, true)).await?;
+        let (ctx, ()) =
+            p.open_context::<_, ()>("ctx_bytes_source", (2u64, 4096usize, true)).await?;
         let s = ctx.open_stream().await?;
         while let Some(item) = s.recv_payload().await? {
             assert!(!in_a_segment(item.as_ptr() as usize), "a small item is copied");
@@ -171,7 +172,8 @@ fn bad_references_fail_their_own_call_map_nothing_and_the_connection_serves_on()
             let entry = root.query_actor("lend-target").await?.into_iter().next().expect("entry");
             let addr: Address = entry.addr.parse().expect("an address");
             assert_eq!(entry.aid.pid, pid);
-            let me = Aid { name: "raw-lender".into(), uuid: Uuid([0xb1; 16]), pid: std::process::id() };
+            let me =
+                Aid { name: "raw-lender".into(), uuid: Uuid([0xb1; 16]), pid: std::process::id() };
             let mut framed = dial(&addr, &me).await;
 
             let file = tempfile::tempfile().expect("a file");
@@ -183,14 +185,19 @@ fn bad_references_fail_their_own_call_map_nothing_and_the_connection_serves_on()
                 .and_then(ShmBufMut::freeze)
                 .map_err(ActorError::other)?;
             let g = good.handle().segment;
-            let good_ref = ShmRef { pid: g.pid, start_time: g.start_time, fd: g.fd, ino: g.ino, len: g.len };
+            let good_ref =
+                ShmRef { pid: g.pid, start_time: g.start_time, fd: g.fd, ino: g.ino, len: g.len };
             let cases: Vec<(&str, ShmRef, &str)> = vec![
                 ("a plain file", ref_to(&file, 4096), "not a plough segment"),
                 ("an unsealed memfd", ref_to(&unsealed, 4096), "not sealed"),
                 ("a lying length", ShmRef { len: 1 << 20, ..good_ref }, "but the segment holds"),
                 // Over a Unix socket the peer's pid is known (`SO_PEERCRED`); over TCP
                 // plough-shm's checks find pid 1 is not of our uid (or not its start time).
-                ("another process", ShmRef { pid: 1, ..good_ref }, "not the peer|belongs to uid|is gone"),
+                (
+                    "another process",
+                    ShmRef { pid: 1, ..good_ref },
+                    "not the peer|belongs to uid|is gone",
+                ),
                 ("a closed fd", ShmRef { fd: 9999, ..good_ref }, "holds no segment at fd 9999"),
             ];
             // Each refused reference is answered `shm_opened` too (the lender may drop it).
@@ -200,8 +207,16 @@ fn bad_references_fail_their_own_call_map_nothing_and_the_connection_serves_on()
                 framed.send(lent_start(cid, "lend_sum", r, &me)).await.expect("send");
                 match next_answer(&mut framed, &mut opened).await {
                     Msg::Error(e) => {
-                        assert_eq!((e.cid, e.kind), (Some(cid), ErrorKind::BadMessage), "{what}: {e:?}");
-                        assert!(says.split('|').any(|s| e.message.contains(s)), "{what}: {}", e.message);
+                        assert_eq!(
+                            (e.cid, e.kind),
+                            (Some(cid), ErrorKind::BadMessage),
+                            "{what}: {e:?}"
+                        );
+                        assert!(
+                            says.split('|').any(|s| e.message.contains(s)),
+                            "{what}: {}",
+                            e.message
+                        );
                     }
                     other => panic!("{what}: expected a BadMessage error, got {other:?}"),
                 }
@@ -217,7 +232,10 @@ fn bad_references_fail_their_own_call_map_nothing_and_the_connection_serves_on()
             }
             // The receiver says so before it serves the call, on the same ordered queue.
             assert!(opened.contains(&good_ref.ino), "{opened:?}");
-            assert!(opened.len() >= 5, "the refused ones with an inode, and the good one: {opened:?}");
+            assert!(
+                opened.len() >= 5,
+                "the refused ones with an inode, and the good one: {opened:?}"
+            );
             assert_eq!(portal.run::<_, i64>("add", (40, 2)).await?, 42, "the actor serves on");
             assert_eq!(portal.run::<_, usize>("shm_maps", ()).await?, 0, "no mapping left");
             Ok(())

@@ -40,7 +40,9 @@ use std::sync::Mutex;
 pub(crate) enum LendError {
     /// The connection is not one that may carry references (another host, TLS, another
     /// user).
-    #[error("a shared-memory reference arrived on a connection that is not local (TLS, another host or user)")]
+    #[error(
+        "a shared-memory reference arrived on a connection that is not local (TLS, another host or user)"
+    )]
     NotLocal,
     /// The reference names a process that is not the peer's.
     #[error("the shared-memory reference names pid {named}, not the peer (pid {peer})")]
@@ -296,7 +298,8 @@ mod tests {
         maps.lines().filter(|l| l.contains("/memfd:plough-shm.")).any(|l| {
             let range = l.split_whitespace().next().expect("range");
             let (a, b) = range.split_once('-').expect("a-b");
-            let (a, b) = (usize::from_str_radix(a, 16).unwrap(), usize::from_str_radix(b, 16).unwrap());
+            let (a, b) =
+                (usize::from_str_radix(a, 16).unwrap(), usize::from_str_radix(b, 16).unwrap());
             (a..b).contains(&addr)
         })
     }
@@ -304,7 +307,10 @@ mod tests {
     #[test]
     fn a_large_payload_is_lent_mapped_zero_copy_and_returned() {
         let me = std::process::id();
-        let (tx, rx) = (Lender::from_parts(true, Some(me), true, &budgets(8 * MIB)), Lender::from_parts(true, Some(me), true, &budgets(8 * MIB)));
+        let (tx, rx) = (
+            Lender::from_parts(true, Some(me), true, &budgets(8 * MIB)),
+            Lender::from_parts(true, Some(me), true, &budgets(8 * MIB)),
+        );
         let mut msg = yield_of(2 * MIB, 0xab);
         tx.outgoing(&mut msg);
         let r = lent_ref(&msg).expect("lent");
@@ -319,7 +325,9 @@ mod tests {
         // Still readable: the mapping holds the pages.
         assert_eq!(p[MIB], 0xab);
         drop((p, msg));
-        assert!(!std::fs::read_to_string("/proc/self/maps").unwrap().contains(&format!("{}", r.ino)));
+        assert!(
+            !std::fs::read_to_string("/proc/self/maps").unwrap().contains(&format!("{}", r.ino))
+        );
 
         // Below the threshold, or not a payload: untouched.
         let mut small = yield_of(MIB - 1, 1);
