@@ -10,6 +10,7 @@
 mod batch;
 mod buffered;
 mod channel;
+mod lend;
 #[cfg(test)]
 pub(crate) mod testing;
 

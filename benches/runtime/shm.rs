@@ -10,6 +10,12 @@
 //!   the root reads one byte of every 4 KiB page of the payload it got (a copy's pages are
 //!   resident already; a fresh mapping's fault in). GB/s of payload delivered; the floor
 //!   is a `memcpy` of the same size between two resident buffers of this process;
+//!   (that stream's 1 MiB items are at `Budgets::shm_threshold`, so with the child's
+//!   default budgets they are lent through shared memory on their own);
+//! * the automatic path on against off (`Budgets::shm_threshold` of the sending root, one
+//!   process tree each, same run): 1 MiB and 64 MiB root → child through a stream (items
+//!   of 1 MiB, every page touched by the child), and 1 MiB and 60 MiB as one call's
+//!   argument (by copy an argument must fit a 64 MiB frame);
 //! * a ring of 64-byte messages between two actors (a child sends, the root receives,
 //!   each end in a blocking thread), msgs/s, against the raw UDS stream of 64-byte records.
 
@@ -71,6 +77,7 @@ pub(super) fn register(r: Registry) -> Registry {
         .func("shm_prepared", shm_prepared)
         .func("shm_fresh", shm_fresh)
         .func("shm_ring_send", shm_ring_send)
+        .context("shm_sink", shm_sink)
 }
 
 /// Reads one byte of every page (and the last).
@@ -146,6 +153,71 @@ fn payloads(size: usize, samples: usize) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
         .expect("shm payload bench")
 }
 
+/// Whether `addr` lies in one of this process's plough-shm mappings.
+fn in_a_segment(addr: usize) -> bool {
+    let maps = std::fs::read_to_string("/proc/self/maps").expect("maps");
+    maps.lines().filter(|l| l.contains("/memfd:plough-shm.")).any(|l| {
+        let (a, b) = l.split_whitespace().next().and_then(|r| r.split_once('-')).expect("a-b");
+        let hex = |s| usize::from_str_radix(s, 16).expect("hex");
+        (hex(a)..hex(b)).contains(&addr)
+    })
+}
+
+/// Receives byte items until the stream ends, reading one byte of every 4 KiB page of
+/// each; returns the bytes received. Checks that the first item was lent (`lent`) or not.
+async fn shm_sink(ctx: plough::Context, lent: bool) -> Result<u64, plough::ActorError> {
+    ctx.started(&()).await?;
+    let s = ctx.open_stream_with(plough::StreamConfig::backpressure()).await?;
+    let mut got = 0u64;
+    while let Some(payload) = s.recv_payload().await? {
+        if got == 0 {
+            assert_eq!(in_a_segment(payload.as_ptr() as usize), lent, "lent or not");
+        }
+        std::hint::black_box(touch(payload.as_bytes()));
+        got += payload.len() as u64;
+    }
+    Ok(got)
+}
+
+/// The automatic path (`Budgets::shm_threshold`) on (`lend`) or off, in one process tree
+/// each; the root sends, so its budgets decide: GB/s samples of `size` bytes root → child
+/// through a stream (items of at most 1 MiB, every page touched by the child), and of
+/// `call` bytes root → child as one call's argument (`blob_len`).
+fn auto(size: usize, call: usize, samples: usize, lend: bool) -> (Vec<f64>, Vec<f64>) {
+    // On: every payload of these rows (1 MiB and up) is lent.
+    let threshold = if lend { Some(MIB) } else { None };
+    super::runtime(SpawnMethod::Zygote, true)
+        .configure(|c| c.budgets.shm_threshold = threshold)
+        .run(|root| async move {
+            root.nursery(|nursery| async move {
+                let p = nursery.start_actor("shm-auto").await?;
+                let (mut stream, mut calls) = (Vec::new(), Vec::new());
+                let item = size.min(MIB);
+                let payload = plough::ipc_wire::Payload::from(vec![7u8; item]);
+                let blob = bytes::Bytes::from(vec![7u8; call]);
+                for _ in 0..samples {
+                    let t = Instant::now();
+                    let (ctx, ()) = p.open_context::<_, ()>("shm_sink", lend).await?;
+                    let s = ctx.open_stream_with(plough::StreamConfig::backpressure()).await?;
+                    for _ in 0..size / item {
+                        s.send_payload(payload.clone()).await?;
+                    }
+                    s.close().await?;
+                    let got = ctx.result::<u64>().await?.returned();
+                    assert_eq!(got, Some(size as u64));
+                    stream.push(gbps(size, t.elapsed().as_secs_f64()));
+                    let t = Instant::now();
+                    let len: u64 = p.run("blob_len", blob.clone()).await?;
+                    assert_eq!(len, call as u64);
+                    calls.push(gbps(call, t.elapsed().as_secs_f64()));
+                }
+                Ok((stream, calls))
+            })
+            .await
+        })
+        .expect("automatic shm bench")
+}
+
 /// Thousands of 64-byte messages per second through a ring, child → root, per run.
 fn ring_rate(n: u64, runs: usize) -> Vec<f64> {
     super::runtime(SpawnMethod::Zygote, true)
@@ -192,7 +264,11 @@ pub(super) fn rows(quick: bool) -> Vec<(Stat, Option<Stat>)> {
         let floor =
             Stat::new(&format!("floor: memcpy {label}"), "GB/s", memcpy_floor(size, samples));
         rows.push((
-            Stat::new(&format!("{label} by copy (stream of bytes)"), "GB/s", copy),
+            Stat::new(
+                &format!("{label} by stream of bytes (lent when >= threshold)"),
+                "GB/s",
+                copy,
+            ),
             Some(floor.clone()),
         ));
         rows.push((
@@ -202,6 +278,27 @@ pub(super) fn rows(quick: bool) -> Vec<(Stat, Option<Stat>)> {
         rows.push((
             Stat::new(&format!("{label} by shm (new segment each)"), "GB/s", fresh),
             Some(floor),
+        ));
+    }
+    // The automatic path, on against off in the same run. By copy a call's argument must
+    // fit one frame (64 MiB with its header), so the large call row is 60 MiB.
+    for (label, size, call_label, call, samples) in [
+        ("1 MiB", MIB, "1 MiB", MIB, if quick { 10 } else { 30 }),
+        ("64 MiB", 64 * MIB, "60 MiB", 60 * MIB, if quick { 3 } else { 8 }),
+    ] {
+        let (off_stream, off_call) = auto(size, call, samples, false);
+        let (on_stream, on_call) = auto(size, call, samples, true);
+        rows.push((
+            Stat::new(&format!("auto shm on: {label} stream root -> child"), "GB/s", on_stream),
+            Some(Stat::new(&format!("auto shm off: {label} stream"), "GB/s", off_stream)),
+        ));
+        rows.push((
+            Stat::new(
+                &format!("auto shm on: {call_label} call arg root -> child"),
+                "GB/s",
+                on_call,
+            ),
+            Some(Stat::new(&format!("auto shm off: {call_label} call arg"), "GB/s", off_call)),
         ));
     }
     let n = if quick { 500_000 } else { 2_000_000 };

@@ -209,6 +209,7 @@ fn handshake(c: &mut Criterion) {
                         nonce: vec![0; 32].into(),
                         build: Default::default(),
                         batches: true,
+                        reads_shm: false,
                     }))
                 };
                 black_box(tokio::join!(

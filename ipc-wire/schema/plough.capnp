@@ -54,6 +54,9 @@ struct Hello {
   # batches only to one that said so; an older peer, which never says it, gets one
   # `yield` per item.
   batches @4 :Bool;
+  # The speaker reads payloads lent through shared memory (`ShmRef`): only to a peer that
+  # says so, and is on this host, does a sender lend one (an old peer reads false).
+  readsShm @5 :Bool;
 }
 
 struct KeyValue {
@@ -98,6 +101,22 @@ struct Start {
   kind @4 :CallKind;    # the kind the caller expects
   trace @5 :TraceContext;  # the caller's span, so the callee's span is its child (absent:
                            # the caller traces nothing; the callee starts a trace of its own)
+  argsShm @6 :ShmRef;   # set: the arguments are in this shared-memory segment and `args`
+                        # is empty (see `ShmRef`)
+}
+
+# A payload lent through shared memory instead of carried in the frame: a sealed memfd of
+# the sender's, which a peer of the same host and user opens through
+# `/proc/<pid>/fd/<fd>` (plough-shm's `SegmentRef`, every field checked by the receiver).
+# Sent only where both ends are on one host (UDS, or plain TCP over loopback) and the
+# peer runs our build; the receiver answers with the reserved call `plough.shm_opened`,
+# after which the sender drops its fd.
+struct ShmRef {
+  pid @0 :UInt32;        # the owner's (the sender's) pid
+  startTime @1 :UInt64;  # its start time (`/proc/<pid>/stat` field 22)
+  fd @2 :Int32;          # the memfd's fd number in the owner
+  ino @3 :UInt64;        # the memfd's inode
+  len @4 :UInt64;        # the payload's length: the segment's first `len` bytes
 }
 
 # A span's place in a distributed trace, in W3C Trace Context (`traceparent`) terms: the
@@ -119,6 +138,7 @@ struct StartAck {
 struct CidPayload {
   cid @0 :UInt64;
   payload @1 :Data;
+  payloadShm @2 :ShmRef;  # set: the payload is in this segment and `payload` is empty
 }
 
 # A call id and several payloads, in order: a batch of stream items (`Msg.yields`).

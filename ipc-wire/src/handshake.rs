@@ -182,6 +182,8 @@ pub struct Established {
     /// The framed connection, now under the post-handshake limits. Bytes the peer sent
     /// right after its proof are already buffered in it: nothing is lost.
     pub framed: FramedConnection,
+    /// The peer said it reads payloads lent through shared memory (`Hello.reads_shm`).
+    pub peer_reads_shm: bool,
 }
 
 /// Why a connection was refused before its peer was authenticated.
@@ -513,9 +515,9 @@ async fn exchange(
         e => e,
     });
     match out {
-        Ok((peer, peer_batches)) => {
+        Ok((peer, peer_batches, peer_reads_shm)) => {
             framed.codec_mut().set_limits(config.limits);
-            Ok(Established { peer, peer_batches, framed })
+            Ok(Established { peer, peer_batches, framed, peer_reads_shm })
         }
         Err(e) => {
             if let Some(why) = e.refusal(config.deadline) {
@@ -527,7 +529,8 @@ async fn exchange(
     }
 }
 
-/// The messages of the exchange, in order; the peer's aid once it proved itself.
+/// The messages of the exchange, in order; the peer's aid once it proved itself, and
+/// whether it reads lent payloads.
 async fn steps(
     framed: &mut FramedConnection,
     me: &Credentials,
@@ -536,12 +539,13 @@ async fn steps(
     slot: Option<&Slot>,
     (my_view, their_view): &(String, String),
     build: Option<BuildId>,
-) -> Result<(Aid, bool), HandshakeError> {
+) -> Result<(Aid, bool, bool), HandshakeError> {
     let hello = Hello {
         aid: me.aid.clone(),
         nonce: bytes::Bytes::copy_from_slice(ours),
         build: build.map(|b| bytes::Bytes::copy_from_slice(&b.0)).unwrap_or_default(),
         batches: true,
+        reads_shm: true,
     };
     framed.send(&Msg::Hello(Box::new(hello))).await?;
     let peer = match next(framed).await? {
@@ -597,7 +601,7 @@ async fn steps(
     if role == Role::Accepting {
         framed.send(&Msg::Proof(my_proof(secret).to_vec().into())).await?;
     }
-    Ok((peer.aid, peer.batches))
+    Ok((peer.aid, peer.batches, peer.reads_shm))
 }
 
 /// The next message of the handshake; a refusal from the peer is [`HandshakeError::Refused`].

@@ -114,7 +114,7 @@ pub use msg::{
     Aid, CallKind, CancelAck, Cid, ErrorKind, ErrorMsg, ErrorValue, Hello, InvalidUuid, Msg,
     MsgKind, RuntimeVars, SpawnSpec, Start, StartAck, TraceContext, TypeErrorInfo, Uuid,
 };
-pub use payload::{MsgPack, MsgTypeError, Payload, PayloadCodec, PayloadEncodeError};
+pub use payload::{MsgPack, MsgTypeError, Payload, PayloadCodec, PayloadEncodeError, ShmRef};
 pub use tls::{TlsConfigError, TlsFailure, TlsFiles, TlsIdentity, TlsPeer};
 pub use transport::{
     AcceptError, Connection, FdReserve, Listener, Peer, SecureError, TransportError, connect,

@@ -22,7 +22,7 @@ use crate::error::MsgError;
 pub use crate::error_kind::ErrorKind;
 use crate::generated::plough_capnp as schema;
 pub use crate::msg_kind::MsgKind;
-use crate::payload::{MsgPack, MsgTypeError, Payload, PayloadCodec};
+use crate::payload::{MsgPack, MsgTypeError, Payload, PayloadCodec, ShmRef};
 use bytes::Bytes;
 use capnp::traits::HasStructSize;
 use serde::de::DeserializeOwned;
@@ -131,6 +131,9 @@ pub struct Hello {
     pub build: Bytes,
     /// The speaker reads [`Msg::Yields`]: its peer may send it stream items in batches.
     pub batches: bool,
+    /// Whether the speaker reads payloads lent through shared memory
+    /// ([`ShmRef`]); false from a peer that predates them.
+    pub reads_shm: bool,
 }
 
 /// Process-global runtime settings a parent hands to a child.
@@ -429,6 +432,7 @@ impl Msg {
                     hb.set_build(&h.build);
                 }
                 hb.set_batches(h.batches);
+                hb.set_reads_shm(h.reads_shm);
             }
             Msg::SpawnSpec(s) => write_spawn_spec(s, b.init_spawn_spec()),
             Msg::Start(s) => {
@@ -436,6 +440,9 @@ impl Msg {
                 sb.set_cid(s.cid);
                 sb.set_function(s.function.as_str());
                 sb.set_args(&s.args);
+                if let Some(r) = s.args.shm_ref() {
+                    write_shm_ref(r, sb.reborrow().init_args_shm());
+                }
                 sb.set_kind(s.kind.into());
                 if let Some(t) = &s.trace {
                     write_trace(t, sb.reborrow().init_trace());
@@ -506,6 +513,7 @@ impl Msg {
                         Bytes::new()
                     },
                     batches: h.get_batches(),
+                    reads_shm: h.get_reads_shm(),
                 }))
             }
             W::SpawnSpec(s) => Msg::SpawnSpec(Box::new(cx.spawn_spec(cx.ok(s)?)?)),
@@ -514,7 +522,14 @@ impl Msg {
                 Msg::Start(Box::new(Start {
                     cid: s.get_cid(),
                     function: cx.text(s.get_function())?,
-                    args: cx.share(cx.ok(s.get_args())?)?.into(),
+                    args: lent_or(
+                        cx.share(cx.ok(s.get_args())?)?.into(),
+                        if s.has_args_shm() {
+                            Some(read_shm_ref(cx.ok(s.get_args_shm())?))
+                        } else {
+                            None
+                        },
+                    ),
                     caller: cx.aid(cx.ok(s.get_caller())?)?,
                     kind: cx.call_kind(s.get_kind())?,
                     trace: if s.has_trace() {
@@ -575,6 +590,7 @@ impl Msg {
                 words::<schema::start::Builder<'_>>()
                     + text_words(&s.function)
                     + data_words(&s.args)
+                    + s.args.shm_ref().map_or(0, |_| words::<schema::shm_ref::Builder<'_>>())
                     + aid_words(&s.caller)
                     + s.trace.map_or(0, |_| words::<schema::trace_context::Builder<'_>>())
             }
@@ -582,7 +598,9 @@ impl Msg {
             Msg::Started { payload, .. }
             | Msg::Yield { payload, .. }
             | Msg::Return { payload, .. } => {
-                words::<schema::cid_payload::Builder<'_>>() + data_words(payload)
+                words::<schema::cid_payload::Builder<'_>>()
+                    + data_words(payload)
+                    + payload.shm_ref().map_or(0, |_| words::<schema::shm_ref::Builder<'_>>())
             }
             Msg::Stop { .. } => 0,
             Msg::CancelAck(_) => words::<schema::cancel_ack::Builder<'_>>(),
@@ -674,6 +692,35 @@ fn read_trace(r: schema::trace_context::Reader<'_>) -> TraceContext {
 fn write_cid_payload(cid: Cid, payload: &Payload, mut b: schema::cid_payload::Builder<'_>) {
     b.set_cid(cid);
     b.set_payload(payload);
+    if let Some(r) = payload.shm_ref() {
+        write_shm_ref(r, b.init_payload_shm());
+    }
+}
+
+fn write_shm_ref(r: &ShmRef, mut b: schema::shm_ref::Builder<'_>) {
+    b.set_pid(r.pid);
+    b.set_start_time(r.start_time);
+    b.set_fd(r.fd);
+    b.set_ino(r.ino);
+    b.set_len(r.len);
+}
+
+fn read_shm_ref(r: schema::shm_ref::Reader<'_>) -> ShmRef {
+    ShmRef {
+        pid: r.get_pid(),
+        start_time: r.get_start_time(),
+        fd: r.get_fd(),
+        ino: r.get_ino(),
+        len: r.get_len(),
+    }
+}
+
+/// A payload's bytes, or the segment it was lent through (`shm`, when the field is set).
+fn lent_or(bytes: Payload, shm: Option<ShmRef>) -> Payload {
+    match shm {
+        Some(r) => Payload::lent(r),
+        None => bytes,
+    }
 }
 
 fn write_text_list<'a>(
@@ -931,7 +978,12 @@ impl Cx<'_> {
         r: capnp::Result<schema::cid_payload::Reader<'_>>,
     ) -> Result<(Cid, Payload), MsgError> {
         let r = self.ok(r)?;
-        Ok((r.get_cid(), self.share(self.ok(r.get_payload())?)?.into()))
+        let shm = if r.has_payload_shm() {
+            Some(read_shm_ref(self.ok(r.get_payload_shm())?))
+        } else {
+            None
+        };
+        Ok((r.get_cid(), lent_or(self.share(self.ok(r.get_payload())?)?.into(), shm)))
     }
 
     fn text_list(
@@ -1078,7 +1130,7 @@ mod tests {
         // Every message is moved several times between a sender and the socket (into a
         // queue, out of it, into the encoder): the rare large variants are boxed so that
         // a stream item or a reply is a few words, not the size of an error.
-        assert!(std::mem::size_of::<Msg>() <= 48, "Msg is {} bytes", std::mem::size_of::<Msg>());
+        assert!(std::mem::size_of::<Msg>() <= 56, "Msg is {} bytes", std::mem::size_of::<Msg>());
     }
 
     #[test]

@@ -35,12 +35,43 @@ pub const MAX_RENDERING_CHARS: usize = 120;
 /// alive (a read buffer holds several frames, and a large frame has one of its own). Copy
 /// a small payload you keep for long: `Payload::from(payload.to_vec())`.
 #[derive(Clone, Default, PartialEq, Eq, Hash)]
-pub struct Payload(Bytes);
+pub struct Payload(Bytes, Option<Box<ShmRef>>);
+
+/// Where a payload lent through shared memory lies: a sealed memfd of its sender's (the
+/// schema's `ShmRef`; plough-shm's `SegmentRef` names the same fields). A frame carries
+/// one instead of a large payload's bytes between two processes of one host; the
+/// connection layer of the receiver opens it (checking every field) and replaces it with
+/// the mapped bytes before anyone reads the payload. Untrusted input, like any field.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct ShmRef {
+    /// The owner's (the sender's) pid.
+    pub pid: u32,
+    /// The owner's start time (`/proc/<pid>/stat` field 22).
+    pub start_time: u64,
+    /// The memfd's fd number in the owner.
+    pub fd: i32,
+    /// The memfd's inode.
+    pub ino: u64,
+    /// The payload's length: the segment's first `len` bytes.
+    pub len: u64,
+}
 
 impl Payload {
     /// An empty payload.
     pub const fn empty() -> Self {
-        Self(Bytes::new())
+        Self(Bytes::new(), None)
+    }
+
+    /// A payload that travels as a reference to a shared-memory segment: its bytes are
+    /// empty until the receiving connection opens the segment.
+    pub fn lent(r: ShmRef) -> Self {
+        Self(Bytes::new(), Some(Box::new(r)))
+    }
+
+    /// The segment this payload names instead of carrying bytes, if it was lent (only
+    /// seen by the connection layer: it replaces a lent payload with its bytes).
+    pub fn shm_ref(&self) -> Option<&ShmRef> {
+        self.1.as_deref()
     }
 
     /// Serializes `value` with the default codec, [`MsgPack`].
@@ -83,19 +114,19 @@ impl Payload {
 
 impl From<Bytes> for Payload {
     fn from(b: Bytes) -> Self {
-        Self(b)
+        Self(b, None)
     }
 }
 
 impl From<Vec<u8>> for Payload {
     fn from(v: Vec<u8>) -> Self {
-        Self(Bytes::from(v))
+        Self(Bytes::from(v), None)
     }
 }
 
 impl From<&'static [u8]> for Payload {
     fn from(v: &'static [u8]) -> Self {
-        Self(Bytes::from_static(v))
+        Self(Bytes::from_static(v), None)
     }
 }
 
@@ -108,7 +139,10 @@ impl std::ops::Deref for Payload {
 
 impl fmt::Debug for Payload {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Payload({})", render(&self.0))
+        match &self.1 {
+            Some(r) => write!(f, "Payload(lent {} bytes: {r:?})", r.len),
+            None => write!(f, "Payload({})", render(&self.0)),
+        }
     }
 }
 

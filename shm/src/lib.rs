@@ -10,6 +10,10 @@
 //!   ([`RingSender`], [`RingReceiver`]), waiting on a shared futex, never spinning; either
 //!   side's end (a drop, or its process dying) is a clear state for the other.
 //!
+//! Large call arguments, results and stream items need none of this: plough's connections
+//! lend any payload over `Budgets::shm_threshold` through a segment of this crate on
+//! their own (see plough-actor-core's `Budgets`).
+//!
 //! Segments are sealed memfds, not `/dev/shm` files: see [`SegmentRef`] for why, and for
 //! how another process opens one. In short: an owner that ends however it ends (even by
 //! SIGKILL) leaves no segment behind, and no segment can shrink under a mapping (no

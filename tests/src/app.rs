@@ -200,8 +200,10 @@ async fn ctx_chain(ctx: Context, (level, remaining): (u32, u32)) -> Result<(), A
 
 /// The registry of the test program.
 pub fn registry() -> Registry {
-    crate::tractor_app::register(crate::typed_app::register(crate::shm_app::register(
-        crate::crash::register(crate::lifecycle::register(Registry::new())),
+    crate::lend_app::register(crate::tractor_app::register(crate::typed_app::register(
+        crate::shm_app::register(crate::crash::register(crate::lifecycle::register(
+            Registry::new(),
+        ))),
     )))
     .func("add", add)
     .func("fail", fail)

@@ -6,6 +6,7 @@
 
 pub mod app;
 pub mod crash;
+pub mod lend_app;
 mod lifecycle;
 pub mod multi_host;
 pub mod netns;
@@ -175,10 +176,15 @@ pub fn private_registry() -> plough::Address {
 /// The runtime the runtime suites use: the test program's registry, children exec
 /// `plough_app` (or fork, per `PLOUGH_SPAWN_METHOD`), a private registry.
 pub fn runtime(app: &str) -> plough::Runtime {
-    plough::Runtime::new(app::registry())
-        .child_program(app)
-        .configure(|c| c.registry_addr = private_registry())
+    plough::Runtime::new(app::registry()).child_program(app).configure(|c| {
+        c.registry_addr = private_registry();
+        c.budgets.shm_threshold = Some(SHM_THRESHOLD);
+    })
 }
+
+/// The suites' `Budgets::shm_threshold` (the test program's and [`runtime`]'s): 1 MiB,
+/// below the default, so that every suite's large payloads take the shared-memory path.
+pub const SHM_THRESHOLD: usize = 1 << 20;
 
 /// Pids of every live process below this one (children, grandchildren...), found by
 /// walking `/proc`. With [`become_subreaper`], orphans of the tree count too.

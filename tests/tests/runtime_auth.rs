@@ -162,6 +162,7 @@ fn a_peer_of_our_uid_without_the_secret_is_refused_with_bad_proof() {
                 nonce: vec![1; 32].into(),
                 build: Default::default(),
                 batches: false,
+                reads_shm: false,
             })))
             .await
             .unwrap();

@@ -193,6 +193,20 @@ pub struct Budgets {
     /// memory (256 queued stream messages of 16 MiB were 4 GiB). Smaller messages are
     /// bounded by the queue's length (256). The reader task's own answers never wait.
     pub outgoing_bytes: usize,
+    /// Payloads (of `Start`, `Started`, `Yield`, `Return`) of at least this many bytes go
+    /// through shared memory instead of the socket, to a peer of this host and user (a
+    /// Unix socket, or plain TCP over loopback): copied once into a sealed memfd, mapped
+    /// zero-copy by the receiver (see `docs/design.md`, "Large payloads through shared
+    /// memory"). `None` or `Some(0)`: never. The
+    /// default, [`Budgets::DEFAULT_SHM_THRESHOLD`] (64 MiB), lends only what could not go by
+    /// copy: measured, a fresh segment per payload loses to the copy below that.
+    pub shm_threshold: Option<usize>,
+    /// How many bytes one connection may have lent through shared memory and not yet
+    /// heard back about (256 MiB): the sender holds each segment until the receiver says
+    /// it opened (or refused) it; a payload that would take the sum over this goes by
+    /// copy, so a peer that never answers costs at most this. Also the longest lent
+    /// payload a receiver accepts.
+    pub shm_lent: usize,
     /// How many fds the actor's listeners leave free for everything but accepting (64, or
     /// a quarter of the soft `RLIMIT_NOFILE` when that is less): once the process has no
     /// more than this many fds left, a listener accepts only its own children connecting
@@ -246,6 +260,8 @@ impl Default for Budgets {
             partial_frames: Budgets::DEFAULT_PARTIAL_FRAMES,
             stream_buffers: Budgets::DEFAULT_STREAM_BUFFERS,
             outgoing_bytes: Budgets::DEFAULT_OUTGOING_BYTES,
+            shm_threshold: Some(Budgets::DEFAULT_SHM_THRESHOLD),
+            shm_lent: Budgets::DEFAULT_SHM_LENT,
             fd_reserve: plough_ipc_wire::FdReserve::DEFAULT_RESERVE,
             spawn_fds: 16,
             accept_backoff: Duration::from_millis(50),
@@ -277,6 +293,19 @@ impl Budgets {
     /// The default of [`Budgets::outgoing_bytes`]: 64 MiB of large messages queued for
     /// writing per peer connection.
     pub const DEFAULT_OUTGOING_BYTES: usize = 64 << 20;
+
+    /// The default of [`Budgets::shm_threshold`]: 64 MiB, the default frame cap, so that
+    /// by default only payloads that could not go by copy at all are lent. Measured
+    /// (`cargo bench -p plough --bench runtime -- --only shm --quick`, same run, root →
+    /// child): a stream of 1 MiB items moved 0.54 GB/s lent against 1.18 GB/s copied, 64
+    /// MiB in 1 MiB items 0.34 against 1.01 GB/s; a 1 MiB call argument 0.60 against 0.56
+    /// GB/s. A fresh segment per payload (memfd, faults on fresh pages, two mappings)
+    /// costs more than the socket's copy into warm buffers; lower the threshold where
+    /// the receiver keeps large payloads mapped, or cannot afford the copy's memory.
+    pub const DEFAULT_SHM_THRESHOLD: usize = 64 << 20;
+
+    /// The default of [`Budgets::shm_lent`]: 256 MiB lent per connection.
+    pub const DEFAULT_SHM_LENT: usize = 256 << 20;
 
     /// The cleanup budget of a cancelled plain function that declares none of its own
     /// ([`Registry::cleanup`](crate::Registry::cleanup)): zero, it is dropped at once and

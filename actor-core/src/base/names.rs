@@ -11,6 +11,9 @@ pub(crate) const CANCEL_ACTOR: &str = "plough.cancel_actor";
 pub(crate) const CANCEL_CALL: &str = "plough.cancel_call";
 /// Stream credit for a context (`args`: how many messages); handled by the connection.
 pub(crate) const CREDIT: &str = "plough.credit";
+/// The receiver is done with segments lent to it (`args`: their inodes); handled by the
+/// connection.
+pub(crate) const SHM_OPENED: &str = "plough.shm_opened";
 
 /// Testing (the `testing` feature): the receiver drops the connection this call came on at
 /// once, unanswered, as a broken transport would.

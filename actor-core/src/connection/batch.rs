@@ -51,7 +51,11 @@ impl Batcher {
         S: Sink<Msg, Error = FrameError> + Unpin,
     {
         match msg {
-            Msg::Yield { cid, payload } if self.enabled && payload.len() <= BATCH_ITEM_BYTES => {
+            Msg::Yield { cid, payload }
+                if self.enabled
+                    && payload.len() <= BATCH_ITEM_BYTES
+                    && payload.shm_ref().is_none() =>
+            {
                 let fits =
                     self.items.len() < BATCH_ITEMS && self.bytes + payload.len() <= BATCH_BYTES;
                 if !self.items.is_empty() && (cid != self.cid || !fits) {

@@ -54,11 +54,12 @@
 //! and costs no memory beyond the queue.
 
 use super::batch::{BATCH_ITEM_BYTES, Batcher};
+use super::lend::{self, Lender};
 use super::{BufferedBytes, Conversation, Credit, Serve};
 use crate::base::budgets::Budgets;
 use crate::base::error::{ActorError, During, RemoteActorError};
 use crate::base::fate::Fate;
-use crate::base::names::{CANCEL_ACTOR, CANCEL_CALL, CREDIT};
+use crate::base::names::{CANCEL_ACTOR, CANCEL_CALL, CREDIT, SHM_OPENED};
 use crate::base::sync::LockExt;
 use futures::{SinkExt, StreamExt};
 use plough_ipc_wire::handshake::Established;
@@ -119,6 +120,8 @@ struct Inner {
     exit_status: Duration,
     /// The peer died: how, and the oldest of our calls then in flight.
     death: Mutex<Option<(plough_fork_prims::ExitStatus, During)>>,
+    /// Large payloads lent through shared memory, both ways.
+    lender: Lender,
 }
 
 impl fmt::Debug for Channel {
@@ -269,7 +272,9 @@ impl Channel {
         let outgoing_max = u32::try_from(budgets.outgoing_bytes.min(Semaphore::MAX_PERMITS))
             .unwrap_or(u32::MAX)
             .max(1);
+        let lender = Lender::new(&est, budgets);
         let inner = Arc::new(Inner {
+            lender,
             peer: est.peer.clone(),
             me,
             dialer,
@@ -325,6 +330,13 @@ impl Channel {
                     w.write(q, &mut batcher, &mut sink, &mut written, &mut items).await?;
                 }
                 batcher.finish(&mut sink).await.map_err(|e| e.to_string())?;
+                // Segments we lent die with our fds: before closing, wait for the peer to
+                // open them (or for the connection to go; the caller bounds the flush).
+                sink.flush().await.map_err(|e| e.to_string())?;
+                tokio::select! {
+                    () = w.inner.lender.drained() => {}
+                    () = w.inner.closed.cancelled() => {}
+                }
                 sink.close().await.map_err(|e| e.to_string())
             }
             .await;
@@ -362,7 +374,7 @@ impl Channel {
                     }
                     Some(Err(e)) => break Some(format!("framing error: {e}")),
                     Some(Ok(frame)) => match frame.decode() {
-                        Ok(msg) => r.route(msg, &*server),
+                        Ok(msg) => r.borrowed(msg, &*server),
                         Err(e) => r.undecodable(frame.call_id(), &e),
                     },
                 };
@@ -386,10 +398,35 @@ impl Channel {
         channel
     }
 
+    /// Maps a payload lent through shared memory (see [`lend`]), tells the peer it may
+    /// drop the segment, and routes the message; a refused reference fails its call.
+    fn borrowed(&self, mut msg: Msg, server: &dyn Serve) -> Option<Msg> {
+        let (done, refused) = match self.inner.lender.incoming(&mut msg) {
+            Ok(done) => (done, None),
+            Err((e, done)) => (done, Some(e)),
+        };
+        if let Some(ino) = done {
+            self.send_detached(lend::returned_msg(vec![ino], &self.inner.me));
+        }
+        match refused {
+            None => self.route(msg, server),
+            Some(e) => {
+                let reason = format!("{e}");
+                self.undecodable(msg.cid(), &MsgError::Malformed { kind: Some(msg.kind()), reason })
+            }
+        }
+    }
+
     /// Routes one message; returns the answer this layer sends itself, if any (a `Start`
     /// over the cap).
     fn route(&self, msg: Msg, server: &dyn Serve) -> Option<Msg> {
         if let Msg::Start(start) = msg {
+            if start.function == SHM_OPENED {
+                if let Ok(inos) = start.args.decode::<Vec<u64>>() {
+                    self.inner.lender.returned(&inos);
+                }
+                return None;
+            }
             if start.function == CREDIT {
                 let calls = self.inner.calls.locked();
                 if let (Some(Route::Conv(c, _)), Ok((messages, bytes))) =
@@ -552,6 +589,7 @@ impl Channel {
             t.cancel();
         }
         *self.inner.in_flight.locked() = InFlight::default();
+        self.inner.lender.clear();
     }
 
     /// How many of the peer's calls we serve and have not answered yet.
@@ -612,6 +650,8 @@ impl Channel {
             }
             msg => msg,
         };
+        let mut msg = msg;
+        self.inner.lender.outgoing(&mut msg);
         let len = msg.payload().map_or(0, |p| p.len());
         let bytes = if len >= LARGE_MESSAGE {
             let n = u32::try_from(len).unwrap_or(u32::MAX).min(self.inner.outgoing_max);

@@ -288,6 +288,7 @@ fn an_acceptors_proof_reflected_back_as_a_connectors_is_refused() {
                     nonce: h.nonce.clone(),
                     build: Default::default(),
                     batches: false,
+                    reads_shm: false,
                 }))
             };
             a.send(echo(&hb)).await.unwrap();

@@ -156,9 +156,17 @@ fn trace() -> impl Strategy<Value = Option<TraceContext>> {
 /// Every variant of `Msg`, with arbitrary field values.
 pub fn msg() -> impl Strategy<Value = Msg> {
     prop_oneof![
-        (aid(), bytes(40), bytes(20), any::<bool>()).prop_map(|(aid, p, b, batches)| Msg::Hello(
-            Box::new(Hello { aid, nonce: p.into_bytes(), build: b.into_bytes(), batches })
-        )),
+        (aid(), bytes(40), bytes(20), any::<bool>(), any::<bool>()).prop_map(
+            |(aid, p, b, batches, reads_shm)| {
+                Msg::Hello(Box::new(Hello {
+                    aid,
+                    nonce: p.into_bytes(),
+                    build: b.into_bytes(),
+                    batches,
+                    reads_shm,
+                }))
+            }
+        ),
         spawn_spec().prop_map(|s| Msg::SpawnSpec(Box::new(s))),
         (any::<u64>(), text(), bytes(200), aid(), call_kind(), trace()).prop_map(
             |(cid, function, args, caller, kind, trace)| Msg::Start(Box::new(Start {

@@ -267,6 +267,7 @@ fn main() {
         if unchecked {
             c.budgets.spawn_fds = 4;
         }
+        c.budgets.shm_threshold = Some(plough_tests::SHM_THRESHOLD);
         if scenario == "remote-root" {
             let dir = std::path::PathBuf::from(args.get(2).expect("CA_DIR"));
             plough_tests::multi_host::configure_root(c, "root", &dir, None);

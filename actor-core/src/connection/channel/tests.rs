@@ -710,7 +710,8 @@ async fn a_partial_frame_over_the_shared_budget_closes_its_connection_only() {
 #[tokio::test]
 async fn a_large_message_waits_for_the_writer_while_the_outgoing_bytes_are_over_the_budget() {
     const MIB: usize = 1 << 20;
-    let budgets = Budgets { outgoing_bytes: MIB, ..Budgets::default() };
+    // By copy: a lent payload would not queue its bytes.
+    let budgets = Budgets { outgoing_bytes: MIB, shm_threshold: None, ..Budgets::default() };
     let (ch, _serve, mut raw) = within("the pair", raw_pair_with(&budgets)).await;
     let big = |i: u8| Msg::Return { cid: 2, payload: Payload::from(vec![i; 3 * MIB / 4]) };
     // The peer does not read: the first large message stays queued or half written.
