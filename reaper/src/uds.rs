@@ -53,15 +53,48 @@ pub fn own_sockets(runtime_dir: &Path) -> Vec<PathBuf> {
     out
 }
 
-/// Paths that some socket in our network namespace is bound to (`/proc/net/unix`, read
-/// through procfs), as the table shows them; ask [`may_be_bound`] about a file. `None`
-/// when the table cannot be read.
+/// Paths that some socket is bound to, in our network namespace or in any other that a
+/// process of ours is in (`/proc/<pid>/task/<tid>/net/unix` of one task per namespace,
+/// read through procfs), as the tables show them; ask [`may_be_bound`] about a file. `None`
+/// when our own table cannot be read.
+///
+/// A path socket is listed only in the table of the namespace it was bound in, yet any
+/// namespace reaches it through the file: an actor (or a `plough-host` daemon) running in
+/// another network namespace, sharing this runtime directory, would look unbound from
+/// ours, and its live socket file would be swept.
 ///
 /// The kernel prints each path raw: procfs keeps it up to the first whitespace, and reads
 /// the table as text, so one path anywhere in it that is not UTF-8 (an abstract name of
 /// another program's, say) would fail the whole table; such bytes are replaced first.
 pub fn bound_socket_paths() -> Option<HashSet<PathBuf>> {
-    let bytes = fs::read("/proc/net/unix").ok()?;
+    let mut bound = unix_table(Path::new("/proc/net/unix"))?;
+    let own_ns = fs::read_link("/proc/self/ns/net").ok();
+    let mut seen: HashSet<PathBuf> = own_ns.into_iter().collect();
+    let uid = our_uid();
+    let is_id = |e: &fs::DirEntry| {
+        e.file_name().to_str().is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit()))
+    };
+    let procs = fs::read_dir("/proc").into_iter().flatten().flatten().filter(is_id);
+    for proc_entry in procs {
+        if !proc_entry.metadata().is_ok_and(|m| m.uid() == uid) {
+            continue;
+        }
+        // Namespaces are a thread's: one thread of a process may have left the others'.
+        let tasks = fs::read_dir(proc_entry.path().join("task")).into_iter().flatten().flatten();
+        for task in tasks.filter(is_id) {
+            // Another user's task, or one gone since the listing: no link, skipped.
+            let Ok(ns) = fs::read_link(task.path().join("ns/net")) else { continue };
+            if seen.insert(ns) {
+                bound.extend(unix_table(&task.path().join("net/unix")).unwrap_or_default());
+            }
+        }
+    }
+    Some(bound)
+}
+
+/// The absolute paths in one `net/unix` table.
+fn unix_table(path: &Path) -> Option<HashSet<PathBuf>> {
+    let bytes = fs::read(path).ok()?;
     let table = UnixNetEntries::from_read(String::from_utf8_lossy(&bytes).as_bytes()).ok()?;
     Some(
         table
@@ -269,5 +302,42 @@ mod tests {
         // The price: what the spaced path is cut to looks bound too (so it is kept).
         assert!(may_be_bound(&bound, &dir.join("w")));
         drop((a, b));
+    }
+
+    #[test]
+    #[allow(unsafe_code)] // unshare(2), which rustix offers only as unsafe too
+    fn a_socket_bound_in_another_network_namespace_is_seen_as_bound() {
+        let tmp = tempfile::Builder::new().prefix("plough-uds-netns-").tempdir().unwrap();
+        let path = tmp.path().join("host@1.sock");
+        let (bound_tx, bound_rx) = std::sync::mpsc::channel();
+        let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+        let p = path.clone();
+        // A thread of ours in a network namespace of its own binds the socket, as a
+        // plough-host daemon in a lab namespace does, and holds it until told.
+        let t = std::thread::spawn(move || {
+            // SAFETY: unshare(2) with CLONE_NEWNET moves only this thread, touching no memory.
+            if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
+                bound_tx.send(Err(std::io::Error::last_os_error())).unwrap();
+                return;
+            }
+            let listener = std::os::unix::net::UnixListener::bind(&p).unwrap();
+            bound_tx.send(Ok(())).unwrap();
+            let _ = done_rx.recv_timeout(std::time::Duration::from_secs(30));
+            drop(listener);
+        });
+        match bound_rx.recv().unwrap() {
+            Ok(()) => {}
+            Err(e) => {
+                eprintln!("SKIPPED: cannot make a network namespace here ({e}); needs root");
+                t.join().unwrap();
+                return;
+            }
+        }
+        let here = unix_table(Path::new("/proc/net/unix")).unwrap();
+        assert!(!may_be_bound(&here, &path), "our own namespace's table does not list it");
+        let bound = bound_socket_paths().expect("tables parse");
+        assert!(may_be_bound(&bound, &path), "bound in another namespace of ours: in use");
+        done_tx.send(()).unwrap();
+        t.join().unwrap();
     }
 }
