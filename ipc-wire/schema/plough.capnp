@@ -72,6 +72,15 @@ struct RuntimeVars {
   logLevel @3 :Text;
   extra @4 :List(KeyValue);   # forward-compatible escape hatch
   rootAddr @5 :Text;          # the tree's root actor's address (absent: not known)
+  build @6 :ExeBuild;         # the parent's build, when it has computed it (absent: not
+                              # known): a child running that very file adopts it
+}
+
+# A build id and the executable file it was computed from.
+struct ExeBuild {
+  id @0 :Data;     # 16 bytes: see `BuildId`
+  dev @1 :UInt64;  # the executable's device
+  ino @2 :UInt64;  # and inode
 }
 
 # What a parent tells a freshly spawned child.

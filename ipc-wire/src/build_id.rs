@@ -8,7 +8,8 @@
 //! after the file is replaced), but a host daemon started from a different deploy can.
 //!
 //! The id is the SHA-256 of the running executable's bytes (`/proc/self/exe`), truncated
-//! to 16 bytes, computed once per process on first use (a forked child inherits it). Why
+//! to 16 bytes, computed once per process on first use (a forked child inherits it, and a spawned
+//! child running the same file is told its parent's: [`BuildId::adopt`]). Why
 //! that source, not a compile-time value: a constant compiled into this crate changes
 //! only when this crate is rebuilt, not when the application's own handlers change; a
 //! build script cannot see the final binary either. The executable's content changes with
@@ -24,6 +25,9 @@ use std::fmt;
 use std::io::{self, Read};
 use std::path::Path;
 use std::sync::OnceLock;
+
+/// This process's build id, once computed or adopted (see [`BuildId::current`]).
+static CURRENT: OnceLock<Result<ExeBuild, BuildIdError>> = OnceLock::new();
 
 /// Bytes in a build id.
 pub const BUILD_ID_LEN: usize = 16;
@@ -50,27 +54,28 @@ impl fmt::Debug for BuildId {
 #[error("cannot compute this program's build id from /proc/self/exe: {0}")]
 pub struct BuildIdError(String);
 
-impl BuildId {
-    /// The running executable's build id, computed on first use and then remembered.
-    ///
-    /// # Errors
-    /// [`BuildIdError`] when `/proc/self/exe` cannot be read (remembered too).
-    pub fn current() -> Result<BuildId, BuildIdError> {
-        static CURRENT: OnceLock<Result<BuildId, BuildIdError>> = OnceLock::new();
-        CURRENT
-            .get_or_init(|| {
-                BuildId::of_file(Path::new("/proc/self/exe"))
-                    .map_err(|e| BuildIdError(e.to_string()))
-            })
-            .clone()
-    }
+/// A build id and the executable file it was computed from (its device and inode): what a
+/// parent tells a child, which adopts the id only when it runs that very file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExeBuild {
+    /// The id.
+    pub id: BuildId,
+    /// The executable's device number.
+    pub dev: u64,
+    /// The executable's inode number.
+    pub ino: u64,
+}
 
-    /// The build id of the executable at `path`.
+impl ExeBuild {
+    /// The build of the executable at `path`: its bytes hashed, its device and inode as
+    /// the open file has them (so they name exactly the bytes hashed).
     ///
     /// # Errors
     /// The file cannot be read.
-    pub fn of_file(path: &Path) -> io::Result<BuildId> {
+    pub fn of_file(path: &Path) -> io::Result<ExeBuild> {
+        use std::os::unix::fs::MetadataExt;
         let mut file = std::fs::File::open(path)?;
+        let meta = file.metadata()?;
         let mut hasher = Sha256::new();
         let mut buf = vec![0u8; 1 << 20];
         loop {
@@ -84,7 +89,56 @@ impl BuildId {
         let digest = hasher.finalize();
         let mut id = [0u8; BUILD_ID_LEN];
         id.copy_from_slice(&digest[..BUILD_ID_LEN]);
-        Ok(BuildId(id))
+        Ok(ExeBuild { id: BuildId(id), dev: meta.dev(), ino: meta.ino() })
+    }
+
+    /// Whether this process runs the executable this build was computed from. A running
+    /// executable cannot be written to (`ETXTBSY`), so while the process that computed the
+    /// build lives (a parent, while its child starts), the same device and inode mean the
+    /// same bytes.
+    pub fn is_this_executable(&self) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata("/proc/self/exe")
+            .is_ok_and(|m| (m.dev(), m.ino()) == (self.dev, self.ino))
+    }
+}
+
+impl BuildId {
+    /// The running executable's build id, computed on first use and then remembered.
+    ///
+    /// # Errors
+    /// [`BuildIdError`] when `/proc/self/exe` cannot be read (remembered too).
+    pub fn current() -> Result<BuildId, BuildIdError> {
+        CURRENT
+            .get_or_init(|| {
+                ExeBuild::of_file(Path::new("/proc/self/exe"))
+                    .map_err(|e| BuildIdError(e.to_string()))
+            })
+            .clone()
+            .map(|b| b.id)
+    }
+
+    /// This process's build if it is known already (computed by [`BuildId::current`],
+    /// inherited through a fork, or [adopted](BuildId::adopt)), without computing it.
+    pub fn known() -> Option<ExeBuild> {
+        CURRENT.get().and_then(|r| r.clone().ok())
+    }
+
+    /// Takes `build` (a parent's) as this process's, when this process runs the
+    /// executable it was computed from and knows no build yet (nor failed to compute
+    /// one). Hashing the same file again would only cost time (a quarter of a second for
+    /// a large debug build). A child that runs another program (`child_program`) computes
+    /// its own when it needs it. Returns whether `build` was adopted.
+    pub fn adopt(build: ExeBuild) -> bool {
+        build.is_this_executable() && CURRENT.set(Ok(build)).is_ok()
+    }
+
+    /// The build id of the executable at `path`.
+    ///
+    /// # Errors
+    /// The file cannot be read.
+    pub fn of_file(path: &Path) -> io::Result<BuildId> {
+        ExeBuild::of_file(path).map(|b| b.id)
     }
 
     /// The id in a hello's `build` field: `None` when the field is empty or not 16 bytes.
@@ -106,6 +160,21 @@ mod tests {
         assert_eq!(a.to_string().len(), 2 * BUILD_ID_LEN);
         assert_eq!(BuildId::from_wire(&a.0), Some(a));
         assert_eq!(BuildId::from_wire(b"short"), None);
+    }
+
+    #[test]
+    fn a_build_names_the_file_it_was_computed_from() {
+        let exe = std::fs::read_link("/proc/self/exe").unwrap();
+        let b = ExeBuild::of_file(&exe).unwrap();
+        assert!(b.is_this_executable());
+        assert!(!ExeBuild { ino: b.ino + 1, ..b }.is_this_executable(), "another inode");
+        assert!(!ExeBuild { dev: b.dev + 1, ..b }.is_this_executable(), "another device");
+        let dir = tempfile::tempdir().unwrap();
+        let other = dir.path().join("other");
+        std::fs::write(&other, b"another program").unwrap();
+        assert!(!ExeBuild::of_file(&other).unwrap().is_this_executable());
+        // Adopting another file's build is refused, whatever this process knows.
+        assert!(!BuildId::adopt(ExeBuild::of_file(&other).unwrap()));
     }
 
     #[test]

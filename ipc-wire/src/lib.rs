@@ -102,7 +102,7 @@ pub mod transport;
 
 pub use address::{Address, AddressError};
 pub use auth::{Secret, SecretError};
-pub use build_id::{BuildId, BuildIdError};
+pub use build_id::{BuildId, BuildIdError, ExeBuild};
 pub use codec::{FrameBudget, FrameCodec, Limits, PartialFrameClock};
 pub use error::{FrameError, MsgError, SegmentTableError};
 pub use frame::{Frame, MsgView};

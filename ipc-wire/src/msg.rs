@@ -152,6 +152,11 @@ pub struct RuntimeVars {
     /// Where the tree's root actor listens, when the sender knows it (a root sets its
     /// own; every child passes on what it was given).
     pub root_addr: Option<Address>,
+    /// The sender's build, when it has computed it
+    /// ([`BuildId::known`](crate::build_id::BuildId::known)): a child that runs that very
+    /// executable file adopts it ([`BuildId::adopt`](crate::build_id::BuildId::adopt))
+    /// instead of hashing its executable again.
+    pub build: Option<crate::build_id::ExeBuild>,
 }
 
 /// What a parent tells a freshly spawned child.
@@ -743,6 +748,12 @@ fn write_spawn_spec(s: &SpawnSpec, mut b: schema::spawn_spec::Builder<'_>) {
         if let Some(root) = &v.root_addr {
             vb.set_root_addr(root.to_string().as_str());
         }
+        if let Some(build) = &v.build {
+            let mut bb = vb.reborrow().init_build();
+            bb.set_id(&build.id.0);
+            bb.set_dev(build.dev);
+            bb.set_ino(build.ino);
+        }
         let mut eb = vb.init_extra(v.extra.len() as u32);
         for (i, (k, val)) in v.extra.iter().enumerate() {
             let mut kv = eb.reborrow().get(i as u32);
@@ -843,6 +854,9 @@ fn spawn_spec_words(s: &SpawnSpec) -> usize {
         + text_words(&v.spawn_method)
         + text_words(&v.log_level)
         + v.root_addr.as_ref().map_or(0, |a| (a.to_string().len() + 1).div_ceil(8))
+        + v.build.map_or(0, |_| {
+            words::<schema::exe_build::Builder<'_>>() + crate::build_id::BUILD_ID_LEN.div_ceil(8)
+        })
         + 1
         + v.extra
             .iter()
@@ -998,6 +1012,17 @@ impl Cx<'_> {
         Ok(out)
     }
 
+    fn build_id(&self, data: &[u8]) -> Result<crate::build_id::BuildId, MsgError> {
+        let id: [u8; crate::build_id::BUILD_ID_LEN] = data.try_into().map_err(|_| {
+            self.malformed(format!(
+                "a build id has {} bytes, not {}",
+                data.len(),
+                crate::build_id::BUILD_ID_LEN
+            ))
+        })?;
+        Ok(crate::build_id::BuildId(id))
+    }
+
     fn addr(&self, s: String) -> Result<Address, MsgError> {
         // An address holds (at most) its text again, as a path or a host.
         self.charge(s.len())?;
@@ -1032,6 +1057,17 @@ impl Cx<'_> {
                 extra,
                 root_addr: match v.has_root_addr() {
                     true => Some(self.addr(self.text(v.get_root_addr())?)?),
+                    false => None,
+                },
+                build: match v.has_build() {
+                    true => {
+                        let b = self.ok(v.get_build())?;
+                        Some(crate::build_id::ExeBuild {
+                            id: self.build_id(self.ok(b.get_id())?)?,
+                            dev: b.get_dev(),
+                            ino: b.get_ino(),
+                        })
+                    }
                     false => None,
                 },
             },

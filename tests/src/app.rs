@@ -250,6 +250,8 @@ pub fn registry() -> Registry {
     .stream("range_then_fail", range_then_fail)
     .func("cancel_peer", cancel_peer)
     .func("relay_add", relay_add)
+    .func("build_report", build_report)
+    .func("build_relay", build_relay)
     .func("metrics_install", metrics_install)
     .func("metrics_rows", metrics_rows)
     .context("ctx_started_then_block", ctx_started_then_block)
@@ -268,6 +270,45 @@ async fn relay_add(cx: Cx, (a, b): (i64, i64)) -> Result<i64, ActorError> {
         grandchild.run("add", (a, b)).await
     })
     .await
+}
+
+/// This process's build as the handshake would state it, and the executable file it runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct BuildReport {
+    /// `BuildId::current()`: adopted from the parent, or hashed now.
+    pub id: [u8; 16],
+    /// `/proc/self/exe`'s device and inode.
+    pub exe: (u64, u64),
+}
+
+impl BuildReport {
+    /// This process's.
+    pub fn here() -> BuildReport {
+        use std::os::unix::fs::MetadataExt;
+        let m = std::fs::metadata("/proc/self/exe").expect("stat /proc/self/exe");
+        let id = plough::ipc_wire::BuildId::current().expect("build id").0;
+        BuildReport { id, exe: (m.dev(), m.ino()) }
+    }
+}
+
+async fn build_report(_cx: Cx, _: ()) -> Result<BuildReport, AppError> {
+    Ok(BuildReport::here())
+}
+
+/// Takes `id` as this actor's build (for its own executable, unless it knows one
+/// already), then spawns a child that runs this same program and reports on both.
+async fn build_relay(cx: Cx, id: [u8; 16]) -> Result<(BuildReport, BuildReport), ActorError> {
+    use plough::ipc_wire::{BuildId, ExeBuild};
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata("/proc/self/exe").expect("stat /proc/self/exe");
+    BuildId::adopt(ExeBuild { id: BuildId(id), dev: m.dev(), ino: m.ino() });
+    let mine = BuildReport::here();
+    let theirs = cx
+        .nursery(|n| async move {
+            n.start_actor("build-grandchild").await?.run("build_report", ()).await
+        })
+        .await?;
+    Ok((mine, theirs))
 }
 
 /// Installs this process's debugging metrics recorder (see `crate::obs::recorder`).

@@ -108,3 +108,42 @@ fn a_booted_childs_stdio_is_its_parents() {
     let want = if exec { Some("/dev/null".to_owned()) } else { ours(0) };
     assert_eq!(target(0), want, "stdin in {table:?}");
 }
+
+/// A child is told its parent's build id and takes it instead of hashing its executable
+/// again, exactly when it runs the same executable file; a child that runs another program
+/// (this test's children run `plough_app` under `exec` and `zygote`) computes its own.
+#[test]
+fn a_child_adopts_its_parents_build_id_only_when_it_runs_the_same_executable() {
+    use plough::ipc_wire::{BuildId, ExeBuild};
+    use plough_tests::app::BuildReport;
+    use std::os::unix::fs::MetadataExt;
+    // Made-up ids, which no hash gives: a report naming one was told it, not computed.
+    let (root_id, child_id) = ([0xa5; 16], [0x5a; 16]);
+    let m = std::fs::metadata("/proc/self/exe").unwrap();
+    let ours = (m.dev(), m.ino());
+    assert!(
+        BuildId::adopt(ExeBuild { id: BuildId(root_id), dev: ours.0, ino: ours.1 }),
+        "nothing in this fresh test process knew its build yet"
+    );
+    let (fresh, (mid, grand)) = in_nursery(runtime(APP), LIMIT, |n| async move {
+        let fresh: BuildReport =
+            n.start_actor("build-fresh").await?.run("build_report", ()).await?;
+        // The child takes `child_id` for its own file if it knows no build yet, then
+        // spawns a child of its own program.
+        let p = n.start_actor("build-child").await?;
+        let relay: (BuildReport, BuildReport) = p.run("build_relay", child_id).await?;
+        Ok((fresh, relay))
+    })
+    .unwrap();
+    if fresh.exe == ours {
+        // A fork of this process (main_thread_forkserver): our build, told or inherited.
+        assert_eq!((fresh.id, mid.id, grand.id), (root_id, root_id, root_id));
+    } else {
+        // Another program: it hashed its own file (ours was for another file)...
+        assert_eq!(BuildId(fresh.id), BuildId::of_file(std::path::Path::new(APP)).unwrap());
+        // ...and a child of its own program took what it was told instead of hashing.
+        assert_eq!(mid.id, child_id, "the child knew no build, and took the one it was given");
+        assert_eq!(grand.id, child_id, "the grandchild runs its parent's file: it adopted");
+    }
+    assert_eq!((mid.exe, grand.exe), (fresh.exe, fresh.exe));
+}

@@ -216,6 +216,11 @@ async fn child(
     };
     let _ = runtime_vars::get(true);
     runtime_vars::set(RuntimeVars { is_root: false, ..spec.runtime_vars.clone() });
+    // Our parent's build, if we run the file it was computed from (a fork of it, or an exec
+    // of its /proc/self/exe; not a `child_program` of another build).
+    if let Some(build) = spec.runtime_vars.build {
+        plough_ipc_wire::BuildId::adopt(build);
+    }
     // The log level its spawn chose (or its parent had): for plough's own subscriber.
     if !spec.runtime_vars.log_level.is_empty() {
         runtime_vars::apply_log_filter(&spec.runtime_vars.log_level);

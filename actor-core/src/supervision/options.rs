@@ -80,6 +80,9 @@ impl SpawnOptions {
         if let Some(level) = &self.log_level {
             vars.log_level.clone_from(level);
         }
+        // Ours if we know it (a host daemon that met a root over TLS does): a child that runs
+        // our executable file need not hash it again. Else what our parent told us passes on.
+        vars.build = plough_ipc_wire::BuildId::known().or(vars.build);
         Ok(SpawnSpec {
             runtime_vars: vars,
             registry_addrs: vec![actor.registry_addr().clone()],

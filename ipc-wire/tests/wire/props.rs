@@ -58,6 +58,11 @@ fn spawn_spec() -> impl Strategy<Value = SpawnSpec> {
         vec(address(), 0..3),
         (vec(text(), 0..4), any::<bool>()),
         proptest::option::of(aid()),
+        proptest::option::of((
+            any::<[u8; plough_ipc_wire::build_id::BUILD_ID_LEN]>(),
+            any::<u64>(),
+            any::<u64>(),
+        )),
     )
         .prop_map(
             |(
@@ -66,6 +71,7 @@ fn spawn_spec() -> impl Strategy<Value = SpawnSpec> {
                 bind_addrs,
                 (enable_handlers, expose_only),
                 parent,
+                build_id,
             )| {
                 SpawnSpec {
                     runtime_vars: RuntimeVars {
@@ -75,6 +81,11 @@ fn spawn_spec() -> impl Strategy<Value = SpawnSpec> {
                         log_level,
                         extra,
                         root_addr,
+                        build: build_id.map(|(id, dev, ino)| plough_ipc_wire::ExeBuild {
+                            id: plough_ipc_wire::BuildId(id),
+                            dev,
+                            ino,
+                        }),
                     },
                     registry_addrs,
                     bind_addrs,
