@@ -791,6 +791,19 @@ impl Channel {
         self.inner.calls.locked().remove(&cid);
     }
 
+    /// [`Channel::send`] without waiting, as [`Channel::send_detached`] queues: its payload
+    /// lent through shared memory if it is that large, then queued unless it is still a
+    /// large one ([`LARGE_MESSAGE`]), which must wait for its bytes' budget: that one is
+    /// given back, for `send`.
+    pub(crate) fn send_without_waiting(&self, mut msg: Msg) -> Option<Msg> {
+        self.inner.lender.outgoing(&mut msg);
+        if msg.payload().is_some_and(|p| p.len() >= LARGE_MESSAGE) {
+            return Some(msg);
+        }
+        self.send_detached(msg);
+        None
+    }
+
     /// Queues a message without waiting (for the reader task, which must never block):
     /// at once when the writer's queue has room, else from a short-lived task.
     pub(crate) fn send_detached(&self, msg: Msg) {

@@ -214,7 +214,6 @@ impl Serve for Actor {
                         return self.reply_error(channel, cid, *e);
                     }
                 };
-                channel.track_served(cid, token.clone());
                 let budget = self.registry().cleanup_budget(&start.function, self.budgets());
                 let trace = CallTrace::serve(
                     self.trace(),
@@ -225,6 +224,7 @@ impl Serve for Actor {
                     start.trace,
                 );
                 if let Some(ctx) = context {
+                    channel.track_served(cid, token.clone());
                     return self.serve_context(
                         channel,
                         ctx,
@@ -235,13 +235,30 @@ impl Serve for Actor {
                         trace,
                     );
                 }
-                let ch = channel.clone();
-                let me = self.clone();
                 let function = start.function;
                 // A plain function answers with its `Return` (or `Error`) alone: the
                 // result implies the start, and one message less per call is measurable.
-                self.tasks().spawn(trace.run(async move {
-                    let mut fut = fut;
+                let span = trace.span.clone();
+                let mut fut: BoxFuture<'static, _> = Box::pin(trace.run(fut));
+                // One poll here first: a function that answers without waiting (most do)
+                // answers from the reader, with no task of its own to allocate, schedule
+                // and track (nothing can cancel it meanwhile). A later poll, in its task,
+                // registers that task's waker in place of this one.
+                if let Some(out) = futures::FutureExt::now_or_never(&mut fut) {
+                    let reply = reply_for(cid, out);
+                    count_error(&function, &reply);
+                    if let Some(reply) = channel.send_without_waiting(reply) {
+                        let ch = channel.clone();
+                        self.tasks().spawn(async move {
+                            let _ = ch.send(reply).await;
+                        });
+                    }
+                    return;
+                }
+                channel.track_served(cid, token.clone());
+                let ch = channel.clone();
+                let me = self.clone();
+                let task = async move {
                     let reply = tokio::select! {
                         // A result that is ready wins over a cancel that came with it.
                         biased;
@@ -259,7 +276,8 @@ impl Serve for Actor {
                     count_error(&function, &reply);
                     ch.untrack_served(cid);
                     let _ = ch.send(reply).await;
-                }));
+                };
+                self.tasks().spawn(tracing::Instrument::instrument(task, span));
             }
         }
     }
