@@ -23,8 +23,16 @@ async fn blob_len(_cx: Cx, blob: bytes::Bytes) -> Result<u64, std::convert::Infa
     Ok(blob.len() as u64)
 }
 
+/// [`blob_len`] on raw bytes (`Registry::func_bytes`): the length as 8 little-endian bytes.
+async fn blob_len_bytes(
+    _cx: Cx,
+    blob: bytes::Bytes,
+) -> Result<bytes::Bytes, std::convert::Infallible> {
+    Ok(bytes::Bytes::copy_from_slice(&(blob.len() as u64).to_le_bytes()))
+}
+
 pub(super) fn register(r: Registry) -> Registry {
-    r.func("blob_len", blob_len)
+    r.func("blob_len", blob_len).func_bytes("blob_len_bytes", blob_len_bytes)
 }
 
 /// Every thread of this process on `cpus` (threads started later inherit it from theirs).
@@ -85,15 +93,17 @@ fn gbps(bytes: usize, secs: f64) -> f64 {
     bytes as f64 / secs / 1e9
 }
 
-/// GB/s of `n` 1 MiB payloads child → parent through a stream (the default config), and
-/// of `calls` 1 MiB call arguments parent → child; one sample per run of each.
-fn mib_stream_and_call(n: u64, calls: usize, runs: usize) -> (Vec<f64>, Vec<f64>) {
+/// GB/s of `n` 1 MiB payloads child → parent through a stream (the default config), of
+/// `calls` 1 MiB call arguments parent → child (`Portal::run`, a `Bytes` argument through
+/// the codec), and of as many as raw bytes (`Portal::run_bytes`); one sample per run of
+/// each.
+fn mib_stream_and_call(n: u64, calls: usize, runs: usize) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
     runtime(SpawnMethod::MainThreadForkserver, true)
         .run(|root| async move {
             root.nursery(|nursery| async move {
                 let p = nursery.start_actor("bulk").await?;
                 let blob = bytes::Bytes::from(vec![7u8; MIB]);
-                let (mut stream, mut call) = (Vec::new(), Vec::new());
+                let (mut stream, mut call, mut raw) = (Vec::new(), Vec::new(), Vec::new());
                 for _ in 0..runs {
                     let (ctx, ()) = p.open_context::<_, ()>("source", (n, MIB)).await?;
                     let s = ctx.open_stream().await?;
@@ -112,8 +122,15 @@ fn mib_stream_and_call(n: u64, calls: usize, runs: usize) -> (Vec<f64>, Vec<f64>
                         assert_eq!(len, MIB as u64);
                     }
                     call.push(gbps(calls * MIB, t.elapsed().as_secs_f64()));
+
+                    let t = Instant::now();
+                    for _ in 0..calls {
+                        let len = p.run_bytes("blob_len_bytes", blob.clone()).await?;
+                        assert_eq!(len.as_ref(), (MIB as u64).to_le_bytes());
+                    }
+                    raw.push(gbps(calls * MIB, t.elapsed().as_secs_f64()));
                 }
-                Ok((stream, call))
+                Ok((stream, call, raw))
             })
             .await
         })
@@ -177,9 +194,10 @@ pub(super) fn rpc_rows(k: usize) -> Vec<(Stat, Option<Stat>)> {
 pub(super) fn stream_rows(k: usize) -> Vec<(Stat, Option<Stat>)> {
     let n = 100 * k;
     let floor = Stat::new("floor: raw UDS bulk, 1 MiB writes", "GB/s", raw_bulk(n, 3));
-    let (stream, call) = mib_stream_and_call(n as u64, n / 2, 3);
+    let (stream, call, raw) = mib_stream_and_call(n as u64, n / 2, 3);
     vec![
         (Stat::new("stream 1 MiB payloads (default config)", "GB/s", stream), Some(floor.clone())),
-        (Stat::new("call with a 1 MiB argument", "GB/s", call), Some(floor)),
+        (Stat::new("call with a 1 MiB argument", "GB/s", call), Some(floor.clone())),
+        (Stat::new("call with a 1 MiB argument, raw bytes (run_bytes)", "GB/s", raw), Some(floor)),
     ]
 }

@@ -251,6 +251,8 @@ pub fn registry() -> Registry {
     .func("cancel_peer", cancel_peer)
     .func("relay_add", relay_add)
     .func("build_report", build_report)
+    .func_bytes("bytes_reversed", bytes_reversed)
+    .func_bytes("bytes_refused", bytes_refused)
     .func("build_relay", build_relay)
     .func("metrics_install", metrics_install)
     .func("metrics_rows", metrics_rows)
@@ -270,6 +272,18 @@ async fn relay_add(cx: Cx, (a, b): (i64, i64)) -> Result<i64, ActorError> {
         grandchild.run("add", (a, b)).await
     })
     .await
+}
+
+/// Raw bytes in, the same bytes reversed out (`Registry::func_bytes`).
+async fn bytes_reversed(_cx: Cx, b: bytes::Bytes) -> Result<bytes::Bytes, AppError> {
+    let mut v = b.to_vec();
+    v.reverse();
+    Ok(v.into())
+}
+
+/// Raw bytes in, an error naming their length out.
+async fn bytes_refused(_cx: Cx, b: bytes::Bytes) -> Result<bytes::Bytes, AppError> {
+    Err(AppError(format!("refused {} bytes", b.len())))
 }
 
 /// This process's build as the handshake would state it, and the executable file it runs.

@@ -147,3 +147,34 @@ fn a_child_adopts_its_parents_build_id_only_when_it_runs_the_same_executable() {
     }
     assert_eq!((mid.exe, grand.exe), (fresh.exe, fresh.exe));
 }
+
+/// A function of raw bytes (`Registry::func_bytes`, `Portal::run_bytes`): the bytes go and
+/// come back as they are, small or large (above the suites' shared-memory threshold, so
+/// through a lent segment), empty too; its error comes home typed; a typed function
+/// called with raw bytes fails to read them, in the child, as a typed call would.
+#[test]
+fn raw_bytes_go_to_a_function_and_back_uncoded() {
+    in_nursery(runtime(APP), LIMIT, |n| async move {
+        let p = n.start_actor("bytes").await?;
+        for len in [0usize, 1, 4096, 3 << 20] {
+            let sent: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+            let got = p.run_bytes("bytes_reversed", sent.clone().into()).await?;
+            let mut want = sent;
+            want.reverse();
+            assert!(got.as_ref() == want.as_slice(), "{len} bytes come back reversed");
+        }
+        let e = p.run_bytes("bytes_refused", vec![9u8; 10].into()).await.unwrap_err();
+        let remote = e.as_remote().expect("a remote error");
+        assert_eq!(
+            (remote.type_name.as_str(), remote.message.as_str()),
+            ("AppError", "refused 10 bytes")
+        );
+        // `add` takes an encoded (i64, i64): raw bytes are not one.
+        let e = p.run_bytes("add", bytes::Bytes::from_static(b"\xff\xfe")).await.unwrap_err();
+        assert_eq!(e.as_remote().expect("remote").type_name, "MsgTypeError", "{e}");
+        // And the actor serves on.
+        assert_eq!(p.run::<_, i64>("add", (2, 3)).await?, 5);
+        Ok(())
+    })
+    .unwrap();
+}

@@ -188,7 +188,9 @@ fn sigusr1_to_the_root_dumps_every_actor_of_the_tree() {
 fn a_dump_mid_stream_names_the_blocked_contexts_and_loses_nothing() {
     become_subreaper();
     let registry = fresh_tcp_registry();
-    let n = 10_000u64;
+    // Enough that, with the root holding after half, neither hop's buffer can take the
+    // rest: every actor is still streaming when the dump is asked for.
+    let n = 10 * plough::STREAM_BUFFER as u64;
     let mut child = Command::new(APP)
         .args(["stream-dump", &n.to_string()])
         .env("PLOUGH_TEST_REGISTRY", &registry)

@@ -130,6 +130,24 @@ impl Portal {
         self.run_raw(function, encode(&args)?).await
     }
 
+    /// Runs a function registered with [`Registry::func_bytes`](crate::Registry::func_bytes):
+    /// `args` go as they are, and the result comes back as the bytes the function
+    /// returned, neither encoded nor decoded (no copy in user space on either side; the
+    /// bytes arrive sharing the frame they came in, or the shared-memory mapping). As
+    /// [`Portal::run`] otherwise: dropping the future mid-call asks the actor to cancel
+    /// the call.
+    ///
+    /// # Errors
+    ///
+    /// As [`Portal::run`], but for [`ActorError::MsgType`]: nothing is decoded here.
+    pub async fn run_bytes(
+        &self,
+        function: &str,
+        args: bytes::Bytes,
+    ) -> Result<bytes::Bytes, ActorError> {
+        self.run_payload(function, Payload::from(args)).await.map(Payload::into_bytes)
+    }
+
     /// [`Portal::run`] with already-encoded arguments.
     pub(crate) async fn run_raw<R: DeserializeOwned>(
         &self,

@@ -100,22 +100,46 @@ impl Registry {
     {
         let name = user_name(name);
         let f = Arc::new(f);
-        let function: Arc<str> = Arc::from(name.as_str());
-        let call: Erased = Arc::new(move |cx: Cx, args: Payload, errors: Arc<ErrorTypes>| {
+        let call = plain(&name, move |cx, args, errors| {
             let f = Arc::clone(&f);
-            let function = Arc::clone(&function);
             async move {
-                // Listed in SIGUSR1 dumps while it runs.
-                let _task =
-                    TaskGuard::new(TaskKind::Serving, cx.cid(), cx.caller(), &*function, "running");
                 let me = cx.actor().clone();
                 let args: A = decode_args(&me, &args)?;
                 let out = std::panic::AssertUnwindSafe(f(cx, args)).catch_unwind().await;
                 finish(me, out, &errors)
             }
-            .boxed()
         });
         self.insert::<A>(name, CallKind::Function, call)
+    }
+
+    /// Registers a function under `name` whose argument and result are raw bytes: neither
+    /// is encoded, so a large buffer is not copied into or out of a codec on its way (a
+    /// payload at or above [`Budgets::shm_threshold`] still travels through shared memory,
+    /// and then arrives as the mapping). Call it with
+    /// [`Portal::run_bytes`](crate::Portal::run_bytes). Errors, panics and cancellation are
+    /// as for [`Registry::func`].
+    ///
+    /// # Panics
+    ///
+    /// As [`Registry::func`].
+    pub fn func_bytes<E, F, Fut>(self, name: impl Into<String>, f: F) -> Self
+    where
+        E: fmt::Display + Send + 'static,
+        F: Fn(Cx, bytes::Bytes) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<bytes::Bytes, E>> + Send + 'static,
+    {
+        let name = user_name(name);
+        let f = Arc::new(f);
+        let call = plain(&name, move |cx, args: Payload, errors| {
+            let f = Arc::clone(&f);
+            async move {
+                let me = cx.actor().clone();
+                let out =
+                    std::panic::AssertUnwindSafe(f(cx, args.into_bytes())).catch_unwind().await;
+                finish_with(me, out, &errors, |bytes| Ok(Payload::from(bytes)))
+            }
+        });
+        self.insert::<bytes::Bytes>(name, CallKind::Function, call)
     }
 
     /// Registers a context function under `name`: it receives its side of the
@@ -430,13 +454,45 @@ fn user_error<E: fmt::Display + 'static>(me: &Aid, e: E, errors: &ErrorTypes) ->
 
 /// The payload (or error) a handler's outcome sends home.
 #[allow(clippy::result_large_err)]
+/// The erased form of a plain function whose call `run` turns into its result; the
+/// call is listed in SIGUSR1 dumps while it runs.
+fn plain<F, Fut>(function: &str, run: F) -> Erased
+where
+    F: Fn(Cx, Payload, Arc<ErrorTypes>) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<Payload, RemoteActorError>> + Send + 'static,
+{
+    let function: Arc<str> = Arc::from(function);
+    Arc::new(move |cx: Cx, args: Payload, errors: Arc<ErrorTypes>| {
+        let task = TaskGuard::new(TaskKind::Serving, cx.cid(), cx.caller(), &*function, "running");
+        let fut = run(cx, args, errors);
+        async move {
+            let _task = task;
+            fut.await
+        }
+        .boxed()
+    })
+}
+
+/// The payload (or error) a handler's outcome sends home.
+#[allow(clippy::result_large_err)]
 fn finish<R: Serialize, E: fmt::Display + 'static>(
     me: Aid,
     out: std::thread::Result<Result<R, E>>,
     errors: &ErrorTypes,
 ) -> Result<Payload, RemoteActorError> {
+    finish_with(me, out, errors, |value| Payload::encode(&value))
+}
+
+/// [`finish`] with the value made a payload by `encode`.
+#[allow(clippy::result_large_err)]
+fn finish_with<R, E: fmt::Display + 'static>(
+    me: Aid,
+    out: std::thread::Result<Result<R, E>>,
+    errors: &ErrorTypes,
+    encode: impl FnOnce(R) -> Result<Payload, plough_ipc_wire::payload::PayloadEncodeError>,
+) -> Result<Payload, RemoteActorError> {
     match out {
-        Ok(Ok(value)) => Payload::encode(&value)
+        Ok(Ok(value)) => encode(value)
             .map_err(|e| RemoteActorError::new(me, ErrorKind::PayloadEncode, e.to_string())),
         Ok(Err(e)) => Err(user_error(&me, e, errors)),
         Err(panic) => Err(RemoteActorError::new(me, ErrorKind::Panic, panic_message(&*panic))),
