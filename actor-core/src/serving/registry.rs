@@ -452,8 +452,6 @@ fn user_error<E: fmt::Display + 'static>(me: &Aid, e: E, errors: &ErrorTypes) ->
     }
 }
 
-/// The payload (or error) a handler's outcome sends home.
-#[allow(clippy::result_large_err)]
 /// The erased form of a plain function whose call `run` turns into its result; the
 /// call is listed in SIGUSR1 dumps while it runs.
 fn plain<F, Fut>(function: &str, run: F) -> Erased
