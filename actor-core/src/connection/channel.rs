@@ -641,7 +641,7 @@ impl Channel {
         if self.is_closed() {
             return Err(self.closed_error());
         }
-        let msg = match msg {
+        let mut msg = match msg {
             Msg::Yield { ref payload, .. } if payload.len() <= BATCH_ITEM_BYTES => {
                 match self.to_outbox(msg) {
                     None => return Ok(()),
@@ -650,7 +650,6 @@ impl Channel {
             }
             msg => msg,
         };
-        let mut msg = msg;
         self.inner.lender.outgoing(&mut msg);
         let len = msg.payload().map_or(0, |p| p.len());
         let bytes = if len >= LARGE_MESSAGE {
