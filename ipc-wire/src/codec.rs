@@ -14,7 +14,13 @@
 //! Encoding builds each message directly in the write buffer (see the `arena` module), so
 //! a payload is copied exactly once, the buffer's capacity is reused from message to
 //! message as scratch space, and many small frames queued with `SinkExt::feed` leave in one
-//! `write` when the sink is flushed.
+//! `write` when the sink is flushed. A [`FrameWriter`](crate::FrameWriter) goes further for
+//! a payload of [`OUT_OF_LINE_BYTES`] or more: it is not copied at all.
+//!
+//! Reading, a large frame that has not fully arrived is read into a buffer of its own
+//! size, taken from a small pool of buffers whose frames have all been dropped (see the
+//! `recv_pool` module), so a reader that keeps up reads into the same pages again instead
+//! of faulting in fresh ones for every frame.
 //!
 //! A frame that started arriving is timed: the codec records in a shared
 //! [`PartialFrameClock`] when the first byte of the frame it is waiting for arrived (the
@@ -39,13 +45,14 @@
 //! The codec sits above [`crate::frame`] (it produces frames) and both sit above the leaf
 //! module that defines [`Limits`], re-exported here as `codec::Limits`.
 
-use crate::arena::InPlace;
+use crate::arena::{InPlace, Scratch};
 use crate::error::{FrameError, SegmentTableError};
 use crate::frame::{Frame, SegmentBounds};
 use crate::generated::plough_capnp as schema;
 pub use crate::limits::Limits;
-use crate::msg::Msg;
-use bytes::{Buf, BytesMut};
+use crate::msg::{Msg, data_words};
+use crate::recv_pool::RecvPool;
+use bytes::{Buf, Bytes, BytesMut};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
@@ -135,6 +142,8 @@ pub struct FrameCodec {
     /// The budget partial frames are charged to, and what is charged now.
     budget: Option<FrameBudget>,
     charged: usize,
+    /// Read buffers for large frames ([`RecvPool`]).
+    pool: RecvPool,
 }
 
 impl Drop for FrameCodec {
@@ -151,7 +160,7 @@ impl Clone for FrameCodec {
         clock.set(self.clock.since());
         // A clone charges nothing until its own partial frame.
         let (pending, budget) = (None, self.budget.clone());
-        Self { limits: self.limits, pending, clock, budget, charged: 0 }
+        Self { limits: self.limits, pending, clock, budget, charged: 0, pool: RecvPool::default() }
     }
 }
 
@@ -164,6 +173,7 @@ impl FrameCodec {
             clock: PartialFrameClock::default(),
             budget: None,
             charged: 0,
+            pool: RecvPool::default(),
         }
     }
 
@@ -222,12 +232,17 @@ impl FrameCodec {
                     self.charged = head.total;
                 }
             }
-            src.reserve(head.total - src.len());
+            if head.total >= RecvPool::MIN_FRAME && !self.pool.reading_large() {
+                self.pool.read_into_large(src, head.total);
+            } else {
+                src.reserve(head.total - src.len());
+            }
             self.pending = Some(head);
             return Ok(None);
         }
         self.release();
         let bytes = src.split_to(head.total).freeze();
+        self.pool.frame_taken(src);
         Ok(Some(Frame::new(bytes, head.bounds, &self.limits)))
     }
 
@@ -331,6 +346,90 @@ impl Encoder<Msg> for FrameCodec {
     fn encode(&mut self, msg: Msg, dst: &mut BytesMut) -> Result<(), FrameError> {
         self.encode(&msg, dst)
     }
+}
+
+/// A payload at least this large is not copied into its frame: the frame's first segment
+/// is built in the write buffer and the payload leaves from its own bytes, as the frame's
+/// second segment ([`FrameWriter`](crate::FrameWriter)). Below it, one copy into the write
+/// buffer costs less than a second segment and another `iovec`.
+pub const OUT_OF_LINE_BYTES: usize = 64 << 10;
+
+/// What follows the bytes [`encode_parts`] appended, to complete the frame.
+#[derive(Debug)]
+pub(crate) struct Tail {
+    /// The payload, written as it is.
+    pub(crate) payload: Bytes,
+    /// Zero bytes after it, to a whole word.
+    pub(crate) pad: usize,
+}
+
+/// The segment table of a two-segment frame: count − 1, both sizes, padding.
+const TWO_SEGMENT_TABLE: usize = 16;
+
+/// Appends one frame holding `msg` to `dst`, or, for a payload of [`OUT_OF_LINE_BYTES`] or
+/// more, all of the frame but the payload and its padding, which the caller writes next
+/// ([`Tail`]). That frame has two segments: the message with the payload's room reserved
+/// behind a far pointer, then the landing pad and the payload (see the `arena` module),
+/// which is standard Cap'n Proto: any reader follows the pointer. Should capnp lay the
+/// message out otherwise, it is encoded as one copied frame instead.
+pub(crate) fn encode_parts(
+    msg: &Msg,
+    dst: &mut BytesMut,
+    max_frame: usize,
+    scratch: &mut Scratch,
+) -> Result<Option<Tail>, FrameError> {
+    let copied = |dst: &mut BytesMut| encode_into(msg, dst, max_frame, msg.size_hint_words());
+    let Some(payload) = msg.payload().filter(|p| p.len() >= OUT_OF_LINE_BYTES) else {
+        return copied(dst).map(|()| None);
+    };
+    let too_large =
+        |claimed: usize| FrameError::TooLarge { claimed: claimed as u64, limit: max_frame };
+    if msg.size_floor_bytes() > max_frame {
+        return Err(too_large(msg.size_floor_bytes()));
+    }
+    let payload_words = data_words(payload);
+    // The landing pad, then the payload.
+    let reserved_words = payload_words + 1;
+    let rest_words = msg.size_hint_words().saturating_sub(payload_words);
+    let Some(reserved) = scratch.reserve(reserved_words) else {
+        return copied(dst).map(|()| None);
+    };
+    let reserved_ptr = reserved.as_ptr();
+    let start = dst.len();
+    dst.resize(start + TWO_SEGMENT_TABLE + rest_words * 8, 0);
+    let first_words = {
+        let region = &mut dst[start + TWO_SEGMENT_TABLE..];
+        let region_ptr = region.as_ptr();
+        let mut builder = capnp::message::Builder::new(InPlace::with_reserved(region, reserved));
+        msg.write_reserving_payload(builder.init_root::<schema::msg::Builder<'_>>());
+        let segments = builder.get_segments_for_output();
+        let as_planned = segments.len() == 2
+            && segments[0].as_ptr() == region_ptr
+            && segments[1].as_ptr() == reserved_ptr
+            && segments[1].len() == reserved_words * 8;
+        as_planned.then(|| segments[0].len() / 8)
+    };
+    let Some(first_words) = first_words else {
+        // Whatever capnp wrote in the reserved segment goes, for the next payload.
+        scratch.zero(reserved_words);
+        dst.truncate(start);
+        return copied(dst).map(|()| None);
+    };
+    let landing_pad = scratch.landing_pad();
+    scratch.clear_landing_pad();
+    let total = TWO_SEGMENT_TABLE + (first_words + reserved_words) * 8;
+    if total > max_frame {
+        dst.truncate(start);
+        return Err(too_large(total));
+    }
+    let word = |n: usize| u32::try_from(n).expect("a segment below the frame limit").to_le_bytes();
+    dst[start..start + 4].copy_from_slice(&1u32.to_le_bytes());
+    dst[start + 4..start + 8].copy_from_slice(&word(first_words));
+    dst[start + 8..start + 12].copy_from_slice(&word(reserved_words));
+    dst[start + 12..start + 16].copy_from_slice(&[0; 4]);
+    dst.truncate(start + TWO_SEGMENT_TABLE + first_words * 8);
+    dst.extend_from_slice(&landing_pad);
+    Ok(Some(Tail { payload: payload.as_bytes().clone(), pad: payload_words * 8 - payload.len() }))
 }
 
 /// Appends one frame holding `msg` to `dst`, building it in place in a first segment of

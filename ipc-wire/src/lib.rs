@@ -61,7 +61,8 @@
 //!    `tls`; [`error`] and [`payload`] on `msg_kind`.
 //! 3. [`msg`] on the layers below: the owned messages and their conversion to and from
 //!    the generated code.
-//! 4. [`frame`] on `msg` and `limits`; then [`codec`] on `frame`, `arena` and `limits`.
+//! 4. [`frame`] on `msg` and `limits`; then [`codec`] on `frame`, `arena` and `limits`;
+//!    then [`writer`] on `codec`.
 //! 5. [`transport`] on `address`, `runtime_dir` and `tls`; [`auth`] on `runtime_dir`; then
 //!    [`handshake`] on `codec`, `transport`, `auth`, `tls` and `build_id`.
 //!
@@ -72,7 +73,8 @@
 //! # Writing efficiently
 //!
 //! A `Framed`/`FramedWrite` sink encodes each message straight into its write buffer, so a
-//! payload is copied once. `SinkExt::send` flushes every message (one `write` each); to
+//! payload is copied once; a [`FrameWriter`] does the same for small payloads and copies
+//! a large one not at all (it leaves from its own bytes in a vectored write). `SinkExt::send` flushes every message (one `write` each); to
 //! batch, `feed` several and `flush` once (raise `set_backpressure_boundary` above the
 //! default 8 KiB for large batches): they leave in one `write`.
 //!
@@ -96,9 +98,11 @@ mod limits;
 pub mod msg;
 mod msg_kind;
 pub mod payload;
+mod recv_pool;
 pub mod runtime_dir;
 pub mod tls;
 pub mod transport;
+pub mod writer;
 
 pub use address::{Address, AddressError};
 pub use auth::{Secret, SecretError};
@@ -120,3 +124,4 @@ pub use transport::{
     AcceptError, Connection, FdReserve, Listener, Peer, SecureError, TransportError, connect,
     connect_with,
 };
+pub use writer::FrameWriter;

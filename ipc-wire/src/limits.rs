@@ -12,7 +12,8 @@ pub struct Limits {
     /// Largest frame (segment table included), checked from the segment table before any
     /// buffer is reserved, and on encode. At most [`Limits::MAX_FRAME_CEILING`].
     pub max_frame_bytes: usize,
-    /// Most segments a frame may have (our encoder emits one).
+    /// Most segments a frame may have (our encoder emits one, or two for a large payload
+    /// sent from its own bytes: see [`FrameWriter`](crate::FrameWriter)).
     pub max_segments: u32,
     /// Deepest struct/list nesting a reader follows.
     pub nesting_limit: i32,

@@ -425,7 +425,17 @@ impl Msg {
     }
 
     /// Writes this message into a generated builder.
-    pub fn write(&self, mut b: schema::msg::Builder<'_>) {
+    pub fn write(&self, b: schema::msg::Builder<'_>) {
+        self.write_as(b, PayloadBytes::Copied);
+    }
+
+    /// Writes this message with its [`payload`](Msg::payload)'s room reserved, not filled:
+    /// the encoder sends the bytes from the payload itself (`codec::encode_parts`).
+    pub(crate) fn write_reserving_payload(&self, b: schema::msg::Builder<'_>) {
+        self.write_as(b, PayloadBytes::Reserved);
+    }
+
+    fn write_as(&self, mut b: schema::msg::Builder<'_>, bytes: PayloadBytes) {
         match self {
             Msg::Hello(h) => {
                 let mut hb = b.init_hello();
@@ -444,7 +454,12 @@ impl Msg {
                 let mut sb = b.init_start();
                 sb.set_cid(s.cid);
                 sb.set_function(s.function.as_str());
-                sb.set_args(&s.args);
+                match bytes {
+                    PayloadBytes::Copied => sb.set_args(&s.args),
+                    PayloadBytes::Reserved => {
+                        sb.reborrow().init_args(payload_len(&s.args));
+                    }
+                }
                 if let Some(r) = s.args.shm_ref() {
                     write_shm_ref(r, sb.reborrow().init_args_shm());
                 }
@@ -459,10 +474,14 @@ impl Msg {
                 ab.set_cid(a.cid);
                 ab.set_kind(a.kind.into());
             }
-            Msg::Started { cid, payload } => write_cid_payload(*cid, payload, b.init_started()),
-            Msg::Yield { cid, payload } => write_cid_payload(*cid, payload, b.init_yield()),
+            Msg::Started { cid, payload } => {
+                write_cid_payload(*cid, payload, bytes, b.init_started())
+            }
+            Msg::Yield { cid, payload } => write_cid_payload(*cid, payload, bytes, b.init_yield()),
             Msg::Stop { cid } => b.set_stop(*cid),
-            Msg::Return { cid, payload } => write_cid_payload(*cid, payload, b.init_return()),
+            Msg::Return { cid, payload } => {
+                write_cid_payload(*cid, payload, bytes, b.init_return())
+            }
             Msg::CancelAck(a) => {
                 let mut ab = b.init_cancel_ack();
                 ab.set_cid(a.cid);
@@ -694,9 +713,33 @@ fn read_trace(r: schema::trace_context::Reader<'_>) -> TraceContext {
     TraceContext { trace_id, span_id: r.get_span_id().to_be_bytes(), flags: r.get_flags() }
 }
 
-fn write_cid_payload(cid: Cid, payload: &Payload, mut b: schema::cid_payload::Builder<'_>) {
+/// How [`Msg::write_as`] writes a payload's bytes.
+#[derive(Clone, Copy)]
+enum PayloadBytes {
+    /// Into the message.
+    Copied,
+    /// Not at all: the room is reserved (zero), for the encoder to fill on the way out.
+    Reserved,
+}
+
+/// A payload's length as a Cap'n Proto data length.
+fn payload_len(p: &Payload) -> u32 {
+    u32::try_from(p.len()).expect("a payload below the frame limit (checked by the encoder)")
+}
+
+fn write_cid_payload(
+    cid: Cid,
+    payload: &Payload,
+    bytes: PayloadBytes,
+    mut b: schema::cid_payload::Builder<'_>,
+) {
     b.set_cid(cid);
-    b.set_payload(payload);
+    match bytes {
+        PayloadBytes::Copied => b.set_payload(payload),
+        PayloadBytes::Reserved => {
+            b.reborrow().init_payload(payload_len(payload));
+        }
+    }
     if let Some(r) = payload.shm_ref() {
         write_shm_ref(r, b.init_payload_shm());
     }
@@ -830,7 +873,7 @@ fn text_words(s: &str) -> usize {
     (s.len() + 1).div_ceil(8)
 }
 
-fn data_words(d: &[u8]) -> usize {
+pub(crate) fn data_words(d: &[u8]) -> usize {
     d.len().div_ceil(8)
 }
 

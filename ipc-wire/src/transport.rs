@@ -27,10 +27,12 @@
 //! a TLS identity nothing changes: plaintext TCP is allowed, protected by the secret.
 
 mod fd_reserve;
+mod halves;
 mod tcp;
 mod uds;
 
 pub use fd_reserve::FdReserve;
+pub use halves::{ReadHalf, WriteHalf};
 
 use crate::address::{Address, AddressError};
 use crate::runtime_dir::RuntimeDirError;

@@ -64,13 +64,14 @@ use crate::base::sync::LockExt;
 use futures::{SinkExt, StreamExt};
 use plough_ipc_wire::handshake::Established;
 use plough_ipc_wire::msg::{Aid, Cid, ErrorKind, Msg};
-use plough_ipc_wire::{FrameError, MsgError, PartialFrameClock};
+use plough_ipc_wire::{FrameError, FrameWriter, MsgError, PartialFrameClock};
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio_util::codec::{Framed, FramedParts};
 use tokio_util::sync::CancellationToken;
 
 /// A connection to one peer actor. Cheap to clone.
@@ -301,7 +302,18 @@ impl Channel {
         let mut batcher = Batcher::new(est.peer_batches);
         let clock = est.framed.codec().partial_frame_clock();
         let frame_read = budgets.frame_read;
-        let (mut sink, mut stream) = est.framed.split();
+        // Reads keep the handshake's codec (its clock, its frame budget) and the bytes it
+        // buffered; writes go through a `FrameWriter`, which sends large payloads from
+        // their own bytes.
+        let parts = est.framed.into_parts();
+        let limits = *parts.codec.limits();
+        let (read_half, write_half) = parts.io.into_split();
+        // `from_parts`, not `FramedRead::new`: frames already in the buffer must be decoded
+        // before the socket is read again (the peer may have sent all it will send).
+        let mut read_parts = FramedParts::new::<Msg>(read_half, parts.codec);
+        read_parts.read_buf = parts.read_buf;
+        let mut stream = Framed::from_parts(read_parts);
+        let mut sink = FrameWriter::with_buffer(write_half, &limits, parts.write_buf);
 
         // Writer: coalesce everything queued, flush once; on shutdown, drain and close. The
         // large messages' permits are held until their bytes are flushed.
