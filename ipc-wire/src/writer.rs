@@ -193,6 +193,17 @@ mod tests {
         }))
     }
 
+    /// Feeds every message to a writer on `io` (one flush, at the close), from a task.
+    fn write_all(io: tokio::io::DuplexStream, msgs: Vec<Msg>) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(async move {
+            let mut w = FrameWriter::new(io, &Limits::DEFAULT);
+            for m in msgs {
+                w.feed(m).await.unwrap();
+            }
+            w.close().await.unwrap();
+        })
+    }
+
     fn payload(n: usize, seed: u8) -> Payload {
         Payload::from(
             (0..n).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)).collect::<Vec<_>>(),
@@ -229,13 +240,7 @@ mod tests {
             sent.push(start(payload(n, seed ^ 0x0f)));
         }
         let expect = sent.clone();
-        let writer = tokio::spawn(async move {
-            let mut w = FrameWriter::new(a, &Limits::DEFAULT);
-            for m in sent {
-                w.feed(m).await.unwrap();
-            }
-            w.close().await.unwrap();
-        });
+        let writer = write_all(a, sent);
         let mut r = FramedRead::new(b, FrameCodec::default());
         let mut got = Vec::new();
         while let Some(frame) = r.next().await {
@@ -293,5 +298,51 @@ mod tests {
             encode_parts(&msg, &mut buf, limits.max_frame(), &mut Scratch::new()).unwrap_err();
         assert!(matches!(err, FrameError::TooLarge { .. }), "{err:?}");
         assert!(buf.is_empty(), "nothing of it is left in the buffer");
+    }
+
+    /// Random mixes of small and large payloads through pipes of random sizes, the reader
+    /// keeping random frames alive for a while (so pooled buffers are sometimes free,
+    /// sometimes not): every message arrives whole, in order, whatever the reads' sizes.
+    #[tokio::test]
+    async fn random_mixes_of_sizes_survive_any_chunking_and_any_frame_lifetime() {
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut rand = move |n: usize| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed % n as u64) as usize
+        };
+        for case in 0..12 {
+            let sizes: Vec<usize> = (0..40)
+                .map(|_| match rand(4) {
+                    0 => rand(200),
+                    1 => OUT_OF_LINE_BYTES - 8 + rand(16),
+                    2 => (1 << 20) + rand(3 << 20),
+                    _ => rand(128 << 10),
+                })
+                .collect();
+            let sent: Vec<Msg> = sizes
+                .iter()
+                .enumerate()
+                .map(|(i, &n)| Msg::Yield { cid: i as u64 + 1, payload: payload(n, case as u8) })
+                .collect();
+            let (a, b) = tokio::io::duplex(1 + rand(300 << 10));
+            let expect = sent.clone();
+            let writer = write_all(a, sent);
+            let mut r = FramedRead::new(b, FrameCodec::default());
+            let mut held = std::collections::VecDeque::new();
+            let mut i = 0;
+            while let Some(frame) = r.next().await {
+                let frame = frame.unwrap();
+                assert_eq!(frame.decode().unwrap(), expect[i], "case {case}, message {i}");
+                i += 1;
+                held.push_back(frame);
+                while held.len() > rand(4) {
+                    held.pop_front();
+                }
+            }
+            assert_eq!(i, expect.len(), "case {case}: every message");
+            writer.await.unwrap();
+        }
     }
 }

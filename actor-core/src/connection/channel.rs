@@ -64,13 +64,14 @@ use crate::base::sync::LockExt;
 use futures::{SinkExt, StreamExt};
 use plough_ipc_wire::handshake::Established;
 use plough_ipc_wire::msg::{Aid, Cid, ErrorKind, Msg};
+use plough_ipc_wire::transport::WriteHalf;
 use plough_ipc_wire::{FrameError, FrameWriter, MsgError, PartialFrameClock};
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_util::codec::{Framed, FramedParts};
 use tokio_util::sync::CancellationToken;
 
@@ -87,6 +88,11 @@ struct Inner {
     /// Whether we dialed (our cids are odd) or accepted (even).
     dialer: bool,
     tx: mpsc::Sender<Queued>,
+    /// Wakes the writer: something was queued, or a write-through left bytes unwritten.
+    work: Notify,
+    /// The writing end, shared by the writer task and senders that write through
+    /// ([`Channel::write_through`]).
+    wire: tokio::sync::Mutex<Wire>,
     /// Small stream items for the writer ([`Outbox`]).
     outbox: Mutex<Outbox>,
     /// Bytes of large messages queued for the writer ([`Budgets::outgoing_bytes`]).
@@ -171,6 +177,17 @@ enum Queued {
     Msg(Msg, Option<OwnedSemaphorePermit>),
     /// The small stream items in the [`Outbox`], in their place in the queue.
     Outbox,
+}
+
+/// The writing end of the connection: the sink and the batcher of the writer task, taken
+/// by a sender that writes through while the writer is idle.
+struct Wire {
+    /// `None` once the writer has ended: the socket's writing half is gone with it, so the
+    /// peer reads EOF even while handles of this channel live on.
+    sink: Option<FrameWriter<WriteHalf>>,
+    batcher: Batcher,
+    /// A write-through failed to encode: the writer ends the connection with this reason.
+    failed: Option<String>,
 }
 
 impl From<Msg> for Queued {
@@ -274,12 +291,29 @@ impl Channel {
             .unwrap_or(u32::MAX)
             .max(1);
         let lender = Lender::new(&est, budgets);
+        let peer = est.peer.clone();
+        let batcher = Batcher::new(est.peer_batches);
+        let clock = est.framed.codec().partial_frame_clock();
+        // Reads keep the handshake's codec (its clock, its frame budget) and the bytes it
+        // buffered; writes go through a `FrameWriter`, which sends large payloads from
+        // their own bytes.
+        let parts = est.framed.into_parts();
+        let limits = *parts.codec.limits();
+        let (read_half, write_half) = parts.io.into_split();
+        // `from_parts`, not `FramedRead::new`: frames already in the buffer must be decoded
+        // before the socket is read again (the peer may have sent all it will send).
+        let mut read_parts = FramedParts::new::<Msg>(read_half, parts.codec);
+        read_parts.read_buf = parts.read_buf;
+        let mut stream = Framed::from_parts(read_parts);
+        let sink = FrameWriter::with_buffer(write_half, &limits, parts.write_buf);
         let inner = Arc::new(Inner {
             lender,
-            peer: est.peer.clone(),
+            peer,
             me,
             dialer,
             tx,
+            work: Notify::new(),
+            wire: tokio::sync::Mutex::new(Wire { sink: Some(sink), batcher, failed: None }),
             outbox: Mutex::new(Outbox::default()),
             outgoing: Arc::new(Semaphore::new(outgoing_max as usize)),
             outgoing_max,
@@ -299,59 +333,44 @@ impl Channel {
             death: Mutex::new(None),
         });
         let channel = Channel { inner };
-        let mut batcher = Batcher::new(est.peer_batches);
-        let clock = est.framed.codec().partial_frame_clock();
         let frame_read = budgets.frame_read;
-        // Reads keep the handshake's codec (its clock, its frame budget) and the bytes it
-        // buffered; writes go through a `FrameWriter`, which sends large payloads from
-        // their own bytes.
-        let parts = est.framed.into_parts();
-        let limits = *parts.codec.limits();
-        let (read_half, write_half) = parts.io.into_split();
-        // `from_parts`, not `FramedRead::new`: frames already in the buffer must be decoded
-        // before the socket is read again (the peer may have sent all it will send).
-        let mut read_parts = FramedParts::new::<Msg>(read_half, parts.codec);
-        read_parts.read_buf = parts.read_buf;
-        let mut stream = Framed::from_parts(read_parts);
-        let mut sink = FrameWriter::with_buffer(write_half, &limits, parts.write_buf);
 
-        // Writer: coalesce everything queued, flush once; on shutdown, drain and close. The
-        // large messages' permits are held until their bytes are flushed.
+        // Writer: woken when something is queued, it takes the wire (waiting for a sender
+        // writing through to finish), writes everything queued and flushes once; on
+        // shutdown, drains and closes. The large messages' permits are held until their
+        // bytes are flushed.
         let w = channel.clone();
         tokio::spawn(async move {
             let result: Result<(), String> = async {
                 let mut written = Vec::new();
                 let mut items = Vec::new();
                 loop {
-                    let first = tokio::select! {
+                    tokio::select! {
                         biased;
-                        m = rx.recv() => m,
-                        () = w.inner.shutdown.cancelled() => None,
+                        () = w.inner.work.notified() => {}
+                        () = w.inner.shutdown.cancelled() => break,
                         () = w.inner.closed.cancelled() => return Ok(()),
                     };
-                    let Some(first) = first else { break };
-                    w.write(first, &mut batcher, &mut sink, &mut written, &mut items).await?;
-                    while let Ok(q) = rx.try_recv() {
-                        w.write(q, &mut batcher, &mut sink, &mut written, &mut items).await?;
-                    }
-                    batcher.finish(&mut sink).await.map_err(|e| e.to_string())?;
-                    sink.flush().await.map_err(|e| e.to_string())?;
+                    let mut wire = w.inner.wire.lock().await;
+                    w.drain(&mut rx, &mut wire, &mut written, &mut items).await?;
                     written.clear();
                 }
-                while let Ok(q) = rx.try_recv() {
-                    w.write(q, &mut batcher, &mut sink, &mut written, &mut items).await?;
-                }
-                batcher.finish(&mut sink).await.map_err(|e| e.to_string())?;
+                let mut wire = w.inner.wire.lock().await;
+                w.drain(&mut rx, &mut wire, &mut written, &mut items).await?;
                 // Segments we lent die with our fds: before closing, wait for the peer to
                 // open them (or for the connection to go; the caller bounds the flush).
-                sink.flush().await.map_err(|e| e.to_string())?;
                 tokio::select! {
                     () = w.inner.lender.drained() => {}
                     () = w.inner.closed.cancelled() => {}
                 }
-                sink.close().await.map_err(|e| e.to_string())
+                match wire.sink.as_mut() {
+                    Some(sink) => sink.close().await.map_err(|e| e.to_string()),
+                    None => Ok(()),
+                }
             }
             .await;
+            // However the writer ends, the writing half goes with it.
+            drop(w.inner.wire.lock().await.sink.take());
             if let Err(e) = result {
                 w.finish(format!("write failed: {e}")).await;
             }
@@ -396,8 +415,9 @@ impl Channel {
                 // never counted, and a context whose message was unreadable still runs
                 // until its own answer.
                 if let Some(answer) = answer {
+                    let Some(answer) = r.write_through(answer) else { continue };
                     tokio::select! {
-                        sent = r.inner.tx.send(answer.into()) => if sent.is_err() { break None },
+                        sent = r.enqueue(answer.into()) => if sent.is_err() { break None },
                         () = r.inner.closed.cancelled() => break None,
                     }
                 }
@@ -676,10 +696,67 @@ impl Channel {
         };
         self.note_outgoing(&msg);
         self.close_outbox_segment();
-        match self.inner.tx.send(Queued::Msg(msg, bytes)).await {
+        let msg = match bytes {
+            None => match self.write_through(msg) {
+                None => return Ok(()),
+                Some(msg) => msg,
+            },
+            Some(_) => msg,
+        };
+        match self.enqueue(Queued::Msg(msg, bytes)).await {
             Ok(()) => Ok(()),
             Err(_) => Err(self.lost().await),
         }
+    }
+
+    /// Queues for the writer, and wakes it.
+    async fn enqueue(&self, q: Queued) -> Result<(), mpsc::error::SendError<Queued>> {
+        self.inner.tx.send(q).await?;
+        self.inner.work.notify_one();
+        Ok(())
+    }
+
+    /// Writes a message straight to the socket, without the writer task, when nothing is
+    /// queued before it and the writer is idle; gives it back otherwise. One attempt that
+    /// never waits: what the socket does not take now stays in the sink, in order, for the
+    /// writer, which is woken to write it. This is the common case of a call and its
+    /// answer, which then cost no task switch on either side.
+    ///
+    /// Order is kept: a message written through follows everything queued before it,
+    /// since it is written only when the queue is empty, under the wire's lock, which the
+    /// writer holds from taking a message off the queue until it has written it.
+    fn write_through(&self, msg: Msg) -> Option<Msg> {
+        if !self.queue_is_empty() {
+            return Some(msg);
+        }
+        let Ok(mut wire) = self.inner.wire.try_lock() else { return Some(msg) };
+        if !self.queue_is_empty() || wire.failed.is_some() {
+            return Some(msg);
+        }
+        // Only onto an empty sink: bytes the socket did not take yet are the writer's to
+        // finish, and a peer that does not read must meet the queue's bound, not a buffer
+        // that grows with every write-through.
+        let Some(sink) = wire.sink.as_mut().filter(|s| s.pending() == 0) else {
+            return Some(msg);
+        };
+        if let Err(e) = futures::Sink::start_send(std::pin::Pin::new(&mut *sink), msg) {
+            wire.failed = Some(e.to_string());
+            self.inner.work.notify_one();
+            return None;
+        }
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        match futures::Sink::poll_flush(std::pin::Pin::new(sink), &mut cx) {
+            std::task::Poll::Ready(Ok(())) => {}
+            // The writer writes the rest (or meets the same error and ends the connection).
+            _ => self.inner.work.notify_one(),
+        }
+        None
+    }
+
+    /// Nothing waits in the writer's queue (nor in the outbox, whose items have a marker
+    /// there).
+    fn queue_is_empty(&self) -> bool {
+        self.inner.tx.capacity() == QUEUE
     }
 
     /// Puts a small stream item in the [`Outbox`]; gives it back when it must go through
@@ -694,7 +771,10 @@ impl Channel {
             // The marker is queued under the lock, so a segment never lacks its marker
             // nor a marker its segment.
             match self.inner.tx.try_reserve() {
-                Ok(permit) => permit.send(Queued::Outbox),
+                Ok(permit) => {
+                    permit.send(Queued::Outbox);
+                    self.inner.work.notify_one();
+                }
                 Err(_) => return Some(msg),
             }
             let segment = o.free.pop().unwrap_or_default();
@@ -709,6 +789,25 @@ impl Channel {
     /// A message is about to go through the queue: later items must follow it.
     fn close_outbox_segment(&self) {
         self.inner.outbox.locked().open = false;
+    }
+
+    /// The writer's round, holding the wire: everything queued, then one flush.
+    async fn drain(
+        &self,
+        rx: &mut mpsc::Receiver<Queued>,
+        wire: &mut Wire,
+        written: &mut Vec<Option<OwnedSemaphorePermit>>,
+        spare: &mut Vec<Msg>,
+    ) -> Result<(), String> {
+        if let Some(e) = wire.failed.take() {
+            return Err(e);
+        }
+        let Wire { sink: Some(sink), batcher, .. } = wire else { return Ok(()) };
+        while let Ok(q) = rx.try_recv() {
+            self.write(q, batcher, sink, written, spare).await?;
+        }
+        batcher.finish(sink).await.map_err(|e| e.to_string())?;
+        sink.flush().await.map_err(|e| e.to_string())
     }
 
     /// The writer's step for one queued entry: the message, or the outbox's items, into
@@ -820,16 +919,21 @@ impl Channel {
     pub(crate) fn send_detached(&self, msg: Msg) {
         self.note_outgoing(&msg);
         self.close_outbox_segment();
-        if let Err(mpsc::error::TrySendError::Full(msg)) = self.inner.tx.try_send(msg.into()) {
-            let ch = self.clone();
-            if let Ok(rt) = tokio::runtime::Handle::try_current() {
-                rt.spawn(async move {
-                    // Noted above already: not through `send`.
-                    if !ch.is_closed() {
-                        let _ = ch.inner.tx.send(msg).await;
-                    }
-                });
+        let Some(msg) = self.write_through(msg) else { return };
+        match self.inner.tx.try_send(msg.into()) {
+            Ok(()) => self.inner.work.notify_one(),
+            Err(mpsc::error::TrySendError::Full(msg)) => {
+                let ch = self.clone();
+                if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                    rt.spawn(async move {
+                        // Noted above already: not through `send`.
+                        if !ch.is_closed() {
+                            let _ = ch.enqueue(msg).await;
+                        }
+                    });
+                }
             }
+            Err(mpsc::error::TrySendError::Closed(_)) => {}
         }
     }
 

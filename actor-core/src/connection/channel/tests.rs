@@ -289,11 +289,13 @@ async fn a_conversation_gets_its_messages_until_unregistered() {
 }
 
 /// Needs the current-thread runtime: the writer task cannot run between two
-/// `send_detached`s, so the queue really fills up.
+/// `send_detached`s, so the queue really fills up (the wire is held, as by a writer in the
+/// middle of a write, so that nothing is written through).
 #[tokio::test(flavor = "current_thread")]
 async fn send_detached_never_waits_even_when_the_writer_queue_is_full() {
     let (ch, _serve, mut raw) = within("the pair", raw_pair()).await;
     const QUEUE: u64 = 256; // the writer queue's bound
+    let busy = ch.inner.wire.try_lock().unwrap();
     for n in 0..QUEUE {
         ch.send_detached(yield_msg(1, n));
     }
@@ -303,6 +305,7 @@ async fn send_detached_never_waits_even_when_the_writer_queue_is_full() {
         ch.send_detached(yield_msg(1, n)); // returns at once, queue full or not
     }
     assert!(began.elapsed() < LIMIT);
+    drop(busy);
     for n in 0..QUEUE {
         assert_eq!(raw.expect().await, yield_msg(1, n), "the queued ones first, in order");
     }
@@ -789,4 +792,73 @@ async fn small_stream_items_leave_in_batches_and_keep_their_place_among_other_me
         );
     }
     assert!(frames < sent.len() / 10, "{frames} frames for {} messages", sent.len());
+}
+
+/// A `Return` of `n` with `pad` bytes of padding (to fill the socket quickly).
+fn return_msg(cid: Cid, n: u64, pad: usize) -> Msg {
+    Msg::Return { cid, payload: Payload::encode(&(n, vec![0u8; pad])).unwrap() }
+}
+
+/// With the writer idle and nothing queued, a message is written by its sender (no trip
+/// through the queue); while anything is queued, later messages queue behind it, so the
+/// peer reads them in the order they were sent either way.
+#[tokio::test(flavor = "current_thread")]
+async fn a_message_is_written_through_only_behind_an_empty_queue() {
+    let (ch, _serve, mut raw) = within("the pair", raw_pair()).await;
+    // Idle: written at once, the queue untouched.
+    ch.send_detached(return_msg(3, 0, 0));
+    assert!(ch.queue_is_empty());
+    assert_eq!(ch.inner.wire.try_lock().unwrap().sink.as_ref().unwrap().pending(), 0);
+    // The writer busy: queued; once it is free, a later message still queues behind the
+    // first (the current-thread writer has not run yet).
+    let busy = ch.inner.wire.try_lock().unwrap();
+    ch.send(return_msg(5, 1, 0)).await.unwrap();
+    assert!(!ch.queue_is_empty());
+    drop(busy);
+    ch.send(return_msg(7, 2, 0)).await.unwrap();
+    ch.send_detached(return_msg(9, 3, 0));
+    for (cid, n) in [(3, 0), (5, 1), (7, 2), (9, 3)] {
+        assert_eq!(raw.expect().await, return_msg(cid, n, 0), "in the order sent");
+    }
+}
+
+/// A peer that does not read: a write-through never piles bytes up in the sink (it writes
+/// only onto an empty one), so once the socket is full, messages wait in the bounded queue
+/// and a sender ends up waiting; once the peer reads, everything arrives, in order.
+#[tokio::test(flavor = "current_thread")]
+async fn a_peer_that_does_not_read_meets_the_queue_bound_and_loses_nothing() {
+    let (ch, _serve, mut raw) = within("the pair", raw_pair()).await;
+    // The writer cannot run until we yield: fill the socket by writing through.
+    let mut n = 0u64;
+    let refused = loop {
+        assert!(n < 100_000, "the socket never filled");
+        let msg = return_msg(1, n, 1024);
+        ch.note_outgoing(&msg);
+        match ch.write_through(msg) {
+            None => n += 1,
+            Some(msg) => break msg,
+        }
+    };
+    let pending = ch.inner.wire.try_lock().unwrap().sink.as_ref().unwrap().pending();
+    assert!(pending > 0 && pending < 2048, "one message's rest waits in the sink: {pending}");
+    assert_eq!(refused, return_msg(1, n, 1024), "the next one is given back, for the queue");
+    // The queue fills behind it and the sender waits.
+    let sender = {
+        let ch = ch.clone();
+        tokio::spawn(async move {
+            for k in n..n + 1000 {
+                ch.send(return_msg(1, k, 1024)).await.unwrap();
+            }
+        })
+    };
+    let full = std::time::Instant::now();
+    while ch.inner.tx.capacity() > 0 {
+        assert!(full.elapsed() < LIMIT, "the queue never filled");
+        tokio::task::yield_now().await;
+    }
+    assert!(!sender.is_finished());
+    for k in 0..n + 1000 {
+        assert_eq!(raw.expect().await, return_msg(1, k, 1024));
+    }
+    within("the sender", sender).await.unwrap();
 }
