@@ -2,11 +2,20 @@
 //!
 //! One reader task routes every incoming message: a `Start` goes to the local actor to be
 //! served; anything carrying the cid of a call *we* made goes to that call's mailbox. One
-//! writer task owns the sink and coalesces: it writes every queued message, then flushes
-//! once, so a burst of small messages costs one syscall, and the small stream items of
-//! one call queued together leave as one frame (see the `batch` module). Its queue is bounded in messages
+//! writer task coalesces: it writes every queued message, then flushes once, so a burst of
+//! small messages costs one syscall, and the small stream items of one call queued
+//! together leave as one frame (see the `batch` module). Its queue is bounded in messages
 //! and, for large ones, in bytes ([`Budgets::outgoing_bytes`](crate::Budgets::outgoing_bytes)):
 //! a peer that does not read makes our senders wait, not our memory grow.
+//!
+//! The common case skips the writer: a message sent while nothing is queued and the
+//! writer is idle is written by its sender, straight to the socket
+//! ([`Channel::write_through`]), so a call and its answer cost no task switch on either
+//! side. The socket's writing end (the sink, a [`FrameWriter`] that sends large payloads
+//! from their own bytes) sits under one lock that the writer holds from taking a message
+//! off its queue until it has written it, so a message written through never overtakes
+//! one queued before it; and a write-through goes only onto an empty sink, so what the
+//! socket does not take waits in the bounded queue, not in a buffer.
 //!
 //! Both sides start calls on the same connection, so call ids are split by parity: the
 //! side that dialed uses odd cids, the side that accepted even ones. A cid therefore
