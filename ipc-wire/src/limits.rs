@@ -95,7 +95,9 @@ impl Limits {
             .saturating_add(Self::DECODE_SLACK_BYTES)
     }
 
-    pub(crate) fn max_frame(&self) -> usize {
+    /// The largest frame these limits admit: [`Limits::max_frame_bytes`], clamped to
+    /// [`Limits::MAX_FRAME_CEILING`].
+    pub fn max_frame(&self) -> usize {
         self.max_frame_bytes.min(Self::MAX_FRAME_CEILING)
     }
 }

@@ -599,6 +599,14 @@ impl Msg {
         Ok(msg)
     }
 
+    /// An upper bound (in bytes, segment table included) of the frame this message
+    /// encodes to, whichever way the encoder lays it out: a message whose bound is within
+    /// [`Limits::max_frame`](crate::Limits::max_frame) always encodes.
+    pub fn frame_len_bound(&self) -> usize {
+        // A two-segment table (16 bytes) and a landing pad (8) at most beyond the words.
+        24 + 8 * self.size_hint_words()
+    }
+
     /// An upper bound (in 8-byte words, segment table excluded) of this message's encoded
     /// size, so that the encoder can build it in one segment in place.
     pub(crate) fn size_hint_words(&self) -> usize {

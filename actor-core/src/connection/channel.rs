@@ -99,6 +99,10 @@ struct Inner {
     tx: mpsc::Sender<Queued>,
     /// Wakes the writer: something was queued, or a write-through left bytes unwritten.
     work: Notify,
+    /// The largest frame the connection carries ([`Limits::max_frame`]).
+    ///
+    /// [`Limits::max_frame`]: plough_ipc_wire::Limits::max_frame
+    max_frame: usize,
     /// The writing end, shared by the writer task and senders that write through
     /// ([`Channel::write_through`]).
     wire: tokio::sync::Mutex<Wire>,
@@ -322,6 +326,7 @@ impl Channel {
             dialer,
             tx,
             work: Notify::new(),
+            max_frame: limits.max_frame(),
             wire: tokio::sync::Mutex::new(Wire { sink: Some(sink), batcher, failed: None }),
             outbox: Mutex::new(Outbox::default()),
             outgoing: Arc::new(Semaphore::new(outgoing_max as usize)),
@@ -692,6 +697,7 @@ impl Channel {
             msg => msg,
         };
         self.inner.lender.outgoing(&mut msg);
+        let msg = self.fitted(msg)?;
         let len = msg.payload().map_or(0, |p| p.len());
         let bytes = if len >= LARGE_MESSAGE {
             let n = u32::try_from(len).unwrap_or(u32::MAX).min(self.inner.outgoing_max);
@@ -715,6 +721,33 @@ impl Channel {
         match self.enqueue(Queued::Msg(msg, bytes)).await {
             Ok(()) => Ok(()),
             Err(_) => Err(self.lost().await),
+        }
+    }
+
+    /// `msg` if its frame fits the connection's limit. One that does not cannot go (the
+    /// writer could not encode it, and the connection would end): a `Return`, an answer
+    /// the peer waits for, becomes an error answer of kind `PayloadEncode` for that call;
+    /// anything else is refused with [`ActorError::Encode`], for the sender to handle.
+    fn fitted(&self, msg: Msg) -> Result<Msg, ActorError> {
+        let len = msg.frame_len_bound();
+        if len <= self.inner.max_frame {
+            return Ok(msg);
+        }
+        let detail = format!(
+            "a {} message of up to {len} bytes exceeds the connection's frame limit of {} bytes \
+             (a payload this large goes through shared memory to a local peer that reads \
+             it; otherwise, send it in parts, e.g. as stream items)",
+            msg.kind(),
+            self.inner.max_frame
+        );
+        match msg {
+            Msg::Return { cid, .. } => {
+                tracing::warn!(peer = %self.inner.peer, cid, "{detail}: answering with an error");
+                let e =
+                    RemoteActorError::new(self.inner.me.clone(), ErrorKind::PayloadEncode, detail);
+                Ok(Msg::Error(Box::new(e.to_msg(Some(cid)))))
+            }
+            _ => Err(ActorError::Encode { what: "a message", detail }),
         }
     }
 
@@ -916,6 +949,13 @@ impl Channel {
     /// given back, for `send`.
     pub(crate) fn send_without_waiting(&self, mut msg: Msg) -> Option<Msg> {
         self.inner.lender.outgoing(&mut msg);
+        let msg = match self.fitted(msg) {
+            Ok(msg) => msg,
+            Err(e) => {
+                tracing::warn!(peer = %self.inner.peer, "not sent: {e}");
+                return None;
+            }
+        };
         if msg.payload().is_some_and(|p| p.len() >= LARGE_MESSAGE) {
             return Some(msg);
         }
@@ -926,6 +966,13 @@ impl Channel {
     /// Queues a message without waiting (for the reader task, which must never block):
     /// at once when the writer's queue has room, else from a short-lived task.
     pub(crate) fn send_detached(&self, msg: Msg) {
+        let msg = match self.fitted(msg) {
+            Ok(msg) => msg,
+            Err(e) => {
+                tracing::warn!(peer = %self.inner.peer, "not sent: {e}");
+                return;
+            }
+        };
         self.note_outgoing(&msg);
         self.close_outbox_segment();
         let Some(msg) = self.write_through(msg) else { return };

@@ -862,3 +862,44 @@ async fn a_peer_that_does_not_read_meets_the_queue_bound_and_loses_nothing() {
     }
     within("the sender", sender).await.unwrap();
 }
+
+/// A message over the frame limit never reaches the writer (which could not encode it, and
+/// would end the connection): an answer becomes an error answer for its call, anything
+/// else is refused to its sender, and the connection carries on.
+#[tokio::test]
+async fn a_message_over_the_frame_limit_fails_alone_and_the_connection_carries_on() {
+    const MIB: usize = 1 << 20;
+    let budgets = Budgets { shm_threshold: None, ..Budgets::default() };
+    let (ch, _serve, mut raw) = within("the pair", raw_pair_with(&budgets)).await;
+    let over = Payload::from(vec![1u8; 65 * MIB]);
+    // A peer's call answered with too much: it gets an error answer instead.
+    within("the answer", ch.send(Msg::Return { cid: 2, payload: over.clone() })).await.unwrap();
+    match raw.expect().await {
+        Msg::Error(e) => {
+            assert_eq!((e.cid, e.kind), (Some(2), ErrorKind::PayloadEncode), "{e:?}");
+            assert!(e.message.contains("frame limit"), "{}", e.message);
+        }
+        other => panic!("expected the error answer, got {other:?}"),
+    }
+    // The same through the reader's path (an answer given without waiting).
+    assert!(ch.send_without_waiting(Msg::Return { cid: 4, payload: over.clone() }).is_none());
+    assert!(matches!(raw.expect().await, Msg::Error(e) if e.cid == Some(4)));
+    // Our own call with too large arguments, or a stream item: refused to the sender.
+    let start = match start_msg(3, "f", &(), &dialer_aid()) {
+        Msg::Start(mut s) => {
+            s.args = over.clone();
+            Msg::Start(s)
+        }
+        _ => unreachable!(),
+    };
+    let e = ch.send(start).await.unwrap_err();
+    assert!(
+        matches!(&e, ActorError::Encode { detail, .. } if detail.contains("frame limit")),
+        "{e}"
+    );
+    assert!(ch.send(Msg::Yield { cid: 5, payload: over }).await.is_err());
+    // Nothing of them was written, and the connection carries on.
+    ch.send(return_msg(7, 1, 0)).await.unwrap();
+    assert_eq!(raw.expect().await, return_msg(7, 1, 0));
+    assert!(!ch.is_closed());
+}
