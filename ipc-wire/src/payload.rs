@@ -165,6 +165,17 @@ pub trait PayloadCodec {
     ) -> Result<T, MsgTypeError>;
 }
 
+/// How many bytes follow the first value of `bytes` (for the error of a payload that has
+/// some: the slow path, read again through a cursor that counts).
+fn trailing(bytes: &[u8]) -> usize {
+    let mut de = rmp_serde::Deserializer::new(std::io::Cursor::new(bytes));
+    de.set_max_depth(MAX_PAYLOAD_DEPTH);
+    match IgnoredAny::deserialize(&mut de) {
+        Ok(_) => bytes.len().saturating_sub(de.position() as usize),
+        Err(_) => bytes.len(),
+    }
+}
+
 /// The default payload codec: MessagePack via `rmp-serde`, structs as maps (field names
 /// travel, so reordering fields between versions is harmless and a mismatch renders
 /// readably).
@@ -184,16 +195,23 @@ impl PayloadCodec for MsgPack {
         payload: &Payload,
         kind: Option<MsgKind>,
     ) -> Result<T, MsgTypeError> {
-        let mut de = rmp_serde::Deserializer::new(std::io::Cursor::new(payload.as_ref()));
+        // Read in place (strings and binaries borrowed from the payload, copied once, at
+        // their exact size, into the value), not through `io::Read`, which copies each
+        // of them through a growing buffer first.
+        let bytes: &[u8] = payload.as_ref();
+        let mut de = rmp_serde::Deserializer::from_read_ref(bytes);
         de.set_max_depth(MAX_PAYLOAD_DEPTH);
         let result = T::deserialize(&mut de).map_err(|e| e.to_string());
         let result = result.and_then(|v| {
-            // Trailing bytes mean the peer sent something else than one `T`.
-            let consumed = de.position() as usize;
-            if consumed == payload.len() {
-                Ok(v)
-            } else {
-                Err(format!("{} trailing bytes after the value", payload.len() - consumed))
+            // Trailing bytes mean the peer sent something else than one `T`: the value
+            // must end the payload, so reading another one finds no marker at all.
+            match IgnoredAny::deserialize(&mut de) {
+                Err(rmp_serde::decode::Error::InvalidMarkerRead(e))
+                    if e.kind() == std::io::ErrorKind::UnexpectedEof =>
+                {
+                    Ok(v)
+                }
+                _ => Err(format!("{} trailing bytes after the value", trailing(bytes))),
             }
         });
         result.map_err(|reason| MsgTypeError {
@@ -445,8 +463,23 @@ mod tests {
     fn trailing_bytes_are_a_type_error() {
         let mut bytes = rmp_serde::to_vec(&7u32).unwrap();
         bytes.extend_from_slice(&rmp_serde::to_vec(&8u32).unwrap());
+        let err = Payload::from(bytes.clone()).decode::<u32>().unwrap_err();
+        assert_eq!(err.reason, "1 trailing bytes after the value", "{err}");
+        // Trailing bytes that are no value at all (a truncated one) are trailing bytes too.
+        bytes.extend_from_slice(&[0xc6, 0, 0, 1, 0]); // a 256-byte bin with no data
         let err = Payload::from(bytes).decode::<u32>().unwrap_err();
-        assert!(err.reason.contains("trailing"), "{err}");
+        assert!(err.reason.ends_with("trailing bytes after the value"), "{err}");
+    }
+
+    /// Strings (and binaries) are read in place and copied once into the value: a large
+    /// one comes back whole, and a length beyond the payload is an error, not an
+    /// allocation.
+    #[test]
+    fn large_strings_decode_and_lying_lengths_do_not_allocate() {
+        let big = "x".repeat(3 << 20);
+        assert_eq!(Payload::encode(&big).unwrap().decode::<String>().unwrap(), big);
+        let lying = Payload::from(vec![0xdb, 0xff, 0xff, 0xff, 0xff, b'a', b'b']);
+        assert!(lying.decode::<String>().is_err());
     }
 
     #[test]
