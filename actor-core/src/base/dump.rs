@@ -46,10 +46,11 @@
 //! held; the child clears the parent's entries before its actor starts.
 
 use super::sync::LockExt;
+use plough_ipc_wire::msg::Aid;
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
+use std::fmt::{self, Write as _};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
 /// What a table entry is.
@@ -75,13 +76,58 @@ pub(crate) enum TaskKind {
 /// Sends SIGUSR1 to a child through its own handle (pidfd: never a recycled pid).
 pub(crate) type Relay = std::sync::Arc<dyn Fn() + Send + Sync>;
 
+/// A text of a task entry, kept as it was given and rendered only when a dump is taken:
+/// registering a task (every call, on both sides) formats and allocates nothing for it.
+#[derive(Debug, Clone)]
+pub(crate) enum Label {
+    Static(&'static str),
+    Shared(Arc<str>),
+    Owned(String),
+    Actor(Aid),
+}
+
+impl fmt::Display for Label {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Label::Static(s) => f.pad(s),
+            Label::Shared(s) => f.pad(s),
+            Label::Owned(s) => f.pad(s),
+            Label::Actor(a) => f.pad(&a.to_string()),
+        }
+    }
+}
+
+impl From<&'static str> for Label {
+    fn from(s: &'static str) -> Self {
+        Label::Static(s)
+    }
+}
+
+impl From<Arc<str>> for Label {
+    fn from(s: Arc<str>) -> Self {
+        Label::Shared(s)
+    }
+}
+
+impl From<String> for Label {
+    fn from(s: String) -> Self {
+        Label::Owned(s)
+    }
+}
+
+impl From<&Aid> for Label {
+    fn from(a: &Aid) -> Self {
+        Label::Actor(a.clone())
+    }
+}
+
 #[derive(Clone)]
 struct Entry {
     kind: TaskKind,
     cid: u64,
-    peer: String,
-    function: String,
-    state: String,
+    peer: Label,
+    function: Label,
+    state: Label,
     since: Instant,
     relay: Option<Relay>,
 }
@@ -104,17 +150,17 @@ impl TaskGuard {
     pub(crate) fn new(
         kind: TaskKind,
         cid: u64,
-        peer: impl ToString,
-        function: impl ToString,
-        state: impl ToString,
+        peer: impl Into<Label>,
+        function: impl Into<Label>,
+        state: impl Into<Label>,
     ) -> Self {
         let id = NEXT.fetch_add(1, Ordering::Relaxed);
         let e = Entry {
             kind,
             cid,
-            peer: peer.to_string(),
-            function: function.to_string(),
-            state: state.to_string(),
+            peer: peer.into(),
+            function: function.into(),
+            state: state.into(),
             since: Instant::now(),
             relay: None,
         };
@@ -132,7 +178,7 @@ impl TaskGuard {
         let g = TaskGuard::new(
             TaskKind::Child { pid, method: method.to_string() },
             0,
-            name,
+            name.to_string(),
             "",
             "alive",
         );
@@ -143,9 +189,10 @@ impl TaskGuard {
     }
 
     /// Updates what the task is waiting for.
-    pub(crate) fn set_state(&self, state: impl ToString) {
+    pub(crate) fn set_state(&self, state: impl Into<Label>) {
+        let state = state.into();
         if let Some(e) = table().get_mut(&self.id) {
-            e.state = state.to_string();
+            e.state = state;
         }
     }
 }
@@ -241,22 +288,22 @@ pub const DUMPS_KEPT: u64 = 8;
 
 /// One task of a JSON dump (see the module docs for the shape).
 #[derive(Debug, serde::Serialize)]
-struct JsonTask<'a> {
+struct JsonTask {
     kind: &'static str,
     cid: u64,
-    function: &'a str,
-    peer: &'a str,
-    state: &'a str,
+    function: String,
+    peer: String,
+    state: String,
     age_s: f64,
 }
 
 /// One child of a JSON dump.
 #[derive(Debug, serde::Serialize)]
 struct JsonChild<'a> {
-    actor: &'a str,
+    actor: String,
     pid: u32,
     method: &'a str,
-    state: &'a str,
+    state: String,
     age_s: f64,
 }
 
@@ -271,7 +318,7 @@ struct JsonDump<'a> {
     tree: &'a str,
     seq: u64,
     taken_unix_ms: u64,
-    tasks: Vec<JsonTask<'a>>,
+    tasks: Vec<JsonTask>,
     children: Vec<JsonChild<'a>>,
 }
 
@@ -290,10 +337,10 @@ fn render_json(who: &Who<'_>, seq: u64) -> String {
             TaskKind::Stream => "stream",
             TaskKind::Child { pid, method } => {
                 children.push(JsonChild {
-                    actor: &e.peer,
+                    actor: e.peer.to_string(),
                     pid: *pid,
                     method,
-                    state: &e.state,
+                    state: e.state.to_string(),
                     age_s: age(e),
                 });
                 continue;
@@ -302,9 +349,9 @@ fn render_json(who: &Who<'_>, seq: u64) -> String {
         tasks.push(JsonTask {
             kind,
             cid: e.cid,
-            function: &e.function,
-            peer: &e.peer,
-            state: &e.state,
+            function: e.function.to_string(),
+            peer: e.peer.to_string(),
+            state: e.state.to_string(),
             age_s: age(e),
         });
     }

@@ -198,7 +198,7 @@ impl Portal {
             TaskKind::Calling,
             call.cid(),
             self.aid(),
-            function,
+            std::sync::Arc::clone(call.function()),
             "waiting for the result",
         );
         loop {

@@ -272,6 +272,11 @@ impl CallRx {
         self.cid
     }
 
+    /// The function called.
+    pub(crate) fn function(&self) -> &Arc<str> {
+        &self.function
+    }
+
     /// The next reply; once the connection is gone, `ActorDied` during this call when
     /// the peer is a child of ours that died, `TransportClosed` otherwise.
     pub(crate) async fn recv(&mut self) -> Result<Msg, ActorError> {

@@ -461,7 +461,13 @@ where
 {
     let function: Arc<str> = Arc::from(function);
     Arc::new(move |cx: Cx, args: Payload, errors: Arc<ErrorTypes>| {
-        let task = TaskGuard::new(TaskKind::Serving, cx.cid(), cx.caller(), &*function, "running");
+        let task = TaskGuard::new(
+            TaskKind::Serving,
+            cx.cid(),
+            cx.caller(),
+            Arc::clone(&function),
+            "running",
+        );
         let fut = run(cx, args, errors);
         async move {
             let _task = task;
