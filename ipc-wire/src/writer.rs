@@ -80,11 +80,6 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
         self.chunked + self.buf.len()
     }
 
-    /// The transport.
-    pub fn get_ref(&self) -> &W {
-        &self.io
-    }
-
     /// Writes until nothing is pending.
     fn poll_write_pending(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         while self.pending() > 0 {

@@ -954,13 +954,8 @@ impl Channel {
     /// given back, for `send`.
     pub(crate) fn send_without_waiting(&self, mut msg: Msg) -> Option<Msg> {
         self.inner.lender.outgoing(&mut msg);
-        let msg = match self.fitted(msg) {
-            Ok(msg) => msg,
-            Err(e) => {
-                tracing::warn!(peer = %self.inner.peer, "not sent: {e}");
-                return None;
-            }
-        };
+        // A large one goes through `send`, which checks it against the frame limit;
+        // `send_detached` checks the rest.
         if msg.payload().is_some_and(|p| p.len() >= LARGE_MESSAGE) {
             return Some(msg);
         }

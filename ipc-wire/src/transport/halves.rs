@@ -4,7 +4,7 @@
 //! goes through `tokio::io::split`'s lock.
 
 use super::fd_reserve::Slot;
-use super::{Connection, Peer, Stream, not_secured};
+use super::{Connection, Stream, not_secured};
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -18,7 +18,6 @@ type Tls = Box<tokio_rustls::TlsStream<TcpStream>>;
 #[derive(Debug)]
 pub struct ReadHalf {
     inner: ReadInner,
-    peer: Peer,
     /// Told when both halves are gone (the listener's fd reserve).
     _slot: Arc<Option<Slot>>,
 }
@@ -67,15 +66,8 @@ impl Connection {
             }
             Stream::Pending(_) => (ReadInner::Unsecured, WriteInner::Unsecured),
         };
-        let read = ReadHalf { inner: r, peer: self.peer, _slot: Arc::clone(&slot) };
+        let read = ReadHalf { inner: r, _slot: Arc::clone(&slot) };
         (read, WriteHalf { inner: w, _slot: slot })
-    }
-}
-
-impl ReadHalf {
-    /// Who is on the other end.
-    pub fn peer(&self) -> Peer {
-        self.peer
     }
 }
 
