@@ -11,6 +11,7 @@ mod batch;
 mod buffered;
 mod channel;
 mod lend;
+mod mailbox;
 #[cfg(test)]
 pub(crate) mod testing;
 

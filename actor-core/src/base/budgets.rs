@@ -307,6 +307,11 @@ impl Budgets {
     /// The default of [`Budgets::shm_lent`]: 256 MiB lent per connection.
     pub const DEFAULT_SHM_LENT: usize = 256 << 20;
 
+    /// How many call counters (`plough_calls_total`, one per function, side and kind) a
+    /// thread keeps registered with the recorder, so that counting a call is a lookup,
+    /// not a registration; calls past that many functions register theirs each time.
+    pub const CALL_COUNTERS: usize = 4096;
+
     /// The cleanup budget of a cancelled plain function that declares none of its own
     /// ([`Registry::cleanup`](crate::Registry::cleanup)): zero, it is dropped at once and
     /// answered as cancelled. A plain function learns of a cancel only by selecting on

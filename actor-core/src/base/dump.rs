@@ -47,7 +47,6 @@
 
 use super::sync::LockExt;
 use plough_ipc_wire::msg::Aid;
-use std::collections::BTreeMap;
 use std::fmt::{self, Write as _};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -84,6 +83,7 @@ pub(crate) enum Label {
     Shared(Arc<str>),
     Owned(String),
     Actor(Aid),
+    SharedActor(Arc<Aid>),
 }
 
 impl fmt::Display for Label {
@@ -93,6 +93,7 @@ impl fmt::Display for Label {
             Label::Shared(s) => f.pad(s),
             Label::Owned(s) => f.pad(s),
             Label::Actor(a) => f.pad(&a.to_string()),
+            Label::SharedActor(a) => f.pad(&a.to_string()),
         }
     }
 }
@@ -115,6 +116,12 @@ impl From<String> for Label {
     }
 }
 
+impl From<Arc<Aid>> for Label {
+    fn from(a: Arc<Aid>) -> Self {
+        Label::SharedActor(a)
+    }
+}
+
 impl From<&Aid> for Label {
     fn from(a: &Aid) -> Self {
         Label::Actor(a.clone())
@@ -130,19 +137,61 @@ struct Entry {
     state: Label,
     since: Instant,
     relay: Option<Relay>,
+    /// When it was registered, among all entries of this process: the order of a dump.
+    seq: u64,
 }
 
-static TABLE: Mutex<BTreeMap<u64, Entry>> = Mutex::new(BTreeMap::new());
+/// The entries of the process, in a slab: registering and removing one (every call, on
+/// both sides) is a push and a pop, not a tree insert and remove.
+struct Table(slab::Slab<Entry>);
+
+/// An entry of the table: its slot, and its `seq` (a slot is reused once freed; a guard
+/// only ever touches its own entry).
+#[derive(Debug, Clone, Copy)]
+struct Id {
+    key: usize,
+    seq: u64,
+}
+
+impl Table {
+    fn insert(&mut self, e: Entry) -> Id {
+        let seq = e.seq;
+        Id { key: self.0.insert(e), seq }
+    }
+
+    fn get_mut(&mut self, id: Id) -> Option<&mut Entry> {
+        self.0.get_mut(id.key).filter(|e| e.seq == id.seq)
+    }
+
+    fn remove(&mut self, id: Id) {
+        if self.get_mut(id).is_some() {
+            self.0.remove(id.key);
+        }
+    }
+
+    fn clear(&mut self) {
+        self.0.clear();
+    }
+
+    /// Every entry, oldest first.
+    fn entries(&self) -> Vec<Entry> {
+        let mut all: Vec<Entry> = self.0.iter().map(|(_, e)| e.clone()).collect();
+        all.sort_by_key(|e| e.seq);
+        all
+    }
+}
+
+static TABLE: Mutex<Table> = Mutex::new(Table(slab::Slab::new()));
 static NEXT: AtomicU64 = AtomicU64::new(1);
 
-fn table() -> MutexGuard<'static, BTreeMap<u64, Entry>> {
+fn table() -> MutexGuard<'static, Table> {
     TABLE.locked()
 }
 
 /// A live entry of the task table; removed when dropped.
 #[derive(Debug)]
 pub(crate) struct TaskGuard {
-    id: u64,
+    id: Id,
 }
 
 impl TaskGuard {
@@ -154,7 +203,6 @@ impl TaskGuard {
         function: impl Into<Label>,
         state: impl Into<Label>,
     ) -> Self {
-        let id = NEXT.fetch_add(1, Ordering::Relaxed);
         let e = Entry {
             kind,
             cid,
@@ -163,9 +211,9 @@ impl TaskGuard {
             state: state.into(),
             since: Instant::now(),
             relay: None,
+            seq: NEXT.fetch_add(1, Ordering::Relaxed),
         };
-        table().insert(id, e);
-        TaskGuard { id }
+        TaskGuard { id: table().insert(e) }
     }
 
     /// Registers a child actor process; `relay` forwards SIGUSR1 to it.
@@ -182,7 +230,7 @@ impl TaskGuard {
             "",
             "alive",
         );
-        if let Some(e) = table().get_mut(&g.id) {
+        if let Some(e) = table().get_mut(g.id) {
             e.relay = Some(relay);
         }
         g
@@ -191,7 +239,7 @@ impl TaskGuard {
     /// Updates what the task is waiting for.
     pub(crate) fn set_state(&self, state: impl Into<Label>) {
         let state = state.into();
-        if let Some(e) = table().get_mut(&self.id) {
+        if let Some(e) = table().get_mut(self.id) {
             e.state = state;
         }
     }
@@ -199,12 +247,12 @@ impl TaskGuard {
 
 impl Drop for TaskGuard {
     fn drop(&mut self) {
-        table().remove(&self.id);
+        table().remove(self.id);
     }
 }
 
 thread_local! {
-    static HELD: std::cell::RefCell<Option<MutexGuard<'static, BTreeMap<u64, Entry>>>> = const { std::cell::RefCell::new(None) };
+    static HELD: std::cell::RefCell<Option<MutexGuard<'static, Table>>> = const { std::cell::RefCell::new(None) };
 }
 
 /// Fork hook, before `fork`: holds the table's lock on the forking thread.
@@ -231,7 +279,7 @@ pub(crate) fn fork_child() {
 
 /// Forwards SIGUSR1 to every child in the table (after the lock is released).
 pub(crate) fn relay_to_children() {
-    let relays: Vec<Relay> = table().values().filter_map(|e| e.relay.clone()).collect();
+    let relays: Vec<Relay> = table().0.iter().filter_map(|(_, e)| e.relay.clone()).collect();
     for r in relays {
         r();
     }
@@ -240,7 +288,7 @@ pub(crate) fn relay_to_children() {
 /// Renders the task tree of this actor.
 pub(crate) fn render(actor: &str) -> String {
     let now = Instant::now();
-    let entries: Vec<Entry> = table().values().cloned().collect();
+    let entries: Vec<Entry> = table().entries();
     let mut out = String::new();
     let _ = writeln!(out, "task tree of {actor} ({} entries)", entries.len());
     let section = |out: &mut String, title: &str, pick: &dyn Fn(&TaskKind) -> bool| {
@@ -325,7 +373,7 @@ struct JsonDump<'a> {
 /// Renders the task table as a JSON dump.
 fn render_json(who: &Who<'_>, seq: u64) -> String {
     let now = Instant::now();
-    let entries: Vec<Entry> = table().values().cloned().collect();
+    let entries: Vec<Entry> = table().entries();
     let age = |e: &Entry| now.duration_since(e.since).as_secs_f64();
     let mut tasks = Vec::new();
     let mut children = Vec::new();
@@ -509,5 +557,34 @@ mod tests {
         drop(c);
         let text = render("me@2");
         assert!(!text.contains("cid 7") && !text.contains("pid 42"), "{text}");
+    }
+
+    #[test]
+    fn an_id_touches_only_its_own_entry() {
+        // The table of a forked child starts empty while its parent's guards are copied
+        // in its memory: such a stale id finds its slot reused by a new entry.
+        let entry = |cid| Entry {
+            kind: TaskKind::Calling,
+            cid,
+            peer: Label::Static("p@1"),
+            function: Label::Static("f"),
+            state: Label::Static("waiting"),
+            since: Instant::now(),
+            relay: None,
+            seq: NEXT.fetch_add(1, Ordering::Relaxed),
+        };
+        let mut t = Table(slab::Slab::new());
+        let stale = t.insert(entry(901));
+        t.clear();
+        let fresh = t.insert(entry(902));
+        let later = t.insert(entry(903));
+        assert_eq!(stale.key, fresh.key, "the slot is reused");
+        assert!(t.get_mut(stale).is_none());
+        t.remove(stale);
+        let cids: Vec<u64> = t.entries().iter().map(|e| e.cid).collect();
+        assert_eq!(cids, [902, 903], "untouched, oldest first");
+        t.remove(fresh);
+        t.remove(later);
+        assert!(t.entries().is_empty());
     }
 }

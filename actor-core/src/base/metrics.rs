@@ -5,6 +5,8 @@
 //! The names, labels and what each counts are listed in the crate's public
 //! `metrics` module (`crate::metrics`), which re-exports these constants.
 
+#[cfg(test)]
+use super::budgets::Budgets;
 use plough_ipc_wire::msg::{CallKind, ErrorKind};
 use std::time::Duration;
 
@@ -109,14 +111,71 @@ pub(crate) fn restarted() {
 }
 
 /// A call of `function` started, seen from `side`.
+///
+/// Every call counts, so the counters are registered once per thread and recorder
+/// ([`CallCounters`]) rather than at each call (building the key, its labels and the
+/// function's name cost about as much as the rest of a caller's bookkeeping).
 pub(crate) fn call(function: &str, side: Side, kind: CallKind) {
-    ::metrics::counter!(
-        CALLS,
-        LABEL_FUNCTION => function.to_owned(),
-        LABEL_SIDE => side.label(),
-        LABEL_KIND => super::trace::kind_name(kind),
-    )
-    .increment(1);
+    let recorder = ::metrics::with_recorder(|r| std::ptr::from_ref(r).cast::<()>() as usize);
+    let counter = CALL_COUNTERS.with_borrow_mut(|c| c.get(recorder, function, side, kind));
+    counter.increment(1);
+}
+
+/// The `plough_calls_total` counters a thread has registered, with the recorder they were
+/// registered with (the recorder in effect, global or local, told by its address): another
+/// recorder, and they are registered again with it. At most
+/// [`Budgets::CALL_COUNTERS`](super::budgets::Budgets::CALL_COUNTERS) functions are kept.
+struct CallCounters {
+    recorder: usize,
+    by_function: foldhash::HashMap<Box<str>, [Option<::metrics::Counter>; 6]>,
+}
+
+thread_local! {
+    static CALL_COUNTERS: std::cell::RefCell<CallCounters> = std::cell::RefCell::new(CallCounters {
+        recorder: 0,
+        by_function: foldhash::HashMap::default(),
+    });
+}
+
+impl CallCounters {
+    fn get(
+        &mut self,
+        recorder: usize,
+        function: &str,
+        side: Side,
+        kind: CallKind,
+    ) -> ::metrics::Counter {
+        if self.recorder != recorder {
+            self.by_function.clear();
+            self.recorder = recorder;
+        }
+        let slot = match side {
+            Side::Caller => 0,
+            Side::Callee => 3,
+        } + match kind {
+            CallKind::Function => 0,
+            CallKind::Context => 1,
+            CallKind::Stream => 2,
+        };
+        let register = || {
+            ::metrics::counter!(
+                CALLS,
+                LABEL_FUNCTION => function.to_owned(),
+                LABEL_SIDE => side.label(),
+                LABEL_KIND => super::trace::kind_name(kind),
+            )
+        };
+        if let Some(counters) = self.by_function.get_mut(function) {
+            return counters[slot].get_or_insert_with(register).clone();
+        }
+        let counter = register();
+        if self.by_function.len() < super::budgets::Budgets::CALL_COUNTERS {
+            let mut counters: [Option<::metrics::Counter>; 6] = Default::default();
+            counters[slot] = Some(counter.clone());
+            self.by_function.insert(function.into(), counters);
+        }
+        counter
+    }
 }
 
 /// A call of `function` failed with `error`, seen from `side`.
@@ -183,4 +242,74 @@ pub fn describe() {
     describe_counter!(STREAM_MESSAGES, Unit::Count, "stream messages");
     describe_counter!(STREAM_BYTES, Unit::Bytes, "stream payload bytes");
     describe_counter!(LADDER_ESCALATIONS, Unit::Count, "children the ladder had to signal");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+
+    type Seen = Vec<(
+        metrics_util::CompositeKey,
+        Option<::metrics::Unit>,
+        Option<::metrics::SharedString>,
+        DebugValue,
+    )>;
+
+    /// `plough_calls_total` for `function` and `side` in a snapshot (taking a snapshot
+    /// resets the recorder's counters).
+    fn calls(seen: &Seen, function: &str, side: &str) -> u64 {
+        seen.iter()
+            .filter(|(key, ..)| {
+                let key = key.key();
+                key.name() == CALLS
+                    && key.labels().any(|l| l.key() == LABEL_FUNCTION && l.value() == function)
+                    && key.labels().any(|l| l.key() == LABEL_SIDE && l.value() == side)
+            })
+            .map(|(.., value)| match value {
+                DebugValue::Counter(n) => *n,
+                other => panic!("a counter, not {other:?}"),
+            })
+            .sum()
+    }
+
+    #[test]
+    fn cached_call_counters_follow_the_recorder_in_effect() {
+        let (a, b) = (DebuggingRecorder::new(), DebuggingRecorder::new());
+        let (snap_a, snap_b) = (a.snapshotter(), b.snapshotter());
+        // Before any recorder: counted nowhere, and cached against the no-op recorder.
+        call("f", Side::Caller, CallKind::Function);
+        ::metrics::with_local_recorder(&a, || {
+            for _ in 0..3 {
+                call("f", Side::Caller, CallKind::Function);
+            }
+            call("f", Side::Callee, CallKind::Function);
+        });
+        ::metrics::with_local_recorder(&b, || call("f", Side::Caller, CallKind::Function));
+        ::metrics::with_local_recorder(&a, || call("f", Side::Caller, CallKind::Function));
+        let (seen_a, seen_b) = (snap_a.snapshot().into_vec(), snap_b.snapshot().into_vec());
+        assert_eq!(calls(&seen_a, "f", "caller"), 4, "each call counted once, by its recorder");
+        assert_eq!(calls(&seen_a, "f", "callee"), 1);
+        assert_eq!(calls(&seen_b, "f", "caller"), 1);
+    }
+
+    #[test]
+    fn functions_past_the_cache_bound_are_still_counted() {
+        let rec = DebuggingRecorder::new();
+        let snap = rec.snapshotter();
+        ::metrics::with_local_recorder(&rec, || {
+            for i in 0..Budgets::CALL_COUNTERS + 10 {
+                call(&format!("f{i}"), Side::Callee, CallKind::Context);
+            }
+            let last = format!("f{}", Budgets::CALL_COUNTERS + 9);
+            call(&last, Side::Callee, CallKind::Context);
+            let seen = snap.snapshot().into_vec();
+            assert_eq!(calls(&seen, &last, "callee"), 2, "an uncached function counts every call");
+            assert_eq!(calls(&seen, "f0", "callee"), 1, "a cached one counts too");
+        });
+        assert!(
+            CALL_COUNTERS.with_borrow(|c| c.by_function.len()) <= Budgets::CALL_COUNTERS,
+            "the cache stays within its bound"
+        );
+    }
 }

@@ -197,7 +197,7 @@ impl Portal {
         let _task = TaskGuard::new(
             TaskKind::Calling,
             call.cid(),
-            self.aid(),
+            std::sync::Arc::clone(self.channel.peer_shared()),
             std::sync::Arc::clone(call.function()),
             "waiting for the result",
         );

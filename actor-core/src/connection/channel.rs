@@ -64,18 +64,19 @@
 
 use super::batch::{BATCH_ITEM_BYTES, Batcher};
 use super::lend::{self, Lender};
+use super::mailbox::{Mailbox, Post, mailbox};
 use super::{BufferedBytes, Conversation, Credit, Serve};
 use crate::base::budgets::Budgets;
 use crate::base::error::{ActorError, During, RemoteActorError};
 use crate::base::fate::Fate;
 use crate::base::names::{CANCEL_ACTOR, CANCEL_CALL, CREDIT, SHM_OPENED};
 use crate::base::sync::LockExt;
+use foldhash::{HashMap, HashMapExt};
 use futures::{SinkExt, StreamExt};
 use plough_ipc_wire::handshake::Established;
 use plough_ipc_wire::msg::{Aid, Cid, ErrorKind, Msg};
 use plough_ipc_wire::transport::WriteHalf;
 use plough_ipc_wire::{FrameError, FrameWriter, MsgError, PartialFrameClock};
-use std::collections::HashMap;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -91,7 +92,8 @@ pub(crate) struct Channel {
 }
 
 struct Inner {
-    peer: Aid,
+    /// Shared: every call we make on it names its peer in the task table.
+    peer: Arc<Aid>,
     /// Who we are: the source of the errors this layer raises for a peer's call.
     me: Aid,
     /// Whether we dialed (our cids are odd) or accepted (even).
@@ -244,7 +246,7 @@ const QUEUE: usize = 256;
 /// Where the messages of one conversation go.
 enum Route {
     /// A function call we made (to this function): its replies.
-    Call(mpsc::UnboundedSender<Msg>, Arc<str>),
+    Call(Post, Arc<str>),
     /// A context of this function, opened by us or served by us (cids of both sides never
     /// collide).
     Conv(Arc<dyn Conversation>, Arc<str>),
@@ -263,7 +265,7 @@ impl Route {
 pub(crate) struct CallRx {
     cid: Cid,
     function: Arc<str>,
-    rx: mpsc::UnboundedReceiver<Msg>,
+    rx: Mailbox,
     channel: Channel,
 }
 
@@ -309,7 +311,7 @@ impl Channel {
             .unwrap_or(u32::MAX)
             .max(1);
         let lender = Lender::new(&est, budgets);
-        let peer = est.peer.clone();
+        let peer = Arc::new(est.peer.clone());
         let batcher = Batcher::new(est.peer_batches);
         let clock = est.framed.codec().partial_frame_clock();
         // Reads keep the handshake's codec (its clock, its frame budget) and the bytes it
@@ -399,10 +401,14 @@ impl Channel {
         let r = channel.clone();
         tokio::spawn(async move {
             let mut overdue = std::pin::pin!(tokio::time::sleep(frame_read));
+            // Made once: a fresh one for every frame would join and leave the token's
+            // waiters each time.
+            let mut closed = std::pin::pin!(r.inner.closed.cancelled());
             let reason = loop {
                 let next = tokio::select! {
+                    biased;
+                    () = closed.as_mut() => break None,
                     n = next_within(&mut stream, &clock, frame_read, overdue.as_mut()) => n,
-                    () = r.inner.closed.cancelled() => break None,
                 };
                 let answer = match next {
                     Err(late) => {
@@ -437,7 +443,7 @@ impl Channel {
                     let Some(answer) = r.write_through(answer) else { continue };
                     tokio::select! {
                         sent = r.enqueue(answer.into()) => if sent.is_err() { break None },
-                        () = r.inner.closed.cancelled() => break None,
+                        () = closed.as_mut() => break None,
                     }
                 }
             };
@@ -512,9 +518,7 @@ impl Channel {
         };
         let calls = self.inner.calls.locked();
         match calls.get(&cid) {
-            Some(Route::Call(tx, _)) => {
-                let _ = tx.send(msg);
-            }
+            Some(Route::Call(post, _)) => post.post(msg),
             Some(Route::Conv(c, _)) => {
                 let c = Arc::clone(c);
                 drop(calls);
@@ -553,9 +557,9 @@ impl Channel {
         let conv = {
             let calls = self.inner.calls.locked();
             match calls.get(&cid) {
-                Some(Route::Call(tx, _)) => {
+                Some(Route::Call(post, _)) => {
                     // A reply to our call: the call fails here; the peer is done with it.
-                    let _ = tx.send(Msg::Error(Box::new(error)));
+                    post.post(Msg::Error(Box::new(error)));
                     return None;
                 }
                 Some(Route::Conv(c, _)) => Some(Arc::clone(c)),
@@ -654,6 +658,11 @@ impl Channel {
         &self.inner.peer
     }
 
+    /// [`Channel::peer`], shared.
+    pub(crate) fn peer_shared(&self) -> &Arc<Aid> {
+        &self.inner.peer
+    }
+
     /// Whether the connection is gone.
     pub(crate) fn is_closed(&self) -> bool {
         self.inner.is_closed.load(Ordering::Acquire)
@@ -670,7 +679,7 @@ impl Channel {
     pub(crate) fn closed_error(&self) -> ActorError {
         if let Some((status, during)) = self.inner.death.locked().clone() {
             return ActorError::ActorDied {
-                actor: self.inner.peer.clone(),
+                actor: (*self.inner.peer).clone(),
                 status,
                 during,
                 stderr: String::new(),
@@ -912,9 +921,9 @@ impl Channel {
             return Err(self.closed_error());
         }
         let cid = self.inner.next_cid.fetch_add(2, Ordering::Relaxed);
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (post, rx) = mailbox();
         let function: Arc<str> = Arc::from(function);
-        self.inner.calls.locked().insert(cid, Route::Call(tx, Arc::clone(&function)));
+        self.inner.calls.locked().insert(cid, Route::Call(post, Arc::clone(&function)));
         Ok(CallRx { cid, function, rx, channel: self.clone() })
     }
 

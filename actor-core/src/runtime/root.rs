@@ -502,6 +502,7 @@ async fn run_with_signals<T>(
     };
     tokio::pin!(body);
     let first = tokio::select! {
+        biased;
         r = &mut body => return r,
         sig = next_stop() => sig,
     };

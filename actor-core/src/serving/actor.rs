@@ -48,7 +48,7 @@ impl std::fmt::Debug for Actor {
 }
 
 struct ActorInner {
-    aid: Aid,
+    aid: Arc<Aid>,
     /// The tree's secret: proved on every connection, handed to every child it spawns.
     secret: plough_ipc_wire::Secret,
     registry: Registry,
@@ -144,7 +144,7 @@ impl Actor {
         let frame_budget = plough_ipc_wire::FrameBudget::new(parts.config.budgets.partial_frames);
         let actor = Actor {
             inner: Arc::new(ActorInner {
-                aid: parts.aid,
+                aid: Arc::new(parts.aid),
                 secret: parts.secret,
                 registry: parts.registry,
                 config: parts.config,
@@ -204,7 +204,7 @@ impl Actor {
 
     /// Who this actor is on every connection, and the tree's secret it proves.
     pub(crate) fn credentials(&self) -> Credentials {
-        Credentials { aid: self.inner.aid.clone(), secret: self.inner.secret.clone() }
+        Credentials { aid: (*self.inner.aid).clone(), secret: self.inner.secret.clone() }
     }
 
     /// The tree's secret (for a child's boot).
@@ -247,7 +247,7 @@ impl Actor {
         let channel = Channel::start(
             est,
             dialer,
-            self.inner.aid.clone(),
+            (*self.inner.aid).clone(),
             &self.inner.config.budgets,
             Arc::new(self.clone()),
         );
@@ -270,7 +270,7 @@ impl Actor {
     /// A portal for calls from this actor over `channel`.
     pub(crate) fn portal(&self, channel: Channel) -> Portal {
         let ladder = self.inner.config.budgets.ladder;
-        Portal::new(channel, self.inner.aid.clone(), ladder.ack_timeout)
+        Portal::new(channel, (*self.inner.aid).clone(), ladder.ack_timeout)
             .settle_within(ladder.ack_timeout + ladder.exit_timeout)
     }
 
@@ -308,6 +308,11 @@ impl Actor {
 
     /// This actor's identity.
     pub fn aid(&self) -> &Aid {
+        &self.inner.aid
+    }
+
+    /// [`Actor::aid`], shared (every call it serves holds it).
+    pub(crate) fn aid_shared(&self) -> &Arc<Aid> {
         &self.inner.aid
     }
 
@@ -523,7 +528,7 @@ impl Actor {
     /// The error that answers call `cid` when `canceller` cancelled it.
     pub(crate) fn cancelled_error(&self, cid: u64, canceller: Aid) -> ErrorMsg {
         let mut e = RemoteActorError::new(
-            self.inner.aid.clone(),
+            (*self.inner.aid).clone(),
             ErrorKind::Cancelled,
             format!("cancelled by {canceller}"),
         );

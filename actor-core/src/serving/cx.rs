@@ -11,8 +11,9 @@ use tokio_util::sync::CancellationToken;
 /// What a handler knows about the call it serves.
 #[derive(Debug, Clone)]
 pub struct Cx {
-    actor: Aid,
-    caller: Aid,
+    /// Shared with the actor and every call it serves: a call clones no identity.
+    actor: Arc<Aid>,
+    caller: Arc<Aid>,
     cid: Cid,
     cancel: CancellationToken,
     /// The serving actor (absent only in this crate's unit tests of handlers).
@@ -26,10 +27,15 @@ pub struct Cx {
 
 impl Cx {
     /// The context of call `cid` from `caller`, served by `actor`.
-    pub(crate) fn new(actor: Aid, caller: Aid, cid: Cid, cancel: CancellationToken) -> Self {
+    pub(crate) fn new(
+        actor: impl Into<Arc<Aid>>,
+        caller: impl Into<Arc<Aid>>,
+        cid: Cid,
+        cancel: CancellationToken,
+    ) -> Self {
         Cx {
-            actor,
-            caller,
+            actor: actor.into(),
+            caller: caller.into(),
             cid,
             cancel,
             runtime: None,
@@ -79,6 +85,11 @@ impl Cx {
         &self.caller
     }
 
+    /// [`Cx::caller`], shared.
+    pub(crate) fn caller_shared(&self) -> &Arc<Aid> {
+        &self.caller
+    }
+
     /// The call id.
     pub fn cid(&self) -> Cid {
         self.cid
@@ -105,7 +116,7 @@ impl Cx {
         if let Some(ctx) = &self.context {
             return ctx.canceller();
         }
-        Some(self.actor_canceller().unwrap_or_else(|| self.caller.clone()))
+        Some(self.actor_canceller().unwrap_or_else(|| (*self.caller).clone()))
     }
 
     /// Resolves when a shutdown of the serving actor was asked for (a signal, its

@@ -194,8 +194,10 @@ impl Serve for Actor {
                     return self.reply_error(channel, cid, err);
                 }
                 let token = self.cancel_token().child_token();
-                let mut cx = Cx::new(self.aid().clone(), start.caller.clone(), cid, token.clone())
-                    .with_actor(self.clone());
+                let caller = Arc::new(start.caller);
+                let mut cx =
+                    Cx::new(Arc::clone(self.aid_shared()), Arc::clone(&caller), cid, token.clone())
+                        .with_actor(self.clone());
                 let context = match kind {
                     Some(CallKind::Context | CallKind::Stream) => {
                         let types = self.registry().types(&start.function);
@@ -220,7 +222,7 @@ impl Serve for Actor {
                     &start.function,
                     cid,
                     start.kind,
-                    &start.caller,
+                    &caller,
                     start.trace,
                 );
                 if let Some(ctx) = context {

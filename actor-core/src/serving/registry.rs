@@ -464,7 +464,7 @@ where
         let task = TaskGuard::new(
             TaskKind::Serving,
             cx.cid(),
-            cx.caller(),
+            Arc::clone(cx.caller_shared()),
             Arc::clone(&function),
             "running",
         );

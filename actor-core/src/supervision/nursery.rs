@@ -273,6 +273,7 @@ impl Nursery {
         let outcome = {
             let body = body(n.clone());
             tokio::select! {
+                biased;
                 r = body => Some(r),
                 () = inner.failed.cancelled() => None,
                 () = inner.scope.cancelled() => None,
