@@ -307,9 +307,9 @@ impl Budgets {
     /// The default of [`Budgets::shm_lent`]: 256 MiB lent per connection.
     pub const DEFAULT_SHM_LENT: usize = 256 << 20;
 
-    /// How many call counters (`plough_calls_total`, one per function, side and kind) a
-    /// thread keeps registered with the recorder, so that counting a call is a lookup,
-    /// not a registration; calls past that many functions register theirs each time.
+    /// For how many functions a thread keeps the keys of their call counters
+    /// (`plough_calls_total`), so that counting a call builds no key; a call of any other
+    /// function builds its key each time.
     pub const CALL_COUNTERS: usize = 4096;
 
     /// The cleanup budget of a cancelled plain function that declares none of its own

@@ -112,43 +112,39 @@ pub(crate) fn restarted() {
 
 /// A call of `function` started, seen from `side`.
 ///
-/// Every call counts, so the counters are registered once per thread and recorder
-/// ([`CallCounters`]) rather than at each call (building the key, its labels and the
-/// function's name cost about as much as the rest of a caller's bookkeeping).
+/// Every call counts, so the key (the name, its labels, a copy of the function's name) is
+/// built once per thread ([`CallKeys`]) rather than at each call: building it cost about
+/// as much as the rest of a caller's bookkeeping. The counter is still registered with
+/// the recorder in effect at each call, so a recorder installed, or made local to a
+/// scope, later counts every call from then on.
 pub(crate) fn call(function: &str, side: Side, kind: CallKind) {
-    let recorder = ::metrics::with_recorder(|r| std::ptr::from_ref(r).cast::<()>() as usize);
-    let counter = CALL_COUNTERS.with_borrow_mut(|c| c.get(recorder, function, side, kind));
-    counter.increment(1);
-}
-
-/// The `plough_calls_total` counters a thread has registered, with the recorder they were
-/// registered with (the recorder in effect, global or local, told by its address): another
-/// recorder, and they are registered again with it. At most
-/// [`Budgets::CALL_COUNTERS`](super::budgets::Budgets::CALL_COUNTERS) functions are kept.
-struct CallCounters {
-    recorder: usize,
-    by_function: foldhash::HashMap<Box<str>, [Option<::metrics::Counter>; 6]>,
-}
-
-thread_local! {
-    static CALL_COUNTERS: std::cell::RefCell<CallCounters> = std::cell::RefCell::new(CallCounters {
-        recorder: 0,
-        by_function: foldhash::HashMap::default(),
+    static METADATA: ::metrics::Metadata<'static> =
+        ::metrics::Metadata::new(module_path!(), ::metrics::Level::INFO, Some(module_path!()));
+    CALL_KEYS.with_borrow_mut(|keys| {
+        keys.with(function, side, kind, |key| {
+            ::metrics::with_recorder(|r| r.register_counter(key, &METADATA)).increment(1);
+        });
     });
 }
 
-impl CallCounters {
-    fn get(
+/// The keys of `plough_calls_total` a thread has counted with, by function (and side and
+/// kind). At most [`Budgets::CALL_COUNTERS`](super::budgets::Budgets::CALL_COUNTERS)
+/// functions are kept; a call of any other has its key built for it.
+struct CallKeys(foldhash::HashMap<Box<str>, [Option<::metrics::Key>; 6]>);
+
+thread_local! {
+    static CALL_KEYS: std::cell::RefCell<CallKeys> =
+        std::cell::RefCell::new(CallKeys(foldhash::HashMap::default()));
+}
+
+impl CallKeys {
+    fn with(
         &mut self,
-        recorder: usize,
         function: &str,
         side: Side,
         kind: CallKind,
-    ) -> ::metrics::Counter {
-        if self.recorder != recorder {
-            self.by_function.clear();
-            self.recorder = recorder;
-        }
+        f: impl FnOnce(&::metrics::Key),
+    ) {
         let slot = match side {
             Side::Caller => 0,
             Side::Callee => 3,
@@ -157,24 +153,26 @@ impl CallCounters {
             CallKind::Context => 1,
             CallKind::Stream => 2,
         };
-        let register = || {
-            ::metrics::counter!(
+        let build = || {
+            ::metrics::Key::from_parts(
                 CALLS,
-                LABEL_FUNCTION => function.to_owned(),
-                LABEL_SIDE => side.label(),
-                LABEL_KIND => super::trace::kind_name(kind),
+                vec![
+                    ::metrics::Label::new(LABEL_FUNCTION, function.to_owned()),
+                    ::metrics::Label::from_static_parts(LABEL_SIDE, side.label()),
+                    ::metrics::Label::from_static_parts(LABEL_KIND, super::trace::kind_name(kind)),
+                ],
             )
         };
-        if let Some(counters) = self.by_function.get_mut(function) {
-            return counters[slot].get_or_insert_with(register).clone();
+        if let Some(keys) = self.0.get_mut(function) {
+            return f(keys[slot].get_or_insert_with(build));
         }
-        let counter = register();
-        if self.by_function.len() < super::budgets::Budgets::CALL_COUNTERS {
-            let mut counters: [Option<::metrics::Counter>; 6] = Default::default();
-            counters[slot] = Some(counter.clone());
-            self.by_function.insert(function.into(), counters);
+        let key = build();
+        f(&key);
+        if self.0.len() < super::budgets::Budgets::CALL_COUNTERS {
+            let mut keys: [Option<::metrics::Key>; 6] = Default::default();
+            keys[slot] = Some(key);
+            self.0.insert(function.into(), keys);
         }
-        counter
     }
 }
 
@@ -274,10 +272,10 @@ mod tests {
     }
 
     #[test]
-    fn cached_call_counters_follow_the_recorder_in_effect() {
+    fn cached_call_keys_count_with_the_recorder_in_effect() {
         let (a, b) = (DebuggingRecorder::new(), DebuggingRecorder::new());
         let (snap_a, snap_b) = (a.snapshotter(), b.snapshotter());
-        // Before any recorder: counted nowhere, and cached against the no-op recorder.
+        // Before any recorder: counted nowhere (its key is kept).
         call("f", Side::Caller, CallKind::Function);
         ::metrics::with_local_recorder(&a, || {
             for _ in 0..3 {
@@ -291,6 +289,18 @@ mod tests {
         assert_eq!(calls(&seen_a, "f", "caller"), 4, "each call counted once, by its recorder");
         assert_eq!(calls(&seen_a, "f", "callee"), 1);
         assert_eq!(calls(&seen_b, "f", "caller"), 1);
+        drop((a, b, snap_a, snap_b));
+        // A recorder made anew in the same place (a test's loop): each counts its own.
+        for round in 1..=3 {
+            let r = DebuggingRecorder::new();
+            let snap = r.snapshotter();
+            ::metrics::with_local_recorder(&r, || {
+                for _ in 0..round {
+                    call("f", Side::Caller, CallKind::Function);
+                }
+            });
+            assert_eq!(calls(&snap.snapshot().into_vec(), "f", "caller"), round);
+        }
     }
 
     #[test]
@@ -308,7 +318,7 @@ mod tests {
             assert_eq!(calls(&seen, "f0", "callee"), 1, "a cached one counts too");
         });
         assert!(
-            CALL_COUNTERS.with_borrow(|c| c.by_function.len()) <= Budgets::CALL_COUNTERS,
+            CALL_KEYS.with_borrow(|c| c.0.len()) <= Budgets::CALL_COUNTERS,
             "the cache stays within its bound"
         );
     }
