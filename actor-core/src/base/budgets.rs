@@ -204,8 +204,9 @@ pub struct Budgets {
     /// How many bytes one connection may have lent through shared memory and not yet
     /// heard back about (256 MiB): the sender holds each segment until the receiver says
     /// it opened (or refused) it; a payload that would take the sum over this goes by
-    /// copy, so a peer that never answers costs at most this. Also the longest lent
-    /// payload a receiver accepts.
+    /// copy, so a peer that never answers costs at most this. One that cannot go by copy
+    /// (over the frame limit) waits until the receiver returns enough, or the connection
+    /// ends. Also the longest lent payload a receiver accepts.
     pub shm_lent: usize,
     /// How many fds the actor's listeners leave free for everything but accepting (64, or
     /// a quarter of the soft `RLIMIT_NOFILE` when that is less): once the process has no

@@ -63,7 +63,7 @@
 //! and costs no memory beyond the queue.
 
 use super::batch::{BATCH_ITEM_BYTES, Batcher};
-use super::lend::{self, Lender};
+use super::lend::{self, Lender, Lending};
 use super::mailbox::{Mailbox, Post, mailbox};
 use super::{BufferedBytes, Conversation, Credit, Serve};
 use crate::base::budgets::Budgets;
@@ -710,7 +710,17 @@ impl Channel {
             }
             msg => msg,
         };
-        self.inner.lender.outgoing(&mut msg);
+        // A payload that only shared memory can carry (over the frame limit) waits for
+        // the peer to return lent segments when they fill the budget, as a message waits
+        // for room in the queue: it is not refused for a moment's lack of room.
+        while let Lending::Full { len } = self.inner.lender.outgoing(&mut msg)
+            && msg.frame_len_bound() > self.inner.max_frame
+        {
+            tokio::select! {
+                () = self.inner.lender.room_for(len) => {}
+                () = self.inner.closed.cancelled() => return Err(self.closed_error()),
+            }
+        }
         let msg = self.fitted(msg)?;
         let len = msg.payload().map_or(0, |p| p.len());
         let bytes = if len >= LARGE_MESSAGE {

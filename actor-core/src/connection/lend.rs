@@ -12,8 +12,11 @@
 //!   until the receiver says it is done with it — opened or refused — with the reserved
 //!   call `plough.shm_opened` (argument: the segments' inodes), or until the connection
 //!   ends. What one connection has lent and not heard back about is bounded by
-//!   [`Budgets::shm_lent`]; a payload that would take it over goes by copy. A memfd dies
-//!   with its last fd and mapping, so a SIGKILL of either side leaves nothing.
+//!   [`Budgets::shm_lent`]; a payload that would take it over goes by copy, unless only
+//!   shared memory can carry it (it is over the frame limit): then its sender waits for
+//!   the peer to return segments, as it waits for room in the writer's queue, and one
+//!   longer than the whole budget is refused at once. A memfd dies with its last fd and
+//!   mapping, so a SIGKILL of either side leaves nothing.
 //! * **Bad input.** A reference is untrusted: plough-shm checks it against the kernel
 //!   (the owner alive and ours, our memfd by name and inode, mode 0600, sealed against
 //!   writing and shrinking, at least as long as claimed); over a Unix socket it must also
@@ -63,6 +66,19 @@ pub(crate) enum LendError {
     /// The segment did not check out (plough-shm's reason).
     #[error("the lent segment is refused: {0}")]
     Shm(#[from] ShmError),
+}
+
+/// What [`Lender::outgoing`] did with a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Lending {
+    /// It goes as it is now: its payload is lent, or it has none to lend here.
+    Done,
+    /// Its payload of `len` bytes would be lent, but what is lent already leaves no room
+    /// in [`Budgets::shm_lent`]: as it is, it goes by copy.
+    Full {
+        /// The payload's length.
+        len: u64,
+    },
 }
 
 /// One connection's lending state, both directions.
@@ -129,21 +145,28 @@ impl Lender {
 
     /// Lends `msg`'s payload when it is large enough and the budget has room: copies it
     /// into a sealed segment and puts the reference in its place. Otherwise (or when
-    /// making the segment fails) the message goes unchanged, by copy.
-    pub(crate) fn outgoing(&self, msg: &mut Msg) {
+    /// making the segment fails) the message goes unchanged, by copy; [`Lending::Full`]
+    /// says it would have been lent had the peer returned enough of what it holds (see
+    /// [`Lender::room_for`]).
+    pub(crate) fn outgoing(&self, msg: &mut Msg) -> Lending {
         if !self.lend {
-            return;
+            return Lending::Done;
         }
-        let Some(payload) = payload_mut(msg) else { return };
+        let Some(payload) = payload_mut(msg) else { return Lending::Done };
         let len = payload.len();
         if len < self.threshold || payload.shm_ref().is_some() {
-            return;
+            return Lending::Done;
         }
         {
             let mut lent = self.lent.locked();
             if lent.bytes + len as u64 > self.max_lent {
                 tracing::debug!(len, lent = lent.bytes, "shm_lent is full: a payload goes by copy");
-                return;
+                // One longer than the whole budget never fits.
+                return if len as u64 <= self.max_lent {
+                    Lending::Full { len: len as u64 }
+                } else {
+                    Lending::Done
+                };
             }
             lent.bytes += len as u64;
         }
@@ -164,6 +187,7 @@ impl Lender {
                 self.lent.locked().bytes -= len as u64;
             }
         }
+        Lending::Done
     }
 
     /// Replaces a lent payload of `msg` with its bytes, mapped. `Ok(Some(ino))`: a
@@ -210,6 +234,20 @@ impl Lender {
         }
         drop(lent);
         self.returned.notify_waiters();
+    }
+
+    /// Once `len` more bytes fit in [`Budgets::shm_lent`] (the peer returned segments), or
+    /// the connection ended (which returns them all).
+    pub(crate) async fn room_for(&self, len: u64) {
+        loop {
+            let returned = self.returned.notified();
+            let mut returned = std::pin::pin!(returned);
+            returned.as_mut().enable();
+            if self.lent.locked().bytes + len <= self.max_lent {
+                return;
+            }
+            returned.await;
+        }
     }
 
     /// Once nothing is lent.

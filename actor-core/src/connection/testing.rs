@@ -52,10 +52,19 @@ pub(crate) fn acceptor_aid() -> Aid {
 /// Two handshaken ends of one `UnixStream::pair()`: `a` said it is `a_aid`, `b` said it
 /// is `b_aid` (so `a.peer` is `b_aid`'s `Hello` and the other way round).
 pub(crate) async fn established_pair(a_aid: &Aid, b_aid: &Aid) -> (Established, Established) {
+    established_pair_with(a_aid, b_aid, plough_ipc_wire::Limits::default()).await
+}
+
+/// [`established_pair`] with both ends under `limits`.
+pub(crate) async fn established_pair_with(
+    a_aid: &Aid,
+    b_aid: &Aid,
+    limits: plough_ipc_wire::Limits,
+) -> (Established, Established) {
     let (sa, sb) = tokio::net::UnixStream::pair().expect("socketpair");
     let ca = Connection::from_unix(sa).expect("peer credentials of a socketpair end");
     let cb = Connection::from_unix(sb).expect("peer credentials of a socketpair end");
-    let config = HandshakeConfig::default().with_deadline(LIMIT);
+    let config = HandshakeConfig::default().with_deadline(LIMIT).with_limits(limits);
     let (ha, hb) = (creds(a_aid), creds(b_aid));
     let (ea, eb) =
         tokio::join!(handshake::initiate(ca, &ha, &config), handshake::respond(cb, &hb, &config));
@@ -122,7 +131,15 @@ pub(crate) async fn raw_pair() -> (Channel, Arc<TestServe>, RawPeer) {
 
 /// [`raw_pair`] with the channel under `budgets`.
 pub(crate) async fn raw_pair_with(budgets: &Budgets) -> (Channel, Arc<TestServe>, RawPeer) {
-    let (ed, ea) = established_pair(&dialer_aid(), &acceptor_aid()).await;
+    raw_pair_with_limits(budgets, plough_ipc_wire::Limits::default()).await
+}
+
+/// [`raw_pair`] with the channel under `budgets`, and both ends under `limits`.
+pub(crate) async fn raw_pair_with_limits(
+    budgets: &Budgets,
+    limits: plough_ipc_wire::Limits,
+) -> (Channel, Arc<TestServe>, RawPeer) {
+    let (ed, ea) = established_pair_with(&dialer_aid(), &acceptor_aid(), limits).await;
     let serve = TestServe::new(dialer_aid());
     let channel = Channel::start(ed, true, dialer_aid(), budgets, Arc::clone(&serve) as _);
     (channel, serve, RawPeer::new(ea.framed, acceptor_aid()))

@@ -905,3 +905,70 @@ async fn a_message_over_the_frame_limit_fails_alone_and_the_connection_carries_o
     assert_eq!(raw.expect().await, return_msg(7, 1, 0));
     assert!(!ch.is_closed());
 }
+
+#[tokio::test]
+async fn a_payload_only_shared_memory_can_carry_waits_for_lent_room_then_goes_lent() {
+    const MIB: usize = 1 << 20;
+    // Frames of 1 MiB at most, so a 2 MiB payload can go only through shared memory, and
+    // room for two of them lent at once.
+    let budgets = Budgets { shm_threshold: Some(MIB), shm_lent: 4 * MIB, ..Budgets::default() };
+    let limits = plough_ipc_wire::Limits::default().with_max_frame_bytes(MIB);
+    let (ch, _serve, mut raw) =
+        within("the pair", crate::connection::testing::raw_pair_with_limits(&budgets, limits))
+            .await;
+    let big = |n: usize| Payload::from(vec![3u8; n]);
+    let lent_return = |msg: Msg, want: u64| match msg {
+        Msg::Return { cid, payload } if cid == want => {
+            payload.shm_ref().expect("the answer is lent").ino
+        }
+        other => panic!("expected the lent answer to call {want}, got {other:?}"),
+    };
+    // Two fill the budget, and the peer holds on to both.
+    let mut held = Vec::new();
+    for cid in [2, 4] {
+        within("a lent answer", ch.send(Msg::Return { cid, payload: big(2 * MIB) })).await.unwrap();
+        held.push(lent_return(raw.expect().await, cid));
+    }
+    // A third waits for room: it is not refused, and not sent by copy (it cannot be).
+    let sender = ch.clone();
+    let third =
+        tokio::spawn(
+            async move { sender.send(Msg::Return { cid: 6, payload: big(2 * MIB) }).await },
+        );
+    // Meanwhile a message of the usual size goes past it.
+    within("a small answer", ch.send(return_msg(7, 1, 0))).await.unwrap();
+    assert_eq!(raw.expect().await, return_msg(7, 1, 0));
+    assert!(!third.is_finished(), "nothing was returned: no room yet");
+    // The peer opened the first: the third goes, lent.
+    raw.send(lend::returned_msg(vec![held[0]], &raw.aid)).await;
+    lent_return(raw.expect().await, 6);
+    within("the third send", third).await.unwrap().expect("sent once there was room");
+    // One longer than the whole budget never fits: answered with an error at once.
+    within("the too-long answer", ch.send(Msg::Return { cid: 8, payload: big(5 * MIB) }))
+        .await
+        .unwrap();
+    match raw.expect().await {
+        Msg::Error(e) => assert_eq!((e.cid, e.kind), (Some(8), ErrorKind::PayloadEncode), "{e:?}"),
+        other => panic!("expected the error answer, got {other:?}"),
+    }
+    assert!(!ch.is_closed());
+}
+
+#[tokio::test]
+async fn a_sender_waiting_for_lent_room_learns_the_connection_closed() {
+    const MIB: usize = 1 << 20;
+    let budgets = Budgets { shm_threshold: Some(MIB), shm_lent: 2 * MIB, ..Budgets::default() };
+    let limits = plough_ipc_wire::Limits::default().with_max_frame_bytes(MIB);
+    let (ch, _serve, mut raw) =
+        within("the pair", crate::connection::testing::raw_pair_with_limits(&budgets, limits))
+            .await;
+    let big = || Payload::from(vec![4u8; 2 * MIB]);
+    within("a lent answer", ch.send(Msg::Return { cid: 2, payload: big() })).await.unwrap();
+    assert!(matches!(raw.expect().await, Msg::Return { cid: 2, .. }));
+    let sender = ch.clone();
+    let waiting =
+        tokio::spawn(async move { sender.send(Msg::Return { cid: 4, payload: big() }).await });
+    drop(raw);
+    let out = within("the waiting send", waiting).await.unwrap();
+    assert!(out.is_err(), "the connection is gone: {out:?}");
+}
