@@ -4,9 +4,26 @@ use super::actor::Actor;
 use crate::calls::context::{Context, ServedCall};
 use plough_ipc_wire::msg::{Aid, Cid};
 use std::any::Any;
-use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
+use std::sync::{Arc, OnceLock};
 use tokio_util::sync::CancellationToken;
+
+/// A served call's cancellation token, made the first time something needs it: most
+/// calls answer on their first poll without looking, and a child token costs a lock of the
+/// actor's token and a node in its tree, twice (made and dropped).
+#[derive(Debug)]
+pub(crate) struct CallToken {
+    /// The serving actor's token: the call's is its child.
+    parent: CancellationToken,
+    token: OnceLock<CancellationToken>,
+}
+
+impl CallToken {
+    /// The call's token (a child of the actor's: cancelled with it, or on its own).
+    pub(crate) fn get(&self) -> &CancellationToken {
+        self.token.get_or_init(|| self.parent.child_token())
+    }
+}
 
 /// What a handler knows about the call it serves.
 #[derive(Debug, Clone)]
@@ -15,7 +32,7 @@ pub struct Cx {
     actor: Arc<Aid>,
     caller: Arc<Aid>,
     cid: Cid,
-    cancel: CancellationToken,
+    cancel: Arc<CallToken>,
     /// The serving actor (absent only in this crate's unit tests of handlers).
     runtime: Option<Actor>,
     /// Nurseries open in this call: while any is, a cancelled call is given time to take
@@ -26,18 +43,19 @@ pub struct Cx {
 }
 
 impl Cx {
-    /// The context of call `cid` from `caller`, served by `actor`.
+    /// The context of call `cid` from `caller`, served by `actor`, cancelled with
+    /// `parent` (the serving actor's token) or on its own.
     pub(crate) fn new(
         actor: impl Into<Arc<Aid>>,
         caller: impl Into<Arc<Aid>>,
         cid: Cid,
-        cancel: CancellationToken,
+        parent: CancellationToken,
     ) -> Self {
         Cx {
             actor: actor.into(),
             caller: caller.into(),
             cid,
-            cancel,
+            cancel: Arc::new(CallToken { parent, token: OnceLock::new() }),
             runtime: None,
             open_nurseries: Default::default(),
             context: None,
@@ -67,7 +85,13 @@ impl Cx {
 
     /// The call's cancellation token.
     pub(crate) fn cancel_token(&self) -> &CancellationToken {
-        &self.cancel
+        self.cancel.get()
+    }
+
+    /// The call's cancellation, shared with every clone of this `Cx`: for the runtime to
+    /// take the token once the call needs one.
+    pub(crate) fn call_token(&self) -> Arc<CallToken> {
+        Arc::clone(&self.cancel)
     }
 
     /// How many nurseries are open in this call right now.
@@ -98,12 +122,12 @@ impl Cx {
     /// Resolves when the call is cancelled (by the caller, or because the actor is
     /// shutting down). Handlers that loop or wait should `select!` on it.
     pub async fn cancelled(&self) {
-        self.cancel.cancelled().await
+        self.cancel.get().cancelled().await
     }
 
     /// Whether the call was cancelled.
     pub fn is_cancelled(&self) -> bool {
-        self.cancel.is_cancelled()
+        self.cancel.get().is_cancelled()
     }
 
     /// Who cancelled the call, once it is cancelled: for a context, as
@@ -140,7 +164,7 @@ impl ServedCall for Cx {
     }
 
     fn cancel_token(&self) -> CancellationToken {
-        self.cancel.clone()
+        self.cancel.get().clone()
     }
 
     fn actor_canceller(&self) -> Option<Aid> {
@@ -157,5 +181,33 @@ impl Context {
     /// parent.
     pub fn cx(&self) -> Option<&Cx> {
         self.served().and_then(|call| call.as_any().downcast_ref::<Cx>())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use plough_ipc_wire::msg::Uuid;
+
+    fn cx(parent: &CancellationToken) -> Cx {
+        let me = Aid { name: "callee".into(), uuid: Uuid([1; 16]), pid: 42 };
+        let caller = Aid { name: "root".into(), uuid: Uuid([2; 16]), pid: 1 };
+        Cx::new(me, caller, 7, parent.clone())
+    }
+
+    #[test]
+    fn a_calls_token_made_late_still_follows_the_actors_and_is_one_for_all_clones() {
+        let parent = CancellationToken::new();
+        let (a, b) = (cx(&parent), cx(&parent));
+        let a2 = a.clone();
+        assert!(!a.is_cancelled());
+        // Cancelled alone: the actor and other calls are untouched, every clone sees it.
+        a.call_token().get().cancel();
+        assert!(a2.is_cancelled() && a2.cancel_token().is_cancelled());
+        assert!(!parent.is_cancelled() && !b.is_cancelled());
+        // The actor's cancel reaches a call whose token was never asked for before.
+        let c = cx(&parent);
+        parent.cancel();
+        assert!(b.is_cancelled() && c.clone().is_cancelled());
     }
 }

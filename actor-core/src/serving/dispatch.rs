@@ -193,11 +193,17 @@ impl Serve for Actor {
                     let err = self.not_exposed_error(&start.function);
                     return self.reply_error(channel, cid, err);
                 }
-                let token = self.cancel_token().child_token();
                 let caller = Arc::new(start.caller);
-                let mut cx =
-                    Cx::new(Arc::clone(self.aid_shared()), Arc::clone(&caller), cid, token.clone())
-                        .with_actor(self.clone());
+                let mut cx = Cx::new(
+                    Arc::clone(self.aid_shared()),
+                    Arc::clone(&caller),
+                    cid,
+                    self.cancel_token().clone(),
+                )
+                .with_actor(self.clone());
+                // Its token is made only if it is needed: by the call itself, or below
+                // when it does not answer at once.
+                let call_token = cx.call_token();
                 let context = match kind {
                     Some(CallKind::Context | CallKind::Stream) => {
                         let types = self.registry().types(&start.function);
@@ -226,6 +232,7 @@ impl Serve for Actor {
                     start.trace,
                 );
                 if let Some(ctx) = context {
+                    let token = call_token.get().clone();
                     channel.track_served(cid, token.clone());
                     return self.serve_context(
                         channel,
@@ -257,6 +264,7 @@ impl Serve for Actor {
                     }
                     return;
                 }
+                let token = call_token.get().clone();
                 channel.track_served(cid, token.clone());
                 let ch = channel.clone();
                 let me = self.clone();
