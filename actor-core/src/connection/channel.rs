@@ -717,8 +717,13 @@ impl Channel {
             && msg.frame_len_bound() > self.inner.max_frame
         {
             tokio::select! {
-                () = self.inner.lender.room_for(len) => {}
+                biased;
                 () = self.inner.closed.cancelled() => return Err(self.closed_error()),
+                () = self.inner.lender.room_for(len) => {}
+            }
+            // A connection that ended returned everything: it is not lent for nothing.
+            if self.is_closed() {
+                return Err(self.closed_error());
             }
         }
         let msg = self.fitted(msg)?;
