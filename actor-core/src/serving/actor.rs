@@ -60,6 +60,10 @@ struct ActorInner {
     hard: CancellationToken,
     canceller: Mutex<Option<Aid>>,
     tasks: TaskTracker,
+    /// The accept loops: each owns its listener, whose socket file goes with it. Waited
+    /// for before the marker goes, so the marker outlives every file it names (a SIGKILL
+    /// between the two would leave a socket file that no marker leads the reaper to).
+    accepting: TaskTracker,
     addr: Address,
     /// Children being spawned, by uuid: their connection goes to whoever waits.
     /// Children being spawned, by uuid: the one-time key each must prove when it connects
@@ -154,6 +158,7 @@ impl Actor {
                 hard: CancellationToken::new(),
                 canceller: Mutex::new(None),
                 tasks: TaskTracker::new(),
+                accepting: TaskTracker::new(),
                 addr,
                 pending_spawns: Mutex::new(HashMap::new()),
                 channels: Mutex::new(Vec::new()),
@@ -191,7 +196,7 @@ impl Actor {
             .with_peer_keys(keys);
         let a = self.clone();
         let stop = self.inner.cancel.clone();
-        tokio::spawn(async move {
+        self.inner.accepting.spawn(async move {
             loop {
                 tokio::select! {
                     est = acceptor.accept() => a.accepted(est),
@@ -495,6 +500,12 @@ impl Actor {
         if let Some(backend) = &self.inner.backend {
             backend.shutdown().await;
         }
+        // The listeners (cancelled above) are gone, their socket files with them, before
+        // the marker that names them.
+        self.inner.accepting.close();
+        if tokio::time::timeout(budgets.flush, self.inner.accepting.wait()).await.is_err() {
+            tracing::warn!(actor = %self.inner.aid, "a listener did not close within {:?}", budgets.flush);
+        }
         drop(self.inner.marker.locked().take());
     }
 
@@ -562,5 +573,48 @@ pub(crate) fn create_marker(
             tracing::warn!(error = %e, "cannot write the actor marker");
             None
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An actor listening on a Unix socket in a directory of its own.
+    async fn actor_at(dir: &std::path::Path) -> (Actor, std::path::PathBuf) {
+        let sock = dir.join("lone@1.sock");
+        let listener = Listener::bind(&Address::Uds(sock.clone())).await.expect("bind");
+        let aid = Aid { name: "lone".into(), uuid: Uuid([9; 16]), pid: std::process::id() };
+        let actor = Actor::start(ActorParts {
+            trace: crate::base::trace::ActorTrace::new(&aid, "test"),
+            aid,
+            secret: plough_ipc_wire::Secret::from_bytes([7; 32]),
+            registry: Registry::new(),
+            config: RuntimeConfig::default(),
+            backend: None,
+            child_main: Arc::new(|_, _| 0),
+            listener,
+            registrar: None,
+            registry_addr: Address::Uds(sock.clone()),
+            is_root: true,
+            tls: None,
+            exposure: Exposure::all(),
+        });
+        (actor, sock)
+    }
+
+    #[tokio::test]
+    async fn the_socket_file_is_gone_when_shutdown_returns() {
+        // The marker goes at the very end of `shutdown`: a SIGKILL after it must find no
+        // socket file left that no marker names any more. Nothing here gives the accept
+        // loop a turn before `shutdown` would return if it did not wait for it.
+        let dir = std::env::temp_dir().join(format!("plough-actor-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (actor, sock) = actor_at(&dir).await;
+        assert!(sock.exists());
+        actor.shutdown().await;
+        assert!(!sock.exists(), "the listener closed before shutdown returned");
+        drop(actor);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
