@@ -82,8 +82,8 @@ pub(crate) enum Label {
     Static(&'static str),
     Shared(Arc<str>),
     Owned(String),
-    Actor(Aid),
-    SharedActor(Arc<Aid>),
+    /// Shared with the connection or the call: registering copies no identity.
+    Actor(Arc<Aid>),
 }
 
 impl fmt::Display for Label {
@@ -93,7 +93,6 @@ impl fmt::Display for Label {
             Label::Shared(s) => f.pad(s),
             Label::Owned(s) => f.pad(s),
             Label::Actor(a) => f.pad(&a.to_string()),
-            Label::SharedActor(a) => f.pad(&a.to_string()),
         }
     }
 }
@@ -118,13 +117,7 @@ impl From<String> for Label {
 
 impl From<Arc<Aid>> for Label {
     fn from(a: Arc<Aid>) -> Self {
-        Label::SharedActor(a)
-    }
-}
-
-impl From<&Aid> for Label {
-    fn from(a: &Aid) -> Self {
-        Label::Actor(a.clone())
+        Label::Actor(a)
     }
 }
 

@@ -190,7 +190,7 @@ impl Context {
                 task: TaskGuard::new(
                     TaskKind::Context,
                     cid,
-                    channel.peer(),
+                    Arc::clone(channel.peer_shared()),
                     function.to_owned(),
                     "opened: waiting for started",
                 ),
@@ -253,7 +253,7 @@ impl Context {
                 task: TaskGuard::new(
                     TaskKind::Context,
                     cid,
-                    channel.peer(),
+                    Arc::clone(channel.peer_shared()),
                     function.to_owned(),
                     "serving: before started",
                 ),

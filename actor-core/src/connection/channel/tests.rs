@@ -712,7 +712,6 @@ async fn a_partial_frame_over_the_shared_budget_closes_its_connection_only() {
 
 #[tokio::test]
 async fn a_large_message_waits_for_the_writer_while_the_outgoing_bytes_are_over_the_budget() {
-    const MIB: usize = 1 << 20;
     // By copy: a lent payload would not queue its bytes.
     let budgets = Budgets { outgoing_bytes: MIB, shm_threshold: None, ..Budgets::default() };
     let (ch, _serve, mut raw) = within("the pair", raw_pair_with(&budgets)).await;
@@ -868,7 +867,6 @@ async fn a_peer_that_does_not_read_meets_the_queue_bound_and_loses_nothing() {
 /// else is refused to its sender, and the connection carries on.
 #[tokio::test]
 async fn a_message_over_the_frame_limit_fails_alone_and_the_connection_carries_on() {
-    const MIB: usize = 1 << 20;
     let budgets = Budgets { shm_threshold: None, ..Budgets::default() };
     let (ch, _serve, mut raw) = within("the pair", raw_pair_with(&budgets)).await;
     let over = Payload::from(vec![1u8; 65 * MIB]);
@@ -906,16 +904,23 @@ async fn a_message_over_the_frame_limit_fails_alone_and_the_connection_carries_o
     assert!(!ch.is_closed());
 }
 
-#[tokio::test]
-async fn a_payload_only_shared_memory_can_carry_waits_for_lent_room_then_goes_lent() {
-    const MIB: usize = 1 << 20;
-    // Frames of 1 MiB at most, so a 2 MiB payload can go only through shared memory, and
-    // room for two of them lent at once.
-    let budgets = Budgets { shm_threshold: Some(MIB), shm_lent: 4 * MIB, ..Budgets::default() };
+const MIB: usize = 1 << 20;
+
+/// A channel and a raw peer whose frames carry 1 MiB at most, so that a larger payload can
+/// go only through shared memory (lent from 1 MiB on), `shm_lent` bytes of it at once.
+async fn lending_pair(shm_lent: usize) -> (Channel, RawPeer) {
+    let budgets = Budgets { shm_threshold: Some(MIB), shm_lent, ..Budgets::default() };
     let limits = plough_ipc_wire::Limits::default().with_max_frame_bytes(MIB);
-    let (ch, _serve, mut raw) =
+    let (ch, _serve, raw) =
         within("the pair", crate::connection::testing::raw_pair_with_limits(&budgets, limits))
             .await;
+    (ch, raw)
+}
+
+#[tokio::test]
+async fn a_payload_only_shared_memory_can_carry_waits_for_lent_room_then_goes_lent() {
+    // Room for two 2 MiB payloads lent at once.
+    let (ch, mut raw) = lending_pair(4 * MIB).await;
     let big = |n: usize| Payload::from(vec![3u8; n]);
     let lent_return = |msg: Msg, want: u64| match msg {
         Msg::Return { cid, payload } if cid == want => {
@@ -956,12 +961,7 @@ async fn a_payload_only_shared_memory_can_carry_waits_for_lent_room_then_goes_le
 
 #[tokio::test]
 async fn a_sender_waiting_for_lent_room_learns_the_connection_closed() {
-    const MIB: usize = 1 << 20;
-    let budgets = Budgets { shm_threshold: Some(MIB), shm_lent: 2 * MIB, ..Budgets::default() };
-    let limits = plough_ipc_wire::Limits::default().with_max_frame_bytes(MIB);
-    let (ch, _serve, mut raw) =
-        within("the pair", crate::connection::testing::raw_pair_with_limits(&budgets, limits))
-            .await;
+    let (ch, mut raw) = lending_pair(2 * MIB).await;
     let big = || Payload::from(vec![4u8; 2 * MIB]);
     within("a lent answer", ch.send(Msg::Return { cid: 2, payload: big() })).await.unwrap();
     assert!(matches!(raw.expect().await, Msg::Return { cid: 2, .. }));
