@@ -28,6 +28,7 @@
 
 mod fd_reserve;
 mod halves;
+mod socket;
 mod tcp;
 mod uds;
 
@@ -79,7 +80,7 @@ pub struct Connection {
 
 enum Stream {
     Tcp(TcpStream),
-    Uds(UnixStream),
+    Uds(socket::Socket),
     Tls(Box<tokio_rustls::TlsStream<TcpStream>>),
     /// Accepted or dialed, TLS handshake not run yet.
     Pending(Box<PendingTls>),
@@ -227,7 +228,12 @@ impl Connection {
     /// The `SO_PEERCRED` query failed.
     pub fn from_unix(stream: UnixStream) -> io::Result<Self> {
         let peer = uds::peer_of(&stream)?;
-        Ok(Self { stream: Stream::Uds(stream), peer, slot: None, tls: None })
+        Ok(Self {
+            stream: Stream::Uds(socket::Socket::from_tokio(stream)?),
+            peer,
+            slot: None,
+            tls: None,
+        })
     }
 
     /// Wraps an already connected TCP stream.

@@ -4,13 +4,14 @@
 //! goes through `tokio::io::split`'s lock.
 
 use super::fd_reserve::Slot;
+use super::socket::{SocketRead, SocketWrite};
 use super::{Connection, Stream, not_secured};
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpStream, tcp, unix};
+use tokio::net::{TcpStream, tcp};
 
 type Tls = Box<tokio_rustls::TlsStream<TcpStream>>;
 
@@ -33,7 +34,7 @@ pub struct WriteHalf {
 #[derive(Debug)]
 enum ReadInner {
     Tcp(tcp::OwnedReadHalf),
-    Uds(unix::OwnedReadHalf),
+    Uds(SocketRead),
     Tls(tokio::io::ReadHalf<Tls>),
     /// A TLS connection not secured yet: reads fail, as on the whole connection.
     Unsecured,
@@ -42,7 +43,7 @@ enum ReadInner {
 #[derive(Debug)]
 enum WriteInner {
     Tcp(tcp::OwnedWriteHalf),
-    Uds(unix::OwnedWriteHalf),
+    Uds(SocketWrite),
     Tls(tokio::io::WriteHalf<Tls>),
     Unsecured,
 }

@@ -1,0 +1,295 @@
+//! A connected Unix stream socket on the reactor for reading only, so that the peer's
+//! reads do not wake us.
+//!
+//! A tokio `UnixStream` registers its socket for both readiness kinds, edge-triggered.
+//! Every time the peer reads from the connection the kernel frees send-buffer room on our
+//! side and signals the socket writable: an event for our epoll that wakes our thread when
+//! it sleeps, although nothing waits to write. In a request-reply exchange that is one
+//! spurious wake-up per message, on both sides: the caller is woken when the callee reads
+//! the request, the callee when the caller reads the reply — a context switch and an
+//! `epoll_wait` each on one core.
+//!
+//! Here the socket is registered for reading alone. A write is tried on the socket
+//! directly; only one that would block registers a second descriptor of the same socket
+//! (a `dup`) for writability, waits on it, and keeps it while writes keep blocking. The
+//! first write that goes through at once drops it, and with it the writable events: a
+//! connection pays for them only while its peer is not keeping up.
+//!
+//! The module's `unsafe` is of two kinds, each at one place: registering an owned
+//! descriptor with the reactor (tokio asks its caller to vouch that the descriptor stays
+//! open while registered: an `OwnedFd` owned by the registration does), and reading into
+//! the unfilled, uninitialised part of a read buffer.
+
+#![allow(unsafe_code)]
+
+use std::io::{self, IoSlice};
+use std::mem::MaybeUninit;
+use std::os::fd::OwnedFd;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+use tokio::io::unix::AsyncFd;
+use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
+
+/// A connected stream socket, registered for reading (see the module docs).
+#[derive(Debug)]
+pub(super) struct Socket {
+    fd: Arc<AsyncFd<OwnedFd>>,
+    writer: WriteWait,
+}
+
+/// The reading half of a split [`Socket`].
+#[derive(Debug)]
+pub(super) struct SocketRead {
+    fd: Arc<AsyncFd<OwnedFd>>,
+}
+
+/// The writing half of a split [`Socket`]; dropping it shuts the socket down for writing.
+#[derive(Debug)]
+pub(super) struct SocketWrite {
+    fd: Arc<AsyncFd<OwnedFd>>,
+    writer: WriteWait,
+}
+
+/// The writable registration of a write that would block, while writes keep blocking.
+#[derive(Debug, Default)]
+struct WriteWait(Option<AsyncFd<OwnedFd>>);
+
+impl Socket {
+    /// Takes over a tokio stream: off the reactor, and back on it for reading only.
+    ///
+    /// # Errors
+    /// The socket could not be registered.
+    pub(super) fn from_tokio(stream: tokio::net::UnixStream) -> io::Result<Self> {
+        let fd = register(OwnedFd::from(stream.into_std()?), Interest::READABLE)?;
+        Ok(Self { fd: Arc::new(fd), writer: WriteWait::default() })
+    }
+
+    pub(super) fn into_split(self) -> (SocketRead, SocketWrite) {
+        let read = SocketRead { fd: Arc::clone(&self.fd) };
+        (read, SocketWrite { fd: self.fd, writer: self.writer })
+    }
+}
+
+/// `fd` on the reactor, for `interest`.
+fn register(fd: OwnedFd, interest: Interest) -> io::Result<AsyncFd<OwnedFd>> {
+    // SAFETY: the registration owns `fd`, which stays open (and the same descriptor) until
+    // the registration is dropped.
+    Ok(unsafe { AsyncFd::register_with_interest(fd, interest) }?)
+}
+
+/// Reads into `buf`, waiting for the socket to be readable.
+fn poll_read(
+    fd: &AsyncFd<OwnedFd>,
+    cx: &mut Context<'_>,
+    buf: &mut ReadBuf<'_>,
+) -> Poll<io::Result<()>> {
+    loop {
+        let mut ready = ready!(fd.poll_read_ready(cx))?;
+        // SAFETY: `recv` only writes to the unfilled part, and `assume_init` below covers
+        // exactly the bytes it wrote.
+        let unfilled: &mut [MaybeUninit<u8>] = unsafe { buf.unfilled_mut() };
+        let want = unfilled.len();
+        match rustix::net::recv(fd.get_ref(), unfilled, rustix::net::RecvFlags::DONTWAIT) {
+            Ok((_, n)) => {
+                // A short read emptied the socket: the next read waits for an event
+                // instead of costing a `recv` that would fail (as tokio's streams do).
+                if n < want {
+                    ready.clear_ready();
+                }
+                // SAFETY: `recv` initialised the first `n` bytes of the unfilled part.
+                unsafe { buf.assume_init(n) };
+                buf.advance(n);
+                return Poll::Ready(Ok(()));
+            }
+            Err(rustix::io::Errno::AGAIN) => ready.clear_ready(),
+            Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Poll::Ready(Err(e.into())),
+        }
+    }
+}
+
+impl WriteWait {
+    /// Writes what it can of `bufs`; a write that would block waits for room.
+    fn poll_write(
+        &mut self,
+        fd: &AsyncFd<OwnedFd>,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let mut first = true;
+        loop {
+            let sent = rustix::net::sendmsg(
+                fd.get_ref(),
+                bufs,
+                &mut rustix::net::SendAncillaryBuffer::default(),
+                rustix::net::SendFlags::DONTWAIT | rustix::net::SendFlags::NOSIGNAL,
+            );
+            match sent {
+                Ok(n) => {
+                    if first {
+                        // The peer keeps up again: no more writable events.
+                        self.0 = None;
+                    }
+                    return Poll::Ready(Ok(n));
+                }
+                Err(rustix::io::Errno::AGAIN) => {}
+                Err(rustix::io::Errno::INTR) => continue,
+                Err(e) => return Poll::Ready(Err(e.into())),
+            }
+            first = false;
+            let wait = match &mut self.0 {
+                Some(wait) => wait,
+                // Registering checks the socket's state at once: room that came free
+                // since the failed write is an event, not a lost wake-up.
+                None => self.0.insert(register(
+                    rustix::io::fcntl_dupfd_cloexec(fd.get_ref(), 3)?,
+                    Interest::WRITABLE,
+                )?),
+            };
+            let mut ready = ready!(wait.poll_write_ready(cx))?;
+            ready.clear_ready();
+        }
+    }
+}
+
+fn shutdown_write(fd: &AsyncFd<OwnedFd>) -> io::Result<()> {
+    match rustix::net::shutdown(fd.get_ref(), rustix::net::Shutdown::Write) {
+        // The peer is gone already: nothing is left to shut.
+        Ok(()) | Err(rustix::io::Errno::NOTCONN) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+impl Drop for SocketWrite {
+    fn drop(&mut self) {
+        let _ = shutdown_write(&self.fd);
+    }
+}
+
+/// `AsyncRead` for a type with a socket.
+macro_rules! async_read {
+    ($t:ty) => {
+        impl AsyncRead for $t {
+            fn poll_read(
+                self: Pin<&mut Self>,
+                cx: &mut Context<'_>,
+                buf: &mut ReadBuf<'_>,
+            ) -> Poll<io::Result<()>> {
+                poll_read(&self.fd, cx, buf)
+            }
+        }
+    };
+}
+
+async_read!(Socket);
+async_read!(SocketRead);
+
+/// `AsyncWrite` for a type with a socket and its [`WriteWait`].
+macro_rules! async_write {
+    ($t:ty) => {
+        impl AsyncWrite for $t {
+            fn poll_write(
+                self: Pin<&mut Self>,
+                cx: &mut Context<'_>,
+                buf: &[u8],
+            ) -> Poll<io::Result<usize>> {
+                let this = self.get_mut();
+                this.writer.poll_write(&this.fd, cx, &[IoSlice::new(buf)])
+            }
+
+            fn poll_write_vectored(
+                self: Pin<&mut Self>,
+                cx: &mut Context<'_>,
+                bufs: &[IoSlice<'_>],
+            ) -> Poll<io::Result<usize>> {
+                let this = self.get_mut();
+                this.writer.poll_write(&this.fd, cx, bufs)
+            }
+
+            fn is_write_vectored(&self) -> bool {
+                true
+            }
+
+            fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+                Poll::Ready(Ok(()))
+            }
+
+            fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+                Poll::Ready(shutdown_write(&self.fd))
+            }
+        }
+    };
+}
+
+async_write!(Socket);
+async_write!(SocketWrite);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    fn pair() -> (Socket, Socket) {
+        let (a, b) = tokio::net::UnixStream::pair().unwrap();
+        (Socket::from_tokio(a).unwrap(), Socket::from_tokio(b).unwrap())
+    }
+
+    #[tokio::test]
+    async fn bytes_go_both_ways_and_a_dropped_writer_is_eof() {
+        let (a, mut b) = pair();
+        let (mut ar, mut aw) = a.into_split();
+        aw.write_all(b"ping").await.unwrap();
+        let mut x = [0u8; 4];
+        b.read_exact(&mut x).await.unwrap();
+        assert_eq!(&x, b"ping");
+        b.write_all(b"pong").await.unwrap();
+        ar.read_exact(&mut x).await.unwrap();
+        assert_eq!(&x, b"pong");
+        drop(aw);
+        assert_eq!(b.read(&mut x).await.unwrap(), 0, "EOF once the writing half is gone");
+    }
+
+    /// A writer far ahead of its reader blocks, waits on the writable registration, and
+    /// every byte arrives in order; once the reader keeps up the registration goes.
+    #[tokio::test]
+    async fn a_blocked_writer_waits_for_room_and_loses_nothing() {
+        let (a, b) = pair();
+        let (_ar, mut aw) = a.into_split();
+        let (mut br, _bw) = b.into_split();
+        const LEN: usize = 8 << 20;
+        let data: Vec<u8> = (0..LEN).map(|i| (i % 251) as u8).collect();
+        // Fill the socket until a write would block (8 MiB is more than its buffers).
+        let mut sent = 0;
+        std::future::poll_fn(|cx| {
+            loop {
+                match Pin::new(&mut aw).poll_write(cx, &data[sent..]) {
+                    Poll::Ready(Ok(n)) => sent += n,
+                    Poll::Ready(Err(e)) => panic!("write failed: {e}"),
+                    Poll::Pending => return Poll::Ready(()),
+                }
+            }
+        })
+        .await;
+        assert!(sent < LEN, "a socket buffer took {sent} bytes");
+        assert!(aw.writer.0.is_some(), "a write that would block registered for writability");
+        let mut got = vec![0u8; LEN];
+        let (w, r) = tokio::join!(aw.write_all(&data[sent..]), br.read_exact(&mut got));
+        w.unwrap();
+        r.unwrap();
+        assert!(got == data, "the bytes arrive in order");
+        aw.write_all(b"!").await.unwrap();
+        assert!(aw.writer.0.is_none(), "a write that went through at once dropped it");
+        let mut x = [0u8; 1];
+        br.read_exact(&mut x).await.unwrap();
+        assert_eq!(&x, b"!");
+    }
+
+    #[tokio::test]
+    async fn a_write_to_a_closed_peer_is_an_error_not_a_signal() {
+        let (mut a, b) = pair();
+        drop(b);
+        let err = a.write_all(b"x").await.unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::BrokenPipe);
+    }
+}
