@@ -19,11 +19,12 @@
 use crate::error::MsgError;
 use crate::generated::plough_capnp as schema;
 use crate::limits::Limits;
-use crate::msg::{self, Cid, Msg};
+use crate::msg::{self, Aid, Cid, Msg};
 use crate::msg_kind::MsgKind;
 use crate::payload::Payload;
 use bytes::Bytes;
 use capnp::message::{Reader, ReaderOptions, ReaderSegments};
+use std::sync::Arc;
 
 /// Where a frame's segments lie, as byte ranges of the frame.
 #[derive(Debug, Clone)]
@@ -129,6 +130,15 @@ impl Frame {
     /// nesting, the decode budget) — for this message only.
     pub fn decode(&self) -> Result<Msg, MsgError> {
         Msg::read_within(self.root()?, Some(self.bytes()), self.decode_budget)
+    }
+
+    /// [`Frame::decode`] for a frame from `peer`: a `Start` that names `peer` as its
+    /// caller (as a peer's own calls do) shares `peer` instead of a copy of it.
+    ///
+    /// # Errors
+    /// As [`Frame::decode`].
+    pub fn decode_from(&self, peer: &Arc<Aid>) -> Result<Msg, MsgError> {
+        Msg::read_knowing(self.root()?, Some(self.bytes()), self.decode_budget, Some(peer))
     }
 
     /// The hot-path view: kind, call id and payload bytes, borrowed, nothing allocated.
@@ -255,6 +265,45 @@ mod tests {
         );
         assert_eq!(f.call_id(), Some(41));
         assert_eq!(start_with_kind(43, 2).call_id(), Some(43), "a known kind too");
+    }
+
+    /// A `Start` naming the known peer as its caller shares the peer's `Arc`; one naming
+    /// anybody else (another uuid, pid or name) is read as its own copy, as
+    /// [`Frame::decode`] reads every one.
+    #[test]
+    fn a_start_from_the_known_peer_shares_it_and_any_other_caller_is_copied() {
+        use crate::msg::{CallKind, Start, Uuid};
+        use tokio_util::codec::Encoder;
+        let peer = Arc::new(Aid { name: "root".into(), uuid: Uuid([7; 16]), pid: 10 });
+        let framed = |caller: Aid| {
+            let start = Start {
+                cid: 5,
+                function: "echo".into(),
+                caller: Arc::new(caller),
+                kind: CallKind::Function,
+                ..Start::default()
+            };
+            let mut buf = BytesMut::new();
+            FrameCodec::default().encode(Msg::Start(Box::new(start)), &mut buf).unwrap();
+            FrameCodec::default().decode(&mut buf).unwrap().unwrap()
+        };
+        let caller_of = |msg: Msg| match msg {
+            Msg::Start(s) => s.caller,
+            other => panic!("not a start: {other:?}"),
+        };
+        let f = framed((*peer).clone());
+        assert!(Arc::ptr_eq(&caller_of(f.decode_from(&peer).unwrap()), &peer));
+        assert!(!Arc::ptr_eq(&caller_of(f.decode().unwrap()), &peer), "decode copies");
+        let others = [
+            Aid { uuid: Uuid([8; 16]), ..(*peer).clone() },
+            Aid { pid: 11, ..(*peer).clone() },
+            Aid { name: "rooT".into(), ..(*peer).clone() },
+        ];
+        for other in others {
+            let caller = caller_of(framed(other.clone()).decode_from(&peer).unwrap());
+            assert!(!Arc::ptr_eq(&caller, &peer));
+            assert_eq!(*caller, other);
+        }
     }
 
     #[test]

@@ -29,6 +29,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
 
 /// A call id: chosen by the caller, unique among the caller's calls.
 pub type Cid = u64;
@@ -195,12 +196,14 @@ pub enum CallKind {
 pub struct Start {
     /// Call id.
     pub cid: Cid,
-    /// Registered handler name.
-    pub function: String,
+    /// Registered handler name (shared: a caller names its call with the name it keeps).
+    pub function: Arc<str>,
     /// Arguments.
     pub args: Payload,
-    /// Who calls.
-    pub caller: Aid,
+    /// Who calls (shared: a caller does not copy its identity into every call, and
+    /// [`Frame::decode_from`](crate::Frame::decode_from) reads a known one as the caller's
+    /// own `Arc`).
+    pub caller: Arc<Aid>,
     /// The kind the caller expects.
     pub kind: CallKind,
     /// The caller's span, so that the callee's span is its child; `None` when the caller
@@ -453,7 +456,7 @@ impl Msg {
             Msg::Start(s) => {
                 let mut sb = b.init_start();
                 sb.set_cid(s.cid);
-                sb.set_function(s.function.as_str());
+                sb.set_function(&*s.function);
                 match bytes {
                     PayloadBytes::Copied => sb.set_args(&s.args),
                     PayloadBytes::Reserved => {
@@ -521,10 +524,20 @@ impl Msg {
         frame: Option<&Bytes>,
         budget: usize,
     ) -> Result<Msg, MsgError> {
+        Self::read_knowing(r, frame, budget, None)
+    }
+
+    /// [`Msg::read_within`], a `Start` whose caller is `known` sharing it.
+    pub(crate) fn read_knowing(
+        r: schema::msg::Reader<'_>,
+        frame: Option<&Bytes>,
+        budget: usize,
+        known: Option<&Arc<Aid>>,
+    ) -> Result<Msg, MsgError> {
         use schema::msg::Which as W;
         let which = r.which().map_err(|e| MsgError::UnknownVariant { discriminant: e.0 })?;
         let kind = kind_of(&which);
-        let cx = Cx { kind, frame, budget: std::cell::Cell::new(budget) };
+        let cx = Cx { kind, frame, budget: std::cell::Cell::new(budget), known };
         let msg = match which {
             W::Hello(h) => {
                 let h = cx.ok(h)?;
@@ -545,7 +558,7 @@ impl Msg {
                 let s = cx.ok(s)?;
                 Msg::Start(Box::new(Start {
                     cid: s.get_cid(),
-                    function: cx.text(s.get_function())?,
+                    function: cx.shared_text(s.get_function())?,
                     args: lent_or(
                         cx.share(cx.ok(s.get_args())?)?.into(),
                         if s.has_args_shm() {
@@ -554,7 +567,7 @@ impl Msg {
                             None
                         },
                     ),
-                    caller: cx.aid(cx.ok(s.get_caller())?)?,
+                    caller: cx.shared_aid(cx.ok(s.get_caller())?)?,
                     kind: cx.call_kind(s.get_kind())?,
                     trace: if s.has_trace() {
                         Some(read_trace(cx.ok(s.get_trace())?))
@@ -953,6 +966,9 @@ struct Cx<'f> {
     kind: MsgKind,
     frame: Option<&'f Bytes>,
     budget: std::cell::Cell<usize>,
+    /// An identity a `Start` is expected to name as its caller (the connection's peer):
+    /// one that does is read as this `Arc`, nothing allocated.
+    known: Option<&'f Arc<Aid>>,
 }
 
 impl Cx<'_> {
@@ -990,12 +1006,23 @@ impl Cx<'_> {
         MsgError::Malformed { kind: Some(self.kind), reason: reason.into() }
     }
 
-    fn text(&self, r: capnp::Result<capnp::text::Reader<'_>>) -> Result<String, MsgError> {
+    /// A text field, charged to the budget before it is copied.
+    fn checked_text<'r>(
+        &self,
+        r: capnp::Result<capnp::text::Reader<'r>>,
+    ) -> Result<&'r str, MsgError> {
         let t = self.ok(r)?;
         self.charge(t.len())?;
-        t.to_str()
-            .map(str::to_owned)
-            .map_err(|e| self.malformed(format!("invalid UTF-8 in a text field: {e}")))
+        t.to_str().map_err(|e| self.malformed(format!("invalid UTF-8 in a text field: {e}")))
+    }
+
+    fn text(&self, r: capnp::Result<capnp::text::Reader<'_>>) -> Result<String, MsgError> {
+        self.checked_text(r).map(str::to_owned)
+    }
+
+    /// [`Cx::text`], shared (in one allocation).
+    fn shared_text(&self, r: capnp::Result<capnp::text::Reader<'_>>) -> Result<Arc<str>, MsgError> {
+        self.checked_text(r).map(Arc::from)
     }
 
     fn share(&self, data: &[u8]) -> Result<Bytes, MsgError> {
@@ -1006,6 +1033,20 @@ impl Cx<'_> {
                 Ok(Bytes::copy_from_slice(data))
             }
         }
+    }
+
+    /// [`Cx::aid`], shared: the known identity itself when `r` names it.
+    fn shared_aid(&self, r: schema::aid::Reader<'_>) -> Result<Arc<Aid>, MsgError> {
+        if let Some(known) = self.known {
+            let name = self.ok(r.get_name())?;
+            if r.get_pid() == known.pid
+                && self.ok(r.get_uuid())? == known.uuid.0.as_slice()
+                && name.as_bytes() == known.name.as_bytes()
+            {
+                return Ok(Arc::clone(known));
+            }
+        }
+        self.aid(r).map(Arc::new)
     }
 
     fn aid(&self, r: schema::aid::Reader<'_>) -> Result<Aid, MsgError> {

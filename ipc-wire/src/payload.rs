@@ -176,6 +176,17 @@ fn trailing(bytes: &[u8]) -> usize {
     }
 }
 
+/// The largest encoding [`MsgPack`] copies out of its per-thread scratch buffer; a larger
+/// one takes the buffer with it.
+const SCRATCH_BYTES: usize = 4096;
+
+thread_local! {
+    /// Where [`MsgPack`] encodes: a value's encoding grows no fresh buffer step by step
+    /// (two or three allocations for a small one, and a third for `Bytes` to share a
+    /// buffer longer than its contents), and a small one leaves in one allocation.
+    static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 /// The default payload codec: MessagePack via `rmp-serde`, structs as maps (field names
 /// travel, so reordering fields between versions is harmless and a mismatch renders
 /// readably).
@@ -184,9 +195,25 @@ pub struct MsgPack;
 
 impl PayloadCodec for MsgPack {
     fn encode<T: Serialize + ?Sized>(&self, value: &T) -> Result<Payload, PayloadEncodeError> {
-        rmp_serde::to_vec_named(value).map(Payload::from).map_err(|e| PayloadEncodeError {
+        let failed = |e: rmp_serde::encode::Error| PayloadEncodeError {
             type_name: std::any::type_name::<T>(),
             reason: e.to_string(),
+        };
+        SCRATCH.with(|scratch| match scratch.try_borrow_mut() {
+            Ok(mut buf) => {
+                buf.clear();
+                let written = rmp_serde::encode::write_named(&mut *buf, value);
+                written.map_err(failed)?;
+                Ok(if buf.len() <= SCRATCH_BYTES {
+                    // One allocation, of the exact size (`Bytes` adopts it as it is).
+                    Payload::from(Bytes::copy_from_slice(&buf))
+                } else {
+                    // A large value keeps the buffer it grew, uncopied.
+                    Payload::from(std::mem::take(&mut *buf))
+                })
+            }
+            // A `Serialize` impl that encodes a payload itself.
+            Err(_) => rmp_serde::to_vec_named(value).map(Payload::from).map_err(failed),
         })
     }
 
@@ -446,6 +473,53 @@ mod tests {
     fn values_round_trip() {
         let p = Payload::encode(&Point { x: 1, y: -2 }).unwrap();
         assert_eq!(p.decode::<Point>().unwrap(), Point { x: 1, y: -2 });
+    }
+
+    /// Encodings of every size through the per-thread scratch buffer: each payload is its
+    /// own bytes (no later encoding changes an earlier one), small ones at their exact
+    /// size, and a value whose `Serialize` encodes a payload itself still encodes.
+    #[test]
+    fn encodings_share_no_bytes_and_nested_encoding_works() {
+        let small = Payload::encode(&7u64).unwrap();
+        let large_value = "y".repeat(3 * SCRATCH_BYTES);
+        let large = Payload::encode(&large_value).unwrap();
+        let again = Payload::encode(&(1u8, "two")).unwrap();
+        assert_eq!(small.decode::<u64>().unwrap(), 7);
+        assert_eq!(large.decode::<String>().unwrap(), large_value);
+        assert_eq!(again.decode::<(u8, String)>().unwrap(), (1, "two".to_owned()));
+        assert_eq!(small.as_bytes(), &rmp_serde::to_vec_named(&7u64).unwrap()[..]);
+
+        struct Nested;
+        impl Serialize for Nested {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                let inner =
+                    Payload::encode(&Point { x: 3, y: 4 }).map_err(serde::ser::Error::custom)?;
+                s.serialize_bytes(inner.as_bytes())
+            }
+        }
+        let outer = Payload::encode(&Nested).unwrap();
+        let inner: serde_bytes_like::Bin = outer.decode().unwrap();
+        assert_eq!(Payload::from(inner.0).decode::<Point>().unwrap(), Point { x: 3, y: 4 });
+    }
+
+    mod serde_bytes_like {
+        /// A MessagePack `bin`, read back as bytes.
+        pub(super) struct Bin(pub(super) Vec<u8>);
+        impl<'de> serde::Deserialize<'de> for Bin {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                struct V;
+                impl serde::de::Visitor<'_> for V {
+                    type Value = Bin;
+                    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                        f.write_str("bytes")
+                    }
+                    fn visit_bytes<E>(self, v: &[u8]) -> Result<Bin, E> {
+                        Ok(Bin(v.to_vec()))
+                    }
+                }
+                d.deserialize_bytes(V)
+            }
+        }
     }
 
     #[test]

@@ -183,7 +183,7 @@ mod tests {
             function: "f".into(),
             args,
             kind: CallKind::Function,
-            caller: Aid { name: "caller".into(), uuid: Uuid::new_v4(), pid: 0 },
+            caller: Aid { name: "caller".into(), uuid: Uuid::new_v4(), pid: 0 }.into(),
             trace: None,
         }))
     }

@@ -121,9 +121,9 @@ async fn dial(addr: &Address, me: &Aid) -> FramedConnection {
 fn lent_start(cid: u64, function: &str, r: ShmRef, caller: &Aid) -> Msg {
     Msg::Start(Box::new(Start {
         cid,
-        function: function.to_owned(),
+        function: function.into(),
         args: Payload::lent(r),
-        caller: caller.clone(),
+        caller: caller.clone().into(),
         kind: CallKind::Function,
         trace: None,
     }))
@@ -154,7 +154,7 @@ fn raw_memfd(len: u64, seals: SealFlags) -> OwnedFd {
 async fn next_answer(framed: &mut FramedConnection, opened: &mut Vec<u64>) -> Msg {
     loop {
         match framed.next().await.expect("a frame").expect("a frame").decode().expect("msg") {
-            Msg::Start(s) if s.function == "plough.shm_opened" => {
+            Msg::Start(s) if &*s.function == "plough.shm_opened" => {
                 opened.extend(s.args.decode::<Vec<u64>>().expect("inodes"));
             }
             other => return other,

@@ -26,9 +26,9 @@ const LIMIT: Duration = Duration::from_secs(60);
 fn start(cid: u64, function: &str, args: &impl serde::Serialize, caller: &Aid) -> Msg {
     Msg::Start(Box::new(Start {
         cid,
-        function: function.to_owned(),
+        function: function.into(),
         args: Payload::encode(args).expect("args encode"),
-        caller: caller.clone(),
+        caller: caller.clone().into(),
         kind: CallKind::Function,
         trace: None,
     }))

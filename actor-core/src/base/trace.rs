@@ -287,6 +287,14 @@ impl CallTrace {
     pub(crate) fn run<F: Future>(self, fut: F) -> impl Future<Output = F::Output> {
         tracing::Instrument::instrument(in_trace(self.cx, fut), self.span)
     }
+
+    /// Polls `fut` once, as [`CallTrace::run`] polls it (inside this span, with its
+    /// context as the task's [`current`]), with a waker that does nothing: its output if
+    /// it is ready. A later poll must be from [`CallTrace::run`], in a task.
+    pub(crate) fn poll_once<F: Future + Unpin>(&self, fut: &mut F) -> Option<F::Output> {
+        let _in_span = self.span.enter();
+        CURRENT.sync_scope(self.cx, || futures::FutureExt::now_or_never(fut))
+    }
 }
 
 #[cfg(test)]

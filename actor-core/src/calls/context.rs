@@ -137,16 +137,18 @@ impl Context {
     /// child's first value.
     pub(crate) async fn open<F: DeserializeOwned>(
         channel: &Channel,
-        me: &Aid,
+        me: &Arc<Aid>,
         function: &str,
         args: Payload,
         kind: CallKind,
         settle: std::time::Duration,
     ) -> Result<(Context, F), ActorError> {
-        if channel.peer() == me {
-            return Err(
-                Misuse::ContextWithSelf { function: function.to_owned(), me: me.clone() }.into()
-            );
+        if channel.peer() == &**me {
+            return Err(Misuse::ContextWithSelf {
+                function: function.to_owned(),
+                me: (**me).clone(),
+            }
+            .into());
         }
         metrics::call(function, MetricSide::Caller, kind);
         let cid = channel.next_cid();
@@ -164,7 +166,7 @@ impl Context {
     #[allow(clippy::too_many_arguments)]
     async fn open_traced<F: DeserializeOwned>(
         channel: &Channel,
-        me: &Aid,
+        me: &Arc<Aid>,
         function: &str,
         args: Payload,
         kind: CallKind,
@@ -173,7 +175,7 @@ impl Context {
         trace: CallTrace,
     ) -> Result<(Context, F), ActorError> {
         let peer = channel.peer().clone();
-        let conv = Conv::new(me.clone(), peer, cid, Side::Parent, channel.buffered_bytes());
+        let conv = Conv::new(Arc::clone(me), peer, cid, Side::Parent, channel.buffered_bytes());
         channel.register_conv(cid, function, Arc::clone(&conv) as _)?;
         let ctx = Context {
             shared: Arc::new(Shared {
@@ -199,9 +201,9 @@ impl Context {
         };
         let start = Start {
             cid,
-            function: function.to_owned(),
+            function: function.into(),
             args,
-            caller: me.clone(),
+            caller: Arc::clone(me),
             kind,
             trace: trace.cx,
         };
@@ -234,7 +236,7 @@ impl Context {
         types: MsgTypes,
     ) -> Context {
         let cid = call.cid();
-        let (me, peer) = (call.me().clone(), channel.peer().clone());
+        let (me, peer) = (Arc::new(call.me().clone()), channel.peer().clone());
         let conv = Conv::new(me, peer, cid, Side::Child, channel.buffered_bytes());
         // A closed channel is seen by the first stream operation.
         let _ = channel.register_conv(cid, function, Arc::clone(&conv) as _);
@@ -333,8 +335,8 @@ impl Context {
     pub(super) fn canceller_here(&self) -> Aid {
         let me = &self.shared.conv.me;
         match self.shared.side {
-            Side::Parent => me.clone(),
-            Side::Child if self.shared.flags().self_cancelled => me.clone(),
+            Side::Parent => (**me).clone(),
+            Side::Child if self.shared.flags().self_cancelled => (**me).clone(),
             Side::Child => self
                 .served()
                 .and_then(|call| call.actor_canceller())
@@ -516,7 +518,7 @@ impl Context {
     pub(super) fn failure(&self, ib: &Inbox) -> Option<ActorError> {
         let me = &self.shared.conv.me;
         if let Some(e @ ActorError::StreamOverrun { sender, .. }) = &ib.stream_error
-            && sender == me
+            && sender == &**me
         {
             return Some(e.clone());
         }
@@ -525,7 +527,9 @@ impl Context {
         let cancel_called = self.shared.side == Side::Parent && self.shared.cancel.is_cancelled();
         if let Some(Msg::Error(e)) = &ib.outcome {
             return match remote_to_error(e.clone().into()) {
-                ActorError::ContextCancelled { canceller } if cancel_called && canceller == *me => {
+                ActorError::ContextCancelled { canceller }
+                    if cancel_called && canceller == **me =>
+                {
                     None
                 }
                 other => Some(other),
@@ -637,7 +641,7 @@ impl Context {
         &self,
         outcome: Result<Msg, ActorError>,
     ) -> Result<Outcome<R>, ActorError> {
-        let me = self.shared.conv.me.clone();
+        let me = (*self.shared.conv.me).clone();
         let cancel_called = self.shared.flags().cancel_called;
         let result = match outcome {
             Ok(Msg::Return { payload, .. }) => payload

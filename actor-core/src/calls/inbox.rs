@@ -78,7 +78,8 @@ impl Inbox {
 
 /// The routed half of a context: what the connection's reader task delivers into.
 pub(crate) struct Conv {
-    pub(crate) me: Aid,
+    /// Shared: the `Start`s it sends (credit, cancel) name it without a copy.
+    pub(crate) me: Arc<Aid>,
     pub(crate) peer: Aid,
     pub(crate) cid: Cid,
     pub(crate) side: Side,
@@ -95,7 +96,7 @@ pub(crate) struct Conv {
 
 impl Conv {
     pub(crate) fn new(
-        me: Aid,
+        me: Arc<Aid>,
         peer: Aid,
         cid: Cid,
         side: Side,
@@ -212,7 +213,7 @@ impl Conv {
         ib.overrun = true;
         tracing::warn!(cid = self.cid, sender = %self.peer, %bound, "stream overrun: telling the sender");
         let mut e = RemoteActorError::new(
-            self.me.clone(),
+            (*self.me).clone(),
             ErrorKind::StreamOverrun,
             format!("{} sent faster than {} read: {bound}", self.peer, self.me),
         );
@@ -220,7 +221,7 @@ impl Conv {
         channel.send_detached(Msg::Error(Box::new(e.to_msg(Some(self.cid)))));
         ib.stream_error = Some(ActorError::StreamOverrun {
             sender: self.peer.clone(),
-            receiver: self.me.clone(),
+            receiver: (*self.me).clone(),
             bound: Box::new(bound),
         });
         false
@@ -274,7 +275,7 @@ impl Conversation for Conv {
                     None => e.message.clone(),
                 };
                 ib.stream_error = Some(ActorError::StreamOverrun {
-                    sender: self.me.clone(),
+                    sender: (*self.me).clone(),
                     receiver: self.peer.clone(),
                     bound: Box::new(OverrunBound::Reported { detail }),
                 });

@@ -20,7 +20,7 @@ impl Context {
         match self.shared.side {
             Side::Parent => {
                 if self.shared.flags().cancel_called {
-                    return Some(self.shared.conv.me.clone());
+                    return Some((*self.shared.conv.me).clone());
                 }
                 match &self.shared.conv.lock().outcome {
                     Some(Msg::Error(e)) if e.kind == ErrorKind::Cancelled => e.canceller.clone(),

@@ -17,6 +17,7 @@ use plough_ipc_wire::msg::{Aid, CallKind, Msg, MsgKind, Start, TraceContext};
 use plough_ipc_wire::payload::Payload;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Talks to one other actor: run its functions, cancel it. Cheap to clone.
@@ -24,7 +25,8 @@ use std::time::Duration;
 pub struct Portal {
     channel: Channel,
     /// Who calls through this portal.
-    me: Aid,
+    /// Shared: each call's `Start` names it without a copy.
+    me: Arc<Aid>,
     /// The default wait of [`Portal::cancel_actor`].
     ack_timeout: Duration,
     /// How long [`Context::cancel`] waits for the remote side to be done.
@@ -35,7 +37,7 @@ pub struct Portal {
 struct CallGuard<'a> {
     channel: &'a Channel,
     cid: u64,
-    me: &'a Aid,
+    me: &'a Arc<Aid>,
     done: bool,
 }
 
@@ -57,7 +59,7 @@ impl Drop for CallGuard<'_> {
 impl Portal {
     /// A portal over `channel` for caller `me`; `ack_timeout` bounds
     /// [`Portal::cancel_actor`].
-    pub(crate) fn new(channel: Channel, me: Aid, ack_timeout: Duration) -> Self {
+    pub(crate) fn new(channel: Channel, me: Arc<Aid>, ack_timeout: Duration) -> Self {
         Portal { channel, me, ack_timeout, settle: ack_timeout }
     }
 
@@ -89,22 +91,21 @@ impl Portal {
 
     async fn start(&self, function: &str, args: Payload) -> Result<CallRx, ActorError> {
         let call = self.channel.open_call(function)?;
-        self.send_start(&call, function, args, None).await?;
+        self.send_start(&call, args, None).await?;
         Ok(call)
     }
 
     async fn send_start(
         &self,
         call: &CallRx,
-        function: &str,
         args: Payload,
         trace: Option<TraceContext>,
     ) -> Result<(), ActorError> {
         let start = Start {
             cid: call.cid(),
-            function: function.to_owned(),
+            function: Arc::clone(call.function()),
             args,
-            caller: self.me.clone(),
+            caller: Arc::clone(&self.me),
             kind: CallKind::Function,
             trace,
         };
@@ -169,11 +170,7 @@ impl Portal {
             Ok(call) => {
                 let trace = CallTrace::caller(function, call.cid(), CallKind::Function, self.aid());
                 let span = trace.span.clone();
-                tracing::Instrument::instrument(
-                    self.traced_call(call, function, args, trace.cx),
-                    span,
-                )
-                .await
+                tracing::Instrument::instrument(self.traced_call(call, args, trace.cx), span).await
             }
             Err(e) => Err(e),
         };
@@ -187,13 +184,12 @@ impl Portal {
     async fn traced_call(
         &self,
         mut call: CallRx,
-        function: &str,
         args: Payload,
         trace: Option<TraceContext>,
     ) -> Result<Payload, ActorError> {
-        self.send_start(&call, function, args, trace).await?;
-        let me = self.me.clone();
-        let mut guard = CallGuard { channel: &self.channel, cid: call.cid(), me: &me, done: false };
+        self.send_start(&call, args, trace).await?;
+        let mut guard =
+            CallGuard { channel: &self.channel, cid: call.cid(), me: &self.me, done: false };
         let _task = TaskGuard::new(
             TaskKind::Calling,
             call.cid(),

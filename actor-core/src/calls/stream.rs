@@ -227,7 +227,7 @@ impl MsgStream {
         }
         let ib = self.ctx.shared.conv.lock();
         if let Some(e) = &ib.stream_error
-            && matches!(e, ActorError::StreamOverrun { sender, .. } if *sender == self.ctx.shared.conv.me)
+            && matches!(e, ActorError::StreamOverrun { sender, .. } if *sender == *self.ctx.shared.conv.me)
         {
             return Err(e.clone());
         }

@@ -95,7 +95,7 @@ async fn serve_next(p: &Pair, types: MsgTypes) -> Child {
 
 /// Opens context `ctx("args")` from the dialer; the child answers `started(7)`.
 async fn open(p: &Pair) -> (Context, Child) {
-    let me = dialer_aid();
+    let me = Arc::new(dialer_aid());
     let parent = Context::open::<u32>(
         &p.dialer,
         &me,
@@ -132,7 +132,7 @@ async fn streams(
 async fn acceptor_caught_up(p: &Pair) {
     p.dialer.send(start_msg(0, "marker", &(), &dialer_aid())).await.unwrap();
     let s = p.acceptor_serve.next_start().await;
-    assert_eq!(s.function, "marker", "nothing else was served meanwhile: {s:?}");
+    assert_eq!(&*s.function, "marker", "nothing else was served meanwhile: {s:?}");
 }
 
 #[track_caller]
@@ -177,9 +177,9 @@ async fn open_then_started_hands_the_parent_the_first_value() {
     let (parent, child) = open(&p).await;
     assert_eq!(parent.cid() % 2, 1, "the dialer's cid");
     assert_eq!(child.ctx.cid(), parent.cid());
-    assert_eq!(child.start.function, "ctx");
+    assert_eq!(&*child.start.function, "ctx");
     assert_eq!(child.start.kind, CallKind::Context);
-    assert_eq!(child.start.caller, dialer_aid());
+    assert_eq!(*child.start.caller, dialer_aid());
     assert_eq!(child.start.args.decode::<String>().unwrap(), "args");
     assert_eq!((parent.peer(), child.ctx.peer()), (&acceptor_aid(), &dialer_aid()));
     assert_eq!((parent.function(), child.ctx.function()), ("ctx", "ctx"));
@@ -191,7 +191,7 @@ async fn open_then_started_hands_the_parent_the_first_value() {
 #[tokio::test]
 async fn child_misuse_started_twice_stream_before_started_second_stream_result() {
     let p = within("the pair", pair()).await;
-    let me = dialer_aid();
+    let me = Arc::new(dialer_aid());
     let parent = Context::open::<u32>(
         &p.dialer,
         &me,
@@ -235,18 +235,18 @@ async fn parent_misuse_started_a_second_stream_and_a_context_with_yourself() {
         Misuse::SecondStream { function: "ctx".to_owned() },
     );
     // The dialer's peer is the acceptor: opening "as" the acceptor is opening with yourself.
-    let me = acceptor_aid();
+    let me = Arc::new(acceptor_aid());
     let e =
         Context::open::<()>(&p.dialer, &me, "ctx", Payload::default(), CallKind::Context, SETTLE)
             .await
             .unwrap_err();
-    assert_misuse(e, Misuse::ContextWithSelf { function: "ctx".to_owned(), me });
+    assert_misuse(e, Misuse::ContextWithSelf { function: "ctx".to_owned(), me: (*me).clone() });
 }
 
 #[tokio::test]
 async fn open_fails_with_the_childs_early_error_return_or_bad_first_value() {
     let p = within("the pair", pair()).await;
-    let me = dialer_aid();
+    let me = Arc::new(dialer_aid());
     let open_u32 = || {
         Context::open::<u32>(&p.dialer, &me, "ctx", Payload::default(), CallKind::Context, SETTLE)
     };
@@ -294,7 +294,7 @@ async fn open_fails_with_the_childs_early_error_return_or_bad_first_value() {
     assert!(!p.dialer.is_closed(), "a bad first value leaves the connection usable");
     // ... and the context it could not hand out is let go of: the child is cancelled.
     let cancel = p.acceptor_serve.next_start().await;
-    assert_eq!(cancel.function, CANCEL_CALL);
+    assert_eq!(&*cancel.function, CANCEL_CALL);
 
     // The connection closing before `started`.
     let (r, ()) = within("open", async {
@@ -475,7 +475,7 @@ async fn the_parents_cancel_fails_the_childs_ops_and_returns_cancelled() {
     assert!(parent.is_cancelled());
     within("the child's token", child.ctx.cancelled()).await;
     let cancel = p.acceptor_serve.next_start().await;
-    assert_eq!((cancel.function.as_str(), cancel.cid), (CANCEL_CALL, 0));
+    assert_eq!((&*cancel.function, cancel.cid), (CANCEL_CALL, 0));
     assert_eq!(cancel.args.decode::<u64>().unwrap(), parent.cid());
     assert!(child.call.token.is_cancelled());
 
@@ -621,9 +621,9 @@ async fn dropping_the_parents_unfinished_context_cancels_the_child() {
     acceptor_caught_up(&p).await; // the stream still holds the context: no cancel yet
     drop(stream);
     let cancel = p.acceptor_serve.next_start().await;
-    assert_eq!((cancel.function.as_str(), cancel.cid), (CANCEL_CALL, 0));
+    assert_eq!((&*cancel.function, cancel.cid), (CANCEL_CALL, 0));
     assert_eq!(cancel.args.decode::<u64>().unwrap(), cid);
-    assert_eq!(cancel.caller, dialer_aid());
+    assert_eq!(*cancel.caller, dialer_aid());
     within("the child's cancel", child.ctx.cancelled()).await;
     assert_cancelled_by(child.ctx.open_stream().await.unwrap_err(), &dialer_aid());
 }
@@ -695,7 +695,7 @@ async fn a_connection_closed_after_the_parents_cancel_is_cancelled() {
 #[tokio::test]
 async fn declared_types_are_checked_before_sending_and_bad_payloads_on_receipt() {
     let p = within("the pair", pair()).await;
-    let me = dialer_aid();
+    let me = Arc::new(dialer_aid());
     let parent = Context::open::<u32>(
         &p.dialer,
         &me,
@@ -739,7 +739,7 @@ async fn declared_types_are_checked_before_sending_and_bad_payloads_on_receipt()
 #[tokio::test]
 async fn portal_run_returns_the_value_or_the_remote_error() {
     let p = within("the pair", pair()).await;
-    let portal = Portal::new(p.dialer.clone(), dialer_aid(), Duration::from_millis(100));
+    let portal = Portal::new(p.dialer.clone(), Arc::new(dialer_aid()), Duration::from_millis(100));
     assert_eq!(portal.aid(), &acceptor_aid());
     assert!(!portal.is_closed());
     assert_eq!(within("echo", portal.run::<_, u64>("echo", 41u64)).await.unwrap(), 41);
@@ -758,7 +758,7 @@ async fn portal_run_returns_the_value_or_the_remote_error() {
     let (r, ()) = within("a cancelled call", async {
         tokio::join!(portal.run::<_, ()>("hang", ()), async {
             let s = p.acceptor_serve.next_start().await;
-            assert_eq!(s.function, "hang");
+            assert_eq!(&*s.function, "hang");
             let ack = plough_ipc_wire::msg::StartAck { cid: s.cid, kind: CallKind::Function };
             p.acceptor.send(Msg::StartAck(ack)).await.unwrap();
             let cancelled = ActorError::ContextCancelled { canceller: third.clone() };
@@ -774,7 +774,7 @@ async fn portal_run_returns_the_value_or_the_remote_error() {
 /// [`acceptor_caught_up`], after taking the `Start`s named `first` (in order).
 async fn acceptor_caught_up_skipping(p: &Pair, first: &[&str]) {
     for f in first {
-        assert_eq!(&p.acceptor_serve.next_start().await.function, f);
+        assert_eq!(&*p.acceptor_serve.next_start().await.function, *f);
     }
     acceptor_caught_up(p).await;
 }
@@ -782,7 +782,7 @@ async fn acceptor_caught_up_skipping(p: &Pair, first: &[&str]) {
 #[tokio::test]
 async fn dropping_a_portal_run_mid_call_sends_cancel_call() {
     let p = within("the pair", pair()).await;
-    let portal = Portal::new(p.dialer.clone(), dialer_aid(), Duration::from_millis(100));
+    let portal = Portal::new(p.dialer.clone(), Arc::new(dialer_aid()), Duration::from_millis(100));
     let hang = within("the call to arrive", async {
         tokio::select! {
             r = portal.run::<_, ()>("hang", ()) => panic!("hang answered: {r:?}"),
@@ -790,21 +790,21 @@ async fn dropping_a_portal_run_mid_call_sends_cancel_call() {
         }
     })
     .await;
-    assert_eq!(hang.function, "hang");
+    assert_eq!(&*hang.function, "hang");
     let cancel = p.acceptor_serve.next_start().await;
-    assert_eq!((cancel.function.as_str(), cancel.cid), (CANCEL_CALL, 0));
+    assert_eq!((&*cancel.function, cancel.cid), (CANCEL_CALL, 0));
     assert_eq!(cancel.args.decode::<u64>().unwrap(), hang.cid);
-    assert_eq!(cancel.caller, dialer_aid());
+    assert_eq!(*cancel.caller, dialer_aid());
 }
 
 #[tokio::test]
 async fn portal_cancel_actor_waits_for_the_ack() {
     let p = within("the pair", pair()).await;
-    let portal = Portal::new(p.dialer.clone(), dialer_aid(), Duration::from_millis(100));
+    let portal = Portal::new(p.dialer.clone(), Arc::new(dialer_aid()), Duration::from_millis(100));
     let (acked, ()) = within("the ack", async {
         tokio::join!(portal.cancel_actor_within(crate::connection::testing::LIMIT), async {
             let s = p.acceptor_serve.next_start().await;
-            assert_eq!(s.function, CANCEL_ACTOR);
+            assert_eq!(&*s.function, CANCEL_ACTOR);
             p.acceptor.send(Msg::CancelAck(CancelAck { cid: s.cid, acked: true })).await.unwrap();
         })
     })
@@ -813,13 +813,13 @@ async fn portal_cancel_actor_waits_for_the_ack() {
     assert!(p.dialer.cancel_requested());
     // Nobody answers: not acknowledged within the portal's own timeout.
     assert!(!within("no ack", portal.cancel_actor()).await);
-    assert_eq!(p.acceptor_serve.next_start().await.function, CANCEL_ACTOR);
+    assert_eq!(&*p.acceptor_serve.next_start().await.function, CANCEL_ACTOR);
 }
 
 #[tokio::test]
 async fn open_stream_from_opens_a_stream_kind_context() {
     let p = within("the pair", pair()).await;
-    let portal = Portal::new(p.dialer.clone(), dialer_aid(), Duration::from_millis(100));
+    let portal = Portal::new(p.dialer.clone(), Arc::new(dialer_aid()), Duration::from_millis(100));
     let (ps, child) = within("the stream", async {
         tokio::join!(portal.open_stream_from("numbers", 3u32), async {
             let child = serve_next(&p, MsgTypes::default()).await;

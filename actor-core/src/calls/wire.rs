@@ -5,26 +5,27 @@ use crate::base::names::{CANCEL_CALL, CREDIT};
 use crate::connection::Credit;
 use plough_ipc_wire::msg::{Aid, CallKind, Cid, ErrorKind, Msg, MsgKind, Start};
 use plough_ipc_wire::payload::Payload;
+use std::sync::Arc;
 
 /// `plough.cancel_call` for call `target`: nobody waits for its ack, so it carries cid 0.
-pub(crate) fn cancel_call_msg(target: Cid, me: &Aid) -> Msg {
+pub(crate) fn cancel_call_msg(target: Cid, me: &Arc<Aid>) -> Msg {
     Msg::Start(Box::new(Start {
         cid: 0,
-        function: CANCEL_CALL.to_owned(),
+        function: CANCEL_CALL.into(),
         args: Payload::encode(&target).expect("u64 encodes"),
-        caller: me.clone(),
+        caller: Arc::clone(me),
         kind: CallKind::Function,
         trace: None,
     }))
 }
 
 /// A stream-credit grant for context `cid`: `(messages, bytes)` as its argument.
-pub(crate) fn credit_msg(cid: Cid, me: &Aid, credit: Credit) -> Msg {
+pub(crate) fn credit_msg(cid: Cid, me: &Arc<Aid>, credit: Credit) -> Msg {
     Msg::Start(Box::new(Start {
         cid,
-        function: CREDIT.to_owned(),
+        function: CREDIT.into(),
         args: Payload::encode(&(credit.messages, credit.bytes)).expect("integers encode"),
-        caller: me.clone(),
+        caller: Arc::clone(me),
         kind: CallKind::Function,
         trace: None,
     }))

@@ -429,7 +429,8 @@ impl Channel {
                         break Some(reason);
                     }
                     Some(Err(e)) => break Some(format!("framing error: {e}")),
-                    Some(Ok(frame)) => match frame.decode() {
+                    // The peer's own calls name it as their caller: shared, not copied.
+                    Some(Ok(frame)) => match frame.decode_from(&r.inner.peer) {
                         Ok(msg) => r.borrowed(msg, &*server),
                         Err(e) => r.undecodable(frame.call_id(), &e),
                     },
@@ -478,13 +479,13 @@ impl Channel {
     /// over the cap).
     fn route(&self, msg: Msg, server: &dyn Serve) -> Option<Msg> {
         if let Msg::Start(start) = msg {
-            if start.function == SHM_OPENED {
+            if *start.function == *SHM_OPENED {
                 if let Ok(inos) = start.args.decode::<Vec<u64>>() {
                     self.inner.lender.returned(&inos);
                 }
                 return None;
             }
-            if start.function == CREDIT {
+            if *start.function == *CREDIT {
                 let calls = self.inner.calls.locked();
                 if let (Some(Route::Conv(c, _)), Ok((messages, bytes))) =
                     (calls.get(&start.cid), start.args.decode::<(u32, u64)>())
@@ -496,7 +497,7 @@ impl Channel {
             let cid = start.cid;
             // Cancels are never refused (the ladder's graceful step, or a caller that gave
             // up, must reach a saturated actor) nor counted: they are answered at once.
-            let control = start.function == CANCEL_ACTOR || start.function == CANCEL_CALL;
+            let control = *start.function == *CANCEL_ACTOR || *start.function == *CANCEL_CALL;
             if !control && !self.inner.in_flight.locked().admit(cid, self.inner.max_in_flight) {
                 tracing::debug!(peer = %self.inner.peer, cid, cap = self.inner.max_in_flight, "refusing a call over the cap");
                 let e = RemoteActorError::new(

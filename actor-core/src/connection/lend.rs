@@ -303,9 +303,9 @@ fn payload_mut(msg: &mut Msg) -> Option<&mut Payload> {
 pub(crate) fn returned_msg(inos: Vec<u64>, me: &plough_ipc_wire::msg::Aid) -> Msg {
     Msg::Start(Box::new(plough_ipc_wire::msg::Start {
         cid: 0,
-        function: crate::base::names::SHM_OPENED.to_owned(),
+        function: crate::base::names::SHM_OPENED.into(),
         args: Payload::encode(&inos).expect("integers encode"),
-        caller: me.clone(),
+        caller: me.clone().into(),
         kind: plough_ipc_wire::msg::CallKind::Function,
         trace: None,
     }))

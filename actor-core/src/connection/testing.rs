@@ -196,9 +196,9 @@ pub(crate) fn start_msg(
 ) -> Msg {
     Msg::Start(Box::new(Start {
         cid,
-        function: function.to_owned(),
+        function: function.into(),
         args: Payload::encode(args).expect("test args encode"),
-        caller: caller.clone(),
+        caller: caller.clone().into(),
         kind: plough_ipc_wire::msg::CallKind::Function,
         trace: None,
     }))
@@ -277,7 +277,7 @@ pub(crate) fn boom(source: &Aid, cid: u64, message: &str) -> Msg {
 impl Serve for TestServe {
     fn serve(&self, channel: &Channel, start: Start) {
         self.served.fetch_add(1, Ordering::SeqCst);
-        let reply = match start.function.as_str() {
+        let reply = match &*start.function {
             "echo" => Some(Msg::Return { cid: start.cid, payload: start.args.clone() }),
             "fail" => {
                 let what = plough_ipc_wire::payload::render(start.args.as_bytes());

@@ -338,9 +338,9 @@ pub async fn list_registry(
             .map_err(|e| unreachable(error_chain(&e)))?;
         let start = Start {
             cid: 1,
-            function: REGISTRAR_LIST.to_owned(),
+            function: REGISTRAR_LIST.into(),
             args: encode(&())?,
-            caller: me.clone(),
+            caller: me.clone().into(),
             kind: CallKind::Function,
             trace: None,
         };

@@ -38,7 +38,7 @@ pub(crate) fn serve(
     // Everything but `wait_for` is answered here, in the order the calls arrive: a
     // registration is recorded before the registrar reads anything else its sender
     // sent (such as a reply that makes a caller look the new actor up).
-    let now: Option<Answer> = match start.function.as_str() {
+    let now: Option<Answer> = match &*start.function {
         REGISTRAR_REGISTER => Some(match start.args.decode::<ActorEntry>() {
             Ok(entry) => {
                 state.add(entry, Some(via));

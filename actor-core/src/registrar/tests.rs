@@ -204,7 +204,7 @@ impl Client {
     }
 
     fn portal(&self) -> Portal {
-        Portal::new(self.ch.clone(), self.aid.clone(), Duration::from_millis(100))
+        Portal::new(self.ch.clone(), Arc::new(self.aid.clone()), Duration::from_millis(100))
     }
 }
 

@@ -275,7 +275,7 @@ impl Actor {
     /// A portal for calls from this actor over `channel`.
     pub(crate) fn portal(&self, channel: Channel) -> Portal {
         let ladder = self.inner.config.budgets.ladder;
-        Portal::new(channel, (*self.inner.aid).clone(), ladder.ack_timeout)
+        Portal::new(channel, Arc::clone(&self.inner.aid), ladder.ack_timeout)
             .settle_within(ladder.ack_timeout + ladder.exit_timeout)
     }
 

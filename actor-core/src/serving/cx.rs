@@ -8,20 +8,29 @@ use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, OnceLock};
 use tokio_util::sync::CancellationToken;
 
-/// A served call's cancellation token, made the first time something needs it: most
-/// calls answer on their first poll without looking, and a child token costs a lock of the
-/// actor's token and a node in its tree, twice (made and dropped).
+/// What every clone of a served call's [`Cx`] shares, in one allocation: its
+/// cancellation token, made the first time something needs it (most calls answer on
+/// their first poll without looking, and a child token costs a lock of the actor's token
+/// and a node in its tree, twice: made and dropped), and how many nurseries it has open.
 #[derive(Debug)]
-pub(crate) struct CallToken {
+pub(crate) struct CallState {
     /// The serving actor's token: the call's is its child.
     parent: CancellationToken,
     token: OnceLock<CancellationToken>,
+    /// Nurseries open in this call: while any is, a cancelled call is given time to take
+    /// its children down and report their real failures.
+    open_nurseries: AtomicUsize,
 }
 
-impl CallToken {
+impl CallState {
     /// The call's token (a child of the actor's: cancelled with it, or on its own).
-    pub(crate) fn get(&self) -> &CancellationToken {
+    pub(crate) fn token(&self) -> &CancellationToken {
         self.token.get_or_init(|| self.parent.child_token())
+    }
+
+    /// How many nurseries are open in this call right now.
+    pub(crate) fn open_nurseries(&self) -> &AtomicUsize {
+        &self.open_nurseries
     }
 }
 
@@ -32,12 +41,9 @@ pub struct Cx {
     actor: Arc<Aid>,
     caller: Arc<Aid>,
     cid: Cid,
-    cancel: Arc<CallToken>,
+    call: Arc<CallState>,
     /// The serving actor (absent only in this crate's unit tests of handlers).
     runtime: Option<Actor>,
-    /// Nurseries open in this call: while any is, a cancelled call is given time to take
-    /// its children down and report their real failures.
-    open_nurseries: Arc<AtomicUsize>,
     /// For a context function: its side of the context.
     context: Option<Context>,
 }
@@ -55,9 +61,12 @@ impl Cx {
             actor: actor.into(),
             caller: caller.into(),
             cid,
-            cancel: Arc::new(CallToken { parent, token: OnceLock::new() }),
+            call: Arc::new(CallState {
+                parent,
+                token: OnceLock::new(),
+                open_nurseries: AtomicUsize::new(0),
+            }),
             runtime: None,
-            open_nurseries: Default::default(),
             context: None,
         }
     }
@@ -85,22 +94,22 @@ impl Cx {
 
     /// The call's cancellation token.
     pub(crate) fn cancel_token(&self) -> &CancellationToken {
-        self.cancel.get()
+        self.call.token()
     }
 
-    /// The call's cancellation, shared with every clone of this `Cx`: for the runtime to
-    /// take the token once the call needs one.
-    pub(crate) fn call_token(&self) -> Arc<CallToken> {
-        Arc::clone(&self.cancel)
-    }
-
-    /// How many nurseries are open in this call right now.
-    pub(crate) fn open_nurseries(&self) -> Arc<AtomicUsize> {
-        Arc::clone(&self.open_nurseries)
+    /// The call's shared state: for the runtime to take the token once the call needs
+    /// one, and to see whether it has nurseries open.
+    pub(crate) fn call_state(&self) -> Arc<CallState> {
+        Arc::clone(&self.call)
     }
 
     /// The actor serving the call.
     pub fn actor(&self) -> &Aid {
+        &self.actor
+    }
+
+    /// [`Cx::actor`], shared.
+    pub(crate) fn actor_shared(&self) -> &Arc<Aid> {
         &self.actor
     }
 
@@ -122,12 +131,12 @@ impl Cx {
     /// Resolves when the call is cancelled (by the caller, or because the actor is
     /// shutting down). Handlers that loop or wait should `select!` on it.
     pub async fn cancelled(&self) {
-        self.cancel.get().cancelled().await
+        self.call.token().cancelled().await
     }
 
     /// Whether the call was cancelled.
     pub fn is_cancelled(&self) -> bool {
-        self.cancel.get().is_cancelled()
+        self.call.token().is_cancelled()
     }
 
     /// Who cancelled the call, once it is cancelled: for a context, as
@@ -164,7 +173,7 @@ impl ServedCall for Cx {
     }
 
     fn cancel_token(&self) -> CancellationToken {
-        self.cancel.get().clone()
+        self.call.token().clone()
     }
 
     fn actor_canceller(&self) -> Option<Aid> {
@@ -202,7 +211,7 @@ mod tests {
         let a2 = a.clone();
         assert!(!a.is_cancelled());
         // Cancelled alone: the actor and other calls are untouched, every clone sees it.
-        a.call_token().get().cancel();
+        a.call_state().token().cancel();
         assert!(a2.is_cancelled() && a2.cancel_token().is_cancelled());
         assert!(!parent.is_cancelled() && !b.is_cancelled());
         // The actor's cancel reaches a call whose token was never asked for before.

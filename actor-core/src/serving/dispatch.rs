@@ -11,7 +11,7 @@
 //! budget is capped below that).
 
 use super::actor::Actor;
-use super::cx::Cx;
+use super::cx::{CallState, Cx};
 use crate::base::error::{ActorError, RemoteActorError};
 use crate::base::metrics::{self, Side, UNKNOWN_FUNCTION};
 use crate::base::names::{CANCEL_ACTOR, CANCEL_CALL, REGISTRAR_PREFIX};
@@ -72,7 +72,7 @@ impl Actor {
         ctx: Context,
         fut: BoxFuture<'static, Result<Payload, RemoteActorError>>,
         token: CancellationToken,
-        open_nurseries: Arc<AtomicUsize>,
+        call: Arc<CallState>,
         budget: Duration,
         trace: CallTrace,
     ) {
@@ -92,7 +92,7 @@ impl Actor {
                 },
                 () = token.cancelled() => {
                     let canceller = canceller_of(&ctx, &ch);
-                    match me.finish_after_cancel(&mut fut, &open_nurseries, budget).await {
+                    match me.finish_after_cancel(&mut fut, call.open_nurseries(), budget).await {
                         Some(Err(e)) if e.canceller.is_none() => reply_for(cid, Err(e)),
                         _ => Msg::Error(Box::new(me.cancelled_error(cid, canceller))),
                     }
@@ -110,7 +110,7 @@ impl Actor {
 impl Serve for Actor {
     fn serve(&self, channel: &Channel, start: Start) {
         let cid = start.cid;
-        match start.function.as_str() {
+        match &*start.function {
             CANCEL_ACTOR => {
                 let ch = channel.clone();
                 let me = self.clone();
@@ -168,7 +168,7 @@ impl Serve for Actor {
                 }
                 let kind = self.registry().kind(&start.function);
                 // A label is a registered name, never whatever a peer sent.
-                let label = if kind.is_some() { start.function.as_str() } else { UNKNOWN_FUNCTION };
+                let label = if kind.is_some() { &*start.function } else { UNKNOWN_FUNCTION };
                 metrics::call(label, Side::Callee, start.kind);
                 if let Some(k) = kind
                     && k != start.kind
@@ -193,7 +193,7 @@ impl Serve for Actor {
                     let err = self.not_exposed_error(&start.function);
                     return self.reply_error(channel, cid, err);
                 }
-                let caller = Arc::new(start.caller);
+                let caller = start.caller;
                 let mut cx = Cx::new(
                     Arc::clone(self.aid_shared()),
                     Arc::clone(&caller),
@@ -203,7 +203,7 @@ impl Serve for Actor {
                 .with_actor(self.clone());
                 // Its token is made only if it is needed: by the call itself, or below
                 // when it does not answer at once.
-                let call_token = cx.call_token();
+                let call_state = cx.call_state();
                 let context = match kind {
                     Some(CallKind::Context | CallKind::Stream) => {
                         let types = self.registry().types(&start.function);
@@ -214,7 +214,6 @@ impl Serve for Actor {
                     }
                     _ => None,
                 };
-                let open_nurseries = cx.open_nurseries();
                 let fut = match self.registry().call(&start.function, cx, start.args) {
                     Ok(fut) => fut,
                     Err(e) => {
@@ -232,28 +231,20 @@ impl Serve for Actor {
                     start.trace,
                 );
                 if let Some(ctx) = context {
-                    let token = call_token.get().clone();
+                    let token = call_state.token().clone();
                     channel.track_served(cid, token.clone());
-                    return self.serve_context(
-                        channel,
-                        ctx,
-                        fut,
-                        token,
-                        open_nurseries,
-                        budget,
-                        trace,
-                    );
+                    return self.serve_context(channel, ctx, fut, token, call_state, budget, trace);
                 }
                 let function = start.function;
                 // A plain function answers with its `Return` (or `Error`) alone: the
                 // result implies the start, and one message less per call is measurable.
-                let span = trace.span.clone();
-                let mut fut: BoxFuture<'static, _> = Box::pin(trace.run(fut));
                 // One poll here first: a function that answers without waiting (most do)
                 // answers from the reader, with no task of its own to allocate, schedule
-                // and track (nothing can cancel it meanwhile). A later poll, in its task,
-                // registers that task's waker in place of this one.
-                if let Some(out) = futures::FutureExt::now_or_never(&mut fut) {
+                // and track (nothing can cancel it meanwhile), and its future boxed once.
+                // A later poll, in its task, registers that task's waker in place of this
+                // one.
+                let mut fut = fut;
+                if let Some(out) = trace.poll_once(&mut fut) {
                     let reply = reply_for(cid, out);
                     count_error(&function, &reply);
                     if let Some(reply) = channel.send_without_waiting(reply) {
@@ -264,7 +255,9 @@ impl Serve for Actor {
                     }
                     return;
                 }
-                let token = call_token.get().clone();
+                let span = trace.span.clone();
+                let mut fut: BoxFuture<'static, _> = Box::pin(trace.run(fut));
+                let token = call_state.token().clone();
                 channel.track_served(cid, token.clone());
                 let ch = channel.clone();
                 let me = self.clone();
@@ -276,7 +269,7 @@ impl Serve for Actor {
                         () = token.cancelled() => {
                             let canceller = me.canceller().unwrap_or_else(|| ch.peer().clone());
                             // Without a declared budget or a nursery: dropped at once.
-                            let finished = me.finish_after_cancel(&mut fut, &open_nurseries, budget).await;
+                            let finished = me.finish_after_cancel(&mut fut, call_state.open_nurseries(), budget).await;
                             match finished {
                                 Some(Err(e)) if e.canceller.is_none() => reply_for(cid, Err(e)),
                                 _ => Msg::Error(Box::new(me.cancelled_error(cid, canceller))),

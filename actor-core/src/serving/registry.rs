@@ -103,10 +103,11 @@ impl Registry {
         let call = plain(&name, move |cx, args, errors| {
             let f = Arc::clone(&f);
             async move {
-                let me = cx.actor().clone();
+                // Shared: the identity is copied only into an error.
+                let me = Arc::clone(cx.actor_shared());
                 let args: A = decode_args(&me, &args)?;
                 let out = std::panic::AssertUnwindSafe(f(cx, args)).catch_unwind().await;
-                finish(me, out, &errors)
+                finish(&me, out, &errors)
             }
         });
         self.insert::<A>(name, CallKind::Function, call)
@@ -133,10 +134,10 @@ impl Registry {
         let call = plain(&name, move |cx, args: Payload, errors| {
             let f = Arc::clone(&f);
             async move {
-                let me = cx.actor().clone();
+                let me = Arc::clone(cx.actor_shared());
                 let out =
                     std::panic::AssertUnwindSafe(f(cx, args.into_bytes())).catch_unwind().await;
-                finish_with(me, out, &errors, |bytes| Ok(Payload::from(bytes)))
+                finish_with(&me, out, &errors, |bytes| Ok(Payload::from(bytes)))
             }
         });
         self.insert::<bytes::Bytes>(name, CallKind::Function, call)
@@ -182,7 +183,7 @@ impl Registry {
                 // cancel, which serving reports naming the canceller — not a misuse.
                 let cancelled = ctx.is_cancelled();
                 drop(ctx);
-                match finish(me.clone(), out, &errors) {
+                match finish(&me, out, &errors) {
                     Ok(_) if !started && !cancelled => Err(RemoteActorError::new(
                         me,
                         ErrorKind::ContextMisuse,
@@ -480,7 +481,7 @@ where
 /// The payload (or error) a handler's outcome sends home.
 #[allow(clippy::result_large_err)]
 fn finish<R: Serialize, E: fmt::Display + 'static>(
-    me: Aid,
+    me: &Aid,
     out: std::thread::Result<Result<R, E>>,
     errors: &ErrorTypes,
 ) -> Result<Payload, RemoteActorError> {
@@ -490,16 +491,19 @@ fn finish<R: Serialize, E: fmt::Display + 'static>(
 /// [`finish`] with the value made a payload by `encode`.
 #[allow(clippy::result_large_err)]
 fn finish_with<R, E: fmt::Display + 'static>(
-    me: Aid,
+    me: &Aid,
     out: std::thread::Result<Result<R, E>>,
     errors: &ErrorTypes,
     encode: impl FnOnce(R) -> Result<Payload, plough_ipc_wire::payload::PayloadEncodeError>,
 ) -> Result<Payload, RemoteActorError> {
     match out {
-        Ok(Ok(value)) => encode(value)
-            .map_err(|e| RemoteActorError::new(me, ErrorKind::PayloadEncode, e.to_string())),
-        Ok(Err(e)) => Err(user_error(&me, e, errors)),
-        Err(panic) => Err(RemoteActorError::new(me, ErrorKind::Panic, panic_message(&*panic))),
+        Ok(Ok(value)) => encode(value).map_err(|e| {
+            RemoteActorError::new(me.clone(), ErrorKind::PayloadEncode, e.to_string())
+        }),
+        Ok(Err(e)) => Err(user_error(me, e, errors)),
+        Err(panic) => {
+            Err(RemoteActorError::new(me.clone(), ErrorKind::Panic, panic_message(&*panic)))
+        }
     }
 }
 

@@ -28,13 +28,13 @@ use crate::base::error::{ActorError, Misuse, encode};
 use crate::base::sync::LockExt;
 use crate::calls::portal::Portal;
 use crate::serving::actor::Actor;
-use crate::serving::cx::Cx;
+use crate::serving::cx::{CallState, Cx};
 use plough_fork_prims::{ChildHandle, Signal};
 use plough_ipc_wire::msg::{Aid, Uuid};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -234,23 +234,23 @@ impl Nursery {
     pub(super) async fn run<T, F, Fut>(
         actor: Actor,
         parent: &CancellationToken,
-        open: Option<Arc<AtomicUsize>>,
+        open: Option<Arc<CallState>>,
         body: F,
     ) -> Result<T, ActorError>
     where
         F: FnOnce(Nursery) -> Fut,
         Fut: Future<Output = Result<T, ActorError>>,
     {
-        struct Open(Option<Arc<AtomicUsize>>);
+        struct Open(Option<Arc<CallState>>);
         impl Drop for Open {
             fn drop(&mut self) {
                 if let Some(c) = &self.0 {
-                    c.fetch_sub(1, Ordering::SeqCst);
+                    c.open_nurseries().fetch_sub(1, Ordering::SeqCst);
                 }
             }
         }
         if let Some(c) = &open {
-            c.fetch_add(1, Ordering::SeqCst);
+            c.open_nurseries().fetch_add(1, Ordering::SeqCst);
         }
         let _open = Open(open);
         let inner = Arc::new(Inner {
@@ -557,7 +557,7 @@ impl Cx {
         F: FnOnce(Nursery) -> Fut,
         Fut: Future<Output = Result<T, ActorError>>,
     {
-        Nursery::run(self.runtime().clone(), self.cancel_token(), Some(self.open_nurseries()), body)
+        Nursery::run(self.runtime().clone(), self.cancel_token(), Some(self.call_state()), body)
             .await
     }
 }

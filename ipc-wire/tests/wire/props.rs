@@ -182,9 +182,9 @@ pub fn msg() -> impl Strategy<Value = Msg> {
         (any::<u64>(), text(), bytes(200), aid(), call_kind(), trace()).prop_map(
             |(cid, function, args, caller, kind, trace)| Msg::Start(Box::new(Start {
                 cid,
-                function,
+                function: function.into(),
                 args,
-                caller,
+                caller: caller.into(),
                 kind,
                 trace
             }))

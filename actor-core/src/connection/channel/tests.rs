@@ -136,7 +136,7 @@ async fn a_reply_nobody_waits_for_is_dropped_and_the_connection_carries_on() {
         Msg::Return { cid: 2, payload: Payload::encode(&9u64).unwrap() }
     );
     assert!(!ch.is_closed());
-    assert_eq!(serve.next_start().await.function, "echo");
+    assert_eq!(&*serve.next_start().await.function, "echo");
     assert!(serve.try_start().is_none(), "strays never reach Serve::serve");
     drop(call);
 }
@@ -256,7 +256,7 @@ async fn credit_goes_to_its_conversation_and_never_to_serve() {
     raw.send(start_msg(cid, CREDIT, &(3u32, 1u64 << 40), &raw.aid)).await;
     // A marker behind them: once it is served, the credit was routed.
     raw.send(start_msg(2, "echo", &0u64, &raw.aid)).await;
-    assert_eq!(serve.next_start().await.function, "echo");
+    assert_eq!(&*serve.next_start().await.function, "echo");
     assert_eq!(
         *conv.grants.locked(),
         [Credit { messages: 7, bytes: 700 }, Credit { messages: 3, bytes: 1 << 40 }]
@@ -277,13 +277,13 @@ async fn a_conversation_gets_its_messages_until_unregistered() {
     raw.send(yield_msg(cid, 1)).await;
     raw.send(Msg::Stop { cid }).await;
     raw.send(start_msg(2, "marker", &(), &raw.aid)).await;
-    assert_eq!(serve.next_start().await.function, "marker");
+    assert_eq!(&*serve.next_start().await.function, "marker");
     assert_eq!(*conv.delivered.locked(), [started, yield_msg(cid, 1), Msg::Stop { cid }]);
 
     ch.unregister_conv(cid);
     raw.send(yield_msg(cid, 2)).await;
     raw.send(start_msg(4, "marker", &(), &raw.aid)).await;
-    assert_eq!(serve.next_start().await.function, "marker");
+    assert_eq!(&*serve.next_start().await.function, "marker");
     assert_eq!(conv.delivered.locked().len(), 3, "nothing after unregistering");
     assert!(!ch.is_closed());
 }
