@@ -38,6 +38,7 @@ pub use halves::{ReadHalf, WriteHalf};
 use crate::address::{Address, AddressError};
 use crate::runtime_dir::RuntimeDirError;
 use crate::tls::{TlsFailure, TlsIdentity, TlsPeer};
+use socket::Socket;
 use std::io;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -79,9 +80,9 @@ pub struct Connection {
 }
 
 enum Stream {
-    Tcp(TcpStream),
-    Uds(socket::Socket),
-    Tls(Box<tokio_rustls::TlsStream<TcpStream>>),
+    Tcp(Socket),
+    Uds(Socket),
+    Tls(Box<tokio_rustls::TlsStream<Socket>>),
     /// Accepted or dialed, TLS handshake not run yet.
     Pending(Box<PendingTls>),
 }
@@ -99,11 +100,11 @@ impl std::fmt::Debug for Stream {
 
 enum PendingTls {
     Accept {
-        tcp: TcpStream,
+        tcp: Socket,
         acceptor: tokio_rustls::TlsAcceptor,
     },
     Dial {
-        tcp: TcpStream,
+        tcp: Socket,
         connector: tokio_rustls::TlsConnector,
         name: rustls::pki_types::ServerName<'static>,
     },
@@ -228,12 +229,7 @@ impl Connection {
     /// The `SO_PEERCRED` query failed.
     pub fn from_unix(stream: UnixStream) -> io::Result<Self> {
         let peer = uds::peer_of(&stream)?;
-        Ok(Self {
-            stream: Stream::Uds(socket::Socket::from_tokio(stream)?),
-            peer,
-            slot: None,
-            tls: None,
-        })
+        Ok(Self { stream: Stream::Uds(Socket::from_tokio(stream)?), peer, slot: None, tls: None })
     }
 
     /// Wraps an already connected TCP stream.
@@ -243,18 +239,16 @@ impl Connection {
     pub fn from_tcp(stream: TcpStream) -> io::Result<Self> {
         let peer = Peer::Tcp(stream.peer_addr()?);
         stream.set_nodelay(true)?;
-        Ok(Self { stream: Stream::Tcp(stream), peer, slot: None, tls: None })
+        Ok(Self { stream: Stream::Tcp(Socket::from_tcp(stream)?), peer, slot: None, tls: None })
     }
 
     /// Our end's address, for a TCP (or TLS) connection.
     fn local_tcp(&self) -> Option<SocketAddr> {
         match &self.stream {
-            Stream::Tcp(s) => s.local_addr().ok(),
-            Stream::Tls(s) => s.get_ref().0.local_addr().ok(),
+            Stream::Tcp(s) => s.local_addr(),
+            Stream::Tls(s) => s.get_ref().0.local_addr(),
             Stream::Pending(p) => match &**p {
-                PendingTls::Accept { tcp, .. } | PendingTls::Dial { tcp, .. } => {
-                    tcp.local_addr().ok()
-                }
+                PendingTls::Accept { tcp, .. } | PendingTls::Dial { tcp, .. } => tcp.local_addr(),
             },
             Stream::Uds(_) => None,
         }
@@ -300,8 +294,7 @@ impl AsyncRead for Connection {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         match &mut self.get_mut().stream {
-            Stream::Tcp(s) => Pin::new(s).poll_read(cx, buf),
-            Stream::Uds(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Tcp(s) | Stream::Uds(s) => Pin::new(s).poll_read(cx, buf),
             Stream::Tls(s) => Pin::new(&mut **s).poll_read(cx, buf),
             Stream::Pending(_) => Poll::Ready(Err(not_secured())),
         }
@@ -315,8 +308,7 @@ impl AsyncWrite for Connection {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         match &mut self.get_mut().stream {
-            Stream::Tcp(s) => Pin::new(s).poll_write(cx, buf),
-            Stream::Uds(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Tcp(s) | Stream::Uds(s) => Pin::new(s).poll_write(cx, buf),
             Stream::Tls(s) => Pin::new(&mut **s).poll_write(cx, buf),
             Stream::Pending(_) => Poll::Ready(Err(not_secured())),
         }
@@ -328,8 +320,7 @@ impl AsyncWrite for Connection {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         match &mut self.get_mut().stream {
-            Stream::Tcp(s) => Pin::new(s).poll_write_vectored(cx, bufs),
-            Stream::Uds(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Stream::Tcp(s) | Stream::Uds(s) => Pin::new(s).poll_write_vectored(cx, bufs),
             Stream::Tls(s) => Pin::new(&mut **s).poll_write_vectored(cx, bufs),
             Stream::Pending(_) => Poll::Ready(Err(not_secured())),
         }
@@ -341,8 +332,7 @@ impl AsyncWrite for Connection {
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match &mut self.get_mut().stream {
-            Stream::Tcp(s) => Pin::new(s).poll_flush(cx),
-            Stream::Uds(s) => Pin::new(s).poll_flush(cx),
+            Stream::Tcp(s) | Stream::Uds(s) => Pin::new(s).poll_flush(cx),
             Stream::Tls(s) => Pin::new(&mut **s).poll_flush(cx),
             Stream::Pending(_) => Poll::Ready(Ok(())),
         }
@@ -350,8 +340,7 @@ impl AsyncWrite for Connection {
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match &mut self.get_mut().stream {
-            Stream::Tcp(s) => Pin::new(s).poll_shutdown(cx),
-            Stream::Uds(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Tcp(s) | Stream::Uds(s) => Pin::new(s).poll_shutdown(cx),
             Stream::Tls(s) => Pin::new(&mut **s).poll_shutdown(cx),
             Stream::Pending(_) => Poll::Ready(Ok(())),
         }

@@ -1,7 +1,8 @@
-//! A connected Unix stream socket on the reactor for reading only, so that the peer's
-//! reads do not wake us.
+//! A connected stream socket (Unix or TCP) on the reactor for reading only, so that the
+//! peer's reads do not wake us.
 //!
-//! A tokio `UnixStream` registers its socket for both readiness kinds, edge-triggered.
+//! A tokio `UnixStream` or `TcpStream` registers its socket for both readiness kinds,
+//! edge-triggered.
 //! Every time the peer reads from the connection the kernel frees send-buffer room on our
 //! side and signals the socket writable: an event for our epoll that wakes our thread when
 //! it sleeps, although nothing waits to write. In a request-reply exchange that is one
@@ -13,7 +14,9 @@
 //! directly; only one that would block registers a second descriptor of the same socket
 //! (a `dup`) for writability, waits on it, and keeps it while writes keep blocking. The
 //! first write that goes through at once drops it, and with it the writable events: a
-//! connection pays for them only while its peer is not keeping up.
+//! connection pays for them only while its peer is not keeping up. A process at its fd
+//! limit has no descriptor to spare for it: its blocked write retries on a short timer
+//! instead ([`NO_FD_RETRY`]), and the connection lives on.
 //!
 //! The module's `unsafe` is of two kinds, each at one place: registering an owned
 //! descriptor with the reactor (tokio asks its caller to vouch that the descriptor stays
@@ -22,8 +25,10 @@
 
 #![allow(unsafe_code)]
 
+use std::future::Future;
 use std::io::{self, IoSlice};
 use std::mem::MaybeUninit;
+use std::net::SocketAddr;
 use std::os::fd::OwnedFd;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -36,6 +41,8 @@ use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
 pub(super) struct Socket {
     fd: Arc<AsyncFd<OwnedFd>>,
     writer: WriteWait,
+    /// A TCP socket's own address.
+    local: Option<SocketAddr>,
 }
 
 /// The reading half of a split [`Socket`].
@@ -51,9 +58,33 @@ pub(super) struct SocketWrite {
     writer: WriteWait,
 }
 
-/// The writable registration of a write that would block, while writes keep blocking.
-#[derive(Debug, Default)]
-struct WriteWait(Option<AsyncFd<OwnedFd>>);
+/// How a write that would block waits for room, while writes keep blocking.
+#[derive(Debug)]
+struct WriteWait {
+    state: Wait,
+    /// How it gets the descriptor it registers ([`dup`]; a failing one in tests).
+    dup: fn(&OwnedFd) -> io::Result<OwnedFd>,
+}
+
+#[derive(Debug)]
+enum Wait {
+    /// The last write went through.
+    Idle,
+    /// A duplicate of the socket, registered for writability.
+    Registered(AsyncFd<OwnedFd>),
+    /// The process had no descriptor to duplicate it with: retried after [`NO_FD_RETRY`].
+    Retrying(Pin<Box<tokio::time::Sleep>>),
+}
+
+impl Default for WriteWait {
+    fn default() -> Self {
+        Self { state: Wait::Idle, dup }
+    }
+}
+
+/// How long a write that would block waits before it writes again when the process has
+/// no descriptor to spare for the writable registration (at its fd limit).
+const NO_FD_RETRY: std::time::Duration = std::time::Duration::from_millis(2);
 
 impl Socket {
     /// Takes over a tokio stream: off the reactor, and back on it for reading only.
@@ -61,8 +92,43 @@ impl Socket {
     /// # Errors
     /// The socket could not be registered.
     pub(super) fn from_tokio(stream: tokio::net::UnixStream) -> io::Result<Self> {
-        let fd = register(OwnedFd::from(stream.into_std()?), Interest::READABLE)?;
-        Ok(Self { fd: Arc::new(fd), writer: WriteWait::default() })
+        Self::new(OwnedFd::from(stream.into_std()?), None)
+    }
+
+    /// [`Socket::from_tokio`] for a TCP stream.
+    ///
+    /// # Errors
+    /// Its address could not be read, or it could not be registered.
+    pub(super) fn from_tcp(stream: tokio::net::TcpStream) -> io::Result<Self> {
+        let local = stream.local_addr()?;
+        Self::new(OwnedFd::from(stream.into_std()?), Some(local))
+    }
+
+    fn new(fd: OwnedFd, local: Option<SocketAddr>) -> io::Result<Self> {
+        let fd = register(fd, Interest::READABLE)?;
+        Ok(Self { fd: Arc::new(fd), writer: WriteWait::default(), local })
+    }
+
+    /// A TCP socket's own address.
+    pub(super) fn local_addr(&self) -> Option<SocketAddr> {
+        self.local
+    }
+
+    /// Reads what has arrived into `buf` without taking it, waiting for something to.
+    pub(super) async fn peek(&self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            let mut ready = self.fd.readable().await?;
+            match rustix::net::recv(
+                self.fd.get_ref(),
+                &mut *buf,
+                rustix::net::RecvFlags::PEEK | rustix::net::RecvFlags::DONTWAIT,
+            ) {
+                Ok((n, _)) => return Ok(n),
+                Err(rustix::io::Errno::AGAIN) => ready.clear_ready(),
+                Err(rustix::io::Errno::INTR) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
     }
 
     pub(super) fn into_split(self) -> (SocketRead, SocketWrite) {
@@ -129,7 +195,7 @@ impl WriteWait {
                 Ok(n) => {
                     if first {
                         // The peer keeps up again: no more writable events.
-                        self.0 = None;
+                        self.state = Wait::Idle;
                     }
                     return Poll::Ready(Ok(n));
                 }
@@ -138,19 +204,34 @@ impl WriteWait {
                 Err(e) => return Poll::Ready(Err(e.into())),
             }
             first = false;
-            let wait = match &mut self.0 {
-                Some(wait) => wait,
-                // Registering checks the socket's state at once: room that came free
-                // since the failed write is an event, not a lost wake-up.
-                None => self.0.insert(register(
-                    rustix::io::fcntl_dupfd_cloexec(fd.get_ref(), 3)?,
-                    Interest::WRITABLE,
-                )?),
-            };
-            let mut ready = ready!(wait.poll_write_ready(cx))?;
-            ready.clear_ready();
+            match &mut self.state {
+                Wait::Registered(wait) => {
+                    let mut ready = ready!(wait.poll_write_ready(cx))?;
+                    ready.clear_ready();
+                }
+                Wait::Retrying(sleep) => {
+                    ready!(sleep.as_mut().poll(cx));
+                    self.state = Wait::Idle;
+                }
+                // Registering checks the socket's state at once: room that came free since
+                // the failed write is an event, not a lost wake-up.
+                Wait::Idle => match (self.dup)(fd.get_ref()) {
+                    Ok(dup) => self.state = Wait::Registered(register(dup, Interest::WRITABLE)?),
+                    // No descriptor to spare: the write still waits, retrying on a timer,
+                    // rather than failing its connection.
+                    Err(e) if plough_fork_prims::is_out_of_fds(&e) => {
+                        self.state = Wait::Retrying(Box::pin(tokio::time::sleep(NO_FD_RETRY)));
+                    }
+                    Err(e) => return Poll::Ready(Err(e)),
+                },
+            }
         }
     }
+}
+
+/// The descriptor a blocked write waits on: a duplicate of the socket's.
+fn dup(fd: &OwnedFd) -> io::Result<OwnedFd> {
+    Ok(rustix::io::fcntl_dupfd_cloexec(fd, 3)?)
 }
 
 fn shutdown_write(fd: &AsyncFd<OwnedFd>) -> io::Result<()> {
@@ -250,12 +331,12 @@ mod tests {
         assert_eq!(b.read(&mut x).await.unwrap(), 0, "EOF once the writing half is gone");
     }
 
-    /// A writer far ahead of its reader blocks, waits on the writable registration, and
-    /// every byte arrives in order; once the reader keeps up the registration goes.
-    #[tokio::test]
-    async fn a_blocked_writer_waits_for_room_and_loses_nothing() {
+    /// A writer far ahead of its reader blocks, waits for room (in the state `waiting`
+    /// checks) and every byte arrives in order; once the reader keeps up the wait goes.
+    async fn blocked_writer(dup: fn(&OwnedFd) -> io::Result<OwnedFd>, waiting: fn(&Wait) -> bool) {
         let (a, b) = pair();
         let (_ar, mut aw) = a.into_split();
+        aw.writer.dup = dup;
         let (mut br, _bw) = b.into_split();
         const LEN: usize = 8 << 20;
         let data: Vec<u8> = (0..LEN).map(|i| (i % 251) as u8).collect();
@@ -272,17 +353,53 @@ mod tests {
         })
         .await;
         assert!(sent < LEN, "a socket buffer took {sent} bytes");
-        assert!(aw.writer.0.is_some(), "a write that would block registered for writability");
+        assert!(waiting(&aw.writer.state), "a blocked write waits: {:?}", aw.writer.state);
         let mut got = vec![0u8; LEN];
         let (w, r) = tokio::join!(aw.write_all(&data[sent..]), br.read_exact(&mut got));
         w.unwrap();
         r.unwrap();
         assert!(got == data, "the bytes arrive in order");
         aw.write_all(b"!").await.unwrap();
-        assert!(aw.writer.0.is_none(), "a write that went through at once dropped it");
+        assert!(matches!(aw.writer.state, Wait::Idle), "a write that went through at once ends it");
         let mut x = [0u8; 1];
         br.read_exact(&mut x).await.unwrap();
         assert_eq!(&x, b"!");
+    }
+
+    #[tokio::test]
+    async fn a_blocked_writer_waits_on_a_writable_registration_and_loses_nothing() {
+        blocked_writer(dup, |w| matches!(w, Wait::Registered(_))).await;
+    }
+
+    /// At the fd limit a blocked write has no descriptor to register: it retries on a
+    /// timer instead of failing its connection.
+    #[tokio::test]
+    async fn a_blocked_writer_with_no_fd_to_spare_retries_and_loses_nothing() {
+        fn out_of_fds(_: &OwnedFd) -> io::Result<OwnedFd> {
+            Err(rustix::io::Errno::MFILE.into())
+        }
+        blocked_writer(out_of_fds, |w| matches!(w, Wait::Retrying(_))).await;
+    }
+
+    /// Over TCP too: a peek sees what arrived without taking it, and the socket knows its
+    /// own address.
+    #[tokio::test]
+    async fn a_tcp_socket_peeks_without_taking_and_knows_its_address() {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let (dialed, accepted) =
+            tokio::join!(tokio::net::TcpStream::connect(l.local_addr().unwrap()), l.accept());
+        let dialed = dialed.unwrap();
+        let expected = dialed.local_addr().unwrap();
+        let (mut a, mut b) =
+            (Socket::from_tcp(dialed).unwrap(), Socket::from_tcp(accepted.unwrap().0).unwrap());
+        assert_eq!(a.local_addr(), Some(expected));
+        a.write_all(b"hello").await.unwrap();
+        let mut first = [0u8; 1];
+        assert_eq!(b.peek(&mut first).await.unwrap(), 1);
+        assert_eq!(&first, b"h");
+        let mut all = [0u8; 5];
+        b.read_exact(&mut all).await.unwrap();
+        assert_eq!(&all, b"hello", "the peeked byte was not taken");
     }
 
     #[tokio::test]
