@@ -1,22 +1,20 @@
-//! A connected stream socket (Unix or TCP) on the reactor for reading only, so that the
-//! peer's reads do not wake us.
+//! A connected stream socket (Unix or TCP) on the reactor, read and written with plain
+//! `recv`/`sendmsg` calls.
 //!
-//! A tokio `UnixStream` or `TcpStream` registers its socket for both readiness kinds,
-//! edge-triggered.
-//! Every time the peer reads from the connection the kernel frees send-buffer room on our
-//! side and signals the socket writable: an event for our epoll that wakes our thread when
-//! it sleeps, although nothing waits to write. In a request-reply exchange that is one
-//! spurious wake-up per message, on both sides: the caller is woken when the callee reads
-//! the request, the callee when the caller reads the reply — a context switch and an
-//! `epoll_wait` each on one core.
+//! A write is tried on the socket directly. One that would block waits on a second
+//! descriptor of the same socket (a `dup`) registered for writability, kept while writes
+//! keep blocking and dropped by the first write that goes through at once; a process at
+//! its fd limit has no descriptor to spare for it, and its blocked write retries on a
+//! short timer instead ([`NO_FD_RETRY`]), so the connection lives on.
 //!
-//! Here the socket is registered for reading alone. A write is tried on the socket
-//! directly; only one that would block registers a second descriptor of the same socket
-//! (a `dup`) for writability, waits on it, and keeps it while writes keep blocking. The
-//! first write that goes through at once drops it, and with it the writable events: a
-//! connection pays for them only while its peer is not keeping up. A process at its fd
-//! limit has no descriptor to spare for it: its blocked write retries on a short timer
-//! instead ([`NO_FD_RETRY`]), and the connection lives on.
+//! The socket itself is registered for both readiness kinds, as tokio's own streams are.
+//! Registered for reading alone, the peer's reads would no longer wake us (each one frees
+//! send-buffer room, an edge-triggered writable event): on one core that saves a context
+//! switch and an `epoll_wait` per message, but across cores of a VM those early wake-ups
+//! are what keeps the waiting side's vCPU awake for the answer that follows, and a
+//! cross-core round trip measured twice as slow without them (`cargo bench -p plough
+//! --bench runtime -- --only rpc`, 2026-12-03). Interest is fixed at registration, so the
+//! choice is made here, for the common, unpinned, case.
 //!
 //! The module's `unsafe` is of two kinds, each at one place: registering an owned
 //! descriptor with the reactor (tokio asks its caller to vouch that the descriptor stays
@@ -105,7 +103,7 @@ impl Socket {
     }
 
     fn new(fd: OwnedFd, local: Option<SocketAddr>) -> io::Result<Self> {
-        let fd = register(fd, Interest::READABLE)?;
+        let fd = register(fd, Interest::READABLE | Interest::WRITABLE)?;
         Ok(Self { fd: Arc::new(fd), writer: WriteWait::default(), local })
     }
 
