@@ -28,7 +28,6 @@
 
 mod fd_reserve;
 mod halves;
-mod socket;
 mod tcp;
 mod uds;
 
@@ -38,7 +37,6 @@ pub use halves::{ReadHalf, WriteHalf};
 use crate::address::{Address, AddressError};
 use crate::runtime_dir::RuntimeDirError;
 use crate::tls::{TlsFailure, TlsIdentity, TlsPeer};
-use socket::Socket;
 use std::io;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -80,9 +78,9 @@ pub struct Connection {
 }
 
 enum Stream {
-    Tcp(Socket),
-    Uds(Socket),
-    Tls(Box<tokio_rustls::TlsStream<Socket>>),
+    Tcp(TcpStream),
+    Uds(UnixStream),
+    Tls(Box<tokio_rustls::TlsStream<TcpStream>>),
     /// Accepted or dialed, TLS handshake not run yet.
     Pending(Box<PendingTls>),
 }
@@ -100,11 +98,11 @@ impl std::fmt::Debug for Stream {
 
 enum PendingTls {
     Accept {
-        tcp: Socket,
+        tcp: TcpStream,
         acceptor: tokio_rustls::TlsAcceptor,
     },
     Dial {
-        tcp: Socket,
+        tcp: TcpStream,
         connector: tokio_rustls::TlsConnector,
         name: rustls::pki_types::ServerName<'static>,
     },
@@ -229,7 +227,7 @@ impl Connection {
     /// The `SO_PEERCRED` query failed.
     pub fn from_unix(stream: UnixStream) -> io::Result<Self> {
         let peer = uds::peer_of(&stream)?;
-        Ok(Self { stream: Stream::Uds(Socket::from_tokio(stream)?), peer, slot: None, tls: None })
+        Ok(Self { stream: Stream::Uds(stream), peer, slot: None, tls: None })
     }
 
     /// Wraps an already connected TCP stream.
@@ -239,16 +237,18 @@ impl Connection {
     pub fn from_tcp(stream: TcpStream) -> io::Result<Self> {
         let peer = Peer::Tcp(stream.peer_addr()?);
         stream.set_nodelay(true)?;
-        Ok(Self { stream: Stream::Tcp(Socket::from_tcp(stream)?), peer, slot: None, tls: None })
+        Ok(Self { stream: Stream::Tcp(stream), peer, slot: None, tls: None })
     }
 
     /// Our end's address, for a TCP (or TLS) connection.
     fn local_tcp(&self) -> Option<SocketAddr> {
         match &self.stream {
-            Stream::Tcp(s) => s.local_addr(),
-            Stream::Tls(s) => s.get_ref().0.local_addr(),
+            Stream::Tcp(s) => s.local_addr().ok(),
+            Stream::Tls(s) => s.get_ref().0.local_addr().ok(),
             Stream::Pending(p) => match &**p {
-                PendingTls::Accept { tcp, .. } | PendingTls::Dial { tcp, .. } => tcp.local_addr(),
+                PendingTls::Accept { tcp, .. } | PendingTls::Dial { tcp, .. } => {
+                    tcp.local_addr().ok()
+                }
             },
             Stream::Uds(_) => None,
         }
@@ -294,7 +294,8 @@ impl AsyncRead for Connection {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         match &mut self.get_mut().stream {
-            Stream::Tcp(s) | Stream::Uds(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Tcp(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Uds(s) => Pin::new(s).poll_read(cx, buf),
             Stream::Tls(s) => Pin::new(&mut **s).poll_read(cx, buf),
             Stream::Pending(_) => Poll::Ready(Err(not_secured())),
         }
@@ -308,7 +309,8 @@ impl AsyncWrite for Connection {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         match &mut self.get_mut().stream {
-            Stream::Tcp(s) | Stream::Uds(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Tcp(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Uds(s) => Pin::new(s).poll_write(cx, buf),
             Stream::Tls(s) => Pin::new(&mut **s).poll_write(cx, buf),
             Stream::Pending(_) => Poll::Ready(Err(not_secured())),
         }
@@ -320,7 +322,8 @@ impl AsyncWrite for Connection {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         match &mut self.get_mut().stream {
-            Stream::Tcp(s) | Stream::Uds(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Stream::Tcp(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Stream::Uds(s) => Pin::new(s).poll_write_vectored(cx, bufs),
             Stream::Tls(s) => Pin::new(&mut **s).poll_write_vectored(cx, bufs),
             Stream::Pending(_) => Poll::Ready(Err(not_secured())),
         }
@@ -332,7 +335,8 @@ impl AsyncWrite for Connection {
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match &mut self.get_mut().stream {
-            Stream::Tcp(s) | Stream::Uds(s) => Pin::new(s).poll_flush(cx),
+            Stream::Tcp(s) => Pin::new(s).poll_flush(cx),
+            Stream::Uds(s) => Pin::new(s).poll_flush(cx),
             Stream::Tls(s) => Pin::new(&mut **s).poll_flush(cx),
             Stream::Pending(_) => Poll::Ready(Ok(())),
         }
@@ -340,7 +344,8 @@ impl AsyncWrite for Connection {
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match &mut self.get_mut().stream {
-            Stream::Tcp(s) | Stream::Uds(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Tcp(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Uds(s) => Pin::new(s).poll_shutdown(cx),
             Stream::Tls(s) => Pin::new(&mut **s).poll_shutdown(cx),
             Stream::Pending(_) => Poll::Ready(Ok(())),
         }

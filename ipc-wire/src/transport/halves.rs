@@ -4,15 +4,15 @@
 //! goes through `tokio::io::split`'s lock.
 
 use super::fd_reserve::Slot;
-use super::socket::{Socket, SocketRead, SocketWrite};
 use super::{Connection, Stream, not_secured};
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpStream, tcp, unix};
 
-type Tls = Box<tokio_rustls::TlsStream<Socket>>;
+type Tls = Box<tokio_rustls::TlsStream<TcpStream>>;
 
 /// The reading half of a [`Connection`] ([`Connection::into_split`]).
 #[derive(Debug)]
@@ -32,8 +32,8 @@ pub struct WriteHalf {
 
 #[derive(Debug)]
 enum ReadInner {
-    Tcp(SocketRead),
-    Uds(SocketRead),
+    Tcp(tcp::OwnedReadHalf),
+    Uds(unix::OwnedReadHalf),
     Tls(tokio::io::ReadHalf<Tls>),
     /// A TLS connection not secured yet: reads fail, as on the whole connection.
     Unsecured,
@@ -41,8 +41,8 @@ enum ReadInner {
 
 #[derive(Debug)]
 enum WriteInner {
-    Tcp(SocketWrite),
-    Uds(SocketWrite),
+    Tcp(tcp::OwnedWriteHalf),
+    Uds(unix::OwnedWriteHalf),
     Tls(tokio::io::WriteHalf<Tls>),
     Unsecured,
 }
@@ -78,7 +78,8 @@ impl AsyncRead for ReadHalf {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         match &mut self.get_mut().inner {
-            ReadInner::Tcp(s) | ReadInner::Uds(s) => Pin::new(s).poll_read(cx, buf),
+            ReadInner::Tcp(s) => Pin::new(s).poll_read(cx, buf),
+            ReadInner::Uds(s) => Pin::new(s).poll_read(cx, buf),
             ReadInner::Tls(s) => Pin::new(s).poll_read(cx, buf),
             ReadInner::Unsecured => Poll::Ready(Err(not_secured())),
         }
@@ -92,7 +93,8 @@ impl AsyncWrite for WriteHalf {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         match &mut self.get_mut().inner {
-            WriteInner::Tcp(s) | WriteInner::Uds(s) => Pin::new(s).poll_write(cx, buf),
+            WriteInner::Tcp(s) => Pin::new(s).poll_write(cx, buf),
+            WriteInner::Uds(s) => Pin::new(s).poll_write(cx, buf),
             WriteInner::Tls(s) => Pin::new(s).poll_write(cx, buf),
             WriteInner::Unsecured => Poll::Ready(Err(not_secured())),
         }
@@ -104,7 +106,8 @@ impl AsyncWrite for WriteHalf {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         match &mut self.get_mut().inner {
-            WriteInner::Tcp(s) | WriteInner::Uds(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            WriteInner::Tcp(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            WriteInner::Uds(s) => Pin::new(s).poll_write_vectored(cx, bufs),
             WriteInner::Tls(s) => Pin::new(s).poll_write_vectored(cx, bufs),
             WriteInner::Unsecured => Poll::Ready(Err(not_secured())),
         }
@@ -116,7 +119,8 @@ impl AsyncWrite for WriteHalf {
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match &mut self.get_mut().inner {
-            WriteInner::Tcp(s) | WriteInner::Uds(s) => Pin::new(s).poll_flush(cx),
+            WriteInner::Tcp(s) => Pin::new(s).poll_flush(cx),
+            WriteInner::Uds(s) => Pin::new(s).poll_flush(cx),
             WriteInner::Tls(s) => Pin::new(s).poll_flush(cx),
             WriteInner::Unsecured => Poll::Ready(Ok(())),
         }
@@ -124,7 +128,8 @@ impl AsyncWrite for WriteHalf {
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match &mut self.get_mut().inner {
-            WriteInner::Tcp(s) | WriteInner::Uds(s) => Pin::new(s).poll_shutdown(cx),
+            WriteInner::Tcp(s) => Pin::new(s).poll_shutdown(cx),
+            WriteInner::Uds(s) => Pin::new(s).poll_shutdown(cx),
             WriteInner::Tls(s) => Pin::new(s).poll_shutdown(cx),
             WriteInner::Unsecured => Poll::Ready(Ok(())),
         }

@@ -1,7 +1,6 @@
 //! Unix domain sockets: private directory, 0600 socket, `SO_PEERCRED` both ways, stale-file
 //! reclaim, removal on drop.
 
-use super::socket::Socket;
 use super::{AcceptError, Connection, Peer, TransportError};
 use crate::runtime_dir::{self, MAX_SOCKET_PATH};
 use std::fs;
@@ -63,7 +62,6 @@ impl UdsListener {
     pub(super) async fn accept(&self) -> Result<Connection, AcceptError> {
         let (stream, _) = self.listener.accept().await?;
         let peer = peer_of(&stream)?;
-        let stream = Socket::from_tokio(stream)?;
         let ours = our_uid();
         match peer {
             Peer::Uds { uid, pid, .. } if uid != ours => {
@@ -132,7 +130,6 @@ pub(super) async fn connect(path: &Path) -> Result<Connection, TransportError> {
     let io = |source| TransportError::Io { op: "connect to", addr: addr(), source };
     let stream = UnixStream::connect(path).await.map_err(io)?;
     let peer = peer_of(&stream).map_err(io)?;
-    let stream = Socket::from_tokio(stream).map_err(io)?;
     let ours = our_uid();
     if let Peer::Uds { uid, .. } = peer
         && uid != ours
