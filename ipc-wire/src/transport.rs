@@ -28,6 +28,7 @@
 
 mod fd_reserve;
 mod halves;
+mod quiet;
 mod tcp;
 mod uds;
 
