@@ -70,7 +70,7 @@ use crate::base::budgets::Budgets;
 use crate::base::error::{ActorError, During, RemoteActorError};
 use crate::base::fate::Fate;
 use crate::base::names::{CANCEL_ACTOR, CANCEL_CALL, CREDIT, SHM_OPENED};
-use crate::base::sync::LockExt;
+use crate::base::sync::{LockExt, cancelled};
 use foldhash::{HashMap, HashMapExt};
 use futures::{SinkExt, StreamExt};
 use plough_ipc_wire::handshake::Established;
@@ -402,8 +402,8 @@ impl Channel {
         tokio::spawn(async move {
             let mut overdue = std::pin::pin!(tokio::time::sleep(frame_read));
             // Made once: a fresh one for every frame would join and leave the token's
-            // waiters each time.
-            let mut closed = std::pin::pin!(r.inner.closed.cancelled());
+            // waiters each time (and `cancelled`'s is cheap to poll again).
+            let mut closed = std::pin::pin!(cancelled(&r.inner.closed));
             let reason = loop {
                 let next = tokio::select! {
                     biased;

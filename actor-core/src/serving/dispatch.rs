@@ -15,6 +15,7 @@ use super::cx::{CallState, Cx};
 use crate::base::error::{ActorError, RemoteActorError};
 use crate::base::metrics::{self, Side, UNKNOWN_FUNCTION};
 use crate::base::names::{CANCEL_ACTOR, CANCEL_CALL, REGISTRAR_PREFIX};
+use crate::base::sync::cancelled;
 use crate::base::trace::CallTrace;
 use crate::calls::context::Context;
 use crate::connection::{Channel, Serve};
@@ -90,7 +91,7 @@ impl Actor {
                     Err(e) if e.canceller.is_some() && token.is_cancelled() => Msg::Error(Box::new(me.cancelled_error(cid, canceller_of(&ctx, &ch)))),
                     out => reply_for(cid, out),
                 },
-                () = token.cancelled() => {
+                () = cancelled(&token) => {
                     let canceller = canceller_of(&ctx, &ch);
                     match me.finish_after_cancel(&mut fut, call.open_nurseries(), budget).await {
                         Some(Err(e)) if e.canceller.is_none() => reply_for(cid, Err(e)),
@@ -266,7 +267,7 @@ impl Serve for Actor {
                         // A result that is ready wins over a cancel that came with it.
                         biased;
                         out = &mut fut => reply_for(cid, out),
-                        () = token.cancelled() => {
+                        () = cancelled(&token) => {
                             let canceller = me.canceller().unwrap_or_else(|| ch.peer().clone());
                             // Without a declared budget or a nursery: dropped at once.
                             let finished = me.finish_after_cancel(&mut fut, call_state.open_nurseries(), budget).await;

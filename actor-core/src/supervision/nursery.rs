@@ -25,7 +25,7 @@
 use super::options::SpawnOptions;
 use crate::base::dump::TaskGuard;
 use crate::base::error::{ActorError, Misuse, encode};
-use crate::base::sync::LockExt;
+use crate::base::sync::{LockExt, cancelled};
 use crate::calls::portal::Portal;
 use crate::serving::actor::Actor;
 use crate::serving::cx::{CallState, Cx};
@@ -275,8 +275,8 @@ impl Nursery {
             tokio::select! {
                 biased;
                 r = body => Some(r),
-                () = inner.failed.cancelled() => None,
-                () = inner.scope.cancelled() => None,
+                () = cancelled(&inner.failed) => None,
+                () = cancelled(&inner.scope) => None,
             }
         };
         // A body that failed because a connection to one of this nursery's children was
@@ -298,8 +298,8 @@ impl Nursery {
         loop {
             tokio::select! {
                 () = inner.tasks.wait() => break,
-                () = inner.failed.cancelled(), if !cancelling => cancelling = true,
-                () = inner.scope.cancelled(), if !cancelling => cancelling = true,
+                () = cancelled(&inner.failed), if !cancelling => cancelling = true,
+                () = cancelled(&inner.scope), if !cancelling => cancelling = true,
             }
             if cancelling {
                 // Take everyone down while the run tasks collect what their children say.

@@ -181,8 +181,7 @@ impl WriteWait {
                 // the failed write is an event, not a lost wake-up.
                 Wait::Idle => match (self.dup)(fd.get_ref()) {
                     Ok(dup) => {
-                        self.state =
-                            Wait::Registered(register(dup, Interest::WRITABLE)?);
+                        self.state = Wait::Registered(register(dup, Interest::WRITABLE)?);
                     }
                     // No descriptor to spare: the write still waits, retrying on a timer,
                     // rather than failing its connection.
