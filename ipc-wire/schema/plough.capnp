@@ -106,7 +106,8 @@ struct Start {
   cid @0 :UInt64;       # call id, chosen by the caller, unique per caller
   function @1 :Text;    # registered handler name
   args @2 :Data;        # payload-codec bytes
-  caller @3 :Aid;
+  caller @3 :Aid;       # absent: the connection's peer, which sent it (a connection's own
+                        # calls leave it out; a reader that does not know its peer refuses)
   kind @4 :CallKind;    # the kind the caller expects
   trace @5 :TraceContext;  # the caller's span, so the callee's span is its child (absent:
                            # the caller traces nothing; the callee starts a trace of its own)

@@ -50,7 +50,7 @@ use crate::error::{FrameError, SegmentTableError};
 use crate::frame::{Frame, SegmentBounds};
 use crate::generated::plough_capnp as schema;
 pub use crate::limits::Limits;
-use crate::msg::{Msg, data_words};
+use crate::msg::{Aid, Msg, data_words};
 use crate::recv_pool::RecvPool;
 use bytes::{Buf, Bytes, BytesMut};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -336,7 +336,7 @@ impl Encoder<&Msg> for FrameCodec {
     type Error = FrameError;
 
     fn encode(&mut self, msg: &Msg, dst: &mut BytesMut) -> Result<(), FrameError> {
-        encode_into(msg, dst, self.limits.max_frame(), msg.size_hint_words())
+        encode_into(msg, dst, self.limits.max_frame(), msg.size_hint_words(), None)
     }
 }
 
@@ -372,13 +372,18 @@ const TWO_SEGMENT_TABLE: usize = 16;
 /// behind a far pointer, then the landing pad and the payload (see the `arena` module),
 /// which is standard Cap'n Proto: any reader follows the pointer. Should capnp lay the
 /// message out otherwise, it is encoded as one copied frame instead.
+///
+/// `sender`: this end of the connection, whose own calls leave their caller out
+/// ([`Msg::write_sent_by`]).
 pub(crate) fn encode_parts(
     msg: &Msg,
     dst: &mut BytesMut,
     max_frame: usize,
     scratch: &mut Scratch,
+    sender: Option<&Aid>,
 ) -> Result<Option<Tail>, FrameError> {
-    let copied = |dst: &mut BytesMut| encode_into(msg, dst, max_frame, msg.size_hint_words());
+    let copied =
+        |dst: &mut BytesMut| encode_into(msg, dst, max_frame, msg.size_hint_words(), sender);
     let Some(payload) = msg.payload().filter(|p| p.len() >= OUT_OF_LINE_BYTES) else {
         return copied(dst).map(|()| None);
     };
@@ -401,7 +406,7 @@ pub(crate) fn encode_parts(
         let region = &mut dst[start + TWO_SEGMENT_TABLE..];
         let region_ptr = region.as_ptr();
         let mut builder = capnp::message::Builder::new(InPlace::with_reserved(region, reserved));
-        msg.write_reserving_payload(builder.init_root::<schema::msg::Builder<'_>>());
+        msg.write_reserving_payload(builder.init_root::<schema::msg::Builder<'_>>(), sender);
         let segments = builder.get_segments_for_output();
         let as_planned = segments.len() == 2
             && segments[0].as_ptr() == region_ptr
@@ -433,12 +438,14 @@ pub(crate) fn encode_parts(
 }
 
 /// Appends one frame holding `msg` to `dst`, building it in place in a first segment of
-/// `hint_words` words. Exposed to tests so the multi-segment fallback is exercised.
+/// `hint_words` words (`sender`: as for [`encode_parts`]). Exposed to tests so the
+/// multi-segment fallback is exercised.
 pub(crate) fn encode_into(
     msg: &Msg,
     dst: &mut BytesMut,
     max_frame: usize,
     hint_words: usize,
+    sender: Option<&Aid>,
 ) -> Result<(), FrameError> {
     let too_large =
         |claimed: usize| FrameError::TooLarge { claimed: claimed as u64, limit: max_frame };
@@ -452,7 +459,7 @@ pub(crate) fn encode_into(
         let region = &mut dst[start + 8..];
         let region_ptr = region.as_ptr();
         let mut builder = capnp::message::Builder::new(InPlace::new(region));
-        msg.write(builder.init_root::<schema::msg::Builder<'_>>());
+        msg.write_sent_by(builder.init_root::<schema::msg::Builder<'_>>(), sender);
         let segments = builder.get_segments_for_output();
         if segments.len() == 1 && segments[0].as_ptr() == region_ptr {
             (segments[0].len() / 8, None)
@@ -551,7 +558,7 @@ mod tests {
         let mut buf = BytesMut::new();
         let msg = yield_msg(100_000);
         for hint in [0, 1, 3, 10] {
-            encode_into(&msg, &mut buf, Limits::DEFAULT.max_frame_bytes, hint).unwrap();
+            encode_into(&msg, &mut buf, Limits::DEFAULT.max_frame_bytes, hint, None).unwrap();
         }
         assert_eq!(decode_all(&mut codec, &mut buf), vec![msg; 4]);
     }

@@ -429,16 +429,27 @@ impl Msg {
 
     /// Writes this message into a generated builder.
     pub fn write(&self, b: schema::msg::Builder<'_>) {
-        self.write_as(b, PayloadBytes::Copied);
+        self.write_as(b, PayloadBytes::Copied, None);
+    }
+
+    /// [`Msg::write`] on a connection whose own end is `sender`: a `Start` that names
+    /// `sender` as its caller leaves the caller out, and the peer reads the connection's
+    /// peer in its place ([`Frame::decode_from`](crate::Frame::decode_from)).
+    pub(crate) fn write_sent_by(&self, b: schema::msg::Builder<'_>, sender: Option<&Aid>) {
+        self.write_as(b, PayloadBytes::Copied, sender);
     }
 
     /// Writes this message with its [`payload`](Msg::payload)'s room reserved, not filled:
     /// the encoder sends the bytes from the payload itself (`codec::encode_parts`).
-    pub(crate) fn write_reserving_payload(&self, b: schema::msg::Builder<'_>) {
-        self.write_as(b, PayloadBytes::Reserved);
+    pub(crate) fn write_reserving_payload(
+        &self,
+        b: schema::msg::Builder<'_>,
+        sender: Option<&Aid>,
+    ) {
+        self.write_as(b, PayloadBytes::Reserved, sender);
     }
 
-    fn write_as(&self, mut b: schema::msg::Builder<'_>, bytes: PayloadBytes) {
+    fn write_as(&self, mut b: schema::msg::Builder<'_>, bytes: PayloadBytes, sender: Option<&Aid>) {
         match self {
             Msg::Hello(h) => {
                 let mut hb = b.init_hello();
@@ -470,7 +481,9 @@ impl Msg {
                 if let Some(t) = &s.trace {
                     write_trace(t, sb.reborrow().init_trace());
                 }
-                write_aid(&s.caller, sb.init_caller());
+                if sender != Some(&*s.caller) {
+                    write_aid(&s.caller, sb.init_caller());
+                }
             }
             Msg::StartAck(a) => {
                 let mut ab = b.init_start_ack();
@@ -567,7 +580,11 @@ impl Msg {
                             None
                         },
                     ),
-                    caller: cx.shared_aid(cx.ok(s.get_caller())?)?,
+                    caller: if s.has_caller() {
+                        cx.shared_aid(cx.ok(s.get_caller())?)?
+                    } else {
+                        cx.sender()?
+                    },
                     kind: cx.call_kind(s.get_kind())?,
                     trace: if s.has_trace() {
                         Some(read_trace(cx.ok(s.get_trace())?))
@@ -996,6 +1013,13 @@ impl Cx<'_> {
     fn vec<T>(&self, len: u32) -> Result<Vec<T>, MsgError> {
         self.charge((len as usize).saturating_mul(std::mem::size_of::<T>()))?;
         Ok(Vec::with_capacity(len as usize))
+    }
+
+    /// The caller of a `Start` that names none: the connection's peer, which sent it.
+    fn sender(&self) -> Result<Arc<Aid>, MsgError> {
+        self.known.cloned().ok_or_else(|| {
+            self.malformed("a start names no caller, and the connection's peer is not known here")
+        })
     }
 
     fn ok<T>(&self, r: capnp::Result<T>) -> Result<T, MsgError> {

@@ -16,7 +16,7 @@
 use crate::arena::Scratch;
 use crate::codec::{Limits, encode_parts};
 use crate::error::FrameError;
-use crate::msg::Msg;
+use crate::msg::{Aid, Msg};
 use bytes::{Buf, Bytes, BytesMut};
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};
@@ -45,6 +45,8 @@ pub struct FrameWriter<W> {
     buf: BytesMut,
     max_frame: usize,
     scratch: Scratch,
+    /// This end of the connection ([`FrameWriter::sent_by`]).
+    sender: Option<Aid>,
 }
 
 impl<W> std::fmt::Debug for FrameWriter<W> {
@@ -72,7 +74,19 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
             buf,
             max_frame: limits.max_frame(),
             scratch: Scratch::new(),
+            sender: None,
         }
+    }
+
+    /// Tells the writer who this end of the connection is: a `Start` that names it as
+    /// the caller goes without the caller (a few dozen bytes, and the work of writing and
+    /// reading them, on every call), which a reader that knows its peer reads as the peer
+    /// ([`Frame::decode_from`](crate::Frame::decode_from)). For a connection whose peer
+    /// reads it that way only.
+    #[must_use]
+    pub fn sent_by(mut self, me: Aid) -> Self {
+        self.sender = Some(me);
+        self
     }
 
     /// Bytes fed and not written yet.
@@ -144,7 +158,13 @@ impl<W: AsyncWrite + Unpin> futures::Sink<Msg> for FrameWriter<W> {
 
     fn start_send(self: Pin<&mut Self>, msg: Msg) -> Result<(), FrameError> {
         let this = self.get_mut();
-        if let Some(tail) = encode_parts(&msg, &mut this.buf, this.max_frame, &mut this.scratch)? {
+        if let Some(tail) = encode_parts(
+            &msg,
+            &mut this.buf,
+            this.max_frame,
+            &mut this.scratch,
+            this.sender.as_ref(),
+        )? {
             let head = this.buf.split().freeze();
             this.push_chunk(head);
             this.push_chunk(tail.payload);
@@ -175,7 +195,8 @@ mod tests {
     use crate::msg::{Aid, CallKind, Start, Uuid};
     use crate::payload::Payload;
     use futures::{SinkExt, StreamExt};
-    use tokio_util::codec::FramedRead;
+    use std::sync::Arc;
+    use tokio_util::codec::{Encoder, FramedRead};
 
     fn start(args: Payload) -> Msg {
         Msg::Start(Box::new(Start {
@@ -203,6 +224,59 @@ mod tests {
         Payload::from(
             (0..n).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)).collect::<Vec<_>>(),
         )
+    }
+
+    /// A writer told who its end is leaves that caller out of its starts, small or with an
+    /// out-of-line payload: the frame is smaller, a reader that knows its peer reads the
+    /// peer in its place, and one that does not refuses the start in words. A start naming
+    /// anyone else keeps its caller.
+    #[tokio::test]
+    async fn a_writers_own_calls_leave_their_caller_out_and_read_back_as_the_peer() {
+        let own = start(payload(5, 1));
+        let Msg::Start(s) = &own else { unreachable!() };
+        let me = Aid::clone(&s.caller);
+        let other = start(payload(5, 1));
+        let large =
+            Msg::Start(Box::new(Start { args: payload(OUT_OF_LINE_BYTES, 2), ..(**s).clone() }));
+        let (a, b) = tokio::io::duplex(1 << 16);
+        let msgs = vec![own.clone(), other.clone(), large.clone()];
+        let writer = tokio::spawn(async move {
+            let mut w = FrameWriter::new(a, &Limits::DEFAULT).sent_by(me);
+            for m in msgs {
+                w.feed(m).await.unwrap();
+            }
+            w.close().await.unwrap();
+        });
+        let mut r = FramedRead::new(b, FrameCodec::default());
+        let mut frames = Vec::new();
+        while let Some(f) = r.next().await {
+            frames.push(f.unwrap());
+        }
+        writer.await.unwrap();
+        let [own_f, other_f, large_f] = &frames[..] else { panic!("{} frames", frames.len()) };
+        let (mut full, mut no_caller) = (BytesMut::new(), BytesMut::new());
+        FrameCodec::default().encode(&own, &mut full).unwrap();
+        encode_parts(&own, &mut no_caller, Limits::DEFAULT.max_frame(), &mut Scratch::new(), None)
+            .unwrap();
+        assert_eq!(full.len(), no_caller.len(), "no sender: the caller is written");
+        assert!(
+            own_f.bytes().len() < full.len(),
+            "{} bytes, with the caller {}",
+            own_f.bytes().len(),
+            full.len()
+        );
+        assert_eq!(other_f.bytes().len(), full.len(), "someone else's start keeps its caller");
+        let Msg::Start(s) = &own else { unreachable!() };
+        let peer = Arc::clone(&s.caller);
+        for (f, sent) in [(own_f, &own), (large_f, &large)] {
+            let got = f.decode_from(&peer).unwrap();
+            assert_eq!(&got, sent);
+            let Msg::Start(g) = got else { unreachable!() };
+            assert!(Arc::ptr_eq(&g.caller, &peer), "read as the peer itself");
+            let err = f.decode().unwrap_err();
+            assert!(err.to_string().contains("names no caller"), "{err}");
+        }
+        assert_eq!(&other_f.decode_from(&peer).unwrap(), &other);
     }
 
     /// Every size around the out-of-line threshold and the word boundary, for each kind
@@ -257,7 +331,7 @@ mod tests {
         let msg = Msg::Yield { cid: 11, payload: payload(OUT_OF_LINE_BYTES + 3, 1) };
         let mut buf = BytesMut::new();
         let mut scratch = Scratch::new();
-        let tail = encode_parts(&msg, &mut buf, Limits::DEFAULT.max_frame(), &mut scratch)
+        let tail = encode_parts(&msg, &mut buf, Limits::DEFAULT.max_frame(), &mut scratch, None)
             .unwrap()
             .expect("out of line");
         assert_eq!(tail.pad, 5);
@@ -276,10 +350,15 @@ mod tests {
         assert_eq!(Msg::read(root, None).unwrap(), msg);
         assert_eq!(scratch.landing_pad(), [0; 8], "the scratch is zero again");
         // The next one reuses the scratch, and so on.
-        let again =
-            encode_parts(&msg, &mut BytesMut::new(), Limits::DEFAULT.max_frame(), &mut scratch)
-                .unwrap()
-                .expect("out of line");
+        let again = encode_parts(
+            &msg,
+            &mut BytesMut::new(),
+            Limits::DEFAULT.max_frame(),
+            &mut scratch,
+            None,
+        )
+        .unwrap()
+        .expect("out of line");
         assert_eq!(again.payload, tail.payload);
     }
 
@@ -289,8 +368,8 @@ mod tests {
         let limits = Limits::DEFAULT.with_max_frame_bytes(OUT_OF_LINE_BYTES + 64);
         let msg = Msg::Yield { cid: 1, payload: payload(OUT_OF_LINE_BYTES + 64, 0) };
         let mut buf = BytesMut::new();
-        let err =
-            encode_parts(&msg, &mut buf, limits.max_frame(), &mut Scratch::new()).unwrap_err();
+        let err = encode_parts(&msg, &mut buf, limits.max_frame(), &mut Scratch::new(), None)
+            .unwrap_err();
         assert!(matches!(err, FrameError::TooLarge { .. }), "{err:?}");
         assert!(buf.is_empty(), "nothing of it is left in the buffer");
     }

@@ -110,11 +110,13 @@ fn a_sigkilled_lender_leaves_nothing_once_the_receivers_mapping_drops() {
     assert_eq!(my_segments().len(), before, "{:?}", my_segments());
 }
 
-/// A handshaken raw connection to the actor at `addr`, speaking as `me`.
-async fn dial(addr: &Address, me: &Aid) -> FramedConnection {
+/// A handshaken raw connection to the actor at `addr`, speaking as `me`, and who the actor
+/// is (its own calls name no caller: the reader knows it is the connection's peer).
+async fn dial(addr: &Address, me: &Aid) -> (FramedConnection, std::sync::Arc<Aid>) {
     let creds = Credentials { aid: me.clone(), secret: plough_tests::user_secret() };
     let config = HandshakeConfig::default().with_deadline(LIMIT);
-    handshake::connect(addr, &creds, &config).await.expect("handshake").framed
+    let est = handshake::connect(addr, &creds, &config).await.expect("handshake");
+    (est.framed, est.peer.into())
 }
 
 /// A `Start` of `function` whose arguments are lent as `r`.
@@ -151,9 +153,14 @@ fn raw_memfd(len: u64, seals: SealFlags) -> OwnedFd {
 
 /// The next message that is not a `plough.shm_opened`; the inodes those named are
 /// added to `opened`.
-async fn next_answer(framed: &mut FramedConnection, opened: &mut Vec<u64>) -> Msg {
+async fn next_answer(
+    framed: &mut FramedConnection,
+    peer: &std::sync::Arc<Aid>,
+    opened: &mut Vec<u64>,
+) -> Msg {
     loop {
-        match framed.next().await.expect("a frame").expect("a frame").decode().expect("msg") {
+        let frame = framed.next().await.expect("a frame").expect("a frame");
+        match frame.decode_from(peer).expect("msg") {
             Msg::Start(s) if &*s.function == "plough.shm_opened" => {
                 opened.extend(s.args.decode::<Vec<u64>>().expect("inodes"));
             }
@@ -174,7 +181,7 @@ fn bad_references_fail_their_own_call_map_nothing_and_the_connection_serves_on()
             assert_eq!(entry.aid.pid, pid);
             let me =
                 Aid { name: "raw-lender".into(), uuid: Uuid([0xb1; 16]), pid: std::process::id() };
-            let mut framed = dial(&addr, &me).await;
+            let (mut framed, peer) = dial(&addr, &me).await;
 
             let file = tempfile::tempfile().expect("a file");
             file.set_len(4096).expect("set_len");
@@ -205,7 +212,7 @@ fn bad_references_fail_their_own_call_map_nothing_and_the_connection_serves_on()
             for (i, (what, r, says)) in cases.into_iter().enumerate() {
                 let cid = 2 * i as u64 + 1;
                 framed.send(lent_start(cid, "lend_sum", r, &me)).await.expect("send");
-                match next_answer(&mut framed, &mut opened).await {
+                match next_answer(&mut framed, &peer, &mut opened).await {
                     Msg::Error(e) => {
                         assert_eq!(
                             (e.cid, e.kind),
@@ -224,7 +231,7 @@ fn bad_references_fail_their_own_call_map_nothing_and_the_connection_serves_on()
             // A good reference from this raw peer works (and is answered `shm_opened`),
             // and so does a plain call.
             framed.send(lent_start(101, "lend_sum", good_ref, &me)).await.expect("send");
-            match next_answer(&mut framed, &mut opened).await {
+            match next_answer(&mut framed, &peer, &mut opened).await {
                 Msg::Return { cid: 101, payload } => {
                     assert_eq!(payload.decode::<(u64, u64)>().unwrap(), (4096, 7 * 4096));
                 }

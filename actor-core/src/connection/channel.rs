@@ -325,7 +325,8 @@ impl Channel {
         let mut read_parts = FramedParts::new::<Msg>(read_half, parts.codec);
         read_parts.read_buf = parts.read_buf;
         let mut stream = Framed::from_parts(read_parts);
-        let sink = FrameWriter::with_buffer(write_half, &limits, parts.write_buf);
+        let sink =
+            FrameWriter::with_buffer(write_half, &limits, parts.write_buf).sent_by(me.clone());
         let inner = Arc::new(Inner {
             lender,
             peer,

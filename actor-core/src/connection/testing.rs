@@ -142,7 +142,7 @@ pub(crate) async fn raw_pair_with_limits(
     let (ed, ea) = established_pair_with(&dialer_aid(), &acceptor_aid(), limits).await;
     let serve = TestServe::new(dialer_aid());
     let channel = Channel::start(ed, true, dialer_aid(), budgets, Arc::clone(&serve) as _);
-    (channel, serve, RawPeer::new(ea.framed, acceptor_aid()))
+    (channel, serve, RawPeer::new(ea.framed, acceptor_aid(), ea.peer))
 }
 
 /// The far end of a connection, driven message by message.
@@ -151,13 +151,15 @@ pub(crate) struct RawPeer {
     pub(crate) framed: FramedConnection,
     /// Who this end said it is.
     pub(crate) aid: Aid,
+    /// Who the channel is: its own calls name no caller, and are read as this one's.
+    peer: Arc<Aid>,
     /// The rest of a batch of stream items read (`recv` hands them out one by one).
     batch: std::collections::VecDeque<Msg>,
 }
 
 impl RawPeer {
-    pub(crate) fn new(framed: FramedConnection, aid: Aid) -> Self {
-        RawPeer { framed, aid, batch: Default::default() }
+    pub(crate) fn new(framed: FramedConnection, aid: Aid, peer: Aid) -> Self {
+        RawPeer { framed, aid, peer: Arc::new(peer), batch: Default::default() }
     }
 
     /// Sends one message (flushed).
@@ -172,7 +174,9 @@ impl RawPeer {
             return Some(m);
         }
         let next = within("a message from the channel", self.framed.next()).await;
-        match next.map(|frame| frame.expect("a frame").decode().expect("a message"))? {
+        match next
+            .map(|frame| frame.expect("a frame").decode_from(&self.peer).expect("a message"))?
+        {
             Msg::Yields { cid, payloads } => {
                 self.batch.extend(payloads.into_iter().map(|payload| Msg::Yield { cid, payload }));
                 self.batch.pop_front()

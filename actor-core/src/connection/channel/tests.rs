@@ -664,7 +664,7 @@ async fn a_partial_frame_over_the_shared_budget_closes_its_connection_only() {
         let serve = crate::connection::testing::TestServe::new(dialer_aid());
         let ch =
             Channel::start(ed, true, dialer_aid(), &Budgets::default(), Arc::clone(&serve) as _);
-        ends.push((ch, RawPeer::new(ea.framed, acceptor_aid())));
+        ends.push((ch, RawPeer::new(ea.framed, acceptor_aid(), ea.peer)));
     }
     // A table claiming 1,000 words (8,008 bytes: over the budget on its own) vs 100 words.
     let head = |words: u32| {
