@@ -13,6 +13,8 @@ pub(crate) use plough_fork_prims::sync::LockExt;
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll, Waker};
 use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 
@@ -66,6 +68,66 @@ impl Future for Cancelled<'_> {
     }
 }
 
+pin_project_lite::pin_project! {
+    /// See [`when_woken`].
+    pub(crate) struct WhenWoken<F> {
+        #[pin]
+        inner: F,
+        // What the inner future wakes: a flag, and the task that polls us.
+        wake: Arc<Woken>,
+        // The identity of the waker of our last poll, once the inner future was pending.
+        polled_by: Option<(usize, usize)>,
+    }
+}
+
+/// What a [`WhenWoken`]'s inner future wakes.
+#[derive(Default)]
+struct Woken {
+    flag: AtomicBool,
+    task: futures::task::AtomicWaker,
+}
+
+impl std::task::Wake for Woken {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.flag.store(true, Ordering::Release);
+        self.task.wake();
+    }
+}
+
+/// `fut`, polled only after it woke its task (or by another task than last time).
+///
+/// For a long-lived branch of a `select!` that rarely fires (the signal watch beside the
+/// root's body): the `select!` polls it on every wake-up of the body, and each such poll of
+/// an I/O future takes its registration's lock to update its waker. Here the inner
+/// future gets a waker of its own, which sets a flag before it wakes the task; a poll that
+/// finds the flag unset, from the task that polled last, is `Pending` at once.
+pub(crate) fn when_woken<F: Future>(fut: F) -> WhenWoken<F> {
+    WhenWoken { inner: fut, wake: Arc::default(), polled_by: None }
+}
+
+impl<F: Future> Future for WhenWoken<F> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let this = self.project();
+        let caller = identity(cx.waker());
+        if *this.polled_by == Some(caller) && !this.wake.flag.swap(false, Ordering::Acquire) {
+            return Poll::Pending;
+        }
+        // Every time: a wake takes the registered waker.
+        this.wake.task.register(cx.waker());
+        this.wake.flag.store(false, Ordering::Relaxed);
+        let inner = Waker::from(Arc::clone(this.wake));
+        let out = this.inner.poll(&mut Context::from_waker(&inner));
+        *this.polled_by = out.is_pending().then_some(caller);
+        out
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -97,5 +159,37 @@ mod tests {
         assert!(f.as_mut().poll(&mut Context::from_waker(&wb)).is_ready());
         // Made after the cancel: ready at once.
         assert!(std::pin::pin!(cancelled(&token)).poll(&mut Context::from_waker(&wa)).is_ready());
+    }
+
+    /// Polled again with no wake in between it stays pending without polling the inner
+    /// future; the inner future's wake (twice: a wake takes the registered waker) and a
+    /// new task each get it polled again.
+    #[test]
+    fn the_inner_future_is_polled_after_its_wake_or_for_another_task_only() {
+        let polls = std::cell::Cell::new(0);
+        let ready = std::cell::Cell::new(false);
+        let inner_waker: std::cell::RefCell<Option<Waker>> = Default::default();
+        let inner = std::future::poll_fn(|cx| {
+            polls.set(polls.get() + 1);
+            *inner_waker.borrow_mut() = Some(cx.waker().clone());
+            if ready.get() { Poll::Ready(7) } else { Poll::Pending }
+        });
+        let mut f = std::pin::pin!(when_woken(inner));
+        let (wa, wb) = (Waker::noop(), Waker::from(Arc::new(Woken::default())));
+        let mut poll = |w: &Waker| f.as_mut().poll(&mut Context::from_waker(w));
+        assert!(poll(wa).is_pending());
+        assert!(poll(wa).is_pending());
+        assert_eq!(polls.get(), 1, "no wake: not polled again");
+        for round in 2..4 {
+            inner_waker.borrow().as_ref().unwrap().wake_by_ref();
+            assert!(poll(wa).is_pending());
+            assert!(poll(wa).is_pending());
+            assert_eq!(polls.get(), round, "polled once per wake");
+        }
+        assert!(poll(&wb).is_pending());
+        assert_eq!(polls.get(), 4, "another task polls it");
+        ready.set(true);
+        inner_waker.borrow().as_ref().unwrap().wake_by_ref();
+        assert_eq!(poll(&wb), Poll::Ready(7));
     }
 }

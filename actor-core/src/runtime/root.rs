@@ -16,6 +16,7 @@ use crate::base::error::{ActorError, Misuse, SetupError};
 use crate::base::ids;
 use crate::base::runtime_vars;
 use crate::base::spawn::{ChildBoot, ChildMain, ChildRuntime, SpawnBackend};
+use crate::base::sync::when_woken;
 use crate::base::trace::ActorTrace;
 use crate::registrar::client::RegistrarClient;
 use crate::registrar::entry::ActorEntry;
@@ -504,7 +505,8 @@ async fn run_with_signals<T>(
     let first = tokio::select! {
         biased;
         r = &mut body => return r,
-        sig = next_stop() => sig,
+        // Polled only when a signal woke it, not on each of the body's wake-ups.
+        sig = when_woken(next_stop()) => sig,
     };
     tracing::warn!(actor = %actor.aid(), signal = %name(first), "cancelling the actor tree");
     actor.cancel(actor.aid().clone());
