@@ -39,6 +39,10 @@ struct Cell {
     name: String,
     env: Vec<(&'static str, &'static str)>,
     suites: Suites,
+    /// Run with the whole runner confined to one CPU (its affinity, which every test
+    /// process inherits): a one-CPU host, where connections are registered for reading
+    /// only (`plough_ipc_wire` transport's `quiet` halves).
+    one_cpu: bool,
 }
 
 /// Which tests a cell runs.
@@ -66,18 +70,35 @@ pub(crate) fn run(args: &TestArgs) -> Result<()> {
     let runner = if nextest { "nextest" } else { "cargo test" };
     let start = Instant::now();
 
-    let mut cells =
-        vec![Cell { name: "workspace".to_owned(), env: vec![], suites: Suites::Workspace }];
+    let mut cells = vec![Cell {
+        name: "workspace".to_owned(),
+        env: vec![],
+        suites: Suites::Workspace,
+        one_cpu: false,
+    }];
     for m in METHODS {
         for t in TRANSPORTS {
             cells.push(Cell {
                 name: format!("{m} x {t}"),
                 env: vec![("PLOUGH_SPAWN_METHOD", m), ("PLOUGH_TEST_TRANSPORT", t)],
                 suites: Suites::Runtime,
+                one_cpu: false,
             });
         }
     }
-    cells.push(Cell { name: "user-app".to_owned(), env: vec![], suites: Suites::UserApp });
+    // The default backend and transport once more, on one CPU.
+    cells.push(Cell {
+        name: "zygote x uds, one CPU".to_owned(),
+        env: vec![("PLOUGH_SPAWN_METHOD", "zygote"), ("PLOUGH_TEST_TRANSPORT", "uds")],
+        suites: Suites::Runtime,
+        one_cpu: true,
+    });
+    cells.push(Cell {
+        name: "user-app".to_owned(),
+        env: vec![],
+        suites: Suites::UserApp,
+        one_cpu: false,
+    });
     let runtime_tests = runtime_test_targets(&root)?;
 
     // Some suites drive workspace programs that are not their own package's (the `plough`
@@ -142,7 +163,13 @@ pub(crate) fn run(args: &TestArgs) -> Result<()> {
         let before = plough_reaper::Snapshot::take_in(&plough_dir);
         let before_ns = lab_namespaces();
         let cell_start = Instant::now();
-        let (ok, lines) = run_echoing(cmd).with_context(|| format!("could not run {runner}"))?;
+        let confined = cell.one_cpu.then(confine_to_one_cpu).transpose()?;
+        let ran = run_echoing(cmd).with_context(|| format!("could not run {runner}"));
+        if let Some(before) = confined {
+            rustix::thread::sched_setaffinity(None, &before)
+                .context("could not restore this thread's CPU affinity")?;
+        }
+        let (ok, lines) = ran?;
         let mut counts =
             if cell_nextest { parse_nextest(&lines) } else { parse_cargo_test(&lines) };
         let mut leaks = check_leaks(&before, &plough_dir);
@@ -159,6 +186,16 @@ pub(crate) fn run(args: &TestArgs) -> Result<()> {
     let all_ok = print_summary(runner, &results, start.elapsed());
     anyhow::ensure!(all_ok, "test run failed");
     Ok(())
+}
+
+/// Confines this thread (and so the processes it starts from now on) to the CPU it runs
+/// on; returns the affinity it had.
+fn confine_to_one_cpu() -> Result<rustix::thread::CpuSet> {
+    let before = rustix::thread::sched_getaffinity(None).context("sched_getaffinity")?;
+    let mut one = rustix::thread::CpuSet::new();
+    one.set(rustix::thread::sched_getcpu());
+    rustix::thread::sched_setaffinity(None, &one).context("sched_setaffinity")?;
+    Ok(before)
 }
 
 fn make_private_dir(dir: &std::path::Path) -> Result<()> {
