@@ -12,8 +12,10 @@
 //! * [`child`]: a spawned child from its entry point to its exit;
 //! * [`signals`]: signals as typed values, from a `signalfd`;
 //! * [`listen`]: binding and addresses;
-//! * [`failover`]: joining or becoming the registrar, and registering again when it is lost.
+//! * [`failover`]: joining or becoming the registrar, and registering again when it is lost;
+//! * [`body_task`]: the root's future as a task of its runtime.
 
+mod body_task;
 pub(crate) mod child;
 pub(crate) mod failover;
 pub(crate) mod listen;

@@ -166,7 +166,9 @@ impl Runtime {
         // Re-bound after the guard: dropped first on unwind, running the nurseries' drop
         // guards before the drain.
         let rt = rt;
-        let out = rt.block_on(this.root(body));
+        // As a task, not as `block_on`'s future: a reply a task delivers then costs no
+        // extra trip through the reactor (see `body_task`).
+        let out = super::body_task::run_as_task(&rt, this.root(body));
         drop(rt);
         out
     }
