@@ -8,6 +8,9 @@
 //! another task while it held the lock leaves nothing half-written, so taking the lock
 //! anyway is right, and honouring the poison would turn one panicking handler into a
 //! wedged actor.
+//!
+//! And two waits that are cheap to poll again, for the long-lived branches of a hot
+//! `select!`: [`cancelled`] (a cancellation token) and [`when_woken`] (any future).
 
 pub(crate) use plough_fork_prims::sync::LockExt;
 
