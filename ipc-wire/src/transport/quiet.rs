@@ -47,7 +47,7 @@ use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
 
 /// How long a write that would block waits before it writes again when the process has
 /// no descriptor to spare for the writable registration (at its fd limit).
-pub(super) const NO_FD_RETRY: std::time::Duration = std::time::Duration::from_millis(2);
+const NO_FD_RETRY: std::time::Duration = std::time::Duration::from_millis(2);
 
 /// Whether the calling thread may run on one CPU only (its affinity mask, which a cgroup
 /// cpuset narrows too). An affinity that cannot be read counts as not confined: tokio's
