@@ -70,14 +70,16 @@ fn tempdir_file() -> std::fs::File {
 }
 
 #[test]
-fn the_scrub_counts_what_it_closed() {
-    // In a child (the scrub is process-wide): open 10 extra fds, keep 3 of them.
+fn the_scrub_closes_by_range_and_keeps_exactly_the_keep_set() {
+    // In a child (the scrub is process-wide): open 10 extra fds, keep 3 of them. With
+    // close_range the report says how (by ranges) and counts nothing; the table after is
+    // the keep-set exactly.
     let (r, w) = pipe();
     let wfd = raw(&w);
     let child = fork_blocking(&ForkOptions::default().keep_fd(wfd), move || {
         let extra: Vec<OwnedFd> =
             (0..10).map(|_| rustix::io::dup(rustix::stdio::stderr()).unwrap()).collect();
-        let keep: Vec<RawFd> =
+        let mut keep: Vec<RawFd> =
             vec![wfd, extra[0].as_raw_fd(), extra[5].as_raw_fd(), extra[9].as_raw_fd(), 0, 1, 2];
         // SAFETY-relevant: this child owns every fd it is about to close through `extra`,
         // which is forgotten below so nothing closes them twice.
@@ -86,14 +88,16 @@ fn the_scrub_counts_what_it_closed() {
         // forgotten right after.
         let report = unsafe { plough_fork_prims::close_inherited_fds(&keep) }.unwrap();
         std::mem::forget(extra);
-        write_fd(wfd, &format!("{} {:?}", report.closed, report.method));
+        keep.sort_unstable();
+        let left = list_open_fds().unwrap();
+        write_fd(wfd, &format!("{:?} {:?} {}", report.closed, report.method, left == keep));
         0
     })
     .unwrap();
     drop(w);
     let out = read_to_end(r);
     assert!(child.wait_blocking().unwrap().success());
-    assert_eq!(out, "7 CloseRange");
+    assert_eq!(out, "None CloseRange true");
 }
 
 proptest! {
