@@ -162,8 +162,9 @@ impl Table {
         }
     }
 
-    fn clear(&mut self) {
-        self.0.clear();
+    /// Empties the table without dropping its entries (see [`fork_child`]).
+    fn forget_all(&mut self) {
+        std::mem::forget(std::mem::take(&mut self.0));
     }
 
     /// Every entry, oldest first.
@@ -261,11 +262,16 @@ pub(crate) fn fork_parent() {
 
 /// Fork hook, in the child: releases the lock and forgets the parent's tasks (and its
 /// dump count: the child's first dump is number 1).
+///
+/// The parent's entries are leaked, not dropped: dropping them would write to every page
+/// they share with the parent (reference counts, the allocator's lists) and so copy each
+/// of those pages, for a table that grows with the parent's children and calls. Nothing
+/// in them is the child's to release.
 pub(crate) fn fork_child() {
     SEQ.store(1, Ordering::Relaxed);
     HELD.with(|h| {
         if let Some(mut g) = h.borrow_mut().take() {
-            g.clear();
+            g.forget_all();
         }
     });
 }
@@ -568,7 +574,7 @@ mod tests {
         };
         let mut t = Table(slab::Slab::new());
         let stale = t.insert(entry(901));
-        t.clear();
+        t.forget_all();
         let fresh = t.insert(entry(902));
         let later = t.insert(entry(903));
         assert_eq!(stale.key, fresh.key, "the slot is reused");
