@@ -559,6 +559,26 @@ mod tests {
     }
 
     #[test]
+    fn a_forked_childs_table_forgets_its_parents_entries_without_dropping_them() {
+        // Dropping them in a child would write to pages it shares with its parent.
+        let shared: Arc<str> = Arc::from("peer@1");
+        let mut t = Table(slab::Slab::new());
+        let id = t.insert(Entry {
+            kind: TaskKind::Calling,
+            cid: 5,
+            peer: Label::Shared(Arc::clone(&shared)),
+            function: Label::Static("f"),
+            state: Label::Static("waiting"),
+            since: Instant::now(),
+            relay: None,
+            seq: NEXT.fetch_add(1, Ordering::Relaxed),
+        });
+        t.forget_all();
+        assert!(t.entries().is_empty() && t.get_mut(id).is_none());
+        assert_eq!(Arc::strong_count(&shared), 2, "the entry was leaked, not dropped");
+    }
+
+    #[test]
     fn an_id_touches_only_its_own_entry() {
         // The table of a forked child starts empty while its parent's guards are copied
         // in its memory: such a stale id finds its slot reused by a new entry.
