@@ -9,10 +9,10 @@
 //! Three ways, best first:
 //! 1. `close_range(2)` closes each gap between kept fds in one syscall (one per gap),
 //!    whatever the table holds, and nothing is listed or counted;
-//! 2. without `close_range` (ENOSYS, kernels before 5.9), `/proc/self/fd` names the open
-//!    fds and each is `close`d;
-//! 3. without either, every fd below `RLIMIT_NOFILE` is `close`d (fds above a lowered
-//!    soft limit stay open: nothing else can reach them).
+//! 2. without `close_range` (ENOSYS, kernels before 5.9, or EPERM from a seccomp filter
+//!    older than the syscall), `/proc/self/fd` names the open fds and each is `close`d;
+//! 3. without either, every fd below the soft `RLIMIT_NOFILE` is `close`d (an fd opened
+//!    before the limit was lowered, above it, stays open: nothing finds it).
 //!
 //! The first way lists nothing on purpose. Reading `/proc/self/fd` makes the kernel build
 //! a dentry and an inode for every open fd, in the child, and tear them down again when
@@ -164,11 +164,12 @@ fn close_one(fd: RawFd) -> bool {
     rc == 0 || io::Error::last_os_error().raw_os_error() == Some(libc::EINTR)
 }
 
-/// 0 = unknown, 1 = close_range works, 2 = ENOSYS.
+/// 0 = unknown, 1 = close_range works, 2 = it is missing or forbidden (ENOSYS, EPERM).
 static CLOSE_RANGE: AtomicU8 = AtomicU8::new(0);
 
 /// Closes every fd not in `keep` (sorted), gap by gap, with `close_range`. Returns
-/// `false` when the kernel lacks it (remembered), before closing anything.
+/// `false` when a gap could not be closed that way: the kernel lacks it or a seccomp
+/// filter forbids it (remembered), or, never seen, it failed otherwise.
 fn close_range_gaps(keep: &[RawFd]) -> bool {
     if CLOSE_RANGE.load(Ordering::Relaxed) == 2 {
         return false;
@@ -191,13 +192,13 @@ fn close_range(first: u32, last: u32) -> bool {
         CLOSE_RANGE.store(1, Ordering::Relaxed);
         return true;
     }
-    match io::Error::last_os_error().raw_os_error() {
-        Some(libc::ENOSYS) => {
-            CLOSE_RANGE.store(2, Ordering::Relaxed);
-            false
-        }
-        // EINVAL for first > last cannot happen here; anything else: nothing more to do
-        // for this gap.
-        _ => true,
+    // ENOSYS: a kernel before 5.9. EPERM: a seccomp filter that predates the syscall
+    // (older container runtimes' default profiles answer EPERM to what they do not
+    // know). Neither closed anything, now or later: the listing does the work.
+    if matches!(io::Error::last_os_error().raw_os_error(), Some(libc::ENOSYS | libc::EPERM)) {
+        CLOSE_RANGE.store(2, Ordering::Relaxed);
     }
+    // Whatever else failed (EINVAL cannot, for first <= last and flags 0), this gap may
+    // still be open: the listing closes what is left.
+    false
 }
