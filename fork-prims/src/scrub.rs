@@ -84,8 +84,8 @@ pub fn validate_keep_set(keep: &[RawFd]) -> io::Result<Vec<RawFd>> {
     Ok(sorted)
 }
 
-/// Closes every open fd of this process except those in `keep`; returns how many it
-/// closed and how.
+/// Closes every open fd of this process except those in `keep`; returns how it closed
+/// them (and how many, where it counted them).
 ///
 /// C form: `close_range(lo, hi, 0)` over each gap between kept fds; see the module docs
 /// for the fallbacks. Its cost does not grow with the number of fds inherited.
