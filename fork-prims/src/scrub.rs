@@ -32,7 +32,7 @@
 
 use std::io;
 use std::os::fd::RawFd;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// How [`close_inherited_fds`] closed the fds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -164,14 +164,15 @@ fn close_one(fd: RawFd) -> bool {
     rc == 0 || io::Error::last_os_error().raw_os_error() == Some(libc::EINTR)
 }
 
-/// 0 = unknown, 1 = close_range works, 2 = it is missing or forbidden (ENOSYS, EPERM).
-static CLOSE_RANGE: AtomicU8 = AtomicU8::new(0);
+/// Whether `close_range` answered that it is missing or forbidden (ENOSYS, EPERM): it
+/// is not tried again.
+static CLOSE_RANGE_UNUSABLE: AtomicBool = AtomicBool::new(false);
 
 /// Closes every fd not in `keep` (sorted), gap by gap, with `close_range`. Returns
 /// `false` when a gap could not be closed that way: the kernel lacks it or a seccomp
 /// filter forbids it (remembered), or, never seen, it failed otherwise.
 fn close_range_gaps(keep: &[RawFd]) -> bool {
-    if CLOSE_RANGE.load(Ordering::Relaxed) == 2 {
+    if CLOSE_RANGE_UNUSABLE.load(Ordering::Relaxed) {
         return false;
     }
     let mut lo = 0u32;
@@ -189,14 +190,13 @@ fn close_range(first: u32, last: u32) -> bool {
     // SAFETY: see `close_one`; close_range(2) with flags 0 only closes descriptors.
     let rc = unsafe { libc::syscall(libc::SYS_close_range, first, last, 0u32) };
     if rc == 0 {
-        CLOSE_RANGE.store(1, Ordering::Relaxed);
         return true;
     }
     // ENOSYS: a kernel before 5.9. EPERM: a seccomp filter that predates the syscall
     // (older container runtimes' default profiles answer EPERM to what they do not
     // know). Neither closed anything, now or later: the listing does the work.
     if matches!(io::Error::last_os_error().raw_os_error(), Some(libc::ENOSYS | libc::EPERM)) {
-        CLOSE_RANGE.store(2, Ordering::Relaxed);
+        CLOSE_RANGE_UNUSABLE.store(true, Ordering::Relaxed);
     }
     // Whatever else failed (EINVAL cannot, for first <= last and flags 0), this gap may
     // still be open: the listing closes what is left.
