@@ -216,7 +216,12 @@ impl MsgStream {
             }
         }
         let bytes = payload.len();
-        self.ctx.shared.channel.send(Msg::Yield { cid: self.ctx.shared.cid, payload }).await?;
+        let channel = &self.ctx.shared.channel;
+        if let Some(msg) =
+            channel.try_send_item(Msg::Yield { cid: self.ctx.shared.cid, payload })?
+        {
+            channel.send(msg).await?;
+        }
         self.counters.sent(bytes);
         Ok(())
     }

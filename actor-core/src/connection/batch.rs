@@ -44,12 +44,10 @@ impl Batcher {
         Batcher { enabled, cid: 0, items: Vec::new(), bytes: 0 }
     }
 
-    /// Feeds `msg` to `sink`, or holds it in the batch; a message that cannot join the
-    /// batch first sends what it holds.
-    pub(crate) async fn feed<S>(&mut self, sink: &mut S, msg: Msg) -> Result<(), FrameError>
-    where
-        S: Sink<Msg, Error = FrameError> + Unpin,
-    {
+    /// Holds `msg` in the batch if it can join it as the batch stands, with nothing to send
+    /// first; gives it back otherwise, for [`Batcher::feed`]. The writer's per-item step:
+    /// an item that joins costs no future.
+    pub(crate) fn try_hold(&mut self, msg: Msg) -> Option<Msg> {
         match msg {
             Msg::Yield { cid, payload }
                 if self.enabled
@@ -59,17 +57,30 @@ impl Batcher {
                 let fits =
                     self.items.len() < BATCH_ITEMS && self.bytes + payload.len() <= BATCH_BYTES;
                 if !self.items.is_empty() && (cid != self.cid || !fits) {
-                    self.finish(sink).await?;
+                    return Some(Msg::Yield { cid, payload });
                 }
                 self.cid = cid;
                 self.bytes += payload.len();
                 self.items.push(payload);
-                Ok(())
+                None
             }
-            other => {
-                self.finish(sink).await?;
-                sink.feed(other).await
-            }
+            other => Some(other),
+        }
+    }
+
+    /// Feeds `msg` to `sink`, or holds it in the batch; a message that cannot join the
+    /// batch first sends what it holds.
+    pub(crate) async fn feed<S>(&mut self, sink: &mut S, msg: Msg) -> Result<(), FrameError>
+    where
+        S: Sink<Msg, Error = FrameError> + Unpin,
+    {
+        let Some(msg) = self.try_hold(msg) else { return Ok(()) };
+        // It does not join the batch as it stands: what the batch holds goes first. An
+        // item then starts the next batch; anything else goes on its own.
+        self.finish(sink).await?;
+        match self.try_hold(msg) {
+            None => Ok(()),
+            Some(other) => sink.feed(other).await,
         }
     }
 

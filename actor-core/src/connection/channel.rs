@@ -101,6 +101,8 @@ struct Inner {
     tx: mpsc::Sender<Queued>,
     /// Wakes the writer: something was queued, or a write-through left bytes unwritten.
     work: Notify,
+    /// Wakes senders waiting for room in a full [`Outbox`]: the writer took a segment.
+    outbox_room: Notify,
     /// The largest frame the connection carries ([`Limits::max_frame`]).
     ///
     /// [`Limits::max_frame`]: plough_ipc_wire::Limits::max_frame
@@ -220,8 +222,9 @@ impl From<Msg> for Queued {
 /// last segment while it is *open*: until a message goes through the queue behind its
 /// marker (which closes it), or the writer takes it. So everything queued before an item
 /// is written before it, and everything queued after it (a `Stop`, a `Return`) after it.
-/// While the outbox is full, or no marker fits in the queue, an item goes through the
-/// queue like any other message.
+/// While the outbox is full, [`Channel::send`] waits for the writer to take a segment
+/// (a sender that cannot wait gets the item back); while no marker fits in the queue, an
+/// item goes through the queue like any other message.
 #[derive(Default)]
 struct Outbox {
     segments: std::collections::VecDeque<Vec<Msg>>,
@@ -334,6 +337,7 @@ impl Channel {
             dialer,
             tx,
             work: Notify::new(),
+            outbox_room: Notify::new(),
             max_frame: limits.max_frame(),
             wire: tokio::sync::Mutex::new(Wire { sink: Some(sink), batcher, failed: None }),
             outbox: Mutex::new(Outbox::default()),
@@ -696,22 +700,53 @@ impl Channel {
         let _ = self.inner.fate.set(fate);
     }
 
+    /// The part of [`Channel::send`] that never waits: a small stream item joins the
+    /// outbox (`Ok(None)`); anything else, or an item the outbox has no room for, is given
+    /// back for `send` to carry. A stream's hot path calls this first, so an item in the
+    /// common case costs no future of `send`'s size.
+    ///
+    /// # Errors
+    /// The connection is gone.
+    pub(crate) fn try_send_item(&self, msg: Msg) -> Result<Option<Msg>, ActorError> {
+        if self.is_closed() {
+            return Err(self.closed_error());
+        }
+        Ok(if Self::outbox_item(&msg) { self.to_outbox(msg) } else { Some(msg) })
+    }
+
+    /// Whether `msg` is a stream item small enough for the [`Outbox`].
+    fn outbox_item(msg: &Msg) -> bool {
+        matches!(msg, Msg::Yield { payload, .. } if payload.len() <= BATCH_ITEM_BYTES)
+    }
+
+    /// Whether the [`Outbox`] holds all the items it may.
+    fn outbox_full(&self) -> bool {
+        self.inner.outbox.locked().len >= OUTBOX
+    }
+
     /// Queues a message for the peer. One with a large payload ([`LARGE_MESSAGE`]) first
     /// waits for room in [`Budgets::outgoing_bytes`]: for the writer to have written what
     /// is queued before it (one larger than the whole budget waits for all of it).
     pub(crate) async fn send(&self, msg: Msg) -> Result<(), ActorError> {
-        if self.is_closed() {
-            return Err(self.closed_error());
-        }
-        let mut msg = match msg {
-            Msg::Yield { ref payload, .. } if payload.len() <= BATCH_ITEM_BYTES => {
-                match self.to_outbox(msg) {
-                    None => return Ok(()),
-                    Some(msg) => msg,
+        let Some(mut msg) = self.try_send_item(msg)? else { return Ok(()) };
+        // A small item the outbox had no room for waits for the writer to take a segment,
+        // rather than going through the queue alone: a producer that keeps ahead of the
+        // writer would otherwise send a queue's worth of items one by one after every
+        // full outbox, each costing several times what an item in a segment costs.
+        while Self::outbox_item(&msg) && self.outbox_full() {
+            let room = self.inner.outbox_room.notified();
+            let mut room = std::pin::pin!(room);
+            room.as_mut().enable();
+            if self.outbox_full() {
+                tokio::select! {
+                    biased;
+                    () = self.inner.closed.cancelled() => return Err(self.closed_error()),
+                    () = room => {}
                 }
             }
-            msg => msg,
-        };
+            let Some(again) = self.try_send_item(msg)? else { return Ok(()) };
+            msg = again;
+        }
         // A payload that only shared memory can carry (over the frame limit) waits for
         // the peer to return lent segments when they fill the budget, as a message waits
         // for room in the queue: it is not refused for a moment's lack of room.
@@ -917,8 +952,11 @@ impl Channel {
                         o.free.push(emptied);
                     }
                 }
+                self.inner.outbox_room.notify_waiters();
                 for msg in spare.drain(..) {
-                    batcher.feed(sink, msg).await.map_err(|e| e.to_string())?;
+                    if let Some(msg) = batcher.try_hold(msg) {
+                        batcher.feed(sink, msg).await.map_err(|e| e.to_string())?;
+                    }
                 }
             }
         }

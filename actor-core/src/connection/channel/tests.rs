@@ -755,7 +755,7 @@ async fn a_large_message_waits_for_the_writer_while_the_outgoing_bytes_are_over_
 #[tokio::test(flavor = "current_thread")]
 async fn small_stream_items_leave_in_batches_and_keep_their_place_among_other_messages() {
     let (ch, _serve, mut raw) = within("the pair", raw_pair()).await;
-    let n = OUTBOX as u64 + 300; // past the outbox's bound: the rest goes through the queue
+    let n = OUTBOX as u64 + 300; // past the outbox's bound: a sender then waits for the writer
     let mut sent = vec![Msg::Stop { cid: 9 }];
     ch.send(Msg::Stop { cid: 9 }).await.unwrap();
     for i in 0..n {
@@ -791,6 +791,46 @@ async fn small_stream_items_leave_in_batches_and_keep_their_place_among_other_me
         );
     }
     assert!(frames < sent.len() / 10, "{frames} frames for {} messages", sent.len());
+}
+
+/// A sender that fills the outbox waits for the writer to take it, rather than sending its
+/// next items through the queue one by one (several times an item's cost in a segment);
+/// everything still arrives, in order, in batches.
+#[tokio::test(flavor = "current_thread")]
+async fn a_full_outbox_makes_the_next_item_wait_for_the_writer_not_the_queue() {
+    let (ch, _serve, mut raw) = within("the pair", raw_pair()).await;
+    let n = 2 * OUTBOX as u64 + 10;
+    // The writer cannot run until we yield: the outbox fills without waiting.
+    for i in 0..OUTBOX as u64 {
+        ch.send(yield_msg(1, i)).now_or_never().expect("room in the outbox").unwrap();
+    }
+    let marker_only = QUEUE - 1;
+    assert_eq!(ch.inner.tx.capacity(), marker_only, "the outbox's marker alone is queued");
+    let mut next = std::pin::pin!(ch.send(yield_msg(1, OUTBOX as u64)));
+    assert!(futures::poll!(next.as_mut()).is_pending(), "a full outbox makes the item wait");
+    assert_eq!(ch.inner.tx.capacity(), marker_only, "the waiting item is not queued");
+    within("room in the outbox", next).await.unwrap();
+    for i in OUTBOX as u64 + 1..n {
+        within("room in the outbox", ch.send(yield_msg(1, i))).await.unwrap();
+    }
+    ch.send(Msg::Stop { cid: 1 }).await.unwrap();
+    let mut got = Vec::new();
+    loop {
+        let frame = within("a frame", raw.framed.next()).await.expect("a frame").expect("ok");
+        match frame.decode().expect("a message") {
+            Msg::Yields { cid: 1, payloads } => got.extend(payloads),
+            Msg::Yield { cid: 1, payload } => got.push(payload),
+            Msg::Stop { cid: 1 } => break,
+            m => panic!("unexpected {m:?}"),
+        }
+    }
+    let want: Vec<Payload> = (0..n)
+        .map(|i| match yield_msg(1, i) {
+            Msg::Yield { payload, .. } => payload,
+            _ => unreachable!(),
+        })
+        .collect();
+    assert!(got == want, "{} items arrive of {n}, in the order sent", got.len());
 }
 
 /// A `Return` of `n` with `pad` bytes of padding (to fill the socket quickly).
