@@ -217,9 +217,7 @@ impl MsgStream {
         }
         let bytes = payload.len();
         let channel = &self.ctx.shared.channel;
-        if let Some(msg) =
-            channel.try_send_item(Msg::Yield { cid: self.ctx.shared.cid, payload })?
-        {
+        if let Some(msg) = channel.try_send_item(Msg::Yield { cid: self.ctx.shared.cid, payload }) {
             channel.send(msg).await?;
         }
         self.counters.sent(bytes);

@@ -701,17 +701,14 @@ impl Channel {
     }
 
     /// The part of [`Channel::send`] that never waits: a small stream item joins the
-    /// outbox (`Ok(None)`); anything else, or an item the outbox has no room for, is given
-    /// back for `send` to carry. A stream's hot path calls this first, so an item in the
-    /// common case costs no future of `send`'s size.
-    ///
-    /// # Errors
-    /// The connection is gone.
-    pub(crate) fn try_send_item(&self, msg: Msg) -> Result<Option<Msg>, ActorError> {
-        if self.is_closed() {
-            return Err(self.closed_error());
+    /// outbox (`None`). Anything else, an item the outbox has no room for, or any message
+    /// once the connection is gone, is given back for `send`. A stream's hot path calls
+    /// this first, so an item in the common case costs no future of `send`'s size.
+    pub(crate) fn try_send_item(&self, msg: Msg) -> Option<Msg> {
+        if self.is_closed() || !Self::outbox_item(&msg) {
+            return Some(msg);
         }
-        Ok(if Self::outbox_item(&msg) { self.to_outbox(msg) } else { Some(msg) })
+        self.to_outbox(msg)
     }
 
     /// Whether `msg` is a stream item small enough for the [`Outbox`].
@@ -724,16 +721,14 @@ impl Channel {
         self.inner.outbox.locked().len >= OUTBOX
     }
 
-    /// Queues a message for the peer. One with a large payload ([`LARGE_MESSAGE`]) first
-    /// waits for room in [`Budgets::outgoing_bytes`]: for the writer to have written what
-    /// is queued before it (one larger than the whole budget waits for all of it).
-    pub(crate) async fn send(&self, msg: Msg) -> Result<(), ActorError> {
-        let Some(mut msg) = self.try_send_item(msg)? else { return Ok(()) };
-        // A small item the outbox had no room for waits for the writer to take a segment,
-        // rather than going through the queue alone: a producer that keeps ahead of the
-        // writer would otherwise send a queue's worth of items one by one after every
-        // full outbox, each costing several times what an item in a segment costs.
-        while Self::outbox_item(&msg) && self.outbox_full() {
+    /// An item the outbox had no room for waits for the writer to take a segment and then
+    /// joins the outbox (`None`), rather than going through the queue alone: a producer
+    /// that keeps ahead of the writer would otherwise send a queue's worth of items one by
+    /// one after every full outbox, each costing several times what an item in a segment
+    /// costs. Given back when the outbox is not full but still refused it (no room in the
+    /// queue for its marker).
+    async fn room_in_outbox(&self, mut msg: Msg) -> Result<Option<Msg>, ActorError> {
+        while self.outbox_full() {
             let room = self.inner.outbox_room.notified();
             let mut room = std::pin::pin!(room);
             room.as_mut().enable();
@@ -744,8 +739,36 @@ impl Channel {
                     () = room => {}
                 }
             }
-            let Some(again) = self.try_send_item(msg)? else { return Ok(()) };
-            msg = again;
+            if self.is_closed() {
+                return Err(self.closed_error());
+            }
+            let Some(back) = self.to_outbox(msg) else { return Ok(None) };
+            msg = back;
+        }
+        Ok(Some(msg))
+    }
+
+    /// Queues a message for the peer. One with a large payload ([`LARGE_MESSAGE`]) first
+    /// waits for room in [`Budgets::outgoing_bytes`]: for the writer to have written what
+    /// is queued before it (one larger than the whole budget waits for all of it).
+    pub(crate) async fn send(&self, msg: Msg) -> Result<(), ActorError> {
+        if !Self::outbox_item(&msg) {
+            return self.send_queued(msg).await;
+        }
+        if self.is_closed() {
+            return Err(self.closed_error());
+        }
+        let Some(msg) = self.to_outbox(msg) else { return Ok(()) };
+        let Some(msg) = self.room_in_outbox(msg).await? else { return Ok(()) };
+        // Boxed: this rare path does not grow the future of every `send`.
+        Box::pin(self.send_queued(msg)).await
+    }
+
+    /// [`Channel::send`] for a message that does not go in the [`Outbox`]: through the
+    /// writer's queue, or written through.
+    async fn send_queued(&self, mut msg: Msg) -> Result<(), ActorError> {
+        if self.is_closed() {
+            return Err(self.closed_error());
         }
         // A payload that only shared memory can carry (over the frame limit) waits for
         // the peer to return lent segments when they fill the budget, as a message waits
