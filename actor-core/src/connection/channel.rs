@@ -729,6 +729,9 @@ impl Channel {
     /// queue for its marker).
     async fn room_in_outbox(&self, mut msg: Msg) -> Result<Option<Msg>, ActorError> {
         while self.outbox_full() {
+            if self.is_closed() {
+                return Err(self.closed_error());
+            }
             let room = self.inner.outbox_room.notified();
             let mut room = std::pin::pin!(room);
             room.as_mut().enable();
@@ -739,10 +742,7 @@ impl Channel {
                     () = room => {}
                 }
             }
-            if self.is_closed() {
-                return Err(self.closed_error());
-            }
-            let Some(back) = self.to_outbox(msg) else { return Ok(None) };
+            let Some(back) = self.try_send_item(msg) else { return Ok(None) };
             msg = back;
         }
         Ok(Some(msg))
@@ -755,10 +755,9 @@ impl Channel {
         if !Self::outbox_item(&msg) {
             return self.send_queued(msg).await;
         }
-        if self.is_closed() {
-            return Err(self.closed_error());
-        }
-        let Some(msg) = self.to_outbox(msg) else { return Ok(()) };
+        // Given back (the outbox full, or the connection gone): the wait and the queued
+        // path each check the connection first.
+        let Some(msg) = self.try_send_item(msg) else { return Ok(()) };
         let Some(msg) = self.room_in_outbox(msg).await? else { return Ok(()) };
         // Boxed: this rare path does not grow the future of every `send`.
         Box::pin(self.send_queued(msg)).await

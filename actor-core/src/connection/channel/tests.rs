@@ -833,6 +833,24 @@ async fn a_full_outbox_makes_the_next_item_wait_for_the_writer_not_the_queue() {
     assert!(got == want, "{} items arrive of {n}, in the order sent", got.len());
 }
 
+/// A sender waiting for room in a full outbox is not stranded when the connection goes:
+/// it gets the connection's error.
+#[tokio::test(flavor = "current_thread")]
+async fn a_sender_waiting_for_the_outbox_learns_that_the_connection_is_gone() {
+    let (ch, _serve, raw) = within("the pair", raw_pair()).await;
+    for i in 0..OUTBOX as u64 {
+        ch.send(yield_msg(1, i)).now_or_never().expect("room in the outbox").unwrap();
+    }
+    // The writer cannot take the outbox while we hold the wire.
+    let busy = ch.inner.wire.try_lock().unwrap();
+    let mut next = std::pin::pin!(ch.send(yield_msg(1, OUTBOX as u64)));
+    assert!(futures::poll!(next.as_mut()).is_pending(), "a full outbox makes the item wait");
+    drop(raw); // The reader reads EOF: the connection is gone.
+    let sent = within("the connection's end", next).await;
+    assert!(matches!(sent, Err(ActorError::TransportClosed { .. })), "{sent:?}");
+    drop(busy);
+}
+
 /// A `Return` of `n` with `pad` bytes of padding (to fill the socket quickly).
 fn return_msg(cid: Cid, n: u64, pad: usize) -> Msg {
     Msg::Return { cid, payload: Payload::encode(&(n, vec![0u8; pad])).unwrap() }
